@@ -1,0 +1,80 @@
+"""The ASGI application: routers, error handlers, the embedded worker. Wiring only."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from openmaac import __version__
+from openmaac.config import Settings, get_settings
+from openmaac.contacts.router import router as contacts_router
+from openmaac.db.engine import get_database
+from openmaac.jobs.worker import Worker
+from openmaac.line_inbound.router import router as line_inbound_router
+from openmaac.messaging.router import router as events_router
+from openmaac.tags.router import router as tags_router
+from openmaac.templates.router import router as templates_router
+from openmaac.web.errors import APIError, api_error_handler, http_error_handler, validation_error_handler
+from openmaac.web.responses import OrjsonResponse
+from openmaac.wiring import load_domains
+
+log = logging.getLogger("openmaac")
+
+DESCRIPTION = """
+openmaac speaks the MAAC OpenAPI (Crescendo Lab) and the CDH OpenAPI: point an existing
+integration at this server by changing only the base URL and the token.
+
+Authenticate with `Authorization: Bearer {access token}` (`openmaac token create`).
+Operations marked **openmaac extension** (`x-openmaac-extension: true`) add REST methods
+for actions the real system offers only in its console.
+"""
+
+
+def create_app(settings: Settings | None = None, *, embedded_worker: bool | None = None,
+               simulators: bool | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    load_domains()
+    run_worker = settings.embedded_worker if embedded_worker is None else embedded_worker
+    mount_simulators = settings.simulators_enabled if simulators is None else simulators
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker: Worker | None = None
+        if run_worker:
+            worker = Worker(get_database())
+            worker.start()
+            app.state.worker = worker
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+
+    app = FastAPI(
+        title="openmaac",
+        version=__version__,
+        description=DESCRIPTION,
+        default_response_class=OrjsonResponse,
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(RequestValidationError, validation_error_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(APIError, api_error_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)  # type: ignore[arg-type]
+    for router in (contacts_router, tags_router, templates_router, events_router, line_inbound_router):
+        app.include_router(router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> Any:
+        return {"status": "ok", "version": __version__}
+
+    if mount_simulators:
+        from openmaac.simulators.line.app import create_app as create_line_simulator
+
+        app.mount("/_simulators/line", create_line_simulator())
+    return app

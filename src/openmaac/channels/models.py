@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from openmaac.db.base import Base, BigId, UTCDateTime, utcnow
+
+
+class LineChannel(Base):
+    """The LINE Messaging API channel of an organisation's Official Account."""
+
+    __tablename__ = "line_channels"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), unique=True
+    )
+    channel_id: Mapped[str] = mapped_column(String(64), unique=True)
+    channel_secret: Mapped[str] = mapped_column(String(128))
+    access_token: Mapped[str] = mapped_column(String(512))
+    api_base_url: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,192 @@
+"""The ``openmaac`` command line."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="openmaac: MAAC-compatible marketing automation for LINE and SMS.", no_args_is_help=True)
+token_app = typer.Typer(help="Access tokens of the OpenAPI.", no_args_is_help=True)
+org_app = typer.Typer(help="Organisations (tenants).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+app.add_typer(org_app, name="org")
+
+err = Console(stderr=True)
+out = Console()
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default ./data, env OPENMAAC_DATA_DIR)")]
+
+
+def _settings(data_dir: Path | None = None):  # type: ignore[no-untyped-def]
+    from openmaac.config import get_settings, reset_settings_cache
+
+    if data_dir is not None:
+        os.environ["OPENMAAC_DATA_DIR"] = str(data_dir)
+        reset_settings_cache()
+    return get_settings()
+
+
+def _migrate(settings) -> None:  # type: ignore[no-untyped-def]
+    from openmaac.migrations import upgrade
+
+    upgrade(settings.database_url)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    data_dir: DataDir = None,
+    worker: Annotated[bool, typer.Option("--worker/--no-worker", help="Run the embedded job worker")] = True,
+) -> None:
+    """Run the API server (with the embedded worker and, by default, the simulators)."""
+    import uvicorn
+
+    if "OPENMAAC_PUBLIC_BASE_URL" not in os.environ:
+        shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        os.environ["OPENMAAC_PUBLIC_BASE_URL"] = f"http://{shown_host}:{port}"
+    if not worker:
+        os.environ["OPENMAAC_EMBEDDED_WORKER"] = "0"
+    from openmaac.config import reset_settings_cache
+
+    reset_settings_cache()
+    settings = _settings(data_dir)
+    _migrate(settings)
+    from openmaac.app import create_app
+    from openmaac.bootstrap import ensure_default_organization, register_channels_with_simulator
+
+    token = ensure_default_organization(settings)
+    base = settings.public_base_url.rstrip("/")
+    err.print(f"[bold green]openmaac[/] serving on [bold]{base}[/]  (data: {settings.data_dir})")
+    err.print(f"  OpenAPI base URL : {base}/openapi/v1/")
+    err.print(f"  API docs         : {base}/docs")
+    if token:
+        err.print(f"  Access token     : [bold]{token}[/]  (organisation 'default')")
+        err.print(f"  Try it           : curl -H 'Authorization: Bearer {token}' {base}/openapi/v1/member/")
+    if settings.simulators_enabled:
+        err.print(f"  LINE simulator   : {settings.simulator_base_url}/")
+        register_channels_with_simulator(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command()
+def worker(
+    data_dir: DataDir = None,
+    concurrency: Annotated[int, typer.Option(help="Jobs run at once")] = 8,
+) -> None:
+    """Run a job worker in the foreground (any number may share a PostgreSQL database)."""
+    settings = _settings(data_dir)
+    _migrate(settings)
+    from openmaac.db.engine import get_database
+    from openmaac.jobs.worker import Worker
+    from openmaac.wiring import load_domains
+
+    load_domains()
+    job_worker = Worker(get_database(settings.database_url), concurrency=concurrency)
+    stopping = False
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    job_worker.start()
+    err.print(f"[bold green]openmaac worker[/] {job_worker.worker_id} running (concurrency {concurrency})")
+    while not stopping:
+        time.sleep(0.2)
+    job_worker.stop()
+
+
+@app.command()
+def migrate(data_dir: DataDir = None) -> None:
+    """Apply pending database migrations."""
+    settings = _settings(data_dir)
+    _migrate(settings)
+    err.print("database is up to date")
+
+
+@app.command()
+def simulate(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8100,
+) -> None:
+    """Run the LINE simulator alone as its own HTTP server."""
+    from openmaac.simulators.line.app import serve as serve_line
+
+    serve_line(host, port)
+
+
+@token_app.command("create")
+def token_create(
+    org: Annotated[str, typer.Option("--org", help="Organisation name (created when missing)")] = "default",
+    label: Annotated[str | None, typer.Option(help="A note to recognise the token by")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Create an access token and print it (only it) on stdout. It is shown once."""
+    settings = _settings(data_dir)
+    _migrate(settings)
+    from openmaac.auth.service import create_token, get_or_create_organization
+    from openmaac.db.engine import get_database
+
+    with get_database(settings.database_url).write() as session:
+        organization, created = get_or_create_organization(session, org)
+        token = create_token(session, organization.id, label=label)
+    if created:
+        err.print(f"created organisation {org!r}")
+    sys.stdout.write(token + "\n")
+
+
+@token_app.command("revoke")
+def token_revoke(token: Annotated[str, typer.Argument(help="The token, or its 10-character prefix")],
+                 data_dir: DataDir = None) -> None:
+    """Revoke a token: it stops working at once (within 2 s on running servers)."""
+    settings = _settings(data_dir)
+    _migrate(settings)
+    from openmaac.auth.service import revoke_token
+    from openmaac.db.engine import get_database
+
+    with get_database(settings.database_url).write() as session:
+        count = revoke_token(session, token)
+    if count == 0:
+        err.print("no active token matched")
+        raise typer.Exit(1)
+    err.print(f"revoked {count} token(s)")
+
+
+@org_app.command("list")
+def org_list(data_dir: DataDir = None) -> None:
+    """List organisations with their LINE channel and active token count."""
+    settings = _settings(data_dir)
+    _migrate(settings)
+    from openmaac.auth.service import list_organizations
+    from openmaac.channels.service import channel_of
+    from openmaac.db.engine import get_database
+
+    table = Table("id", "name", "time zone", "region", "LINE channel id", "active tokens")
+    with get_database(settings.database_url).read() as session:
+        for organization, tokens in list_organizations(session):
+            channel = channel_of(session, organization.id)
+            table.add_row(str(organization.id), organization.name, organization.timezone, organization.region,
+                          channel.channel_id if channel else "-", str(tokens))
+    out.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,90 @@
+"""Settings read from the environment (``OPENMAAC_*``).
+
+Every command (serve, worker, migrate, token, ...) resolves the same database from these
+settings, so they all work on the same data without further flags.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(f"OPENMAAC_{name}")
+    return value if value not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    secret_key: str
+    default_timezone: str = "Asia/Taipei"
+    default_region: str = "TW"
+    public_base_url: str = "http://127.0.0.1:8000"
+    simulators_enabled: bool = True
+    webhook_allow_hosts: tuple[str, ...] = field(default_factory=tuple)
+    embedded_worker: bool = True
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def simulator_base_url(self) -> str:
+        """Where the built-in LINE simulator answers when hosted inside `serve`."""
+        return self.public_base_url.rstrip("/") + "/_simulators/line"
+
+
+def _load_secret(data_dir: Path) -> str:
+    """A server secret that survives restarts: from the environment, else a file in data_dir."""
+    configured = _env("SECRET_KEY")
+    if configured:
+        return configured
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    # Exclusive create: two processes starting together agree on one key.
+    try:
+        with open(path, "x") as handle:
+            handle.write(key)
+        os.chmod(path, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    return key
+
+
+def load_settings() -> Settings:
+    data_dir = Path(_env("DATA_DIR", "./data") or "./data").resolve()
+    database_url = _env("DATABASE_URL") or f"sqlite:///{data_dir / 'openmaac.sqlite3'}"
+    if database_url.startswith("postgres://"):
+        database_url = "postgresql://" + database_url[len("postgres://") :]
+    if database_url.startswith("postgresql://"):
+        database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
+    allow = tuple(h.strip() for h in (_env("WEBHOOK_ALLOW_HOSTS", "") or "").split(",") if h.strip())
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        secret_key=_load_secret(data_dir),
+        default_timezone=_env("DEFAULT_TIMEZONE", "Asia/Taipei") or "Asia/Taipei",
+        default_region=_env("DEFAULT_REGION", "TW") or "TW",
+        public_base_url=_env("PUBLIC_BASE_URL", "http://127.0.0.1:8000") or "http://127.0.0.1:8000",
+        simulators_enabled=(_env("SIMULATORS", "1") or "1") not in ("0", "false", "no"),
+        webhook_allow_hosts=allow,
+        embedded_worker=(_env("EMBEDDED_WORKER", "1") or "1") not in ("0", "false", "no"),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
+
+
+def reset_settings_cache() -> None:
+    get_settings.cache_clear()

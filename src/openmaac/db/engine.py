@@ -1,0 +1,132 @@
+"""Engines and sessions for SQLite (embedded default) and PostgreSQL (scale-out).
+
+SQLite allows one writer at a time. Writes go through ``Database.write()``, which takes a
+process-wide lock and opens ``BEGIN IMMEDIATE`` so a transaction never has to upgrade a read
+lock (the source of instant ``database is locked`` errors in WAL mode); other processes
+sharing the file wait on the busy timeout. Reads use ``Database.read()`` on their own
+connections and never block the writer under WAL.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from openmaac.config import get_settings
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def _sqlite_engine(url: str, begin_statement: str, pool_size: int) -> Engine:
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        pool_pre_ping=False,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from pysqlite so BEGIN is ours.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA cache_size=-65536")
+        cursor.execute("PRAGMA temp_store=MEMORY")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin_statement)
+
+    return engine
+
+
+class Database:
+    """One per process and database URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                from pathlib import Path
+
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.write_engine = _sqlite_engine(url, "BEGIN IMMEDIATE", pool_size=2)
+            self.read_engine = _sqlite_engine(url, "BEGIN", pool_size=8)
+        else:
+            engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+            self.write_engine = engine
+            self.read_engine = engine
+        self._write_lock = threading.RLock() if self.is_sqlite else None
+        self._writer = sessionmaker(self.write_engine, expire_on_commit=False)
+        self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
+        self._after_commit_hooks: list[Any] = []
+
+    @property
+    def dialect(self) -> str:
+        return self.write_engine.dialect.name
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One transaction that commits on success and rolls back on error."""
+        lock = self._write_lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            with self._writer() as session, session.begin():
+                yield session
+                enqueued = bool(session.info.get("jobs_enqueued"))
+        finally:
+            if lock is not None:
+                lock.release()
+        if enqueued:
+            for hook in list(self._after_commit_hooks):
+                hook()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        # Closing (not rolling back) ends the read transaction without expiring the loaded
+        # objects, so callers may use them after the block.
+        with self._reader() as session:
+            yield session
+
+    def on_commit(self, hook: Any) -> None:
+        """Run ``hook()`` after a committed write that enqueued jobs (wakes the embedded worker)."""
+        self._after_commit_hooks.append(hook)
+
+    def dispose(self) -> None:
+        self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            self.read_engine.dispose()
+
+
+_databases: dict[str, Database] = {}
+_lock = threading.Lock()
+
+
+def get_database(url: str | None = None) -> Database:
+    url = url or get_settings().database_url
+    with _lock:
+        database = _databases.get(url)
+        if database is None:
+            database = _databases[url] = Database(url)
+        return database
+
+
+def reset_database() -> None:
+    with _lock:
+        for database in _databases.values():
+            database.dispose()
+        _databases.clear()

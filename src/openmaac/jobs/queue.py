@@ -1,0 +1,159 @@
+"""Enqueue and claim durable jobs.
+
+``enqueue`` takes the caller's session so the job commits (or not) together with the data
+it serves. Claiming is one ``UPDATE ... RETURNING``; on PostgreSQL the candidate rows are
+chosen with ``FOR UPDATE SKIP LOCKED`` so any number of workers on any number of machines
+never claim the same job; on SQLite the single writer lock gives the same guarantee.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.orm import Session
+
+from openmaac.db.base import utcnow
+from openmaac.jobs.models import Job
+
+
+def _insert_ignoring_duplicates(session: Session) -> Any:
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(Job).on_conflict_do_nothing(index_elements=["unique_key"])
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(Job).on_conflict_do_nothing(index_elements=["unique_key"])
+
+
+def enqueue(
+    session: Session,
+    kind: str,
+    payload: dict[str, Any] | None = None,
+    *,
+    organization_id: int | None = None,
+    run_at: datetime | None = None,
+    priority: int = 100,
+    max_attempts: int = 10,
+    unique_key: str | None = None,
+) -> None:
+    """Add a job in the caller's transaction.
+
+    With ``unique_key``, a job already waiting under that key wins and nothing is added
+    (an ``INSERT ... ON CONFLICT DO NOTHING``, so racing processes cannot both add one).
+    """
+    values = {
+        "kind": kind,
+        "payload": payload or {},
+        "organization_id": organization_id,
+        "run_at": run_at or utcnow(),
+        "priority": priority,
+        "max_attempts": max_attempts,
+        "unique_key": unique_key,
+        "status": "ready",
+        "attempts": 0,
+        "created_at": utcnow(),
+    }
+    statement = _insert_ignoring_duplicates(session) if unique_key is not None else Job.__table__.insert()
+    session.execute(statement.values(**values))
+    session.info["jobs_enqueued"] = True
+
+
+def enqueue_many(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Bulk enqueue: each row has kind, payload and optionally organization_id, run_at, priority."""
+    if not rows:
+        return
+    now = utcnow()
+    session.info["jobs_enqueued"] = True
+    session.execute(
+        Job.__table__.insert(),
+        [
+            {
+                "kind": row["kind"],
+                "payload": row.get("payload") or {},
+                "organization_id": row.get("organization_id"),
+                "run_at": row.get("run_at") or now,
+                "priority": row.get("priority", 100),
+                "max_attempts": row.get("max_attempts", 10),
+                "unique_key": row.get("unique_key"),
+                "status": "ready",
+                "attempts": 0,
+                "created_at": now,
+            }
+            for row in rows
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    organization_id: int | None
+    attempts: int
+    max_attempts: int
+
+
+def _claimable(now: datetime) -> Any:
+    return or_(
+        and_(Job.status == "ready", Job.run_at <= now),
+        and_(Job.status == "running", Job.locked_until < now),
+    )
+
+
+def claim(session: Session, worker_id: str, limit: int, lease_seconds: float) -> list[ClaimedJob]:
+    now = utcnow()
+    candidates = (
+        select(Job.id).where(_claimable(now)).order_by(Job.priority, Job.run_at, Job.id).limit(limit)
+    )
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    stmt = (
+        update(Job)
+        .where(Job.id.in_(candidates.scalar_subquery()))
+        .values(
+            status="running",
+            locked_by=worker_id,
+            locked_until=now + timedelta(seconds=lease_seconds),
+            attempts=Job.attempts + 1,
+        )
+        .returning(Job.id, Job.kind, Job.payload, Job.organization_id, Job.attempts, Job.max_attempts)
+        .execution_options(synchronize_session=False)
+    )
+    rows = session.execute(stmt).all()
+    return sorted((ClaimedJob(*row) for row in rows), key=lambda job: job.id)
+
+
+def complete(session: Session, job_id: int, worker_id: str) -> None:
+    session.execute(delete(Job).where(Job.id == job_id, Job.locked_by == worker_id))
+
+
+def reschedule(session: Session, job_id: int, worker_id: str, delay: float, error: str | None,
+               count_attempt: bool = True) -> None:
+    values: dict[str, Any] = {
+        "status": "ready",
+        "run_at": utcnow() + timedelta(seconds=delay),
+        "locked_by": None,
+        "locked_until": None,
+        "last_error": error,
+    }
+    if not count_attempt:
+        values["attempts"] = Job.attempts - 1
+    session.execute(update(Job).where(Job.id == job_id, Job.locked_by == worker_id).values(**values))
+
+
+def fail(session: Session, job_id: int, worker_id: str, error: str) -> None:
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.locked_by == worker_id)
+        .values(status="failed", locked_by=None, locked_until=None, last_error=error)
+    )
+
+
+def next_run_at(session: Session) -> datetime | None:
+    """When the earliest ready job is due (lets an idle worker sleep exactly that long)."""
+    return session.scalar(select(Job.run_at).where(Job.status == "ready").order_by(Job.run_at).limit(1))

@@ -1,0 +1,155 @@
+"""The worker loop: claim due jobs, run their handlers in a thread pool, record the outcome.
+
+``openmaac serve`` runs one embedded ``Worker`` in a background thread; ``openmaac worker``
+runs one in the foreground. Any number may share a PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import traceback
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import timedelta
+
+from openmaac.db.base import utcnow
+from openmaac.db.engine import Database
+from openmaac.jobs import queue
+from openmaac.jobs.registry import JobContext, RetryLater, get_handler
+
+log = logging.getLogger("openmaac.worker")
+
+LEASE_SECONDS = 60.0
+IDLE_POLL_SECONDS = 0.5
+
+
+def backoff_seconds(attempt: int) -> float:
+    return float(min(2 ** max(attempt - 1, 0), 300))
+
+
+class Worker:
+    def __init__(self, database: Database, concurrency: int = 8, poll_interval: float = IDLE_POLL_SECONDS,
+                 kinds: list[str] | None = None) -> None:
+        self.database = database
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openmaac-job")
+        self._slots = threading.Semaphore(concurrency)
+        self._thread: threading.Thread | None = None
+        self._in_flight: set[Future[None]] = set()
+        self._lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        self.database.on_commit(self.wake)
+        self._thread = threading.Thread(target=self.run_forever, name="openmaac-worker", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+    # -- loop ------------------------------------------------------------------------
+    def run_forever(self) -> None:
+        log.info("worker %s started", self.worker_id)
+        while not self._stop.is_set():
+            try:
+                claimed = self.run_once()
+            except Exception:  # a database hiccup must not kill the worker
+                log.exception("worker loop error")
+                claimed = 0
+            if claimed == 0:
+                self._wake.wait(self._idle_wait())
+                self._wake.clear()
+
+    def _idle_wait(self) -> float:
+        try:
+            with self.database.read() as session:
+                due = queue.next_run_at(session)
+        except Exception:
+            return self.poll_interval
+        if due is None:
+            return self.poll_interval
+        return max(0.0, min(self.poll_interval, (due - utcnow()).total_seconds()))
+
+    def run_once(self) -> int:
+        """Claim as many jobs as there are free slots and start them. Returns how many."""
+        free = 0
+        while self._slots.acquire(blocking=False):
+            free += 1
+        if free == 0:
+            # All slots busy: wait for one to free up rather than spinning.
+            self._slots.acquire(timeout=self.poll_interval) and self._slots.release()
+            return 0
+        try:
+            with self.database.write() as session:
+                jobs = queue.claim(session, self.worker_id, free, LEASE_SECONDS)
+        except Exception:
+            for _ in range(free):
+                self._slots.release()
+            raise
+        for _ in range(free - len(jobs)):
+            self._slots.release()
+        for job in jobs:
+            future = self._pool.submit(self._execute, job)
+            with self._lock:
+                self._in_flight.add(future)
+            future.add_done_callback(self._done)
+        return len(jobs)
+
+    def _done(self, future: Future[None]) -> None:
+        with self._lock:
+            self._in_flight.discard(future)
+        self._slots.release()
+        self._wake.set()
+
+    def _execute(self, job: queue.ClaimedJob) -> None:
+        handler = get_handler(job.kind)
+        if handler is None:
+            with self.database.write() as session:
+                queue.fail(session, job.id, self.worker_id, f"no handler registered for {job.kind!r}")
+            return
+        context = JobContext(job_id=job.id, kind=job.kind, organization_id=job.organization_id,
+                             attempt=job.attempts)
+        try:
+            handler(job.payload, context)
+        except RetryLater as retry:
+            with self.database.write() as session:
+                queue.reschedule(session, job.id, self.worker_id, retry.delay, str(retry), count_attempt=False)
+            return
+        except Exception as exc:
+            error = "".join(traceback.format_exception_only(exc)).strip()
+            log.warning("job %s (%s) attempt %s failed: %s", job.id, job.kind, job.attempts, error)
+            with self.database.write() as session:
+                if job.attempts >= job.max_attempts:
+                    queue.fail(session, job.id, self.worker_id, error)
+                else:
+                    queue.reschedule(session, job.id, self.worker_id, backoff_seconds(job.attempts), error)
+            return
+        with self.database.write() as session:
+            queue.complete(session, job.id, self.worker_id)
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Run until no job is due (used by the CLI and tests)."""
+        deadline = utcnow() + timedelta(seconds=timeout)
+        while utcnow() < deadline:
+            claimed = self.run_once()
+            with self._lock:
+                busy = bool(self._in_flight)
+            if claimed == 0 and not busy:
+                return
+            if claimed == 0:
+                self._wake.wait(0.05)
+                self._wake.clear()

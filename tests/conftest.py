@@ -1,0 +1,179 @@
+"""Test harness: a real openmaac server on a loopback port, a fresh tenant per test.
+
+The suite runs on SQLite by default; with ``OPENMAAC_TEST_DATABASE_URL`` pointing at a
+PostgreSQL server it creates a fresh database there for the session and runs on it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+_TMP = Path(tempfile.mkdtemp(prefix="openmaac-test-"))
+os.environ["OPENMAAC_DATA_DIR"] = str(_TMP / "data")
+os.environ.setdefault("OPENMAAC_WEBHOOK_ALLOW_HOSTS", "127.0.0.1,localhost")
+os.environ["OPENMAAC_SIMULATORS"] = "1"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+_PG_ADMIN_URL = os.environ.get("OPENMAAC_TEST_DATABASE_URL")
+_PG_DB_NAME: str | None = None
+if _PG_ADMIN_URL:
+    import psycopg
+
+    _PG_DB_NAME = f"openmaac_test_{os.getpid()}_{secrets.token_hex(3)}"
+    _admin = _PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(_admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{_PG_DB_NAME}"')
+    os.environ["OPENMAAC_DATABASE_URL"] = _admin.rsplit("/", 1)[0] + "/" + _PG_DB_NAME
+else:
+    os.environ.pop("OPENMAAC_DATABASE_URL", None)
+
+PORT = _free_port()
+BASE_URL = f"http://127.0.0.1:{PORT}"
+os.environ["OPENMAAC_PUBLIC_BASE_URL"] = BASE_URL
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _PG_ADMIN_URL and _PG_DB_NAME:
+        import psycopg
+
+        from openmaac.db.engine import reset_database
+
+        reset_database()
+        admin = _PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{_PG_DB_NAME}" WITH (FORCE)')
+
+
+class ServerThread:
+    """uvicorn serving the real app in this process, on a real socket."""
+
+    def __init__(self, port: int) -> None:
+        import uvicorn
+
+        from openmaac.app import create_app
+        from openmaac.config import get_settings
+        from openmaac.migrations import upgrade
+
+        upgrade()
+        self.app = create_app(get_settings())
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", loop="asyncio")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[ServerThread]:
+    srv = ServerThread(PORT)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def base_url(server: ServerThread) -> str:
+    return BASE_URL
+
+
+@pytest.fixture(scope="session")
+def database(server: ServerThread) -> Any:
+    from openmaac.db.engine import get_database
+
+    return get_database()
+
+
+@dataclass
+class Tenant:
+    id: int
+    name: str
+    token: str
+    channel_id: str
+    channel_secret: str
+    access_token: str
+    client: httpx.Client
+    timezone: str = "Asia/Taipei"
+    region: str = "TW"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def api(self, path: str) -> str:
+        return f"/openapi/v1/{path.lstrip('/')}"
+
+
+def _make_tenant(name: str | None = None) -> Tenant:
+    from openmaac.auth.service import create_organization, create_token
+    from openmaac.channels.service import channel_of
+    from openmaac.db.engine import get_database
+
+    name = name or f"org-{uuid.uuid4().hex[:10]}"
+    with get_database().write() as session:
+        org = create_organization(session, name)
+        token = create_token(session, org.id)
+        channel = channel_of(session, org.id)
+        assert channel is not None
+        tenant = Tenant(
+            id=org.id, name=name, token=token, channel_id=channel.channel_id,
+            channel_secret=channel.channel_secret, access_token=channel.access_token,
+            client=httpx.Client(base_url=BASE_URL, headers={"Authorization": f"Bearer {token}"}, timeout=30),
+            timezone=org.timezone, region=org.region,
+        )
+    return tenant
+
+
+@pytest.fixture
+def tenant(server: ServerThread) -> Iterator[Tenant]:
+    t = _make_tenant()
+    yield t
+    t.client.close()
+
+
+@pytest.fixture
+def make_tenant(server: ServerThread) -> Iterator[Callable[[], Tenant]]:
+    made: list[Tenant] = []
+
+    def factory() -> Tenant:
+        t = _make_tenant()
+        made.append(t)
+        return t
+
+    yield factory
+    for t in made:
+        t.client.close()
+
+
+@pytest.fixture
+def anon(server: ServerThread) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=BASE_URL, timeout=30) as client:
+        yield client
+
+

@@ -1,0 +1,131 @@
+"""The durable job table, driven by the server's embedded worker."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+
+from helpers import wait_for
+from openmaac.jobs.models import Job
+from openmaac.jobs.queue import claim, enqueue
+from openmaac.jobs.registry import JobContext, RetryLater, handler
+
+CALLS: dict[str, list[int]] = {}
+_lock = threading.Lock()
+
+
+def _record(key: str, attempt: int) -> None:
+    with _lock:
+        CALLS.setdefault(key, []).append(attempt)
+
+
+@handler("test.record")
+def _record_handler(payload, context: JobContext) -> None:
+    _record(payload["key"], context.attempt)
+
+
+@handler("test.flaky")
+def _flaky_handler(payload, context: JobContext) -> None:
+    _record(payload["key"], context.attempt)
+    if context.attempt < 2:
+        raise RuntimeError("transient")
+
+
+@handler("test.retry_later")
+def _retry_later_handler(payload, context: JobContext) -> None:
+    _record(payload["key"], context.attempt)
+    if len(CALLS[payload["key"]]) < 3:
+        raise RetryLater(0.05)
+
+
+
+def test_enqueued_job_runs_once(database, server):
+    with database.write() as session:
+        enqueue(session, "test.record", {"key": "once"})
+    wait_for(lambda: CALLS.get("once"))
+    assert CALLS["once"] == [1]
+
+
+def test_rolled_back_enqueue_never_runs(database, server):
+    try:
+        with database.write() as session:
+            enqueue(session, "test.record", {"key": "rolled-back"})
+            raise RuntimeError("abort the transaction")
+    except RuntimeError:
+        pass
+    with database.write() as session:
+        enqueue(session, "test.record", {"key": "marker"})
+    wait_for(lambda: CALLS.get("marker"))
+    assert "rolled-back" not in CALLS
+
+
+def test_failure_is_retried_with_backoff(database, server):
+    with database.write() as session:
+        enqueue(session, "test.flaky", {"key": "flaky"})
+    wait_for(lambda: len(CALLS.get("flaky", [])) >= 2, timeout=10)
+    assert CALLS["flaky"] == [1, 2]
+
+
+def test_retry_later_does_not_use_up_attempts(database, server):
+    with database.write() as session:
+        enqueue(session, "test.retry_later", {"key": "later"}, max_attempts=1)
+    wait_for(lambda: len(CALLS.get("later", [])) >= 3, timeout=10)
+    assert CALLS["later"] == [1, 1, 1]
+
+
+def test_future_job_waits_for_run_at(database, server):
+    run_at = datetime.now(UTC) + timedelta(seconds=1.0)
+    with database.write() as session:
+        enqueue(session, "test.record", {"key": "timer"}, run_at=run_at)
+    wait_for(lambda: CALLS.get("timer"), timeout=10)
+    assert datetime.now(UTC) >= run_at
+
+
+def test_expired_lease_is_reclaimed(database, server):
+    """A job left 'running' by a dead worker runs again once its lease has passed."""
+    with database.write() as session:
+        enqueue(session, "test.record", {"key": "orphan"}, run_at=datetime.now(UTC) + timedelta(days=1))
+    with database.write() as session:
+        session.execute(
+            update(Job)
+            .where(Job.kind == "test.record", Job.status == "ready", Job.run_at > datetime.now(UTC))
+            .values(status="running", locked_by="dead-worker", locked_until=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    wait_for(lambda: CALLS.get("orphan"), timeout=10)
+
+
+def test_unique_key_deduplicates(database, server):
+    far = datetime.now(UTC) + timedelta(days=2)
+    with database.write() as session:
+        enqueue(session, "test.record", {"key": "u"}, unique_key="test-unique", run_at=far)
+        enqueue(session, "test.record", {"key": "u"}, unique_key="test-unique", run_at=far)
+    with database.write() as session:
+        enqueue(session, "test.record", {"key": "u"}, unique_key="test-unique", run_at=far)
+    with database.read() as session:
+        rows = session.scalars(select(Job).where(Job.unique_key == "test-unique")).all()
+    assert len(rows) == 1
+
+
+def test_two_claimers_never_share_a_job(database, server):
+    """Concurrent claims (the PostgreSQL path uses SKIP LOCKED) hand out disjoint jobs."""
+    far_kind = "test.unhandled_claim"
+    with database.write() as session:
+        for i in range(200):
+            enqueue(session, far_kind, {"i": i}, run_at=datetime.now(UTC) - timedelta(seconds=1), priority=1)
+    got: list[list[int]] = [[], [], [], []]
+
+    def claimer(n: int) -> None:
+        for _ in range(20):
+            with database.write() as session:
+                jobs = claim(session, f"claimer-{n}", 10, 60)
+            got[n].extend(job.id for job in jobs if job.kind == far_kind)
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = [job_id for ids in got for job_id in ids]
+    assert len(everything) == len(set(everything))
