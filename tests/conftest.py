@@ -48,6 +48,7 @@ else:
 
 PORT = _free_port()
 BASE_URL = f"http://127.0.0.1:{PORT}"
+SIMULATOR_URL = f"{BASE_URL}/_simulators/line"
 os.environ["OPENMAAC_PUBLIC_BASE_URL"] = BASE_URL
 
 
@@ -147,6 +148,15 @@ def _make_tenant(name: str | None = None) -> Tenant:
             client=httpx.Client(base_url=BASE_URL, headers={"Authorization": f"Bearer {token}"}, timeout=30),
             timezone=org.timezone, region=org.region,
         )
+    # The built-in LINE simulator learns the channel (its secret, token and our webhook URL),
+    # as `openmaac serve` registers the default organisation's channel at start.
+    httpx.post(
+        f"{SIMULATOR_URL}/_admin/channels",
+        json={"channel_id": tenant.channel_id, "channel_secret": tenant.channel_secret,
+              "access_token": tenant.access_token,
+              "webhook_url": f"{BASE_URL}/line/webhook/{tenant.channel_id}"},
+        timeout=10,
+    ).raise_for_status()
     return tenant
 
 

@@ -74,6 +74,10 @@ def serve(
     if settings.simulators_enabled:
         err.print(f"  LINE simulator   : {settings.simulator_base_url}/")
         register_channels_with_simulator(settings)
+    # uvicorn shuts down gracefully on SIGTERM (draining requests, stopping the embedded
+    # worker) and then re-raises the signal to the handler it found; make that handler exit 0
+    # so a supervisor sees a clean stop rather than death by signal.
+    signal.signal(signal.SIGTERM, lambda *_args: sys.exit(0))
     uvicorn.run(
         create_app(settings),
         host=host,

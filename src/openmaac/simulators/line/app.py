@@ -1,0 +1,266 @@
+"""The LINE simulator: the Messaging API paths openmaac calls, and an admin API to drive users.
+
+Two faces:
+- LINE's own API (``/v2/bot/...``), authenticated by the channel access token, answering with
+  LINE's status codes and error bodies (../shared/upstream/FACTS.md).
+- ``/_admin/...``: register channels (Official Accounts) and their webhook URL, create
+  simulated users, make a user follow, block, send a message or tap a postback; each of those
+  sends a correctly signed webhook to the channel, as LINE does.
+
+Run alone with ``openmaac simulate`` or mounted by ``openmaac serve`` at ``/_simulators/line``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from openmaac.simulators.line import webhooks
+from openmaac.simulators.line.state import Channel, SimulatorState, User
+
+AUTH_REQUIRED = "Authorization header required. Must follow the scheme, 'Authorization: Bearer <ACCESS TOKEN>'"
+AUTH_INVALID = ("Authentication failed due to the following reason: invalid token. "
+                "Confirm that the access token in the authorization header is valid.")
+
+
+class LineError(Exception):
+    """An error answered with LINE's body ``{"message": ..., "details": [...]}``."""
+
+    def __init__(self, status_code: int, message: str, details: list[dict[str, str]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+def state_of(request: Request) -> SimulatorState:
+    return request.app.state.sim  # type: ignore[no-any-return]
+
+
+def authenticated_channel(request: Request, authorization: str | None = Header(default=None)) -> Channel:
+    """The channel whose access token is in ``Authorization: Bearer ...``; 401 as LINE answers."""
+    if not authorization or not authorization.startswith("Bearer "):
+        raise LineError(401, AUTH_REQUIRED)
+    channel = state_of(request).channel_by_token(authorization.removeprefix("Bearer ").strip())
+    if channel is None:
+        raise LineError(401, AUTH_INVALID)
+    return channel
+
+
+# ----------------------------------------------------------------------------------------------
+# LINE's API
+# ----------------------------------------------------------------------------------------------
+
+line_router = APIRouter()
+
+
+@line_router.get("/v2/bot/profile/{user_id}")
+def get_profile(user_id: str, request: Request, channel: Channel = Depends(authenticated_channel)) -> Any:
+    """A friend's profile; 404 ``Not found`` for a user who never followed, blocked, or is unknown."""
+    sim = state_of(request)
+    with sim.lock:
+        user = sim.users.get(user_id)
+        if user is None or channel.friendships.get(user_id) != "follow":
+            raise LineError(404, "Not found")
+        return user.profile()
+
+
+@line_router.get("/v2/bot/info")
+def get_bot_info(channel: Channel = Depends(authenticated_channel)) -> Any:
+    return {
+        "userId": channel.bot_user_id,
+        "basicId": "@" + channel.channel_id[-7:],
+        "displayName": channel.display_name,
+        "chatMode": "bot",
+        "markAsReadMode": "auto",
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Admin API (the simulator's own; not LINE's)
+# ----------------------------------------------------------------------------------------------
+
+admin_router = APIRouter(prefix="/_admin")
+
+
+class ChannelIn(BaseModel):
+    channel_id: str = Field(min_length=1)
+    channel_secret: str = Field(min_length=1)
+    access_token: str = Field(min_length=1)
+    webhook_url: str | None = None
+
+
+class UserIn(BaseModel):
+    display_name: str | None = None
+    user_id: str | None = Field(default=None, pattern=r"^U[0-9a-f]{32}$")
+    picture_url: str | None = None
+    status_message: str | None = None
+    language: str = "zh-TW"
+    phone: str | None = None
+
+
+class ChannelRef(BaseModel):
+    channel_id: str
+
+
+class MessageIn(ChannelRef):
+    text: str = Field(min_length=1, max_length=5000)
+
+
+class PostbackIn(ChannelRef):
+    data: str = Field(min_length=1, max_length=300)
+    params: dict[str, str] | None = None
+
+
+def _channel(sim: SimulatorState, channel_id: str) -> Channel:
+    channel = sim.channels.get(channel_id)
+    if channel is None:
+        raise LineError(404, f"channel {channel_id} is not registered with the simulator")
+    return channel
+
+
+def _user(sim: SimulatorState, user_id: str) -> User:
+    user = sim.users.get(user_id)
+    if user is None:
+        raise LineError(404, f"user {user_id} does not exist in the simulator")
+    return user
+
+
+async def _deliver(sim: SimulatorState, channel: Channel, event: dict[str, Any]) -> dict[str, Any]:
+    outcome = await webhooks.send(channel, [event])
+    with sim.lock:
+        sim.webhook_log.append({"channel_id": channel.channel_id, "type": event["type"],
+                                "webhookEventId": event["webhookEventId"], **outcome})
+    return {"event": event, "webhook": outcome}
+
+
+@admin_router.post("/channels")
+def upsert_channel(body: ChannelIn, request: Request) -> Any:
+    channel = state_of(request).upsert_channel(body.channel_id, body.channel_secret, body.access_token,
+                                               body.webhook_url)
+    return channel.public()
+
+
+@admin_router.get("/channels")
+def list_channels(request: Request) -> Any:
+    sim = state_of(request)
+    with sim.lock:
+        return [channel.public() for channel in sim.channels.values()]
+
+
+@admin_router.post("/users", status_code=201)
+def create_user(body: UserIn, request: Request) -> Any:
+    return state_of(request).add_user(**body.model_dump()).public()
+
+
+@admin_router.get("/users/{user_id}")
+def get_user(user_id: str, request: Request) -> Any:
+    sim = state_of(request)
+    with sim.lock:
+        user = _user(sim, user_id)
+        friendships = {cid: ch.friendships[user_id] for cid, ch in sim.channels.items() if user_id in ch.friendships}
+        return {**user.public(), "friendships": friendships}
+
+
+@admin_router.post("/users/{user_id}/follow")
+async def follow(user_id: str, body: ChannelRef, request: Request) -> Any:
+    """The user adds the Official Account as a friend (or unblocks it): a ``follow`` webhook."""
+    sim = state_of(request)
+    with sim.lock:
+        _user(sim, user_id)
+        channel = _channel(sim, body.channel_id)
+        unblocked = channel.friendships.get(user_id) == "blocked"
+        channel.friendships[user_id] = "follow"
+    return await _deliver(sim, channel, webhooks.follow_event(user_id, unblocked=unblocked))
+
+
+@admin_router.post("/users/{user_id}/block")
+async def block(user_id: str, body: ChannelRef, request: Request) -> Any:
+    """The user blocks the Official Account: an ``unfollow`` webhook; later pushes reach nobody."""
+    sim = state_of(request)
+    with sim.lock:
+        _user(sim, user_id)
+        channel = _channel(sim, body.channel_id)
+        channel.friendships[user_id] = "blocked"
+    return await _deliver(sim, channel, webhooks.unfollow_event(user_id))
+
+
+@admin_router.post("/users/{user_id}/message")
+async def send_message(user_id: str, body: MessageIn, request: Request) -> Any:
+    """The user writes to the Official Account: a ``message`` webhook (text)."""
+    sim = state_of(request)
+    with sim.lock:
+        _user(sim, user_id)
+        channel = _channel(sim, body.channel_id)
+    return await _deliver(sim, channel, webhooks.text_message_event(user_id, body.text))
+
+
+@admin_router.post("/users/{user_id}/postback")
+async def postback(user_id: str, body: PostbackIn, request: Request) -> Any:
+    """The user taps a postback action: a ``postback`` webhook."""
+    sim = state_of(request)
+    with sim.lock:
+        _user(sim, user_id)
+        channel = _channel(sim, body.channel_id)
+    return await _deliver(sim, channel, webhooks.postback_event(user_id, body.data, body.params))
+
+
+@admin_router.get("/webhooks")
+def webhook_log(request: Request, channel_id: str | None = None) -> Any:
+    sim = state_of(request)
+    with sim.lock:
+        return [entry for entry in sim.webhook_log if channel_id is None or entry["channel_id"] == channel_id]
+
+
+@admin_router.post("/reset")
+def reset(request: Request) -> Any:
+    state_of(request).reset()
+    return {}
+
+
+# ----------------------------------------------------------------------------------------------
+# The application
+# ----------------------------------------------------------------------------------------------
+
+
+async def _line_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LineError)
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    # LINE answers a malformed body with 400 and its error shape; the admin API reuses it
+    errors = getattr(exc, "errors", lambda: [])()
+    details = [{"message": str(e.get("msg", "")), "property": ".".join(str(p) for p in e.get("loc", ())[1:])}
+               for e in errors]
+    return JSONResponse({"message": f"The request body has {len(details)} error(s)", "details": details},
+                        status_code=400)
+
+
+def create_app(state: SimulatorState | None = None) -> FastAPI:
+    from fastapi.exceptions import RequestValidationError
+
+    app = FastAPI(title="LINE simulator (openmaac)", docs_url="/_admin/docs", openapi_url="/_admin/openapi.json")
+    app.state.sim = state or SimulatorState()
+    app.add_exception_handler(LineError, _line_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.include_router(line_router)
+    app.include_router(admin_router)
+    return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 8100) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning")
