@@ -19,7 +19,7 @@ org_app = typer.Typer(help="Organisations (tenants).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(org_app, name="org")
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # tokens and URLs must never be wrapped
 out = Console()
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default ./data, env OPENMAAC_DATA_DIR)")]
