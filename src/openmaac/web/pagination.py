@@ -38,10 +38,11 @@ def encode_token(scope: str, position: dict[str, Any]) -> str:
 
 
 def decode_token(scope: str, token: str) -> dict[str, Any]:
-    text = token.strip()
+    # A raw "+" in a query string arrives as a space (form decoding), also at either end of
+    # the token: turn spaces back into "+" before trimming anything else.
+    text = token.replace(" ", "+").strip()
     if "%" in text:
-        text = unquote(text)
-    text = text.replace(" ", "+")
+        text = unquote(text).replace(" ", "+")
     try:
         raw = base64.b64decode(text, validate=True)
         signature, payload = raw[:18], raw[18:]
