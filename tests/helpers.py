@@ -87,3 +87,98 @@ def unfollow_event(line_uid: str, *, timestamp_ms: int | None = None) -> dict[st
         "webhookEventId": secrets.token_hex(13).upper(),
         "deliveryContext": {"isRedelivery": False},
     }
+
+
+class ServedApp:
+    """Any ASGI app (a simulator, a callback receiver) served by uvicorn in a thread on a free
+    loopback port: real HTTP, outside the openmaac test server."""
+
+    def __init__(self, app: Any) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.app = app
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", loop="asyncio", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("app did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+from fastapi import FastAPI, Request, Response  # noqa: E402  (annotations of the receiver's route)
+
+
+class CallbackReceiver:
+    """A FastAPI app that records every request it gets (method, full URL, headers, body) and
+    answers through ``handler(path, method, url, headers, body) -> (status, media_type, text)``
+    when one is set for the path (default: 200, empty)."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        self.handlers: dict[str, Callable[..., tuple[int, str, str]]] = {}
+        self.app = FastAPI()
+        receiver = self
+
+        @self.app.api_route("/{path:path}", methods=["GET", "POST"])
+        async def receive(path: str, request: Request) -> Response:
+            body = await request.body()
+            record = {"path": "/" + path, "method": request.method, "url": str(request.url),
+                      "headers": dict(request.headers), "body": body}
+            handler = receiver.handlers.get("/" + path)
+            status, media_type, text = (handler(record) if handler else (200, "text/plain", ""))
+            record["answer"] = (status, text)
+            receiver.requests.append(record)
+            return Response(text, status_code=status, media_type=media_type)
+
+    def at(self, path: str) -> list[dict[str, Any]]:
+        return [record for record in self.requests if record["path"] == path]
+
+
+# -- LINE messaging (direct messages, tracking, reports) -----------------------------------------
+
+def simulated_friend(tenant: Any, display_name: str | None = None) -> str:
+    """A user of the built-in LINE simulator who follows the tenant's Official Account (so openmaac
+    has the contact, created by the simulator's signed follow webhook). Returns the line_uid."""
+    from conftest import SIMULATOR_URL
+
+    uid = httpx.post(f"{SIMULATOR_URL}/_admin/users", json={"display_name": display_name}, timeout=10).json()["user_id"]
+    response = httpx.post(f"{SIMULATOR_URL}/_admin/users/{uid}/follow", json={"channel_id": tenant.channel_id},
+                          timeout=10)
+    assert response.status_code == 200 and response.json()["webhook"]["status"] == 200, response.text
+    return str(uid)
+
+
+def inbox(line_uid: str, channel_id: str | None = None) -> list[dict[str, Any]]:
+    """What the simulated LINE user received (simulator's inbox entries, oldest first)."""
+    from conftest import SIMULATOR_URL
+
+    params = {"channel_id": channel_id} if channel_id else {}
+    response = httpx.get(f"{SIMULATOR_URL}/_admin/users/{line_uid}/messages", params=params, timeout=10)
+    response.raise_for_status()
+    return list(response.json())
+
+
+def create_template(tenant: Any, messages: list[dict[str, Any]], name: str = "template") -> dict[str, Any]:
+    response = tenant.client.post(tenant.api("template/"), json={"name": name, "messages": messages})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def create_event(tenant: Any, name: str = "event") -> int:
+    response = tenant.client.post(tenant.api("event/"), json={"name": name})
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
