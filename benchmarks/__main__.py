@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import platform
 import pkgutil
+import platform
 import sys
 import time
 from pathlib import Path

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -160,3 +161,119 @@ class PeakMemory:
     @property
     def peak_mb(self) -> float:
         return self.peak / 1e6
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values`` by nearest rank; 0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+@dataclass
+class ChildApp:
+    """Any command serving HTTP on ``{port}`` in a child process (e.g. a reference app)."""
+
+    command: list[str]
+    health_path: str = "/healthz"
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ChildApp:
+        args = [part.replace("{port}", str(self.port)) for part in self.command]
+        self.process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.base_url + self.health_path, timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.__exit__()
+        raise RuntimeError(f"{args} did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+@dataclass
+class LoadStats:
+    """What ``run_load`` measured: requests, rows, per-request latencies, statuses."""
+
+    requests: int = 0
+    rows: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    server_cpu_seconds: float = 0.0  # CPU the server process used meanwhile (set by the caller)
+
+    def add(self, other: LoadStats) -> None:
+        self.server_cpu_seconds += other.server_cpu_seconds
+        self.requests += other.requests
+        self.rows += other.rows
+        self.seconds += other.seconds
+        self.latencies.extend(other.latencies)
+        for status, count in other.statuses.items():
+            self.statuses[status] = self.statuses.get(status, 0) + count
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+    @property
+    def server_cpu_ms_per_request(self) -> float:
+        """Server CPU per request: unlike throughput, barely moved by other load on the machine."""
+        return self.server_cpu_seconds * 1000 / self.requests if self.requests else 0.0
+
+    def p(self, q: float) -> float:
+        """Latency quantile in milliseconds."""
+        return percentile(self.latencies, q) * 1000
+
+
+async def run_load(one: Any, *, concurrency: int, duration: float) -> LoadStats:
+    """``concurrency`` asyncio workers call ``await one(worker_index) -> (status, rows)`` back to
+    back for ``duration`` seconds; every call's latency is recorded (the client's view)."""
+    import asyncio
+
+    stats = LoadStats()
+    deadline = time.perf_counter() + duration
+
+    async def worker(index: int) -> None:
+        while time.perf_counter() < deadline:
+            began = time.perf_counter()
+            status, rows = await one(index)
+            stats.latencies.append(time.perf_counter() - began)
+            stats.requests += 1
+            stats.rows += rows
+            stats.statuses[status] = stats.statuses.get(status, 0) + 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by a process (all its threads) and its children."""
+    import psutil
+
+    process = psutil.Process(pid)
+    total = sum(process.cpu_times()[:2])
+    for child in process.children(recursive=True):
+        total += sum(child.cpu_times()[:2])
+    return total

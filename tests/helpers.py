@@ -159,6 +159,12 @@ def simulated_friend(tenant: Any, display_name: str | None = None) -> str:
     response = httpx.post(f"{SIMULATOR_URL}/_admin/users/{uid}/follow", json={"channel_id": tenant.channel_id},
                           timeout=10)
     assert response.status_code == 200 and response.json()["webhook"]["status"] == 200, response.text
+    if display_name:  # openmaac fetches the display name from LINE's profile API in a job
+        def named() -> bool:
+            found = tenant.client.get(tenant.api("member/"), params={"line_uid": uid}).json()["results"]
+            return bool(found) and found[0]["line_display_name"] == display_name
+
+        wait_for(named, timeout=30)
     return str(uid)
 
 
@@ -182,3 +188,11 @@ def create_event(tenant: Any, name: str = "event") -> int:
     response = tenant.client.post(tenant.api("event/"), json={"name": name})
     assert response.status_code == 201, response.text
     return int(response.json()["id"])
+
+
+def simulated_friends(tenant: Any, count: int, name_prefix: str = "user") -> list[str]:
+    """``count`` simulated friends (``{name_prefix}{i}``), made concurrently; line_uids in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return list(pool.map(lambda i: simulated_friend(tenant, f"{name_prefix}{i}"), range(count)))

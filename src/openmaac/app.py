@@ -13,15 +13,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from openmaac import __version__
 from openmaac.config import Settings, get_settings
+from openmaac.contacts.import_router import router as contact_import_router
 from openmaac.contacts.router import router as contacts_router
 from openmaac.db.engine import get_database
 from openmaac.jobs.worker import Worker
 from openmaac.line_inbound.router import router as line_inbound_router
+from openmaac.links.router import router as links_router
+from openmaac.links.router import settings_router as tracking_setting_router
+from openmaac.messaging.direct_router import router as direct_message_router
 from openmaac.messaging.router import router as events_router
+from openmaac.reports.router import router as reports_router
+from openmaac.segments.router import router as segments_router
+from openmaac.sms_plus.router import router as sms_plus_router
 from openmaac.tags.router import router as tags_router
 from openmaac.templates.router import router as templates_router
 from openmaac.web.errors import APIError, api_error_handler, http_error_handler, validation_error_handler
 from openmaac.web.responses import OrjsonResponse
+from openmaac.webhooks.router import router as webhooks_router
 from openmaac.wiring import load_domains
 
 log = logging.getLogger("openmaac")
@@ -68,6 +76,15 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
     app.add_exception_handler(StarletteHTTPException, http_error_handler)  # type: ignore[arg-type]
     for router in (contacts_router, tags_router, templates_router, events_router, line_inbound_router):
         app.include_router(router)
+    app.include_router(webhooks_router)
+    # LINE messaging: direct messages, event reports, tracked links and open images
+    app.include_router(direct_message_router)
+    app.include_router(reports_router)
+    app.include_router(tracking_setting_router)
+    app.include_router(links_router)
+    app.include_router(contact_import_router)
+    app.include_router(segments_router)
+    app.include_router(sms_plus_router)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Any:
@@ -77,4 +94,13 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
         from openmaac.simulators.line.app import create_app as create_line_simulator
 
         app.mount("/_simulators/line", create_line_simulator())
+        # SMS+ upstreams: Twilio, Mitake and WhatsApp simulators (the default SMS+ provider)
+        from openmaac.simulators.mitake import create_app as create_mitake_simulator
+        from openmaac.simulators.twilio import create_app as create_twilio_simulator
+        from openmaac.simulators.whatsapp.app import create_app as create_whatsapp_simulator
+
+        app.mount("/_simulators/twilio", create_twilio_simulator())
+        app.mount("/_simulators/mitake", create_mitake_simulator())
+        app.mount("/_simulators/whatsapp", create_whatsapp_simulator(
+            webhook_url=settings.public_base_url.rstrip("/") + "/sms_plus/callbacks/whatsapp"))
     return app

@@ -18,6 +18,9 @@ token_app = typer.Typer(help="Access tokens of the OpenAPI.", no_args_is_help=Tr
 org_app = typer.Typer(help="Organisations (tenants).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(org_app, name="org")
+app.add_typer(__import__("openmaac.webhooks.cli", fromlist=["app"]).app, name="webhook")
+app.add_typer(__import__("openmaac.sms_plus.cli", fromlist=["app"]).app, name="points")
+app.add_typer(__import__("openmaac.contacts.cli", fromlist=["app"]).app, name="contacts")
 
 err = Console(stderr=True, soft_wrap=True)  # tokens and URLs must never be wrapped
 out = Console()

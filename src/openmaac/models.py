@@ -2,13 +2,27 @@
 
 from openmaac.auth.models import AccessToken, Organization
 from openmaac.channels.models import LineChannel
+from openmaac.contacts.import_models import ImportTask
 from openmaac.contacts.models import Contact
 from openmaac.db.base import Base
 from openmaac.jobs.models import Job
 from openmaac.line_inbound.models import LineWebhookEvent
-from openmaac.messaging.models import MessageEvent
+from openmaac.links.models import ShortLink, TrackedAction, TrackedLink, TrackingEvent, TrackingSetting
+from openmaac.messaging.models import DirectMessage, DirectMessageRecipient, DirectMessageSend, MessageEvent
+from openmaac.segments.models import Segment, SegmentMember, SegmentUpload
+from openmaac.sms_plus.models import (
+    PnpJoinLink,
+    PnpMessage,
+    PnpSetting,
+    PnpUpload,
+    PnpUploadRow,
+    SmsPointBalance,
+    SmsPointEntry,
+    SmsProviderConfig,
+)
 from openmaac.tags.models import ContactTag, Tag
 from openmaac.templates.models import MessageTemplate
+from openmaac.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 metadata = Base.metadata
 
@@ -16,12 +30,34 @@ __all__ = [
     "AccessToken",
     "Contact",
     "ContactTag",
+    "ImportTask",
     "Job",
     "LineChannel",
     "LineWebhookEvent",
+    "DirectMessage",
+    "DirectMessageRecipient",
+    "DirectMessageSend",
     "MessageEvent",
+    "ShortLink",
+    "TrackedAction",
+    "TrackedLink",
+    "TrackingEvent",
+    "TrackingSetting",
     "MessageTemplate",
     "Organization",
+    "PnpJoinLink",
+    "PnpMessage",
+    "PnpSetting",
+    "PnpUpload",
+    "PnpUploadRow",
+    "Segment",
+    "SegmentMember",
+    "SegmentUpload",
+    "SmsPointBalance",
+    "SmsPointEntry",
+    "SmsProviderConfig",
     "Tag",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "metadata",
 ]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import Float, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from openmaac.db.base import Base, BigId, UTCDateTime, utcnow
@@ -22,3 +22,18 @@ class LineChannel(Base):
     access_token: Mapped[str] = mapped_column(String(512))
     api_base_url: Mapped[str] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LineRateBucket(Base):
+    """The shared rate limiter of one LINE channel and endpoint (see channels/line_rate.py).
+
+    ``next_free`` is the GCRA "theoretical arrival time" in epoch seconds: the moment from
+    which the next slot may be handed out.  Every process sending for the channel moves it
+    forward in one atomic UPDATE ... RETURNING, so they share the limit.
+    """
+
+    __tablename__ = "line_rate_buckets"
+
+    channel_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(32), primary_key=True)
+    next_free: Mapped[float] = mapped_column(Float, default=0.0)

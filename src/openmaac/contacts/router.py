@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from openmaac.auth.deps import Org
 from openmaac.contacts import service
 from openmaac.db.engine import get_database
+from openmaac.web.responses import OrjsonResponse
 
 router = APIRouter(prefix="/openapi/v1", tags=["Contact"])
 
@@ -75,7 +76,10 @@ def list_members(
         status=status, updated_at_min=updated_at_min, updated_at_max=updated_at_max, all_tag=all_tag,
     )
     with get_database().read() as session:
-        return service.list_contacts(session, org, filters, start)
+        page = service.list_contacts(session, org, filters, start)
+    # Rendered straight by orjson: the service builds exactly ContactPage (response_model stays
+    # for the OpenAPI schema); re-validating 300 contacts cost ~3 ms of CPU a page.
+    return OrjsonResponse(page)
 
 
 @router.patch("/member/{line_uid}/", response_model=ContactOut, summary="Update contact")

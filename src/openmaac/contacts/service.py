@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
@@ -15,9 +17,10 @@ from openmaac.common.validation import MSG_DATE, MSG_EMAIL, MSG_PHONE, choice_er
 from openmaac.contacts.models import CONTACT_STATUSES, GENDERS, Contact
 from openmaac.db.base import utcnow
 from openmaac.tags.models import ContactTag, Tag
-from openmaac.web.errors import field_errors, not_found
-from openmaac.web.pagination import Page, paginate_by_id
+from openmaac.web.errors import APIError, field_errors, not_found
+from openmaac.web.pagination import PAGE_SIZE, Page, decode_token, encode_token
 from openmaac.web.times import end_of_day, render, start_of_day
+from openmaac.webhooks.events import emit_many, profile_event
 
 PROFILE_FIELDS = ("display_name", "customer_id", "email", "mobile", "gender", "birthday")
 
@@ -69,8 +72,27 @@ def tags_for(session: Session, contact_ids: list[int], *, tagged_from: datetime 
     return result
 
 
-def serialize(contact: Contact, tags: list[tuple[str, datetime]], org: OrgContext) -> dict[str, Any]:
-    tz = org.tz
+def page_renderer(tz: ZoneInfo) -> Callable[[datetime | None], str | None]:
+    """``render`` for one page: the same instant (a bulk import's tagging time, a contact's
+    equal created_at/updated_at) is converted to the organisation's zone only once."""
+    rendered: dict[datetime, str | None] = {}
+
+    def render_once(value: datetime | None) -> str | None:
+        if value is None:
+            return None
+        text = rendered.get(value)
+        if text is None:
+            text = rendered[value] = render(value, tz)
+        return text
+
+    return render_once
+
+
+def serialize(contact: Any, tags: list[tuple[str, datetime]], org: OrgContext,
+              render_time: Callable[[datetime | None], str | None] | None = None) -> dict[str, Any]:
+    """A contact (a ``Contact`` or a row of its columns) as the member API shows it."""
+    if render_time is None:
+        render_time = page_renderer(org.tz)
     return {
         "line_uid": contact.line_uid,
         "line_display_name": contact.line_display_name,
@@ -81,11 +103,11 @@ def serialize(contact: Contact, tags: list[tuple[str, datetime]], org: OrgContex
         "gender": contact.gender,
         "birthday": contact.birthday.isoformat() if contact.birthday else None,
         "tags": [name for name, _ in tags],
-        "tags_detail": [{"name": name, "tagged_at": render(at, tz)} for name, at in tags],
+        "tags_detail": [{"name": name, "tagged_at": render_time(at)} for name, at in tags],
         "status": contact.status,
-        "updated_at": render(contact.updated_at, tz),
-        "created_at": render(contact.created_at, tz),
-        "blocked_at": render(contact.blocked_at, tz),
+        "updated_at": render_time(contact.updated_at),
+        "created_at": render_time(contact.created_at),
+        "blocked_at": render_time(contact.blocked_at),
     }
 
 
@@ -98,7 +120,8 @@ def normalize_mobile_query(raw: str, region: str) -> str:
 
 
 def list_contacts(session: Session, org: OrgContext, filters: ContactFilters, start: str | None) -> dict[str, Any]:
-    stmt = select(Contact).where(Contact.organization_id == org.id)
+    # Plain rows of the columns, not ORM objects: a page is read-only and 300 rows long.
+    stmt = select(*Contact.__table__.c).where(Contact.organization_id == org.id)
     if filters.member_id is not None:
         stmt = stmt.where(Contact.id == filters.member_id)
     if filters.line_uid:
@@ -117,11 +140,26 @@ def list_contacts(session: Session, org: OrgContext, filters: ContactFilters, st
         stmt = stmt.where(Contact.updated_at >= window_from)
     if window_to is not None:
         stmt = stmt.where(Contact.updated_at < window_to)
-    page: Page = paginate_by_id(session, stmt, Contact.id, scope=f"member:{org.id}", start=start)
+    page = _page_of_rows(session, stmt, scope=f"member:{org.id}", start=start)
     # all_tag=0: only tags put on within the updated_at window (when one is given); 1: all tags.
     tag_window = {} if filters.all_tag else {"tagged_from": window_from, "tagged_before": window_to}
     tags = tags_for(session, [c.id for c in page.rows], **tag_window)
-    return {"results": [serialize(c, tags[c.id], org) for c in page.rows], "next": page.next}
+    render_time = page_renderer(org.tz)
+    return {"results": [serialize(c, tags[c.id], org, render_time) for c in page.rows], "next": page.next}
+
+
+def _page_of_rows(session: Session, stmt: Any, *, scope: str, start: str | None) -> Page:
+    """``paginate_by_id`` for a select of columns (rows, not entities): same order, same tokens."""
+    if start:
+        last_id = decode_token(scope, start).get("id")
+        if not isinstance(last_id, int):
+            raise APIError(400, {"detail": "Invalid cursor"})
+        stmt = stmt.where(Contact.id < last_id)
+    rows = session.execute(stmt.order_by(Contact.id.desc()).limit(PAGE_SIZE + 1)).all()
+    if len(rows) <= PAGE_SIZE:
+        return Page(rows=list(rows), next=None)
+    rows = rows[:PAGE_SIZE]
+    return Page(rows=list(rows), next=encode_token(scope, {"id": rows[-1].id}))
 
 
 def get_contact_by_line_uid(session: Session, org_id: int, line_uid: str) -> Contact | None:
@@ -188,6 +226,16 @@ def apply_profile(session: Session, contact: Contact, cleaned: dict[str, Any]) -
         if old == value:
             continue
         if field == "customer_id" and value is not None:
+            # The previous holder loses the id: that is a profile change of theirs too.
+            for other_uid, other_old in session.execute(
+                select(Contact.line_uid, Contact.customer_id).where(
+                    Contact.organization_id == contact.organization_id,
+                    Contact.customer_id == value,
+                    Contact.id != contact.id,
+                )
+            ).all():
+                emit_many(session, contact.organization_id, [profile_event(
+                    line_uid=other_uid, customer_id=None, field="customer_id", old=other_old, new=None)])
             session.execute(
                 update(Contact)
                 .where(
@@ -201,6 +249,12 @@ def apply_profile(session: Session, contact: Contact, cleaned: dict[str, Any]) -
         changes.append(FieldChange(field, old, value))
     if changes:
         contact.updated_at = utcnow()
+        # contact.profile.<field>.update, in the same transaction (PATCH member, imports).
+        emit_many(session, contact.organization_id, [
+            profile_event(line_uid=contact.line_uid, customer_id=contact.customer_id, field=change.field,
+                          old=change.old, new=change.new)
+            for change in changes
+        ])
     return changes
 
 

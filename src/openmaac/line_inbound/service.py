@@ -72,6 +72,13 @@ def handle_events(session: Session, channel: LineChannel, events: list[dict[str,
         new += 1
         user_id = (event.get("source") or {}).get("userId")
         kind = event.get("type")
+        if kind == "delivery":
+            # SMS+ (PNP): LINE's delivery completion event carries our X-Line-Delivery-Tag
+            from openmaac.sms_plus.engine import record_pnp_delivery
+
+            record_pnp_delivery(session, channel.organization_id, (event.get("delivery") or {}).get("data"),
+                                occurred_at, user_id)
+            continue
         if not user_id:
             continue
         if kind == "follow":
@@ -84,6 +91,16 @@ def handle_events(session: Session, channel: LineChannel, events: list[dict[str,
             )
         elif kind == "unfollow":
             contacts.record_unfollow(session, channel.organization_id, user_id, occurred_at)
+        elif kind == "message" and "#join" in str((event.get("message") or {}).get("text") or ""):
+            # SMS+ join link: the prefilled "#join <code>" text binds the phone number
+            from openmaac.sms_plus.join_links import handle_join_text
+
+            handle_join_text(session, channel.organization_id, user_id, str(event["message"]["text"]))
+        if kind in ("message", "postback"):
+            # a tap on a message / postback action of a tracked direct message (event report)
+            from openmaac.links.service import record_tap
+
+            record_tap(session, channel.organization_id, user_id, event, occurred_at)
     return new
 
 

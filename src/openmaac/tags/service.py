@@ -19,6 +19,8 @@ from openmaac.tags.models import ContactTag, Tag
 from openmaac.web.errors import field_errors, not_found
 from openmaac.web.pagination import paginate_by_id
 from openmaac.web.times import render, render_permanent
+from openmaac.webhooks.events import contact_tag_added, emit_many, tag_event
+from openmaac.webhooks.service import subscribed
 
 EXPIRY_SWEEP_BATCH = 5_000
 
@@ -102,6 +104,12 @@ def tag_contact(session: Session, organization_id: int, tag: Tag, contact_id: in
     if expired_at is not None:
         schedule_expiry_sweep(session, organization_id, expired_at)
     session.flush()
+    # contact.tag.add fires on every tagging, even of a contact that already had the tag (file 004).
+    if subscribed(session, organization_id, "contact.tag.add"):
+        who = session.execute(select(Contact.line_uid, Contact.customer_id).where(Contact.id == contact_id)).first()
+        if who is not None:
+            contact_tag_added(session, organization_id, line_uid=who[0], customer_id=who[1], tag_id=tag.id,
+                              tag_name=tag.name)
     return link
 
 
@@ -130,9 +138,31 @@ def remove_tag_from_members(session: Session, org: OrgContext, tag_id: int, line
     """Remove a tag from one contact, or from every contact when no line_uid is given."""
     tag = get_tag(session, org.id, tag_id)
     stmt = delete(ContactTag).where(ContactTag.organization_id == org.id, ContactTag.tag_id == tag.id)
-    if line_uid is not None:
-        stmt = stmt.where(ContactTag.contact_id == _contact_id(session, org.id, line_uid))
+    contact_id = _contact_id(session, org.id, line_uid) if line_uid is not None else None
+    if contact_id is not None:
+        stmt = stmt.where(ContactTag.contact_id == contact_id)
+    if subscribed(session, org.id, "contact.tag.remove"):
+        _emit_tag_removed(session, org.id, tag, contact_id)
     return int(session.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _emit_tag_removed(session: Session, organization_id: int, tag: Tag, contact_id: int | None) -> None:
+    """contact.tag.remove for every contact that visibly had the tag (lapsed links do not fire)."""
+    from openmaac.contacts.service import active_tag_condition
+
+    stmt = (
+        select(Contact.line_uid, Contact.customer_id)
+        .join(ContactTag, ContactTag.contact_id == Contact.id)
+        .where(ContactTag.organization_id == organization_id, ContactTag.tag_id == tag.id, active_tag_condition())
+        .order_by(Contact.id)
+    )
+    if contact_id is not None:
+        stmt = stmt.where(ContactTag.contact_id == contact_id)
+    for chunk in session.execute(stmt.execution_options(yield_per=5000)).partitions():
+        emit_many(session, organization_id, [
+            tag_event("contact.tag.remove", line_uid=uid, customer_id=cid, tag_id=tag.id, tag_name=tag.name)
+            for uid, cid in chunk
+        ])
 
 
 def sweep_expired(session: Session, organization_id: int, now: datetime, limit: int) -> int:

@@ -12,51 +12,22 @@ Run alone with ``openmaac simulate`` or mounted by ``openmaac serve`` at ``/_sim
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from openmaac.simulators.line import webhooks
+from openmaac.simulators.line import faults, messaging, pnp, webhooks
+from openmaac.simulators.line.common import (  # noqa: F401 (re-exported)
+    AUTH_INVALID,
+    AUTH_REQUIRED,
+    LineError,
+    authenticated_channel,
+    state_of,
+)
 from openmaac.simulators.line.state import Channel, SimulatorState, User
-
-AUTH_REQUIRED = "Authorization header required. Must follow the scheme, 'Authorization: Bearer <ACCESS TOKEN>'"
-AUTH_INVALID = ("Authentication failed due to the following reason: invalid token. "
-                "Confirm that the access token in the authorization header is valid.")
-
-
-class LineError(Exception):
-    """An error answered with LINE's body ``{"message": ..., "details": [...]}``."""
-
-    def __init__(self, status_code: int, message: str, details: list[dict[str, str]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
-        self.details = details
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"message": self.message}
-        if self.details:
-            body["details"] = self.details
-        return body
-
-
-def state_of(request: Request) -> SimulatorState:
-    return request.app.state.sim  # type: ignore[no-any-return]
-
-
-def authenticated_channel(request: Request, authorization: str | None = Header(default=None)) -> Channel:
-    """The channel whose access token is in ``Authorization: Bearer ...``; 401 as LINE answers."""
-    if not authorization or not authorization.startswith("Bearer "):
-        raise LineError(401, AUTH_REQUIRED)
-    channel = state_of(request).channel_by_token(authorization.removeprefix("Bearer ").strip())
-    if channel is None:
-        raise LineError(401, AUTH_INVALID)
-    return channel
-
 
 # ----------------------------------------------------------------------------------------------
 # LINE's API
@@ -248,6 +219,30 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
                         status_code=400)
 
 
+class RequestIdMiddleware:
+    """``x-line-request-id`` on every response of LINE's API, as LINE sends it (pure ASGI)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or "/_admin" in scope.get("path", ""):
+            await self.app(scope, receive, send)
+            return
+        request_id = str(uuid.uuid4())
+        scope.setdefault("state", {})["line_request_id"] = request_id
+
+        async def send_with_id(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"x-line-request-id" for name, _ in headers):
+                    headers.append((b"x-line-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
 def create_app(state: SimulatorState | None = None) -> FastAPI:
     from fastapi.exceptions import RequestValidationError
 
@@ -256,7 +251,13 @@ def create_app(state: SimulatorState | None = None) -> FastAPI:
     app.add_exception_handler(LineError, _line_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(line_router)
+    app.include_router(messaging.router)
+    app.include_router(pnp.router)
     app.include_router(admin_router)
+    app.include_router(messaging.admin_router)
+    app.include_router(faults.router)
+
+    app.add_middleware(RequestIdMiddleware)
     return app
 
 

@@ -42,6 +42,15 @@ class Channel:
     display_name: str = "openmaac OA"
     # user id -> "follow" | "blocked"; a user never seen is absent
     friendships: dict[str, str] = field(default_factory=dict)
+    # --- messaging (part two) ---
+    # endpoint ("push", "multicast", "pnp") -> token bucket; LINE's limits by default
+    buckets: dict[str, TokenBucket] = field(default_factory=lambda: {
+        endpoint: TokenBucket(rate) for endpoint, rate in DEFAULT_RATES.items()})
+    monthly_quota: int | None = None  # messages (recipients) a month; None = unlimited
+    quota_used: int = 0
+    # X-Line-Retry-Key -> (accepted request id, sentMessages, accepted at (monotonic))
+    retry_keys: dict[str, tuple[str, list[dict[str, Any]], float]] = field(default_factory=dict)
+    pnp_delivery_delay: float = 0.2  # seconds between an accepted PNP push and its delivery webhook
 
     def public(self) -> dict[str, Any]:
         return {
@@ -61,6 +70,8 @@ class User:
     status_message: str | None = None
     language: str = "zh-TW"
     phone: str | None = None  # E.164, for LINE notification messages (PNP)
+    # every message the user received, in order (see messaging.py Received.public())
+    inbox: list[Any] = field(default_factory=list)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -82,6 +93,47 @@ class User:
         return body
 
 
+# LINE's per-channel rate limits, requests per second (FACTS.md §1.5)
+DEFAULT_RATES = {"push": 2000.0, "multicast": 200.0, "pnp": 2000.0}
+
+
+class TokenBucket:
+    """``rate`` requests/second with bursts up to ``burst`` (one second's worth by default)."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = float(rate)
+        self.burst = float(burst if burst is not None else max(1.0, rate))
+        self.tokens = self.burst
+        self.updated = time.monotonic()
+
+    def take(self, cost: float = 1.0) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= cost:
+            self.tokens -= cost
+            return True
+        return False
+
+    def public(self) -> dict[str, float]:
+        return {"rate": self.rate, "burst": self.burst}
+
+
+@dataclass
+class Fault:
+    """An injected failure for the next ``count`` matching requests (see faults.py)."""
+
+    kind: str
+    endpoint: str = "*"
+    channel_id: str | None = None
+    count: int = 1
+    seconds: float = 0.0
+
+    def public(self) -> dict[str, Any]:
+        return {"kind": self.kind, "endpoint": self.endpoint, "channel_id": self.channel_id,
+                "count": self.count, "seconds": self.seconds}
+
+
 class SimulatorState:
     def __init__(self) -> None:
         self.lock = threading.RLock()
@@ -89,6 +141,12 @@ class SimulatorState:
         self.users: dict[str, User] = {}
         # every webhook the simulator sent: channel, event types, status answered
         self.webhook_log: list[dict[str, Any]] = []
+        # --- messaging (part two) ---
+        self.faults: list[Fault] = []
+        # every Messaging API call answered: endpoint, status, retry key, recipients, ...
+        self.request_log: list[dict[str, Any]] = []
+        # message id -> (user id, index in the user's inbox)
+        self.message_index: dict[str, tuple[str, int]] = {}
 
     def upsert_channel(self, channel_id: str, channel_secret: str, access_token: str,
                        webhook_url: str | None) -> Channel:
@@ -122,3 +180,6 @@ class SimulatorState:
             self.channels.clear()
             self.users.clear()
             self.webhook_log.clear()
+            self.faults.clear()
+            self.request_log.clear()
+            self.message_index.clear()

@@ -13,6 +13,16 @@ import httpx
 
 from openmaac.simulators.line.state import Channel, new_webhook_event_id
 
+_ssl_context: Any = None
+
+
+def ssl_context() -> Any:
+    """One TLS context for every outgoing request (building one costs ~0.1 s)."""
+    global _ssl_context
+    if _ssl_context is None:
+        _ssl_context = httpx.create_ssl_context()
+    return _ssl_context
+
 
 def sign(channel_secret: str, body: bytes) -> str:
     """``X-Line-Signature``: base64 of HMAC-SHA256 over the raw body, keyed by the channel secret."""
@@ -97,7 +107,7 @@ async def send(channel: Channel, events: list[dict[str, Any]], *, timeout: float
         "User-Agent": "LineBotWebhook/2.0",
     }
     try:
-        async with httpx.AsyncClient(timeout=timeout) as client:
+        async with httpx.AsyncClient(timeout=timeout, verify=ssl_context()) as client:
             response = await client.post(channel.webhook_url, content=body, headers=headers)
     except httpx.HTTPError as exc:
         return {"delivered": False, "status": None, "error": f"{type(exc).__name__}: {exc}"}

@@ -1,0 +1,242 @@
+"""``openmaac contacts import|export``: bulk contacts from the command line, same services as the API."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+app = typer.Typer(help="Contacts: bulk import and export.", no_args_is_help=True)
+err = Console(stderr=True, soft_wrap=True)
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default ./data, env OPENMAAC_DATA_DIR)")]
+OrgName = Annotated[str, typer.Option("--org", help="Organisation name")]
+BATCH = 10_000
+
+
+def _database(data_dir: Path | None) -> Any:
+    from openmaac.config import get_settings, reset_settings_cache
+    from openmaac.db.engine import get_database
+    from openmaac.migrations import upgrade
+
+    if data_dir is not None:
+        os.environ["OPENMAAC_DATA_DIR"] = str(data_dir)
+        reset_settings_cache()
+    settings = get_settings()
+    upgrade(settings.database_url)
+    return get_database(settings.database_url)
+
+
+def _org(database: Any, name: str) -> Any:
+    from openmaac.auth.service import get_org_by_name, org_context
+
+    with database.read() as session:
+        org = get_org_by_name(session, name)
+        if org is None:
+            err.print(f"[red]no organisation named {name!r}[/] (see `openmaac org list`)")
+            raise typer.Exit(2)
+        return org_context(org)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err)
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return None
+    if hasattr(value, "isoformat") and not isinstance(value, str):
+        return value.date().isoformat() if hasattr(value, "date") else value.isoformat()
+    return value
+
+
+def read_rows(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a CSV (UTF-8, BOM tolerated) or XLSX (first sheet, read-only streaming) file.
+
+    The first row names the fields; a ``tags`` cell holds comma-separated tag names; empty
+    cells are left out (they would not overwrite anyway).
+    """
+    if path.suffix.lower() in (".xlsx", ".xlsm"):
+        from openpyxl import load_workbook
+
+        workbook = load_workbook(path, read_only=True, data_only=True)
+        try:
+            sheet = workbook.worksheets[0]
+            values = sheet.iter_rows(values_only=True)
+            header = [str(c).strip() if c is not None else "" for c in next(values, ())]
+            for record in values:
+                yield _row(header, [_cell(c) for c in record])
+        finally:
+            workbook.close()
+        return
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        header = [c.strip() for c in next(reader, [])]
+        for record in reader:
+            if any(cell.strip() for cell in record):
+                yield _row(header, record)
+
+
+def _row(header: list[str], record: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for name, value in zip(header, record, strict=False):
+        if not name or value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        if name == "tags":
+            row["tags"] = [t.strip() for t in str(value).split(",") if t.strip()]
+        else:
+            row[name] = value
+    return row
+
+
+def _batches(path: Path) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for row in read_rows(path):
+        batch.append(row)
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@app.command("import")
+def import_contacts(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="FILE.csv or FILE.xlsx")],
+    key: Annotated[str, typer.Option("--key", help="Match contacts on line_uid, customer_id, email or mobile")],
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="A tag for every imported contact (repeatable)")] = None,
+    org: OrgName = "default",
+    data_dir: DataDir = None,
+) -> None:
+    """Import contacts in requests of 10,000 rows, exactly as POST member/import/ does."""
+    from openmaac.contacts import imports
+
+    if key not in imports.IMPORT_KEYS:
+        err.print(f"[red]--key must be one of {', '.join(imports.IMPORT_KEYS)}[/]")
+        raise typer.Exit(2)
+    database = _database(data_dir)
+    context = _org(database, org)
+    tags = [t.strip() for t in (tag or []) if t.strip()]
+    # First pass: check every row, so a bad file changes nothing.
+    total = 0
+    with _progress() as progress:
+        checking = progress.add_task("checking", total=None)
+        for batch in _batches(file):
+            checked = imports.validate_rows(key, batch, context.region)
+            if not checked.ok:
+                failure = {k: v for k, v in checked.failure.items() if v and k != "success"}
+                err.print(f"[red]rows {total + 1}-{total + len(batch)} are not valid, nothing imported:[/] {failure}")
+                raise typer.Exit(1)
+            total += len(batch)
+            progress.update(checking, completed=total)
+    totals = {"total_num": 0, "created_num": 0, "updated_num": 0, "mismatch_num": 0}
+    with _progress() as progress:
+        importing = progress.add_task("importing", total=total)
+        for batch in _batches(file):
+            task_id = _start(database, imports, context.id, key, batch, tags)
+            imports.run_task(task_id)  # a running worker may take it first; either way it runs once
+            with database.read() as session:
+                result = imports.task_view(session, context, task_id)["result"]
+            for name in totals:
+                totals[name] += result.get(name, 0)
+            progress.advance(importing, len(batch))
+    err.print(f"[green]imported[/] {totals['total_num']} rows: {totals['created_num']} created, "
+              f"{totals['updated_num']} updated, {totals['mismatch_num']} matched no contact")
+
+
+def _start(database: Any, imports: Any, org_id: int, key: str, batch: list[dict[str, Any]], tags: list[str]) -> int:
+    import time
+
+    from openmaac.web.errors import APIError
+
+    for _ in range(600):
+        try:
+            with database.write() as session:
+                return int(imports.create_task(session, org_id, key, batch, tags).id)
+        except APIError as exc:  # another import is running (e.g. through the API): wait for it
+            if exc.status_code != 429:
+                raise
+            time.sleep(1)
+    err.print("[red]another import kept running for 10 minutes; giving up[/]")
+    raise typer.Exit(1)
+
+
+EXPORT_COLUMNS = ("line_uid", "line_display_name", "display_name", "email", "mobile", "customer_id", "gender",
+                  "birthday", "status", "tags", "created_at", "updated_at")
+
+
+@app.command("export")
+def export_contacts(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="CSV file (default: stdout)")] = None,
+    segment: Annotated[int | None, typer.Option("--segment", help="Only the members of this segment (line_uid)")] = None,
+    org: OrgName = "default",
+    data_dir: DataDir = None,
+) -> None:
+    """Export every contact (with its valid tags) to CSV, streaming, oldest first."""
+    from sqlalchemy import func, select
+
+    from openmaac.contacts.models import Contact
+    from openmaac.contacts.service import tags_for
+    from openmaac.web.times import render
+
+    database = _database(data_dir)
+    context = _org(database, org)
+    handle = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
+    writer = csv.writer(handle, lineterminator="\r\n")
+    try:
+        if segment is not None:
+            from openmaac.segments.service import iter_member_line_uids
+            from openmaac.web.errors import APIError
+
+            writer.writerow(["line_uid"])
+            try:
+                for batch in iter_member_line_uids(segment, context.id):
+                    writer.writerows([uid] for uid in batch)
+            except APIError:
+                err.print(f"[red]no segment {segment} in organisation {org!r}[/]")
+                raise typer.Exit(2) from None
+            return
+        with database.read() as session:
+            total = session.scalar(select(func.count()).select_from(Contact)
+                                   .where(Contact.organization_id == context.id)) or 0
+        writer.writerow(EXPORT_COLUMNS)
+        last_id = 0
+        with _progress() as progress:
+            exporting = progress.add_task("exporting", total=total)
+            while True:
+                with database.read() as session:
+                    contacts = list(session.scalars(
+                        select(Contact).where(Contact.organization_id == context.id, Contact.id > last_id)
+                        .order_by(Contact.id).limit(5_000)))
+                    if not contacts:
+                        break
+                    tags = tags_for(session, [c.id for c in contacts])
+                for c in contacts:
+                    writer.writerow([
+                        c.line_uid, c.line_display_name, c.display_name, c.email, c.mobile, c.customer_id, c.gender,
+                        c.birthday.isoformat() if c.birthday else "", c.status,
+                        ",".join(name for name, _at in tags[c.id]),
+                        render(c.created_at, context.tz), render(c.updated_at, context.tz),
+                    ])
+                last_id = contacts[-1].id
+                progress.advance(exporting, len(contacts))
+    finally:
+        if output:
+            handle.close()
+    if output:
+        err.print(f"[green]exported[/] to {output}")

@@ -1,0 +1,688 @@
+"""Bulk contact import (``POST /openapi/v1/member/import/``): validation and set-based upserts.
+
+A request of at most 10,000 rows becomes an ``ImportTask`` (rows stored zlib-compressed) and a
+``member.import`` job, in one transaction. The job validates every row first; any row error
+fails the whole task with the spec's counters and nothing is written. Otherwise the rows are
+applied in ONE write transaction, chunk by chunk, with bulk SELECTs of the existing keys,
+executemany UPDATEs, multi-row INSERTs and ``INSERT ... ON CONFLICT`` for tag links, together
+with the webhook events and the task's result. A crash rolls it all back and the job runs
+again (idempotent: a task already ``done`` is left alone).
+
+The CLI (``openmaac contacts import``) uses the same functions.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import re
+import time
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import orjson
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import Session
+
+from openmaac.auth.service import OrgContext
+from openmaac.common.phones import to_e164
+from openmaac.common.validation import EMAIL_RE
+from openmaac.config import get_settings
+from openmaac.contacts.import_models import ImportTask
+from openmaac.contacts.models import Contact
+from openmaac.db.base import utcnow
+from openmaac.db.engine import get_database
+from openmaac.db.locks import lock_for_update
+from openmaac.jobs.queue import enqueue
+from openmaac.jobs.registry import JobContext, handler
+from openmaac.tags.models import ContactTag
+from openmaac.tags.service import get_or_create_tags, schedule_expiry_sweep
+from openmaac.web.errors import APIError, field_errors, not_found
+from openmaac.web.times import render
+from openmaac.webhooks import events
+
+MAX_ROWS = 10_000
+MAX_BODY_BYTES = 10 * 1024 * 1024
+IMPORT_KEYS = ("line_uid", "customer_id", "email", "mobile")
+# Fields a row may carry. The spec lists all but display_name, which openmaac also accepts
+# (the contact's MAAC display name, as in PATCH member/).
+ROW_FIELDS = ("line_uid", "line_display_name", "display_name", "email", "mobile", "customer_id",
+              "gender", "birthday", "tags")
+PROFILE_COLUMNS = ("line_display_name", "display_name", "email", "mobile", "customer_id", "gender", "birthday")
+EVENT_FIELDS = ("display_name", "customer_id", "email", "mobile", "gender", "birthday")
+MAX_LENGTH = {"line_uid": 64, "line_display_name": 255, "display_name": 255, "email": 320,
+              "customer_id": 255}
+GENDERS = ("male", "female", "unknown")
+CHUNK = 2_000
+MISMATCH_LINK_SECONDS = 24 * 3600
+RUNNING = ("pending", "processing")
+# A contact created by an import has no LINE user yet: it is not reachable on LINE.
+CREATED_STATUS = "unfollow"
+
+_TW_LOCAL = re.compile(r"^09\d{8}$")
+_TW_E164 = re.compile(r"^\+8869\d{8}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+@lru_cache(maxsize=65_536)
+def _e164_slow(text: str, region: str) -> str | None:
+    return to_e164(text, region)
+
+
+def normalize_mobile(text: str, region: str) -> str | None:
+    """E.164, with a fast path for Taiwanese mobiles (phonenumbers costs ~60 µs a number)."""
+    if region == "TW":
+        if _TW_E164.match(text):
+            return text
+        if _TW_LOCAL.match(text):
+            return "+886" + text[1:]
+    return _e164_slow(text, region)
+
+
+# -- the request ------------------------------------------------------------------------
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "dict", list: "list", str: "str", int: "int", float: "float", bool: "bool"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _tag_list_error(value: Any) -> str | None:
+    if not isinstance(value, list):
+        return f'Expected a list of items but got type "{_type_name(value)}".'
+    for item in value:
+        if not isinstance(item, str):
+            return "Not a valid string."
+    return None
+
+
+def parse_request(body: bytes) -> tuple[str, list[dict[str, Any]], list[str]]:
+    """Check the request's shape (DRF errors, 400); row contents are checked by the task."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise APIError(400, {"detail": f"JSON parse error - {exc}"}) from exc
+    if not isinstance(document, dict):
+        raise field_errors({"non_field_errors": [f"Invalid data. Expected a dictionary, but got {_type_name(document)}."]})
+    errors: dict[str, Any] = {}
+    key = document.get("import_key")
+    if key is None:
+        errors["import_key"] = ["This field is required." if "import_key" not in document else "This field may not be null."]
+    elif key not in IMPORT_KEYS:
+        errors["import_key"] = [f'"{key}" is not a valid choice.']
+    data = document.get("data")
+    if data is None:
+        errors["data"] = ["This field is required." if "data" not in document else "This field may not be null."]
+    elif not isinstance(data, list):
+        errors["data"] = [f'Expected a list of items but got type "{_type_name(data)}".']
+    elif not data:
+        errors["data"] = ["This list may not be empty."]
+    elif len(data) > MAX_ROWS:
+        errors["data"] = [f"Ensure this field has no more than {MAX_ROWS} elements."]
+    else:
+        row_errors: dict[str, Any] = {}
+        for index, row in enumerate(data):
+            if not isinstance(row, dict):
+                row_errors[str(index)] = {"non_field_errors": [
+                    f"Invalid data. Expected a dictionary, but got {_type_name(row)}."]}
+            else:
+                for name, value in row.items():
+                    if name == "tags":
+                        if value is not None and (problem := _tag_list_error(value)):
+                            row_errors.setdefault(str(index), {})["tags"] = [problem]
+                    elif isinstance(value, dict | list):
+                        row_errors.setdefault(str(index), {})[name] = ["Not a valid string."]
+            if len(row_errors) >= 100:
+                break
+        if row_errors:
+            errors["data"] = row_errors
+    tags = document.get("tags")
+    if tags is not None and (problem := _tag_list_error(tags)):
+        errors["tags"] = [problem]
+    if errors:
+        raise field_errors(errors)
+    return str(key), data, [t.strip() for t in (tags or []) if t.strip()]
+
+
+def running_import(session: Session, organization_id: int) -> int | None:
+    return session.scalar(
+        select(ImportTask.id).where(ImportTask.organization_id == organization_id, ImportTask.status.in_(RUNNING))
+        .limit(1)
+    )
+
+
+def create_task(session: Session, organization_id: int, import_key: str, rows: list[dict[str, Any]],
+                tags: list[str]) -> ImportTask:
+    """The task and its job, in the caller's transaction. At most one running import per org."""
+    lock_for_update(session, "member_import", organization_id)
+    if running_import(session, organization_id) is not None:
+        raise APIError(
+            429,
+            {"detail": "Request was throttled: another import task is still running. Expected available in 1 second."},
+            headers={"Retry-After": "1"},
+        )
+    now = utcnow()
+    payload = zlib.compress(orjson.dumps({"data": rows, "tags": tags}), 1)
+    task = ImportTask(organization_id=organization_id, status="pending", import_key=import_key,
+                      row_count=len(rows), payload=payload, created_at=now, updated_at=now)
+    session.add(task)
+    session.flush()
+    enqueue(session, "member.import", {"task_id": task.id}, organization_id=organization_id,
+            unique_key=f"member.import:{task.id}")
+    return task
+
+
+# -- validation -------------------------------------------------------------------------
+
+
+@dataclass
+class Validation:
+    ok: bool
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failure: dict[str, Any] = field(default_factory=dict)
+
+
+def _text(value: Any) -> str | None:
+    """A scalar as stripped text; None when blank."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, float) and value.is_integer():
+        text = str(int(value))
+    else:
+        text = str(value)
+    text = text.strip()
+    return text or None
+
+
+@lru_cache(maxsize=65_536)
+def _parse_date(text: str) -> date | None:
+    if not _DATE.match(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def validate_rows(import_key: str, data: list[dict[str, Any]], region: str) -> Validation:
+    """Normalise every row; count errors as the spec's failed result does.
+
+    Each clean row keeps only its non-blank fields (blank fields never overwrite).
+    """
+    blank = gender = mobile = birthday = duplicate = email = length = 0
+    missing: set[str] = set()
+    useless: set[str] = set()
+    seen: set[str] = set()
+    rows: list[dict[str, Any]] = []
+    known = set(ROW_FIELDS)
+    for raw in data:
+        row: dict[str, Any] = {}
+        bad = False
+        for name, value in raw.items():
+            if name not in known:
+                useless.add(name)
+                continue
+            if name == "tags":
+                names = [t.strip() for t in (value or []) if isinstance(t, str) and t.strip()]
+                if any(len(t) > 255 for t in names):
+                    length += 1
+                    bad = True
+                if names:
+                    row["tags"] = names
+                continue
+            text = (value.strip() or None) if type(value) is str else _text(value)
+            if text is None:
+                continue
+            if name == "mobile":
+                e164 = normalize_mobile(text, region)
+                if e164 is None:
+                    mobile += 1
+                    bad = True
+                    continue
+                text = e164
+            elif name == "gender":
+                if text not in GENDERS:
+                    text = text.lower()
+                    if text not in GENDERS:
+                        gender += 1
+                        bad = True
+                        continue
+            elif name == "birthday":
+                day = _parse_date(text)
+                if day is None:
+                    birthday += 1
+                    bad = True
+                else:
+                    row[name] = day
+                continue
+            elif name == "email":
+                if len(text) > 320 or not EMAIL_RE.match(text):
+                    email += 1
+                    bad = True
+                    continue
+            elif len(text) > MAX_LENGTH[name]:
+                length += 1
+                bad = True
+                continue
+            row[name] = text
+        key_value = row.get(import_key)
+        if key_value is None:
+            if import_key not in raw:
+                missing.add(import_key)
+            elif not (import_key == "mobile" and bad):
+                blank += 1
+        elif key_value in seen:
+            duplicate += 1
+        else:
+            seen.add(key_value)
+        rows.append(row)
+    if blank or gender or mobile or birthday or duplicate or email or length or missing or useless:
+        failure = {
+            "success": False,
+            "blank_error": blank,
+            "miss_fields": sorted(missing),
+            "gender_error": gender,
+            "mobile_error": mobile,
+            "birthday_error": birthday,
+            "useless_fields": sorted(useless),
+            "duplicate_error": duplicate,
+            # openmaac additions: the spec has no counter for these, and they must not pass.
+            "email_error": email,
+            "length_error": length,
+        }
+        return Validation(ok=False, failure=failure)
+    if import_key != "customer_id":
+        # One customer id names one person: when several rows give the same one, the last wins.
+        last: dict[str, int] = {}
+        for index, row in enumerate(rows):
+            if "customer_id" in row:
+                last[row["customer_id"]] = index
+        for index, row in enumerate(rows):
+            if "customer_id" in row and last[row["customer_id"]] != index:
+                del row["customer_id"]
+    return Validation(ok=True, rows=rows)
+
+
+# -- applying ---------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    created: int = 0
+    updated: int = 0
+    mismatched: list[dict[str, Any]] = field(default_factory=list)
+
+
+_SELECT_COLUMNS = (Contact.id, Contact.line_uid, Contact.status, *[getattr(Contact, c) for c in PROFILE_COLUMNS])
+
+
+def _driver_executemany(session: Session, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """executemany straight on the driver: SQLAlchemy's per-row parameter processing costs more
+    than SQLite's own work at these volumes. ``sql`` uses ``?``; times are stored as the
+    ``UTCDateTime`` type stores them (naive UTC text on SQLite, timestamptz on PostgreSQL)."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(sql.replace("?", "%s"), rows)  # type: ignore[arg-type]
+        return
+    # Times and dates as text; most rows share the same few values, so convert each once.
+    memo: dict[Any, Any] = {}
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        text = memo.get(value)
+        if text is None:
+            text = memo[value] = _sqlite_value(value)
+        return text
+
+    converted = []
+    for row in rows:
+        converted.append(tuple(convert(v) if isinstance(v, date) else v for v in row))
+    rows = converted
+    connection.exec_driver_sql(sql, rows)  # type: ignore[arg-type]
+
+
+def _sqlite_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+_INSERT_CONTACT_COLUMNS = ("organization_id", "line_uid", "status", "created_at", "updated_at", *PROFILE_COLUMNS)
+_INSERT_CONTACTS = (f"INSERT INTO contacts ({', '.join(_INSERT_CONTACT_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' for _ in _INSERT_CONTACT_COLUMNS)})")
+_UPDATE_CONTACTS = (f"UPDATE contacts SET {', '.join(f'{c} = ?' for c in PROFILE_COLUMNS)}, updated_at = ? "
+                    "WHERE id = ?")
+_INSERT_LINKS = ("INSERT INTO contact_tags (contact_id, tag_id, organization_id, tagged_at, created_at, expired_at) "
+                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (contact_id, tag_id) DO NOTHING")
+
+
+def apply_rows(session: Session, organization_id: int, import_key: str, rows: list[dict[str, Any]],
+               global_tags: list[str]) -> Outcome:
+    """Apply validated rows in the caller's (write) transaction. Set-based, chunk by chunk."""
+    outcome = Outcome()
+    all_tag_names = set(global_tags)
+    for row in rows:
+        all_tag_names.update(row.get("tags", ()))
+    tags = get_or_create_tags(session, organization_id, sorted(all_tag_names)) if all_tag_names else {}
+    tag_info = {name: (tag.id, tag.available_days) for name, tag in tags.items()}
+    for start in range(0, len(rows), CHUNK):
+        _apply_chunk(session, organization_id, import_key, rows[start : start + CHUNK], global_tags,
+                     tag_info, outcome)
+    return outcome
+
+
+def _apply_chunk(session: Session, organization_id: int, import_key: str, rows: list[dict[str, Any]],
+                 global_tags: list[str], tag_info: dict[str, tuple[int, int | None]], outcome: Outcome) -> None:
+    now = utcnow()
+    key_column = getattr(Contact, import_key)
+    keys = [row[import_key] for row in rows]
+    existing: dict[str, dict[str, Any]] = {}
+    for record in session.execute(
+        select(*_SELECT_COLUMNS)
+        .where(Contact.organization_id == organization_id, key_column.in_(keys))
+        .order_by(Contact.id)
+    ).mappings():
+        existing[record[import_key]] = dict(record)  # several matches: the newest contact wins
+
+    updates: dict[int, dict[str, Any]] = {}  # contact id -> final values
+    changes: list[tuple[int, str, Any, Any]] = []  # (contact id, field, old, new)
+    contacts: dict[int, dict[str, Any]] = {}  # contact id -> values, for events
+    targets: list[tuple[int, dict[str, Any], bool]] = []  # (contact id, row, created)
+    new_rows: list[dict[str, Any]] = []
+    new_source: list[dict[str, Any]] = []
+    for row in rows:
+        found = existing.get(row[import_key])
+        if import_key == "line_uid" and (found is None or found["status"] == "unfollow"):
+            outcome.mismatched.append(row)
+            continue
+        if found is None:
+            values = {column: row.get(column) for column in PROFILE_COLUMNS}
+            if values["display_name"] is None:
+                values["display_name"] = values["line_display_name"]
+            new_rows.append({"organization_id": organization_id, "line_uid": None, "status": CREATED_STATUS,
+                             "created_at": now, "updated_at": now, **values})
+            new_source.append(row)
+            continue
+        final = {column: found[column] for column in PROFILE_COLUMNS}
+        for column in PROFILE_COLUMNS:
+            if column in row and row[column] != final[column]:
+                final[column] = row[column]
+        if "line_display_name" in row and final["display_name"] is None and "display_name" not in row:
+            final["display_name"] = row["line_display_name"]
+        contact_id = found["id"]
+        contacts[contact_id] = {"line_uid": found["line_uid"], **final}
+        for column in PROFILE_COLUMNS:
+            if final[column] != found[column]:
+                updates[contact_id] = final
+                if column in EVENT_FIELDS:
+                    changes.append((contact_id, column, found[column], final[column]))
+        targets.append((contact_id, row, False))
+        outcome.updated += 1
+
+    pending_events: list[Any] = []
+    # One customer id names one person: whoever held a customer id given here loses it.
+    given: dict[str, int | None] = {new: cid for cid, column, _old, new in changes
+                                    if column == "customer_id" and new is not None}
+    given.update({r["customer_id"]: None for r in new_rows if r["customer_id"] is not None})
+    if given:
+        holders = session.execute(
+            select(Contact.id, Contact.line_uid, Contact.customer_id)
+            .where(Contact.organization_id == organization_id, Contact.customer_id.in_(list(given)))
+        ).all()
+        unbind: list[dict[str, Any]] = []
+        for holder_id, line_uid, customer_id in holders:
+            if given.get(customer_id) == holder_id:
+                continue
+            if holder_id in updates or holder_id in contacts:
+                final = updates.get(holder_id) or {k: contacts[holder_id][k] for k in PROFILE_COLUMNS}
+                if final["customer_id"] == customer_id:
+                    final["customer_id"] = None
+                    updates[holder_id] = {k: final[k] for k in PROFILE_COLUMNS}
+                    contacts[holder_id]["customer_id"] = None
+                    changes.append((holder_id, "customer_id", customer_id, None))
+                continue
+            unbind.append({"v_id": holder_id})
+            pending_events.append(events.profile_event(line_uid=line_uid, customer_id=None, field="customer_id",
+                                                       old=customer_id, new=None))
+        if unbind:
+            table = Contact.__table__
+            session.execute(
+                update(table).where(table.c.id == bindparam("v_id")).values(customer_id=None, updated_at=now),
+                unbind,
+            )
+
+    if updates:
+        _driver_executemany(session, _UPDATE_CONTACTS, [
+            (*(final[c] for c in PROFILE_COLUMNS), now, cid) for cid, final in updates.items()])
+    for contact_id, column, old, new in changes:
+        info = contacts[contact_id]
+        pending_events.append(events.profile_event(line_uid=info["line_uid"], customer_id=info["customer_id"],
+                                                   field=column, old=old, new=new))
+    if pending_events:
+        # contact.profile.<field>.update, batched: the same rows contact_profile_updated writes.
+        events.emit_many(session, organization_id, pending_events)
+
+    if new_rows:
+        # A plain executemany, then the new ids read back by key: RETURNING with parameter
+        # order makes SQLAlchemy insert row by row on SQLite.
+        floor = session.scalar(select(func.coalesce(func.max(Contact.id), 0))) or 0
+        _driver_executemany(session, _INSERT_CONTACTS,
+                            [tuple(r[c] for c in _INSERT_CONTACT_COLUMNS) for r in new_rows])
+        new_ids = dict(session.execute(
+            select(key_column, Contact.id).where(
+                Contact.organization_id == organization_id, Contact.id > floor,
+                key_column.in_([row[import_key] for row in new_source]))
+        ).all())
+        for row, values in zip(new_source, new_rows, strict=True):
+            contact_id = new_ids[row[import_key]]
+            contacts[contact_id] = {"line_uid": None, "customer_id": values["customer_id"]}
+            targets.append((contact_id, row, True))
+        outcome.created += len(new_rows)
+
+    if tag_info and targets:
+        _apply_tags(session, organization_id, targets, global_tags, tag_info, contacts, now)
+
+
+def _apply_tags(session: Session, organization_id: int, targets: list[tuple[int, dict[str, Any], bool]],
+                global_tags: list[str], tag_info: dict[str, tuple[int, int | None]],
+                contacts: dict[int, dict[str, Any]], now: datetime) -> None:
+    wanted: dict[tuple[int, int], str] = {}
+    for contact_id, row, _created in targets:
+        for name in (*global_tags, *row.get("tags", ())):
+            wanted[(contact_id, tag_info[name][0])] = name
+    if not wanted:
+        return
+    old_ids = [cid for cid, _row, created in targets if not created]
+    present: dict[tuple[int, int], datetime | None] = {}
+    if old_ids:
+        tag_ids = sorted({tid for tid, _days in tag_info.values()})
+        for contact_id, tag_id, expired_at in session.execute(
+            select(ContactTag.contact_id, ContactTag.tag_id, ContactTag.expired_at)
+            .where(ContactTag.contact_id.in_(old_ids), ContactTag.tag_id.in_(tag_ids))
+        ):
+            present[(contact_id, tag_id)] = expired_at
+    inserts: list[dict[str, Any]] = []
+    renew: list[dict[str, Any]] = []
+    expiries: set[datetime] = set()
+    for (contact_id, tag_id), name in wanted.items():
+        days = tag_info[name][1]
+        expired_at = now + timedelta(days=days) if days else None
+        if expired_at is not None:
+            expiries.add(expired_at)
+        if (contact_id, tag_id) not in present:
+            inserts.append({"contact_id": contact_id, "tag_id": tag_id, "organization_id": organization_id,
+                            "tagged_at": now, "created_at": now, "expired_at": expired_at})
+            continue
+        old_expiry = present[(contact_id, tag_id)]
+        lapsed = old_expiry is not None and old_expiry <= now
+        if old_expiry is None and expired_at is None:
+            continue  # a permanent tag already on: nothing changes
+        renew.append({"k_contact": contact_id, "k_tag": tag_id, "k_expired": expired_at, "k_created": now,
+                      "k_lapsed": lapsed})
+    if inserts:
+        _driver_executemany(session, _INSERT_LINKS, [
+            (r["contact_id"], r["tag_id"], r["organization_id"], r["tagged_at"], r["created_at"], r["expired_at"])
+            for r in inserts])
+    if renew:
+        table = ContactTag.__table__
+        stmt = (
+            update(table)
+            .where(table.c.contact_id == bindparam("k_contact"), table.c.tag_id == bindparam("k_tag"))
+            .values(expired_at=bindparam("k_expired"), created_at=bindparam("k_created"))
+        )
+        active_rows = [r for r in renew if not r["k_lapsed"]]
+        if active_rows:
+            session.execute(stmt, active_rows)
+        lapsed_rows = [r for r in renew if r["k_lapsed"]]
+        if lapsed_rows:
+            session.execute(
+                update(table)
+                .where(table.c.contact_id == bindparam("k_contact"), table.c.tag_id == bindparam("k_tag"))
+                .values(expired_at=bindparam("k_expired"), created_at=bindparam("k_created"),
+                        tagged_at=bindparam("k_created")),
+                lapsed_rows,
+            )
+    for expired_at in sorted({e.replace(second=0, microsecond=0) for e in expiries}):
+        schedule_expiry_sweep(session, organization_id, expired_at)
+    # contact.tag.add, batched (the rows contact_tag_added writes). As the webhooks entry point
+    # documents (file 004), it fires for every tagging, also when the contact had the tag.
+    events.emit_many(session, organization_id, [
+        events.tag_event("contact.tag.add", line_uid=contacts[contact_id]["line_uid"],
+                         customer_id=contacts[contact_id]["customer_id"], tag_id=tag_id, tag_name=name)
+        for (contact_id, tag_id), name in wanted.items()
+    ])
+
+
+# -- the task ---------------------------------------------------------------------------
+
+MISMATCH_COLUMNS = ("line_uid", "line_display_name", "display_name", "email", "mobile", "customer_id",
+                    "gender", "birthday", "tags")
+
+
+def mismatch_csv(rows: list[dict[str, Any]]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(MISMATCH_COLUMNS)
+    for row in rows:
+        writer.writerow([
+            ",".join(row.get("tags", ())) if column == "tags"
+            else (row[column].isoformat() if column == "birthday" and column in row else row.get(column, ""))
+            for column in MISMATCH_COLUMNS
+        ])
+    return ("\ufeff" + out.getvalue()).encode()
+
+
+def run_task(task_id: int) -> None:
+    """Process one import task (the job handler; the CLI calls it too). Idempotent."""
+    database = get_database()
+    with database.write() as session:
+        task = session.get(ImportTask, task_id)
+        if task is None or task.status == "done":
+            return
+        organization_id = task.organization_id
+        import_key = task.import_key
+        payload = task.payload
+        task.status = "processing"
+        task.started_at = task.started_at or utcnow()
+        task.updated_at = utcnow()
+        region = _region(session, organization_id)
+    document = orjson.loads(zlib.decompress(payload or b"x\x9c\x03\x00\x00\x00\x00\x01"))
+    data = document.get("data", [])
+    global_tags = document.get("tags", [])
+    checked = validate_rows(import_key, data, region)
+    del document, data
+    with database.write() as session:
+        task = session.get(ImportTask, task_id, with_for_update=True)
+        if task is None or task.status == "done":
+            return
+        if not checked.ok:
+            result = checked.failure
+            csv_bytes = None
+        else:
+            outcome = apply_rows(session, organization_id, import_key, checked.rows, global_tags)
+            result = {
+                "tags": global_tags,
+                "success": True,
+                "total_num": len(checked.rows),
+                "created_num": outcome.created,
+                "updated_num": outcome.updated,
+                "mismatch_num": len(outcome.mismatched),
+            }
+            csv_bytes = zlib.compress(mismatch_csv(outcome.mismatched)) if import_key == "line_uid" else None
+        now = utcnow()
+        task.status = "done"
+        task.result = result
+        task.mismatch_csv = csv_bytes
+        task.payload = None
+        task.finished_at = now
+        task.updated_at = now
+
+
+def _region(session: Session, organization_id: int) -> str:
+    from openmaac.auth.models import Organization
+
+    return session.scalar(select(Organization.region).where(Organization.id == organization_id)) or "TW"
+
+
+@handler("member.import")
+def run_import_job(payload: dict[str, Any], _context: JobContext) -> None:
+    run_task(int(payload["task_id"]))
+
+
+# -- reading a task ---------------------------------------------------------------------
+
+
+def _signature(task_id: int, expires: int) -> str:
+    key = get_settings().secret_key.encode()
+    return hmac.new(key, f"import-mismatch:{task_id}:{expires}".encode(), hashlib.sha256).hexdigest()[:40]
+
+
+def mismatch_link(task_id: int, now: float | None = None) -> str:
+    expires = int((time.time() if now is None else now) + MISMATCH_LINK_SECONDS)
+    base = get_settings().public_base_url.rstrip("/")
+    return (f"{base}/openapi/v1/member/import/{task_id}/mismatch/"
+            f"?expires={expires}&signature={_signature(task_id, expires)}")
+
+
+def check_mismatch_signature(task_id: int, expires: int, signature: str) -> bool:
+    if expires < time.time():
+        return False
+    return hmac.compare_digest(signature, _signature(task_id, expires))
+
+
+def task_view(session: Session, org: OrgContext, task_id: int) -> dict[str, Any]:
+    task = session.scalar(
+        select(ImportTask).where(ImportTask.id == task_id, ImportTask.organization_id == org.id)
+    )
+    if task is None:
+        raise not_found()
+    view: dict[str, Any] = {"category": "import_member", "status": task.status}
+    if task.status == "done" and task.result is not None:
+        result = dict(task.result)
+        if result.get("success"):
+            result["start_time"] = render(task.started_at, org.tz)
+            result["end_time"] = render(task.finished_at, org.tz)
+            result["mismatch_export_link"] = mismatch_link(task.id) if task.import_key == "line_uid" else None
+        view["result"] = result
+    view["created_at"] = render(task.created_at, org.tz)
+    view["updated_at"] = render(task.updated_at, org.tz)
+    return view
+
+
+def mismatch_file(session: Session, task_id: int) -> bytes | None:
+    data = session.scalar(select(ImportTask.mismatch_csv).where(ImportTask.id == task_id))
+    return zlib.decompress(data) if data else None
+
+
+__all__ = ["apply_rows", "create_task", "parse_request", "run_task", "task_view", "validate_rows"]

@@ -1,0 +1,1 @@
+"""Tracked links (``/r/{code}``), open images (``/o/{code}/...``) and message-action taps."""

@@ -1,0 +1,186 @@
+"""``direct_message/*``: validating and recording direct messages, and their status.
+
+Validation (400, DRF shapes): the template and the event must exist in the organisation
+(``{"template_id": ["Invalid pk \\"9\\" - object does not exist."]}``), every template
+parameter must be supplied (``{"data": {"name": ["This field is required."]}}``; for
+multicast the DRF list shape ``{"data": [{}, {"name": [...]}]}``), an image URL a parameter
+fills must end in ``.jpg``/``.jpeg``/``.png``, and the recipient limits hold (150 / 500).
+A push to a line_uid that is not a contact answers 400; in a multicast such an entry is
+accepted and reported in ``fail_info`` ("Contact not found") so the others still go out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from openmaac.auth.service import OrgContext
+from openmaac.contacts.models import Contact
+from openmaac.links import rewrite
+from openmaac.messaging.models import DirectMessage, DirectMessageRecipient, MessageEvent
+from openmaac.templates.models import MessageTemplate
+from openmaac.templates.service import PLACEHOLDER
+from openmaac.web.errors import field_errors, not_found
+from openmaac.web.times import render as render_time
+
+MULTICAST_MAX = 150
+ENHANCED_MULTICAST_MAX = 500
+CONTACT_NOT_FOUND = "Contact not found"
+IMAGE_EXTENSION_ERROR = "The image URL must end with an image file extension (.jpg, .jpeg or .png)."
+
+
+def pk_error(value: Any) -> list[str]:
+    return [f'Invalid pk "{value}" - object does not exist.']
+
+
+def load_template(session: Session, org_id: int, template_id: int) -> MessageTemplate:
+    template = session.scalar(select(MessageTemplate).where(
+        MessageTemplate.organization_id == org_id, MessageTemplate.id == template_id))
+    if template is None:
+        raise field_errors({"template_id": pk_error(template_id)})
+    return template
+
+
+def load_event(session: Session, org_id: int, event_id: int | None) -> MessageEvent | None:
+    if event_id is None:
+        return None
+    event = session.scalar(select(MessageEvent).where(MessageEvent.organization_id == org_id,
+                                                      MessageEvent.id == event_id))
+    if event is None:
+        raise field_errors({"event_id": pk_error(event_id)})
+    return event
+
+
+def contact_fields(contact: Contact | None) -> dict[str, Any] | None:
+    if contact is None:
+        return None
+    return {
+        "line_uid": contact.line_uid, "line_display_name": contact.line_display_name,
+        "display_name": contact.display_name, "customer_id": contact.customer_id, "email": contact.email,
+        "mobile": contact.mobile, "gender": contact.gender,
+        "birthday": contact.birthday.isoformat() if contact.birthday else None,
+    }
+
+
+@dataclass(frozen=True)
+class ImageSlot:
+    path: rewrite.Path
+    params: tuple[str, ...]
+
+
+def image_slots(template: MessageTemplate) -> list[ImageSlot]:
+    """The template's image URL fields that parameters fill (checked after rendering)."""
+    slots = []
+    for field in rewrite.image_fields(template.messages, templated=True):
+        if field.imagemap:
+            continue  # LINE appends the width to an imagemap base URL; it has no extension
+        value = rewrite.get(template.messages, field.path)
+        names = tuple(m.group(1) for m in PLACEHOLDER.finditer(value) if not m.group(1).startswith("contact."))
+        if names:
+            slots.append(ImageSlot(field.path, names))
+    return slots
+
+
+def clean_params(template: MessageTemplate, data: dict[str, Any]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The template's parameters from ``data`` as strings, and the field errors."""
+    params: dict[str, str] = {}
+    errors: dict[str, list[str]] = {}
+    for name in template.parameters:
+        if name not in data:
+            errors[name] = ["This field is required."]
+            continue
+        value = data[name]
+        if value is None:
+            errors[name] = ["This field may not be null."]
+        elif isinstance(value, bool) or isinstance(value, dict | list):
+            errors[name] = ["Not a valid string."]
+        else:
+            params[name] = str(value)
+    return params, errors
+
+
+def check_images(slots: list[ImageSlot], rendered: list[dict[str, Any]]) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    for slot in slots:
+        try:
+            url = rewrite.get(rendered, slot.path)
+        except (KeyError, IndexError, TypeError):
+            continue
+        if not isinstance(url, str) or rewrite.image_extension(url) is None:
+            for name in slot.params:
+                errors[name] = [IMAGE_EXTENSION_ERROR]
+    return errors
+
+
+def line_uid_of(data: dict[str, Any], errors: dict[str, list[str]]) -> str | None:
+    if "line_uid" not in data:
+        errors["line_uid"] = ["This field is required."]
+        return None
+    value = data["line_uid"]
+    if value is None:
+        errors["line_uid"] = ["This field may not be null."]
+        return None
+    if not isinstance(value, str):
+        errors["line_uid"] = ["Not a valid string."]
+        return None
+    if not value.strip():
+        errors["line_uid"] = ["This field may not be blank."]
+        return None
+    return value.strip()
+
+
+def contacts_by_uid(session: Session, org_id: int, uids: list[str]) -> dict[str, Contact]:
+    found: dict[str, Contact] = {}
+    unique = sorted(set(uids))
+    for chunk in range(0, len(unique), 500):
+        rows = session.scalars(select(Contact).where(Contact.organization_id == org_id,
+                                                     Contact.line_uid.in_(unique[chunk:chunk + 500])))
+        for contact in rows:
+            found[str(contact.line_uid)] = contact
+    return found
+
+
+# -- status -------------------------------------------------------------------------------------
+
+def get_direct_message(session: Session, org_id: int, dm_id: int) -> DirectMessage:
+    dm = session.scalar(select(DirectMessage).where(DirectMessage.organization_id == org_id,
+                                                    DirectMessage.id == dm_id))
+    if dm is None:
+        raise not_found()
+    return dm
+
+
+def serialize(session: Session, dm: DirectMessage, org: OrgContext) -> dict[str, Any]:
+    """``GET direct_message/{id}/``: ``result`` only once the message is ``sent`` (else null)."""
+    body: dict[str, Any] = {"id": dm.id, "category": dm.category, "status": dm.status, "event_id": dm.event_id,
+                            "result": None}
+    if dm.status != "sent":
+        return body
+    rows = session.execute(
+        select(DirectMessageRecipient.mark, DirectMessageRecipient.line_uid, DirectMessageRecipient.status,
+               DirectMessageRecipient.response)
+        .where(DirectMessageRecipient.direct_message_id == dm.id).order_by(DirectMessageRecipient.mark)
+    ).all()
+    fail_info = [{"line_uid": uid, "mark": mark, "response": response or "error"}
+                 for mark, uid, status, response in rows if status == "failed"]
+    body["result"] = {
+        "sent_time": render_time(dm.sent_at, org.tz),
+        "to": {"line_ids": [uid for _mark, uid, _status, _response in rows]},
+        "total_count": dm.total_count,
+        "fail_count": dm.fail_count,
+        "fail_info": fail_info,
+    }
+    return body
+
+
+def counts(session: Session, dm_id: int) -> tuple[int, int]:
+    rows = dict(session.execute(
+        select(DirectMessageRecipient.status, func.count()).where(DirectMessageRecipient.direct_message_id == dm_id)
+        .group_by(DirectMessageRecipient.status)
+    ).all())
+    total = sum(int(n) for n in rows.values())
+    return total, int(rows.get("failed", 0))
+

@@ -1,0 +1,1 @@
+"""Message performance reports (``event/{id}/report/``)."""

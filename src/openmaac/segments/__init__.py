@@ -1,0 +1,1 @@
+"""Segments: tag-condition audiences and uploaded (custom) LINE user id lists."""

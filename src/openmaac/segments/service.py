@@ -1,0 +1,398 @@
+"""Segments: tag-condition audiences (type 1) and uploaded LINE user id lists (type 2).
+
+A tag segment is a saved query over the live tag links: its members (the CSV, and anything
+that sends to it) are evaluated when read, so tag changes and expiry count at once; its
+``member_count`` is computed by the ``segment.build`` job at creation and refreshed every
+``OPENMAAC_SEGMENT_REFRESH_SECONDS`` (default 3,600) by a durable job chain.
+
+A custom segment stores the contacts its uploaded ids matched when the build job ran
+(``segment_members``); a new file (PATCH) rebuilds it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import zlib
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import IO, Any
+
+from sqlalchemy import bindparam, delete, func, select, text
+from sqlalchemy.orm import Session
+
+from openmaac.auth.service import OrgContext
+from openmaac.db.base import UTCDateTime, utcnow
+from openmaac.db.engine import get_database
+from openmaac.db.locks import lock_for_update
+from openmaac.jobs.queue import enqueue
+from openmaac.jobs.registry import JobContext, handler
+from openmaac.segments.models import (
+    SEGMENT_TYPE_CUSTOM,
+    SEGMENT_TYPE_TAGS,
+    STATUS_PENDING,
+    STATUS_READY,
+    Segment,
+    SegmentMember,
+    SegmentUpload,
+)
+from openmaac.tags.models import Tag
+from openmaac.web.errors import APIError, field_errors, not_found
+from openmaac.web.pagination import paginate_by_id
+from openmaac.web.times import render
+
+MAX_UPLOAD_ROWS = 300_000
+MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+LINE_UID = re.compile(r"^U[0-9a-f]{32}$")
+MEMBER_CHUNK = 20_000
+STREAM_BATCH = 5_000
+
+
+def segment_limit() -> int:
+    return int(os.environ.get("OPENMAAC_SEGMENT_LIMIT") or 30)
+
+
+def refresh_seconds() -> float:
+    return float(os.environ.get("OPENMAAC_SEGMENT_REFRESH_SECONDS") or 3600)
+
+
+# -- views ------------------------------------------------------------------------------
+
+
+def serialize(segment: Segment, org: OrgContext) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": segment.id,
+        "name": segment.name,
+        "description": segment.description,
+        "segment_type": segment.segment_type,
+        "member_count": segment.member_count if segment.status == STATUS_READY else -1,
+        "status": segment.status,
+        "last_updated_time": render(segment.last_updated_time, org.tz),
+    }
+    if segment.segment_type == SEGMENT_TYPE_CUSTOM:
+        view["file_report"] = segment.file_report  # openmaac extension
+    return view
+
+
+def list_segments(session: Session, org: OrgContext, name: str | None, start: str | None) -> dict[str, Any]:
+    stmt = select(Segment).where(Segment.organization_id == org.id)
+    if name:
+        stmt = stmt.where(Segment.name == name)
+    page = paginate_by_id(session, stmt, Segment.id, scope=f"segment:{org.id}", start=start)
+    return {"results": [serialize(s, org) for s in page.rows], "next": page.next}
+
+
+def get_segment(session: Session, org_id: int, segment_id: int, *, for_update: bool = False) -> Segment:
+    stmt = select(Segment).where(Segment.organization_id == org_id, Segment.id == segment_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    segment = session.scalar(stmt)
+    if segment is None:
+        raise not_found()
+    return segment
+
+
+# -- creating ---------------------------------------------------------------------------
+
+
+def _check_limit(session: Session, org_id: int) -> None:
+    lock_for_update(session, "segments", org_id)
+    limit = segment_limit()
+    count = session.scalar(select(func.count()).select_from(Segment).where(Segment.organization_id == org_id)) or 0
+    if count >= limit:
+        raise APIError(400, {"detail": f"The number of segments has reached the limit ({limit} per organisation). "
+                                       "Delete a segment first."})
+
+
+def _enqueue_build(session: Session, segment: Segment) -> None:
+    enqueue(session, "segment.build", {"segment_id": segment.id, "generation": segment.generation},
+            organization_id=segment.organization_id,
+            unique_key=f"segment.build:{segment.id}:{segment.generation}")
+
+
+def create_tag_segment(session: Session, org: OrgContext, name: str, description: str | None, operator: str,
+                       conditions: list[dict[str, Any]]) -> dict[str, Any]:
+    tag_ids = sorted({c["tag_id"] for c in conditions})
+    known = set(session.scalars(select(Tag.id).where(Tag.organization_id == org.id, Tag.id.in_(tag_ids))))
+    if len(known) != len(tag_ids):
+        errors = [
+            {} if c["tag_id"] in known else {"tag_id": [f'Invalid pk "{c["tag_id"]}" - object does not exist.']}
+            for c in conditions
+        ]
+        raise field_errors({"tags": errors})
+    _check_limit(session, org.id)
+    now = utcnow()
+    segment = Segment(organization_id=org.id, name=name, description=description, segment_type=SEGMENT_TYPE_TAGS,
+                      operator=operator, conditions=conditions, status=STATUS_PENDING, member_count=-1,
+                      generation=1, created_at=now, updated_at=now)
+    session.add(segment)
+    session.flush()
+    _enqueue_build(session, segment)
+    return serialize(segment, org)
+
+
+class Upload:
+    """A parsed id file: distinct well-formed ids (compressed) and what was in the file."""
+
+    def __init__(self, data: bytes, report: dict[str, int]) -> None:
+        self.data = data
+        self.report = report
+
+
+def parse_upload(raw: IO[bytes]) -> Upload:
+    """Read a CSV of LINE user ids, streaming: BOM, header or none, CRLF, blank lines, quotes.
+
+    The ids are the column named ``line_uid`` (or ``uid``) when the first row is a header,
+    else the first column. Malformed ids and repeats are counted, not fatal.
+    """
+    stream = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")  # type: ignore[arg-type]
+    reader = csv.reader(stream)
+    column = 0
+    rows = malformed = duplicates = 0
+    seen: set[str] = set()
+    packer = zlib.compressobj(1)
+    parts: list[bytes] = []
+    first = True
+    for record in _lines(reader):
+        cells = [cell.strip().strip("\ufeff") for cell in record]
+        if first:
+            first = False
+            lowered = [cell.lower() for cell in cells]
+            if not LINE_UID.match(cells[0]) and any(cell in ("line_uid", "uid", "lineuid", "line uid", "userid",
+                                                             "user_id") for cell in lowered):
+                for index, cell in enumerate(lowered):
+                    if cell in ("line_uid", "uid", "lineuid", "line uid", "userid", "user_id"):
+                        column = index
+                        break
+                continue
+        rows += 1
+        if rows > MAX_UPLOAD_ROWS:
+            raise field_errors({"file": [f"Ensure the file has no more than {MAX_UPLOAD_ROWS} rows."]})
+        value = cells[column] if column < len(cells) else ""
+        if not LINE_UID.match(value):
+            malformed += 1
+        elif value in seen:
+            duplicates += 1
+        else:
+            seen.add(value)
+            parts.append(packer.compress(value.encode() + b"\n"))
+    stream.detach()  # the caller closes the upload
+    if rows == 0:
+        raise field_errors({"file": ["The submitted file is empty."]})
+    parts.append(packer.flush())
+    return Upload(b"".join(parts), {"rows": rows, "malformed": malformed, "duplicates": duplicates,
+                                    "distinct": len(seen)})
+
+
+def _lines(reader: Any) -> Iterator[list[str]]:
+    try:
+        for record in reader:
+            if record and any(cell.strip() for cell in record):
+                yield record
+    except csv.Error as exc:
+        raise field_errors({"file": [f"The file is not a valid CSV file: {exc}"]}) from exc
+
+
+def create_custom_segment(session: Session, org: OrgContext, name: str, description: str | None,
+                          upload: Upload) -> dict[str, Any]:
+    _check_limit(session, org.id)
+    now = utcnow()
+    segment = Segment(organization_id=org.id, name=name, description=description, segment_type=SEGMENT_TYPE_CUSTOM,
+                      operator="AND", conditions=[], status=STATUS_PENDING, member_count=-1, generation=1,
+                      created_at=now, updated_at=now)
+    session.add(segment)
+    session.flush()
+    session.add(SegmentUpload(segment_id=segment.id, generation=1, data=upload.data, report=upload.report,
+                              created_at=now))
+    _enqueue_build(session, segment)
+    return serialize(segment, org)
+
+
+def patch_custom_segment(session: Session, org: OrgContext, segment_id: int, changes: dict[str, Any],
+                         upload: Upload | None) -> dict[str, Any]:
+    segment = get_segment(session, org.id, segment_id, for_update=True)
+    if segment.segment_type != SEGMENT_TYPE_CUSTOM:
+        raise not_found()
+    now = utcnow()
+    if "name" in changes:
+        segment.name = changes["name"]
+    if "description" in changes:
+        segment.description = changes["description"]
+    segment.updated_at = now
+    if upload is not None:
+        segment.generation += 1
+        segment.status = STATUS_PENDING
+        segment.member_count = -1
+        session.execute(delete(SegmentUpload).where(SegmentUpload.segment_id == segment.id))
+        session.add(SegmentUpload(segment_id=segment.id, generation=segment.generation, data=upload.data,
+                                  report=upload.report, created_at=now))
+        session.flush()
+        _enqueue_build(session, segment)
+    session.flush()
+    return serialize(segment, org)
+
+
+def delete_segment(session: Session, org: OrgContext, segment_id: int) -> None:
+    segment = get_segment(session, org.id, segment_id, for_update=True)
+    session.execute(delete(SegmentMember).where(SegmentMember.segment_id == segment.id))
+    session.execute(delete(SegmentUpload).where(SegmentUpload.segment_id == segment.id))
+    session.delete(segment)
+
+
+# -- membership -------------------------------------------------------------------------
+
+_ACTIVE = "(expired_at IS NULL OR expired_at > :now)"
+_UNIVERSE = "SELECT id AS cid FROM contacts WHERE organization_id = :org AND line_uid IS NOT NULL"
+
+
+def tag_member_query(segment: Segment) -> tuple[str, dict[str, Any]]:
+    """SQL selecting ``cid`` for every member of a tag segment, and its parameters.
+
+    Set algebra over the (tag_id, contact_id) index: "with" is the tag's active links,
+    "without" the organisation's contacts EXCEPT those; AND intersects, OR unites; the result
+    is limited to contacts with a LINE user id.
+    """
+    params: dict[str, Any] = {"org": segment.organization_id}
+    parts: list[str] = []
+    has_without = False
+    for index, condition in enumerate(segment.conditions):
+        params[f"t{index}"] = int(condition["tag_id"])
+        with_sql = f"SELECT contact_id AS cid FROM contact_tags WHERE tag_id = :t{index} AND {_ACTIVE}"
+        if condition["status"] == "without":
+            has_without = True
+            parts.append(f"SELECT cid FROM ({_UNIVERSE} EXCEPT {with_sql}) AS p{index}")
+        else:
+            parts.append(f"SELECT cid FROM ({with_sql}) AS p{index}")
+    if segment.operator == "OR":
+        combined = " UNION ".join(parts)
+        sql = f"SELECT cid FROM ({combined}) AS u INTERSECT {_UNIVERSE}"
+    else:
+        if not has_without:
+            parts.append(f"SELECT cid FROM ({_UNIVERSE}) AS everyone")
+        sql = " INTERSECT ".join(parts)
+    return sql, params
+
+
+def _bind(sql: str) -> Any:
+    return text(sql).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
+def count_tag_members(session: Session, segment: Segment, now: datetime | None = None) -> int:
+    sql, params = tag_member_query(segment)
+    params["now"] = now or utcnow()
+    return int(session.execute(_bind(f"SELECT count(*) FROM ({sql}) AS members"), params).scalar() or 0)
+
+
+def iter_member_line_uids(segment_id: int, organization_id: int) -> Iterator[list[str]]:
+    """The segment's members' line_uids in batches, from a streaming cursor (memory stays flat)."""
+    with get_database().read() as session:
+        segment = get_segment(session, organization_id, segment_id)
+        if segment.segment_type == SEGMENT_TYPE_TAGS:
+            sql, params = tag_member_query(segment)
+            params["now"] = utcnow()
+            stmt = _bind(f"SELECT line_uid FROM contacts WHERE id IN ({sql}) ORDER BY id")
+        else:
+            stmt = text(
+                "SELECT c.line_uid FROM segment_members m JOIN contacts c ON c.id = m.contact_id "
+                "WHERE m.segment_id = :sid AND c.line_uid IS NOT NULL ORDER BY m.contact_id"
+            )
+            params = {"sid": segment.id}
+        result = session.execute(stmt.execution_options(stream_results=True, yield_per=STREAM_BATCH), params)
+        for batch in result.partitions(STREAM_BATCH):
+            yield [row[0] for row in batch]
+
+
+def members_csv(segment_id: int, organization_id: int) -> Iterator[bytes]:
+    yield b"line_uid\r\n"
+    for batch in iter_member_line_uids(segment_id, organization_id):
+        yield ("\r\n".join(batch) + "\r\n").encode()
+
+
+# -- building ---------------------------------------------------------------------------
+
+
+def _insert_members_sql(dialect: str) -> str:
+    if dialect == "postgresql":
+        return ("INSERT INTO segment_members (segment_id, contact_id) SELECT :sid, id FROM contacts "
+                "WHERE organization_id = :org AND line_uid = ANY(:ids) ON CONFLICT DO NOTHING")
+    return ("INSERT OR IGNORE INTO segment_members (segment_id, contact_id) SELECT :sid, id FROM contacts "
+            "WHERE organization_id = :org AND line_uid IN (SELECT value FROM json_each(:ids))")
+
+
+def _build_custom(segment_id: int, generation: int) -> None:
+    import orjson
+
+    database = get_database()
+    with database.write() as session:
+        segment = session.get(Segment, segment_id, with_for_update=True)
+        if segment is None or segment.generation != generation or segment.status == STATUS_READY:
+            return
+        upload = session.get(SegmentUpload, segment_id)
+        if upload is None or upload.generation != generation:
+            return
+        ids = zlib.decompress(upload.data).decode().split("\n")[:-1]
+        report = dict(upload.report)
+        session.execute(delete(SegmentMember).where(SegmentMember.segment_id == segment_id))
+        sql = text(_insert_members_sql(database.dialect))
+        matched = 0
+        for start in range(0, len(ids), MEMBER_CHUNK):
+            chunk = ids[start : start + MEMBER_CHUNK]
+            value: Any = chunk if database.dialect == "postgresql" else orjson.dumps(chunk).decode()
+            result = session.execute(sql, {"sid": segment_id, "org": segment.organization_id, "ids": value})
+            matched += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        del ids
+        report["matched"] = matched
+        report["unknown"] = report.get("distinct", 0) - matched
+        now = utcnow()
+        segment.status = STATUS_READY
+        segment.member_count = matched
+        segment.last_updated_time = now
+        segment.updated_at = now
+        segment.file_report = report
+        session.delete(upload)
+
+
+def _build_tags(segment_id: int, generation: int, scheduled: str | None) -> None:
+    database = get_database()
+    with database.read() as session:
+        segment = session.get(Segment, segment_id)
+        if segment is None or segment.generation != generation:
+            return
+        count = count_tag_members(session, segment)
+    with database.write() as session:
+        segment = session.get(Segment, segment_id, with_for_update=True)
+        if segment is None or segment.generation != generation:
+            return
+        now = utcnow()
+        segment.status = STATUS_READY
+        segment.member_count = count
+        segment.last_updated_time = now
+        segment.updated_at = now
+        base = datetime.fromisoformat(scheduled) if scheduled else segment.created_at
+        next_at = base + timedelta(seconds=refresh_seconds())
+        if next_at <= now:  # the server was down for a while: do not replay every missed slot
+            next_at = now + timedelta(seconds=refresh_seconds())
+        enqueue(session, "segment.build",
+                {"segment_id": segment_id, "generation": generation, "scheduled": next_at.isoformat()},
+                organization_id=segment.organization_id, run_at=next_at,
+                unique_key=f"segment.refresh:{segment_id}:{next_at.isoformat()}")
+
+
+@handler("segment.build")
+def run_build(payload: dict[str, Any], _context: JobContext) -> None:
+    segment_id = int(payload["segment_id"])
+    generation = int(payload["generation"])
+    with get_database().read() as session:
+        segment_type = session.scalar(select(Segment.segment_type).where(Segment.id == segment_id))
+    if segment_type is None:
+        return
+    if segment_type == SEGMENT_TYPE_CUSTOM:
+        _build_custom(segment_id, generation)
+    else:
+        _build_tags(segment_id, generation, payload.get("scheduled"))
+
+
+def csv_filename(segment_id: int, org: OrgContext) -> str:
+    return f"{datetime.now(org.tz).date().isoformat()}_segment_{segment_id}_members.csv"

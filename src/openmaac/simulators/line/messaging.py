@@ -1,0 +1,424 @@
+"""The simulated Messaging API sends (push, multicast) and what the simulated users received.
+
+LINE's behaviour reproduced (FACTS.md §1.2-1.7):
+- bodies validated against LINE's messaging-api.yml (validation.py): 400
+  ``The request body has N error(s)`` with ``details``; unparsable JSON 400; not JSON 415;
+  over 2 MB 413;
+- ``to`` not a user LINE knows (any id the simulator never issued): 400
+  ``Failed to send messages`` (multicast: if any of its ids is unknown);
+- a user who blocked the account (or never followed it): 200, nothing delivered, not counted;
+- ``X-Line-Retry-Key``: must be a UUID (400 otherwise); a key already accepted by the channel in
+  the last 24 hours answers 409 ``The retry key is already accepted`` with the header
+  ``x-line-accepted-request-id`` (the request id of the accepted call) and, for push, the
+  ``sentMessages`` of the accepted call; a request that failed (4xx, 5xx before acceptance)
+  does not consume its key;
+- every response carries ``x-line-request-id``; rate limits and quota (faults.py).
+
+Every delivered message is kept in the user's inbox (``GET /_admin/users/{id}/messages``);
+a user can open it (``POST /_admin/users/{id}/open``: the images are fetched like a LINE
+client fetches them) and click a link in it (``POST /_admin/users/{id}/click``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from openmaac.simulators.line import faults, validation, webhooks
+from openmaac.simulators.line.common import LineError, authenticated_channel, state_of
+from openmaac.simulators.line.state import Channel, Fault, SimulatorState, User
+
+MAX_BODY = 2 * 1024 * 1024
+RETRY_KEY_TTL = 24 * 3600.0
+USER_ID = re.compile(r"^U[0-9a-f]{32}$")
+FAILED_TO_SEND = "Failed to send messages"
+RETRY_KEY_ACCEPTED = "The retry key is already accepted"
+RETRY_KEY_INVALID = "The value of the X-Line-Retry-Key header is invalid. It must be a UUID."
+# what a LINE app on a phone sends when it loads an image or follows a link
+LINE_CLIENT_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+                  "(KHTML, like Gecko) Mobile/15E148 Safari Line/14.9.0")
+
+router = APIRouter()
+admin_router = APIRouter(prefix="/_admin")
+
+
+def request_id_of(request: Request) -> str:
+    rid = getattr(request.state, "line_request_id", None)
+    if rid is None:
+        rid = request.state.line_request_id = str(uuid.uuid4())
+    return str(rid)
+
+
+def new_message_id() -> str:
+    return str(10**17 + secrets.randbelow(9 * 10**17))
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# ----------------------------------------------------------------------------------------------
+# the pipeline every send shares (push, multicast, pnp)
+# ----------------------------------------------------------------------------------------------
+
+
+async def read_json(request: Request) -> Any:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        raise LineError(415, f"The content type, {content_type or 'none'}, is not supported")
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise LineError(413, "Request Entity Too Large")
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        line, column = getattr(exc, "lineno", 1), getattr(exc, "colno", 1)
+        raise LineError(400, f"The request body could not be parsed as JSON (line: {line}, column: {column})") \
+            from None
+
+
+def validate_body(schema: str, body: Any) -> None:
+    details = validation.validate(schema, body)
+    if details:
+        raise LineError(400, f"The request body has {len(details)} error(s)", details)
+
+
+async def before(sim: SimulatorState, channel: Channel, endpoint: str) -> Fault | None:
+    """Rate limit and the faults that strike before LINE accepts anything; the fault left."""
+    faults.check_rate(sim, channel, endpoint)
+    fault = faults.take_fault(sim, channel, endpoint)
+    if fault is None:
+        return None
+    if fault.kind == "latency":
+        await asyncio.sleep(fault.seconds)
+        return None
+    if fault.kind == "500":
+        raise LineError(500, faults.INTERNAL_ERROR)
+    if fault.kind == "timeout":
+        await asyncio.sleep(fault.seconds)
+        raise LineError(500, faults.INTERNAL_ERROR)
+    if fault.kind == "rate_limit":
+        raise LineError(429, faults.RATE_LIMITED)
+    if fault.kind == "quota":
+        raise LineError(429, faults.MONTHLY_LIMIT)
+    return fault  # acts after acceptance (or pnp_unreachable, handled by pnp.py)
+
+
+async def after(fault: Fault | None) -> None:
+    """The faults that strike once LINE has accepted the request."""
+    if fault is None:
+        return
+    if fault.kind == "500_after_accept":
+        raise LineError(500, faults.INTERNAL_ERROR)
+    if fault.kind == "timeout_after_accept":
+        await asyncio.sleep(fault.seconds)
+
+
+def deliver(sim: SimulatorState, channel: Channel, user: User, message: dict[str, Any], *, endpoint: str,
+            request_id: str, retry_key: str | None, message_id: str | None = None,
+            delivery_tag: str | None = None) -> dict[str, Any]:
+    """Put one message in the user's inbox (call under the lock)."""
+    entry = {
+        "message_id": message_id or new_message_id(),
+        "channel_id": channel.channel_id,
+        "endpoint": endpoint,
+        "request_id": request_id,
+        "retry_key": retry_key,
+        "delivery_tag": delivery_tag,
+        "message": message,
+        "received_at": now_iso(),
+        "opens": [],
+        "clicks": [],
+    }
+    sim.message_index[entry["message_id"]] = (user.user_id, len(user.inbox))
+    user.inbox.append(entry)
+    return entry
+
+
+def log(sim: SimulatorState, request: Request, channel: Channel, endpoint: str, status: int, *,
+        retry_key: str | None = None, recipients: int = 0, delivered: int = 0, message: str | None = None,
+        **extra: Any) -> None:
+    with sim.lock:
+        sim.request_log.append({
+            "request_id": request_id_of(request), "channel_id": channel.channel_id, "endpoint": endpoint,
+            "status": status, "retry_key": retry_key, "recipients": recipients, "delivered": delivered,
+            "message": message, "at": now_iso(), **extra,
+        })
+
+
+def retry_key_of(request: Request) -> str | None:
+    value = request.headers.get("x-line-retry-key")
+    if value is None:
+        return None
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        raise LineError(400, RETRY_KEY_INVALID) from None
+    return str(parsed)
+
+
+def accepted_before(channel: Channel, retry_key: str | None, with_sent: bool) -> LineError | None:
+    """The 409 for a retry key this channel accepted in the last 24 hours (call under the lock)."""
+    if retry_key is None:
+        return None
+    accepted = channel.retry_keys.get(retry_key)
+    if accepted is None:
+        return None
+    request_id, sent, at = accepted
+    if time.monotonic() - at > RETRY_KEY_TTL:
+        del channel.retry_keys[retry_key]
+        return None
+    return LineError(409, RETRY_KEY_ACCEPTED, headers={"x-line-accepted-request-id": request_id},
+                     extra={"sentMessages": sent} if with_sent else None)
+
+
+async def send(request: Request, channel: Channel, endpoint: str) -> JSONResponse:
+    """push or multicast, from the raw request to LINE's answer."""
+    sim = state_of(request)
+    rid = request_id_of(request)
+    retry_key: str | None = None
+    recipients = 0
+    delivered: int | None = None  # set once LINE has accepted the request
+    try:
+        retry_key = retry_key_of(request)
+        fault = await before(sim, channel, endpoint)
+        body = await read_json(request)
+        with sim.lock:
+            conflict = accepted_before(channel, retry_key, with_sent=endpoint == "push")
+        if conflict is not None:
+            raise conflict
+        validate_body("PushMessageRequest" if endpoint == "push" else "MulticastRequest", body)
+        to = [body["to"]] if endpoint == "push" else list(body["to"])
+        recipients = len(to)
+        with sim.lock:
+            # the check and the acceptance happen under one lock: two concurrent requests with
+            # the same key cannot both be accepted
+            conflict = accepted_before(channel, retry_key, with_sent=endpoint == "push")
+            if conflict is not None:
+                raise conflict
+            users = [sim.users.get(uid) if USER_ID.match(uid) else None for uid in to]
+            if any(user is None for user in users):
+                raise LineError(400, FAILED_TO_SEND)
+            friends = [u for u in users if u is not None and channel.friendships.get(u.user_id) == "follow"]
+            faults.reserve_quota(channel, len(friends))
+            sent: list[dict[str, Any]] = []
+            for message in body["messages"]:
+                message_id = new_message_id()
+                sent.append({"id": message_id, "quoteToken": secrets.token_urlsafe(24)})
+                for position, user in enumerate(friends):
+                    # one id per (message, recipient); push uses the id it answers with
+                    deliver(sim, channel, user, message, endpoint=endpoint, request_id=rid, retry_key=retry_key,
+                            message_id=message_id if position == 0 else None)
+            if retry_key is not None:
+                channel.retry_keys[retry_key] = (rid, sent if endpoint == "push" else [], time.monotonic())
+            delivered = len(friends)
+        await after(fault)
+        log(sim, request, channel, endpoint, 200, retry_key=retry_key, recipients=recipients,
+            delivered=delivered, accepted=True)
+    except LineError as error:
+        # a failure after acceptance (injected 500) still delivered: the record says so
+        log(sim, request, channel, endpoint, error.status_code, retry_key=retry_key, recipients=recipients,
+            delivered=delivered or 0, accepted=delivered is not None, message=error.message)
+        raise
+    return JSONResponse({"sentMessages": sent} if endpoint == "push" else {})
+
+
+@router.post("/v2/bot/message/push")
+async def push(request: Request, channel: Channel = Depends(authenticated_channel)) -> Any:
+    return await send(request, channel, "push")
+
+
+@router.post("/v2/bot/message/multicast")
+async def multicast(request: Request, channel: Channel = Depends(authenticated_channel)) -> Any:
+    return await send(request, channel, "multicast")
+
+
+# ----------------------------------------------------------------------------------------------
+# what users received; opening and clicking
+# ----------------------------------------------------------------------------------------------
+
+
+def image_urls(message: dict[str, Any]) -> list[str]:
+    """The URLs a LINE client loads to show the message."""
+    urls: list[str] = []
+    kind = message.get("type")
+    if kind == "image":
+        urls += [message.get("previewImageUrl"), message.get("originalContentUrl")]
+    elif kind == "video":
+        urls.append(message.get("previewImageUrl"))
+    elif kind == "imagemap":
+        base = message.get("baseUrl")
+        if isinstance(base, str):
+            urls.append(base + "/1040")
+        video = message.get("video")
+        if isinstance(video, dict):
+            urls.append(video.get("previewImageUrl"))
+    elif kind == "template":
+        template = message.get("template") or {}
+        urls.append(template.get("thumbnailImageUrl"))
+        for column in template.get("columns") or []:
+            if isinstance(column, dict):
+                urls += [column.get("thumbnailImageUrl"), column.get("imageUrl")]
+    elif kind == "flex":
+        def walk(node: Any) -> None:
+            if isinstance(node, dict):
+                if node.get("type") in ("image", "icon") and isinstance(node.get("url"), str):
+                    urls.append(node["url"])
+                if node.get("type") == "video" and isinstance(node.get("previewUrl"), str):
+                    urls.append(node["previewUrl"])
+                for key, value in node.items():
+                    if key != "action":
+                        walk(value)
+            elif isinstance(node, list):
+                for item in node:
+                    walk(item)
+
+        walk(message.get("contents"))
+    sender = message.get("sender")
+    if isinstance(sender, dict):
+        urls.append(sender.get("iconUrl"))
+    seen: list[str] = []
+    for url in urls:
+        if isinstance(url, str) and url and url not in seen:
+            seen.append(url)
+    return seen
+
+
+TEXT_URL = re.compile(r"https?://[^\s<>\"']+")
+
+
+def links(message: dict[str, Any]) -> list[str]:
+    """The links a user can open from the message: URLs in its text, then its URI actions."""
+    found: list[str] = []
+    if message.get("type") in ("text", "textV2") and isinstance(message.get("text"), str):
+        found += TEXT_URL.findall(message["text"])
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "uri":
+                for key in ("uri", "linkUri"):
+                    if isinstance(node.get(key), str):
+                        found.append(node[key])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk({k: v for k, v in message.items() if k != "text"})
+    unique: list[str] = []
+    for url in found:
+        if url not in unique:
+            unique.append(url)
+    return unique
+
+
+def _user(sim: SimulatorState, user_id: str) -> User:
+    user = sim.users.get(user_id)
+    if user is None:
+        raise LineError(404, f"user {user_id} does not exist in the simulator")
+    return user
+
+
+def _entry(sim: SimulatorState, user: User, message_id: str | None, channel_id: str | None) -> dict[str, Any]:
+    candidates = [e for e in user.inbox if channel_id is None or e["channel_id"] == channel_id]
+    if message_id is not None:
+        candidates = [e for e in candidates if e["message_id"] == message_id]
+    if not candidates:
+        raise LineError(404, "no such message in the user's inbox")
+    return candidates[-1]
+
+
+async def fetch(url: str) -> dict[str, Any]:
+    """GET as the LINE app does; redirects are recorded, not followed."""
+    try:
+        async with httpx.AsyncClient(timeout=10.0, follow_redirects=False, verify=webhooks.ssl_context()) as client:
+            response = await client.get(url, headers={"User-Agent": LINE_CLIENT_UA})
+    except (httpx.HTTPError, ValueError) as exc:
+        return {"url": url, "status": None, "location": None, "error": f"{type(exc).__name__}: {exc}",
+                "at": now_iso()}
+    return {"url": url, "status": response.status_code, "location": response.headers.get("location"),
+            "error": None, "at": now_iso()}
+
+
+@admin_router.get("/users/{user_id}/messages")
+def received(user_id: str, request: Request, channel_id: str | None = None) -> Any:
+    sim = state_of(request)
+    with sim.lock:
+        user = _user(sim, user_id)
+        return [e for e in user.inbox if channel_id is None or e["channel_id"] == channel_id]
+
+
+class OpenIn(BaseModel):
+    message_id: str | None = None
+    channel_id: str | None = None
+
+
+class ClickIn(OpenIn):
+    url: str | None = None
+    index: int = 0
+
+
+@admin_router.get("/users/{user_id}/links")
+def message_links(user_id: str, request: Request, message_id: str | None = None,
+                  channel_id: str | None = None) -> Any:
+    sim = state_of(request)
+    with sim.lock:
+        entry = _entry(sim, _user(sim, user_id), message_id, channel_id)
+        return {"message_id": entry["message_id"], "links": links(entry["message"]),
+                "images": image_urls(entry["message"])}
+
+
+@admin_router.post("/users/{user_id}/open")
+async def open_message(user_id: str, request: Request, body: OpenIn | None = None) -> Any:
+    """The user looks at the message: the LINE app loads each of its images."""
+    body = body or OpenIn()
+    sim = state_of(request)
+    with sim.lock:
+        entry = _entry(sim, _user(sim, user_id), body.message_id, body.channel_id)
+        urls = image_urls(entry["message"])
+    fetched = [await fetch(url) for url in urls]
+    with sim.lock:
+        entry["opens"].append({"at": now_iso(), "fetched": fetched})
+    return {"message_id": entry["message_id"], "fetched": fetched}
+
+
+@admin_router.post("/users/{user_id}/click")
+async def click(user_id: str, body: ClickIn, request: Request) -> Any:
+    """The user taps a link of the message (``url``, or the ``index``-th link)."""
+    sim = state_of(request)
+    with sim.lock:
+        entry = _entry(sim, _user(sim, user_id), body.message_id, body.channel_id)
+        available = links(entry["message"])
+    if body.url is not None:
+        if body.url not in available:
+            raise LineError(400, f"the message has no link {body.url}; it has {available}")
+        url = body.url
+    else:
+        if not 0 <= body.index < len(available):
+            raise LineError(400, f"the message has {len(available)} link(s)")
+        url = available[body.index]
+    outcome = await fetch(url)
+    with sim.lock:
+        entry["clicks"].append(outcome)
+    return {"message_id": entry["message_id"], **outcome}
+
+
+@admin_router.get("/requests")
+def requests_log(request: Request, channel_id: str | None = None, endpoint: str | None = None) -> Any:
+    sim = state_of(request)
+    with sim.lock:
+        return [r for r in sim.request_log
+                if (channel_id is None or r["channel_id"] == channel_id)
+                and (endpoint is None or r["endpoint"] == endpoint)]

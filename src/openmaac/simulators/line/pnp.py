@@ -1,0 +1,118 @@
+"""LINE notification messages (PNP): ``POST /bot/pnp/push`` and the ``delivery`` webhook.
+
+FACTS.md §2: the recipient is a phone number, in ``to`` as the lowercase SHA-256 hex of its
+E.164 form (``sha256("+886912345678")``; the simulator also takes the E.164 number itself,
+with or without "+").  ``X-Line-Delivery-Tag`` (16..100 characters) is optional and comes
+back as ``delivery.data`` of the ``delivery`` webhook (the hashed number when no tag was sent).
+There is no retry key on PNP (sending one is a 400).
+
+- the number belongs to no simulated user (users get an optional ``phone``), or a
+  ``pnp_unreachable`` fault: 422, no webhook;
+- the user blocked the account: 200, nothing delivered, no webhook (PNP's silent failure);
+- otherwise 200 ``{}``, the message lands in the user's inbox (endpoint "pnp") and a signed
+  ``delivery`` webhook goes to the channel's webhook URL after ``pnp_delivery_delay`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from openmaac.simulators.line import faults, webhooks
+from openmaac.simulators.line.common import LineError, authenticated_channel, state_of
+from openmaac.simulators.line.messaging import (
+    after,
+    before,
+    deliver,
+    log,
+    read_json,
+    request_id_of,
+    validate_body,
+)
+from openmaac.simulators.line.state import Channel, SimulatorState, User
+
+CANNOT_SEND = "Failed to send messages. The phone number is not a LINE user or cannot receive LINE notification messages."
+RETRY_KEY_UNSUPPORTED = "The X-Line-Retry-Key header is not supported by this API"
+DELIVERY_TAG_INVALID = "The X-Line-Delivery-Tag header must be between 16 and 100 characters"
+HASH = re.compile(r"^[0-9a-f]{64}$")
+E164 = re.compile(r"^\+?[1-9][0-9]{6,14}$")
+
+router = APIRouter()
+_pending: set[asyncio.Task[Any]] = set()
+
+
+def hashed(phone: str) -> str:
+    """sha256 of the E.164 number ("+" and digits), lowercase hex, as PNP's ``to`` is."""
+    digits = "".join(ch for ch in phone if ch.isdigit())
+    return hashlib.sha256(("+" + digits).encode("ascii")).hexdigest()
+
+
+def user_by_phone(sim: SimulatorState, to: str) -> User | None:
+    if HASH.match(to):
+        wanted = to
+    elif E164.match(to):
+        wanted = hashed(to)
+    else:
+        return None
+    for user in sim.users.values():
+        if user.phone and hashed(user.phone) == wanted:
+            return user
+    return None
+
+
+async def _delivery_webhook(sim: SimulatorState, channel: Channel, user_id: str, data: str, delay: float) -> None:
+    await asyncio.sleep(delay)
+    event = webhooks.delivery_event(user_id, data)
+    outcome = await webhooks.send(channel, [event])
+    with sim.lock:
+        sim.webhook_log.append({"channel_id": channel.channel_id, "type": "delivery",
+                                "webhookEventId": event["webhookEventId"], "data": data, **outcome})
+
+
+@router.post("/bot/pnp/push")
+async def pnp_push(request: Request, channel: Channel = Depends(authenticated_channel)) -> Any:
+    sim = state_of(request)
+    rid = request_id_of(request)
+    tag = request.headers.get("x-line-delivery-tag")
+    accepted = delivered = False
+    try:
+        if request.headers.get("x-line-retry-key") is not None:
+            raise LineError(400, RETRY_KEY_UNSUPPORTED)
+        if tag is not None and not 16 <= len(tag) <= 100:
+            raise LineError(400, DELIVERY_TAG_INVALID)
+        fault = await before(sim, channel, "pnp")
+        body = await read_json(request)
+        validate_body("PnpMessagesRequest", body)
+        if fault is not None and fault.kind == "pnp_unreachable":
+            raise LineError(422, CANNOT_SEND)
+        with sim.lock:
+            user = user_by_phone(sim, body["to"])
+            if user is None:
+                raise LineError(422, CANNOT_SEND)
+            delivered = channel.friendships.get(user.user_id) != "blocked"
+            if delivered:
+                faults.reserve_quota(channel, 1)
+                for message in body["messages"]:
+                    deliver(sim, channel, user, message, endpoint="pnp", request_id=rid, retry_key=None,
+                            delivery_tag=tag)
+                delay = channel.pnp_delivery_delay
+        accepted = True
+        if delivered:
+            data = tag if tag is not None else hashed(user.phone or "")
+            task = asyncio.create_task(_delivery_webhook(sim, channel, user.user_id, data, delay))
+            _pending.add(task)
+            task.add_done_callback(_pending.discard)
+        if fault is not None and fault.kind != "pnp_unreachable":
+            await after(fault)
+        log(sim, request, channel, "pnp", 200, recipients=1, delivered=int(delivered), accepted=True,
+            delivery_tag=tag)
+    except LineError as error:
+        log(sim, request, channel, "pnp", error.status_code, recipients=1, message=error.message, delivery_tag=tag,
+            accepted=accepted, delivered=int(accepted and delivered))
+        raise
+    return JSONResponse({})

@@ -1,0 +1,1 @@
+"""SMS+ (LINE notification messages with SMS fallback): scenarios, messages, points, uploads."""

@@ -1,0 +1,597 @@
+"""The SMS+ delivery state machine, on the durable job queue.
+
+LINE push (when the scenario has it and the phone matches exactly one contact) -> LINE
+notification message (PNP, ``POST /bot/pnp/push`` with the hashed number and
+``X-Line-Delivery-Tag``; delivered when LINE's ``delivery`` webhook brings the tag back) ->
+SMS after ``fallback_period`` minutes without delivery (temporary errors retried until the
+retry window closes; ``sms_callback_timeout`` when the provider never reports).
+
+Jobs: ``sms_plus.dispatch`` (the LINE steps; for a push the request runs them inline and the
+job is only a safety net), ``sms_plus.fallback`` (the timer: SMS or the end), and
+``sms_plus.sms_timeout`` (the callback deadline). Every status change is one transaction that
+also updates ``updated_at``, the scenario's metric, and emits ``pnp.status_updated`` (MAAC)
+and ``sms_plus.status.update`` (CDH). Handlers are idempotent: each step re-reads the message
+and acts only from the state it expects. No network call happens inside a transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from openmaac.auth.models import Organization
+from openmaac.channels.service import channel_of
+from openmaac.channels.sms.base import DeliveryReport, DeliveryStatus, ErrorCategory
+from openmaac.contacts.models import Contact
+from openmaac.db.base import utcnow
+from openmaac.db.engine import get_database
+from openmaac.jobs.models import Job
+from openmaac.jobs.queue import enqueue
+from openmaac.jobs.registry import JobContext, RetryLater, handler
+from openmaac.sms_plus import points
+from openmaac.sms_plus import service as svc
+from openmaac.sms_plus.models import PnpMessage, PnpSetting
+from openmaac.sms_plus.settings import SMS_RETRY_INTERVAL_MINUTES, minutes
+from openmaac.templates.models import MessageTemplate
+from openmaac.templates.service import render as render_template
+from openmaac.web.times import render, zone
+from openmaac.webhooks.events import Event, emit_many
+
+log = logging.getLogger("openmaac.sms_plus")
+
+DISPATCH = "sms_plus.dispatch"
+FALLBACK = "sms_plus.fallback"
+SMS_TIMEOUT = "sms_plus.sms_timeout"
+LINE_STEP_GRACE_SECONDS = 60.0  # a LINE step not finished after this long died with its worker
+
+SMS_FINAL = (svc.SMS_DELIVERED, svc.SMS_FAILED, svc.SMS_UNDELIVERABLE, svc.SMS_BLOCKED, svc.SMS_CALLBACK_TIMEOUT)
+RETRY_NAMESPACE = uuid.UUID("6f1c2a52-5d0e-4a57-9d1e-4f5c1c6b9a10")
+
+# push API result strings (file 003)
+RESULT_SUCCESS = "success"
+RESULT_MAINTENANCE = "we're under maintenance"
+RESULT_FAILED = "failed to send messages"
+RESULT_TOKEN = "access token expired"
+RESULT_TIMEOUT = "timeout"
+
+
+# --- emitting -------------------------------------------------------------------------------------
+
+def status_data(message: PnpMessage, setting: PnpSetting, tz: Any) -> dict[str, Any]:
+    """The ``data`` of ``pnp.status_updated`` / ``sms_plus.status.update`` (file 003, in order)."""
+    return {
+        "pnp_setting_id": setting.id,
+        "pnp_setting_name": setting.name,
+        "pnp_message_id": message.id,
+        "event_id": message.event_id,
+        "customized_id": message.customized_id,
+        "phone_number": message.phone_number,
+        "status": message.status,
+        "line_push_template_id": message.line_push_template_id,
+        "line_push_status": message.line_push_status,
+        "line_push_delivered_at": render(message.line_push_delivered_at, tz),
+        "line_push_error_category": message.line_push_error_category,
+        "pnp_status": message.pnp_status,
+        "pnp_delivered_at": render(message.pnp_delivered_at, tz),
+        "sms_status": message.sms_status,
+        "sms_delivered_at": render(message.sms_delivered_at, tz),
+        "sms_error_category": message.sms_error_category,
+    }
+
+
+def _tz(session: Session, organization_id: int) -> Any:
+    cache: dict[int, Any] = session.info.setdefault("sms_plus_tz", {})
+    if organization_id not in cache:
+        name = session.scalar(select(Organization.timezone).where(Organization.id == organization_id))
+        cache[organization_id] = zone(name or "Asia/Taipei")
+    return cache[organization_id]
+
+
+def emit_status(session: Session, setting: PnpSetting, messages: Iterable[PnpMessage]) -> None:
+    items = list(messages)
+    if not items:
+        return
+    tz = _tz(session, setting.organization_id)
+    events: list[Event] = []
+    for message in items:
+        data = status_data(message, setting, tz)
+        key = f"pnp:{message.id}"
+        events.append(Event("pnp.status_updated", data, key))
+        events.append(Event("sms_plus.status.update", data, key))
+    emit_many(session, setting.organization_id, events)
+
+
+def bump_metric(session: Session, setting_id: int, **deltas: int) -> None:
+    values = {f"metric_{name}": getattr(PnpSetting, f"metric_{name}") + amount
+              for name, amount in deltas.items() if amount}
+    if values:
+        session.execute(update(PnpSetting).where(PnpSetting.id == setting_id).values(**values)
+                        .execution_options(synchronize_session=False))
+
+
+# --- transitions ----------------------------------------------------------------------------------
+
+def _load(session: Session, message_id: int, *, lock: bool = False) -> tuple[PnpMessage, PnpSetting] | None:
+    stmt = select(PnpMessage).where(PnpMessage.id == message_id)
+    if lock and session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    message = session.scalar(stmt)
+    if message is None:
+        return None
+    setting = session.get(PnpSetting, message.pnp_setting_id)
+    if setting is None:
+        return None
+    return message, setting
+
+
+def change(session: Session, message: PnpMessage, setting: PnpSetting, **fields: Any) -> None:
+    """Apply a status change: ``updated_at``, metric (sms forwarded), both webhooks."""
+    if fields.get("sms_status") == svc.SMS_PREPARING and message.sms_status is None:
+        bump_metric(session, setting.id, sms=1)
+    for key, value in fields.items():
+        setattr(message, key, value)
+    message.updated_at = utcnow()
+    session.flush()
+    emit_status(session, setting, [message])
+
+
+def delivered(message: PnpMessage) -> bool:
+    return (message.line_push_status == svc.LINE_PUSH_DELIVERED or message.pnp_status == svc.PNP_DELIVERED
+            or message.sms_status == svc.SMS_DELIVERED)
+
+
+def finish(session: Session, message: PnpMessage, setting: PnpSetting) -> None:
+    """The message reached its end: release unused points, count it (pnp / fail)."""
+    if message.finished:
+        return
+    message.finished = True
+    if message.points_held:
+        points.release(session, message.organization_id, message.points_held, message.id)
+        message.points_held = 0
+    if message.line_push_status == svc.LINE_PUSH_DELIVERED or message.pnp_status == svc.PNP_DELIVERED:
+        bump_metric(session, setting.id, pnp=1)
+    elif message.sms_status != svc.SMS_DELIVERED:
+        bump_metric(session, setting.id, fail=1)
+    session.flush()
+
+
+def sms_possible(message: PnpMessage, setting: PnpSetting) -> bool:
+    return bool(setting.fallback_enabled and not message.hashed_input and message.sms_text is not None)
+
+
+def line_pending(message: PnpMessage) -> bool:
+    return message.line_push_status == svc.LINE_PUSH_PREPARING or message.pnp_status in (
+        svc.PNP_PREPARING, svc.PNP_ACCEPTED)
+
+
+def finish_if_nothing_left(session: Session, message: PnpMessage, setting: PnpSetting) -> None:
+    if delivered(message):
+        finish(session, message, setting)
+    elif not line_pending(message) and not sms_possible(message, setting):
+        finish(session, message, setting)
+
+
+# --- LINE calls -----------------------------------------------------------------------------------
+
+@dataclass
+class LineOutcome:
+    ok: bool
+    status_code: int | None = None
+    body: Any = None
+    timeout: bool = False
+
+
+def _line_call(base_url: str, token: str, path: str, body: dict[str, Any], headers: dict[str, str],
+               method_name: str, channel_id: str = "", **client_kwargs: Any) -> LineOutcome:
+    """Call LINE through ``LineClient`` (shared per-channel rate limit, LINE's retry policy)."""
+    from openmaac.channels import line_client
+
+    client_cls = line_client.LineClient
+    if hasattr(client_cls, method_name):
+        api_error = getattr(line_client, "LineAPIError", None)
+        timeout_error = getattr(line_client, "LineTimeout", None)
+        options: dict[str, Any] = {}
+        try:
+            from openmaac.channels import line_rate
+
+            options["limiter"] = line_rate.limiter(get_database(), channel_id)
+        except (ImportError, AttributeError, TypeError):
+            pass
+        try:
+            with client_cls(base_url, token, **options) as client:
+                getattr(client, method_name)(**client_kwargs)
+            return LineOutcome(ok=True)
+        except ValueError as exc:  # the client refused the messages (invalid after rendering)
+            return LineOutcome(ok=False, status_code=400, body={"message": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if timeout_error is not None and isinstance(exc, timeout_error):
+                return LineOutcome(ok=False, timeout=True)
+            if api_error is not None and isinstance(exc, api_error):
+                return LineOutcome(ok=False, status_code=exc.status_code, body=exc.body)
+            if isinstance(exc, httpx.TimeoutException):
+                return LineOutcome(ok=False, timeout=True)
+            if isinstance(exc, httpx.HTTPError):
+                return LineOutcome(ok=False, status_code=503, body={"message": str(exc)})
+            raise
+    try:
+        response = httpx.post(f"{base_url.rstrip('/')}{path}", json=body, timeout=10.0,
+                              headers={"Authorization": f"Bearer {token}", **headers})
+    except httpx.TimeoutException:
+        return LineOutcome(ok=False, timeout=True)
+    except httpx.HTTPError as exc:
+        return LineOutcome(ok=False, status_code=503, body={"message": str(exc)})
+    if response.status_code == 200:
+        return LineOutcome(ok=True)
+    try:
+        parsed = response.json()
+    except ValueError:
+        parsed = response.text
+    return LineOutcome(ok=False, status_code=response.status_code, body=parsed)
+
+
+def result_of(outcome: LineOutcome) -> str:
+    if outcome.ok:
+        return RESULT_SUCCESS
+    if outcome.timeout:
+        return RESULT_TIMEOUT
+    if outcome.status_code == 401:
+        return RESULT_TOKEN
+    if outcome.status_code is not None and outcome.status_code >= 500:
+        return RESULT_MAINTENANCE
+    return RESULT_FAILED
+
+
+def _monthly_limit(outcome: LineOutcome) -> bool:
+    message = outcome.body.get("message", "") if isinstance(outcome.body, dict) else str(outcome.body or "")
+    return outcome.status_code == 429 and "monthly limit" in message.lower()
+
+
+# --- the LINE steps (push API inline; multicast through the job) -----------------------------------
+
+def run_line_steps(message_id: int) -> str:
+    """LINE push then PNP, each from the state it expects. Returns the push API's result."""
+    database = get_database()
+    with database.read() as session:
+        loaded = _load(session, message_id)
+        if loaded is None:
+            return RESULT_FAILED
+        message, setting = loaded
+        channel = channel_of(session, message.organization_id)
+        if channel is None:
+            return RESULT_FAILED
+        base_url, token, channel_id = channel.api_base_url, channel.access_token, channel.channel_id
+        contacts: list[tuple[str | None, str]] = []
+        template_messages: list[dict[str, Any]] | None = None
+        if message.line_push_status == svc.LINE_PUSH_PREPARING and not message.hashed_input:
+            contacts = [(row[0], row[1]) for row in session.execute(
+                select(Contact.line_uid, Contact.status).where(
+                    Contact.organization_id == message.organization_id, Contact.mobile == message.phone_number)
+                .limit(2))]
+            if message.line_push_template_id is not None:
+                template_messages = session.scalar(select(MessageTemplate.messages).where(
+                    MessageTemplate.organization_id == message.organization_id,
+                    MessageTemplate.id == message.line_push_template_id))
+    result: str | None = None
+
+    if message.line_push_status == svc.LINE_PUSH_PREPARING:
+        fields: dict[str, Any]
+        if len(contacts) != 1 or not contacts[0][0] or template_messages is None:
+            fields = {"line_push_status": svc.LINE_PUSH_FAILED, "line_push_error_category": "member_not_found"}
+            result = RESULT_FAILED
+        elif contacts[0][1] == "unfollow":
+            fields = {"line_push_status": svc.LINE_PUSH_UNDELIVERABLE, "line_push_error_category": "member_not_found"}
+            result = RESULT_FAILED
+        else:
+            line_uid = str(contacts[0][0])
+            with database.read() as session:
+                contact = session.scalar(select(Contact).where(
+                    Contact.organization_id == message.organization_id, Contact.line_uid == line_uid))
+                contact_values = {key: getattr(contact, key, None) for key in (
+                    "line_uid", "line_display_name", "display_name", "customer_id", "email", "mobile", "gender",
+                    "birthday")} if contact else None
+            rendered = render_template(template_messages, dict((message.params or {}).get("line_push") or {}),
+                                       contact_values)
+            retry_key = str(uuid.uuid5(RETRY_NAMESPACE, f"line-push:{message.id}"))
+            outcome = _line_call(base_url, token, "/v2/bot/message/push", {"to": line_uid, "messages": rendered},
+                                 {"X-Line-Retry-Key": retry_key}, "push", channel_id, to=line_uid, messages=rendered,
+                                 retry_key=retry_key)
+            if outcome.ok or outcome.status_code == 409:
+                fields = {"line_push_status": svc.LINE_PUSH_DELIVERED, "line_push_delivered_at": utcnow(),
+                          "line_uid": line_uid}
+                result = RESULT_SUCCESS
+            elif _monthly_limit(outcome):
+                fields = {"line_push_status": svc.LINE_PUSH_UNDELIVERABLE,
+                          "line_push_error_category": "reach_monthly_limit"}
+                result = RESULT_FAILED
+            elif outcome.timeout or (outcome.status_code or 0) >= 500:
+                fields = {"line_push_status": svc.LINE_PUSH_UNDELIVERABLE, "line_push_error_category": "others"}
+                result = result_of(outcome)
+            else:
+                fields = {"line_push_status": svc.LINE_PUSH_FAILED, "line_push_error_category": "others"}
+                result = result_of(outcome)
+        with database.write() as session:
+            loaded = _load(session, message_id, lock=True)
+            if loaded is None:
+                return RESULT_FAILED
+            message, setting = loaded
+            if message.line_push_status == svc.LINE_PUSH_PREPARING:
+                fields["status"] = fields["line_push_status"]
+                change(session, message, setting, **fields)
+                if message.line_push_status != svc.LINE_PUSH_DELIVERED and setting.pnp_enabled \
+                        and message.pnp_status is None:
+                    change(session, message, setting, status=svc.PNP_PREPARING, pnp_status=svc.PNP_PREPARING)
+                finish_if_nothing_left(session, message, setting)
+        if message.line_push_status == svc.LINE_PUSH_DELIVERED:
+            return RESULT_SUCCESS
+
+    if setting.pnp_enabled and message.pnp_status == svc.PNP_PREPARING and not message.finished:
+        pnp_params = dict((message.params or {}).get("pnp") or {})
+        if svc.JOIN_LINK in svc.placeholder_names(setting.pnp_messages):
+            from openmaac.sms_plus.join_links import links_for
+
+            with database.write() as session:
+                pnp_params[svc.JOIN_LINK] = links_for(session, message.organization_id, message.id, "pnp")
+        pnp_messages = render_template(list(setting.pnp_messages or []), pnp_params, None)
+        tag = message.delivery_tag or f"openmaac-pnp-{message.id}-tag-padding"
+        outcome = _line_call(base_url, token, "/bot/pnp/push", {"to": message.phone_hash, "messages": pnp_messages},
+                             {"X-Line-Delivery-Tag": tag}, "pnp_push", channel_id, to=message.phone_hash,
+                             messages=pnp_messages, delivery_tag=tag)
+        pnp_result = result_of(outcome)
+        with database.write() as session:
+            loaded = _load(session, message_id, lock=True)
+            if loaded is None:
+                return RESULT_FAILED
+            message, setting = loaded
+            if message.pnp_status == svc.PNP_PREPARING:
+                status = svc.PNP_ACCEPTED if outcome.ok else svc.PNP_FAILED
+                change(session, message, setting, status=status, pnp_status=status)
+                finish_if_nothing_left(session, message, setting)
+        result = pnp_result if result is None or pnp_result == RESULT_SUCCESS else pnp_result
+    return result or RESULT_SUCCESS
+
+
+def drop_safety_net(message_ids: list[int]) -> None:
+    """The push request ran the LINE steps itself: its waiting safety-net jobs can go."""
+    if not message_ids:
+        return
+    with get_database().write() as session:
+        session.execute(delete(Job).where(Job.unique_key.in_([f"{DISPATCH}:{i}" for i in message_ids]),
+                                          Job.status == "ready"))
+
+
+@handler(DISPATCH)
+def dispatch_job(payload: dict[str, Any], _context: JobContext) -> None:
+    run_line_steps(int(payload["message_id"]))
+
+
+# --- PNP delivery (LINE's ``delivery`` webhook) ----------------------------------------------------
+
+def record_pnp_delivery(session: Session, organization_id: int, tag: str | None, occurred_at: datetime,
+                        line_uid: str | None = None) -> bool:
+    """Called by the LINE webhook receiver inside its transaction. True when a message matched."""
+    if not tag:
+        return False
+    message = session.scalar(select(PnpMessage).where(PnpMessage.organization_id == organization_id,
+                                                      PnpMessage.delivery_tag == tag))
+    if message is None or message.pnp_status == svc.PNP_DELIVERED:
+        return False
+    setting = session.get(PnpSetting, message.pnp_setting_id)
+    if setting is None:
+        return False
+    fields: dict[str, Any] = {"pnp_status": svc.PNP_DELIVERED, "pnp_delivered_at": occurred_at}
+    if message.sms_status is None:
+        fields["status"] = svc.PNP_DELIVERED
+    change(session, message, setting, **fields)
+    if message.sms_status is None:
+        finish(session, message, setting)
+    if line_uid and not message.hashed_input:
+        from openmaac.sms_plus.join_links import bind_phone
+
+        bind_phone(session, organization_id, setting, message, line_uid, "pnp", only_if_new=True)
+    return True
+
+
+# --- fallback: SMS (or the end) --------------------------------------------------------------------
+
+def _sms_error_fields(category: ErrorCategory | None, *, at_send: bool) -> dict[str, Any]:
+    if category is ErrorCategory.BLOCKED:
+        return {"sms_status": svc.SMS_BLOCKED, "sms_error_category": None}
+    if category is ErrorCategory.INVALID_NUMBER:
+        status = svc.SMS_FAILED if at_send else svc.SMS_UNDELIVERABLE
+        return {"sms_status": status, "sms_error_category": "invalid_phone_number"}
+    if category is ErrorCategory.CONTENT_REJECTED:
+        status = svc.SMS_FAILED if at_send else svc.SMS_UNDELIVERABLE
+        return {"sms_status": status, "sms_error_category": "sensitive_words"}
+    if not at_send and category in (ErrorCategory.TEMPORARY, None):
+        return {"sms_status": svc.SMS_UNDELIVERABLE, "sms_error_category": "target_reception_issue"}
+    return {"sms_status": svc.SMS_FAILED if at_send else svc.SMS_UNDELIVERABLE, "sms_error_category": "others"}
+
+
+def run_fallback(message_id: int) -> float | None:
+    """The fallback timer (and SMS retries). Returns seconds until it must run again, or None."""
+    from openmaac.sms_plus import providers
+
+    database = get_database()
+    with database.write() as session:
+        loaded = _load(session, message_id, lock=True)
+        if loaded is None:
+            return None
+        message, setting = loaded
+        if message.finished or message.sms_status in SMS_FINAL or message.sms_status == svc.SMS_ACCEPTED:
+            return None
+        if delivered(message):
+            finish(session, message, setting)
+            return None
+        in_flight = message.pnp_status == svc.PNP_PREPARING or message.line_push_status == svc.LINE_PUSH_PREPARING
+        if in_flight and (utcnow() - message.updated_at).total_seconds() < LINE_STEP_GRACE_SECONDS:
+            return 0.5  # the LINE call is still under way: its outcome decides what the SMS replaces
+        if not sms_possible(message, setting):
+            fields: dict[str, Any] = {}
+            if message.pnp_status in (svc.PNP_PREPARING, svc.PNP_ACCEPTED):
+                fields = {"status": svc.PNP_UNDELIVERABLE, "pnp_status": svc.PNP_UNDELIVERABLE}
+            elif message.line_push_status == svc.LINE_PUSH_PREPARING:
+                fields = {"status": svc.LINE_PUSH_UNDELIVERABLE, "line_push_status": svc.LINE_PUSH_UNDELIVERABLE,
+                          "line_push_error_category": "others"}
+            if fields:
+                change(session, message, setting, **fields)
+            finish(session, message, setting)
+            return None
+        config = providers.config_of(session, message.organization_id)
+        now = utcnow()
+        fields = {}
+        if message.sms_status is None or message.sms_reference is None:
+            fields = {"status": svc.SMS_PREPARING, "sms_status": svc.SMS_PREPARING, "sms_attempts": 1,
+                      "sms_reference": f"pnp{message.id}r1",
+                      "sms_retry_until": now + minutes(config.retry_window_minutes)}
+            if message.pnp_status in (svc.PNP_PREPARING, svc.PNP_ACCEPTED):
+                fields["pnp_status"] = svc.PNP_UNDELIVERABLE
+            if message.line_push_status == svc.LINE_PUSH_PREPARING:
+                fields["line_push_status"] = svc.LINE_PUSH_UNDELIVERABLE
+                fields["line_push_error_category"] = "others"
+            if message.sms_status == svc.SMS_PREPARING:
+                # an SMS-only scenario starts in sms_preparing: no second status event
+                for key, value in fields.items():
+                    setattr(message, key, value)
+                fields = {}
+            else:
+                change(session, message, setting, **fields)
+        elif message.sms_status == svc.SMS_TEMPORARY_ERROR:
+            attempt = message.sms_attempts + 1
+            message.sms_attempts = attempt
+            message.sms_reference = f"pnp{message.id}r{attempt}"
+            message.sms_provider_message_id = None
+        text = message.sms_text or ""
+        if "{{" in text:
+            from openmaac.sms_plus.join_links import links_for
+
+            text = svc.render_text(text, {}, {svc.JOIN_LINK: links_for(session, message.organization_id,
+                                                                        message.id, "sms")})
+            message.sms_text = text
+        reference = message.sms_reference
+        phone = message.phone_number
+        session.flush()
+    assert reference is not None
+    with providers.open_provider(config) as provider:
+        result = provider.send(phone, text, reference=reference,
+                               callback_url=providers.callback_url(config))
+    with database.write() as session:
+        loaded = _load(session, message_id, lock=True)
+        if loaded is None:
+            return None
+        message, setting = loaded
+        if message.sms_reference != reference:
+            return None
+        message.sms_provider = config.provider
+        if result.provider_message_id and not message.sms_provider_message_id:
+            message.sms_provider_message_id = result.provider_message_id
+        if result.accepted:
+            message.points_held = 0  # the hold is now a charge
+            if message.sms_status in (svc.SMS_PREPARING, svc.SMS_TEMPORARY_ERROR):
+                change(session, message, setting, status=svc.SMS_ACCEPTED, sms_status=svc.SMS_ACCEPTED,
+                       sms_error_category=None)
+            session.flush()
+            enqueue(session, SMS_TIMEOUT, {"message_id": message.id, "reference": reference},
+                    organization_id=message.organization_id,
+                    run_at=utcnow() + minutes(config.callback_timeout_minutes),
+                    unique_key=f"{SMS_TIMEOUT}:{reference}")
+            return None
+        if message.sms_status not in (svc.SMS_PREPARING, svc.SMS_TEMPORARY_ERROR):
+            return None  # a report got there first
+        retry_until = message.sms_retry_until
+        if result.error_category is ErrorCategory.TEMPORARY:
+            if retry_until is not None and utcnow() < retry_until:
+                if message.sms_status != svc.SMS_TEMPORARY_ERROR:
+                    change(session, message, setting, status=svc.SMS_TEMPORARY_ERROR,
+                           sms_status=svc.SMS_TEMPORARY_ERROR, sms_error_category=None)
+                return max(minutes(SMS_RETRY_INTERVAL_MINUTES).total_seconds(), 0.05)
+            change(session, message, setting, status=svc.SMS_FAILED, sms_status=svc.SMS_FAILED,
+                   sms_error_category="others")
+            finish(session, message, setting)
+            return None
+        fields = _sms_error_fields(result.error_category, at_send=True)
+        fields["status"] = fields["sms_status"]
+        change(session, message, setting, **fields)
+        finish(session, message, setting)
+    return None
+
+
+@handler(FALLBACK)
+def fallback_job(payload: dict[str, Any], _context: JobContext) -> None:
+    again = run_fallback(int(payload["message_id"]))
+    if again is not None:
+        raise RetryLater(again, "SMS temporary error: retry")
+
+
+@handler(SMS_TIMEOUT)
+def sms_timeout_job(payload: dict[str, Any], _context: JobContext) -> None:
+    with get_database().write() as session:
+        loaded = _load(session, int(payload["message_id"]), lock=True)
+        if loaded is None:
+            return
+        message, setting = loaded
+        if message.sms_status == svc.SMS_ACCEPTED and message.sms_reference == payload.get("reference"):
+            change(session, message, setting, status=svc.SMS_CALLBACK_TIMEOUT, sms_status=svc.SMS_CALLBACK_TIMEOUT,
+                   sms_error_category=None)
+            finish(session, message, setting)
+
+
+# --- SMS delivery reports --------------------------------------------------------------------------
+
+def apply_sms_report(organization_id: int, report: DeliveryReport) -> bool:
+    """Apply one provider delivery report. True when it matched a message."""
+    with get_database().write() as session:
+        message = None
+        if report.provider_message_id:
+            message = session.scalar(select(PnpMessage).where(
+                PnpMessage.organization_id == organization_id,
+                PnpMessage.sms_provider_message_id == report.provider_message_id))
+        if message is None and report.reference:
+            message = session.scalar(select(PnpMessage).where(
+                PnpMessage.organization_id == organization_id, PnpMessage.sms_reference == report.reference))
+        if message is None:
+            return False
+        if report.reference and message.sms_reference and report.reference != message.sms_reference:
+            return True  # a report about an earlier attempt
+        setting = session.get(PnpSetting, message.pnp_setting_id)
+        if setting is None:
+            return False
+        if not message.sms_provider_message_id and report.provider_message_id:
+            message.sms_provider_message_id = report.provider_message_id
+        if message.sms_status in SMS_FINAL:
+            return True
+        if report.status is DeliveryStatus.SENT:
+            if message.sms_status in (svc.SMS_PREPARING, svc.SMS_TEMPORARY_ERROR):
+                message.points_held = 0
+                change(session, message, setting, status=svc.SMS_ACCEPTED, sms_status=svc.SMS_ACCEPTED,
+                       sms_error_category=None)
+            return True
+        message.points_held = 0  # the provider took it
+        if report.status is DeliveryStatus.DELIVERED:
+            change(session, message, setting, status=svc.SMS_DELIVERED, sms_status=svc.SMS_DELIVERED,
+                   sms_delivered_at=utcnow(), sms_error_category=None)
+            finish(session, message, setting)
+            return True
+        if report.status is DeliveryStatus.TEMPORARY_ERROR and message.sms_retry_until is not None \
+                and utcnow() < message.sms_retry_until:
+            change(session, message, setting, status=svc.SMS_TEMPORARY_ERROR, sms_status=svc.SMS_TEMPORARY_ERROR,
+                   sms_error_category=None)
+            enqueue(session, FALLBACK, {"message_id": message.id}, organization_id=organization_id,
+                    run_at=utcnow() + minutes(SMS_RETRY_INTERVAL_MINUTES),
+                    unique_key=f"{FALLBACK}:{message.id}:{message.sms_reference}")
+            return True
+        if report.status is DeliveryStatus.TEMPORARY_ERROR:
+            fields = {"sms_status": svc.SMS_FAILED, "sms_error_category": "target_reception_issue"}
+        else:
+            fields = _sms_error_fields(report.error_category, at_send=False)
+        fields["status"] = fields["sms_status"]
+        change(session, message, setting, **fields)
+        finish(session, message, setting)
+        return True

@@ -1,0 +1,76 @@
+"""SMS points: a balance per organisation, debited atomically, with a ledger.
+
+Sending a message that may end as an SMS holds the points of its SMS (its segment count) at
+request time; the hold becomes a charge when the SMS provider accepts the SMS, and is released
+when the message ends without one (delivered through LINE, or the SMS was never accepted).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from openmaac.db.base import utcnow
+from openmaac.sms_plus.models import SmsPointBalance, SmsPointEntry
+
+
+def _ensure_row(session: Session, organization_id: int) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    session.execute(
+        insert(SmsPointBalance)
+        .values(organization_id=organization_id, balance=0, updated_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["organization_id"])
+    )
+
+
+def balance(session: Session, organization_id: int) -> int:
+    value = session.scalar(
+        select(SmsPointBalance.balance).where(SmsPointBalance.organization_id == organization_id)
+    )
+    return int(value or 0)
+
+
+def _change(session: Session, organization_id: int, amount: int, *, kind: str, require_funds: bool,
+            pnp_message_id: int | None = None, note: str | None = None) -> int | None:
+    """Add ``amount`` (negative: debit). Returns the new balance, or None when funds are short."""
+    _ensure_row(session, organization_id)
+    condition = [SmsPointBalance.organization_id == organization_id]
+    if require_funds and amount < 0:
+        condition.append(SmsPointBalance.balance >= -amount)
+    row = session.execute(
+        update(SmsPointBalance)
+        .where(*condition)
+        .values(balance=SmsPointBalance.balance + amount, updated_at=utcnow())
+        .returning(SmsPointBalance.balance)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is None:
+        return None
+    new_balance = int(row[0])
+    session.add(SmsPointEntry(organization_id=organization_id, kind=kind, amount=amount, balance_after=new_balance,
+                              pnp_message_id=pnp_message_id, note=note, created_at=utcnow()))
+    return new_balance
+
+
+def top_up(session: Session, organization_id: int, amount: int, note: str | None = None) -> int:
+    if amount <= 0:
+        raise ValueError("amount must be positive")
+    result = _change(session, organization_id, amount, kind="topup", require_funds=False, note=note)
+    assert result is not None
+    return result
+
+
+def hold(session: Session, organization_id: int, amount: int, note: str | None = None) -> bool:
+    """Reserve ``amount`` points; False (nothing changed) when the balance is too low."""
+    if amount <= 0:
+        return True
+    return _change(session, organization_id, -amount, kind="hold", require_funds=True, note=note) is not None
+
+
+def release(session: Session, organization_id: int, amount: int, pnp_message_id: int | None = None) -> None:
+    if amount > 0:
+        _change(session, organization_id, amount, kind="release", require_funds=False,
+                pnp_message_id=pnp_message_id)

@@ -1,0 +1,363 @@
+"""SMS+ endpoints: ``/openapi/v1/pnp/...`` (file 003 plus openmaac extensions), the SMS
+providers' delivery-report callbacks and the join-link redirect."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import httpx
+import orjson
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import PlainTextResponse, RedirectResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials
+from sqlalchemy.exc import DBAPIError
+from starlette.concurrency import run_in_threadpool
+
+from openmaac.auth.deps import _resolve, bearer, current_org_plain_text
+from openmaac.auth.service import OrgContext
+from openmaac.channels.service import channel_of
+from openmaac.channels.sms.base import CallbackRejected, InboundRequest
+from openmaac.config import get_settings
+from openmaac.db.engine import get_database
+from openmaac.sms_plus import engine, join_links, points, providers, uploads
+from openmaac.sms_plus import service as svc
+from openmaac.web.errors import APIError, field_errors, not_found
+from openmaac.web.ratelimit import limiter
+
+router = APIRouter(tags=["SMS+"])
+EXTENSION = {"x-openmaac-extension": True}
+API = "/openapi/v1"
+
+
+def current_org_json_403(request: Request,
+                         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> OrgContext:
+    """The status query answers a bad token with 403 JSON (file 003)."""
+    org = _resolve(credentials)
+    if org is None:
+        raise APIError(403, {"detail": "You do not have permission to perform this action."})
+    request.state.org = org
+    return org
+
+
+PlainOrg = Annotated[OrgContext, Depends(current_org_plain_text)]
+JsonOrg = Annotated[OrgContext, Depends(current_org_json_403)]
+
+
+async def _json_body(request: Request, *, plain: bool) -> Any:
+    raw = await request.body()
+    try:
+        return orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError as exc:
+        if plain:
+            raise APIError(400, text=f"JSON parse error - {exc}") from exc
+        raise APIError(400, {"detail": f"JSON parse error - {exc}"}) from exc
+
+
+# --- scenarios ------------------------------------------------------------------------------------
+
+@router.get(f"{API}/pnp/setting/", summary="Get SMS+ scenario list")
+def list_settings(org: PlainOrg, start: str | None = None) -> Any:
+    with get_database().read() as session:
+        return svc.list_settings(session, org, start)
+
+
+@router.get(f"{API}/pnp/setting/{{pnp_setting_id}}/", summary="Get SMS+ scenario (with metric)")
+def get_setting(org: PlainOrg, pnp_setting_id: int) -> Any:
+    with get_database().read() as session:
+        setting = svc.get_setting(session, org.id, pnp_setting_id)
+        if setting is None:
+            raise not_found()
+        return svc.serialize_setting(setting, metric=True)
+
+
+@router.get(f"{API}/pnp/setting/{{pnp_setting_id}}/content/", openapi_extra=EXTENSION,
+            summary="Get an SMS+ scenario's content (openmaac extension)")
+def get_setting_content(org: PlainOrg, pnp_setting_id: int) -> Any:
+    with get_database().read() as session:
+        setting = svc.get_setting(session, org.id, pnp_setting_id)
+        if setting is None:
+            raise not_found()
+        return svc.serialize_setting(setting, metric=True, content=True)
+
+
+def _setting_changes(body: Any, *, creating: bool) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise field_errors({"non_field_errors": ["Invalid data. Expected a dictionary."]})
+    errors: dict[str, list[str]] = {}
+    changes: dict[str, Any] = {}
+    for key, value in body.items():
+        if key not in svc.SETTING_FIELDS:
+            continue
+        if key in ("line_push_enabled", "pnp_enabled", "fallback_enabled", "whatsapp_enabled"):
+            if not isinstance(value, bool):
+                errors[key] = ["Must be a valid boolean."]
+        elif key == "name":
+            if not isinstance(value, str) or not value.strip() or len(value) > 255:
+                errors[key] = ["This field may not be blank."]
+        elif key == "status":
+            if value not in ("enable", "disable"):
+                errors[key] = [f'"{value}" is not a valid choice.']
+        elif key == "pnp_approval_status":
+            if value not in ("pending", "approved", "rejected"):
+                errors[key] = [f'"{value}" is not a valid choice.']
+        elif key == "fallback_period":
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 43200:
+                errors[key] = ["Ensure this value is an integer between 0 and 43200."]
+        elif key in ("line_push_template_id",):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                errors[key] = ["A valid integer is required."]
+        elif key == "pnp_messages":
+            if not isinstance(value, list):
+                errors[key] = [f'Expected a list of items but got type "{type(value).__name__}".']
+        elif key in ("sms_text", "whatsapp_template_name", "whatsapp_language"):
+            if value is not None and not isinstance(value, str):
+                errors[key] = ["Not a valid string."]
+        changes[key] = value
+    if creating and "name" not in changes:
+        errors["name"] = ["This field is required."]
+    if errors:
+        raise field_errors(errors)
+    return changes
+
+
+@router.post(f"{API}/pnp/setting/", status_code=201, openapi_extra=EXTENSION,
+             summary="Create an SMS+ scenario (openmaac extension)",
+             description="name, status enable/disable, line_push_enabled + line_push_template_id, pnp_enabled + "
+                         "pnp_messages (1-5 LINE message objects with {{param}}; needs pnp_approval_status "
+                         "approved to send), fallback_enabled + sms_text, fallback_period (minutes), "
+                         "whatsapp_enabled + whatsapp_template_name/whatsapp_language.")
+async def create_setting(org: PlainOrg, request: Request) -> Any:
+    changes = _setting_changes(await _json_body(request, plain=False), creating=True)
+
+    def run() -> Any:
+        with get_database().write() as session:
+            return svc.save_setting(session, org, changes)
+
+    return await run_in_threadpool(run)
+
+
+@router.patch(f"{API}/pnp/setting/{{pnp_setting_id}}/", openapi_extra=EXTENSION,
+              summary="Edit an SMS+ scenario (openmaac extension)")
+async def update_setting(org: PlainOrg, pnp_setting_id: int, request: Request) -> Any:
+    changes = _setting_changes(await _json_body(request, plain=False), creating=False)
+
+    def run() -> Any:
+        with get_database().write() as session:
+            setting = svc.get_setting(session, org.id, pnp_setting_id)
+            if setting is None:
+                raise not_found()
+            return svc.save_setting(session, org, changes, setting)
+
+    return await run_in_threadpool(run)
+
+
+# --- sending ----------------------------------------------------------------------------------
+
+def _check_approval(setting: Any) -> None:
+    if setting.pnp_enabled and setting.pnp_approval_status != "approved":
+        raise svc.text_error(svc.NOT_APPROVED)
+
+
+def push_message(org: OrgContext, body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise svc.required("pnp_setting_id")
+    setting_id = svc.parse_setting_id(body.get("pnp_setting_id"))
+    try:
+        with get_database().write() as session:
+            setting = svc.usable_setting(session, org.id, setting_id)
+            data = body.get("data")
+            if data is None:
+                raise svc.required("data")
+            event_id = svc.parse_event_id(session, org.id, body.get("event_id"))
+            recipient = svc.parse_recipient(session, org.id, setting, data, allow_line_push=True, templates={})
+            _check_approval(setting)
+            message = svc.create_messages(session, org.id, setting, [recipient], event_id, line_push=True,
+                                          safety_net=True)[0]
+            message_id, first = message.id, message.status
+    except DBAPIError as exc:
+        raise svc.text_error(svc.EMIT_FAILED, 503) from exc
+    result = engine.RESULT_SUCCESS
+    if first != svc.SMS_PREPARING:
+        result = engine.run_line_steps(message_id)
+        engine.drop_safety_net([message_id])
+    return {"id": message_id, "result": result}
+
+
+@router.post(f"{API}/pnp/message/push/", summary="Send an SMS+ message to one phone number",
+             responses={400: {"content": {"text/plain": {}}}, 403: {"content": {"text/plain": {}}},
+                        503: {"content": {"text/plain": {}}}})
+async def push(org: PlainOrg, request: Request) -> Any:
+    limiter.check(org.id, "pnp_push")
+    body = await _json_body(request, plain=True)
+    return await run_in_threadpool(push_message, org, body)
+
+
+def multicast_messages(org: OrgContext, body: Any) -> list[dict[str, Any]]:
+    if not isinstance(body, dict):
+        raise svc.required("pnp_setting_id")
+    setting_id = svc.parse_setting_id(body.get("pnp_setting_id"))
+    try:
+        with get_database().write() as session:
+            setting = svc.usable_setting(session, org.id, setting_id)
+            data = body.get("data")
+            if not isinstance(data, list) or not data:
+                raise svc.required("data")
+            if len(data) > svc.MULTICAST_MAX:
+                raise svc.text_error(f"Ensure this field has no more than {svc.MULTICAST_MAX} elements.")
+            event_id = svc.parse_event_id(session, org.id, body.get("event_id"))
+            templates: dict[int, list[str]] = {}
+            recipients = [svc.parse_recipient(session, org.id, setting, entry, allow_line_push=False,
+                                              templates=templates) for entry in data]
+            _check_approval(setting)
+            messages = svc.create_messages(session, org.id, setting, recipients, event_id, line_push=False)
+            return [{"id": message.id, "result": "pending"} for message in messages]
+    except DBAPIError as exc:
+        raise svc.text_error(svc.EMIT_FAILED, 503) from exc
+
+
+@router.post(f"{API}/pnp/message/multicast/", summary="Send SMS+ messages to up to 150 phone numbers",
+             responses={400: {"content": {"text/plain": {}}}, 403: {"content": {"text/plain": {}}}})
+async def multicast(org: PlainOrg, request: Request) -> Any:
+    limiter.check(org.id, "pnp_multicast")
+    body = await _json_body(request, plain=True)
+    return await run_in_threadpool(multicast_messages, org, body)
+
+
+@router.get(f"{API}/pnp/message/", summary="Get SMS+ sending records (newest update first)")
+def list_messages(org: JsonOrg, request: Request) -> Any:
+    with get_database().read() as session:
+        return svc.query_messages(session, org, dict(request.query_params))
+
+
+# --- points and provider (extensions) -------------------------------------------------------------
+
+@router.get(f"{API}/pnp/points/", openapi_extra=EXTENSION, summary="SMS points balance (openmaac extension)")
+def get_points(org: PlainOrg) -> Any:
+    with get_database().read() as session:
+        return {"balance": points.balance(session, org.id)}
+
+
+@router.post(f"{API}/pnp/points/", openapi_extra=EXTENSION, summary="Top up SMS points (openmaac extension)")
+async def add_points(org: PlainOrg, request: Request) -> Any:
+    body = await _json_body(request, plain=False)
+    amount = body.get("amount") if isinstance(body, dict) else None
+    if amount is None:
+        raise field_errors({"amount": ["This field is required."]})
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        raise field_errors({"amount": ["Ensure this value is greater than or equal to 1."]})
+    note = body.get("note") if isinstance(body.get("note"), str) else None
+
+    def run() -> Any:
+        with get_database().write() as session:
+            return {"balance": points.top_up(session, org.id, amount, note)}
+
+    return await run_in_threadpool(run)
+
+
+@router.get(f"{API}/pnp/sms_provider/", openapi_extra=EXTENSION,
+            summary="The organisation's SMS provider (openmaac extension)")
+def get_provider(org: PlainOrg) -> Any:
+    with get_database().read() as session:
+        return providers.serialize(providers.config_of(session, org.id))
+
+
+@router.put(f"{API}/pnp/sms_provider/", openapi_extra=EXTENSION,
+            summary="Choose the SMS provider: twilio or mitake (openmaac extension)")
+async def put_provider(org: PlainOrg, request: Request) -> Any:
+    body = await _json_body(request, plain=False)
+    if not isinstance(body, dict):
+        raise field_errors({"non_field_errors": ["Invalid data. Expected a dictionary."]})
+
+    def run() -> Any:
+        with get_database().write() as session:
+            return providers.serialize(providers.save(session, org.id, body))
+
+    return await run_in_threadpool(run)
+
+
+# --- manual upload (extension, file 002) ----------------------------------------------------------
+
+@router.post(f"{API}/pnp/setting/{{pnp_setting_id}}/upload/", status_code=201, openapi_extra=EXTENSION,
+             summary="Upload a recipient list (CSV or XLSX, at most 25 MB) (openmaac extension)")
+async def upload_list(org: PlainOrg, pnp_setting_id: int, file: Annotated[UploadFile, File()],
+                      phone_column: Annotated[str | None, Form()] = None) -> Any:
+    return await run_in_threadpool(uploads.receive, org, pnp_setting_id, file, phone_column)
+
+
+@router.get(f"{API}/pnp/upload/{{upload_id}}/", openapi_extra=EXTENSION,
+            summary="An uploaded recipient list (openmaac extension)")
+def get_upload(org: PlainOrg, upload_id: int) -> Any:
+    with get_database().read() as session:
+        return uploads.serialize(uploads.get_upload(session, org.id, upload_id))
+
+
+@router.post(f"{API}/pnp/upload/{{upload_id}}/send/", openapi_extra=EXTENSION,
+             summary="Send an uploaded list with a column -> parameter mapping (openmaac extension)")
+async def send_upload(org: PlainOrg, upload_id: int, request: Request) -> Any:
+    body = await _json_body(request, plain=False)
+    return await run_in_threadpool(uploads.send, org, upload_id, body if isinstance(body, dict) else {})
+
+
+@router.delete(f"{API}/pnp/upload/{{upload_id}}/", status_code=204, openapi_extra=EXTENSION,
+               response_class=Response, summary="Delete an uploaded list (openmaac extension)")
+def delete_upload(org: PlainOrg, upload_id: int) -> Response:
+    with get_database().write() as session:
+        uploads.delete_upload(session, org.id, upload_id)
+    return Response(status_code=204)
+
+
+# --- provider callbacks ------------------------------------------------------------------------
+
+def _inbound(request: Request, body: bytes) -> InboundRequest:
+    base = get_settings().public_base_url.rstrip("/")
+    url = base + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return InboundRequest(method=request.method, url=url, headers=dict(request.headers), body=body)
+
+
+def _apply_callback(provider_name: str, organization_id: int, inbound: InboundRequest) -> Response:
+    with get_database().read() as session:
+        config = providers.config_of(session, organization_id)
+    if config.provider != provider_name:
+        return PlainTextResponse("unknown callback", status_code=404)
+    with providers.open_provider(config) as provider:
+        try:
+            report = provider.parse_status_callback(inbound)
+        except CallbackRejected as exc:
+            ack = provider.callback_ack(None)
+            return PlainTextResponse(exc.reason, status_code=exc.status_code or ack.status_code)
+        engine.apply_sms_report(organization_id, report)
+        ack = provider.callback_ack(report)
+    return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
+
+
+@router.api_route("/sms_plus/callbacks/{provider_name}/{organization_id}", methods=["GET", "POST"],
+                  include_in_schema=False)
+async def sms_callback(provider_name: str, organization_id: int, request: Request) -> Response:
+    inbound = _inbound(request, await request.body())
+    return await run_in_threadpool(_apply_callback, provider_name, organization_id, inbound)
+
+
+# --- join links ----------------------------------------------------------------------------------
+
+def _follow_link(code: str) -> Response:
+    with get_database().write() as session:
+        link = join_links.click(session, code)
+        if link is None:
+            raise not_found()
+        channel = channel_of(session, link.organization_id)
+        base_url, token = (channel.api_base_url, channel.access_token) if channel else ("", "")
+    basic_id = "@"
+    if base_url:
+        try:
+            response = httpx.get(f"{base_url.rstrip('/')}/v2/bot/info", timeout=5.0,
+                                 headers={"Authorization": f"Bearer {token}"})
+            if response.status_code == 200:
+                basic_id = str(response.json().get("basicId") or "@")
+        except (httpx.HTTPError, ValueError):
+            pass
+    return RedirectResponse(join_links.oa_message_url(basic_id, code), status_code=302)
+
+
+@router.get("/sms_plus/j/{code}", include_in_schema=False)
+async def follow_join_link(code: str) -> Response:
+    return await run_in_threadpool(_follow_link, code)

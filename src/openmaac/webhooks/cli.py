@@ -1,0 +1,170 @@
+"""``openmaac webhook add|list|secret|deliveries|replay``: outgoing webhooks from the shell."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Outgoing webhooks (endpoints, secrets, delivery log, replay).", no_args_is_help=True)
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default ./data, env OPENMAAC_DATA_DIR)")]
+
+
+def _database(data_dir: Path | None) -> Any:
+    from openmaac.config import get_settings, reset_settings_cache
+    from openmaac.db.engine import get_database
+    from openmaac.migrations import upgrade
+
+    if data_dir is not None:
+        os.environ["OPENMAAC_DATA_DIR"] = str(data_dir)
+        reset_settings_cache()
+    settings = get_settings()
+    upgrade(settings.database_url)
+    return get_database(settings.database_url)
+
+
+def _org_by_name(session: Any, name: str) -> Any:
+    from openmaac.auth.service import get_org_by_name, org_context
+
+    organization = get_org_by_name(session, name)
+    if organization is None:
+        err.print(f"no organisation named {name!r}")
+        raise typer.Exit(1)
+    return org_context(organization)
+
+
+def _org_of_endpoint(session: Any, endpoint_id: int) -> Any:
+    from openmaac.auth.models import Organization
+    from openmaac.auth.service import org_context
+    from openmaac.webhooks.models import WebhookEndpoint
+
+    endpoint = session.get(WebhookEndpoint, endpoint_id)
+    if endpoint is None:
+        err.print(f"no webhook with id {endpoint_id}")
+        raise typer.Exit(1)
+    return org_context(session.get(Organization, endpoint.organization_id))
+
+
+def _fail(exc: Exception) -> None:
+    from openmaac.web.errors import APIError
+
+    if isinstance(exc, APIError):
+        err.print(json.dumps(exc.body, ensure_ascii=False))
+        raise typer.Exit(1)
+    raise exc
+
+
+@app.command("add")
+def add(
+    url: Annotated[str, typer.Option("--url", help="Where to POST events")],
+    topic: Annotated[list[str], typer.Option("--topic", help="A topic to receive (repeat for more)")],
+    org: Annotated[str, typer.Option("--org", help="Organisation name")] = "default",
+    style: Annotated[str, typer.Option("--style", help="maac | cdh | raw")] = "maac",
+    header: Annotated[list[str] | None, typer.Option("--header", help="Extra header NAME=VALUE (repeatable)")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Register an endpoint; prints its id and share secret (JSON) on stdout."""
+    from openmaac.webhooks import service
+
+    headers = {}
+    for item in header or []:
+        name, _, value = item.partition("=")
+        headers[name.strip()] = value
+    database = _database(data_dir)
+    try:
+        checked = service.validate_url(url)
+        with database.write() as session:
+            created = service.create_endpoint(session, _org_by_name(session, org), url=checked, topics=topic,
+                                              style=style, headers=headers)
+    except Exception as exc:  # APIError -> message, exit 1
+        _fail(exc)
+        return
+    sys.stdout.write(json.dumps({"id": created["id"], "secret": created["secret"]}) + "\n")
+
+
+@app.command("list")
+def list_(org: Annotated[str, typer.Option("--org", help="Organisation name")] = "default",
+          data_dir: DataDir = None) -> None:
+    """List an organisation's endpoints with their delivery counts."""
+    from sqlalchemy import select
+
+    from openmaac.webhooks import service
+    from openmaac.webhooks.models import WebhookEndpoint
+
+    database = _database(data_dir)
+    table = Table("id", "url", "style", "topics", "active", "pending", "succeeded", "failed")
+    with database.read() as session:
+        context = _org_by_name(session, org)
+        for endpoint in session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.organization_id == context.id)
+                                        .order_by(WebhookEndpoint.id)):
+            counts = service.delivery_counts(session, endpoint.id)
+            table.add_row(str(endpoint.id), endpoint.url, endpoint.style, ", ".join(endpoint.topics),
+                          "yes" if endpoint.is_active else "no", str(counts["pending"]), str(counts["succeeded"]),
+                          str(counts["failed"]))
+    out.print(table)
+
+
+@app.command("secret")
+def secret(webhook_id: Annotated[int, typer.Argument(help="Webhook id")],
+           rotate: Annotated[bool, typer.Option("--rotate", help="Replace it with a new secret")] = False,
+           data_dir: DataDir = None) -> None:
+    """Print an endpoint's share secret (only it) on stdout; --rotate makes a new one first."""
+    from openmaac.webhooks import service
+
+    database = _database(data_dir)
+    with database.write() as session:
+        context = _org_of_endpoint(session, webhook_id)
+        result = (service.rotate_secret if rotate else service.reveal_secret)(session, context, webhook_id)
+    sys.stdout.write(result["secret"] + "\n")
+
+
+@app.command("deliveries")
+def deliveries(
+    webhook_id: Annotated[int, typer.Argument(help="Webhook id")],
+    status: Annotated[str | None, typer.Option("--status", help="pending | succeeded | failed")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object a line instead of a table")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """The newest 300 deliveries of an endpoint (id, topic, status, attempts, last answer)."""
+    from openmaac.webhooks import service
+
+    database = _database(data_dir)
+    with database.read() as session:
+        context = _org_of_endpoint(session, webhook_id)
+        page = service.list_deliveries(session, context, webhook_id, status=status, start=None)
+    if as_json:
+        for row in page["results"]:
+            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return
+    table = Table("id", "topic", "idempotency key", "status", "attempts", "last status", "last error", "created")
+    for row in page["results"]:
+        table.add_row(str(row["id"]), row["topic"], row["idempotency_key"], row["status"], str(row["attempts"]),
+                      str(row["last_status_code"] or "-"), (row["last_error"] or "")[:60], row["created_at"])
+    out.print(table)
+
+
+@app.command("replay")
+def replay(
+    webhook_id: Annotated[int, typer.Argument(help="Webhook id")],
+    delivery: Annotated[list[int] | None, typer.Option("--delivery", help="A delivery id (repeatable); "
+                                                                          "default: every failed one")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Send deliveries again (same body and idempotency key); a running server picks them up."""
+    from openmaac.webhooks import service
+
+    database = _database(data_dir)
+    with database.write() as session:
+        context = _org_of_endpoint(session, webhook_id)
+        result = service.replay(session, context, webhook_id, list(delivery) if delivery else None)
+    err.print(f"replaying {result['replayed']} deliveries")
+    sys.stdout.write(json.dumps(result) + "\n")

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from openmaac.db.base import Base, BigId, JSONType, UTCDateTime, utcnow
+
+STYLES = ("maac", "cdh", "raw")
+DELIVERY_STATUSES = ("pending", "succeeded", "failed")
+
+
+class WebhookEndpoint(Base):
+    """Where an organisation wants its events POSTed, and how (style, secret, headers)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    topics: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    style: Mapped[str] = mapped_column(String(8), default="maac")
+    headers: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
+    secret: Mapped[str] = mapped_column(String(128))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint: the outbox row, written with the change that caused it.
+
+    The body is rendered once, at that moment, so every attempt sends the same bytes under
+    the same ``CrescLab-Idempotency-Key``. status: pending -> succeeded | failed. A pending
+    row with ``locked_until`` in the future is being sent; a lapsed lock is claimable again.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "idempotency_key", name="uq_webhook_deliveries_endpoint_key"),
+        Index("ix_webhook_deliveries_endpoint_status", "endpoint_id", "status", "id"),
+        Index("ix_webhook_deliveries_endpoint_id", "endpoint_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    topic: Mapped[str] = mapped_column(String(128))
+    idempotency_key: Mapped[str] = mapped_column(String(64))
+    ordering_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=4)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    def as_row(self) -> dict[str, Any]:  # pragma: no cover - debugging aid
+        return {c.name: getattr(self, c.name) for c in self.__table__.columns}

@@ -1,0 +1,82 @@
+"""``openmaac contacts import|export`` as real processes on their own data directory."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+OPENMAAC = str(Path(sys.executable).with_name("openmaac"))
+
+
+def _run(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENMAAC_")}
+    env["OPENMAAC_DATA_DIR"] = str(data_dir)
+    return subprocess.run([OPENMAAC, *args], env=env, capture_output=True, text=True, timeout=120, check=check)
+
+
+def _export(data_dir: Path) -> list[dict[str, str]]:
+    out = _run("contacts", "export", "--org", "acme", data_dir=data_dir).stdout
+    return list(csv.DictReader(io.StringIO(out)))
+
+
+def test_import_csv_then_export(tmp_path):
+    _run("token", "create", "--org", "acme", data_dir=tmp_path)
+    source = tmp_path / "crm.csv"
+    lines = ["\ufeffcustomer_id,email,mobile,gender,birthday,tags"]
+    lines += [f"C{i},c{i}@example.com,09{i:08d},female,1990-01-02,\"vip,crm\"" for i in range(12_345)]
+    source.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    result = _run("contacts", "import", str(source), "--key", "customer_id", "--tag", "2024import",
+                  "--org", "acme", data_dir=tmp_path)
+    assert "12345 rows: 12345 created, 0 updated" in result.stderr
+    rows = _export(tmp_path)
+    assert len(rows) == 12_345
+    first = rows[0]
+    assert first["customer_id"] == "C0" and first["mobile"] == "+886900000000"
+    assert first["birthday"] == "1990-01-02" and first["gender"] == "female"
+    assert sorted(first["tags"].split(",")) == ["2024import", "crm", "vip"]
+    # Again: every row now matches.
+    again = _run("contacts", "import", str(source), "--key", "customer_id", "--org", "acme", data_dir=tmp_path)
+    assert "12345 rows: 0 created, 12345 updated" in again.stderr
+    assert len(_export(tmp_path)) == 12_345
+    out = tmp_path / "out.csv"
+    _run("contacts", "export", "--org", "acme", "-o", str(out), data_dir=tmp_path)
+    assert out.read_text(encoding="utf-8").count("\n") == 12_346
+
+
+def test_import_xlsx(tmp_path):
+    from datetime import datetime
+
+    from openpyxl import Workbook
+
+    _run("token", "create", "--org", "acme", data_dir=tmp_path)
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet()
+    sheet.append(["email", "customer_id", "birthday", "gender"])
+    sheet.append(["x@example.com", 1234567, datetime(2000, 5, 17), "male"])
+    sheet.append(["y@example.com", None, None, None])
+    path = tmp_path / "crm.xlsx"
+    workbook.save(path)
+    result = _run("contacts", "import", str(path), "--key", "email", "--org", "acme", data_dir=tmp_path)
+    assert "2 rows: 2 created" in result.stderr
+    rows = {r["email"]: r for r in _export(tmp_path)}
+    assert rows["x@example.com"]["customer_id"] == "1234567"
+    assert rows["x@example.com"]["birthday"] == "2000-05-17"
+    assert rows["y@example.com"]["customer_id"] == ""
+
+
+def test_invalid_file_changes_nothing(tmp_path):
+    _run("token", "create", "--org", "acme", data_dir=tmp_path)
+    source = tmp_path / "bad.csv"
+    source.write_text("customer_id,gender,colour\nA,male,red\nB,robot,blue\n", encoding="utf-8")
+    result = _run("contacts", "import", str(source), "--key", "customer_id", "--org", "acme", data_dir=tmp_path,
+                  check=False)
+    assert result.returncode == 1
+    assert "gender_error" in result.stderr and "colour" in result.stderr
+    assert _export(tmp_path) == []
+    unknown = _run("contacts", "import", str(source), "--key", "customer_id", "--org", "nobody",
+                   data_dir=tmp_path, check=False)
+    assert unknown.returncode == 2

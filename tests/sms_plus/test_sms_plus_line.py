@@ -1,0 +1,214 @@
+"""SMS+ LINE paths over real HTTP against the LINE simulator: LINE push, PNP delivered through
+the ``delivery`` webhook, member_not_found, reach_monthly_limit, silent PNP failure falling
+back to SMS, and join links binding a phone number (pnp.profile_updated)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+import pytest
+
+from helpers import CallbackReceiver, ServedApp, wait_for
+
+os.environ["OPENMAAC_SMS_PLUS_MINUTE_SECONDS"] = "0.05"
+
+PNP_CONTENT = [{"type": "text", "text": "Order {{order_number}} arrived"}]
+
+
+def line_sim(base_url: str) -> str:
+    return f"{base_url}/_simulators/line"
+
+
+def setting(tenant: Any, **fields: Any) -> dict[str, Any]:
+    body = {"name": "到貨通知", "pnp_enabled": True, "pnp_messages": PNP_CONTENT, "pnp_approval_status": "approved",
+            "fallback_enabled": True, "sms_text": "Order {{order_number}} arrived", "fallback_period": 1, **fields}
+    response = tenant.client.post(tenant.api("pnp/setting/"), json=body)
+    assert response.status_code == 201, response.text
+    tenant.client.post(tenant.api("pnp/points/"), json={"amount": 10})
+    return response.json()
+
+
+def user(base_url: str, tenant: Any, phone: str | None, *, follow: bool = False) -> str:
+    created = httpx.post(line_sim(base_url) + "/_admin/users", json={"phone": phone}).json()
+    if follow:
+        httpx.post(line_sim(base_url) + f"/_admin/users/{created['user_id']}/follow",
+                   json={"channel_id": tenant.channel_id}).raise_for_status()
+    return str(created["user_id"])
+
+
+def push(tenant: Any, setting_id: int, phone: str, **data: Any) -> dict[str, Any]:
+    body = {"pnp_setting_id": setting_id, "data": {"phone_number": phone, "pnp": {"order_number": "A1"},
+                                                   "sms": {"order_number": "A1"}, **data}}
+    response = tenant.client.post(tenant.api("pnp/message/push/"), json=body)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def row(tenant: Any, setting_id: int, message_id: int) -> dict[str, Any]:
+    rows = tenant.client.get(tenant.api("pnp/message/") + f"?pnp_setting_id={setting_id}"
+                             "&updated_at_min=2000-01-01T00:00:00&updated_at_max=2999-01-01T00:00:00").json()
+    return next(r for r in rows["results"] if r["pnp_message_id"] == message_id)
+
+
+def wait_status(tenant: Any, setting_id: int, message_id: int, status: str) -> dict[str, Any]:
+    try:
+        return wait_for(lambda: (lambda r: r if r["status"] == status else None)(row(tenant, setting_id, message_id)),
+                        timeout=30, interval=0.1)
+    except AssertionError:
+        raise AssertionError(f"still {row(tenant, setting_id, message_id)}") from None
+
+
+def member(tenant: Any, uid: str) -> dict[str, Any] | None:
+    results = tenant.client.get(tenant.api("member/"), params={"line_uid": uid}).json().get("results") or []
+    return results[0] if results else None
+
+
+def metric(tenant: Any, setting_id: int) -> dict[str, int]:
+    return dict(tenant.client.get(tenant.api(f"pnp/setting/{setting_id}/")).json()["metric"])
+
+
+def test_pnp_delivered_through_the_delivery_webhook(tenant: Any, base_url: str) -> None:
+    phone = "+886913000001"
+    uid = user(base_url, tenant, phone)
+    scenario = setting(tenant, fallback_period=40000)
+    result = push(tenant, scenario["id"], phone)
+    assert result["result"] == "success"
+    record = wait_status(tenant, scenario["id"], result["id"], "pnp_delivered")
+    assert record["pnp_status"] == "pnp_delivered" and record["pnp_delivered_at"].endswith("+08:00")
+    assert record["sms_status"] is None
+    inbox = httpx.get(line_sim(base_url) + f"/_admin/users/{uid}/messages").json()
+    texts = json.dumps(inbox, ensure_ascii=False)
+    assert "Order A1 arrived" in texts
+    wait_for(lambda: metric(tenant, scenario["id"]) == {"all": 1, "fail": 0, "pnp": 1, "sms": 0})
+    assert tenant.client.get(tenant.api("pnp/points/")).json()["balance"] == 10  # hold released
+
+
+def test_hashed_number_reaches_pnp(tenant: Any, base_url: str) -> None:
+    import hashlib
+
+    phone = "+886913000002"
+    user(base_url, tenant, phone)
+    scenario = setting(tenant, fallback_enabled=False, sms_text="")
+    digest = hashlib.sha256(phone.encode()).hexdigest()
+    result = push(tenant, scenario["id"], digest)
+    assert result["result"] == "success"
+    record = wait_status(tenant, scenario["id"], result["id"], "pnp_delivered")
+    assert record["phone_number"] == digest
+
+
+def test_pnp_not_matched_answers_failed_and_falls_back_to_sms(tenant: Any, base_url: str) -> None:
+    scenario = setting(tenant)
+    result = push(tenant, scenario["id"], "+886913000003")  # no LINE user has this number: 422
+    assert result["result"] == "failed to send messages"
+    record = wait_status(tenant, scenario["id"], result["id"], "sms_delivered")
+    assert record["pnp_status"] == "pnp_failed"
+
+
+def test_blocked_user_gets_no_pnp_and_the_sms_follows(tenant: Any, base_url: str) -> None:
+    phone = "+886913000004"
+    uid = user(base_url, tenant, phone, follow=True)
+    httpx.post(line_sim(base_url) + f"/_admin/users/{uid}/block", json={"channel_id": tenant.channel_id})
+    scenario = setting(tenant, fallback_period=2)
+    result = push(tenant, scenario["id"], phone)
+    assert result["result"] == "success"  # LINE accepts, nothing is delivered
+    record = wait_status(tenant, scenario["id"], result["id"], "sms_delivered")
+    assert record["pnp_status"] == "pnp_undeliverable"
+
+
+def create_template(tenant: Any) -> int:
+    response = tenant.client.post(tenant.api("template/"), json={
+        "name": "notice", "messages": [{"type": "text", "text": "Hi {{contact.line_display_name}}, {{order}}"}]})
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def test_line_push_to_the_one_matching_contact(tenant: Any, base_url: str) -> None:
+    phone = "+886913000005"
+    uid = user(base_url, tenant, phone, follow=True)
+    wait_for(lambda: member(tenant, uid))
+    assert tenant.client.patch(tenant.api(f"member/{uid}/"), json={"mobile": phone}).status_code == 200
+    template_id = create_template(tenant)
+    scenario = setting(tenant, line_push_enabled=True)
+    result = push(tenant, scenario["id"], phone, line_push_template_id=template_id, line_push={"order": "shipped"})
+    assert result["result"] == "success"
+    record = row(tenant, scenario["id"], result["id"])
+    assert record["status"] == "line_push_delivered" and record["line_push_template_id"] == template_id
+    assert record["line_push_delivered_at"] and record["pnp_status"] is None
+    inbox = json.dumps(httpx.get(line_sim(base_url) + f"/_admin/users/{uid}/messages").json(), ensure_ascii=False)
+    assert "shipped" in inbox
+    missing = tenant.client.post(tenant.api("pnp/message/push/"), json={
+        "pnp_setting_id": scenario["id"], "data": {"phone_number": phone, "pnp": {"order_number": "A"},
+                                                   "sms": {"order_number": "A"}, "line_push_template_id": template_id,
+                                                   "line_push": {}}})
+    assert (missing.status_code, missing.text) == (400, "order field is required")
+
+
+def test_line_push_member_not_found_then_pnp(tenant: Any, base_url: str) -> None:
+    phone = "+886913000006"
+    user(base_url, tenant, phone)
+    template_id = create_template(tenant)
+    scenario = setting(tenant, line_push_enabled=True, fallback_period=40000)
+    result = push(tenant, scenario["id"], phone, line_push_template_id=template_id, line_push={"order": "x"})
+    assert result["result"] == "success"  # the PNP was accepted
+    record = wait_status(tenant, scenario["id"], result["id"], "pnp_delivered")
+    assert record["line_push_status"] == "line_push_failed"
+    assert record["line_push_error_category"] == "member_not_found"
+
+
+def test_line_push_reach_monthly_limit(tenant: Any, base_url: str) -> None:
+    phone = "+886913000007"
+    uid = user(base_url, tenant, phone, follow=True)
+    wait_for(lambda: member(tenant, uid))
+    tenant.client.patch(tenant.api(f"member/{uid}/"), json={"mobile": phone})
+    httpx.post(line_sim(base_url) + "/_admin/faults", json={"kind": "quota", "endpoint": "push",
+                                                           "channel_id": tenant.channel_id, "count": 10})
+    try:
+        template_id = create_template(tenant)
+        scenario = setting(tenant, line_push_enabled=True, pnp_enabled=False, pnp_messages=[])
+        result = push(tenant, scenario["id"], phone, line_push_template_id=template_id, line_push={"order": "x"})
+        assert result["result"] == "failed to send messages"
+        record = wait_status(tenant, scenario["id"], result["id"], "sms_delivered")
+        assert record["line_push_status"] == "line_push_undeliverable"
+        assert record["line_push_error_category"] == "reach_monthly_limit"
+    finally:
+        httpx.delete(line_sim(base_url) + "/_admin/faults", params={"channel_id": tenant.channel_id})
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Any:
+    rec = CallbackReceiver()
+    served = ServedApp(rec.app)
+    rec.url = served.url  # type: ignore[attr-defined]
+    yield rec
+    served.stop()
+
+
+def test_join_link_in_the_sms_binds_the_phone_number(tenant: Any, base_url: str, receiver: Any) -> None:
+    path = f"/profile-{tenant.id}"
+    tenant.client.post(tenant.api("webhook/"), json={"url": receiver.url + path, "topics": ["pnp.profile_updated"],
+                                                     "style": "maac"}).raise_for_status()
+    phone = "+886913000008"
+    scenario = setting(tenant, pnp_enabled=False, pnp_messages=[], sms_text="Join us: {{join_link}}")
+    result = push(tenant, scenario["id"], phone)
+    wait_status(tenant, scenario["id"], result["id"], "sms_delivered")
+    sms = httpx.get(f"{base_url}/_simulators/twilio/_admin/messages", params={"to": phone}).json()["results"][-1]
+    link = sms["text"].split("Join us: ", 1)[1]
+    assert link.startswith(f"{base_url}/sms_plus/j/")
+    followed = httpx.get(link, follow_redirects=False)
+    assert followed.status_code == 302
+    target = followed.headers["location"]
+    assert target.startswith("https://line.me/R/oaMessage/")
+    prefilled = unquote(target.split("?", 1)[1])
+    uid = user(base_url, tenant, None, follow=True)
+    httpx.post(line_sim(base_url) + f"/_admin/users/{uid}/message",
+               json={"channel_id": tenant.channel_id, "text": prefilled}).raise_for_status()
+    bound = wait_for(lambda: (lambda m: m if m and m.get("mobile") == phone else None)(member(tenant, uid)))
+    assert bound["line_uid"] == uid
+    event = json.loads(wait_for(lambda: receiver.at(path))[-1]["body"])
+    assert event["topic"] == "pnp.profile_updated"
+    assert event["data"] == {"pnp_setting_id": scenario["id"], "pnp_setting_name": "到貨通知", "source": "sms",
+                             "phone_number": phone, "line_uid": uid, "customer_id": None}

@@ -1,0 +1,142 @@
+"""openmaac killed (SIGKILL) mid-delivery and restarted: every event is delivered, and each
+idempotency key is answered successfully exactly once."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from webhook_receiver import Receiver
+
+from helpers import new_line_uid, wait_for
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def _database_url() -> Iterator[str | None]:
+    """A database of its own for the child server: SQLite in its data dir, or a fresh PostgreSQL one."""
+    admin = os.environ.get("OPENMAAC_TEST_DATABASE_URL")
+    if not admin:
+        yield None
+        return
+    import psycopg
+
+    admin = admin.replace("postgresql+psycopg://", "postgresql://")
+    name = f"openmaac_crash_{secrets.token_hex(4)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Child:
+    def __init__(self, data_dir: Path, database_url: str | None) -> None:
+        self.port = _free_port()
+        self.env = dict(os.environ)
+        self.env.pop("OPENMAAC_DATABASE_URL", None)
+        self.env.update(OPENMAAC_DATA_DIR=str(data_dir), OPENMAAC_PUBLIC_BASE_URL=f"http://127.0.0.1:{self.port}",
+                        OPENMAAC_WEBHOOK_ALLOW_HOSTS="127.0.0.1")
+        if database_url:
+            self.env["OPENMAAC_DATABASE_URL"] = database_url
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cli(self, *args: str) -> str:
+        return subprocess.run([sys.executable, "-m", "openmaac.cli", *args], env=self.env, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "openmaac.cli", "serve", "--port", str(self.port)],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        def up() -> bool:
+            try:
+                return httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+        wait_for(up, timeout=60, interval=0.1)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def test_killed_mid_delivery_then_restarted_delivers_every_event_once():
+    events = 24
+    with _database_url() as database_url, Receiver(delay=1.5) as receiver:
+        child = Child(Path(tempfile.mkdtemp(prefix="openmaac-crash-")) / "data", database_url)
+        child.start()
+        try:
+            token = child.cli("token", "create", "--org", "crash")
+            client = httpx.Client(base_url=child.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+            # Contacts come from LINE follow events in real life; insert them through the
+            # child's own database (a separate process writing the same database).
+            from sqlalchemy import create_engine, text
+
+            url = database_url.replace("postgresql://", "postgresql+psycopg://") if database_url else \
+                f"sqlite:///{child.env['OPENMAAC_DATA_DIR']}/openmaac.sqlite3"
+            engine = create_engine(url)
+            uids = [new_line_uid() for _ in range(events)]
+            with engine.begin() as conn:
+                org_id = conn.execute(text("SELECT id FROM organizations WHERE name = 'crash'")).scalar_one()
+                for uid in uids:
+                    conn.execute(text(
+                        "INSERT INTO contacts (organization_id, line_uid, status, created_at, updated_at) "
+                        "VALUES (:org, :uid, 'follow', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                    ), {"org": org_id, "uid": uid})
+            engine.dispose()
+
+            response = client.post("/openapi/v1/webhook/", json={"url": receiver.url, "topics": ["contact.tag.add"]})
+            assert response.status_code == 201, response.text
+            tag_id = client.post("/openapi/v1/tag/", json={"name": "crash"}).json()["id"]
+            for uid in uids:
+                response = client.post("/openapi/v1/taglinemember/", json={"tag_id": tag_id, "line_uid": uid})
+                assert response.status_code == 201
+            client.close()
+
+            # Kill while requests are in flight at the (slow) receiver.
+            wait_for(lambda: receiver.in_flight >= 2, timeout=30, interval=0.01)
+            child.kill()
+            assert len(receiver.successful()) < events
+            time.sleep(0.5)
+
+            receiver.delay = 0.2
+            child.start()  # same data, new port: the dispatcher's lease lapses and it resumes
+            wait_for(lambda: len({r.key for r in receiver.successful()}) == events, timeout=120, interval=0.2)
+            time.sleep(1.0)  # anything duplicated would show up now
+            successful = [r.key for r in receiver.successful()]
+            assert len(successful) == len(set(successful)) == events  # each key answered 200 exactly once
+            assert {r.key for r in receiver.requests} == set(successful)  # nothing unknown was sent
+        finally:
+            child.stop()
