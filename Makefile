@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-PYTEST_ARGS ?=
+# two test processes: each runs its own server and database (tests/conftest.py)
+PYTEST_ARGS ?= -n 2
 
 .PHONY: install run test test-sqlite test-postgres lint bench clean
 

@@ -17,6 +17,7 @@ class Contact(Base):
     __tablename__ = "contacts"
     __table_args__ = (
         UniqueConstraint("organization_id", "line_uid", name="uq_contacts_org_line_uid"),
+        Index("ix_contacts_org_id", "organization_id", "id"),
         Index("ix_contacts_org_customer_id", "organization_id", "customer_id"),
         Index("ix_contacts_org_email", "organization_id", "email"),
         Index("ix_contacts_org_mobile", "organization_id", "mobile"),

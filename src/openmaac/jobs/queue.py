@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import Table, and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from openmaac.db.base import utcnow
@@ -57,9 +57,13 @@ def enqueue(
         "attempts": 0,
         "created_at": utcnow(),
     }
-    statement = _insert_ignoring_duplicates(session) if unique_key is not None else Job.__table__.insert()
+    statement = _insert_ignoring_duplicates(session) if unique_key is not None else _jobs_table().insert()
     session.execute(statement.values(**values))
     session.info["jobs_enqueued"] = True
+
+
+def _jobs_table() -> Table:
+    return cast(Table, Job.__table__)
 
 
 def enqueue_many(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -69,7 +73,7 @@ def enqueue_many(session: Session, rows: list[dict[str, Any]]) -> None:
     now = utcnow()
     session.info["jobs_enqueued"] = True
     session.execute(
-        Job.__table__.insert(),
+        _jobs_table().insert(),
         [
             {
                 "kind": row["kind"],

@@ -91,7 +91,8 @@ class Worker:
             free += 1
         if free == 0:
             # All slots busy: wait for one to free up rather than spinning.
-            self._slots.acquire(timeout=self.poll_interval) and self._slots.release()
+            if self._slots.acquire(timeout=self.poll_interval):
+                self._slots.release()
             return 0
         try:
             with self.database.write() as session:

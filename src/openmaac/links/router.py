@@ -23,7 +23,11 @@ _OPEN_PATH = re.compile(r"^(\d{1,4})(?:\.[A-Za-z]{3,4})?(?:/(\d{1,5}))?$")
 _CODE = re.compile(r"^[A-Za-z0-9]{6,16}$")
 
 
-@router.get("/r/{code}", include_in_schema=False)
+@router.get("/r/{code}", summary="Follow a tracked link (recipients' clients)",
+            description="Records the click (with the recipient where the link is personalised), "
+                        "appends the configured UTM parameters and answers 302 to the target. "
+                        "Unknown codes answer 404.", responses={302: {"description": "Redirect to the target"}},
+            openapi_extra={"x-openmaac-extension": True})
 @router.head("/r/{code}", include_in_schema=False)
 def click(code: str) -> Response:
     if not _CODE.match(code):
@@ -34,7 +38,11 @@ def click(code: str) -> Response:
     return RedirectResponse(target, status_code=302, headers=NO_STORE)
 
 
-@router.get("/o/{code}/{rest:path}", include_in_schema=False)
+@router.get("/o/{code}/{rest:path}", summary="Load a tracked message image (open tracking)",
+            description="`/o/{code}/{n}.{ext}` is the n-th image of a tracked message, "
+                        "`/o/{code}/{n}/{width}` an imagemap; records the recipient's open and "
+                        "answers 302 to the original image.", responses={302: {"description": "Redirect to the image"}},
+            openapi_extra={"x-openmaac-extension": True})
 @router.head("/o/{code}/{rest:path}", include_in_schema=False)
 def open_image(code: str, rest: str) -> Response:
     """The n-th image of a tracked message: ``/o/{code}/{n}.{ext}``, or ``/o/{code}/{n}/{width}``
