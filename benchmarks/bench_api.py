@@ -14,8 +14,7 @@ rounds between them so background load on the machine hits both alike:
   permanent tag.
 
 Measured on SQLite, and on PostgreSQL when benchmarks.common.postgres_url() is set
-(``ANALYZE`` after the bulk load there, as autovacuum would do). ``BENCH_API_CONTACTS_INDEX=1``
-adds an index on contacts (organization_id, id) after seeding, to measure it.
+(``ANALYZE`` after the bulk load there, as autovacuum would do).
 """
 
 from __future__ import annotations
@@ -113,9 +112,6 @@ def seed(database_url: str, count: int) -> tuple[list[str], float]:
         with database.write() as session:
             session.execute(ContactTag.__table__.insert(), links[chunk:chunk + 5000])
     with database.write() as session:
-        if os.environ.get("BENCH_API_CONTACTS_INDEX") == "1":
-            # The index proposed in docs/benchmarks.md, to measure it before a migration adds it.
-            session.execute(text("CREATE INDEX IF NOT EXISTS ix_bench_contacts_org_id ON contacts (organization_id, id)"))
         if not database.is_sqlite:
             # PostgreSQL's autovacuum analyses a table soon after a bulk load; do it now rather
             # than time the minute before. (openmaac never analyses SQLite: no statistics there.)
@@ -297,8 +293,6 @@ def run(args: Any) -> Iterable[Result]:
             server.cli("token", "create", "--org", ORG)  # migrates and creates the organisation
             uids, seconds = seed(server.database_url or f"sqlite:///{server.data_dir / 'data' / 'openmaac.sqlite3'}",
                                  size.contacts)
-            if os.environ.get("BENCH_API_CONTACTS_INDEX") == "1":
-                label += " + index contacts(organization_id, id)"
             yield Result(f"{label}: seed {size.contacts:,} contacts (bulk insert, not timed below)", seconds, "s")
             with server:
                 yield from asyncio.run(measure(label, server, bare, uids, size))
