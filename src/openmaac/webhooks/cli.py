@@ -54,11 +54,21 @@ def _org_of_endpoint(session: Any, endpoint_id: int) -> Any:
     return org_context(session.get(Organization, endpoint.organization_id))
 
 
+def _print_table(table: Table) -> None:
+    """On a terminal, fit its width (long cells fold, nothing is cut off); into a pipe or a
+    file, each row on one line at its natural width (Rich would otherwise assume 80 columns
+    and shorten URLs and keys with "…")."""
+    (out if out.is_terminal else Console(soft_wrap=True, width=100_000)).print(table)
+
+
+STATUSES = ("pending", "succeeded", "failed")
+
+
 def _fail(exc: Exception) -> None:
     from openmaac.web.errors import APIError
 
     if isinstance(exc, APIError):
-        err.print(json.dumps(exc.body, ensure_ascii=False))
+        err.print(json.dumps(exc.body, ensure_ascii=False), markup=False, highlight=False)
         raise typer.Exit(1)
     raise exc
 
@@ -93,6 +103,7 @@ def add(
 
 @app.command("list")
 def list_(org: Annotated[str, typer.Option("--org", help="Organisation name")] = "default",
+          as_json: Annotated[bool, typer.Option("--json", help="One JSON object a line instead of a table")] = False,
           data_dir: DataDir = None) -> None:
     """List an organisation's endpoints with their delivery counts."""
     from sqlalchemy import select
@@ -101,16 +112,25 @@ def list_(org: Annotated[str, typer.Option("--org", help="Organisation name")] =
     from openmaac.webhooks.models import WebhookEndpoint
 
     database = _database(data_dir)
-    table = Table("id", "url", "style", "topics", "active", "pending", "succeeded", "failed")
+    rows: list[dict[str, Any]] = []
     with database.read() as session:
         context = _org_by_name(session, org)
         for endpoint in session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.organization_id == context.id)
                                         .order_by(WebhookEndpoint.id)):
-            counts = service.delivery_counts(session, endpoint.id)
-            table.add_row(str(endpoint.id), endpoint.url, endpoint.style, ", ".join(endpoint.topics),
-                          "yes" if endpoint.is_active else "no", str(counts["pending"]), str(counts["succeeded"]),
-                          str(counts["failed"]))
-    out.print(table)
+            rows.append({"id": endpoint.id, "url": endpoint.url, "style": endpoint.style,
+                         "topics": list(endpoint.topics), "is_active": endpoint.is_active,
+                         **service.delivery_counts(session, endpoint.id)})
+    if as_json:
+        for row in rows:
+            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return
+    table = Table("id", "url", "style", "topics", "active", "pending", "succeeded", "failed")
+    table.columns[1].overflow = table.columns[3].overflow = "fold"
+    for row in rows:
+        table.add_row(str(row["id"]), row["url"], row["style"], ", ".join(row["topics"]),
+                      "yes" if row["is_active"] else "no", str(row["pending"]), str(row["succeeded"]),
+                      str(row["failed"]))
+    _print_table(table)
 
 
 @app.command("secret")
@@ -137,6 +157,9 @@ def deliveries(
     """The newest 300 deliveries of an endpoint (id, topic, status, attempts, last answer)."""
     from openmaac.webhooks import service
 
+    if status is not None and status not in STATUSES:
+        err.print(f"--status must be one of {', '.join(STATUSES)}")
+        raise typer.Exit(2)
     database = _database(data_dir)
     with database.read() as session:
         context = _org_of_endpoint(session, webhook_id)
@@ -146,10 +169,11 @@ def deliveries(
             sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
         return
     table = Table("id", "topic", "idempotency key", "status", "attempts", "last status", "last error", "created")
+    table.columns[1].overflow = table.columns[2].overflow = "fold"
     for row in page["results"]:
         table.add_row(str(row["id"]), row["topic"], row["idempotency_key"], row["status"], str(row["attempts"]),
                       str(row["last_status_code"] or "-"), (row["last_error"] or "")[:60], row["created_at"])
-    out.print(table)
+    _print_table(table)
 
 
 @app.command("replay")
