@@ -26,7 +26,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from openmaac.auth.service import OrgContext
@@ -58,7 +58,7 @@ EVENT_FIELDS = ("display_name", "customer_id", "email", "mobile", "gender", "bir
 MAX_LENGTH = {"line_uid": 64, "line_display_name": 255, "display_name": 255, "email": 320,
               "customer_id": 255}
 GENDERS = ("male", "female", "unknown")
-CHUNK = 2_000
+CHUNK = 10_000  # rows applied per set of statements (one API request's worth)
 MISMATCH_LINK_SECONDS = 24 * 3600
 RUNNING = ("pending", "processing")
 # A contact created by an import has no LINE user yet: it is not reachable on LINE.
@@ -324,47 +324,57 @@ class Outcome:
 _SELECT_COLUMNS = (Contact.id, Contact.line_uid, Contact.status, *[getattr(Contact, c) for c in PROFILE_COLUMNS])
 
 
-def _driver_executemany(session: Session, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    """executemany straight on the driver: SQLAlchemy's per-row parameter processing costs more
-    than SQLite's own work at these volumes. ``sql`` uses ``?``; times are stored as the
-    ``UTCDateTime`` type stores them (naive UTC text on SQLite, timestamptz on PostgreSQL)."""
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql(sql.replace("?", "%s"), rows)  # type: ignore[arg-type]
-        return
-    # Times and dates as text; most rows share the same few values, so convert each once.
-    memo: dict[Any, Any] = {}
-
-    def convert(value: Any) -> Any:
-        if value is None:
-            return None
-        text = memo.get(value)
-        if text is None:
-            text = memo[value] = _sqlite_value(value)
-        return text
-
-    converted = []
-    for row in rows:
-        converted.append(tuple(convert(v) if isinstance(v, date) else v for v in row))
-    rows = converted
-    connection.exec_driver_sql(sql, rows)  # type: ignore[arg-type]
+def _is_postgres(session: Session) -> bool:
+    return session.connection().dialect.name == "postgresql"
 
 
-def _sqlite_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
+def _one_of(session: Session, column: str, values: list[Any]) -> Any:
+    """``column`` (SQL) is one of ``values``, as ONE bound parameter (``json_each`` on SQLite,
+    ``= ANY(array)`` on PostgreSQL): the statement does not grow with the list, SQLAlchemy does
+    not render thousands of placeholders, and the column's index is still used."""
+    if _is_postgres(session):
+        return text(f"{column} = ANY(:keys)").bindparams(keys=list(values))
+    return text(f"{column} IN (SELECT value FROM json_each(:keys))").bindparams(keys=orjson.dumps(values).decode())
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    """A time as ``UTCDateTime`` stores it on SQLite (naive UTC text)."""
+    return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _sqlite_date(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
 
 
 _INSERT_CONTACT_COLUMNS = ("organization_id", "line_uid", "status", "created_at", "updated_at", *PROFILE_COLUMNS)
-_INSERT_CONTACTS = (f"INSERT INTO contacts ({', '.join(_INSERT_CONTACT_COLUMNS)}) "
-                    f"VALUES ({', '.join('?' for _ in _INSERT_CONTACT_COLUMNS)})")
-_UPDATE_CONTACTS = (f"UPDATE contacts SET {', '.join(f'{c} = ?' for c in PROFILE_COLUMNS)}, updated_at = ? "
-                    "WHERE id = ?")
-_INSERT_LINKS = ("INSERT INTO contact_tags (contact_id, tag_id, organization_id, tagged_at, created_at, expired_at) "
-                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (contact_id, tag_id) DO NOTHING")
+_BIRTHDAY = PROFILE_COLUMNS.index("birthday")
+# SQLite: the driver's executemany (SQLAlchemy's per-row parameter processing would cost more
+# than SQLite's own work at these volumes); values already in storage form.
+_SQLITE_INSERT_CONTACTS = (f"INSERT INTO contacts ({', '.join(_INSERT_CONTACT_COLUMNS)}) "
+                           f"VALUES ({', '.join('?' for _ in _INSERT_CONTACT_COLUMNS)})")
+_SQLITE_UPDATE_CONTACTS = (f"UPDATE contacts SET {', '.join(f'{c} = ?' for c in PROFILE_COLUMNS)}, updated_at = ? "
+                           "WHERE id = ?")
+_SQLITE_INSERT_LINKS = ("INSERT INTO contact_tags (contact_id, tag_id, organization_id, tagged_at, created_at, "
+                        "expired_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (contact_id, tag_id) DO NOTHING")
+# PostgreSQL: one statement per chunk over arrays (unnest), one round trip whatever the size.
+_PG_PROFILE_TYPES = ("text", "text", "text", "text", "text", "text", "date")
+_PG_INSERT_CONTACTS = (
+    f"INSERT INTO contacts ({', '.join(_INSERT_CONTACT_COLUMNS)}) "
+    f"SELECT %s, NULL, %s, %s, %s, {', '.join(f'v.{c}' for c in PROFILE_COLUMNS)} "
+    f"FROM unnest({', '.join(f'%s::{t}[]' for t in _PG_PROFILE_TYPES)}) AS v({', '.join(PROFILE_COLUMNS)}) "
+    "RETURNING id, {key}"
+)
+_PG_UPDATE_CONTACTS = (
+    f"UPDATE contacts SET {', '.join(f'{c} = v.{c}' for c in PROFILE_COLUMNS)}, updated_at = %s "
+    f"FROM unnest(%s::bigint[], {', '.join(f'%s::{t}[]' for t in _PG_PROFILE_TYPES)}) "
+    f"AS v(id, {', '.join(PROFILE_COLUMNS)}) WHERE contacts.id = v.id"
+)
+_PG_INSERT_LINKS = (
+    "INSERT INTO contact_tags (contact_id, tag_id, organization_id, tagged_at, created_at, expired_at) "
+    "SELECT v.contact_id, v.tag_id, %s, %s, %s, v.expired_at "
+    "FROM unnest(%s::bigint[], %s::bigint[], %s::timestamptz[]) AS v(contact_id, tag_id, expired_at) "
+    "ON CONFLICT (contact_id, tag_id) DO NOTHING"
+)
 
 
 def apply_rows(session: Session, organization_id: int, import_key: str, rows: list[dict[str, Any]],
@@ -385,21 +395,23 @@ def apply_rows(session: Session, organization_id: int, import_key: str, rows: li
 def _apply_chunk(session: Session, organization_id: int, import_key: str, rows: list[dict[str, Any]],
                  global_tags: list[str], tag_info: dict[str, tuple[int, int | None]], outcome: Outcome) -> None:
     now = utcnow()
-    key_column = getattr(Contact, import_key)
+    pg = _is_postgres(session)
     keys = [row[import_key] for row in rows]
     existing: dict[str, dict[str, Any]] = {}
-    for record in session.execute(
+    records = session.execute(
         select(*_SELECT_COLUMNS)
-        .where(Contact.organization_id == organization_id, key_column.in_(keys))
-        .order_by(Contact.id)
-    ).mappings():
-        existing[record[import_key]] = dict(record)  # several matches: the newest contact wins
+        .where(Contact.organization_id == organization_id, _one_of(session, f"contacts.{import_key}", keys))
+    ).mappings().all()
+    # Several matches: the newest contact wins. (Sorted here: an ORDER BY id lets SQLite pick the
+    # (organization_id, id) index and walk the whole organisation instead of the key index.)
+    for record in sorted(records, key=lambda r: r["id"]):
+        existing[record[import_key]] = dict(record)
+    del records
 
     updates: dict[int, dict[str, Any]] = {}  # contact id -> final values
     changes: list[tuple[int, str, Any, Any]] = []  # (contact id, field, old, new)
     contacts: dict[int, dict[str, Any]] = {}  # contact id -> values, for events
     targets: list[tuple[int, dict[str, Any], bool]] = []  # (contact id, row, created)
-    new_rows: list[dict[str, Any]] = []
     new_source: list[dict[str, Any]] = []
     for row in rows:
         found = existing.get(row[import_key])
@@ -407,11 +419,6 @@ def _apply_chunk(session: Session, organization_id: int, import_key: str, rows: 
             outcome.mismatched.append(row)
             continue
         if found is None:
-            values = {column: row.get(column) for column in PROFILE_COLUMNS}
-            if values["display_name"] is None:
-                values["display_name"] = values["line_display_name"]
-            new_rows.append({"organization_id": organization_id, "line_uid": None, "status": CREATED_STATUS,
-                             "created_at": now, "updated_at": now, **values})
             new_source.append(row)
             continue
         final = {column: found[column] for column in PROFILE_COLUMNS}
@@ -429,16 +436,24 @@ def _apply_chunk(session: Session, organization_id: int, import_key: str, rows: 
                     changes.append((contact_id, column, found[column], final[column]))
         targets.append((contact_id, row, False))
         outcome.updated += 1
+    # A new contact's profile: the row's non-blank fields; display_name falls back to line_display_name.
+    new_values = [
+        (row.get("line_display_name"), row.get("display_name") or row.get("line_display_name"), row.get("email"),
+         row.get("mobile"), row.get("customer_id"), row.get("gender"), row.get("birthday"))
+        for row in new_source
+    ]
 
     pending_events: list[Any] = []
     # One customer id names one person: whoever held a customer id given here loses it.
     given: dict[str, int | None] = {new: cid for cid, column, _old, new in changes
                                     if column == "customer_id" and new is not None}
-    given.update({r["customer_id"]: None for r in new_rows if r["customer_id"] is not None})
+    if import_key != "customer_id":
+        # (With customer_id as the key, a new row's id was just looked up: nobody holds it.)
+        given.update({values[4]: None for values in new_values if values[4] is not None})
     if given:
         holders = session.execute(
             select(Contact.id, Contact.line_uid, Contact.customer_id)
-            .where(Contact.organization_id == organization_id, Contact.customer_id.in_(list(given)))
+            .where(Contact.organization_id == organization_id, _one_of(session, "contacts.customer_id", list(given)))
         ).all()
         unbind: list[dict[str, Any]] = []
         for holder_id, line_uid, customer_id in holders:
@@ -463,8 +478,7 @@ def _apply_chunk(session: Session, organization_id: int, import_key: str, rows: 
             )
 
     if updates:
-        _driver_executemany(session, _UPDATE_CONTACTS, [
-            (*(final[c] for c in PROFILE_COLUMNS), now, cid) for cid, final in updates.items()])
+        _update_contacts(session, pg, updates, now)
     for contact_id, column, old, new in changes:
         info = contacts[contact_id]
         pending_events.append(events.profile_event(line_uid=info["line_uid"], customer_id=info["customer_id"],
@@ -473,34 +487,85 @@ def _apply_chunk(session: Session, organization_id: int, import_key: str, rows: 
         # contact.profile.<field>.update, batched: the same rows contact_profile_updated writes.
         events.emit_many(session, organization_id, pending_events)
 
-    if new_rows:
-        # A plain executemany, then the new ids read back by key: RETURNING with parameter
-        # order makes SQLAlchemy insert row by row on SQLite.
-        floor = session.scalar(select(func.coalesce(func.max(Contact.id), 0))) or 0
-        _driver_executemany(session, _INSERT_CONTACTS,
-                            [tuple(r[c] for c in _INSERT_CONTACT_COLUMNS) for r in new_rows])
-        new_ids = dict(session.execute(
-            select(key_column, Contact.id).where(
-                Contact.organization_id == organization_id, Contact.id > floor,
-                key_column.in_([row[import_key] for row in new_source]))
-        ).all())
-        for row, values in zip(new_source, new_rows, strict=True):
-            contact_id = new_ids[row[import_key]]
-            contacts[contact_id] = {"line_uid": None, "customer_id": values["customer_id"]}
+    created_customer: dict[int, str | None] = {}
+    if new_source:
+        new_ids = _insert_contacts(session, pg, organization_id, import_key, new_source, new_values, now)
+        for contact_id, row, values in zip(new_ids, new_source, new_values, strict=True):
+            created_customer[contact_id] = values[4]
             targets.append((contact_id, row, True))
-        outcome.created += len(new_rows)
+        outcome.created += len(new_source)
 
     if tag_info and targets:
-        _apply_tags(session, organization_id, targets, global_tags, tag_info, contacts, now)
+        def who(contact_id: int) -> tuple[str | None, str | None]:
+            if contact_id in created_customer:
+                return None, created_customer[contact_id]
+            info = contacts[contact_id]
+            return info["line_uid"], info["customer_id"]
+
+        _apply_tags(session, pg, organization_id, targets, global_tags, tag_info, who, now)
 
 
-def _apply_tags(session: Session, organization_id: int, targets: list[tuple[int, dict[str, Any], bool]],
+def _update_contacts(session: Session, pg: bool, updates: dict[int, dict[str, Any]], now: datetime) -> None:
+    connection = session.connection()
+    if pg:
+        columns: list[list[Any]] = [list(updates)]
+        columns += [[final[c] for final in updates.values()] for c in PROFILE_COLUMNS]
+        connection.exec_driver_sql(_PG_UPDATE_CONTACTS, (now, *columns))
+        return
+    stamp = _sqlite_time(now)
+    rows = []
+    for contact_id, final in updates.items():
+        values = [final[c] for c in PROFILE_COLUMNS]
+        values[_BIRTHDAY] = _sqlite_date(values[_BIRTHDAY])
+        rows.append((*values, stamp, contact_id))
+    connection.exec_driver_sql(_SQLITE_UPDATE_CONTACTS, rows)  # type: ignore[arg-type]
+
+
+def _insert_contacts(session: Session, pg: bool, organization_id: int, import_key: str,
+                     source: list[dict[str, Any]], values: list[tuple[Any, ...]], now: datetime) -> list[int]:
+    """Insert the new contacts; their ids, in the order of ``source``."""
+    connection = session.connection()
+    if pg:
+        # Each new row's key is distinct (validated), so RETURNING the key maps ids back exactly.
+        columns = [list(column) for column in zip(*values, strict=True)]
+        returned = connection.exec_driver_sql(
+            _PG_INSERT_CONTACTS.replace("{key}", import_key),
+            (organization_id, CREATED_STATUS, now, now, *columns),
+        ).all()
+        ids = {key: contact_id for contact_id, key in returned}
+        return [ids[row[import_key]] for row in source]
+    # SQLite: this transaction holds the database's write lock (BEGIN IMMEDIATE), so the rows
+    # past the highest id are exactly these, numbered in insertion order.
+    floor = connection.exec_driver_sql("SELECT coalesce(max(id), 0) FROM contacts").scalar() or 0
+    stamp = _sqlite_time(now)
+    connection.exec_driver_sql(_SQLITE_INSERT_CONTACTS, [  # type: ignore[arg-type]
+        (organization_id, None, CREATED_STATUS, stamp, stamp, *v[:_BIRTHDAY], _sqlite_date(v[_BIRTHDAY]))
+        for v in values
+    ])
+    new_ids = [r[0] for r in connection.exec_driver_sql("SELECT id FROM contacts WHERE id > ? ORDER BY id",
+                                                        (floor,))]
+    if len(new_ids) != len(source):  # never expected; fall back to reading them back by key
+        by_key = dict(session.execute(
+            select(getattr(Contact, import_key), Contact.id).where(
+                Contact.organization_id == organization_id, Contact.id > floor,
+                _one_of(session, f"contacts.{import_key}", [row[import_key] for row in source]))
+        ).all())
+        new_ids = [by_key[row[import_key]] for row in source]
+    return new_ids
+
+
+def _apply_tags(session: Session, pg: bool, organization_id: int, targets: list[tuple[int, dict[str, Any], bool]],
                 global_tags: list[str], tag_info: dict[str, tuple[int, int | None]],
-                contacts: dict[int, dict[str, Any]], now: datetime) -> None:
+                who: Any, now: datetime) -> None:
     wanted: dict[tuple[int, int], str] = {}
+    global_ids = [(tag_info[name][0], name) for name in global_tags]
     for contact_id, row, _created in targets:
-        for name in (*global_tags, *row.get("tags", ())):
-            wanted[(contact_id, tag_info[name][0])] = name
+        for tag_id, name in global_ids:
+            wanted[(contact_id, tag_id)] = name
+        names = row.get("tags")
+        if names:
+            for name in names:
+                wanted[(contact_id, tag_info[name][0])] = name
     if not wanted:
         return
     old_ids = [cid for cid, _row, created in targets if not created]
@@ -509,20 +574,19 @@ def _apply_tags(session: Session, organization_id: int, targets: list[tuple[int,
         tag_ids = sorted({tid for tid, _days in tag_info.values()})
         for contact_id, tag_id, expired_at in session.execute(
             select(ContactTag.contact_id, ContactTag.tag_id, ContactTag.expired_at)
-            .where(ContactTag.contact_id.in_(old_ids), ContactTag.tag_id.in_(tag_ids))
+            .where(_one_of(session, "contact_tags.contact_id", old_ids), ContactTag.tag_id.in_(tag_ids))
         ):
             present[(contact_id, tag_id)] = expired_at
-    inserts: list[dict[str, Any]] = []
+    expiry = {name: now + timedelta(days=days) if days else None for name, (_tid, days) in tag_info.items()}
+    inserts: list[tuple[int, int, datetime | None]] = []
     renew: list[dict[str, Any]] = []
     expiries: set[datetime] = set()
     for (contact_id, tag_id), name in wanted.items():
-        days = tag_info[name][1]
-        expired_at = now + timedelta(days=days) if days else None
+        expired_at = expiry[name]
         if expired_at is not None:
             expiries.add(expired_at)
         if (contact_id, tag_id) not in present:
-            inserts.append({"contact_id": contact_id, "tag_id": tag_id, "organization_id": organization_id,
-                            "tagged_at": now, "created_at": now, "expired_at": expired_at})
+            inserts.append((contact_id, tag_id, expired_at))
             continue
         old_expiry = present[(contact_id, tag_id)]
         lapsed = old_expiry is not None and old_expiry <= now
@@ -531,9 +595,18 @@ def _apply_tags(session: Session, organization_id: int, targets: list[tuple[int,
         renew.append({"k_contact": contact_id, "k_tag": tag_id, "k_expired": expired_at, "k_created": now,
                       "k_lapsed": lapsed})
     if inserts:
-        _driver_executemany(session, _INSERT_LINKS, [
-            (r["contact_id"], r["tag_id"], r["organization_id"], r["tagged_at"], r["created_at"], r["expired_at"])
-            for r in inserts])
+        connection = session.connection()
+        if pg:
+            connection.exec_driver_sql(_PG_INSERT_LINKS, (
+                organization_id, now, now, [i[0] for i in inserts], [i[1] for i in inserts],
+                [i[2] for i in inserts]))
+        else:
+            stamp = _sqlite_time(now)
+            stored = {name: _sqlite_time(e) for name, e in expiry.items()}
+            by_time = {e: stored[name] for name, e in expiry.items()}
+            connection.exec_driver_sql(_SQLITE_INSERT_LINKS, [  # type: ignore[arg-type]
+                (contact_id, tag_id, organization_id, stamp, stamp, by_time[expired_at])
+                for contact_id, tag_id, expired_at in inserts])
     if renew:
         table = ContactTag.__table__
         stmt = (
@@ -557,11 +630,12 @@ def _apply_tags(session: Session, organization_id: int, targets: list[tuple[int,
         schedule_expiry_sweep(session, organization_id, expired_at)
     # contact.tag.add, batched (the rows contact_tag_added writes). As the webhooks entry point
     # documents (file 004), it fires for every tagging, also when the contact had the tag.
-    events.emit_many(session, organization_id, [
-        events.tag_event("contact.tag.add", line_uid=contacts[contact_id]["line_uid"],
-                         customer_id=contacts[contact_id]["customer_id"], tag_id=tag_id, tag_name=name)
+    # A generator: nothing is built when the organisation has no webhook endpoint.
+    events.emit_many(session, organization_id, (
+        events.tag_event("contact.tag.add", line_uid=line_uid, customer_id=customer_id, tag_id=tag_id, tag_name=name)
         for (contact_id, tag_id), name in wanted.items()
-    ])
+        for line_uid, customer_id in (who(contact_id),)
+    ))
 
 
 # -- the task ---------------------------------------------------------------------------
