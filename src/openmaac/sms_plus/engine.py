@@ -20,7 +20,7 @@ import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -38,6 +38,7 @@ from openmaac.jobs.queue import enqueue
 from openmaac.jobs.registry import JobContext, RetryLater, handler
 from openmaac.sms_plus import points
 from openmaac.sms_plus import service as svc
+from openmaac.sms_plus import whatsapp as wa
 from openmaac.sms_plus.models import PnpMessage, PnpSetting
 from openmaac.sms_plus.settings import SMS_RETRY_INTERVAL_MINUTES, minutes
 from openmaac.templates.models import MessageTemplate
@@ -84,7 +85,7 @@ def status_data(message: PnpMessage, setting: PnpSetting, tz: Any) -> dict[str, 
         "sms_status": message.sms_status,
         "sms_delivered_at": render(message.sms_delivered_at, tz),
         "sms_error_category": message.sms_error_category,
-    }
+    } | (svc.whatsapp_fields(message, tz) if setting.whatsapp_enabled or message.whatsapp_status else {})
 
 
 def _tz(session: Session, organization_id: int) -> Any:
@@ -145,7 +146,7 @@ def change(session: Session, message: PnpMessage, setting: PnpSetting, **fields:
 
 def delivered(message: PnpMessage) -> bool:
     return (message.line_push_status == svc.LINE_PUSH_DELIVERED or message.pnp_status == svc.PNP_DELIVERED
-            or message.sms_status == svc.SMS_DELIVERED)
+            or message.sms_status == svc.SMS_DELIVERED or message.whatsapp_status == svc.WHATSAPP_DELIVERED)
 
 
 def finish(session: Session, message: PnpMessage, setting: PnpSetting) -> None:
@@ -158,13 +159,17 @@ def finish(session: Session, message: PnpMessage, setting: PnpSetting) -> None:
         message.points_held = 0
     if message.line_push_status == svc.LINE_PUSH_DELIVERED or message.pnp_status == svc.PNP_DELIVERED:
         bump_metric(session, setting.id, pnp=1)
-    elif message.sms_status != svc.SMS_DELIVERED:
+    elif message.sms_status != svc.SMS_DELIVERED and message.whatsapp_status != svc.WHATSAPP_DELIVERED:
         bump_metric(session, setting.id, fail=1)
     session.flush()
 
 
 def sms_possible(message: PnpMessage, setting: PnpSetting) -> bool:
     return bool(setting.fallback_enabled and not message.hashed_input and message.sms_text is not None)
+
+
+def whatsapp_possible(message: PnpMessage, setting: PnpSetting) -> bool:
+    return svc.whatsapp_template(setting, message.params, message.hashed_input) is not None
 
 
 def line_pending(message: PnpMessage) -> bool:
@@ -175,7 +180,8 @@ def line_pending(message: PnpMessage) -> bool:
 def finish_if_nothing_left(session: Session, message: PnpMessage, setting: PnpSetting) -> None:
     if delivered(message):
         finish(session, message, setting)
-    elif not line_pending(message) and not sms_possible(message, setting):
+    elif not line_pending(message) and not sms_possible(message, setting) \
+            and not whatsapp_possible(message, setting):
         finish(session, message, setting)
 
 
@@ -415,8 +421,104 @@ def _sms_error_fields(category: ErrorCategory | None, *, at_send: bool) -> dict[
     return {"sms_status": svc.SMS_FAILED if at_send else svc.SMS_UNDELIVERABLE, "sms_error_category": "others"}
 
 
+SEND_GRACE_SECONDS = 30.0  # an upstream send not finished after this long died with its process
+
+
+def _leaving_line(message: PnpMessage) -> dict[str, Any]:
+    """The LINE fields of a message moving on to WhatsApp or SMS (no delivery by now)."""
+    fields: dict[str, Any] = {}
+    if message.pnp_status in (svc.PNP_PREPARING, svc.PNP_ACCEPTED):
+        fields["pnp_status"] = svc.PNP_UNDELIVERABLE
+    if message.line_push_status == svc.LINE_PUSH_PREPARING:
+        fields["line_push_status"] = svc.LINE_PUSH_UNDELIVERABLE
+        fields["line_push_error_category"] = "others"
+    return fields
+
+
+def _remaining(until: datetime | None, now: datetime) -> float:
+    return 0.0 if until is None else max((until - now).total_seconds(), 0.0)
+
+
+@dataclass
+class _WhatsAppSend:
+    phone: str
+    template: dict[str, Any]
+    reference: str
+
+
+def _whatsapp_step(session: Session, message: PnpMessage, setting: PnpSetting, wait_minutes: float,
+                   now: datetime) -> float | _WhatsAppSend | None:
+    """Inside the fallback's transaction: start the WhatsApp send, wait for its outcome (a float:
+    seconds), or None when WhatsApp is over (not delivered) and the message goes on."""
+    status = message.whatsapp_status
+    if message.send_started_at is not None:
+        if (now - message.send_started_at).total_seconds() < SEND_GRACE_SECONDS:
+            return 0.5  # under way in another run
+        # The send died mid-call: WhatsApp cannot be asked whether it took the message and a
+        # second send could reach the person twice, so wait for a status webhook (they carry
+        # our reference) until the deadline, as for an accepted message.
+        if now < (message.fallback_at or now):
+            return _remaining(message.fallback_at, now)
+    elif status in (None, svc.WHATSAPP_PREPARING):
+        template = svc.whatsapp_template(setting, message.params, message.hashed_input)
+        assert template is not None
+        fields = {"status": svc.WHATSAPP_PREPARING, "whatsapp_status": svc.WHATSAPP_PREPARING,
+                  **_leaving_line(message)}
+        if status is None:
+            change(session, message, setting, **fields)
+        else:  # a WhatsApp-first message: its whatsapp_preparing was emitted when it was created
+            for key, value in fields.items():
+                setattr(message, key, value)
+        message.fallback_at = now + minutes(wait_minutes)
+        message.send_started_at = now
+        return _WhatsAppSend(message.phone_number, template, wa.reference(message.id))
+    elif status == svc.WHATSAPP_ACCEPTED and now < (message.fallback_at or now):
+        return _remaining(message.fallback_at, now)
+    if status in (svc.WHATSAPP_PREPARING, svc.WHATSAPP_ACCEPTED):
+        message.send_started_at = None
+        change(session, message, setting, status=svc.WHATSAPP_UNDELIVERABLE,
+               whatsapp_status=svc.WHATSAPP_UNDELIVERABLE, whatsapp_error_category=wa.CALLBACK_TIMEOUT)
+    return None
+
+
+def _send_whatsapp(message_id: int, config: Any, plan: _WhatsAppSend) -> float | None:
+    from openmaac.sms_plus import providers
+
+    with providers.open_whatsapp(config) as client:
+        result = client.send_template(plan.phone, plan.template["template_name"], plan.template["language"],
+                                      wa.components(plan.template.get("template_data")), reference=plan.reference)
+    with get_database().write() as session:
+        loaded = _load(session, message_id, lock=True)
+        if loaded is None:
+            return None
+        message, setting = loaded
+        message.send_started_at = None
+        if result.provider_message_id and not message.whatsapp_message_id:
+            message.whatsapp_message_id = result.provider_message_id
+        if message.finished:
+            return None
+        now = utcnow()
+        if result.accepted:
+            if message.whatsapp_status == svc.WHATSAPP_PREPARING:
+                change(session, message, setting, status=svc.WHATSAPP_ACCEPTED, whatsapp_status=svc.WHATSAPP_ACCEPTED)
+            if message.whatsapp_status == svc.WHATSAPP_ACCEPTED:
+                return _remaining(message.fallback_at, now)
+            return 0.0  # a failed status got here first: on to SMS
+        if message.whatsapp_status == svc.WHATSAPP_PREPARING:
+            change(session, message, setting, status=svc.WHATSAPP_FAILED, whatsapp_status=svc.WHATSAPP_FAILED,
+                   whatsapp_error_category=wa.category_of(result.error_category))
+        return 0.0  # on to SMS, or the end
+
+
+def _claimed(message_id: int, sids: list[str]) -> set[str]:
+    with get_database().read() as session:
+        return set(session.scalars(select(PnpMessage.sms_provider_message_id).where(
+            PnpMessage.sms_provider_message_id.in_(sids), PnpMessage.id != message_id)))
+
+
 def run_fallback(message_id: int) -> float | None:
-    """The fallback timer (and SMS retries). Returns seconds until it must run again, or None."""
+    """The fallback timer: WhatsApp (when the scenario has it), then SMS (and its retries).
+    Returns seconds until it must run again, or None."""
     from openmaac.sms_plus import providers
 
     database = get_database()
@@ -432,63 +534,111 @@ def run_fallback(message_id: int) -> float | None:
             return None
         in_flight = message.pnp_status == svc.PNP_PREPARING or message.line_push_status == svc.LINE_PUSH_PREPARING
         if in_flight and (utcnow() - message.updated_at).total_seconds() < LINE_STEP_GRACE_SECONDS:
-            return 0.5  # the LINE call is still under way: its outcome decides what the SMS replaces
-        if not sms_possible(message, setting):
-            fields: dict[str, Any] = {}
-            if message.pnp_status in (svc.PNP_PREPARING, svc.PNP_ACCEPTED):
-                fields = {"status": svc.PNP_UNDELIVERABLE, "pnp_status": svc.PNP_UNDELIVERABLE}
-            elif message.line_push_status == svc.LINE_PUSH_PREPARING:
-                fields = {"status": svc.LINE_PUSH_UNDELIVERABLE, "line_push_status": svc.LINE_PUSH_UNDELIVERABLE,
-                          "line_push_error_category": "others"}
-            if fields:
-                change(session, message, setting, **fields)
-            finish(session, message, setting)
-            return None
+            return 0.5  # the LINE call is still under way: its outcome decides what comes next
         config = providers.config_of(session, message.organization_id)
         now = utcnow()
-        fields = {}
-        if message.sms_status is None or message.sms_reference is None:
-            fields = {"status": svc.SMS_PREPARING, "sms_status": svc.SMS_PREPARING, "sms_attempts": 1,
-                      "sms_reference": f"pnp{message.id}r1",
-                      "sms_retry_until": now + minutes(config.retry_window_minutes)}
-            if message.pnp_status in (svc.PNP_PREPARING, svc.PNP_ACCEPTED):
-                fields["pnp_status"] = svc.PNP_UNDELIVERABLE
-            if message.line_push_status == svc.LINE_PUSH_PREPARING:
-                fields["line_push_status"] = svc.LINE_PUSH_UNDELIVERABLE
-                fields["line_push_error_category"] = "others"
-            if message.sms_status == svc.SMS_PREPARING:
-                # an SMS-only scenario starts in sms_preparing: no second status event
-                for key, value in fields.items():
-                    setattr(message, key, value)
-                fields = {}
+        if message.sms_status is None and message.whatsapp_status not in svc.WHATSAPP_FINAL \
+                and whatsapp_possible(message, setting):
+            step = _whatsapp_step(session, message, setting, config.whatsapp_wait_minutes, now)
+            if isinstance(step, _WhatsAppSend):
+                whatsapp_plan: _WhatsAppSend | None = step
+            elif step is not None:
+                return step
             else:
-                change(session, message, setting, **fields)
-        elif message.sms_status == svc.SMS_TEMPORARY_ERROR:
-            attempt = message.sms_attempts + 1
-            message.sms_attempts = attempt
-            message.sms_reference = f"pnp{message.id}r{attempt}"
-            message.sms_provider_message_id = None
-        text = message.sms_text or ""
-        if "{{" in text:
-            from openmaac.sms_plus.join_links import links_for
+                whatsapp_plan = None
+        else:
+            whatsapp_plan = None
+        if whatsapp_plan is None:
+            if not sms_possible(message, setting):
+                fields = _leaving_line(message)
+                if "pnp_status" in fields:
+                    fields["status"] = fields["pnp_status"]
+                elif "line_push_status" in fields:
+                    fields["status"] = fields["line_push_status"]
+                if fields:
+                    change(session, message, setting, **fields)
+                message.send_started_at = None
+                finish(session, message, setting)
+                return None
+            unknown_since: datetime | None = None
+            if message.send_started_at is not None and (now - message.send_started_at).total_seconds() \
+                    < SEND_GRACE_SECONDS:
+                return 0.5  # a send is under way in another run
+            if message.send_started_at is not None and message.sms_reference is not None \
+                    and message.sms_status in (svc.SMS_PREPARING, svc.SMS_TEMPORARY_ERROR):
+                # an SMS send died mid-call (or got no answer): look its outcome up before sending again
+                unknown_since = message.send_started_at
+            else:
+                message.send_started_at = None
+                _start_sms_attempt(session, message, setting, config, now)
+                message.send_started_at = now
+            text = message.sms_text or ""
+            if "{{" in text:
+                from openmaac.sms_plus.join_links import links_for
 
-            text = svc.render_text(text, {}, {svc.JOIN_LINK: links_for(session, message.organization_id,
-                                                                        message.id, "sms")})
-            message.sms_text = text
-        reference = message.sms_reference
-        phone = message.phone_number
+                text = svc.render_text(text, {}, {svc.JOIN_LINK: links_for(session, message.organization_id,
+                                                                            message.id, "sms")})
+                message.sms_text = text
+            reference = message.sms_reference
+            phone = message.phone_number
         session.flush()
+    if whatsapp_plan is not None:
+        return _send_whatsapp(message_id, config, whatsapp_plan)
     assert reference is not None
     with providers.open_provider(config) as provider:
-        result = provider.send(phone, text, reference=reference,
-                               callback_url=providers.callback_url(config))
-    with database.write() as session:
+        result = None
+        if unknown_since is not None:
+            try:
+                result = providers.find_unknown_send(provider, phone, text, unknown_since,
+                                                     lambda sids: _claimed(message_id, sids))
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                log.warning("SMS+ message %s: cannot look up an unfinished send yet: %s", message_id, exc)
+                return max(minutes(SMS_RETRY_INTERVAL_MINUTES).total_seconds(), 1.0)
+        if result is None:
+            result = provider.send(phone, text, reference=reference, callback_url=providers.callback_url(config))
+    return _record_sms_send(message_id, config, reference, result)
+
+
+def _start_sms_attempt(session: Session, message: PnpMessage, setting: PnpSetting, config: Any,
+                       now: datetime) -> None:
+    """A new SMS attempt: the first (``sms_preparing``, a new reference) or a retry after a
+    temporary error (the next reference)."""
+    if message.sms_status is None or message.sms_reference is None:
+        fields: dict[str, Any] = {"status": svc.SMS_PREPARING, "sms_status": svc.SMS_PREPARING, "sms_attempts": 1,
+                                  "sms_reference": f"pnp{message.id}r1",
+                                  "sms_retry_until": now + minutes(config.retry_window_minutes),
+                                  **_leaving_line(message)}
+        if message.sms_status == svc.SMS_PREPARING:
+            # an SMS-only scenario starts in sms_preparing: no second status event
+            for key, value in fields.items():
+                setattr(message, key, value)
+        else:
+            change(session, message, setting, **fields)
+    elif message.sms_status == svc.SMS_TEMPORARY_ERROR:
+        attempt = message.sms_attempts + 1
+        message.sms_attempts = attempt
+        message.sms_reference = f"pnp{message.id}r{attempt}"
+        message.sms_provider_message_id = None
+
+
+def _record_sms_send(message_id: int, config: Any, reference: str, result: Any) -> float | None:
+    with get_database().write() as session:
         loaded = _load(session, message_id, lock=True)
         if loaded is None:
             return None
         message, setting = loaded
         if message.sms_reference != reference:
             return None
+        if not result.accepted and result.outcome_unknown \
+                and message.sms_status in (svc.SMS_PREPARING, svc.SMS_TEMPORARY_ERROR) \
+                and message.sms_retry_until is not None and utcnow() < message.sms_retry_until:
+            # no answer (it may have been taken): keep the attempt open, look it up next time
+            message.send_started_at = utcnow() - timedelta(seconds=SEND_GRACE_SECONDS)
+            if message.sms_status != svc.SMS_TEMPORARY_ERROR:
+                change(session, message, setting, status=svc.SMS_TEMPORARY_ERROR,
+                       sms_status=svc.SMS_TEMPORARY_ERROR, sms_error_category=None)
+            return max(minutes(SMS_RETRY_INTERVAL_MINUTES).total_seconds(), 0.05)
+        message.send_started_at = None
         message.sms_provider = config.provider
         if result.provider_message_id and not message.sms_provider_message_id:
             message.sms_provider_message_id = result.provider_message_id
@@ -527,7 +677,7 @@ def run_fallback(message_id: int) -> float | None:
 def fallback_job(payload: dict[str, Any], _context: JobContext) -> None:
     again = run_fallback(int(payload["message_id"]))
     if again is not None:
-        raise RetryLater(again, "SMS temporary error: retry")
+        raise RetryLater(again, "SMS+ fallback: waiting for an outcome or retrying")
 
 
 @handler(SMS_TIMEOUT)
@@ -594,4 +744,73 @@ def apply_sms_report(organization_id: int, report: DeliveryReport) -> bool:
         fields["status"] = fields["sms_status"]
         change(session, message, setting, **fields)
         finish(session, message, setting)
+        return True
+
+
+# --- WhatsApp status webhooks ----------------------------------------------------------------------
+
+def whatsapp_message_org(reference: str | None, provider_message_id: str | None) -> int | None:
+    """The organisation of the message a WhatsApp status is about (to pick the app secret that
+    must have signed it)."""
+    message_id = wa.message_id_of(reference)
+    with get_database().read() as session:
+        if message_id is not None:
+            org = session.scalar(select(PnpMessage.organization_id).where(PnpMessage.id == message_id))
+            if org is not None:
+                return int(org)
+        if provider_message_id:
+            org = session.scalar(select(PnpMessage.organization_id).where(
+                PnpMessage.whatsapp_message_id == provider_message_id).limit(1))
+            if org is not None:
+                return int(org)
+    return None
+
+
+def apply_whatsapp_report(organization_id: int, report: DeliveryReport) -> bool:
+    """Apply one verified WhatsApp status (sent / delivered / read / failed). True when it matched."""
+    with get_database().write() as session:
+        message: PnpMessage | None = None
+        message_id = wa.message_id_of(report.reference)
+        if message_id is not None:
+            message = session.scalar(select(PnpMessage).where(PnpMessage.organization_id == organization_id,
+                                                              PnpMessage.id == message_id))
+        if message is None and report.provider_message_id:
+            message = session.scalar(select(PnpMessage).where(
+                PnpMessage.organization_id == organization_id,
+                PnpMessage.whatsapp_message_id == report.provider_message_id).limit(1))
+        if message is None:
+            return False
+        loaded = _load(session, message.id, lock=True)
+        if loaded is None:
+            return False
+        message, setting = loaded
+        if report.provider_message_id and not message.whatsapp_message_id:
+            message.whatsapp_message_id = report.provider_message_id
+        current = message.whatsapp_status
+        if current is None or current == svc.WHATSAPP_DELIVERED:
+            return True
+        # the message's own status follows WhatsApp only while WhatsApp is its latest channel
+        leading = message.sms_status is None and not message.finished
+        if report.status is DeliveryStatus.SENT:
+            if current == svc.WHATSAPP_PREPARING:
+                change(session, message, setting, **({"status": svc.WHATSAPP_ACCEPTED} if leading else {}),
+                       whatsapp_status=svc.WHATSAPP_ACCEPTED)
+            return True
+        if report.status is DeliveryStatus.DELIVERED:
+            change(session, message, setting, **({"status": svc.WHATSAPP_DELIVERED} if leading else {}),
+                   whatsapp_status=svc.WHATSAPP_DELIVERED, whatsapp_delivered_at=utcnow(),
+                   whatsapp_error_category=None)
+            if leading:
+                finish(session, message, setting)
+            return True
+        if current not in (svc.WHATSAPP_PREPARING, svc.WHATSAPP_ACCEPTED):
+            return True  # already failed or timed out: a late failure changes nothing
+        change(session, message, setting, **({"status": svc.WHATSAPP_UNDELIVERABLE} if leading else {}),
+               whatsapp_status=svc.WHATSAPP_UNDELIVERABLE,
+               whatsapp_error_category=wa.category_of(report.error_category))
+        if leading:
+            # on to SMS (or the end) now, not at the WhatsApp deadline
+            message.fallback_at = utcnow()
+            enqueue(session, FALLBACK, {"message_id": message.id}, organization_id=organization_id,
+                    run_at=utcnow(), unique_key=f"{FALLBACK}:{message.id}:whatsapp")
         return True

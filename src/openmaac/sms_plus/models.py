@@ -84,6 +84,11 @@ class PnpMessage(Base):
     sms_retry_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     whatsapp_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
     whatsapp_message_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    whatsapp_delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    whatsapp_error_category: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # set while an SMS or WhatsApp send is under way (cleared with its outcome): found set by a later run,
+    # the attempt died mid-call and its outcome must be looked up before sending again
+    send_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     fallback_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -131,6 +136,7 @@ class SmsProviderConfig(Base):
     whatsapp: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     callback_timeout_minutes: Mapped[int] = mapped_column(Integer, default=1440)
     retry_window_minutes: Mapped[int] = mapped_column(Integer, default=60)
+    whatsapp_wait_minutes: Mapped[int] = mapped_column(Integer, default=60)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from openmaac.channels.sms.base import SmsProvider
+from openmaac.channels.sms.base import SendResult, SmsProvider
 from openmaac.channels.sms.mitake import MitakeProvider
 from openmaac.channels.sms.twilio import TwilioProvider
+from openmaac.channels.whatsapp import DEFAULT_API_VERSION, WhatsAppClient
 from openmaac.config import get_settings
 from openmaac.db.base import utcnow
 from openmaac.sms_plus.models import SmsProviderConfig
@@ -40,6 +43,7 @@ WHATSAPP_DEFAULTS = {"phone_number_id": "106540352242922", "access_token": "simu
 SECRET_KEYS = ("auth_token", "password", "access_token", "app_secret")
 DEFAULT_CALLBACK_TIMEOUT_MINUTES = 1440
 DEFAULT_RETRY_WINDOW_MINUTES = 60
+DEFAULT_WHATSAPP_WAIT_MINUTES = 60
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class ProviderConfig:
     callback_timeout_minutes: int = DEFAULT_CALLBACK_TIMEOUT_MINUTES
     retry_window_minutes: int = DEFAULT_RETRY_WINDOW_MINUTES
     stored: bool = False
+    whatsapp_wait_minutes: int = DEFAULT_WHATSAPP_WAIT_MINUTES
 
 
 def simulator_url(name: str) -> str:
@@ -67,7 +72,8 @@ def config_of(session: Session, organization_id: int) -> ProviderConfig:
     whatsapp = {**WHATSAPP_DEFAULTS, "base_url": simulator_url("whatsapp"), **(row.whatsapp or {})}
     return ProviderConfig(organization_id, row.provider, row.base_url or simulator_url(row.provider), credentials,
                           whatsapp=whatsapp, callback_timeout_minutes=row.callback_timeout_minutes,
-                          retry_window_minutes=row.retry_window_minutes, stored=True)
+                          retry_window_minutes=row.retry_window_minutes, stored=True,
+                          whatsapp_wait_minutes=row.whatsapp_wait_minutes)
 
 
 def callback_secret(organization_id: int) -> str:
@@ -111,7 +117,9 @@ def serialize(config: ProviderConfig) -> dict[str, Any]:
         "whatsapp": masked(config.whatsapp),
         "callback_timeout_minutes": config.callback_timeout_minutes,
         "retry_window_minutes": config.retry_window_minutes,
+        "whatsapp_wait_minutes": config.whatsapp_wait_minutes,
         "callback_url": callback_url(config),
+        "whatsapp_webhook_url": whatsapp_webhook_url(config.organization_id),
     }
 
 
@@ -125,7 +133,7 @@ def save(session: Session, organization_id: int, body: dict[str, Any]) -> Provid
     for name, value in (("credentials", credentials), ("whatsapp", whatsapp)):
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             errors[name] = ["Expected an object of strings."]
-    for name in ("callback_timeout_minutes", "retry_window_minutes"):
+    for name in ("callback_timeout_minutes", "retry_window_minutes", "whatsapp_wait_minutes"):
         value = body.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             errors[name] = ["A valid integer is required."]
@@ -148,6 +156,60 @@ def save(session: Session, organization_id: int, body: dict[str, Any]) -> Provid
     row.callback_timeout_minutes = body.get("callback_timeout_minutes") or DEFAULT_CALLBACK_TIMEOUT_MINUTES
     row.retry_window_minutes = body.get("retry_window_minutes") if body.get("retry_window_minutes") is not None \
         else DEFAULT_RETRY_WINDOW_MINUTES
+    row.whatsapp_wait_minutes = body.get("whatsapp_wait_minutes") if body.get("whatsapp_wait_minutes") is not None \
+        else DEFAULT_WHATSAPP_WAIT_MINUTES
     row.updated_at = utcnow()
     session.flush()
     return config_of(session, organization_id)
+
+
+# --- WhatsApp ---------------------------------------------------------------------------------
+
+def whatsapp_webhook_url(organization_id: int | None = None) -> str:
+    """Where WhatsApp status webhooks are received. The built-in simulator posts to the URL
+    without an organisation (messages are found by the reference they carry); an
+    organisation's own Meta app can be pointed at the one with its id."""
+    base = get_settings().public_base_url.rstrip("/") + "/sms_plus/callbacks/whatsapp"
+    return base if organization_id is None else f"{base}/{organization_id}"
+
+
+def open_whatsapp(config: ProviderConfig) -> WhatsAppClient:
+    values = config.whatsapp
+    return WhatsAppClient(values.get("phone_number_id", ""), values.get("access_token", ""),
+                          app_secret=values.get("app_secret") or None,
+                          base_url=values.get("base_url") or simulator_url("whatsapp"),
+                          api_version=values.get("api_version") or DEFAULT_API_VERSION)
+
+
+# --- a send whose outcome is unknown ----------------------------------------------------------
+
+LOOKUP_CLOCK_SKEW_SECONDS = 5.0
+
+
+def find_unknown_send(provider: SmsProvider, to: str, text: str, since: datetime,
+                      claimed: Callable[[list[str]], set[str]]) -> SendResult | None:
+    """A send died mid-call (the process was killed): did the provider take it? Twilio has no
+    idempotency key, so its message list is searched for this number and text created since the
+    attempt began and not already another message's (``claimed`` answers which of the given sids
+    are). Mitake de-duplicates a repeated ``clientid`` itself: None, send again."""
+    if not isinstance(provider, TwilioProvider):
+        return None
+    found = provider.list_messages(to)  # an HTTP error propagates: the caller asks again later
+    floor = since.replace(microsecond=0) - timedelta(seconds=LOOKUP_CLOCK_SKEW_SECONDS)
+    candidates = []
+    for item in found:
+        created = item.get("date_created")
+        try:
+            created_at = parsedate_to_datetime(created) if created else None
+        except (TypeError, ValueError):
+            created_at = None
+        if item.get("body") == text and created_at is not None and created_at >= floor \
+                and item.get("status") not in ("failed", "canceled"):
+            candidates.append((created_at, str(item["sid"])))
+    if not candidates:
+        return None
+    taken = claimed([sid for _at, sid in candidates])
+    for _at, sid in sorted(candidates):
+        if sid not in taken:
+            return SendResult(accepted=True, provider_message_id=sid, duplicate=True)
+    return None

@@ -177,7 +177,7 @@ def push_message(org: OrgContext, body: Any) -> dict[str, Any]:
     except DBAPIError as exc:
         raise svc.text_error(svc.EMIT_FAILED, 503) from exc
     result = engine.RESULT_SUCCESS
-    if first != svc.SMS_PREPARING:
+    if first not in (svc.SMS_PREPARING, svc.WHATSAPP_PREPARING):
         result = engine.run_line_steps(message_id)
         engine.drop_safety_net([message_id])
     return {"id": message_id, "result": result}
@@ -333,8 +333,63 @@ def _apply_callback(provider_name: str, organization_id: int, inbound: InboundRe
 @router.api_route("/sms_plus/callbacks/{provider_name}/{organization_id}", methods=["GET", "POST"],
                   include_in_schema=False)
 async def sms_callback(provider_name: str, organization_id: int, request: Request) -> Response:
+    if provider_name == "whatsapp":  # an organisation's own Meta app (see whatsapp_callback)
+        if request.method == "GET":
+            return await run_in_threadpool(whatsapp_verify, organization_id, request)
+        return await whatsapp_callback(request, organization_id)
     inbound = _inbound(request, await request.body())
     return await run_in_threadpool(_apply_callback, provider_name, organization_id, inbound)
+
+
+def _apply_whatsapp_webhook(route_org: int | None, inbound: InboundRequest) -> Response:
+    """Meta's status webhook: each status names its message by our reference; the organisation
+    owning it must have signed the request (``X-Hub-Signature-256`` with its app secret)."""
+    try:
+        document = orjson.loads(inbound.body)
+    except orjson.JSONDecodeError:
+        return PlainTextResponse("body is not JSON", status_code=400)
+    orgs: set[int] = set()
+    for entry in (document.get("entry") or []) if isinstance(document, dict) else []:
+        for change in entry.get("changes") or []:
+            for status in (change.get("value") or {}).get("statuses") or []:
+                org = engine.whatsapp_message_org(status.get("biz_opaque_callback_data"), status.get("id"))
+                if org is not None and (route_org is None or org == route_org):
+                    orgs.add(org)
+    verified: list[tuple[int, list[Any]]] = []
+    for org in sorted(orgs):
+        with get_database().read() as session:
+            config = providers.config_of(session, org)
+        with providers.open_whatsapp(config) as client:
+            try:
+                verified.append((org, client.parse_status_webhook(inbound)))
+            except CallbackRejected as exc:
+                return PlainTextResponse(exc.reason, status_code=exc.status_code)
+            except ValueError as exc:  # no app secret configured
+                return PlainTextResponse(str(exc), status_code=403)
+    for org, reports in verified:
+        for report in reports:
+            engine.apply_whatsapp_report(org, report)
+    return PlainTextResponse("OK")
+
+
+@router.post("/sms_plus/callbacks/whatsapp", include_in_schema=False)
+async def whatsapp_callback(request: Request, organization_id: int | None = None) -> Response:
+    inbound = _inbound(request, await request.body())
+    return await run_in_threadpool(_apply_whatsapp_webhook, organization_id, inbound)
+
+
+def whatsapp_verify(organization_id: int, request: Request) -> Response:
+    """Meta's subscription handshake: echo ``hub.challenge`` when ``hub.verify_token`` is the
+    organisation's ``whatsapp.verify_token``."""
+    from openmaac.channels.whatsapp import verify_subscription
+
+    with get_database().read() as session:
+        config = providers.config_of(session, organization_id)
+    token = config.whatsapp.get("verify_token")
+    challenge = verify_subscription(dict(request.query_params), token) if token else None
+    if challenge is None:
+        return PlainTextResponse("verify token mismatch", status_code=403)
+    return PlainTextResponse(challenge)
 
 
 # --- join links ----------------------------------------------------------------------------------

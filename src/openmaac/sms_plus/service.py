@@ -51,14 +51,22 @@ SMS_UNDELIVERABLE = "sms_undeliverable"
 SMS_BLOCKED = "sms_blocked"
 SMS_TEMPORARY_ERROR = "sms_temporary_error"
 SMS_CALLBACK_TIMEOUT = "sms_callback_timeout"
+# WhatsApp (openmaac: file 003 names no WhatsApp statuses; see docs/api.md "WhatsApp step")
+WHATSAPP_PREPARING = "whatsapp_preparing"
+WHATSAPP_ACCEPTED = "whatsapp_accepted"
+WHATSAPP_DELIVERED = "whatsapp_delivered"
+WHATSAPP_FAILED = "whatsapp_failed"
+WHATSAPP_UNDELIVERABLE = "whatsapp_undeliverable"
+WHATSAPP_FINAL = (WHATSAPP_DELIVERED, WHATSAPP_FAILED, WHATSAPP_UNDELIVERABLE)
 
 STATUSES = (
     LINE_PUSH_PREPARING, LINE_PUSH_DELIVERED, LINE_PUSH_FAILED, LINE_PUSH_UNDELIVERABLE,
     PNP_PREPARING, PNP_ACCEPTED, PNP_DELIVERED, PNP_FAILED, PNP_UNDELIVERABLE,
     SMS_PREPARING, SMS_ACCEPTED, SMS_DELIVERED, SMS_FAILED, SMS_UNDELIVERABLE, SMS_BLOCKED,
     SMS_TEMPORARY_ERROR, SMS_CALLBACK_TIMEOUT,
+    WHATSAPP_PREPARING, WHATSAPP_ACCEPTED, WHATSAPP_DELIVERED, WHATSAPP_FAILED, WHATSAPP_UNDELIVERABLE,
 )
-DELIVERED = (LINE_PUSH_DELIVERED, PNP_DELIVERED, SMS_DELIVERED)
+DELIVERED = (LINE_PUSH_DELIVERED, PNP_DELIVERED, SMS_DELIVERED, WHATSAPP_DELIVERED)
 
 # --- texts (file 003) -------------------------------------------------------------------------
 
@@ -192,9 +200,10 @@ def save_setting(session: Session, org: OrgContext, changes: dict[str, Any],
         errors["sms_text"] = ["This field is required when fallback_enabled is true."]
     if setting.whatsapp_enabled and not setting.whatsapp_template_name:
         errors["whatsapp_template_name"] = ["This field is required when whatsapp_enabled is true."]
-    if not (setting.line_push_enabled or setting.pnp_enabled or setting.fallback_enabled):
+    if not (setting.line_push_enabled or setting.pnp_enabled or setting.fallback_enabled
+            or setting.whatsapp_enabled):
         errors.setdefault("non_field_errors", []).append(
-            "Enable at least one of line_push_enabled, pnp_enabled and fallback_enabled.")
+            "Enable at least one of line_push_enabled, pnp_enabled, whatsapp_enabled and fallback_enabled.")
     if errors:
         raise field_errors(errors)
     setting.parameters = _parameters_of(setting.pnp_messages or [])
@@ -397,11 +406,27 @@ def join_link_length() -> int:
     return link_length()
 
 
+def whatsapp_template(setting: PnpSetting, params: dict[str, Any] | None, hashed: bool) -> dict[str, Any] | None:
+    """The WhatsApp template a message goes out with, or None when it has no WhatsApp step: the
+    scenario has WhatsApp on, the number is E.164 (a hash cannot be messaged) and a template is
+    named (the request's ``whatsapp``, else the scenario's template and language)."""
+    if not setting.whatsapp_enabled or hashed:
+        return None
+    given = (params or {}).get("whatsapp") or {}
+    name = given.get("template_name") or setting.whatsapp_template_name
+    if not name:
+        return None
+    return {"template_name": str(name), "language": str(given.get("language") or setting.whatsapp_language or "en_US"),
+            "template_data": given.get("template_data") or {}}
+
+
 def initial_status(setting: PnpSetting, recipient: Recipient, *, line_push: bool) -> dict[str, Any]:
     if line_push and setting.line_push_enabled and recipient.line_push_template_id is not None:
         return {"status": LINE_PUSH_PREPARING, "line_push_status": LINE_PUSH_PREPARING}
     if setting.pnp_enabled:
         return {"status": PNP_PREPARING, "pnp_status": PNP_PREPARING}
+    if whatsapp_template(setting, {"whatsapp": recipient.whatsapp}, recipient.hashed) is not None:
+        return {"status": WHATSAPP_PREPARING, "whatsapp_status": WHATSAPP_PREPARING}
     return {"status": SMS_PREPARING, "sms_status": SMS_PREPARING}
 
 
@@ -430,7 +455,7 @@ def create_messages(session: Session, org_id: int, setting: PnpSetting, recipien
             else None,
             sms_text=recipient.sms_text, sms_segments=recipient.sms_segments, points_held=recipient.sms_segments,
             sms_attempts=0, finished=False, delivery_tag=None,
-            fallback_at=now if first["status"] == SMS_PREPARING else fallback_at,
+            fallback_at=now if first["status"] in (SMS_PREPARING, WHATSAPP_PREPARING) else fallback_at,
             created_at=now, updated_at=now, **first,
         )
         session.add(message)
@@ -441,7 +466,7 @@ def create_messages(session: Session, org_id: int, setting: PnpSetting, recipien
     jobs: list[dict[str, Any]] = []
     for message in messages:
         message.delivery_tag = f"openmaac-pnp-{message.id}-{secrets.token_hex(8)}"
-        if message.status != SMS_PREPARING:
+        if message.status not in (SMS_PREPARING, WHATSAPP_PREPARING):
             run_at = now + timedelta(seconds=DISPATCH_SAFETY_NET_SECONDS) if safety_net else now
             jobs.append({"kind": engine.DISPATCH, "payload": {"message_id": message.id},
                          "organization_id": org_id, "run_at": run_at,
@@ -475,8 +500,10 @@ def parse_iso(value: str, tz: ZoneInfo) -> datetime | None:
     return parsed
 
 
-def serialize_message(message: PnpMessage, tz: ZoneInfo) -> dict[str, Any]:
-    return {
+def serialize_message(message: PnpMessage, tz: ZoneInfo, *, whatsapp: bool = False) -> dict[str, Any]:
+    """One record of the status query; ``whatsapp`` (the scenario has WhatsApp on, or the message
+    went through it) appends the WhatsApp fields after the spec's."""
+    body = {
         "phone_number": message.phone_number,
         "pnp_message_id": message.id,
         "status": message.status,
@@ -493,6 +520,15 @@ def serialize_message(message: PnpMessage, tz: ZoneInfo) -> dict[str, Any]:
         "event_id": message.event_id,
         "customized_id": message.customized_id,
     }
+    if whatsapp or message.whatsapp_status is not None:
+        body.update(whatsapp_fields(message, tz))
+    return body
+
+
+def whatsapp_fields(message: PnpMessage, tz: ZoneInfo) -> dict[str, Any]:
+    return {"whatsapp_status": message.whatsapp_status,
+            "whatsapp_delivered_at": render(message.whatsapp_delivered_at, tz),
+            "whatsapp_error_category": message.whatsapp_error_category}
 
 
 def query_messages(session: Session, org: OrgContext, query: dict[str, str]) -> dict[str, Any]:
@@ -520,7 +556,8 @@ def query_messages(session: Session, org: OrgContext, query: dict[str, str]) -> 
     if errors:
         raise field_errors(errors)
     assert setting_id is not None
-    if get_setting(session, org.id, setting_id) is None:
+    setting = get_setting(session, org.id, setting_id)
+    if setting is None:
         raise APIError(404, {"detail": "pnp_setting_id not found"})
     scope = f"pnp_message:{org.id}:{setting_id}"
     stmt = select(PnpMessage).where(
@@ -547,4 +584,4 @@ def query_messages(session: Session, org: OrgContext, query: dict[str, str]) -> 
     if len(rows) > PAGE_SIZE:
         rows = rows[:PAGE_SIZE]
         next_token = encode_token(scope, {"u": rows[-1].updated_at.isoformat(), "id": rows[-1].id})
-    return {"next": next_token, "results": [serialize_message(m, org.tz) for m in rows]}
+    return {"next": next_token, "results": [serialize_message(m, org.tz, whatsapp=setting.whatsapp_enabled) for m in rows]}

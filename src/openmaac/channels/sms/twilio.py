@@ -247,6 +247,17 @@ class TwilioProvider:
         return self._report(str(body["sid"]), str(body.get("status")), None if code is None else str(code),
                             body.get("error_message"), None, body.get("to"), body)
 
+    def list_messages(self, to: str | None = None, page_size: int = 50) -> list[dict[str, Any]]:
+        """The newest page of the account's Message resources (``GET …/Messages.json``, Twilio's
+        list with its ``To`` filter): used to find a message whose send died mid-call."""
+        params: dict[str, str] = {"PageSize": str(page_size)}
+        if to:
+            params["To"] = to
+        response = self._http.get(self.messages_url, params=params, auth=self._auth, headers=self._headers)
+        response.raise_for_status()
+        body = response.json()
+        return [dict(item) for item in body.get("messages") or []]
+
     @staticmethod
     def _report(sid: str, raw_status: str, error_code: str | None, error_message: str | None,
                 reference: str | None, recipient: str | None, raw: Mapping[str, Any]) -> DeliveryReport:

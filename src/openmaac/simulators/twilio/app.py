@@ -252,6 +252,27 @@ def create_app(*, accounts: dict[str, str] | None = None, callback_delay_ms: int
         plan(message, final)
         return JSONResponse(body, status_code=201)
 
+    @api.get(f"/{API_VERSION}/Accounts/{{account_sid}}/Messages.json")
+    async def list_messages(account_sid: str, request: Request) -> Any:
+        """Twilio's list (newest first) with its ``To``/``From`` filters and ``PageSize``; one page."""
+        if not authenticated(request, account_sid):
+            return error(20003, 401)
+        query = request.query_params
+        try:
+            size = max(1, min(int(query.get("PageSize", "50")), 1000))
+        except ValueError:
+            size = 50
+        with world.lock:
+            rows = [m for m in world.messages if m["account_sid"] == account_sid
+                    and (not query.get("To") or m["to"] == query["To"])
+                    and (not query.get("From") or m.get("from") == query["From"])]
+            rows.sort(key=lambda m: m["created"], reverse=True)
+            page = [resource(m) for m in rows[:size]]
+        uri = f"/{API_VERSION}/Accounts/{account_sid}/Messages.json?PageSize={size}&Page=0"
+        return JSONResponse({"messages": page, "end": max(len(page) - 1, 0), "first_page_uri": uri,
+                             "next_page_uri": None, "page": 0, "page_size": size, "previous_page_uri": None,
+                             "start": 0, "uri": uri})
+
     @api.get(f"/{API_VERSION}/Accounts/{{account_sid}}/Messages/{{sid}}.json")
     async def fetch_message(account_sid: str, sid: str, request: Request) -> Any:
         if not authenticated(request, account_sid):
