@@ -132,6 +132,12 @@ def parse_request(body: bytes) -> tuple[str, list[dict[str, Any]], list[str]]:
                 row_errors[str(index)] = {"non_field_errors": [
                     f"Invalid data. Expected a dictionary, but got {_type_name(row)}."]}
             else:
+                for value in row.values():  # the common case first: nothing but strings
+                    if type(value) is not str:
+                        break
+                else:
+                    if "tags" not in row:
+                        continue
                 for name, value in row.items():
                     if name == "tags":
                         if value is not None and (problem := _tag_list_error(value)):
@@ -212,6 +218,12 @@ def _parse_date(text: str) -> date | None:
         return None
 
 
+_PLAIN, _MOBILE, _GENDER, _BIRTHDAY_KIND, _EMAIL, _TAGS = range(6)
+_FIELD_KINDS = {"line_uid": _PLAIN, "line_display_name": _PLAIN, "display_name": _PLAIN, "customer_id": _PLAIN,
+                "email": _EMAIL, "mobile": _MOBILE, "gender": _GENDER, "birthday": _BIRTHDAY_KIND, "tags": _TAGS}
+assert set(_FIELD_KINDS) == set(ROW_FIELDS)
+
+
 def validate_rows(import_key: str, data: list[dict[str, Any]], region: str) -> Validation:
     """Normalise every row; count errors as the spec's failed result does.
 
@@ -222,15 +234,16 @@ def validate_rows(import_key: str, data: list[dict[str, Any]], region: str) -> V
     useless: set[str] = set()
     seen: set[str] = set()
     rows: list[dict[str, Any]] = []
-    known = set(ROW_FIELDS)
+    kinds = _FIELD_KINDS
     for raw in data:
         row: dict[str, Any] = {}
         bad = False
         for name, value in raw.items():
-            if name not in known:
+            kind = kinds.get(name)
+            if kind is None:
                 useless.add(name)
                 continue
-            if name == "tags":
+            if kind == _TAGS:
                 names = [t.strip() for t in (value or []) if isinstance(t, str) and t.strip()]
                 if any(len(t) > 255 for t in names):
                     length += 1
@@ -241,21 +254,26 @@ def validate_rows(import_key: str, data: list[dict[str, Any]], region: str) -> V
             text = (value.strip() or None) if type(value) is str else _text(value)
             if text is None:
                 continue
-            if name == "mobile":
+            if kind == _PLAIN:
+                if len(text) > MAX_LENGTH[name]:
+                    length += 1
+                    bad = True
+                    continue
+            elif kind == _MOBILE:
                 e164 = normalize_mobile(text, region)
                 if e164 is None:
                     mobile += 1
                     bad = True
                     continue
                 text = e164
-            elif name == "gender":
+            elif kind == _GENDER:
                 if text not in GENDERS:
                     text = text.lower()
                     if text not in GENDERS:
                         gender += 1
                         bad = True
                         continue
-            elif name == "birthday":
+            elif kind == _BIRTHDAY_KIND:
                 day = _parse_date(text)
                 if day is None:
                     birthday += 1
@@ -263,13 +281,8 @@ def validate_rows(import_key: str, data: list[dict[str, Any]], region: str) -> V
                 else:
                     row[name] = day
                 continue
-            elif name == "email":
-                if len(text) > 320 or not EMAIL_RE.match(text):
-                    email += 1
-                    bad = True
-                    continue
-            elif len(text) > MAX_LENGTH[name]:
-                length += 1
+            elif len(text) > 320 or not EMAIL_RE.match(text):  # email
+                email += 1
                 bad = True
                 continue
             row[name] = text
@@ -538,20 +551,26 @@ def _insert_contacts(session: Session, pg: bool, organization_id: int, import_ke
     # past the highest id are exactly these, numbered in insertion order.
     floor = connection.exec_driver_sql("SELECT coalesce(max(id), 0) FROM contacts").scalar() or 0
     stamp = _sqlite_time(now)
-    connection.exec_driver_sql(_SQLITE_INSERT_CONTACTS, [  # type: ignore[arg-type]
-        (organization_id, None, CREATED_STATUS, stamp, stamp, *v[:_BIRTHDAY], _sqlite_date(v[_BIRTHDAY]))
-        for v in values
-    ])
-    new_ids = [r[0] for r in connection.exec_driver_sql("SELECT id FROM contacts WHERE id > ? ORDER BY id",
-                                                        (floor,))]
-    if len(new_ids) != len(source):  # never expected; fall back to reading them back by key
-        by_key = dict(session.execute(
-            select(getattr(Contact, import_key), Contact.id).where(
-                Contact.organization_id == organization_id, Contact.id > floor,
-                _one_of(session, f"contacts.{import_key}", [row[import_key] for row in source]))
-        ).all())
-        new_ids = [by_key[row[import_key]] for row in source]
-    return new_ids
+    days: dict[date | None, str | None] = {None: None}  # many rows share a birthday: format each once
+    rows = []
+    for v in values:
+        day = v[_BIRTHDAY]
+        text_day = days.get(day)
+        if text_day is None and day is not None:
+            text_day = days[day] = day.isoformat()
+        rows.append((organization_id, None, CREATED_STATUS, stamp, stamp, *v[:_BIRTHDAY], text_day))
+    connection.exec_driver_sql(_SQLITE_INSERT_CONTACTS, rows)  # type: ignore[arg-type]
+    count, top = connection.exec_driver_sql("SELECT count(*), max(id) FROM contacts WHERE id > ?", (floor,)).one()
+    if count == len(source) and top == floor + count:
+        # Each insert took max(id) + 1: the ids are floor + 1 ... floor + n, in insertion order.
+        return list(range(floor + 1, floor + count + 1))
+    # Never expected (ids near 2**63 are chosen at random): read them back by their distinct keys.
+    by_key = dict(session.execute(
+        select(getattr(Contact, import_key), Contact.id).where(
+            Contact.organization_id == organization_id, Contact.id > floor,
+            _one_of(session, f"contacts.{import_key}", [row[import_key] for row in source]))
+    ).all())
+    return [by_key[row[import_key]] for row in source]
 
 
 def _apply_tags(session: Session, pg: bool, organization_id: int, targets: list[tuple[int, dict[str, Any], bool]],
