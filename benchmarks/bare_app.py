@@ -7,7 +7,9 @@
   values of the same lengths, a ``next`` token of the same length), built in memory and
   rendered with orjson; the ``next`` chain walks ``PAGES`` pages like a real listing;
 - ``POST /openapi/v1/taglinemember/``: the same body parsed by a pydantic model, answered
-  201 with the same four fields rendered with orjson.
+  201 with the same four fields rendered with orjson;
+- ``POST /openapi/v1/direct_message/push/`` (for bench_messaging): the push body parsed by a
+  pydantic model, answered with the push answer's four fields (no LINE call).
 
 No database, no authentication: whatever openmaac spends beyond this is its own work.
 Imports nothing from openmaac.
@@ -88,6 +90,22 @@ async def tag_member(body: TagMemberIn) -> Response:
     content = {"tag_id": body.tag_id, "line_uid": body.line_uid, "created_at": now,
                "expired_at": "9999-12-31T23:59:59+08:00"}
     return Response(orjson.dumps(content), status_code=201, media_type="application/json")
+
+
+class PushIn(BaseModel):
+    template_id: int
+    event_id: int | None = None
+    data: dict[str, object]
+
+
+_pushes = iter(range(1, 10**12))
+
+
+@app.post("/openapi/v1/direct_message/push/")
+async def push(body: PushIn) -> Response:
+    # bench_messaging's ceiling: the same body parsed, the same answer's shape, nothing else
+    content = {"id": next(_pushes), "event_id": body.event_id, "event": None, "result": "success"}
+    return Response(orjson.dumps(content), media_type="application/json")
 
 
 @app.get("/healthz")

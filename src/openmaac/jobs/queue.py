@@ -132,6 +132,14 @@ def claim(session: Session, worker_id: str, limit: int, lease_seconds: float) ->
     return sorted((ClaimedJob(*row) for row in rows), key=lambda job: job.id)
 
 
+def shorten_leases(session: Session, leases: dict[int, float]) -> None:
+    """Set the lease of just-claimed jobs to ``leases[job_id]`` seconds from now."""
+    now = utcnow()
+    for job_id, seconds in leases.items():
+        session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+                        .values(locked_until=now + timedelta(seconds=seconds)))
+
+
 def complete(session: Session, job_id: int, worker_id: str) -> None:
     session.execute(delete(Job).where(Job.id == job_id, Job.locked_by == worker_id))
 

@@ -33,12 +33,25 @@ class RetryLater(Exception):
         self.delay = delay
 
 
-def handler(kind: str) -> Callable[[Handler], Handler]:
+_leases: dict[str, float] = {}
+
+
+def handler(kind: str, *, lease_seconds: float | None = None) -> Callable[[Handler], Handler]:
+    """Register ``fn`` for ``kind``. ``lease_seconds``: claim its jobs with this (shorter) lease
+    than the worker's default, for handlers that renew their own lease while they run, so a
+    dead worker's job is taken over sooner."""
     def register(fn: Handler) -> Handler:
         _handlers[kind] = fn
+        if lease_seconds is not None:
+            _leases[kind] = lease_seconds
         return fn
 
     return register
+
+
+def lease_of(kind: str) -> float | None:
+    """The lease ``kind`` asked for at registration, if any."""
+    return _leases.get(kind)
 
 
 def get_handler(kind: str) -> Handler | None:

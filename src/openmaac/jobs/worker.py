@@ -18,7 +18,7 @@ from datetime import timedelta
 from openmaac.db.base import utcnow
 from openmaac.db.engine import Database
 from openmaac.jobs import queue
-from openmaac.jobs.registry import JobContext, RetryLater, get_handler
+from openmaac.jobs.registry import JobContext, RetryLater, get_handler, lease_of
 
 log = logging.getLogger("openmaac.worker")
 
@@ -97,6 +97,9 @@ class Worker:
         try:
             with self.database.write() as session:
                 jobs = queue.claim(session, self.worker_id, free, LEASE_SECONDS)
+                short = {job.id: lease for job in jobs if (lease := lease_of(job.kind)) is not None}
+                if short:
+                    queue.shorten_leases(session, short)
         except Exception:
             for _ in range(free):
                 self._slots.release()

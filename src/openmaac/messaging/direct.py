@@ -143,6 +143,34 @@ def contacts_by_uid(session: Session, org_id: int, uids: list[str]) -> dict[str,
     return found
 
 
+CONTACT_FIELDS = ("line_uid", "line_display_name", "display_name", "customer_id", "email", "mobile", "gender",
+                  "birthday")
+
+
+def contact_row(session: Session, org_id: int, uid: str) -> tuple[int, dict[str, Any]] | None:
+    """One contact's id and its placeholder fields (``contact_fields``), read as plain columns."""
+    columns = [getattr(Contact, name) for name in CONTACT_FIELDS]
+    row = session.execute(select(Contact.id, *columns).where(Contact.organization_id == org_id,
+                                                             Contact.line_uid == uid).limit(1)).first()
+    if row is None:
+        return None
+    fields = dict(zip(CONTACT_FIELDS, row[1:], strict=True))
+    if fields["birthday"] is not None:
+        fields["birthday"] = fields["birthday"].isoformat()
+    return int(row[0]), fields
+
+
+def contact_ids_by_uid(session: Session, org_id: int, uids: list[str]) -> dict[str, int]:
+    """``{line_uid: contact id}`` for the uids that are contacts of the organisation."""
+    found: dict[str, int] = {}
+    unique = sorted(set(uids))
+    for chunk in range(0, len(unique), 500):
+        for uid, contact_id in session.execute(select(Contact.line_uid, Contact.id).where(
+                Contact.organization_id == org_id, Contact.line_uid.in_(unique[chunk:chunk + 500]))):
+            found[str(uid)] = int(contact_id)
+    return found
+
+
 # -- status -------------------------------------------------------------------------------------
 
 def get_direct_message(session: Session, org_id: int, dm_id: int) -> DirectMessage:

@@ -12,7 +12,7 @@ All of them are written in the caller's transaction, with the change that caused
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -43,22 +43,32 @@ def _customer_ids(session: Session, contact_ids: Iterable[int | None]) -> dict[i
     return {int(i): c for i, c in rows}
 
 
-def _cdh(dm: DirectMessage, event_name: str | None, line_uid: str | None, customer_id: str | None,
+def _cdh(dm: Any, event_name: str | None, line_uid: str | None, customer_id: str | None,
          **extra: Any) -> dict[str, Any]:
     return {"line_uid": line_uid, "customer_id": customer_id, "campaign_id": dm.event_id,
             "campaign_name": event_name, "campaign_type": CAMPAIGN_TYPE, "direct_message_id": dm.id, **extra}
 
 
-def sent(session: Session, dm: DirectMessage, recipients: list[DirectMessageRecipient],
-         at: datetime | None = None) -> None:
-    """``message.send`` for each recipient LINE accepted."""
-    if not recipients:
+def sent(session: Session, dm: Any, recipient_ids: list[int], at: datetime | None = None) -> None:
+    """``message.send`` for each recipient LINE accepted (``dm``: id, organization_id, event_id).
+
+    The events are built only when some endpoint of the organisation is subscribed: with
+    none, this costs one (cached) query, not a read of the recipients."""
+    if not recipient_ids:
         return
-    name = _event_name(session, dm.event_id)
-    customers = _customer_ids(session, (r.contact_id for r in recipients))
-    events = [Event("message.send", _cdh(dm, name, r.line_uid, customers.get(r.contact_id or 0)), r.line_uid)
-              for r in recipients]
-    emit_many(session, dm.organization_id, events, occurred_at=at)
+
+    def events() -> Iterator[Event]:
+        name = _event_name(session, dm.event_id)
+        for chunk in range(0, len(recipient_ids), 1000):
+            rows = session.execute(
+                select(DirectMessageRecipient.line_uid, Contact.customer_id)
+                .outerjoin(Contact, Contact.id == DirectMessageRecipient.contact_id)
+                .where(DirectMessageRecipient.id.in_(recipient_ids[chunk:chunk + 1000]))
+                .order_by(DirectMessageRecipient.id)).all()
+            for line_uid, customer_id in rows:
+                yield Event("message.send", _cdh(dm, name, line_uid, customer_id), line_uid)
+
+    emit_many(session, dm.organization_id, events(), occurred_at=at)
 
 
 def opened(session: Session, dm: DirectMessage, recipient: DirectMessageRecipient, at: datetime) -> None:

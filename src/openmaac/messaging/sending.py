@@ -2,27 +2,39 @@
 
 Every accepted request is durable before it is answered: the direct message, its recipients
 and its job are written in one transaction. Each call to LINE is a ``DirectMessageSend`` row
-holding its ``X-Line-Retry-Key``, written BEFORE the call; a worker that crashes mid-call
-leaves the row pending with an expired lease, and whoever picks it up calls again with the
-same key (LINE answers 409 if it had accepted the first call: a success).
+holding its ``X-Line-Retry-Key``, written BEFORE the call; whoever makes the call again
+(after a timeout, a 500, or a crash of the process that made it) reuses that key, and LINE's
+409 ("already accepted") counts as sent. So LINE executes each call at most once, and every
+call is eventually made.
 
 - push: recorded (message, recipient, send row and a recovery job due after the send's
   lease), then LINE is called in the request and the outcome answered. Should the process
   die before recording the outcome, the recovery job finishes it with the same key.
-- multicast / enhanced multicast: the ``direct_message.send`` job renders each recipient's
-  messages (tracking links and images when an event is given), groups recipients whose
-  rendered messages are identical into LINE multicast calls (at most 500 ids; single
-  recipients go by push, LINE's faster-limited endpoint), writes all the send rows, then
-  works through them in small concurrent batches under the channel's shared rate limit.
+- enhanced multicast: one shared parameter set, so the message is rendered (and its links
+  tracked per message) once, at acceptance, and the LINE call rows are written with the
+  request: the job only calls LINE and records the outcome.
+- multicast: the ``direct_message.send`` job renders each recipient's messages (tracking links
+  and images when an event is given) and groups recipients whose rendered messages are
+  identical into LINE multicast calls (at most 500 ids; single recipients go by push, LINE's
+  faster-limited endpoint).
+
+The job of a message is the only one sending its multicast calls: it runs under a short job
+lease (``JOB_LEASE_SECONDS``) renewed by a heartbeat while it runs, so if its process dies
+the restarted (or any other) worker takes the job over within that time, and then takes over
+the calls the dead run had leased (their lease died with the job's), finishing them with
+their stored retry keys. Each step is one short write transaction: start (plan, claim a
+batch), then per batch "record the outcomes and claim the next batch", the last one also
+marking the message sent. No transaction is open during a LINE call.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from http import HTTPStatus
@@ -40,7 +52,8 @@ from openmaac.channels.line_client import (
     LineTimeout,
     new_retry_key,
 )
-from openmaac.channels.service import channel_of
+from openmaac.channels.models import LineChannel
+from openmaac.contacts.models import Contact
 from openmaac.db.base import utcnow
 from openmaac.db.engine import get_database
 from openmaac.jobs.models import Job
@@ -54,8 +67,9 @@ from openmaac.templates.service import render
 from openmaac.web.errors import field_errors
 
 JOB_KIND = "direct_message.send"
-BATCH = 50  # LINE calls claimed (leased) together
-CONCURRENCY = 8  # LINE calls in flight per job
+BATCH = 50  # LINE calls claimed (leased) together by a job
+CONCURRENCY = 8  # LINE calls of one job in flight at once
+JOB_LEASE_SECONDS = 15.0  # a running send job's lease; the heartbeat renews it every third of it
 
 
 def line_timeout() -> float:
@@ -73,14 +87,34 @@ def send_lease() -> timedelta:
     return timedelta(seconds=line_attempts() * (line_timeout() + 8.0) + 30.0)
 
 
-@contextmanager
-def _client(base_url: str, token: str, channel_id: str) -> Iterator[LineClient]:
-    client = LineClient(base_url, token, timeout=line_timeout(), max_attempts=line_attempts(),
-                        limiter=line_rate.limiter(get_database(), channel_id))
-    try:
-        yield client
-    finally:
-        client.close()
+@dataclass(frozen=True)
+class Line:
+    """Where and as whom a channel's calls go."""
+
+    base_url: str
+    access_token: str
+    channel_id: str
+
+    def client(self) -> LineClient:
+        # cheap: the HTTP connection pool is shared per process (line_client._shared_http)
+        return LineClient(self.base_url, self.access_token, timeout=line_timeout(), max_attempts=line_attempts(),
+                          limiter=line_rate.limiter(get_database(), self.channel_id))
+
+
+def _line_of(session: Session, organization_id: int) -> Line | None:
+    row = session.execute(select(LineChannel.api_base_url, LineChannel.access_token, LineChannel.channel_id)
+                          .where(LineChannel.organization_id == organization_id)).first()
+    return Line(*row) if row else None
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """What recording needs of a direct message (and what ``links.Tracker`` and ``notify`` read)."""
+
+    id: int
+    organization_id: int
+    category: str
+    event_id: int | None
 
 
 # -- outcomes -------------------------------------------------------------------------------------
@@ -136,47 +170,86 @@ def call_line(client: LineClient, method: str, to: list[str], messages: list[dic
     return Outcome("success", 200)
 
 
+# -- LINE call rows -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Claimed:
+    """One LINE call taken by a caller: ``recipient_ids[i]`` is the recipient of ``to[i]``."""
+
+    id: int
+    method: str
+    to: list[str]
+    messages: list[dict[str, Any]]
+    retry_key: str
+    recipient_ids: list[int]
+
+
+def _send_row(dm: MessageRef, method: str, recipients: Sequence[tuple[int, str]], messages: list[dict[str, Any]],
+              locked_until: datetime | None, now: datetime) -> dict[str, Any]:
+    return {"direct_message_id": dm.id, "organization_id": dm.organization_id, "method": method,
+            "retry_key": new_retry_key(), "recipient_ids": [rid for rid, _uid in recipients],
+            "to": [uid for _rid, uid in recipients], "messages": messages, "status": "pending",
+            "locked_until": locked_until, "created_at": now}
+
+
+def _send_rows(dm: MessageRef, recipients: Sequence[tuple[int, str]], messages: list[dict[str, Any]],
+               now: datetime) -> list[dict[str, Any]]:
+    """The LINE calls for recipients of one identical message: push for one, else multicasts of ≤500."""
+    if len(recipients) == 1:
+        return [_send_row(dm, "push", recipients, messages, None, now)]
+    return [_send_row(dm, "multicast", recipients[i:i + MULTICAST_MAX_RECIPIENTS], messages, None, now)
+            for i in range(0, len(recipients), MULTICAST_MAX_RECIPIENTS)]
+
+
+def claim(session: Session, dm_id: int, limit: int, now: datetime) -> list[Claimed]:
+    """Lease up to ``limit`` pending calls of the message whose lease is free (in the caller's write)."""
+    stmt = (select(DirectMessageSend.id, DirectMessageSend.method, DirectMessageSend.to,
+                   DirectMessageSend.messages, DirectMessageSend.retry_key, DirectMessageSend.recipient_ids)
+            .where(DirectMessageSend.direct_message_id == dm_id, DirectMessageSend.status == "pending",
+                   or_(DirectMessageSend.locked_until.is_(None), DirectMessageSend.locked_until < now))
+            .order_by(DirectMessageSend.id).limit(limit))
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    claimed = [Claimed(int(i), m, list(to), list(msgs), key, [int(r) for r in rids])
+               for i, m, to, msgs, key, rids in session.execute(stmt)]
+    if claimed:
+        session.execute(update(DirectMessageSend).where(DirectMessageSend.id.in_([c.id for c in claimed]))
+                        .values(locked_until=now + send_lease()))
+    return claimed
+
+
 # -- recording ------------------------------------------------------------------------------------
 
-def apply_outcome(session: Session, send_id: int, outcome: Outcome) -> bool:
-    """Record the outcome of one LINE call (once: a second apply is a no-op)."""
+def record(session: Session, dm: MessageRef, results: Sequence[tuple[Claimed, Outcome]]) -> None:
+    """Record the outcomes of LINE calls (each once: a call already recorded is skipped)."""
     now = utcnow()
-    done = session.execute(
-        update(DirectMessageSend).where(DirectMessageSend.id == send_id, DirectMessageSend.status == "pending")
-        .values(status="done", outcome=outcome.outcome, status_code=outcome.status_code,
-                response_body=outcome.body if outcome.outcome != "success" else None, completed_at=now,
-                locked_until=None)
-    ).rowcount  # type: ignore[attr-defined]
-    if not done:
-        return False
-    send = session.get(DirectMessageSend, send_id)
-    assert send is not None
-    recipients = list(session.scalars(select(DirectMessageRecipient).where(
-        DirectMessageRecipient.id.in_(list(send.recipient_ids)))).all())
-    if send.method == "multicast" and len(recipients) > 1 and _bad_recipient(outcome):
-        # LINE rejects a whole multicast when one of its ids is bad (nothing was sent):
-        # send to each recipient by push instead, so only the bad ones fail
-        session.execute(insert(DirectMessageSend), [
-            {"direct_message_id": send.direct_message_id, "organization_id": send.organization_id,
-             "method": "push", "retry_key": new_retry_key(), "recipient_ids": [r.id], "to": [r.line_uid],
-             "messages": send.messages, "status": "pending", "locked_until": None, "created_at": now}
-            for r in sorted(recipients, key=lambda r: r.mark)
-        ])
-        send.outcome = "split"
-        session.flush()
-        return True
-    if outcome.outcome == "success":
-        for recipient in recipients:
-            recipient.status, recipient.sent_at, recipient.response = "sent", now, None
-        dm = session.get(DirectMessage, send.direct_message_id)
-        if dm is not None:
-            notify.sent(session, dm, recipients, now)
-    else:
-        text = outcome.failure_text()
-        for recipient in recipients:
-            recipient.status, recipient.response = "failed", text
-    session.flush()
-    return True
+    sent_ids: list[int] = []
+    for send, outcome in results:
+        done = session.execute(
+            update(DirectMessageSend).where(DirectMessageSend.id == send.id, DirectMessageSend.status == "pending")
+            .values(status="done", outcome=outcome.outcome, status_code=outcome.status_code,
+                    response_body=outcome.body if outcome.outcome != "success" else None, completed_at=now,
+                    locked_until=None)
+        ).rowcount  # type: ignore[attr-defined]
+        if not done:
+            continue
+        if send.method == "multicast" and len(send.recipient_ids) > 1 and _bad_recipient(outcome):
+            # LINE refuses a whole multicast when one of its ids is bad (nothing was sent):
+            # send to each recipient by push instead, so only the bad ones fail
+            session.execute(insert(DirectMessageSend), [
+                _send_row(dm, "push", [(rid, uid)], send.messages, None, now)
+                for rid, uid in zip(send.recipient_ids, send.to, strict=True)])
+            session.execute(update(DirectMessageSend).where(DirectMessageSend.id == send.id).values(outcome="split"))
+            continue
+        for chunk in range(0, len(send.recipient_ids), 1000):
+            ids = send.recipient_ids[chunk:chunk + 1000]
+            values: dict[str, Any] = ({"status": "sent", "sent_at": now, "response": None}
+                                      if outcome.outcome == "success"
+                                      else {"status": "failed", "response": outcome.failure_text()})
+            session.execute(update(DirectMessageRecipient).where(DirectMessageRecipient.id.in_(ids)).values(**values))
+        if outcome.outcome == "success":
+            sent_ids += send.recipient_ids
+    notify.sent(session, dm, sent_ids, now)
 
 
 def _bad_recipient(outcome: Outcome) -> bool:
@@ -189,14 +262,14 @@ def _bad_recipient(outcome: Outcome) -> bool:
 
 def finalize(session: Session, dm_id: int) -> bool:
     """Mark the message sent once no LINE call is left. Returns True when it is (now) sent."""
-    dm = session.get(DirectMessage, dm_id, with_for_update=True)
-    if dm is None:
+    status = session.scalar(select(DirectMessage.status).where(DirectMessage.id == dm_id))
+    if status is None or status == "sent":
         return True
-    if dm.status == "sent":
-        return True
+    if status == "pending":
+        return False
     pending = session.scalar(select(func.count()).select_from(DirectMessageSend).where(
         DirectMessageSend.direct_message_id == dm_id, DirectMessageSend.status == "pending"))
-    if pending or dm.status == "pending":
+    if pending:
         return False
     # recipients left pending without a call (should not happen) fail rather than hang
     session.execute(update(DirectMessageRecipient).where(
@@ -204,17 +277,9 @@ def finalize(session: Session, dm_id: int) -> bool:
     ).values(status="failed", response="error"))
     total, failed = direct.counts(session, dm_id)
     now = utcnow()
-    dm.status, dm.sent_at, dm.updated_at, dm.total_count, dm.fail_count = "sent", now, now, total, failed
-    session.flush()
+    session.execute(update(DirectMessage).where(DirectMessage.id == dm_id, DirectMessage.status != "sent")
+                    .values(status="sent", sent_at=now, updated_at=now, total_count=total, fail_count=failed))
     return True
-
-
-def _send_row(dm: DirectMessage, method: str, recipients: list[DirectMessageRecipient],
-              messages: list[dict[str, Any]], locked_until: datetime | None) -> dict[str, Any]:
-    return {"direct_message_id": dm.id, "organization_id": dm.organization_id, "method": method,
-            "retry_key": new_retry_key(), "recipient_ids": [r.id for r in recipients],
-            "to": [r.line_uid for r in recipients], "messages": messages, "status": "pending",
-            "locked_until": locked_until, "created_at": utcnow()}
 
 
 # -- push (synchronous) ---------------------------------------------------------------------------
@@ -228,47 +293,45 @@ def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str
         line_uid = direct.line_uid_of(data, errors)
         params, param_errors = direct.clean_params(template, data)
         errors.update(param_errors)
-        contact = direct.contacts_by_uid(session, org.id, [line_uid]).get(line_uid) if line_uid else None
+        contact = direct.contact_row(session, org.id, line_uid) if line_uid else None
         if line_uid and contact is None and "line_uid" not in errors:
             errors["line_uid"] = [direct.CONTACT_NOT_FOUND + "."]
         if not errors:
-            rendered = render(template.messages, params, direct.contact_fields(contact))
+            rendered = render(template.messages, params, contact[1] if contact else None)
             errors.update(direct.check_images(direct.image_slots(template), rendered))
         if errors:
             raise field_errors({"data": errors})
-        channel = channel_of(session, org.id)
-        line = (channel.api_base_url, channel.access_token, channel.channel_id) if channel else None
+        line = _line_of(session, org.id)
     assert contact is not None and line_uid is not None
     now = utcnow()
     lease = send_lease()
     with database.write() as session:
-        dm = DirectMessage(organization_id=org.id, category="push", template_id=template.id,
-                           event_id=event.id if event else None, status="sending", tracked=event is not None,
-                           total_count=1, fail_count=0, created_at=now, updated_at=now)
-        session.add(dm)
-        session.flush()
-        recipient = DirectMessageRecipient(direct_message_id=dm.id, organization_id=org.id, mark=0,
-                                           line_uid=line_uid, contact_id=contact.id, params=params, status="pending")
-        session.add(recipient)
-        session.flush()
+        dm_id = int(session.execute(insert(DirectMessage).values(
+            organization_id=org.id, category="push", template_id=template.id, event_id=event.id if event else None,
+            status="sending", tracked=event is not None, params=None, total_count=1, fail_count=0,
+            created_at=now, updated_at=now).returning(DirectMessage.id)).scalar_one())
+        dm = MessageRef(dm_id, org.id, "push", event.id if event else None)
+        recipient_id = int(session.execute(insert(DirectMessageRecipient).values(
+            direct_message_id=dm_id, organization_id=org.id, mark=0, line_uid=line_uid, contact_id=contact[0],
+            params=params, status="pending").returning(DirectMessageRecipient.id)).scalar_one())
         messages = rendered
-        if dm.tracked:
-            tracker = links.Tracker(session, dm, links.get_setting(session, org.id))
-            messages = tracker.track(rendered, recipient.id)
+        if event is not None:
+            tracker = links.Tracker(session, dm, links.get_setting(session, org.id))  # type: ignore[arg-type]
+            messages = tracker.track(rendered, recipient_id)
             tracker.save()
-        row = _send_row(dm, "push", [recipient], messages, now + lease)
-        send_id = session.execute(insert(DirectMessageSend).values(**row).returning(DirectMessageSend.id)).scalar_one()
+        row = _send_row(dm, "push", [(recipient_id, line_uid)], messages, now + lease, now)
+        send_id = int(session.execute(insert(DirectMessageSend).values(**row)
+                                      .returning(DirectMessageSend.id)).scalar_one())
         # finishes the push should this process die before recording LINE's answer
-        enqueue(session, JOB_KIND, {"id": dm.id}, organization_id=org.id,
-                run_at=now + lease + timedelta(seconds=1), unique_key=f"{JOB_KIND}:{dm.id}")
-        dm_id = dm.id
+        enqueue(session, JOB_KIND, {"id": dm_id}, organization_id=org.id,
+                run_at=now + lease + timedelta(seconds=1), unique_key=f"{JOB_KIND}:{dm_id}")
     if line is None:
         outcome = Outcome("error")
     else:
-        with _client(*line) as client:
-            outcome = call_line(client, "push", [line_uid], messages, row["retry_key"])
+        outcome = call_line(line.client(), "push", [line_uid], messages, row["retry_key"])
+    send = Claimed(send_id, "push", [line_uid], messages, row["retry_key"], [recipient_id])
     with database.write() as session:
-        apply_outcome(session, int(send_id), outcome)
+        record(session, dm, [(send, outcome)])
         if finalize(session, dm_id):
             # recorded: the recovery job has nothing left to do (unless a worker already holds it)
             session.execute(delete(Job).where(Job.unique_key == f"{JOB_KIND}:{dm_id}", Job.status == "ready"))
@@ -278,23 +341,22 @@ def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str
 
 # -- multicast and enhanced multicast (asynchronous) ---------------------------------------------
 
-def _accept(org: OrgContext, category: str, template: MessageTemplate, event_id: int | None,
-            entries: Sequence[tuple[str, dict[str, str] | None, int | None]], shared: dict[str, str] | None) -> dict[str, Any]:
-    now = utcnow()
-    with get_database().write() as session:
-        dm = DirectMessage(organization_id=org.id, category=category, template_id=template.id, event_id=event_id,
-                           status="pending", tracked=event_id is not None, params=shared,
-                           total_count=len(entries), fail_count=0, created_at=now, updated_at=now)
-        session.add(dm)
-        session.flush()
-        rows = [{"direct_message_id": dm.id, "organization_id": org.id, "mark": mark, "line_uid": uid,
-                 "contact_id": contact_id, "params": params,
-                 "status": "pending" if contact_id is not None else "failed",
-                 "response": None if contact_id is not None else direct.CONTACT_NOT_FOUND}
-                for mark, (uid, params, contact_id) in enumerate(entries)]
-        session.execute(insert(DirectMessageRecipient), rows)
-        enqueue(session, JOB_KIND, {"id": dm.id}, organization_id=org.id, unique_key=f"{JOB_KIND}:{dm.id}")
-        return {"id": dm.id, "result": "pending"}
+def _insert_message(session: Session, org: OrgContext, category: str, template: MessageTemplate,
+                    event_id: int | None, entries: Sequence[tuple[str, dict[str, str] | None, int | None]],
+                    shared: dict[str, str] | None, now: datetime) -> tuple[MessageRef, list[int]]:
+    """The direct message (pending) and its recipients; (the message, recipient ids by mark)."""
+    dm_id = int(session.execute(insert(DirectMessage).values(
+        organization_id=org.id, category=category, template_id=template.id, event_id=event_id, status="pending",
+        tracked=event_id is not None, params=shared, total_count=len(entries), fail_count=0, created_at=now,
+        updated_at=now).returning(DirectMessage.id)).scalar_one())
+    rows = [{"direct_message_id": dm_id, "organization_id": org.id, "mark": mark, "line_uid": uid,
+             "contact_id": contact_id, "params": params,
+             "status": "pending" if contact_id is not None else "failed",
+             "response": None if contact_id is not None else direct.CONTACT_NOT_FOUND}
+            for mark, (uid, params, contact_id) in enumerate(entries)]
+    ids = session.scalars(insert(DirectMessageRecipient).returning(DirectMessageRecipient.id,
+                                                                   sort_by_parameter_order=True), rows).all()
+    return MessageRef(dm_id, org.id, category, event_id), [int(i) for i in ids]
 
 
 def multicast(org: OrgContext, template_id: int, event_id: int | None, data: list[dict[str, Any]]) -> dict[str, Any]:
@@ -319,135 +381,208 @@ def multicast(org: OrgContext, template_id: int, event_id: int | None, data: lis
         if any(all_errors):
             raise field_errors({"data": all_errors})
     entries = [(uid, params, contacts[uid].id if uid in contacts else None) for uid, params in cleaned]
-    return _accept(org, "multicast", template, event.id if event else None, entries, None)
+    now = utcnow()
+    with get_database().write() as session:
+        dm, _ids = _insert_message(session, org, "multicast", template, event.id if event else None, entries, None,
+                                   now)
+        enqueue(session, JOB_KIND, {"id": dm.id}, organization_id=org.id, unique_key=f"{JOB_KIND}:{dm.id}")
+    return {"id": dm.id, "result": "pending"}
 
 
 def enhanced_multicast(org: OrgContext, template_id: int, event_id: int | None, line_uids: list[str],
                        data: dict[str, Any]) -> dict[str, Any]:
+    """Accepted with its LINE calls planned: one shared rendering, so nothing is left to plan."""
     with get_database().read() as session:
         template = direct.load_template(session, org.id, template_id)
         event = direct.load_event(session, org.id, event_id)
         params, errors = direct.clean_params(template, data)
+        rendered = render(template.messages, params, None) if not errors else []
         if not errors:
-            errors.update(direct.check_images(direct.image_slots(template), render(template.messages, params, None)))
+            errors.update(direct.check_images(direct.image_slots(template), rendered))
         if errors:
             raise field_errors({"data": errors})
         uids = [uid.strip() for uid in line_uids]
         blank = {str(i): ["This field may not be blank."] for i, uid in enumerate(uids) if not uid}
         if blank:
             raise field_errors({"line_uids": blank})
-        contacts = direct.contacts_by_uid(session, org.id, uids)
-    entries = [(uid, None, contacts[uid].id if uid in contacts else None) for uid in uids]
-    return _accept(org, "enhanced_multicast", template, event.id if event else None, entries, params)
+        contact_ids = direct.contact_ids_by_uid(session, org.id, uids)
+    entries = [(uid, None, contact_ids.get(uid)) for uid in uids]
+    now = utcnow()
+    with get_database().write() as session:
+        dm, ids = _insert_message(session, org, "enhanced_multicast", template, event.id if event else None,
+                                  entries, params, now)
+        messages = rendered
+        if event is not None:  # per-message links only
+            tracker = links.Tracker(session, dm, links.get_setting(session, org.id))  # type: ignore[arg-type]
+            messages = tracker.track(rendered, None)
+            tracker.save()
+        recipients = [(rid, uid) for rid, (uid, _params, contact_id) in zip(ids, entries, strict=True)
+                      if contact_id is not None]
+        if recipients:
+            session.execute(insert(DirectMessageSend), _send_rows(dm, recipients, messages, now))
+        enqueue(session, JOB_KIND, {"id": dm.id}, organization_id=org.id, unique_key=f"{JOB_KIND}:{dm.id}")
+    return {"id": dm.id, "result": "pending"}
 
 
 # -- the job --------------------------------------------------------------------------------------
 
-def plan(dm_id: int) -> None:
-    """Render, track and group a pending multicast into LINE calls (once)."""
-    from openmaac.contacts.models import Contact
-
-    with get_database().write() as session:
-        dm = session.get(DirectMessage, dm_id, with_for_update=True)
-        if dm is None or dm.status != "pending":
-            return
-        recipients = list(session.scalars(select(DirectMessageRecipient).where(
-            DirectMessageRecipient.direct_message_id == dm_id, DirectMessageRecipient.status == "pending",
-        ).order_by(DirectMessageRecipient.mark)))
-        template = session.get(MessageTemplate, dm.template_id) if dm.template_id else None
-        dm.status, dm.updated_at = "sending", utcnow()
-        if template is None:
-            for recipient in recipients:
-                recipient.status, recipient.response = "failed", "error"
-            session.flush()
-            return
-        tracker = links.Tracker(session, dm, links.get_setting(session, dm.organization_id)) if dm.tracked else None
-        groups: dict[str, tuple[list[dict[str, Any]], list[DirectMessageRecipient]]] = {}
-        if dm.category == "enhanced_multicast":
-            # one shared parameter set, contact placeholders empty, per-message links only
-            messages = render(template.messages, dm.params or {}, None)
-            if tracker is not None:
-                messages = tracker.track(messages, None)
-            groups[""] = (messages, recipients)
-        else:
-            contact_ids = [r.contact_id for r in recipients if r.contact_id is not None]
-            contacts = {c.id: c for c in session.scalars(select(Contact).where(Contact.id.in_(contact_ids)))}
-            for recipient in recipients:
-                contact = contacts.get(recipient.contact_id) if recipient.contact_id else None
-                messages = render(template.messages, recipient.params or {}, direct.contact_fields(contact))
-                if tracker is not None:
-                    messages = tracker.track(messages, recipient.id)
-                key = json.dumps(messages, sort_keys=True, separators=(",", ":"))
-                groups.setdefault(key, (messages, []))[1].append(recipient)
+def plan(session: Session, dm: MessageRef, template_id: int | None) -> None:
+    """Render, track and group a multicast's recipients into LINE calls (in the start transaction)."""
+    recipients = session.execute(
+        select(DirectMessageRecipient.id, DirectMessageRecipient.line_uid, DirectMessageRecipient.contact_id,
+               DirectMessageRecipient.params)
+        .where(DirectMessageRecipient.direct_message_id == dm.id, DirectMessageRecipient.status == "pending")
+        .order_by(DirectMessageRecipient.mark)).all()
+    template = session.get(MessageTemplate, template_id) if template_id else None
+    if template is None:
+        session.execute(update(DirectMessageRecipient).where(
+            DirectMessageRecipient.direct_message_id == dm.id, DirectMessageRecipient.status == "pending",
+        ).values(status="failed", response="error"))
+        return
+    tracked = dm.event_id is not None
+    tracker = links.Tracker(session, dm, links.get_setting(session, dm.organization_id)) if tracked else None  # type: ignore[arg-type]
+    contact_ids = [cid for _rid, _uid, cid, _params in recipients if cid is not None]
+    contacts = {c.id: c for c in session.scalars(select(Contact).where(Contact.id.in_(contact_ids)))} \
+        if contact_ids else {}
+    groups: dict[str, tuple[list[dict[str, Any]], list[tuple[int, str]]]] = {}
+    for rid, uid, cid, params in recipients:
+        messages = render(template.messages, params or {}, direct.contact_fields(contacts.get(cid) if cid else None))
         if tracker is not None:
-            tracker.save()
-        rows = []
-        for messages, members in groups.values():
-            if len(members) == 1:
-                rows.append(_send_row(dm, "push", members, messages, None))
-                continue
-            for chunk in range(0, len(members), MULTICAST_MAX_RECIPIENTS):
-                rows.append(_send_row(dm, "multicast", members[chunk:chunk + MULTICAST_MAX_RECIPIENTS], messages, None))
-        if rows:
-            session.execute(insert(DirectMessageSend), rows)
-        session.flush()
+            messages = tracker.track(messages, rid)
+        key = json.dumps(messages, sort_keys=True, separators=(",", ":"))
+        groups.setdefault(key, (messages, []))[1].append((rid, uid))
+    if tracker is not None:
+        tracker.save()
+    now = utcnow()
+    rows = [row for messages, members in groups.values() for row in _send_rows(dm, members, messages, now)]
+    if rows:
+        session.execute(insert(DirectMessageSend), rows)
 
 
-@dataclass(frozen=True)
-class _Claimed:
-    id: int
-    method: str
-    to: list[str]
-    messages: list[dict[str, Any]]
-    retry_key: str
-
-
-def claim(dm_id: int, limit: int) -> list[_Claimed]:
+def start(dm_id: int, job_id: int | None) -> tuple[MessageRef | None, Line | None, list[Claimed], bool]:
+    """The first step of a run: (message, LINE, first batch, done). One write transaction that
+    shortens the job's lease, plans the message if needed and takes over calls of a dead run."""
     now = utcnow()
     with get_database().write() as session:
-        stmt = (select(DirectMessageSend).where(
-            DirectMessageSend.direct_message_id == dm_id, DirectMessageSend.status == "pending",
-            or_(DirectMessageSend.locked_until.is_(None), DirectMessageSend.locked_until < now),
-        ).order_by(DirectMessageSend.id).limit(limit))
+        if job_id is not None:
+            session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+                            .values(locked_until=now + timedelta(seconds=JOB_LEASE_SECONDS)))
+        stmt = select(DirectMessage.organization_id, DirectMessage.category, DirectMessage.status,
+                      DirectMessage.template_id, DirectMessage.event_id).where(DirectMessage.id == dm_id)
         if session.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update(skip_locked=True)
-        sends = list(session.scalars(stmt))
-        until = now + send_lease()
-        for send in sends:
-            send.locked_until = until
-        session.flush()
-        return [_Claimed(s.id, s.method, list(s.to), list(s.messages), s.retry_key) for s in sends]
+            stmt = stmt.with_for_update()
+        row = session.execute(stmt).first()
+        if row is None:
+            return None, None, [], True
+        organization_id, category, status, template_id, event_id = row
+        dm = MessageRef(dm_id, organization_id, category, event_id)
+        if status == "sent":
+            return dm, None, [], True
+        if status == "pending":
+            if category == "multicast":
+                plan(session, dm, template_id)
+            session.execute(update(DirectMessage).where(DirectMessage.id == dm_id)
+                            .values(status="sending", updated_at=now))
+        elif category != "push":
+            # This job is the only sender of a multicast's calls, and it runs once at a time
+            # (its lease): calls still leased belong to an earlier run that died mid-call.
+            session.execute(update(DirectMessageSend).where(
+                DirectMessageSend.direct_message_id == dm_id, DirectMessageSend.status == "pending",
+                DirectMessageSend.locked_until.is_not(None)).values(locked_until=None))
+        line = _line_of(session, organization_id)
+        batch = claim(session, dm_id, BATCH, now)
+        done = finalize(session, dm_id) if not batch else False
+    return dm, line, batch, done
 
 
-@handler(JOB_KIND)
-def run_direct_message(payload: dict[str, Any], _context: JobContext) -> None:
+class _Heartbeat:
+    """Renews the leases of the send jobs running in this process, every third of the lease."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[int, int] = {}
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+
+    def add(self, job_id: int) -> None:
+        with self.lock:
+            self.jobs[job_id] = self.jobs.get(job_id, 0) + 1
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="openmaac-send-heartbeat", daemon=True)
+                self.thread.start()
+
+    def remove(self, job_id: int) -> None:
+        with self.lock:
+            left = self.jobs.get(job_id, 0) - 1
+            if left > 0:
+                self.jobs[job_id] = left
+            else:
+                self.jobs.pop(job_id, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(JOB_LEASE_SECONDS / 3)
+            with self.lock:
+                ids = sorted(self.jobs)
+            if not ids:
+                continue
+            try:
+                with get_database().write() as session:
+                    session.execute(update(Job).where(Job.id.in_(ids), Job.status == "running")
+                                    .values(locked_until=utcnow() + timedelta(seconds=JOB_LEASE_SECONDS)))
+            except Exception:  # a database hiccup: try again at the next beat
+                continue
+
+
+heartbeat = _Heartbeat()
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _calls_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=4 * CONCURRENCY, thread_name_prefix="openmaac-line")
+        return _pool
+
+
+def call_all(line: Line | None, batch: list[Claimed]) -> list[Outcome]:
+    if line is None:
+        return [Outcome("error") for _ in batch]
+    client = line.client()
+    if len(batch) == 1:
+        send = batch[0]
+        return [call_line(client, send.method, send.to, send.messages, send.retry_key)]
+    results: list[Outcome] = []
+    pool = _calls_pool()
+    for window in range(0, len(batch), CONCURRENCY):
+        results += pool.map(lambda s: call_line(client, s.method, s.to, s.messages, s.retry_key),
+                            batch[window:window + CONCURRENCY])
+    return results
+
+
+@handler(JOB_KIND, lease_seconds=JOB_LEASE_SECONDS)
+def run_direct_message(payload: dict[str, Any], context: JobContext) -> None:
     dm_id = int(payload["id"])
     database = get_database()
-    plan(dm_id)
-    with database.read() as session:
-        dm = session.get(DirectMessage, dm_id)
-        if dm is None:
-            return
-        channel = channel_of(session, dm.organization_id)
-        line = (channel.api_base_url, channel.access_token, channel.channel_id) if channel else None
-    with ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="openmaac-line") as pool:
-        while True:
-            batch = claim(dm_id, BATCH)
-            if not batch:
-                break
-            if line is None:
-                outcomes = [Outcome("error") for _ in batch]
-            else:
-                with _client(*line) as client:
-                    outcomes = list(pool.map(
-                        lambda s: call_line(client, s.method, s.to, s.messages, s.retry_key), batch))
+    job_id = context.job_id
+    heartbeat.add(job_id)
+    try:
+        dm, line, batch, done = start(dm_id, job_id)
+        while batch:
+            assert dm is not None
+            outcomes = call_all(line, batch)
             with database.write() as session:
-                for send, outcome in zip(batch, outcomes, strict=True):
-                    apply_outcome(session, send.id, outcome)
-    with database.write() as session:
-        if finalize(session, dm_id):
-            return
-        # some call is still leased by another runner (e.g. a push answering its request)
+                record(session, dm, list(zip(batch, outcomes, strict=True)))
+                batch = claim(session, dm_id, BATCH, utcnow())
+                if not batch:
+                    done = finalize(session, dm_id)
+    finally:
+        heartbeat.remove(job_id)
+    if done:
+        return
+    with database.read() as session:
+        # some call is still leased by another caller (a push answering its request)
         until = session.scalar(select(func.min(DirectMessageSend.locked_until)).where(
             DirectMessageSend.direct_message_id == dm_id, DirectMessageSend.status == "pending"))
     wait = (until - utcnow()).total_seconds() if until else 1.0

@@ -54,3 +54,26 @@ class RateLimiter:
 
 
 limiter = RateLimiter()
+
+
+def _configured_overrides(value: str | None) -> dict[str, tuple[int, float]]:
+    """``OPENMAAC_API_RATE_LIMITS="push=500/1,enhanced_multicast=1000/1"``: an operator (or a
+    benchmark measuring the engine behind an endpoint) loosening or tightening limits by name."""
+    overrides: dict[str, tuple[int, float]] = {}
+    for part in (value or "").split(","):
+        name, _, rule = part.strip().partition("=")
+        if not name or not rule:
+            continue
+        count, _, period = rule.partition("/")
+        if name.strip() in LIMITS:
+            overrides[name.strip()] = (int(count), float(period or 1))
+    return overrides
+
+
+def _load_overrides() -> None:
+    import os
+
+    limiter.overrides.update(_configured_overrides(os.environ.get("OPENMAAC_API_RATE_LIMITS")))
+
+
+_load_overrides()

@@ -135,6 +135,43 @@ def create_user(body: UserIn, request: Request) -> Any:
     return state_of(request).add_user(**body.model_dump()).public()
 
 
+class BulkUsersIn(BaseModel):
+    count: int = Field(ge=1, le=1_000_000)
+    display_name_prefix: str = "Simulated user "
+    channel_id: str | None = Field(default=None, description="make them all friends of this channel")
+
+
+@admin_router.post("/users/bulk", status_code=201)
+def create_users(body: BulkUsersIn, request: Request) -> Any:
+    """``count`` users at once, friends of ``channel_id`` when given, WITHOUT follow webhooks
+    (for volume: the caller seeds openmaac's contacts itself). Answers their ids in order."""
+    sim = state_of(request)
+    with sim.lock:
+        channel = _channel(sim, body.channel_id) if body.channel_id else None
+        ids = []
+        for i in range(body.count):
+            user = sim.add_user(f"{body.display_name_prefix}{i}")
+            ids.append(user.user_id)
+            if channel is not None:
+                channel.friendships[user.user_id] = "follow"
+    return {"user_ids": ids}
+
+
+@admin_router.get("/channels/{channel_id}/received")
+def received_counts(channel_id: str, request: Request) -> Any:
+    """How many messages each user received from the channel (users with none are left out),
+    and the total: the record to check "every recipient exactly once" in bulk."""
+    sim = state_of(request)
+    with sim.lock:
+        _channel(sim, channel_id)
+        users: dict[str, int] = {}
+        for user in sim.users.values():
+            n = sum(1 for entry in user.inbox if entry["channel_id"] == channel_id)
+            if n:
+                users[user.user_id] = n
+    return {"total": sum(users.values()), "users": users}
+
+
 @admin_router.get("/users/{user_id}")
 def get_user(user_id: str, request: Request) -> Any:
     sim = state_of(request)

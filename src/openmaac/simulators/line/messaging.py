@@ -150,6 +150,10 @@ def log(sim: SimulatorState, request: Request, channel: Channel, endpoint: str, 
         retry_key: str | None = None, recipients: int = 0, delivered: int = 0, message: str | None = None,
         **extra: Any) -> None:
     with sim.lock:
+        counters = channel.counters
+        name = f"{endpoint} {status}"
+        counters[name] = counters.get(name, 0) + 1
+        counters["delivered"] = counters.get("delivered", 0) + delivered
         sim.request_log.append({
             "request_id": request_id_of(request), "channel_id": channel.channel_id, "endpoint": endpoint,
             "status": status, "retry_key": retry_key, "recipients": recipients, "delivered": delivered,
@@ -413,6 +417,18 @@ async def click(user_id: str, body: ClickIn, request: Request) -> Any:
     with sim.lock:
         entry["clicks"].append(outcome)
     return {"message_id": entry["message_id"], **outcome}
+
+
+@admin_router.get("/channels/{channel_id}/stats")
+def channel_stats(channel_id: str, request: Request) -> Any:
+    """Running totals for a channel: calls answered per endpoint and status (``"multicast 200"``)
+    and messages delivered (``"delivered"``); cheap to poll, unlike the full request log."""
+    sim = state_of(request)
+    with sim.lock:
+        channel = sim.channels.get(channel_id)
+        if channel is None:
+            raise LineError(404, f"channel {channel_id} is not registered with the simulator")
+        return dict(channel.counters)
 
 
 @admin_router.get("/requests")

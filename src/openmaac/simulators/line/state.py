@@ -51,6 +51,8 @@ class Channel:
     # X-Line-Retry-Key -> (accepted request id, sentMessages, accepted at (monotonic))
     retry_keys: dict[str, tuple[str, list[dict[str, Any]], float]] = field(default_factory=dict)
     pnp_delivery_delay: float = 0.2  # seconds between an accepted PNP push and its delivery webhook
+    # running totals of the Messaging API calls answered ("push 200": n, ...) and messages delivered
+    counters: dict[str, int] = field(default_factory=dict)
 
     def public(self) -> dict[str, Any]:
         return {
