@@ -61,6 +61,11 @@ def test_and_or_with_without(tenant):
         ("OR", (("without", a), ("with", b))): [2, 3, 4, 5],
         ("AND", (("without", a), ("without", b))): [5],
         ("AND", (("with", a),)): [0, 1, 2],
+        ("OR", (("without", a), ("without", b))): [0, 1, 3, 4, 5],
+        ("AND", (("with", b), ("without", a), ("with", b))): [3, 4],
+        ("OR", (("with", a), ("without", a))): [0, 1, 2, 3, 4, 5],
+        ("AND", (("with", a), ("without", a))): [],
+        ("OR", (("without", b),)): [0, 1, 5],
     }
     for (operator, conditions), expected in cases.items():
         segment = _create(tenant, operator, conditions)
@@ -99,6 +104,12 @@ def test_members_reflect_tag_changes_and_expiry_at_once(tenant):
                         .values(expired_at=utcnow() - timedelta(seconds=1)))
     _response, members = _members(tenant, segment["id"])
     assert members == [uids[2]]
+    # The same through the counted-by-complement path (OR with a "without"): a lapsed or
+    # removed tag is as good as none.
+    lacking = _create(tenant, "OR", [("without", vip)], name="no vip")
+    assert _ready(tenant, lacking["id"])["member_count"] == 2
+    _response, members = _members(tenant, lacking["id"])
+    assert members == sorted(uids[:2])
 
 
 def test_refresh_job_updates_member_count(tenant):

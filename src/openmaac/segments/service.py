@@ -243,46 +243,101 @@ def delete_segment(session: Session, org: OrgContext, segment_id: int) -> None:
 
 # -- membership -------------------------------------------------------------------------
 
-_ACTIVE = "(expired_at IS NULL OR expired_at > :now)"
-_UNIVERSE = "SELECT id AS cid FROM contacts WHERE organization_id = :org AND line_uid IS NOT NULL"
+_UNIVERSE = "c.organization_id = :org AND c.line_uid IS NOT NULL"  # contacts a segment can hold
 
 
-def tag_member_query(segment: Segment) -> tuple[str, dict[str, Any]]:
-    """SQL selecting ``cid`` for every member of a tag segment, and its parameters.
+def _tag_test(postgres: bool, contact: str, index: int, has: bool) -> str:
+    """SQL: contact id ``contact`` has (``has``) or lacks an active link to tag ``:t<index>``.
 
-    Set algebra over the (tag_id, contact_id) index: "with" is the tag's active links,
-    "without" the organisation's contacts EXCEPT those; AND intersects, OR unites; the result
-    is limited to contacts with a LINE user id.
+    Both forms read only the index (tag_id, contact_id, expired_at). On SQLite an uncorrelated
+    ``IN`` list is built once and probed; on PostgreSQL ``[NOT] EXISTS`` becomes a hash
+    semi-/anti-join (``NOT IN`` there would rescan the list for every row once it outgrows
+    work_mem).
     """
+    active = "(x.expired_at IS NULL OR x.expired_at > :now)"
+    if postgres:
+        return (f"{'' if has else 'NOT '}EXISTS (SELECT 1 FROM contact_tags x WHERE x.tag_id = :t{index} "
+                f"AND x.contact_id = {contact} AND {active})")
+    return f"{contact} {'IN' if has else 'NOT IN'} (SELECT x.contact_id FROM contact_tags x WHERE x.tag_id = :t{index} AND {active})"
+
+
+def _params(segment: Segment) -> dict[str, Any]:
     params: dict[str, Any] = {"org": segment.organization_id}
-    parts: list[str] = []
-    has_without = False
     for index, condition in enumerate(segment.conditions):
         params[f"t{index}"] = int(condition["tag_id"])
-        with_sql = f"SELECT contact_id AS cid FROM contact_tags WHERE tag_id = :t{index} AND {_ACTIVE}"
-        if condition["status"] == "without":
-            has_without = True
-            parts.append(f"SELECT cid FROM ({_UNIVERSE} EXCEPT {with_sql}) AS p{index}")
-        else:
-            parts.append(f"SELECT cid FROM ({with_sql}) AS p{index}")
+    return params
+
+
+def _conditions(segment: Segment) -> list[tuple[bool, int]]:
+    """(has the tag?, parameter index) for each condition."""
+    return [(condition["status"] != "without", index) for index, condition in enumerate(segment.conditions)]
+
+
+def _driven(postgres: bool, conditions: list[tuple[bool, int]], select: str) -> str:
+    """AND of ``conditions`` (at least one "with"), driven by the first "with" tag's links in
+    contact_id order, every other condition tested on each: ``select`` over ``d`` (the link) and
+    ``c`` (the contact)."""
+    driver = next(index for has, index in conditions if has)
+    tests = [_tag_test(postgres, "d.contact_id", index, has) for has, index in conditions if index != driver]
+    # CROSS JOIN keeps SQLite from starting at contacts; PostgreSQL plans the join itself.
+    join = "JOIN contacts c ON c.id = d.contact_id" if postgres else "CROSS JOIN contacts c"
+    where = [f"d.tag_id = :t{driver}", "(d.expired_at IS NULL OR d.expired_at > :now)", "c.id = d.contact_id",
+             _UNIVERSE, *tests]
+    return f"SELECT {select} FROM contact_tags d {join} WHERE {' AND '.join(where)}"
+
+
+def _scanned(postgres: bool, conditions: list[tuple[bool, int]], operator: str, select: str) -> str:
+    """The organisation's contacts filtered by ``conditions`` joined with ``operator``."""
+    tests = f" {operator} ".join(_tag_test(postgres, "c.id", index, has) for has, index in conditions)
+    return f"SELECT {select} FROM contacts c WHERE {_UNIVERSE} AND ({tests})"
+
+
+def tag_member_count_query(segment: Segment, postgres: bool) -> tuple[str, dict[str, Any]]:
+    """One statement (one snapshot) counting a tag segment's members, and its parameters.
+
+    Members are the organisation's contacts with a LINE user id that meet the conditions (tags
+    whose ``expired_at`` has passed count as gone). AND with a "with" walks that tag's links;
+    OR with a "without" is counted as everyone minus the AND of the negated conditions
+    (De Morgan), which again walks a tag; AND of only "without"s is everyone minus the OR of
+    the opposite "with"s; an OR of "with"s tests each contact (SQLite walks each tag's list).
+    """
+    conditions = _conditions(segment)
+    negated = [(not has, index) for has, index in conditions]
+    everyone = f"SELECT count(*) FROM contacts c WHERE {_UNIVERSE}"
     if segment.operator == "OR":
-        combined = " UNION ".join(parts)
-        sql = f"SELECT cid FROM ({combined}) AS u INTERSECT {_UNIVERSE}"
+        if all(has for has, _ in conditions):
+            sql = _scanned(postgres, conditions, "OR", "count(*)")
+        else:
+            sql = f"SELECT ({everyone}) - ({_driven(postgres, negated, 'count(*)')})"
+    elif any(has for has, _ in conditions):
+        sql = _driven(postgres, conditions, "count(*)")
     else:
-        if not has_without:
-            parts.append(f"SELECT cid FROM ({_UNIVERSE}) AS everyone")
-        sql = " INTERSECT ".join(parts)
-    return sql, params
+        sql = f"SELECT ({everyone}) - ({_scanned(postgres, negated, 'OR', 'count(*)')})"
+    return sql, _params(segment)
+
+
+def tag_member_list_query(segment: Segment, postgres: bool) -> tuple[str, dict[str, Any]]:
+    """The members' line_uids in contact id order (the same set tag_member_count_query counts)."""
+    conditions = _conditions(segment)
+    if segment.operator == "AND" and any(has for has, _ in conditions):
+        sql = _driven(postgres, conditions, "c.line_uid") + " ORDER BY d.contact_id"
+    else:
+        sql = _scanned(postgres, conditions, segment.operator, "c.line_uid") + " ORDER BY c.id"
+    return sql, _params(segment)
 
 
 def _bind(sql: str) -> Any:
     return text(sql).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
+def _is_postgres(session: Session) -> bool:
+    return session.connection().dialect.name == "postgresql"
+
+
 def count_tag_members(session: Session, segment: Segment, now: datetime | None = None) -> int:
-    sql, params = tag_member_query(segment)
+    sql, params = tag_member_count_query(segment, _is_postgres(session))
     params["now"] = now or utcnow()
-    return int(session.execute(_bind(f"SELECT count(*) FROM ({sql}) AS members"), params).scalar() or 0)
+    return int(session.execute(_bind(sql), params).scalar() or 0)
 
 
 def iter_member_line_uids(segment_id: int, organization_id: int) -> Iterator[list[str]]:
@@ -290,9 +345,9 @@ def iter_member_line_uids(segment_id: int, organization_id: int) -> Iterator[lis
     with get_database().read() as session:
         segment = get_segment(session, organization_id, segment_id)
         if segment.segment_type == SEGMENT_TYPE_TAGS:
-            sql, params = tag_member_query(segment)
+            sql, params = tag_member_list_query(segment, _is_postgres(session))
             params["now"] = utcnow()
-            stmt = _bind(f"SELECT line_uid FROM contacts WHERE id IN ({sql}) ORDER BY id")
+            stmt = _bind(sql)
         else:
             stmt = text(
                 "SELECT c.line_uid FROM segment_members m JOIN contacts c ON c.id = m.contact_id "

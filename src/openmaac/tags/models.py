@@ -28,7 +28,8 @@ class ContactTag(Base):
 
     __tablename__ = "contact_tags"
     __table_args__ = (
-        Index("ix_contact_tags_tag_contact", "tag_id", "contact_id"),
+        # Covering for segment queries: one tag's active links in contact_id order (migration 0007).
+        Index("ix_contact_tags_tag_contact_expiry", "tag_id", "contact_id", "expired_at"),
         Index("ix_contact_tags_expired_at", "expired_at"),
     )
 
