@@ -302,19 +302,21 @@ def delete_segment(session: Session, org: OrgContext, segment_id: int) -> None:
 _UNIVERSE = "c.organization_id = :org AND c.line_uid IS NOT NULL"  # contacts a segment can hold
 
 
-def _tag_test(postgres: bool, contact: str, index: int, has: bool) -> str:
-    """SQL: contact id ``contact`` has (``has``) or lacks an active link to tag ``:t<index>``.
+def _tag_test(postgres: bool, contact: str, indexes: list[int], has: bool) -> str:
+    """SQL: contact id ``contact`` has (``has``) an active link to any of the tags
+    ``:t<index>``, or has none of them.
 
-    Both forms read only the index (tag_id, contact_id, expired_at). On SQLite an uncorrelated
-    ``IN`` list is built once and probed; on PostgreSQL ``[NOT] EXISTS`` becomes a hash
-    semi-/anti-join (``NOT IN`` there would rescan the list for every row once it outgrows
-    work_mem).
+    Both forms read only the index (tag_id, contact_id, expired_at). SQLite builds an
+    uncorrelated ``[NOT] IN`` list once and probes it; PostgreSQL turns ``[NOT] EXISTS`` into a
+    hash semi-/anti-join (``IN``/``NOT IN`` lists there are rescanned row by row once they
+    outgrow work_mem, e.g. under an OR).
     """
+    tags = f"x.tag_id = :t{indexes[0]}" if len(indexes) == 1 else f"x.tag_id IN ({', '.join(f':t{i}' for i in indexes)})"
     active = "(x.expired_at IS NULL OR x.expired_at > :now)"
     if postgres:
-        return (f"{'' if has else 'NOT '}EXISTS (SELECT 1 FROM contact_tags x WHERE x.tag_id = :t{index} "
-                f"AND x.contact_id = {contact} AND {active})")
-    return f"{contact} {'IN' if has else 'NOT IN'} (SELECT x.contact_id FROM contact_tags x WHERE x.tag_id = :t{index} AND {active})"
+        return (f"{'' if has else 'NOT '}EXISTS (SELECT 1 FROM contact_tags x WHERE x.contact_id = {contact} "
+                f"AND {tags} AND {active})")
+    return f"{contact} {'IN' if has else 'NOT IN'} (SELECT x.contact_id FROM contact_tags x WHERE {tags} AND {active})"
 
 
 def _params(segment: Segment) -> dict[str, Any]:
@@ -334,7 +336,7 @@ def _driven(postgres: bool, conditions: list[tuple[bool, int]], select: str) -> 
     contact_id order, every other condition tested on each: ``select`` over ``d`` (the link) and
     ``c`` (the contact)."""
     driver = next(index for has, index in conditions if has)
-    tests = [_tag_test(postgres, "d.contact_id", index, has) for has, index in conditions if index != driver]
+    tests = [_tag_test(postgres, "d.contact_id", [index], has) for has, index in conditions if index != driver]
     # CROSS JOIN keeps SQLite from starting at contacts; PostgreSQL plans the join itself.
     join = "JOIN contacts c ON c.id = d.contact_id" if postgres else "CROSS JOIN contacts c"
     where = [f"d.tag_id = :t{driver}", "(d.expired_at IS NULL OR d.expired_at > :now)", "c.id = d.contact_id",
@@ -343,8 +345,14 @@ def _driven(postgres: bool, conditions: list[tuple[bool, int]], select: str) -> 
 
 
 def _scanned(postgres: bool, conditions: list[tuple[bool, int]], operator: str, select: str) -> str:
-    """The organisation's contacts filtered by ``conditions`` joined with ``operator``."""
-    tests = f" {operator} ".join(_tag_test(postgres, "c.id", index, has) for has, index in conditions)
+    """The organisation's contacts filtered by ``conditions`` joined with ``operator``; an OR
+    of only "with"s (or an AND of only "without"s) is one test against the set of those tags."""
+    if all(has for has, _ in conditions) and (operator == "OR" or len(conditions) == 1):
+        tests = _tag_test(postgres, "c.id", [index for _, index in conditions], True)
+    elif not any(has for has, _ in conditions) and (operator == "AND" or len(conditions) == 1):
+        tests = _tag_test(postgres, "c.id", [index for _, index in conditions], False)
+    else:
+        tests = f" {operator} ".join(_tag_test(postgres, "c.id", [index], has) for has, index in conditions)
     return f"SELECT {select} FROM contacts c WHERE {_UNIVERSE} AND ({tests})"
 
 
@@ -354,8 +362,8 @@ def tag_member_count_query(segment: Segment, postgres: bool) -> tuple[str, dict[
     Members are the organisation's contacts with a LINE user id that meet the conditions (tags
     whose ``expired_at`` has passed count as gone). AND with a "with" walks that tag's links;
     OR with a "without" is counted as everyone minus the AND of the negated conditions
-    (De Morgan), which again walks a tag; AND of only "without"s is everyone minus the OR of
-    the opposite "with"s; an OR of "with"s tests each contact (SQLite walks each tag's list).
+    (De Morgan), which again walks a tag; an OR of "with"s is the contacts in the union of
+    those tags' links, and an AND of "without"s everyone minus that.
     """
     conditions = _conditions(segment)
     negated = [(not has, index) for has, index in conditions]
