@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from openmaac.auth.service import OrgContext
@@ -36,12 +36,25 @@ def pk_error(value: Any) -> list[str]:
     return [f'Invalid pk "{value}" - object does not exist.']
 
 
-def load_template(session: Session, org_id: int, template_id: int) -> MessageTemplate:
-    template = session.scalar(select(MessageTemplate).where(
-        MessageTemplate.organization_id == org_id, MessageTemplate.id == template_id))
-    if template is None:
+@dataclass(frozen=True)
+class TemplateRow:
+    """What sending reads of a template (a plain row: no ORM object per request)."""
+
+    id: int
+    messages: list[dict[str, Any]]
+    parameters: list[str]
+
+
+_TEMPLATE = select(MessageTemplate.__table__.c.id, MessageTemplate.__table__.c.messages,
+                   MessageTemplate.__table__.c.parameters).where(
+    MessageTemplate.__table__.c.organization_id == bindparam("org"), MessageTemplate.__table__.c.id == bindparam("id"))
+
+
+def load_template(session: Session, org_id: int, template_id: int) -> TemplateRow:
+    row = session.connection().execute(_TEMPLATE, {"org": org_id, "id": template_id}).first()
+    if row is None:
         raise field_errors({"template_id": pk_error(template_id)})
-    return template
+    return TemplateRow(int(row[0]), list(row[1]), list(row[2] or []))
 
 
 def load_event(session: Session, org_id: int, event_id: int | None) -> MessageEvent | None:
@@ -71,7 +84,7 @@ class ImageSlot:
     params: tuple[str, ...]
 
 
-def image_slots(template: MessageTemplate) -> list[ImageSlot]:
+def image_slots(template: MessageTemplate | TemplateRow) -> list[ImageSlot]:
     """The template's image URL fields that parameters fill (checked after rendering)."""
     slots = []
     for field in rewrite.image_fields(template.messages, templated=True):
@@ -84,7 +97,7 @@ def image_slots(template: MessageTemplate) -> list[ImageSlot]:
     return slots
 
 
-def clean_params(template: MessageTemplate, data: dict[str, Any]) -> tuple[dict[str, str], dict[str, list[str]]]:
+def clean_params(template: MessageTemplate | TemplateRow, data: dict[str, Any]) -> tuple[dict[str, str], dict[str, list[str]]]:
     """The template's parameters from ``data`` as strings, and the field errors."""
     params: dict[str, str] = {}
     errors: dict[str, list[str]] = {}
@@ -147,11 +160,14 @@ CONTACT_FIELDS = ("line_uid", "line_display_name", "display_name", "customer_id"
                   "birthday")
 
 
+_CONTACT = (select(Contact.__table__.c.id, *[Contact.__table__.c[name] for name in CONTACT_FIELDS])
+            .where(Contact.__table__.c.organization_id == bindparam("org"), Contact.__table__.c.line_uid == bindparam("uid"))
+            .limit(1))
+
+
 def contact_row(session: Session, org_id: int, uid: str) -> tuple[int, dict[str, Any]] | None:
     """One contact's id and its placeholder fields (``contact_fields``), read as plain columns."""
-    columns = [getattr(Contact, name) for name in CONTACT_FIELDS]
-    row = session.execute(select(Contact.id, *columns).where(Contact.organization_id == org_id,
-                                                             Contact.line_uid == uid).limit(1)).first()
+    row = session.connection().execute(_CONTACT, {"org": org_id, "uid": uid}).first()
     if row is None:
         return None
     fields = dict(zip(CONTACT_FIELDS, row[1:], strict=True))

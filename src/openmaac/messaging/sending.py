@@ -101,9 +101,12 @@ class Line:
                           limiter=line_rate.limiter(get_database(), self.channel_id))
 
 
+_LINE = (select(LineChannel.__table__.c.api_base_url, LineChannel.__table__.c.access_token,
+                LineChannel.__table__.c.channel_id).where(LineChannel.__table__.c.organization_id == bindparam("org")))
+
+
 def _line_of(session: Session, organization_id: int) -> Line | None:
-    row = session.connection().execute(select(LineChannel.api_base_url, LineChannel.access_token, LineChannel.channel_id)
-                          .where(LineChannel.organization_id == organization_id)).first()
+    row = session.connection().execute(_LINE, {"org": organization_id}).first()
     return Line(*row) if row else None
 
 
@@ -259,6 +262,15 @@ _MARK_SENDING = (update(_D).where(_D.c.id == bindparam("dm"))
 _RELEASE = (update(_S).where(_S.c.direct_message_id == bindparam("dm"), _S.c.status == "pending",
                              _S.c.locked_until.is_not(None)).values(locked_until=None))
 _INSERT_SENDS = insert(_S)
+_INSERT_MESSAGE = insert(_D).returning(_D.c.id)
+_INSERT_RECIPIENT = insert(_R).returning(_R.c.id)
+_INSERT_SEND = insert(_S).returning(_S.c.id)
+_MARK_PUSH_SENT = (update(_D).where(_D.c.id == bindparam("dm"), _D.c.status != "sent")
+                   .values(status="sent", sent_at=bindparam("b_now", type_=UTCDateTime()),
+                           updated_at=bindparam("b_now", type_=UTCDateTime()), total_count=1,
+                           fail_count=bindparam("b_failed")))
+_INSERT_JOB = insert(_J)
+_DROP_RECOVERY = delete(_J).where(_J.c.unique_key == bindparam("key"), _J.c.status == "ready")
 
 
 def claim(session: Session, dm_id: int, limit: int, now: datetime) -> list[Claimed]:
@@ -273,17 +285,20 @@ def claim(session: Session, dm_id: int, limit: int, now: datetime) -> list[Claim
 
 # -- recording ------------------------------------------------------------------------------------
 
-def record(session: Session, dm: MessageRef, results: Sequence[tuple[Claimed, Outcome]]) -> None:
-    """Record the outcomes of LINE calls (each once: a call already recorded is skipped)."""
+def record(session: Session, dm: MessageRef, results: Sequence[tuple[Claimed, Outcome]]) -> int:
+    """Record the outcomes of LINE calls (each once: a call already recorded is skipped).
+    Returns how many were recorded here."""
     now = utcnow()
     conn = session.connection()
     sent_ids: list[int] = []
+    recorded = 0
     for send, outcome in results:
         done = conn.execute(_RECORD_SEND, {
             "sid": send.id, "b_outcome": outcome.outcome, "b_code": outcome.status_code,
             "b_body": outcome.body if outcome.outcome != "success" else None, "b_now": now}).rowcount
         if not done:
             continue
+        recorded += 1
         if send.method == "multicast" and len(send.recipient_ids) > 1 and _bad_recipient(outcome):
             # LINE refuses a whole multicast when one of its ids is bad (nothing was sent):
             # send to each recipient by push instead, so only the bad ones fail
@@ -308,6 +323,7 @@ def record(session: Session, dm: MessageRef, results: Sequence[tuple[Claimed, Ou
         if outcome.outcome == "success":
             sent_ids += send.recipient_ids
     notify.sent(session, dm, sent_ids, now)
+    return recorded
 
 
 def _bad_recipient(outcome: Outcome) -> bool:
@@ -363,48 +379,57 @@ def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str
     assert contact is not None and line_uid is not None
     now = utcnow()
     lease = send_lease()
+    recovery = f"{JOB_KIND}:{{}}"
     with database.write() as session:
         conn = session.connection()
-        dm_id = int(conn.execute(insert(DirectMessage).values(
-            organization_id=org.id, category="push", template_id=template.id, event_id=event.id if event else None,
-            status="sending", tracked=event is not None, params=None, total_count=1, fail_count=0,
-            created_at=now, updated_at=now).returning(DirectMessage.id)).scalar_one())
-        dm = MessageRef(dm_id, org.id, "push", event.id if event else None)
-        recipient_id = int(conn.execute(insert(DirectMessageRecipient).values(
-            direct_message_id=dm_id, organization_id=org.id, mark=0, line_uid=line_uid, contact_id=contact[0],
-            params=params, status="pending").returning(DirectMessageRecipient.id)).scalar_one())
+        event_ref = event.id if event else None
+        dm_id = int(conn.execute(_INSERT_MESSAGE, {
+            "organization_id": org.id, "category": "push", "template_id": template.id, "event_id": event_ref,
+            "status": "sending", "tracked": event is not None, "total_count": 1, "fail_count": 0,
+            "created_at": now, "updated_at": now}).scalar_one())
+        dm = MessageRef(dm_id, org.id, "push", event_ref)
+        recipient_id = int(conn.execute(_INSERT_RECIPIENT, {
+            "direct_message_id": dm_id, "organization_id": org.id, "mark": 0, "line_uid": line_uid,
+            "contact_id": contact[0], "params": params, "status": "pending"}).scalar_one())
         messages = rendered
         if event is not None:
             tracker = links.Tracker(session, dm, links.get_setting(session, org.id))  # type: ignore[arg-type]
             messages = tracker.track(rendered, recipient_id)
             tracker.save()
         row = _send_row(dm, "push", [(recipient_id, line_uid)], messages, now + lease, now)
-        send_id = int(conn.execute(insert(DirectMessageSend).values(**row)
-                                      .returning(DirectMessageSend.id)).scalar_one())
-        # finishes the push should this process die before recording LINE's answer
-        enqueue(session, JOB_KIND, {"id": dm_id}, organization_id=org.id,
-                run_at=now + lease + timedelta(seconds=1), unique_key=f"{JOB_KIND}:{dm_id}")
-        # due only after the lease: no need to wake the worker at commit (it looks at least
-        # every half second), which at hundreds of pushes a second would cost a claim each
-        session.info.pop("jobs_enqueued", None)
+        send_id = int(conn.execute(_INSERT_SEND, row).scalar_one())
+        # The recovery job: finishes the push should this process die before recording LINE's
+        # answer. A plain prebuilt INSERT (what jobs.queue.enqueue writes; its key is new, so
+        # there is no conflict to handle); due only after the lease, so the worker needs no
+        # wake-up at commit (it looks at least every half second).
+        conn.execute(_INSERT_JOB, {
+            "kind": JOB_KIND, "payload": {"id": dm_id}, "organization_id": org.id,
+            "run_at": now + lease + timedelta(seconds=1), "priority": 100, "max_attempts": 10,
+            "unique_key": recovery.format(dm_id), "status": "ready", "attempts": 0, "created_at": now})
     if line is None:
         outcome = Outcome("error")
     else:
         outcome = call_line(line.client(), "push", [line_uid], messages, row["retry_key"])
     send = Claimed(send_id, "push", [line_uid], messages, row["retry_key"], [recipient_id])
     with database.write() as session:
-        record(session, dm, [(send, outcome)])
-        if finalize(session, dm_id):
-            # recorded: the recovery job has nothing left to do (unless a worker already holds it)
-            session.connection().execute(delete(Job).where(Job.unique_key == f"{JOB_KIND}:{dm_id}",
-                                                           Job.status == "ready"))
-    return {"id": dm_id, "event_id": event.id if event else None, "event": event.name if event else None,
+        conn = session.connection()
+        if record(session, dm, [(send, outcome)]):
+            # the message's one call, recorded here: sent, with its one recipient's outcome
+            conn.execute(_MARK_PUSH_SENT, {"dm": dm_id, "b_now": utcnow(),
+                                           "b_failed": 0 if outcome.outcome == "success" else 1})
+            done = True
+        else:  # the recovery job recorded it first
+            done = finalize(session, dm_id)
+        if done:
+            # nothing left for the recovery job (unless a worker already holds it)
+            conn.execute(_DROP_RECOVERY, {"key": recovery.format(dm_id)})
+    return {"id": dm_id, "event_id": event_ref, "event": event.name if event else None,
             "result": outcome.push_result()}
 
 
 # -- multicast and enhanced multicast (asynchronous) ---------------------------------------------
 
-def _insert_message(session: Session, org: OrgContext, category: str, template: MessageTemplate,
+def _insert_message(session: Session, org: OrgContext, category: str, template: direct.TemplateRow,
                     event_id: int | None, entries: Sequence[tuple[str, dict[str, str] | None, int | None]],
                     shared: dict[str, str] | None, now: datetime) -> tuple[MessageRef, list[int]]:
     """The direct message (pending) and its recipients; (the message, recipient ids by mark)."""
