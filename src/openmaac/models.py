@@ -9,7 +9,7 @@ from openmaac.jobs.models import Job
 from openmaac.line_inbound.models import LineWebhookEvent
 from openmaac.links.models import ShortLink, TrackedAction, TrackedLink, TrackingEvent, TrackingSetting
 from openmaac.messaging.models import DirectMessage, DirectMessageRecipient, DirectMessageSend, MessageEvent
-from openmaac.segments.models import Segment, SegmentMember, SegmentUpload
+from openmaac.segments.models import Segment, SegmentMemberList, SegmentUpload
 from openmaac.sms_plus.models import (
     PnpJoinLink,
     PnpMessage,
@@ -51,7 +51,7 @@ __all__ = [
     "PnpUpload",
     "PnpUploadRow",
     "Segment",
-    "SegmentMember",
+    "SegmentMemberList",
     "SegmentUpload",
     "SmsPointBalance",
     "SmsPointEntry",

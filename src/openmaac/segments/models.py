@@ -40,13 +40,16 @@ class Segment(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class SegmentMember(Base):
-    """A contact in a custom (uploaded) segment."""
+class SegmentMemberList(Base):
+    """The contacts a custom segment's uploaded ids matched when it was built: their ids in
+    ascending order, one JSON array per segment. (One row per member, with its two foreign-key
+    checks, cost seconds per 300,000 on PostgreSQL; see docs/benchmarks.md, import_segments.)
+    Contacts deleted since simply drop out when the list is read, joined to contacts."""
 
-    __tablename__ = "segment_members"
+    __tablename__ = "segment_member_lists"
 
     segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
-    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True)
+    contact_ids: Mapped[list[int]] = deferred(mapped_column(JSONType, nullable=False))
 
 
 class SegmentUpload(Base):

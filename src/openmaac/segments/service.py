@@ -5,8 +5,8 @@ that sends to it) are evaluated when read, so tag changes and expiry count at on
 ``member_count`` is computed by the ``segment.build`` job at creation and refreshed every
 ``OPENMAAC_SEGMENT_REFRESH_SECONDS`` (default 3,600) by a durable job chain.
 
-A custom segment stores the contacts its uploaded ids matched when the build job ran
-(``segment_members``); a new file (PATCH) rebuilds it.
+A custom segment stores the contacts its uploaded ids matched when the build job ran (their
+ids, one list per segment: ``segment_member_lists``); a new file (PATCH) rebuilds it.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from openmaac.segments.models import (
     STATUS_PENDING,
     STATUS_READY,
     Segment,
-    SegmentMember,
+    SegmentMemberList,
     SegmentUpload,
 )
 from openmaac.tags.models import Tag
@@ -47,7 +47,6 @@ from openmaac.web.times import render
 MAX_UPLOAD_ROWS = 300_000
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024
 LINE_UID = re.compile(r"^U[0-9a-f]{32}$")
-MEMBER_CHUNK = 20_000
 STREAM_BATCH = 5_000
 
 
@@ -292,7 +291,7 @@ def patch_custom_segment(session: Session, org: OrgContext, segment_id: int, cha
 
 def delete_segment(session: Session, org: OrgContext, segment_id: int) -> None:
     segment = get_segment(session, org.id, segment_id, for_update=True)
-    session.execute(delete(SegmentMember).where(SegmentMember.segment_id == segment.id))
+    session.execute(delete(SegmentMemberList).where(SegmentMemberList.segment_id == segment.id))
     session.execute(delete(SegmentUpload).where(SegmentUpload.segment_id == segment.id))
     session.delete(segment)
 
@@ -413,10 +412,7 @@ def iter_member_line_uids(segment_id: int, organization_id: int) -> Iterator[lis
             params["now"] = utcnow()
             stmt = _bind(sql)
         else:
-            stmt = text(
-                "SELECT c.line_uid FROM segment_members m JOIN contacts c ON c.id = m.contact_id "
-                "WHERE m.segment_id = :sid AND c.line_uid IS NOT NULL ORDER BY m.contact_id"
-            )
+            stmt = text(_custom_members_sql(_is_postgres(session)))
             params = {"sid": segment.id}
         result = session.execute(stmt.execution_options(stream_results=True, yield_per=STREAM_BATCH), params)
         for batch in result.partitions(STREAM_BATCH):
@@ -432,39 +428,36 @@ def members_csv(segment_id: int, organization_id: int) -> Iterator[bytes]:
 # -- building ---------------------------------------------------------------------------
 
 
-def _insert_members_sql(dialect: str) -> str:
-    """Add the contacts named by a chunk of ids to a custom segment: the ids (sorted, so the
-    (organization_id, line_uid) index is read in order) drive, each looked up once."""
-    if dialect == "postgresql":
-        return ("INSERT INTO segment_members (segment_id, contact_id) SELECT :sid, c.id "
-                "FROM unnest(CAST(:ids AS text[])) AS j(value) JOIN contacts c "
-                "ON c.organization_id = :org AND c.line_uid = j.value ON CONFLICT DO NOTHING")
-    return ("INSERT OR IGNORE INTO segment_members (segment_id, contact_id) SELECT :sid, c.id "
-            "FROM json_each(:ids) AS j CROSS JOIN contacts c WHERE c.organization_id = :org AND c.line_uid = j.value "
-            "ORDER BY c.id")  # inserted in id order: the foreign key checks read contacts in order
+def _custom_members_sql(postgres: bool) -> str:
+    """A custom segment's members' line_uids, in contact id order (the stored list's order)."""
+    if postgres:
+        return ("SELECT c.line_uid FROM segment_member_lists l "
+                "CROSS JOIN LATERAL jsonb_array_elements_text(l.contact_ids) WITH ORDINALITY AS j(id, n) "
+                "JOIN contacts c ON c.id = j.id::bigint WHERE l.segment_id = :sid AND c.line_uid IS NOT NULL "
+                "ORDER BY j.n")
+    return ("SELECT c.line_uid FROM segment_member_lists l, json_each(l.contact_ids) j CROSS JOIN contacts c "
+            "WHERE l.segment_id = :sid AND c.id = j.value AND c.line_uid IS NOT NULL ORDER BY j.key")
 
 
-def _id_chunks(data: bytes, size: int) -> Iterator[list[str]]:
-    """The ids of a stored upload, ``size`` at a time, decompressed piece by piece."""
-    unpacker = zlib.decompressobj()
-    pending: list[str] = []
-    tail = b""
-    for start in range(0, len(data) + 1, READ_BLOCK):
-        piece = data[start : start + READ_BLOCK]
-        text_block = tail + (unpacker.decompress(piece) if piece else unpacker.flush())
-        lines = text_block.split(b"\n")
-        tail = lines.pop()  # empty at the very end: every id ends with a newline
-        pending.extend(line.decode() for line in lines)
-        while len(pending) >= size:
-            yield pending[:size]
-            del pending[:size]
-    if pending:
-        yield pending
+def _store_members_sql(postgres: bool) -> str:
+    """Store the ids of the organisation's contacts named by ``:ids`` (the upload's distinct
+    line_uids) as the segment's member list, in one statement inside the database; returns how
+    many matched. PostgreSQL gets the ids as one newline-separated text (a 300,000-element
+    array parameter costs more to send than the query to run) and tests them as a hashed
+    ``= ANY``; SQLite walks the sorted JSON array and looks each up in (organization_id,
+    line_uid)."""
+    if postgres:
+        return ("INSERT INTO segment_member_lists (segment_id, contact_ids) "
+                "SELECT :sid, coalesce(jsonb_agg(id ORDER BY id), '[]'::jsonb) FROM contacts "
+                "WHERE organization_id = :org AND line_uid = ANY(string_to_array(:ids, E'\\n')) "
+                "RETURNING jsonb_array_length(contact_ids)")
+    return ("INSERT INTO segment_member_lists (segment_id, contact_ids) "
+            "SELECT :sid, json_group_array(id) FROM (SELECT c.id FROM json_each(:ids) AS j CROSS JOIN contacts c "
+            "WHERE c.organization_id = :org AND c.line_uid = j.value ORDER BY c.id) "
+            "RETURNING json_array_length(contact_ids)")
 
 
 def _build_custom(segment_id: int, generation: int) -> None:
-    import orjson
-
     database = get_database()
     with database.write() as session:
         segment = session.get(Segment, segment_id, with_for_update=True)
@@ -474,13 +467,15 @@ def _build_custom(segment_id: int, generation: int) -> None:
         if upload is None or upload.generation != generation:
             return
         report = dict(upload.report)
-        session.execute(delete(SegmentMember).where(SegmentMember.segment_id == segment_id))
-        sql = text(_insert_members_sql(database.dialect))
-        matched = 0
-        for chunk in _id_chunks(upload.data, MEMBER_CHUNK):
-            value: Any = chunk if database.dialect == "postgresql" else orjson.dumps(chunk).decode()
-            result = session.execute(sql, {"sid": segment_id, "org": segment.organization_id, "ids": value})
-            matched += int(result.rowcount or 0)  # type: ignore[attr-defined]
+        session.execute(delete(SegmentMemberList).where(SegmentMemberList.segment_id == segment_id))
+        postgres = database.dialect == "postgresql"
+        ids = zlib.decompress(upload.data)[:-1].decode()  # distinct ids, sorted, each ending in a newline
+        # Well-formed LINE user ids (U + 32 hex digits): nothing to escape in the JSON array.
+        value = ids if postgres else '["' + ids.replace("\n", '","') + '"]' if ids else "[]"
+        del ids
+        matched = int(session.execute(text(_store_members_sql(postgres)),
+                                      {"sid": segment_id, "org": segment.organization_id, "ids": value}).scalar() or 0)
+        del value
         report["matched"] = matched
         report["unknown"] = report.get("distinct", 0) - matched
         now = utcnow()
