@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from openmaac.auth.models import Organization
@@ -100,47 +100,44 @@ def emit_status(session: Session, setting: PnpSetting, messages: Iterable[PnpMes
     items = list(messages)
     if not items:
         return
-    tz = _tz(session, setting.organization_id)
-    events: list[Event] = []
-    for message in items:
-        data = status_data(message, setting, tz)
-        key = f"pnp:{message.id}"
-        events.append(Event("pnp.status_updated", data, key))
-        events.append(Event("sms_plus.status.update", data, key))
-    emit_many(session, setting.organization_id, events)
 
+    def events() -> Iterator[Event]:
+        # consumed only when the organisation has webhook endpoints (emit_many looks first)
+        tz = _tz(session, setting.organization_id)
+        for message in items:
+            data = status_data(message, setting, tz)
+            key = f"pnp:{message.id}"
+            yield Event("pnp.status_updated", data, key)
+            yield Event("sms_plus.status.update", data, key)
 
-def bump_metric(session: Session, setting_id: int, **deltas: int) -> None:
-    values = {f"metric_{name}": getattr(PnpSetting, f"metric_{name}") + amount
-              for name, amount in deltas.items() if amount}
-    if values:
-        session.execute(update(PnpSetting).where(PnpSetting.id == setting_id).values(**values)
-                        .execution_options(synchronize_session=False))
+    emit_many(session, setting.organization_id, events())
 
 
 # --- transitions ----------------------------------------------------------------------------------
 
-def _load(session: Session, message_id: int, *, lock: bool = False) -> tuple[PnpMessage, PnpSetting] | None:
+def _load(session: Session, message_id: int, *, lock: bool = False,
+          setting: PnpSetting | None = None) -> tuple[PnpMessage, PnpSetting] | None:
+    """The message (locked on PostgreSQL) and its scenario (``setting`` when the caller has it:
+    only read, never changed, so a copy loaded earlier serves)."""
     stmt = select(PnpMessage).where(PnpMessage.id == message_id)
     if lock and session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     message = session.scalar(stmt)
     if message is None:
         return None
-    setting = session.get(PnpSetting, message.pnp_setting_id)
+    if setting is None or setting.id != message.pnp_setting_id:
+        setting = session.get(PnpSetting, message.pnp_setting_id)
     if setting is None:
         return None
     return message, setting
 
 
 def change(session: Session, message: PnpMessage, setting: PnpSetting, **fields: Any) -> None:
-    """Apply a status change: ``updated_at``, metric (sms forwarded), both webhooks."""
-    if fields.get("sms_status") == svc.SMS_PREPARING and message.sms_status is None:
-        bump_metric(session, setting.id, sms=1)
+    """Apply a status change: ``updated_at`` and both webhooks (the row is written with the
+    transaction's flush; the scenario's metric is counted from the messages when read)."""
     for key, value in fields.items():
         setattr(message, key, value)
     message.updated_at = utcnow()
-    session.flush()
     emit_status(session, setting, [message])
 
 
@@ -150,18 +147,20 @@ def delivered(message: PnpMessage) -> bool:
 
 
 def finish(session: Session, message: PnpMessage, setting: PnpSetting) -> None:
-    """The message reached its end: release unused points, count it (pnp / fail)."""
+    """The message reached its end: release unused points, drop its waiting timers."""
     if message.finished:
         return
     message.finished = True
     if message.points_held:
         points.release(session, message.organization_id, message.points_held, message.id)
         message.points_held = 0
-    if message.line_push_status == svc.LINE_PUSH_DELIVERED or message.pnp_status == svc.PNP_DELIVERED:
-        bump_metric(session, setting.id, pnp=1)
-    elif message.sms_status != svc.SMS_DELIVERED and message.whatsapp_status != svc.WHATSAPP_DELIVERED:
-        bump_metric(session, setting.id, fail=1)
-    session.flush()
+    # its fallback timer (and SMS callback deadline) would only find it finished: spare the
+    # queue those runs (a timer running right now is left to complete itself)
+    keys = [f"{FALLBACK}:{message.id}", f"{FALLBACK}:{message.id}:whatsapp", f"{FALLBACK}:{message.id}:line"]
+    if message.sms_reference:
+        keys += [f"{FALLBACK}:{message.id}:{message.sms_reference}", f"{SMS_TIMEOUT}:{message.sms_reference}"]
+    session.execute(delete(Job).where(Job.unique_key.in_(keys), Job.status == "ready")
+                    .execution_options(synchronize_session=False))
 
 
 def sms_possible(message: PnpMessage, setting: PnpSetting) -> bool:
@@ -262,11 +261,16 @@ def _monthly_limit(outcome: LineOutcome) -> bool:
 
 # --- the LINE steps (push API inline; multicast through the job) -----------------------------------
 
-def run_line_steps(message_id: int) -> str:
-    """LINE push then PNP, each from the state it expects. Returns the push API's result."""
+def run_line_steps(message_id: int, *, known: tuple[PnpMessage, PnpSetting] | None = None,
+                   safety_net: bool = False) -> str:
+    """LINE push then PNP, each from the state it expects. Returns the push API's result.
+
+    ``known``: the message and scenario as the push request just saved them (spares reading
+    them again). ``safety_net``: the push runs the steps itself, so the last transaction also
+    removes the job that would have re-run them had the request died."""
     database = get_database()
     with database.read() as session:
-        loaded = _load(session, message_id)
+        loaded = known or _load(session, message_id)
         if loaded is None:
             return RESULT_FAILED
         message, setting = loaded
@@ -324,10 +328,14 @@ def run_line_steps(message_id: int) -> str:
                 fields = {"line_push_status": svc.LINE_PUSH_FAILED, "line_push_error_category": "others"}
                 result = result_of(outcome)
         with database.write() as session:
-            loaded = _load(session, message_id, lock=True)
+            loaded = _load(session, message_id, lock=True, setting=setting)
             if loaded is None:
                 return RESULT_FAILED
             message, setting = loaded
+            if safety_net and not (setting.pnp_enabled and message.line_push_status == svc.LINE_PUSH_PREPARING
+                                   and fields["line_push_status"] != svc.LINE_PUSH_DELIVERED):
+                _drop_safety_net(session, message_id)  # no PNP step follows
+                safety_net = False
             if message.line_push_status == svc.LINE_PUSH_PREPARING:
                 fields["status"] = fields["line_push_status"]
                 change(session, message, setting, **fields)
@@ -335,6 +343,8 @@ def run_line_steps(message_id: int) -> str:
                         and message.pnp_status is None:
                     change(session, message, setting, status=svc.PNP_PREPARING, pnp_status=svc.PNP_PREPARING)
                 finish_if_nothing_left(session, message, setting)
+                if message.pnp_status != svc.PNP_PREPARING:
+                    _wake_overdue_fallback(session, message)
         if message.line_push_status == svc.LINE_PUSH_DELIVERED:
             return RESULT_SUCCESS
 
@@ -352,16 +362,37 @@ def run_line_steps(message_id: int) -> str:
                              messages=pnp_messages, delivery_tag=tag)
         pnp_result = result_of(outcome)
         with database.write() as session:
-            loaded = _load(session, message_id, lock=True)
+            loaded = _load(session, message_id, lock=True, setting=setting)
             if loaded is None:
                 return RESULT_FAILED
             message, setting = loaded
+            if safety_net:
+                _drop_safety_net(session, message_id)
+                safety_net = False
             if message.pnp_status == svc.PNP_PREPARING:
                 status = svc.PNP_ACCEPTED if outcome.ok else svc.PNP_FAILED
                 change(session, message, setting, status=status, pnp_status=status)
                 finish_if_nothing_left(session, message, setting)
+                _wake_overdue_fallback(session, message)
         result = pnp_result if result is None or pnp_result == RESULT_SUCCESS else pnp_result
+    if safety_net:
+        drop_safety_net([message_id])
     return result or RESULT_SUCCESS
+
+
+def _wake_overdue_fallback(session: Session, message: PnpMessage) -> None:
+    """The LINE steps are done; a fallback timer that came due meanwhile (and is waiting for
+    them, see run_fallback) can run now."""
+    if message.finished or message.fallback_at is None or message.fallback_at > utcnow():
+        return
+    # a job of its own (the timer may be running at this moment and about to reschedule itself)
+    enqueue(session, FALLBACK, {"message_id": message.id}, organization_id=message.organization_id,
+            run_at=utcnow(), unique_key=f"{FALLBACK}:{message.id}:line")
+
+
+def _drop_safety_net(session: Session, message_id: int) -> None:
+    session.execute(delete(Job).where(Job.unique_key == f"{DISPATCH}:{message_id}", Job.status == "ready")
+                    .execution_options(synchronize_session=False))
 
 
 def drop_safety_net(message_ids: list[int]) -> None:
@@ -373,9 +404,90 @@ def drop_safety_net(message_ids: list[int]) -> None:
                                           Job.status == "ready"))
 
 
+PNP_CHUNK = 10  # PNP sends marked in flight, then recorded, together
+
+
+def run_pnp_batch(message_ids: list[int]) -> None:
+    """The PNP step of many messages (a multicast or an upload: no LINE push), in one job.
+
+    One read for the messages, their scenario and channel; then, by chunks of ``PNP_CHUNK``:
+    one transaction marks the chunk in flight (``send_started_at``), the PNP calls go out, one
+    transaction records their outcomes. PNP has no retry key, so a message found marked by a
+    later run (its worker died mid-chunk) is not sent again: it counts as accepted and waits
+    for LINE's delivery webhook like any accepted PNP, the fallback timer deciding after that.
+    """
+    database = get_database()
+    with database.read() as session:
+        messages = list(session.scalars(select(PnpMessage).where(PnpMessage.id.in_(message_ids))
+                                        .order_by(PnpMessage.id)))
+        if not messages:
+            return
+        settings = {s.id: s for s in session.scalars(select(PnpSetting).where(
+            PnpSetting.id.in_({m.pnp_setting_id for m in messages})))}
+        channel = channel_of(session, messages[0].organization_id)
+    if channel is None:
+        return
+    singles = [m.id for m in messages if m.line_push_status == svc.LINE_PUSH_PREPARING]
+    for message_id in singles:  # not made by multicast; the general path handles it
+        run_line_steps(message_id)
+    pending = [m for m in messages if m.pnp_status == svc.PNP_PREPARING and not m.finished
+               and m.line_push_status != svc.LINE_PUSH_PREPARING and m.pnp_setting_id in settings
+               and settings[m.pnp_setting_id].pnp_enabled]
+    for start in range(0, len(pending), PNP_CHUNK):
+        chunk = pending[start:start + PNP_CHUNK]
+        ids = [m.id for m in chunk]
+        bodies: dict[int, list[dict[str, Any]]] = {}
+        now = utcnow()
+        with database.write() as session:
+            stmt = select(PnpMessage).where(PnpMessage.id.in_(ids))
+            rows = list(session.scalars(stmt if database.is_sqlite else stmt.with_for_update()))
+            for message in rows:
+                setting = settings[message.pnp_setting_id]
+                if message.pnp_status != svc.PNP_PREPARING or message.finished:
+                    continue
+                if message.send_started_at is not None:
+                    if (now - message.send_started_at).total_seconds() < SEND_GRACE_SECONDS:
+                        continue  # another run is sending it
+                    # sent or not before its worker died: never twice; as if accepted
+                    message.send_started_at = None
+                    change(session, message, setting, status=svc.PNP_ACCEPTED, pnp_status=svc.PNP_ACCEPTED)
+                    _wake_overdue_fallback(session, message)
+                    continue
+                params = dict((message.params or {}).get("pnp") or {})
+                if svc.JOIN_LINK in svc.placeholder_names(setting.pnp_messages):
+                    from openmaac.sms_plus.join_links import links_for
+
+                    params[svc.JOIN_LINK] = links_for(session, message.organization_id, message.id, "pnp")
+                bodies[message.id] = render_template(list(setting.pnp_messages or []), params, None)
+                message.send_started_at = now
+        if not bodies:
+            continue
+        outcomes: dict[int, LineOutcome] = {}
+        for message in chunk:
+            if message.id in bodies:
+                tag = message.delivery_tag or f"openmaac-pnp-{message.id}-tag-padding"
+                outcomes[message.id] = _line_call(
+                    channel.api_base_url, channel.access_token, "/bot/pnp/push",
+                    {"to": message.phone_hash, "messages": bodies[message.id]}, {"X-Line-Delivery-Tag": tag},
+                    "pnp_push", channel.channel_id, to=message.phone_hash, messages=bodies[message.id],
+                    delivery_tag=tag)
+        with database.write() as session:
+            for message in session.scalars(select(PnpMessage).where(PnpMessage.id.in_(list(outcomes)))):
+                setting = settings[message.pnp_setting_id]
+                message.send_started_at = None
+                if message.pnp_status == svc.PNP_PREPARING:
+                    status = svc.PNP_ACCEPTED if outcomes[message.id].ok else svc.PNP_FAILED
+                    change(session, message, setting, status=status, pnp_status=status)
+                    finish_if_nothing_left(session, message, setting)
+                    _wake_overdue_fallback(session, message)
+
+
 @handler(DISPATCH)
 def dispatch_job(payload: dict[str, Any], _context: JobContext) -> None:
-    run_line_steps(int(payload["message_id"]))
+    if "message_ids" in payload:
+        run_pnp_batch([int(i) for i in payload["message_ids"]])
+    else:
+        run_line_steps(int(payload["message_id"]))
 
 
 # --- PNP delivery (LINE's ``delivery`` webhook) ----------------------------------------------------
@@ -533,8 +645,13 @@ def run_fallback(message_id: int) -> float | None:
             finish(session, message, setting)
             return None
         in_flight = message.pnp_status == svc.PNP_PREPARING or message.line_push_status == svc.LINE_PUSH_PREPARING
-        if in_flight and (utcnow() - message.updated_at).total_seconds() < LINE_STEP_GRACE_SECONDS:
-            return 0.5  # the LINE call is still under way: its outcome decides what comes next
+        age = (utcnow() - message.updated_at).total_seconds()
+        if in_flight and age < LINE_STEP_GRACE_SECONDS:
+            # the LINE step is queued or under way: it wakes this timer when it is done; failing
+            # that (its worker died), look again once the grace is over
+            return LINE_STEP_GRACE_SECONDS - age
+        if in_flight:
+            message.send_started_at = None  # a LINE step's mark, left by a worker that died
         config = providers.config_of(session, message.organization_id)
         now = utcnow()
         if message.sms_status is None and message.whatsapp_status not in svc.WHATSAPP_FINAL \
@@ -722,6 +839,15 @@ def apply_sms_report(organization_id: int, report: DeliveryReport) -> bool:
                 message.points_held = 0
                 change(session, message, setting, status=svc.SMS_ACCEPTED, sms_status=svc.SMS_ACCEPTED,
                        sms_error_category=None)
+                # the send's own answer may never be recorded (its process died): the callback
+                # deadline starts here too (one job per reference, whoever comes first)
+                from openmaac.sms_plus import providers
+
+                config = providers.config_of(session, organization_id)
+                enqueue(session, SMS_TIMEOUT, {"message_id": message.id, "reference": message.sms_reference},
+                        organization_id=organization_id,
+                        run_at=utcnow() + minutes(config.callback_timeout_minutes),
+                        unique_key=f"{SMS_TIMEOUT}:{message.sms_reference}")
             return True
         message.points_held = 0  # the provider took it
         if report.status is DeliveryStatus.DELIVERED:

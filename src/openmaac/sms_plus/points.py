@@ -36,22 +36,23 @@ def balance(session: Session, organization_id: int) -> int:
 def _change(session: Session, organization_id: int, amount: int, *, kind: str, require_funds: bool,
             pnp_message_id: int | None = None, note: str | None = None) -> int | None:
     """Add ``amount`` (negative: debit). Returns the new balance, or None when funds are short."""
-    _ensure_row(session, organization_id)
     condition = [SmsPointBalance.organization_id == organization_id]
     if require_funds and amount < 0:
         condition.append(SmsPointBalance.balance >= -amount)
-    row = session.execute(
-        update(SmsPointBalance)
-        .where(*condition)
-        .values(balance=SmsPointBalance.balance + amount, updated_at=utcnow())
-        .returning(SmsPointBalance.balance)
-        .execution_options(synchronize_session=False)
-    ).first()
+    statement = (update(SmsPointBalance).where(*condition)
+                 .values(balance=SmsPointBalance.balance + amount, updated_at=utcnow())
+                 .returning(SmsPointBalance.balance).execution_options(synchronize_session=False))
+    row = session.execute(statement).first()
     if row is None:
-        return None
+        if require_funds and amount < 0:
+            return None  # too few points (or no balance at all: zero)
+        _ensure_row(session, organization_id)  # the organisation's first top-up or release
+        row = session.execute(statement).first()
+        assert row is not None
     new_balance = int(row[0])
-    session.add(SmsPointEntry(organization_id=organization_id, kind=kind, amount=amount, balance_after=new_balance,
-                              pnp_message_id=pnp_message_id, note=note, created_at=utcnow()))
+    session.execute(SmsPointEntry.__table__.insert(), [{
+        "organization_id": organization_id, "kind": kind, "amount": amount, "balance_after": new_balance,
+        "pnp_message_id": pnp_message_id, "note": note, "created_at": utcnow()}])
     return new_balance
 
 

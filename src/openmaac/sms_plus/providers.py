@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,10 +20,11 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from openmaac.channels.sms.base import SendResult, SmsProvider
+from openmaac.channels.sms.base import DEFAULT_TIMEOUT, SendResult, SmsProvider
 from openmaac.channels.sms.mitake import MitakeProvider
 from openmaac.channels.sms.twilio import TwilioProvider
 from openmaac.channels.whatsapp import DEFAULT_API_VERSION, WhatsAppClient
@@ -86,15 +88,30 @@ def callback_url(config: ProviderConfig) -> str:
     return f"{base}/sms_plus/callbacks/{config.provider}/{config.organization_id}"
 
 
+_http: httpx.Client | None = None
+_http_lock = threading.Lock()
+
+
+def shared_http() -> httpx.Client:
+    """One pooled client per process for the SMS and WhatsApp gateways: building one costs
+    milliseconds (its TLS context) and keep-alive connections are reused across sends."""
+    global _http
+    with _http_lock:
+        if _http is None:
+            _http = httpx.Client(timeout=DEFAULT_TIMEOUT, limits=httpx.Limits(max_connections=64,
+                                                                                max_keepalive_connections=32))
+        return _http
+
+
 def build_provider(config: ProviderConfig) -> SmsProvider:
     creds = config.credentials
     if config.provider == "mitake":
         return MitakeProvider(creds.get("username", ""), creds.get("password", ""), base_url=config.base_url,
-                              callback_secret=callback_secret(config.organization_id))
+                              callback_secret=callback_secret(config.organization_id), http=shared_http())
     return TwilioProvider(creds.get("account_sid", ""), creds.get("auth_token", ""),
                           from_number=creds.get("from_number") or None,
                           messaging_service_sid=creds.get("messaging_service_sid") or None,
-                          base_url=config.base_url)
+                          base_url=config.base_url, http=shared_http())
 
 
 @contextmanager
@@ -178,7 +195,7 @@ def open_whatsapp(config: ProviderConfig) -> WhatsAppClient:
     return WhatsAppClient(values.get("phone_number_id", ""), values.get("access_token", ""),
                           app_secret=values.get("app_secret") or None,
                           base_url=values.get("base_url") or simulator_url("whatsapp"),
-                          api_version=values.get("api_version") or DEFAULT_API_VERSION)
+                          api_version=values.get("api_version") or DEFAULT_API_VERSION, http=shared_http())
 
 
 # --- a send whose outcome is unknown ----------------------------------------------------------

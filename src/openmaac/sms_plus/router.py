@@ -67,7 +67,7 @@ def get_setting(org: PlainOrg, pnp_setting_id: int) -> Any:
         setting = svc.get_setting(session, org.id, pnp_setting_id)
         if setting is None:
             raise not_found()
-        return svc.serialize_setting(setting, metric=True)
+        return svc.serialize_setting(setting, metric=svc.metric_of(session, setting))
 
 
 @router.get(f"{API}/pnp/setting/{{pnp_setting_id}}/content/", openapi_extra=EXTENSION,
@@ -77,7 +77,7 @@ def get_setting_content(org: PlainOrg, pnp_setting_id: int) -> Any:
         setting = svc.get_setting(session, org.id, pnp_setting_id)
         if setting is None:
             raise not_found()
-        return svc.serialize_setting(setting, metric=True, content=True)
+        return svc.serialize_setting(setting, metric=svc.metric_of(session, setting), content=True)
 
 
 def _setting_changes(body: Any, *, creating: bool) -> dict[str, Any]:
@@ -178,8 +178,8 @@ def push_message(org: OrgContext, body: Any) -> dict[str, Any]:
         raise svc.text_error(svc.EMIT_FAILED, 503) from exc
     result = engine.RESULT_SUCCESS
     if first not in (svc.SMS_PREPARING, svc.WHATSAPP_PREPARING):
-        result = engine.run_line_steps(message_id)
-        engine.drop_safety_net([message_id])
+        # the message and scenario as just committed (expire_on_commit is off): no re-read
+        result = engine.run_line_steps(message_id, known=(message, setting), safety_net=True)
     return {"id": message_id, "result": result}
 
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from openmaac.auth.service import OrgContext
@@ -121,7 +121,24 @@ def placeholder_names(value: Any) -> set[str]:
     return set(placeholders(value))
 
 
-def serialize_setting(setting: PnpSetting, *, metric: bool = False, content: bool = False) -> dict[str, Any]:
+def metric_of(session: Session, setting: PnpSetting) -> dict[str, int]:
+    """The scenario's ``metric``, counted from its messages when asked (no counter row that
+    every state change would have to update): ``all`` messages; ``sms`` forwarded to SMS;
+    ``pnp`` delivered through LINE (push or PNP); ``fail`` ended without any delivery."""
+    line = or_(PnpMessage.line_push_status == LINE_PUSH_DELIVERED, PnpMessage.pnp_status == PNP_DELIVERED)
+    delivered = or_(line, PnpMessage.sms_status == SMS_DELIVERED, PnpMessage.whatsapp_status == WHATSAPP_DELIVERED)
+    row = session.execute(select(
+        func.count(),
+        func.coalesce(func.sum(case((PnpMessage.sms_status.is_not(None), 1), else_=0)), 0),
+        func.coalesce(func.sum(case((line, 1), else_=0)), 0),
+        func.coalesce(func.sum(case((delivered, 0), (PnpMessage.finished.is_(True), 1), else_=0)), 0),
+    ).where(PnpMessage.organization_id == setting.organization_id,
+            PnpMessage.pnp_setting_id == setting.id)).one()
+    return {"all": int(row[0]), "fail": int(row[3]), "pnp": int(row[2]), "sms": int(row[1])}
+
+
+def serialize_setting(setting: PnpSetting, *, metric: dict[str, int] | None = None,
+                      content: bool = False) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": setting.id,
         "name": setting.name,
@@ -133,9 +150,8 @@ def serialize_setting(setting: PnpSetting, *, metric: bool = False, content: boo
         "parameters": list(setting.parameters or []),
         "sms_parameters": list(setting.sms_parameters or []),
     }
-    if metric:
-        body["metric"] = {"all": setting.metric_all, "fail": setting.metric_fail, "pnp": setting.metric_pnp,
-                          "sms": setting.metric_sms}
+    if metric is not None:
+        body["metric"] = metric
     if content:
         body.update({
             "line_push_template_id": setting.line_push_template_id,
@@ -212,7 +228,7 @@ def save_setting(session: Session, org: OrgContext, changes: dict[str, Any],
     if creating:
         session.add(setting)
     session.flush()
-    return serialize_setting(setting, metric=True, content=True)
+    return serialize_setting(setting, metric=metric_of(session, setting), content=True)
 
 
 # --- sending ------------------------------------------------------------------------------------
@@ -454,25 +470,32 @@ def create_messages(session: Session, org_id: int, setting: PnpSetting, recipien
             line_push_template_id=recipient.line_push_template_id if first["status"] == LINE_PUSH_PREPARING
             else None,
             sms_text=recipient.sms_text, sms_segments=recipient.sms_segments, points_held=recipient.sms_segments,
-            sms_attempts=0, finished=False, delivery_tag=None,
+            sms_attempts=0, finished=False,
+            # LINE echoes it in the delivery webhook (16-100 characters); set before the insert
+            delivery_tag=f"openmaac-pnp-{secrets.token_hex(16)}",
             fallback_at=now if first["status"] in (SMS_PREPARING, WHATSAPP_PREPARING) else fallback_at,
             created_at=now, updated_at=now, **first,
         )
         session.add(message)
         messages.append(message)
     session.flush()
-    engine.bump_metric(session, setting.id, all=len(messages),
-                       sms=sum(1 for m in messages if m.status == SMS_PREPARING))
     jobs: list[dict[str, Any]] = []
+    batch: list[int] = []  # PNP steps of a multicast / upload: one job for the lot (engine.run_pnp_batch)
     for message in messages:
-        message.delivery_tag = f"openmaac-pnp-{message.id}-{secrets.token_hex(8)}"
         if message.status not in (SMS_PREPARING, WHATSAPP_PREPARING):
-            run_at = now + timedelta(seconds=DISPATCH_SAFETY_NET_SECONDS) if safety_net else now
-            jobs.append({"kind": engine.DISPATCH, "payload": {"message_id": message.id},
-                         "organization_id": org_id, "run_at": run_at,
-                         "unique_key": f"{engine.DISPATCH}:{message.id}"})
+            if safety_net or message.status != PNP_PREPARING:
+                run_at = now + timedelta(seconds=DISPATCH_SAFETY_NET_SECONDS) if safety_net else now
+                jobs.append({"kind": engine.DISPATCH, "payload": {"message_id": message.id},
+                             "organization_id": org_id, "run_at": run_at,
+                             "unique_key": f"{engine.DISPATCH}:{message.id}"})
+            else:
+                batch.append(message.id)
         jobs.append({"kind": engine.FALLBACK, "payload": {"message_id": message.id}, "organization_id": org_id,
                      "run_at": message.fallback_at, "unique_key": f"{engine.FALLBACK}:{message.id}"})
+    for start in range(0, len(batch), MULTICAST_MAX):
+        ids = batch[start:start + MULTICAST_MAX]
+        jobs.append({"kind": engine.DISPATCH, "payload": {"message_ids": ids}, "organization_id": org_id,
+                     "run_at": now, "unique_key": f"{engine.DISPATCH}:batch:{ids[0]}"})
     enqueue_many(session, jobs)
     session.flush()
     engine.emit_status(session, setting, messages)

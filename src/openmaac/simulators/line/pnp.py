@@ -22,6 +22,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from openmaac.simulators.line import faults, webhooks
 from openmaac.simulators.line.common import LineError, authenticated_channel, state_of
@@ -52,6 +53,26 @@ def hashed(phone: str) -> str:
     return hashlib.sha256(("+" + digits).encode("ascii")).hexdigest()
 
 
+_indexes: dict[int, tuple[str | None, int, dict[str, str]]] = {}  # id(state) -> (last user seen, count, index)
+
+
+def _phone_index(sim: SimulatorState) -> dict[str, str]:
+    """Hashed phone -> user id, extended as users are added (a user's phone is set when it is
+    created and users are only added, or all cleared by a reset: then the index starts over).
+    Call with ``sim.lock`` held."""
+    last, seen, index = _indexes.get(id(sim), (None, 0, {}))
+    if seen > len(sim.users) or (last is not None and last not in sim.users):
+        last, seen, index = None, 0, {}
+    if seen < len(sim.users):
+        for user in list(sim.users.values())[seen:]:
+            if user.phone:
+                index.setdefault(hashed(user.phone), user.user_id)
+            last = user.user_id
+        seen = len(sim.users)
+    _indexes[id(sim)] = (last, seen, index)
+    return index
+
+
 def user_by_phone(sim: SimulatorState, to: str) -> User | None:
     if HASH.match(to):
         wanted = to
@@ -59,10 +80,31 @@ def user_by_phone(sim: SimulatorState, to: str) -> User | None:
         wanted = hashed(to)
     else:
         return None
-    for user in sim.users.values():
-        if user.phone and hashed(user.phone) == wanted:
-            return user
-    return None
+    user_id = _phone_index(sim).get(wanted)
+    return sim.users.get(user_id) if user_id else None
+
+
+class PnpUsersIn(BaseModel):
+    phones: list[str] = Field(max_length=1_000_000)
+    channel_id: str | None = Field(default=None, description="make them all friends of this channel")
+
+
+@router.post("/_admin/pnp/users", status_code=201, tags=["simulator admin"])
+def create_pnp_users(body: PnpUsersIn, request: Request) -> Any:
+    """Users with these phone numbers (E.164), friends of ``channel_id`` when given, WITHOUT
+    follow webhooks: for volume (PNP to many numbers). Answers their ids in order."""
+    sim = state_of(request)
+    with sim.lock:
+        channel = sim.channels.get(body.channel_id) if body.channel_id else None
+        if body.channel_id and channel is None:
+            raise LineError(404, "channel not found")
+        ids = []
+        for phone in body.phones:
+            user = sim.add_user(None, phone=phone)
+            ids.append(user.user_id)
+            if channel is not None:
+                channel.friendships[user.user_id] = "follow"
+    return {"user_ids": ids}
 
 
 async def _delivery_webhook(sim: SimulatorState, channel: Channel, user_id: str, data: str, delay: float) -> None:

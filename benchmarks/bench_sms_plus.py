@@ -1,0 +1,355 @@
+"""SMS+: push requests/s beside bare FastAPI, and a 100,000-number campaign where 30% fall back to SMS (time to all-final, peak memory) (issue 6).
+
+Everything runs in child processes: ``openmaac serve`` (embedded worker, built-in simulators
+off), the LINE simulator and the Twilio simulator (each its own process, so their CPU is not
+openmaac's) and ``benchmarks.bare_sms_plus``; the load generator (asyncio + aiohttp) runs here.
+The spec limits ``pnp/message/push/`` to 170 requests/s and ``pnp/message/multicast/`` to
+10/s per organisation; the benchmark lifts both (``OPENMAAC_API_RATE_LIMITS``) to measure what
+is behind them.
+
+Push: one organisation, a scenario with PNP (approved) and SMS fallback (fallback_period long
+enough that no SMS goes during the run), ``PUSH_PHONES`` numbers known to the LINE simulator
+as friends with those phones. ``PUSH_CLIENTS`` clients POST ``pnp/message/push/`` back to
+back with random numbers; openmaac saves the message, calls LINE's ``POST /bot/pnp/push``
+inline (as file 003's push answers LINE's outcome) and answers ``{"id", "result"}``; a request
+counts when it answered 200 ``success``. LINE then posts the ``delivery`` webhook back, which
+openmaac records (pnp_delivered) while the load runs. Rounds alternate with the same load
+against ``benchmarks.bare_sms_plus`` (the body parsed, the answer rendered; no database, no
+LINE): the ceiling of FastAPI on this machine in the same run.
+
+Campaign: another organisation, N numbers (100,000; 3,000 with --quick) sent as
+``pnp/message/multicast/`` requests of 150 by ``CAMPAIGN_CLIENTS`` clients; 70% of the numbers
+are LINE users at the simulator (PNP accepted, then delivered by webhook), 30% are not (PNP
+422: ``pnp_failed``) and go to SMS through the Twilio simulator after ``fallback_period`` (one
+API minute, made ``CAMPAIGN_MINUTE_SECONDS`` long). The figure is the time from the first
+request to every message being final (``finished``), with the server's peak RSS sampled
+meanwhile; the Twilio simulator's record is checked for exactly one SMS per fallback number.
+
+Measured on SQLite, and on PostgreSQL when benchmarks.common.postgres_url() is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from benchmarks.common import (
+    ChildApp,
+    LoadStats,
+    PeakMemory,
+    Result,
+    ServerProcess,
+    fresh_postgres_database,
+    postgres_url,
+    process_cpu_seconds,
+    run_load,
+)
+
+PUSH_CLIENTS = 32
+PUSH_PHONES = 2_000
+CAMPAIGN_CLIENTS = 8
+PER_REQUEST = 150
+SMS_SHARE = 0.3
+CAMPAIGN_MINUTE_SECONDS = 20.0  # fallback_period = 1 minute = 20 s in the campaign
+LIFTED = "pnp_push=1000000/1,pnp_multicast=1000000/1"
+PNP_CONTENT = [{"type": "text", "text": "Order {{order}} has arrived at {{store}}"}]
+SMS_TEXT = "Order {{order}} has arrived at {{store}}"
+
+
+@dataclass
+class Sizes:
+    push_seconds: float
+    rounds: int
+    numbers: int
+
+
+def sizes(quick: bool) -> Sizes:
+    return Sizes(push_seconds=3.0, rounds=1, numbers=3_000) if quick else \
+        Sizes(push_seconds=8.0, rounds=3, numbers=100_000)
+
+
+@dataclass
+class Org:
+    name: str
+    id: int
+    token: str
+    channel_id: str
+    setting_id: int = 0
+
+
+def sqlalchemy_url(url: str) -> str:
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def database_url(server: ServerProcess) -> str:
+    return sqlalchemy_url(server.database_url or f"sqlite:///{server.data_dir / 'data' / 'openmaac.sqlite3'}")
+
+
+@contextmanager
+def simulators() -> Iterator[tuple[ChildApp, ChildApp]]:
+    line = [sys.executable, "-c", "from openmaac.simulators.line.app import serve; serve(port={port})"]
+    twilio = [sys.executable, "-c", "import uvicorn; from openmaac.simulators.twilio import create_app; "
+              "uvicorn.run(create_app(), host='127.0.0.1', port={port}, log_level='warning', loop='uvloop', "
+              "http='httptools')"]
+    with ChildApp(line, health_path="/_admin/channels") as line_sim, \
+            ChildApp(twilio, health_path="/_admin/faults") as twilio_sim:
+        yield line_sim, twilio_sim
+
+
+def backends() -> Iterator[tuple[str, str | None]]:
+    yield "SQLite", None
+    admin = postgres_url()
+    if admin:
+        with fresh_postgres_database(admin) as url:
+            yield "PostgreSQL", url
+
+
+def server_for(url: str | None, minute_seconds: float) -> ServerProcess:
+    server = ServerProcess(database_url=url, extra_env={
+        "OPENMAAC_SIMULATORS": "0", "OPENMAAC_API_RATE_LIMITS": LIFTED,
+        "OPENMAAC_SMS_PLUS_MINUTE_SECONDS": str(minute_seconds)})
+    server.cli("migrate")
+    return server
+
+
+def make_org(server: ServerProcess, line_sim: str, name: str) -> Org:
+    """An organisation whose LINE channel is the simulator's (delivery webhooks come back to us)."""
+    from openmaac.auth.service import create_organization, create_token
+    from openmaac.channels.service import channel_of
+    from openmaac.db.engine import get_database
+
+    database = get_database(database_url(server))
+    with database.write() as session:
+        org = create_organization(session, name, line_api_base_url=line_sim)
+        token = create_token(session, org.id, label="bench")
+        channel = channel_of(session, org.id)
+        assert channel is not None
+        channel_id, secret, access = channel.channel_id, channel.channel_secret, channel.access_token
+        org_id = org.id
+    database.dispose()
+    httpx.post(f"{line_sim}/_admin/channels", json={
+        "channel_id": channel_id, "channel_secret": secret, "access_token": access,
+        "webhook_url": f"{server.base_url}/line/webhook/{channel_id}"}, timeout=30).raise_for_status()
+    return Org(name, org_id, token, channel_id)
+
+
+def line_users(line_sim: str, channel_id: str, phones: list[str]) -> None:
+    for start in range(0, len(phones), 50_000):
+        httpx.post(f"{line_sim}/_admin/pnp/users", json={"phones": phones[start:start + 50_000],
+                                                          "channel_id": channel_id}, timeout=300).raise_for_status()
+
+
+def configure(server: ServerProcess, org: Org, twilio_sim: str, fallback_period: int) -> None:
+    """SMS through the Twilio simulator, points, and the scenario (PNP approved + SMS)."""
+    client = httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {org.token}"}, timeout=60)
+    client.put("/openapi/v1/pnp/sms_provider/", json={"provider": "twilio", "base_url": twilio_sim}).raise_for_status()
+    client.post("/openapi/v1/pnp/points/", json={"amount": 1_000_000_000}).raise_for_status()
+    response = client.post("/openapi/v1/pnp/setting/", json={
+        "name": "到貨通知", "pnp_enabled": True, "pnp_messages": PNP_CONTENT, "pnp_approval_status": "approved",
+        "fallback_enabled": True, "sms_text": SMS_TEXT, "fallback_period": fallback_period})
+    response.raise_for_status()
+    org.setting_id = int(response.json()["id"])
+    client.close()
+
+
+def entry(phone: str, index: int) -> dict[str, Any]:
+    params = {"order": f"AJ{index:07d}", "store": "全家金林門市"}
+    return {"phone_number": phone, "pnp": params, "sms": params, "customized_id": f"bench-{index}"}
+
+
+# -- push ------------------------------------------------------------------------------------------
+
+def pushing(base_url: str, org: Org, phones: list[str], session: Any) -> Any:
+    rng = random.Random(5)
+    headers = {"Authorization": f"Bearer {org.token}", "Content-Type": "application/json"}
+
+    async def one(_worker: int) -> tuple[int, int]:
+        index = rng.randrange(len(phones))
+        body = orjson.dumps({"pnp_setting_id": org.setting_id, "data": entry(phones[index], index)})
+        async with session.post(base_url + "/openapi/v1/pnp/message/push/", data=body, headers=headers) as response:
+            payload = await response.read()
+        ok = response.status == 200 and orjson.loads(payload).get("result") == "success"
+        return response.status, int(ok)
+
+    return one
+
+
+async def push_rounds(server: ServerProcess, bare: ChildApp, org: Org, phones: list[str],
+                      size: Sizes) -> tuple[LoadStats, LoadStats]:
+    import aiohttp
+
+    ours, ceiling = LoadStats(), LoadStats()
+    connector = aiohttp.TCPConnector(limit=PUSH_CLIENTS * 2)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        await run_load(pushing(server.base_url, org, phones, session), concurrency=PUSH_CLIENTS, duration=0.5)
+        await run_load(pushing(bare.base_url, org, phones, session), concurrency=PUSH_CLIENTS, duration=0.5)
+        for _ in range(size.rounds):
+            for target, pid, total in ((server.base_url, server.process.pid, ours),  # type: ignore[union-attr]
+                                       (bare.base_url, bare.process.pid, ceiling)):  # type: ignore[union-attr]
+                cpu = process_cpu_seconds(pid)
+                stats = await run_load(pushing(target, org, phones, session), concurrency=PUSH_CLIENTS,
+                                       duration=size.push_seconds)
+                stats.server_cpu_seconds = process_cpu_seconds(pid) - cpu
+                total.add(stats)
+    return ours, ceiling
+
+
+def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> Iterable[Result]:
+    with simulators() as (line_sim, twilio_sim):
+        server = server_for(url, 60.0)
+        org = make_org(server, line_sim.base_url, "bench-sms-plus-push")
+        phones = [f"+8869170{i:05d}" for i in range(PUSH_PHONES)]
+        line_users(line_sim.base_url, org.channel_id, phones)
+        with server:
+            configure(server, org, twilio_sim.base_url, fallback_period=1440)
+            assert line_sim.process is not None
+            sim_cpu = process_cpu_seconds(line_sim.process.pid)
+            ours, ceiling = asyncio.run(push_rounds(server, bare, org, phones, size))
+            sim_cpu = process_cpu_seconds(line_sim.process.pid) - sim_cpu
+        ok_rps = ours.rows / ours.seconds if ours.seconds else 0.0
+        others = {s: n for s, n in ours.statuses.items() if s != 200}
+        yield Result(f"{label}: SMS+ push answered success (PNP accepted by LINE), {PUSH_CLIENTS} clients",
+                     ok_rps, "req/s",
+                     f"goal ≥ 1,500/s (spec limit 170/s, lifted); {ok_rps / ceiling.rps:.0%} of bare FastAPI "
+                     f"({ceiling.rps:,.0f} req/s) in the same run; {ours.rows:,} of {ours.requests:,} success; "
+                     f"other answers {others or 'none'}")
+        yield Result(f"{label}: push, openmaac CPU per request", ours.server_cpu_ms_per_request, "ms",
+                     f"bare FastAPI {ceiling.server_cpu_ms_per_request:.2f} ms; ≈ "
+                     f"{1000 / max(ours.server_cpu_ms_per_request, 1e-9):,.0f} req/s per free core; the LINE "
+                     f"simulator used {sim_cpu * 1000 / max(ours.requests, 1):.2f} ms per push besides "
+                     f"(same 2 cores), incl. its delivery webhooks")
+        for q, name in ((0.5, "p50"), (0.99, "p99")):
+            yield Result(f"{label}: push {name} latency", ours.p(q), "ms", f"bare FastAPI {ceiling.p(q):.1f} ms")
+
+
+# -- campaign --------------------------------------------------------------------------------------
+
+async def post_all(base_url: str, token: str, bodies: list[bytes]) -> tuple[dict[int, int], float]:
+    import aiohttp
+
+    statuses: dict[int, int] = {}
+    queue = iter(bodies)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    began = time.perf_counter()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CAMPAIGN_CLIENTS),
+                                     timeout=aiohttp.ClientTimeout(total=300)) as session:
+        async def client() -> None:
+            for body in queue:
+                async with session.post(base_url + "/openapi/v1/pnp/message/multicast/", data=body,
+                                        headers=headers) as response:
+                    await response.read()
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+
+        await asyncio.gather(*(client() for _ in range(CAMPAIGN_CLIENTS)))
+    return statuses, time.perf_counter() - began
+
+
+def campaign_state(server: ServerProcess, org_id: int) -> dict[str, int]:
+    """Messages by final status (unfinished ones as "open")."""
+    from sqlalchemy import func, select
+
+    from openmaac.db.engine import get_database
+    from openmaac.sms_plus.models import PnpMessage
+
+    with get_database(database_url(server)).read() as session:
+        rows = session.execute(select(PnpMessage.finished, PnpMessage.status, func.count())
+                               .where(PnpMessage.organization_id == org_id)
+                               .group_by(PnpMessage.finished, PnpMessage.status)).all()
+    counts: dict[str, int] = {}
+    for finished, status, count in rows:
+        key = status if finished else "open"
+        counts[key] = counts.get(key, 0) + int(count)
+    return counts
+
+
+def measure_campaign(label: str, url: str | None, size: Sizes) -> Iterable[Result]:
+    n = size.numbers
+    requests = -(-n // PER_REQUEST)
+    with simulators() as (line_sim, twilio_sim):
+        server = server_for(url, CAMPAIGN_MINUTE_SECONDS)
+        org = make_org(server, line_sim.base_url, "bench-sms-plus-campaign")
+        phones = [f"+8869{i:08d}" for i in range(n)]
+        rng = random.Random(3)
+        fallback = set(rng.sample(range(n), int(n * SMS_SHARE)))
+        began = time.perf_counter()
+        line_users(line_sim.base_url, org.channel_id, [p for i, p in enumerate(phones) if i not in fallback])
+        yield Result(f"{label}: campaign setup, {n - len(fallback):,} LINE users with phones at the simulator "
+                     "(not timed below)", time.perf_counter() - began, "s")
+        bodies = [orjson.dumps({"pnp_setting_id": 0, "data": [entry(phones[i], i) for i in range(s, min(s + PER_REQUEST, n))]})
+                  for s in range(0, n, PER_REQUEST)]
+        with server:
+            assert server.process is not None
+            configure(server, org, twilio_sim.base_url, fallback_period=1)
+            bodies = [body.replace(b'"pnp_setting_id":0', b'"pnp_setting_id":%d' % org.setting_id) for body in bodies]
+            cpu = process_cpu_seconds(server.process.pid)
+            with PeakMemory(server.process.pid) as memory:
+                started = time.perf_counter()
+                statuses, accept_seconds = asyncio.run(post_all(server.base_url, org.token, bodies))
+                counts: dict[str, int] = {}
+                last, last_change = -1, time.perf_counter()
+                final_at = None
+                while True:
+                    counts = campaign_state(server, org.id)
+                    now = time.perf_counter()
+                    open_ = counts.get("open", 0)
+                    if sum(counts.values()) >= n and open_ == 0:
+                        final_at = now
+                        break
+                    if open_ != last:
+                        last, last_change = open_, now
+                    elif now - last_change > 120:
+                        break  # stalled
+                    time.sleep(0.5)
+            cpu = process_cpu_seconds(server.process.pid) - cpu
+            time.sleep(1.0)
+            texts = httpx.get(f"{twilio_sim.base_url}/_admin/messages", timeout=300).json()["results"]
+        per_number: dict[str, int] = {}
+        for text in texts:
+            per_number[text["to"]] = per_number.get(text["to"], 0) + 1
+        expected = {phones[i] for i in fallback}
+        once = sum(1 for phone in expected if per_number.get(phone) == 1)
+        extra = sum(c for p, c in per_number.items() if p not in expected) + sum(
+            c - 1 for p, c in per_number.items() if p in expected and c > 1)
+        if final_at is None:
+            yield Result(f"{label}: campaign of {n:,} STALLED", float(last), "open", f"answers {statuses}; {counts}")
+            return
+        total = final_at - started
+        wait = CAMPAIGN_MINUTE_SECONDS
+        yield Result(f"{label}: campaign of {n:,} numbers ({requests:,} multicasts of {PER_REQUEST}), "
+                     f"{len(fallback):,} fall back to SMS: time to all final", total, "s",
+                     f"first request → every message final; includes the fallback_period wait of {wait:g} s; "
+                     f"all {requests:,} requests answered in {accept_seconds:.1f} s ({statuses}); final "
+                     f"statuses {counts}")
+        yield Result(f"{label}: campaign, SMS sent exactly once", float(once), "numbers",
+                     f"of {len(expected):,} fallback numbers; SMS to other numbers or repeated: {extra} (goal 0)")
+        yield Result(f"{label}: campaign, server peak RSS", memory.peak_mb, "MB", "openmaac serve process")
+        yield Result(f"{label}: campaign, server CPU per message", cpu * 1000 / n, "ms",
+                     f"{cpu:.1f} s CPU in all (requests, PNP calls, delivery webhooks, timers, SMS, reports)")
+
+
+def run(args: Any) -> Iterable[Result]:
+    size = sizes(bool(getattr(args, "quick", False)))
+    os.environ.setdefault("OPENMAAC_DATA_DIR", tempfile.mkdtemp(prefix="openmaac-bench-sms-plus-"))
+    load = os.getloadavg()
+    yield Result("machine: CPU cores", float(os.cpu_count() or 0), "cores",
+                 f"shared with the simulators, the load generator and other work; load average {load[0]:.1f} "
+                 "at start")
+    with ChildApp([sys.executable, "-m", "benchmarks.bare_sms_plus", "{port}"]) as bare:
+        for label, url in backends():
+            yield from measure_push(label, url, bare, size)
+            yield from measure_campaign(label, url, size)
+    load = os.getloadavg()
+    yield Result("machine: load average at end", load[0], "", "1-minute load average")
