@@ -27,7 +27,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_CACHE_KIB = 16_384
 
 
-def _sqlite_engine(url: str, begin_statement: str, pool_size: int) -> Engine:
+def _sqlite_engine(url: str, begin_statement: str, pool_size: int, temp_store: str = "MEMORY") -> Engine:
     engine = create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
@@ -46,7 +46,7 @@ def _sqlite_engine(url: str, begin_statement: str, pool_size: int) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-        cursor.execute("PRAGMA temp_store=MEMORY")
+        cursor.execute(f"PRAGMA temp_store={temp_store}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -68,7 +68,10 @@ class Database:
                 from pathlib import Path
 
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.write_engine = _sqlite_engine(url, "BEGIN IMMEDIATE", pool_size=2)
+            # Writers run the bulk jobs (imports, segment builds): their big sorts and temporary
+            # B-trees go to SQLite's temporary files (the OS page cache, as fast here) rather than
+            # the heap, where the freed memory stayed in the process (+50 MB per 300,000-id build).
+            self.write_engine = _sqlite_engine(url, "BEGIN IMMEDIATE", pool_size=2, temp_store="FILE")
             self.read_engine = _sqlite_engine(url, "BEGIN", pool_size=8)
         else:
             engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)

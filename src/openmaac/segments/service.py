@@ -469,9 +469,13 @@ def _build_custom(segment_id: int, generation: int) -> None:
         report = dict(upload.report)
         session.execute(delete(SegmentMemberList).where(SegmentMemberList.segment_id == segment_id))
         postgres = database.dialect == "postgresql"
-        ids = zlib.decompress(upload.data)[:-1].decode()  # distinct ids, sorted, each ending in a newline
-        # Well-formed LINE user ids (U + 32 hex digits): nothing to escape in the JSON array.
-        value = ids if postgres else '["' + ids.replace("\n", '","') + '"]' if ids else "[]"
+        ids = zlib.decompress(upload.data).decode()  # distinct ids, sorted, each ending in a newline
+        if postgres:
+            value = ids.rstrip("\n")
+        else:  # well-formed LINE user ids (U + 32 hex digits): nothing to escape in a JSON array
+            items = ids[:-1].replace("\n", '","')
+            value = f'["{items}"]' if ids else "[]"
+            del items
         del ids
         matched = int(session.execute(text(_store_members_sql(postgres)),
                                       {"sid": segment_id, "org": segment.organization_id, "ids": value}).scalar() or 0)
