@@ -24,6 +24,7 @@ over 11.8 s, so the benchmark lifts it (``OPENMAAC_API_RATE_LIMITS``) to measure
 engine against LINE's limit. Peak RSS of the server process during the fan-out is sampled.
 
 Measured on SQLite, and on PostgreSQL when benchmarks.common.postgres_url() is set.
+``BENCH_MESSAGING_ONLY=push`` (or ``fanout``) runs one half only.
 """
 
 from __future__ import annotations
@@ -338,9 +339,12 @@ def run(args: Any) -> Iterable[Result]:
     load = os.getloadavg()
     yield Result("machine: CPU cores", float(os.cpu_count() or 0), "cores",
                  f"shared with the simulator, the load generator and other work; load average {load[0]:.1f} at start")
+    only = os.environ.get("BENCH_MESSAGING_ONLY")  # "push" or "fanout": one half only
     with ChildApp([sys.executable, "-m", "benchmarks.bare_app", "{port}"]) as bare:
         for label, url in backends():
-            yield from measure_push(label, url, bare, size)
-            yield from measure_fanout(label, url, size)
+            if only in (None, "", "push"):
+                yield from measure_push(label, url, bare, size)
+            if only in (None, "", "fanout"):
+                yield from measure_fanout(label, url, size)
     load = os.getloadavg()
     yield Result("machine: load average at end", load[0], "", "1-minute load average")

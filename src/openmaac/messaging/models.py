@@ -92,7 +92,9 @@ class DirectMessageSend(Base):
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     method: Mapped[str] = mapped_column(String(16))  # push | multicast
     retry_key: Mapped[str] = mapped_column(String(36), unique=True)
-    recipient_ids: Mapped[list[int]] = mapped_column(JSONType)
+    # per entry of ``to``: its recipient row id, or (enhanced multicast) ``[mark, contact_id]``,
+    # the recipient row then being written with the call's outcome (see messaging/sending.py)
+    recipient_ids: Mapped[list[Any]] = mapped_column(JSONType)
     to: Mapped[list[str]] = mapped_column(JSONType)
     messages: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
     status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | done

@@ -49,12 +49,14 @@ def _cdh(dm: Any, event_name: str | None, line_uid: str | None, customer_id: str
             "campaign_name": event_name, "campaign_type": CAMPAIGN_TYPE, "direct_message_id": dm.id, **extra}
 
 
-def sent(session: Session, dm: Any, recipient_ids: list[int], at: datetime | None = None) -> None:
-    """``message.send`` for each recipient LINE accepted (``dm``: id, organization_id, event_id).
+def sent(session: Session, dm: Any, recipient_ids: list[int], at: datetime | None = None, *,
+         contacts: list[tuple[str, int | None]] | None = None) -> None:
+    """``message.send`` for each recipient LINE accepted (``dm``: id, organization_id, event_id):
+    the recipients by row id, and/or by ``contacts`` ``(line_uid, contact_id)``.
 
     The events are built only when some endpoint of the organisation is subscribed: with
     none, this costs one (cached) query, not a read of the recipients."""
-    if not recipient_ids:
+    if not recipient_ids and not contacts:
         return
 
     def events() -> Iterator[Event]:
@@ -67,6 +69,12 @@ def sent(session: Session, dm: Any, recipient_ids: list[int], at: datetime | Non
                 .order_by(DirectMessageRecipient.id)).all()
             for line_uid, customer_id in rows:
                 yield Event("message.send", _cdh(dm, name, line_uid, customer_id), line_uid)
+        pairs = contacts or []
+        for chunk in range(0, len(pairs), 1000):
+            part = pairs[chunk:chunk + 1000]
+            customers = _customer_ids(session, (contact_id for _uid, contact_id in part))
+            for line_uid, contact_id in part:
+                yield Event("message.send", _cdh(dm, name, line_uid, customers.get(contact_id or 0)), line_uid)
 
     emit_many(session, dm.organization_id, events(), occurred_at=at)
 

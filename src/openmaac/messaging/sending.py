@@ -36,7 +36,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
@@ -175,6 +175,14 @@ def call_line(client: LineClient, method: str, to: list[str], messages: list[dic
 
 # -- LINE call rows -------------------------------------------------------------------------------
 
+# A send row's ``recipient_ids[i]`` stands for the recipient of ``to[i]``: either the id of its
+# ``direct_message_recipients`` row, or, for an enhanced multicast, a ``[mark, contact_id]``
+# pair: that recipient's row is written only when the call's outcome is recorded, with its
+# final status (one write per recipient instead of an insert and an update; no per-recipient
+# tracking needs the row earlier).
+RecipientRef = int | list[int]
+
+
 @dataclass(frozen=True)
 class Claimed:
     """One LINE call taken by a caller: ``recipient_ids[i]`` is the recipient of ``to[i]``."""
@@ -184,18 +192,23 @@ class Claimed:
     to: list[str]
     messages: list[dict[str, Any]]
     retry_key: str
-    recipient_ids: list[int]
+    recipient_ids: list[RecipientRef]
+
+    @property
+    def deferred(self) -> bool:
+        """The recipients' rows are written when the outcome is recorded."""
+        return bool(self.recipient_ids) and isinstance(self.recipient_ids[0], list)
 
 
-def _send_row(dm: MessageRef, method: str, recipients: Sequence[tuple[int, str]], messages: list[dict[str, Any]],
-              locked_until: datetime | None, now: datetime) -> dict[str, Any]:
+def _send_row(dm: MessageRef, method: str, recipients: Sequence[tuple[RecipientRef, str]],
+              messages: list[dict[str, Any]], locked_until: datetime | None, now: datetime) -> dict[str, Any]:
     return {"direct_message_id": dm.id, "organization_id": dm.organization_id, "method": method,
-            "retry_key": new_retry_key(), "recipient_ids": [rid for rid, _uid in recipients],
-            "to": [uid for _rid, uid in recipients], "messages": messages, "status": "pending",
+            "retry_key": new_retry_key(), "recipient_ids": [ref for ref, _uid in recipients],
+            "to": [uid for _ref, uid in recipients], "messages": messages, "status": "pending",
             "locked_until": locked_until, "created_at": now}
 
 
-def _send_rows(dm: MessageRef, recipients: Sequence[tuple[int, str]], messages: list[dict[str, Any]],
+def _send_rows(dm: MessageRef, recipients: Sequence[tuple[RecipientRef, str]], messages: list[dict[str, Any]],
                now: datetime) -> list[dict[str, Any]]:
     """The LINE calls for recipients of one identical message: push for one, else multicasts of ≤500."""
     if len(recipients) == 1:
@@ -279,7 +292,7 @@ def claim(session: Session, dm_id: int, limit: int, now: datetime) -> list[Claim
     conn = session.connection()
     rows = conn.execute(_CLAIM[conn.dialect.name == "postgresql"],
                         {"dm": dm_id, "now": now, "lim": limit, "until": now + send_lease()}).all()
-    return sorted((Claimed(int(i), m, list(to), list(msgs), key, [int(r) for r in rids])
+    return sorted((Claimed(int(i), m, list(to), list(msgs), key, list(rids))
                    for i, m, to, msgs, key, rids in rows), key=lambda c: c.id)
 
 
@@ -291,6 +304,7 @@ def record(session: Session, dm: MessageRef, results: Sequence[tuple[Claimed, Ou
     now = utcnow()
     conn = session.connection()
     sent_ids: list[int] = []
+    sent_contacts: list[tuple[str, int | None]] = []
     recorded = 0
     for send, outcome in results:
         done = conn.execute(_RECORD_SEND, {
@@ -302,27 +316,35 @@ def record(session: Session, dm: MessageRef, results: Sequence[tuple[Claimed, Ou
         if send.method == "multicast" and len(send.recipient_ids) > 1 and _bad_recipient(outcome):
             # LINE refuses a whole multicast when one of its ids is bad (nothing was sent):
             # send to each recipient by push instead, so only the bad ones fail
-            conn.execute(_INSERT_SENDS, [_send_row(dm, "push", [(rid, uid)], send.messages, None, now)
-                                         for rid, uid in zip(send.recipient_ids, send.to, strict=True)])
+            conn.execute(_INSERT_SENDS, [_send_row(dm, "push", [(ref, uid)], send.messages, None, now)
+                                         for ref, uid in zip(send.recipient_ids, send.to, strict=True)])
             conn.execute(_MARK_SPLIT, {"sid": send.id})
             continue
-        ids = send.recipient_ids
+        success = outcome.outcome == "success"
+        if send.deferred:
+            pairs = [(int(ref[0]), uid, ref[1]) for ref, uid in zip(send.recipient_ids, send.to, strict=True)]  # type: ignore[index]
+            write_recipients(conn, dm, pairs, "sent" if success else "failed",
+                             None if success else outcome.failure_text(), now if success else None)
+            if success:
+                sent_contacts += [(uid, contact_id) for _mark, uid, contact_id in pairs]
+            continue
+        ids = [int(ref) for ref in send.recipient_ids]  # type: ignore[arg-type]
         if ids == list(range(ids[0], ids[0] + len(ids))):  # the usual case: a run of ids, one range
             params: dict[str, Any] = {"lo": ids[0], "hi": ids[-1]}
-            if outcome.outcome == "success":
+            if success:
                 conn.execute(_RANGE_SENT, {**params, "b_now": now})
             else:
                 conn.execute(_RANGE_FAILED, {**params, "b_response": outcome.failure_text()})
         else:
             for chunk in range(0, len(ids), 1000):
                 params = {"ids": ids[chunk:chunk + 1000]}
-                if outcome.outcome == "success":
+                if success:
                     conn.execute(_RECIPIENTS_SENT, {**params, "b_now": now})
                 else:
                     conn.execute(_RECIPIENTS_FAILED, {**params, "b_response": outcome.failure_text()})
-        if outcome.outcome == "success":
-            sent_ids += send.recipient_ids
-    notify.sent(session, dm, sent_ids, now)
+        if success:
+            sent_ids += ids
+    notify.sent(session, dm, sent_ids, now, contacts=sent_contacts)
     return recorded
 
 
@@ -430,61 +452,39 @@ def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str
 # -- multicast and enhanced multicast (asynchronous) ---------------------------------------------
 
 def _insert_message(session: Session, org: OrgContext, category: str, template: direct.TemplateRow,
-                    event_id: int | None, entries: Sequence[tuple[str, dict[str, str] | None, int | None]],
-                    shared: dict[str, str] | None, now: datetime) -> tuple[MessageRef, list[int]]:
-    """The direct message (pending) and its recipients; (the message, recipient ids by mark)."""
-    conn = session.connection()
-    dm_id = int(conn.execute(insert(DirectMessage).values(
-        organization_id=org.id, category=category, template_id=template.id, event_id=event_id, status="pending",
-        tracked=event_id is not None, params=shared, total_count=len(entries), fail_count=0, created_at=now,
-        updated_at=now).returning(DirectMessage.id)).scalar_one())
-    if shared is None:  # per-recipient parameters (multicast, at most 150)
-        conn.execute(insert(DirectMessageRecipient), [
-            {"direct_message_id": dm_id, "organization_id": org.id, "mark": mark, "line_uid": uid,
-             "contact_id": contact_id, "params": params, "status": "pending" if contact_id is not None else "failed",
-             "response": None if contact_id is not None else direct.CONTACT_NOT_FOUND}
-            for mark, (uid, params, contact_id) in enumerate(entries)])
-    else:
-        return MessageRef(dm_id, org.id, category, event_id), _insert_recipients(conn, dm_id, org.id, entries)
-    # the ids by mark, through the (direct_message_id, mark) unique index
-    ids = conn.execute(select(DirectMessageRecipient.id).where(DirectMessageRecipient.direct_message_id == dm_id)
-                       .order_by(DirectMessageRecipient.mark)).scalars().all()
-    return MessageRef(dm_id, org.id, category, event_id), [int(i) for i in ids]
+                    event_id: int | None, recipients: int, shared: dict[str, str] | None,
+                    now: datetime) -> MessageRef:
+    """The direct message, pending."""
+    dm_id = int(session.connection().execute(_INSERT_MESSAGE, {
+        "organization_id": org.id, "category": category, "template_id": template.id, "event_id": event_id,
+        "status": "pending", "tracked": event_id is not None, "params": shared, "total_count": recipients,
+        "fail_count": 0, "created_at": now, "updated_at": now}).scalar_one())
+    return MessageRef(dm_id, org.id, category, event_id)
 
 
-_RECIPIENT_COLUMNS = "direct_message_id, organization_id, mark, line_uid, contact_id, status, response"
+_RECIPIENT_COLUMNS = "direct_message_id, organization_id, mark, line_uid, contact_id, status, response, sent_at"
 
 
-def _insert_recipients(conn: Any, dm_id: int, org_id: int,
-                       entries: Sequence[tuple[str, dict[str, str] | None, int | None]]) -> list[int]:
-    """Up to 500 recipients without parameters, through the driver with no per-row work in
-    SQLAlchemy (which cost more than the insert itself); their ids by mark."""
-    rows = [(dm_id, org_id, mark, uid, contact_id, "pending" if contact_id is not None else "failed",
-             None if contact_id is not None else direct.CONTACT_NOT_FOUND)
-            for mark, (uid, _params, contact_id) in enumerate(entries)]
-    n = len(rows)
+def write_recipients(conn: Any, dm: MessageRef, recipients: Sequence[tuple[int, str, int | None]], status: str,
+                     response: str | None, sent_at: datetime | None) -> None:
+    """Recipient rows ``(mark, line_uid, contact_id)`` of one outcome, through the driver (for
+    500 rows SQLAlchemy's per-row work cost more than the insert): SQLite's executemany, or
+    PostgreSQL's COPY (a 500-row INSERT spends longer in the driver's parsing of its 4,000
+    placeholders than in the server)."""
+    if not recipients:
+        return
     if conn.dialect.name == "sqlite":
+        # UTCDateTime's storage on SQLite: naive UTC text, as SQLAlchemy writes it
+        at = sent_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") if sent_at is not None else None
         conn.exec_driver_sql(f"INSERT INTO direct_message_recipients ({_RECIPIENT_COLUMNS}) "
-                             "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        # SQLite gives a new row max(rowid) + 1, and this transaction is the only writer: the
-        # rows got consecutive ids (checked, with a fallback should that ever not hold)
-        last = int(conn.exec_driver_sql("SELECT last_insert_rowid()").scalar_one())
-        low, high = conn.exec_driver_sql("SELECT min(id), max(id) FROM direct_message_recipients "
-                                         "WHERE direct_message_id = ?", (dm_id,)).one()
-        if (low, high) == (last - n + 1, last):
-            return list(range(last - n + 1, last + 1))
-        return [int(i) for i in conn.exec_driver_sql(
-            "SELECT id FROM direct_message_recipients WHERE direct_message_id = ? ORDER BY mark", (dm_id,)).scalars()]
-    # PostgreSQL: the ids from the table's sequence, then COPY (a multi-row INSERT of 500 rows
-    # spends longer in the driver's parsing of its 4,000 placeholders than in the server)
-    ids = [int(i) for i in conn.exec_driver_sql(
-        "SELECT nextval(pg_get_serial_sequence('direct_message_recipients', 'id')) FROM generate_series(1, %s)",
-        (n,)).scalars()]
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             [(dm.id, dm.organization_id, mark, uid, contact_id, status, response, at)
+                              for mark, uid, contact_id in recipients])
+        return
     with conn.connection.driver_connection.cursor() as cursor, cursor.copy(
-            f"COPY direct_message_recipients (id, {_RECIPIENT_COLUMNS}) FROM STDIN") as copy:
-        for rid, row in zip(ids, rows, strict=True):
-            copy.write_row((rid, *row))
-    return ids
+            f"COPY direct_message_recipients ({_RECIPIENT_COLUMNS}) FROM STDIN") as copy:
+        for mark, uid, contact_id in recipients:
+            copy.write_row((dm.id, dm.organization_id, mark, uid, contact_id, status, response, sent_at))
 
 
 def multicast(org: OrgContext, template_id: int, event_id: int | None, data: list[dict[str, Any]]) -> dict[str, Any]:
@@ -511,8 +511,14 @@ def multicast(org: OrgContext, template_id: int, event_id: int | None, data: lis
     entries = [(uid, params, contacts[uid].id if uid in contacts else None) for uid, params in cleaned]
     now = utcnow()
     with get_database().write() as session:
-        dm, _ids = _insert_message(session, org, "multicast", template, event.id if event else None, entries, None,
-                                   now)
+        dm = _insert_message(session, org, "multicast", template, event.id if event else None, len(entries), None,
+                             now)
+        # rows now: the job tracks links and images per recipient (by row id)
+        session.connection().execute(insert(DirectMessageRecipient), [
+            {"direct_message_id": dm.id, "organization_id": org.id, "mark": mark, "line_uid": uid,
+             "contact_id": contact_id, "params": params, "status": "pending" if contact_id is not None else "failed",
+             "response": None if contact_id is not None else direct.CONTACT_NOT_FOUND}
+            for mark, (uid, params, contact_id) in enumerate(entries)])
         enqueue(session, JOB_KIND, {"id": dm.id}, organization_id=org.id, unique_key=f"{JOB_KIND}:{dm.id}")
     return {"id": dm.id, "result": "pending"}
 
@@ -534,18 +540,21 @@ def enhanced_multicast(org: OrgContext, template_id: int, event_id: int | None, 
         if blank:
             raise field_errors({"line_uids": blank})
         contact_ids = direct.contact_ids_by_uid(session, org.id, uids)
-    entries = [(uid, None, contact_ids.get(uid)) for uid in uids]
     now = utcnow()
     with get_database().write() as session:
-        dm, ids = _insert_message(session, org, "enhanced_multicast", template, event.id if event else None,
-                                  entries, params, now)
+        dm = _insert_message(session, org, "enhanced_multicast", template, event.id if event else None, len(uids),
+                             params, now)
         messages = rendered
         if event is not None:  # per-message links only
             tracker = links.Tracker(session, dm, links.get_setting(session, org.id))  # type: ignore[arg-type]
             messages = tracker.track(rendered, None)
             tracker.save()
-        recipients = [(rid, uid) for rid, (uid, _params, contact_id) in zip(ids, entries, strict=True)
-                      if contact_id is not None]
+        # the uids that are not contacts fail now; the others' rows come with their outcome
+        write_recipients(session.connection(), dm, [(mark, uid, None) for mark, uid in enumerate(uids)
+                                                    if uid not in contact_ids],
+                         "failed", direct.CONTACT_NOT_FOUND, None)
+        recipients: list[tuple[RecipientRef, str]] = [([mark, contact_ids[uid]], uid) for mark, uid in enumerate(uids)
+                                                      if uid in contact_ids]
         if recipients:
             session.connection().execute(insert(DirectMessageSend), _send_rows(dm, recipients, messages, now))
         enqueue(session, JOB_KIND, {"id": dm.id}, organization_id=org.id, unique_key=f"{JOB_KIND}:{dm.id}")
