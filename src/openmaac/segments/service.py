@@ -398,8 +398,16 @@ def _is_postgres(session: Session) -> bool:
 
 
 def count_tag_members(session: Session, segment: Segment, now: datetime | None = None) -> int:
-    sql, params = tag_member_count_query(segment, _is_postgres(session))
+    postgres = _is_postgres(session)
+    sql, params = tag_member_count_query(segment, postgres)
     params["now"] = now or utcnow()
+    if postgres:
+        # For this transaction only: one process with room for its hash tables. Parallel hash
+        # joins of 500,000-row tag lists spilled to disk in batches (4 MB work_mem; estimates
+        # 3x low, as every LINE contact has a line_uid) and took 2-3x longer on the shared
+        # 2-core machine (docs/benchmarks.md, import_segments).
+        session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+        session.execute(text("SET LOCAL work_mem = '64MB'"))
     return int(session.execute(_bind(sql), params).scalar() or 0)
 
 
