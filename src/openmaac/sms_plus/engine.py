@@ -439,7 +439,7 @@ def run_pnp_batch(message_ids: list[int]) -> None:
         bodies: dict[int, list[dict[str, Any]]] = {}
         now = utcnow()
         with database.write() as session:
-            stmt = select(PnpMessage).where(PnpMessage.id.in_(ids))
+            stmt = select(PnpMessage).where(PnpMessage.id.in_(ids)).order_by(PnpMessage.id)
             rows = list(session.scalars(stmt if database.is_sqlite else stmt.with_for_update()))
             for message in rows:
                 setting = settings[message.pnp_setting_id]
@@ -472,7 +472,9 @@ def run_pnp_batch(message_ids: list[int]) -> None:
                     "pnp_push", channel.channel_id, to=message.phone_hash, messages=bodies[message.id],
                     delivery_tag=tag)
         with database.write() as session:
-            for message in session.scalars(select(PnpMessage).where(PnpMessage.id.in_(list(outcomes)))):
+            stmt = select(PnpMessage).where(PnpMessage.id.in_(list(outcomes))).order_by(PnpMessage.id)
+            # locked on PostgreSQL: a delivery webhook recorded meanwhile must not be overwritten
+            for message in session.scalars(stmt if database.is_sqlite else stmt.with_for_update()):
                 setting = settings[message.pnp_setting_id]
                 message.send_started_at = None
                 if message.pnp_status == svc.PNP_PREPARING:
@@ -497,8 +499,10 @@ def record_pnp_delivery(session: Session, organization_id: int, tag: str | None,
     """Called by the LINE webhook receiver inside its transaction. True when a message matched."""
     if not tag:
         return False
-    message = session.scalar(select(PnpMessage).where(PnpMessage.organization_id == organization_id,
-                                                      PnpMessage.delivery_tag == tag))
+    stmt = select(PnpMessage).where(PnpMessage.organization_id == organization_id, PnpMessage.delivery_tag == tag)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    message = session.scalar(stmt)
     if message is None or message.pnp_status == svc.PNP_DELIVERED:
         return False
     setting = session.get(PnpSetting, message.pnp_setting_id)
@@ -816,13 +820,15 @@ def apply_sms_report(organization_id: int, report: DeliveryReport) -> bool:
     """Apply one provider delivery report. True when it matched a message."""
     with get_database().write() as session:
         message = None
+        postgres = session.get_bind().dialect.name == "postgresql"
         if report.provider_message_id:
-            message = session.scalar(select(PnpMessage).where(
-                PnpMessage.organization_id == organization_id,
-                PnpMessage.sms_provider_message_id == report.provider_message_id))
+            stmt = select(PnpMessage).where(PnpMessage.organization_id == organization_id,
+                                            PnpMessage.sms_provider_message_id == report.provider_message_id)
+            message = session.scalar(stmt.with_for_update() if postgres else stmt)
         if message is None and report.reference:
-            message = session.scalar(select(PnpMessage).where(
-                PnpMessage.organization_id == organization_id, PnpMessage.sms_reference == report.reference))
+            stmt = select(PnpMessage).where(PnpMessage.organization_id == organization_id,
+                                            PnpMessage.sms_reference == report.reference)
+            message = session.scalar(stmt.with_for_update() if postgres else stmt)
         if message is None:
             return False
         if report.reference and message.sms_reference and report.reference != message.sms_reference:

@@ -49,6 +49,7 @@ class PnpMessage(Base):
     __table_args__ = (
         Index("ix_pnp_messages_org_setting_updated", "organization_id", "pnp_setting_id", "updated_at", "id"),
         Index("ix_pnp_messages_sms_provider_id", "sms_provider_message_id"),
+        Index("ix_pnp_messages_sms_reference", "sms_reference"),
         UniqueConstraint("delivery_tag", name="uq_pnp_messages_delivery_tag"),
     )
 
