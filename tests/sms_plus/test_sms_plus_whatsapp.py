@@ -249,3 +249,35 @@ def test_hashed_number_skips_whatsapp_and_scenarios_without_it_keep_the_spec_fie
     plain = scenario(tenant, whatsapp_enabled=False, points=0)
     other = push(tenant, plain["id"], "+886914000008")["id"]
     assert "whatsapp_status" not in row(tenant, plain["id"], other)
+
+
+def test_media_and_location_parameters_become_cloud_api_components(tenant: Any, base_url: str,
+                                                                   whatsapp_sim: str) -> None:
+    setting = scenario(tenant, fallback_enabled=False, sms_text="", points=0)
+    phone = "+886914000009"
+    template = {"template_name": "deliver_confirmation", "language": "zh_TW", "template_data": {
+        "header": {"parameters": [{"type": "image", "media_url": "http://maac.io/x.jpg"}]},
+        "body": {"parameters": ["AJ1234567", {"type": "text", "text": "全家"}]}}}
+    message_id = push(tenant, setting["id"], phone, whatsapp=template)["id"]
+    wait_status(tenant, setting["id"], message_id, "whatsapp_delivered")
+    [sent] = wa_sent(base_url, phone)
+    assert sent["language"] == "zh_TW"
+    assert sent["components"] == [
+        {"type": "header", "parameters": [{"type": "image", "image": {"link": "http://maac.io/x.jpg"}}]},
+        {"type": "body", "parameters": [{"type": "text", "text": "AJ1234567"}, {"type": "text", "text": "全家"}]}]
+    phone = "+886914000010"
+    template["template_data"] = {"header": {"parameters": [
+        {"type": "document", "media_id": "4490709327384033", "filename": "invoice.pdf"}]}}
+    message_id = push(tenant, setting["id"], phone, whatsapp=template)["id"]
+    wait_status(tenant, setting["id"], message_id, "whatsapp_delivered")
+    [sent] = wa_sent(base_url, phone)
+    assert sent["components"] == [{"type": "header", "parameters": [
+        {"type": "document", "document": {"id": "4490709327384033", "filename": "invoice.pdf"}}]}]
+    phone = "+886914000011"
+    template["template_data"] = {"header": {"parameters": [
+        {"type": "location", "latitude": "25.03", "longitude": "121.56", "name": "101", "address": "Taipei"}]}}
+    message_id = push(tenant, setting["id"], phone, whatsapp=template)["id"]
+    wait_status(tenant, setting["id"], message_id, "whatsapp_delivered")
+    [sent] = wa_sent(base_url, phone)
+    assert sent["components"] == [{"type": "header", "parameters": [{"type": "location", "location": {
+        "latitude": "25.03", "longitude": "121.56", "name": "101", "address": "Taipei"}}]}]
