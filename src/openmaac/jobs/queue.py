@@ -135,9 +135,13 @@ def claim(session: Session, worker_id: str, limit: int, lease_seconds: float) ->
 def shorten_leases(session: Session, leases: dict[int, float]) -> None:
     """Set the lease of just-claimed jobs to ``leases[job_id]`` seconds from now."""
     now = utcnow()
+    by_lease: dict[float, list[int]] = {}
     for job_id, seconds in leases.items():
-        session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
-                        .values(locked_until=now + timedelta(seconds=seconds)))
+        by_lease.setdefault(seconds, []).append(job_id)
+    for seconds, ids in by_lease.items():
+        session.execute(update(Job).where(Job.id.in_(ids), Job.status == "running")
+                        .values(locked_until=now + timedelta(seconds=seconds))
+                        .execution_options(synchronize_session=False))
 
 
 def complete(session: Session, job_id: int, worker_id: str) -> None:
