@@ -23,7 +23,7 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from sqlalchemy import bindparam, select, text, update
@@ -153,7 +153,7 @@ def parse_request(body: bytes) -> tuple[str, list[dict[str, Any]], list[str]]:
         errors["tags"] = [problem]
     if errors:
         raise field_errors(errors)
-    return str(key), data, [t.strip() for t in (tags or []) if t.strip()]
+    return str(key), cast(list[dict[str, Any]], data), [t.strip() for t in (tags or []) if t.strip()]
 
 
 def running_import(session: Session, organization_id: int) -> int | None:
@@ -470,7 +470,7 @@ def _apply_chunk(session: Session, organization_id: int, import_key: str, rows: 
         ).all()
         unbind: list[dict[str, Any]] = []
         for holder_id, line_uid, customer_id in holders:
-            if given.get(customer_id) == holder_id:
+            if customer_id is not None and given.get(customer_id) == holder_id:
                 continue
             if holder_id in updates or holder_id in contacts:
                 final = updates.get(holder_id) or {k: contacts[holder_id][k] for k in PROFILE_COLUMNS}
@@ -565,7 +565,7 @@ def _insert_contacts(session: Session, pg: bool, organization_id: int, import_ke
         # Each insert took max(id) + 1: the ids are floor + 1 ... floor + n, in insertion order.
         return list(range(floor + 1, floor + count + 1))
     # Never expected (ids near 2**63 are chosen at random): read them back by their distinct keys.
-    by_key = dict(session.execute(
+    by_key: dict[Any, int] = dict(session.execute(
         select(getattr(Contact, import_key), Contact.id).where(
             Contact.organization_id == organization_id, Contact.id > floor,
             _one_of(session, f"contacts.{import_key}", [row[import_key] for row in source]))

@@ -170,10 +170,10 @@ def save(session: Session, organization_id: int, body: dict[str, Any]) -> Provid
     row.base_url = base_url or None
     row.credentials = dict(credentials)
     row.whatsapp = dict(whatsapp)
-    row.callback_timeout_minutes = body.get("callback_timeout_minutes") or DEFAULT_CALLBACK_TIMEOUT_MINUTES
-    row.retry_window_minutes = body.get("retry_window_minutes") if body.get("retry_window_minutes") is not None \
+    row.callback_timeout_minutes = int(body.get("callback_timeout_minutes") or DEFAULT_CALLBACK_TIMEOUT_MINUTES)
+    row.retry_window_minutes = int(body["retry_window_minutes"]) if body.get("retry_window_minutes") is not None \
         else DEFAULT_RETRY_WINDOW_MINUTES
-    row.whatsapp_wait_minutes = body.get("whatsapp_wait_minutes") if body.get("whatsapp_wait_minutes") is not None \
+    row.whatsapp_wait_minutes = int(body["whatsapp_wait_minutes"]) if body.get("whatsapp_wait_minutes") is not None \
         else DEFAULT_WHATSAPP_WAIT_MINUTES
     row.updated_at = utcnow()
     session.flush()

@@ -249,7 +249,7 @@ async def _line_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     # LINE answers a malformed body with 400 and its error shape; the admin API reuses it
-    errors = getattr(exc, "errors", lambda: [])()
+    errors: list[dict[str, Any]] = getattr(exc, "errors", lambda: [])()
     details = [{"message": str(e.get("msg", "")), "property": ".".join(str(p) for p in e.get("loc", ())[1:])}
                for e in errors]
     return JSONResponse({"message": f"The request body has {len(details)} error(s)", "details": details},

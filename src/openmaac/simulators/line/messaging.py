@@ -140,7 +140,7 @@ def deliver(sim: SimulatorState, channel: Channel, user: User, message: dict[str
             request_id: str, retry_key: str | None, message_id: str | None = None,
             delivery_tag: str | None = None, received_at: str | None = None) -> dict[str, Any]:
     """Put one message in the user's inbox (call under the lock)."""
-    entry = {
+    entry: dict[str, Any] = {
         "message_id": message_id or new_message_id(),
         "channel_id": channel.channel_id,
         "endpoint": endpoint,
@@ -271,7 +271,7 @@ async def multicast(request: Request, channel: Channel = Depends(authenticated_c
 
 def image_urls(message: dict[str, Any]) -> list[str]:
     """The URLs a LINE client loads to show the message."""
-    urls: list[str] = []
+    urls: list[Any] = []  # None where a field is absent; filtered below
     kind = message.get("type")
     if kind == "image":
         urls += [message.get("previewImageUrl"), message.get("originalContentUrl")]

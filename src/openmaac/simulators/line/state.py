@@ -96,7 +96,7 @@ class User:
 
 
 # LINE's per-channel rate limits, requests per second (FACTS.md §1.5)
-DEFAULT_RATES = {"push": 2000.0, "multicast": 200.0, "pnp": 2000.0}
+DEFAULT_RATES: dict[str, float] = {"push": 2000.0, "multicast": 200.0, "pnp": 2000.0}
 
 
 class TokenBucket:
