@@ -159,8 +159,25 @@ def finish(session: Session, message: PnpMessage, setting: PnpSetting) -> None:
     keys = [f"{FALLBACK}:{message.id}", f"{FALLBACK}:{message.id}:whatsapp", f"{FALLBACK}:{message.id}:line"]
     if message.sms_reference:
         keys += [f"{FALLBACK}:{message.id}:{message.sms_reference}", f"{SMS_TIMEOUT}:{message.sms_reference}"]
-    session.execute(delete(Job).where(Job.unique_key.in_(keys), Job.status == "ready")
-                    .execution_options(synchronize_session=False))
+    _delete_waiting_jobs(session, keys)
+
+
+def _delete_waiting_jobs(session: Session, keys: list[str]) -> None:
+    """Delete the jobs under these unique keys that are waiting (not running).
+
+    Found by their unique keys first, then deleted by id: SQLite, which keeps no statistics,
+    answered ``unique_key IN (...) AND status = 'ready'`` (and even ``id IN (...) AND status =
+    'ready'``) through the (status, run_at, priority) index, i.e. by scanning every waiting job —
+    the 100,000 fallback timers of a campaign, once per finished message."""
+    found = [job_id for job_id, status in session.execute(
+        select(Job.id, Job.status).where(Job.unique_key.in_(keys))) if status == "ready"]
+    if not found:
+        return
+    stmt = delete(Job).where(Job.id.in_(found))
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.where(Job.status == "ready")  # concurrent workers: never one being claimed
+    # (SQLite: this transaction holds the only write lock, the rows are still waiting)
+    session.execute(stmt.execution_options(synchronize_session=False))
 
 
 def sms_possible(message: PnpMessage, setting: PnpSetting) -> bool:
@@ -391,8 +408,7 @@ def _wake_overdue_fallback(session: Session, message: PnpMessage) -> None:
 
 
 def _drop_safety_net(session: Session, message_id: int) -> None:
-    session.execute(delete(Job).where(Job.unique_key == f"{DISPATCH}:{message_id}", Job.status == "ready")
-                    .execution_options(synchronize_session=False))
+    _delete_waiting_jobs(session, [f"{DISPATCH}:{message_id}"])
 
 
 def drop_safety_net(message_ids: list[int]) -> None:
@@ -400,8 +416,7 @@ def drop_safety_net(message_ids: list[int]) -> None:
     if not message_ids:
         return
     with get_database().write() as session:
-        session.execute(delete(Job).where(Job.unique_key.in_([f"{DISPATCH}:{i}" for i in message_ids]),
-                                          Job.status == "ready"))
+        _delete_waiting_jobs(session, [f"{DISPATCH}:{i}" for i in message_ids])
 
 
 PNP_CHUNK = 10  # PNP sends marked in flight, then recorded, together
@@ -626,10 +641,11 @@ def _send_whatsapp(message_id: int, config: Any, plan: _WhatsAppSend) -> float |
         return 0.0  # on to SMS, or the end
 
 
-def _claimed(message_id: int, sids: list[str]) -> set[str]:
+def _claimed(organization_id: int, message_id: int, sids: list[str]) -> set[str]:
     with get_database().read() as session:
         return set(session.scalars(select(PnpMessage.sms_provider_message_id).where(
-            PnpMessage.sms_provider_message_id.in_(sids), PnpMessage.id != message_id)))
+            PnpMessage.organization_id == organization_id, PnpMessage.sms_provider_message_id.in_(sids),
+            PnpMessage.id != message_id)))
 
 
 def run_fallback(message_id: int) -> float | None:
@@ -711,7 +727,7 @@ def run_fallback(message_id: int) -> float | None:
         if unknown_since is not None:
             try:
                 result = providers.find_unknown_send(provider, phone, text, unknown_since,
-                                                     lambda sids: _claimed(message_id, sids))
+                                                     lambda sids: _claimed(config.organization_id, message_id, sids))
             except (httpx.HTTPError, ValueError, KeyError) as exc:
                 log.warning("SMS+ message %s: cannot look up an unfinished send yet: %s", message_id, exc)
                 return max(minutes(SMS_RETRY_INTERVAL_MINUTES).total_seconds(), 1.0)

@@ -48,8 +48,11 @@ class PnpMessage(Base):
     __tablename__ = "pnp_messages"
     __table_args__ = (
         Index("ix_pnp_messages_org_setting_updated", "organization_id", "pnp_setting_id", "updated_at", "id"),
-        Index("ix_pnp_messages_sms_provider_id", "sms_provider_message_id"),
-        Index("ix_pnp_messages_sms_reference", "sms_reference"),
+        # (organization_id, x): SQLite, without statistics, otherwise picks the (organization_id,
+        # pnp_setting_id, ...) index for "organization_id = ? AND x = ?" and walks the organisation
+        Index("ix_pnp_messages_org_sms_provider_id", "organization_id", "sms_provider_message_id"),
+        Index("ix_pnp_messages_org_sms_reference", "organization_id", "sms_reference"),
+        Index("ix_pnp_messages_org_whatsapp_id", "organization_id", "whatsapp_message_id"),
         UniqueConstraint("delivery_tag", name="uq_pnp_messages_delivery_tag"),
     )
 
