@@ -23,7 +23,9 @@ def _ready(tenant, segment_id):
         view = tenant.client.get(f"/openapi/v1/segment/{segment_id}/").json()
         return view if view["status"] == 2 else None
 
-    return wait_for(check, timeout=30)
+    # 90 s: a liveness bound, not a speed check (the build takes ~0.2 s alone; under a loaded
+    # full suite the shared embedded worker was seen to start it late, see the stop-8 note)
+    return wait_for(check, timeout=90)
 
 
 def _members(tenant, segment_id):
