@@ -158,6 +158,16 @@ def make_orgs(server: ServerProcess, sim: str, names: list[str], friends: int) -
     return orgs
 
 
+def _remove(server: ServerProcess) -> None:
+    """The server's data directory (a 1,000,000-recipient SQLite file is ~0.5 GB), once stopped."""
+    import shutil
+
+    from openmaac.db.engine import reset_database
+
+    reset_database()  # this process's connections to it
+    shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
 def create_template(server: ServerProcess, org: Org, messages: list[dict[str, Any]]) -> int:
     response = httpx.post(f"{server.base_url}/openapi/v1/template/", json={"name": "bench", "messages": messages},
                           headers={"Authorization": f"Bearer {org.token}"}, timeout=30)
@@ -191,14 +201,16 @@ def pushing(base_url: str, orgs: list[Org], session: Any) -> Any:
     return one
 
 
-async def push_rounds(server: ServerProcess, bare: ChildApp, orgs: list[Org], size: Sizes) -> tuple[LoadStats, LoadStats]:
+async def push_rounds(server: ServerProcess, bare: ChildApp, orgs: list[Org],
+                      size: Sizes) -> tuple[LoadStats, LoadStats, int]:
+    """(openmaac's rounds, the ceiling's rounds, openmaac's successes while warming up)."""
     import aiohttp
 
     ours, ceiling = LoadStats(), LoadStats()
     connector = aiohttp.TCPConnector(limit=PUSH_CLIENTS * 2)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
         # warm up both (connections, caches, the first LINE connection)
-        await run_load(pushing(server.base_url, orgs, session), concurrency=PUSH_CLIENTS, duration=0.5)
+        warm = await run_load(pushing(server.base_url, orgs, session), concurrency=PUSH_CLIENTS, duration=0.5)
         await run_load(pushing(bare.base_url, orgs, session), concurrency=PUSH_CLIENTS, duration=0.5)
         for _ in range(size.rounds):
             for target, pid, total in ((server.base_url, server.process.pid, ours),  # type: ignore[union-attr]
@@ -208,7 +220,7 @@ async def push_rounds(server: ServerProcess, bare: ChildApp, orgs: list[Org], si
                                        duration=size.push_seconds)
                 stats.server_cpu_seconds = process_cpu_seconds(pid) - cpu
                 total.add(stats)
-    return ours, ceiling
+    return ours, ceiling, warm.rows
 
 
 def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> Iterable[Result]:
@@ -220,17 +232,19 @@ def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> It
             for org in orgs:
                 org.template_id = create_template(server, org, TEXT)
             before = sum(sim_stats(sim.base_url, org.channel_id).get("delivered", 0) for org in orgs)
-            ours, ceiling = asyncio.run(push_rounds(server, bare, orgs, size))
+            ours, ceiling, warm_ok = asyncio.run(push_rounds(server, bare, orgs, size))
             delivered = sum(sim_stats(sim.base_url, org.channel_id).get("delivered", 0) for org in orgs) - before
             line_429 = sum(sim_stats(sim.base_url, org.channel_id).get("push 429", 0) for org in orgs)
-        # the warm-up's successes are delivered too but not counted in ``ours``
+        _remove(server)
         ok_rps = ours.rows / ours.seconds if ours.seconds else 0.0
         others = {s: n for s, n in ours.statuses.items() if s != 200}
+        # every "success" is one message in a simulated user's inbox, no more, no less
+        check = "= the successes (warm-up included)" if delivered == ours.rows + warm_ok else \
+            f"≠ the {ours.rows + warm_ok:,} successes (warm-up included): CHECK"
         yield Result(f"{label}: push, accepted and delivered (end to end), {PUSH_CLIENTS} clients", ok_rps, "req/s",
                      f"goal ≥ 2,000/s; {ok_rps / ceiling.rps:.0%} of bare FastAPI ({ceiling.rps:,.0f} req/s) "
                      f"in the same run; {ours.rows:,} of {ours.requests:,} answered success; other answers "
-                     f"{others or 'none'}; LINE 429s {line_429}; the simulator delivered {delivered:,} "
-                     f"(measured + warm-up)")
+                     f"{others or 'none'}; LINE 429s {line_429}; the simulator delivered {delivered:,} {check}")
         yield Result(f"{label}: push, server CPU per request", ours.server_cpu_ms_per_request, "ms",
                      f"bare FastAPI {ceiling.server_cpu_ms_per_request:.2f} ms; ≈ "
                      f"{1000 / max(ours.server_cpu_ms_per_request, 1e-9):,.0f} req/s per free core")
@@ -316,6 +330,7 @@ def measure_fanout(label: str, url: str | None, size: Sizes) -> Iterable[Result]
                 recorded_at = time.perf_counter()
             cpu = process_cpu_seconds(server.process.pid) - cpu
             stats = sim_stats(sim.base_url, org.channel_id)
+        _remove(server)
         if delivered_at is None:
             yield Result(f"{label}: fan-out of {n:,} STALLED", last, "delivered", f"statuses {statuses}")
             return
