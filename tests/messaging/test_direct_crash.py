@@ -145,8 +145,8 @@ def _received(channel_id: str) -> dict[str, Any]:
 
 
 def test_killed_mid_enhanced_multicast_then_restarted_sends_every_recipient_once(server):
-    with _database_url() as database_url:
-        child = Child(Path(tempfile.mkdtemp(prefix="openmaac-dmcrash-")) / "data", database_url)
+    with _database_url() as database_url, tempfile.TemporaryDirectory(prefix="openmaac-dmcrash-") as tmp:
+        child = Child(Path(tmp) / "data", database_url)
         token, channel_id, uids = _setup(child)
         child.start()
         try:
