@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -125,6 +126,8 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        # A million-contact run leaves gigabytes behind; nothing reads the directory afterwards.
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 class PeakMemory:
