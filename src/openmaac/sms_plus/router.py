@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import httpx
 import orjson
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.exc import DBAPIError
@@ -330,12 +330,59 @@ def _apply_callback(provider_name: str, organization_id: int, inbound: InboundRe
     return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
 
 
-@router.api_route("/sms_plus/callbacks/{provider_name}/{organization_id}", methods=["GET", "POST"],
-                  include_in_schema=False)
-async def sms_callback(provider_name: str, organization_id: int, request: Request) -> Response:
+CALLBACK_PATH = "/sms_plus/callbacks/{provider_name}/{organization_id}"
+ProviderName = Annotated[str, Path(description="`twilio` or `mitake` (the organisation's configured SMS "
+                                               "provider), or `whatsapp` (its own Meta app)")]
+OrganizationId = Annotated[int, Path(description="The organisation the callback URL was issued for")]
+_CALLBACK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Report stored (Mitake: `magicid=sms_gateway_rpack` and the `msgid`; WhatsApp: the "
+                         "echoed `hub.challenge` or `OK`)", "content": {"text/plain": {}}},
+    400: {"description": "Not a delivery report / status webhook (text/plain reason)"},
+    403: {"description": "Bad signature or token, or (WhatsApp `GET`) `hub.verify_token` mismatch"},
+    404: {"description": "`provider_name` is not the organisation's configured provider"},
+}
+
+
+@router.get(
+    CALLBACK_PATH, openapi_extra=EXTENSION, response_class=Response, responses=_CALLBACK_RESPONSES,
+    summary="SMS provider delivery report (GET) or WhatsApp subscription handshake (openmaac extension)",
+    description=(
+        "Called by providers, not by API clients; the URL is `callback_url` / `whatsapp_webhook_url` of "
+        "`GET pnp/sms_provider/`.\n\n"
+        "* `mitake`: Mitake's delivery report (`msgid`, `StatusFlag` or `statusstr`/`statuscode` in the "
+        "query). It is authenticated by the HMAC token openmaac put in the callback URL (`omref`, `omsig` "
+        "query parameters); the answer is Mitake's `magicid=sms_gateway_rpack` acknowledgement.\n"
+        "* `twilio`: Twilio posts (see `POST`); a `GET` is checked the same way (`X-Twilio-Signature`).\n"
+        "* `whatsapp`: Meta's subscription handshake for an organisation's own app: "
+        "`hub.mode=subscribe&hub.verify_token=…&hub.challenge=…` answers the challenge (text/plain) when "
+        "`hub.verify_token` equals the organisation's `whatsapp.verify_token`, else 403."),
+)
+async def sms_callback_get(provider_name: ProviderName, organization_id: OrganizationId,
+                           request: Request) -> Response:
     if provider_name == "whatsapp":  # an organisation's own Meta app (see whatsapp_callback)
-        if request.method == "GET":
-            return await run_in_threadpool(whatsapp_verify, organization_id, request)
+        return await run_in_threadpool(whatsapp_verify, organization_id, request)
+    inbound = _inbound(request, await request.body())
+    return await run_in_threadpool(_apply_callback, provider_name, organization_id, inbound)
+
+
+@router.post(
+    CALLBACK_PATH, openapi_extra=EXTENSION, response_class=Response, responses=_CALLBACK_RESPONSES,
+    summary="SMS provider delivery report or WhatsApp status webhook (openmaac extension)",
+    description=(
+        "Called by providers, not by API clients; the URL is `callback_url` / `whatsapp_webhook_url` of "
+        "`GET pnp/sms_provider/`.\n\n"
+        "* `twilio`: Twilio's message status callback (form `MessageSid`, `MessageStatus`, `ErrorCode`, …), "
+        "authenticated with `X-Twilio-Signature` (HMAC-SHA1 of the public URL and the form with the "
+        "account's auth token); a bad signature answers 403.\n"
+        "* `mitake`: Mitake's delivery report (query and/or form), authenticated by the HMAC token in the "
+        "callback URL (`omref`, `omsig`); answers `magicid=sms_gateway_rpack`.\n"
+        "* `whatsapp`: WhatsApp Cloud API status webhooks from the organisation's own Meta app, "
+        "authenticated with `X-Hub-Signature-256` (HMAC-SHA256 of the body with its `app_secret`); only "
+        "statuses of this organisation's messages are applied."),
+)
+async def sms_callback_post(provider_name: ProviderName, organization_id: OrganizationId,
+                            request: Request) -> Response:
+    if provider_name == "whatsapp":  # an organisation's own Meta app (see whatsapp_callback)
         return await whatsapp_callback(request, organization_id)
     inbound = _inbound(request, await request.body())
     return await run_in_threadpool(_apply_callback, provider_name, organization_id, inbound)
@@ -372,8 +419,22 @@ def _apply_whatsapp_webhook(route_org: int | None, inbound: InboundRequest) -> R
     return PlainTextResponse("OK")
 
 
-@router.post("/sms_plus/callbacks/whatsapp", include_in_schema=False)
-async def whatsapp_callback(request: Request, organization_id: int | None = None) -> Response:
+@router.post(
+    "/sms_plus/callbacks/whatsapp", openapi_extra=EXTENSION, response_class=Response,
+    summary="WhatsApp status webhook (openmaac extension)",
+    description=(
+        "Called by the WhatsApp Cloud API (the built-in simulator posts here), not by API clients. Each "
+        "status names its message by `biz_opaque_callback_data`; the organisation owning it must have "
+        "signed the body: `X-Hub-Signature-256` = `sha256=` HMAC-SHA256 of the raw body with the "
+        "organisation's `whatsapp.app_secret`. One bad signature rejects the whole delivery (403, nothing "
+        "applied). An organisation's own Meta app uses `/sms_plus/callbacks/whatsapp/{organization_id}`."),
+    responses={200: {"description": "Statuses applied (`OK`)", "content": {"text/plain": {}}},
+               400: {"description": "Body is not JSON"},
+               403: {"description": "Bad or missing `X-Hub-Signature-256`, or no app secret configured"}},
+)
+async def whatsapp_callback(request: Request,
+                            organization_id: Annotated[int | None, Query(include_in_schema=False)] = None
+                            ) -> Response:
     inbound = _inbound(request, await request.body())
     return await run_in_threadpool(_apply_whatsapp_webhook, organization_id, inbound)
 
@@ -413,6 +474,17 @@ def _follow_link(code: str) -> Response:
     return RedirectResponse(join_links.oa_message_url(basic_id, code), status_code=302)
 
 
-@router.get("/sms_plus/j/{code}", include_in_schema=False)
+@router.get(
+    "/sms_plus/j/{code}", openapi_extra=EXTENSION, response_class=Response,
+    summary="Follow an SMS+ join link (recipients' phones; openmaac extension)",
+    description=(
+        "The `{{join_link}}` of an SMS+ message. Counts a click and answers 302 to LINE's "
+        "`https://line.me/R/oaMessage/{basicId}/?%23join%20{code}`, which opens a chat with the Official "
+        "Account with `#join {code}` prefilled. When the person sends that text, the LINE webhook binds the "
+        "message's phone number to the sender's contact (`mobile`) and emits `pnp.profile_updated`. No "
+        "authentication (the code is the capability); unknown codes answer 404."),
+    responses={302: {"description": "Redirect to the LINE Official Account chat"},
+               404: {"description": "Unknown code"}},
+)
 async def follow_join_link(code: str) -> Response:
     return await run_in_threadpool(_follow_link, code)
