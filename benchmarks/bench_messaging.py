@@ -12,7 +12,10 @@ limits each organisation to 170 pushes/s, so one organisation could never reach 
 recorded it, called LINE and LINE delivered it (the simulator's delivered count is checked
 against that number). Rounds alternate with the same load against ``benchmarks.bare_app``'s
 push route (the body parsed by pydantic, the answer rendered; no database, no LINE): the
-ceiling of FastAPI on this machine in the same run.
+ceiling of FastAPI on this machine in the same run; and against ``benchmarks.bare_upstream``
+(no database, but the same upstream work: the LINE push call to the same simulator process
+inside the request, with a channel of its own there): the ceiling of this machine for one LINE
+call per request, with the simulator and the load generator on the same cores.
 
 Fan-out: one organisation with N contacts (1,000,000; 50,000 with --quick) that are all friends
 at the simulator, which enforces LINE's 200 multicast requests/s per channel (429 beyond).
@@ -32,12 +35,13 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import secrets
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -201,30 +205,73 @@ def pushing(base_url: str, orgs: list[Org], session: Any) -> Any:
     return one
 
 
-async def push_rounds(server: ServerProcess, bare: ChildApp, orgs: list[Org],
-                      size: Sizes) -> tuple[LoadStats, LoadStats, int]:
-    """(openmaac's rounds, the ceiling's rounds, openmaac's successes while warming up)."""
+def own_cpu_seconds() -> float:
+    """This process's CPU (the load generator's), without its children (the servers, the simulators)."""
+    return sum(os.times()[:2])
+
+
+@dataclass
+class Target:
+    """One app the push load runs against (with the organisations' bodies it gets), what it measured."""
+
+    base_url: str
+    pid: int
+    orgs: list[Org]
+    stats: LoadStats = field(default_factory=LoadStats)
+    warm_ok: int = 0
+    sim_cpu_seconds: float = 0.0
+    load_cpu_seconds: float = 0.0  # this process: the load generator
+
+    def cpu_ms_per_request(self) -> float:
+        """App + simulator + load generator CPU per request: what one request costs the machine."""
+        total = self.stats.server_cpu_seconds + self.sim_cpu_seconds + self.load_cpu_seconds
+        return total * 1000 / max(self.stats.requests, 1)
+
+
+async def push_rounds(targets: list[Target], size: Sizes, sim_pid: int) -> None:
+    """Rounds alternating between the targets (same load generator, same simulator process)."""
     import aiohttp
 
-    ours, ceiling = LoadStats(), LoadStats()
     connector = aiohttp.TCPConnector(limit=PUSH_CLIENTS * 2)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
-        # warm up both (connections, caches, the first LINE connection)
-        warm = await run_load(pushing(server.base_url, orgs, session), concurrency=PUSH_CLIENTS, duration=0.5)
-        await run_load(pushing(bare.base_url, orgs, session), concurrency=PUSH_CLIENTS, duration=0.5)
+        # warm up each (connections, caches, the first LINE connection)
+        for target in targets:
+            warm = await run_load(pushing(target.base_url, target.orgs, session), concurrency=PUSH_CLIENTS,
+                                  duration=0.5)
+            target.warm_ok = warm.rows
         for _ in range(size.rounds):
-            for target, pid, total in ((server.base_url, server.process.pid, ours),  # type: ignore[union-attr]
-                                       (bare.base_url, bare.process.pid, ceiling)):  # type: ignore[union-attr]
-                cpu = process_cpu_seconds(pid)
-                stats = await run_load(pushing(target, orgs, session), concurrency=PUSH_CLIENTS,
+            for target in targets:
+                cpu, sim_cpu, load_cpu = process_cpu_seconds(target.pid), process_cpu_seconds(sim_pid), own_cpu_seconds()
+                stats = await run_load(pushing(target.base_url, target.orgs, session), concurrency=PUSH_CLIENTS,
                                        duration=size.push_seconds)
-                stats.server_cpu_seconds = process_cpu_seconds(pid) - cpu
-                total.add(stats)
-    return ours, ceiling, warm.rows
+                stats.server_cpu_seconds = process_cpu_seconds(target.pid) - cpu
+                target.sim_cpu_seconds += process_cpu_seconds(sim_pid) - sim_cpu
+                target.load_cpu_seconds += own_cpu_seconds() - load_cpu
+                target.stats.add(stats)
+
+
+@contextmanager
+def bare_upstream(sim: str) -> Iterator[tuple[ChildApp, Org]]:
+    """``benchmarks.bare_upstream`` with a channel of its own at the same LINE simulator and
+    ``ORGS * FRIENDS`` friends there. One channel instead of openmaac's ``ORGS``: its push limit
+    is lifted so that LINE's 2,000/s per channel (which each of openmaac's channels stays under)
+    does not cap it."""
+    channel_id, secret, token = "bare-upstream", secrets.token_hex(16), secrets.token_urlsafe(32)
+    app = ChildApp([sys.executable, "-m", "benchmarks.bare_upstream", "{port}", sim, token, secret])
+    http = httpx.Client(timeout=300)
+    http.post(f"{sim}/_admin/channels", json={
+        "channel_id": channel_id, "channel_secret": secret, "access_token": token,
+        "webhook_url": f"{app.base_url}/line/webhook/{channel_id}"}).raise_for_status()
+    http.post(f"{sim}/_admin/channels/{channel_id}/limits", json={"push": {"rate": 1_000_000}}).raise_for_status()
+    made = http.post(f"{sim}/_admin/users/bulk", json={"count": ORGS * FRIENDS, "channel_id": channel_id})
+    made.raise_for_status()
+    http.close()
+    with app:
+        yield app, Org("bare-upstream", 0, "bare", channel_id, made.json()["user_ids"], template_id=1)
 
 
 def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> Iterable[Result]:
-    with simulator() as sim:
+    with simulator() as sim, bare_upstream(sim.base_url) as (upstream, up_org):
         server = ServerProcess(database_url=url, extra_env={"OPENMAAC_SIMULATORS": "0"})
         server.cli("migrate")
         orgs = make_orgs(server, sim.base_url, [f"bench-push-{i}" for i in range(ORGS)], FRIENDS)
@@ -232,24 +279,52 @@ def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> It
             for org in orgs:
                 org.template_id = create_template(server, org, TEXT)
             before = sum(sim_stats(sim.base_url, org.channel_id).get("delivered", 0) for org in orgs)
-            ours, ceiling, warm_ok = asyncio.run(push_rounds(server, bare, orgs, size))
+            assert server.process is not None and bare.process is not None and upstream.process is not None
+            assert sim.process is not None
+            targets = [Target(server.base_url, server.process.pid, orgs), Target(bare.base_url, bare.process.pid, orgs),
+                       Target(upstream.base_url, upstream.process.pid, [up_org])]
+            asyncio.run(push_rounds(targets, size, sim.process.pid))
             delivered = sum(sim_stats(sim.base_url, org.channel_id).get("delivered", 0) for org in orgs) - before
             line_429 = sum(sim_stats(sim.base_url, org.channel_id).get("push 429", 0) for org in orgs)
+            up_line = sim_stats(sim.base_url, up_org.channel_id)
         _remove(server)
+        (ours, warm_ok), (ceiling, _), (up, up_warm) = ((t.stats, t.warm_ok) for t in targets)
         ok_rps = ours.rows / ours.seconds if ours.seconds else 0.0
+        up_rps = up.rows / up.seconds if up.seconds else 0.0
         others = {s: n for s, n in ours.statuses.items() if s != 200}
+        up_others = {s: n for s, n in up.statuses.items() if s != 200}
         # every "success" is one message in a simulated user's inbox, no more, no less
         check = "= the successes (warm-up included)" if delivered == ours.rows + warm_ok else \
             f"≠ the {ours.rows + warm_ok:,} successes (warm-up included): CHECK"
+        up_delivered = up_line.get("delivered", 0)
+        up_check = "= its successes (warm-up included)" if up_delivered == up.rows + up_warm else \
+            f"≠ its {up.rows + up_warm:,} successes (warm-up included): CHECK"
         yield Result(f"{label}: push, accepted and delivered (end to end), {PUSH_CLIENTS} clients", ok_rps, "req/s",
                      f"goal ≥ 2,000/s; {ok_rps / ceiling.rps:.0%} of bare FastAPI ({ceiling.rps:,.0f} req/s) "
                      f"in the same run; {ours.rows:,} of {ours.requests:,} answered success; other answers "
                      f"{others or 'none'}; LINE 429s {line_429}; the simulator delivered {delivered:,} {check}")
+        yield Result(f"{label}: bare FastAPI + the same LINE call, {PUSH_CLIENTS} clients", up_rps, "req/s",
+                     f"benchmarks.bare_upstream: no database; the push call (sync httpx in the thread pool, "
+                     f"X-Line-Retry-Key) to the same simulator: the ceiling of this machine for this work; openmaac = "
+                     f"{ok_rps / max(up_rps, 1e-9):.0%} of it; the goal 2,000/s = {2000 / max(up_rps, 1e-9):.0%} of "
+                     f"it; {up.rows:,} of {up.requests:,} success; other answers {up_others or 'none'}; LINE 429s "
+                     f"{up_line.get('push 429', 0)}; the simulator delivered {up_delivered:,} {up_check}")
         yield Result(f"{label}: push, server CPU per request", ours.server_cpu_ms_per_request, "ms",
-                     f"bare FastAPI {ceiling.server_cpu_ms_per_request:.2f} ms; ≈ "
+                     f"bare FastAPI {ceiling.server_cpu_ms_per_request:.2f} ms, bare + LINE call "
+                     f"{up.server_cpu_ms_per_request:.2f} ms; ≈ "
                      f"{1000 / max(ours.server_cpu_ms_per_request, 1e-9):,.0f} req/s per free core")
+        cores = os.cpu_count() or 1
+        yield Result(f"{label}: push, machine CPU per request (app + LINE simulator + load generator)",
+                     targets[0].cpu_ms_per_request(), "ms",
+                     f"bare + LINE call {targets[2].cpu_ms_per_request():.2f} ms (the simulator "
+                     f"{targets[0].sim_cpu_seconds * 1000 / max(ours.requests, 1):.2f} / "
+                     f"{targets[2].sim_cpu_seconds * 1000 / max(up.requests, 1):.2f} ms of them); on {cores} otherwise "
+                     f"idle cores that allows at most ≈ {cores * 1000 / max(targets[0].cpu_ms_per_request(), 1e-9):,.0f} "
+                     f"req/s for openmaac and ≈ {cores * 1000 / max(targets[2].cpu_ms_per_request(), 1e-9):,.0f} req/s "
+                     f"for bare + LINE call (CPU-bound estimate, unmoved by other load)")
         for q, name in ((0.5, "p50"), (0.99, "p99")):
-            yield Result(f"{label}: push {name} latency", ours.p(q), "ms", f"bare FastAPI {ceiling.p(q):.1f} ms")
+            yield Result(f"{label}: push {name} latency", ours.p(q), "ms",
+                         f"bare FastAPI {ceiling.p(q):.1f} ms; bare + LINE call {up.p(q):.1f} ms")
 
 
 # -- enhanced multicast fan-out ------------------------------------------------------------------

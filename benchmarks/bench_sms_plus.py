@@ -15,7 +15,11 @@ inline (as file 003's push answers LINE's outcome) and answers ``{"id", "result"
 counts when it answered 200 ``success``. LINE then posts the ``delivery`` webhook back, which
 openmaac records (pnp_delivered) while the load runs. Rounds alternate with the same load
 against ``benchmarks.bare_sms_plus`` (the body parsed, the answer rendered; no database, no
-LINE): the ceiling of FastAPI on this machine in the same run.
+LINE): the ceiling of FastAPI on this machine in the same run; and with the same load against
+``benchmarks.bare_upstream`` (no database, but the same upstream work: the PNP call to the same
+simulator process inside the request, with a channel of its own there whose signed ``delivery``
+webhooks it receives and verifies): the ceiling of this machine for one LINE call and its
+webhook per request, with the simulator and the load generator on the same cores.
 
 Campaign: another organisation, N numbers (100,000; 3,000 with --quick) sent as
 ``pnp/message/multicast/`` requests of 150 by ``CAMPAIGN_CLIENTS`` clients; 70% of the numbers
@@ -26,6 +30,7 @@ request to every message being final (``finished``, read from the server's datab
 ``POLL_SECONDS``), with the server's peak RSS sampled meanwhile; the Twilio simulator's record is checked for exactly one SMS per fallback number.
 
 Measured on SQLite, and on PostgreSQL when benchmarks.common.postgres_url() is set.
+``BENCH_SMS_PLUS_ONLY=push`` (or ``campaign``) runs one half only.
 """
 
 from __future__ import annotations
@@ -33,12 +38,13 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import secrets
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -195,52 +201,112 @@ def pushing(base_url: str, org: Org, phones: list[str], session: Any) -> Any:
     return one
 
 
-async def push_rounds(server: ServerProcess, bare: ChildApp, org: Org, phones: list[str],
-                      size: Sizes) -> tuple[LoadStats, LoadStats]:
+def own_cpu_seconds() -> float:
+    """This process's CPU (the load generator's), without its children (the servers, the simulators)."""
+    return sum(os.times()[:2])
+
+
+@dataclass
+class Target:
+    """One app the push load runs against, what it measured and the LINE simulator's CPU meanwhile."""
+
+    base_url: str
+    pid: int
+    stats: LoadStats = field(default_factory=LoadStats)
+    sim_cpu_seconds: float = 0.0
+    load_cpu_seconds: float = 0.0  # this process: the load generator
+
+    def cpu_ms_per_request(self) -> float:
+        """App + simulator + load generator CPU per request: what one request costs the machine."""
+        total = self.stats.server_cpu_seconds + self.sim_cpu_seconds + self.load_cpu_seconds
+        return total * 1000 / max(self.stats.requests, 1)
+
+
+async def push_rounds(targets: list[Target], org: Org, phones: list[str], size: Sizes, sim_pid: int) -> None:
+    """Rounds alternating between the targets (same load generator, same simulator process)."""
     import aiohttp
 
-    ours, ceiling = LoadStats(), LoadStats()
     connector = aiohttp.TCPConnector(limit=PUSH_CLIENTS * 2)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
-        await run_load(pushing(server.base_url, org, phones, session), concurrency=PUSH_CLIENTS, duration=0.5)
-        await run_load(pushing(bare.base_url, org, phones, session), concurrency=PUSH_CLIENTS, duration=0.5)
+        for target in targets:
+            await run_load(pushing(target.base_url, org, phones, session), concurrency=PUSH_CLIENTS, duration=0.5)
         for _ in range(size.rounds):
-            for target, pid, total in ((server.base_url, server.process.pid, ours),  # type: ignore[union-attr]
-                                       (bare.base_url, bare.process.pid, ceiling)):  # type: ignore[union-attr]
-                cpu = process_cpu_seconds(pid)
-                stats = await run_load(pushing(target, org, phones, session), concurrency=PUSH_CLIENTS,
+            for target in targets:
+                cpu, sim_cpu, load_cpu = process_cpu_seconds(target.pid), process_cpu_seconds(sim_pid), own_cpu_seconds()
+                stats = await run_load(pushing(target.base_url, org, phones, session), concurrency=PUSH_CLIENTS,
                                        duration=size.push_seconds)
-                stats.server_cpu_seconds = process_cpu_seconds(pid) - cpu
-                total.add(stats)
-    return ours, ceiling
+                stats.server_cpu_seconds = process_cpu_seconds(target.pid) - cpu
+                target.sim_cpu_seconds += process_cpu_seconds(sim_pid) - sim_cpu
+                target.load_cpu_seconds += own_cpu_seconds() - load_cpu
+                target.stats.add(stats)
+
+
+@contextmanager
+def bare_upstream(line_sim: str) -> Iterator[tuple[ChildApp, str]]:
+    """``benchmarks.bare_upstream`` with a channel of its own at the same LINE simulator (default
+    limits, as openmaac's), whose webhooks (the PNP ``delivery`` events) go to it."""
+    channel_id, secret, token = "bare-upstream", secrets.token_hex(16), secrets.token_urlsafe(32)
+    app = ChildApp([sys.executable, "-m", "benchmarks.bare_upstream", "{port}", line_sim, token, secret])
+    httpx.post(f"{line_sim}/_admin/channels", json={
+        "channel_id": channel_id, "channel_secret": secret, "access_token": token,
+        "webhook_url": f"{app.base_url}/line/webhook/{channel_id}"}, timeout=30).raise_for_status()
+    with app:
+        yield app, channel_id
 
 
 def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> Iterable[Result]:
-    with simulators() as (line_sim, twilio_sim):
+    with simulators() as (line_sim, twilio_sim), bare_upstream(line_sim.base_url) as (upstream, up_channel):
         server = server_for(url, 60.0)
         org = make_org(server, line_sim.base_url, "bench-sms-plus-push")
         phones = [f"+8869170{i:05d}" for i in range(PUSH_PHONES)]
-        line_users(line_sim.base_url, org.channel_id, phones)
+        line_users(line_sim.base_url, org.channel_id, phones)  # PNP finds them by phone, for any channel
         with server:
             configure(server, org, twilio_sim.base_url, fallback_period=1440)
-            assert line_sim.process is not None
-            sim_cpu = process_cpu_seconds(line_sim.process.pid)
-            ours, ceiling = asyncio.run(push_rounds(server, bare, org, phones, size))
-            sim_cpu = process_cpu_seconds(line_sim.process.pid) - sim_cpu
+            assert line_sim.process is not None and server.process is not None
+            assert bare.process is not None and upstream.process is not None
+            targets = [Target(server.base_url, server.process.pid), Target(bare.base_url, bare.process.pid),
+                       Target(upstream.base_url, upstream.process.pid)]
+            asyncio.run(push_rounds(targets, org, phones, size, line_sim.process.pid))
+            time.sleep(1.0)  # the last delivery webhooks (the simulator waits 0.2 s)
+            up_stats = httpx.get(f"{upstream.base_url}/_stats", timeout=30).json()
+            up_line = httpx.get(f"{line_sim.base_url}/_admin/channels/{up_channel}/stats", timeout=30).json()
+        (ours, ours_sim), (ceiling, _), (up, up_sim) = ((t.stats, t.sim_cpu_seconds) for t in targets)
         ok_rps = ours.rows / ours.seconds if ours.seconds else 0.0
+        up_rps = up.rows / up.seconds if up.seconds else 0.0
         others = {s: n for s, n in ours.statuses.items() if s != 200}
+        up_others = {s: n for s, n in up.statuses.items() if s != 200}
         yield Result(f"{label}: SMS+ push answered success (PNP accepted by LINE), {PUSH_CLIENTS} clients",
                      ok_rps, "req/s",
                      f"goal ≥ 1,500/s (spec limit 170/s, lifted); {ok_rps / ceiling.rps:.0%} of bare FastAPI "
                      f"({ceiling.rps:,.0f} req/s) in the same run; {ours.rows:,} of {ours.requests:,} success; "
                      f"other answers {others or 'none'}")
+        yield Result(f"{label}: bare FastAPI + the same LINE call and delivery webhook, {PUSH_CLIENTS} clients",
+                     up_rps, "req/s",
+                     f"benchmarks.bare_upstream: no database; PNP call (sync httpx in the thread pool) to the same "
+                     f"simulator, its signed delivery webhook verified: the ceiling of this machine for this work; "
+                     f"openmaac = {ok_rps / max(up_rps, 1e-9):.0%} of it; the goal 1,500/s = "
+                     f"{1500 / max(up_rps, 1e-9):.0%} of it; {up.rows:,} of {up.requests:,} success; other answers "
+                     f"{up_others or 'none'}; delivery webhooks received "
+                     f"{up_stats['delivery_events']:,} for {up_stats['line_accepted']:,} PNP accepted (warm-up "
+                     f"included), bad signatures {up_stats['bad_signatures']}; LINE 429s {up_line.get('pnp 429', 0)}; "
+                     f"its CPU {up.server_cpu_ms_per_request:.2f} ms per request")
+        cores = os.cpu_count() or 1
+        yield Result(f"{label}: push, machine CPU per request (app + LINE simulator + load generator)",
+                     targets[0].cpu_ms_per_request(), "ms",
+                     f"bare + LINE call {targets[2].cpu_ms_per_request():.2f} ms; on {cores} otherwise idle cores "
+                     f"that allows at most ≈ {cores * 1000 / max(targets[0].cpu_ms_per_request(), 1e-9):,.0f} req/s "
+                     f"for openmaac and ≈ {cores * 1000 / max(targets[2].cpu_ms_per_request(), 1e-9):,.0f} req/s "
+                     f"for bare + LINE call (CPU-bound estimate, unmoved by other load)")
         yield Result(f"{label}: push, openmaac CPU per request", ours.server_cpu_ms_per_request, "ms",
-                     f"bare FastAPI {ceiling.server_cpu_ms_per_request:.2f} ms; ≈ "
+                     f"bare FastAPI {ceiling.server_cpu_ms_per_request:.2f} ms, bare + LINE call "
+                     f"{up.server_cpu_ms_per_request:.2f} ms; ≈ "
                      f"{1000 / max(ours.server_cpu_ms_per_request, 1e-9):,.0f} req/s per free core; the LINE "
-                     f"simulator used {sim_cpu * 1000 / max(ours.requests, 1):.2f} ms per push besides "
-                     f"(same 2 cores), incl. its delivery webhooks")
+                     f"simulator used {ours_sim * 1000 / max(ours.requests, 1):.2f} ms per push besides "
+                     f"(same 2 cores), incl. its delivery webhooks ({up_sim * 1000 / max(up.requests, 1):.2f} ms in "
+                     f"the bare + LINE call rounds)")
         for q, name in ((0.5, "p50"), (0.99, "p99")):
-            yield Result(f"{label}: push {name} latency", ours.p(q), "ms", f"bare FastAPI {ceiling.p(q):.1f} ms")
+            yield Result(f"{label}: push {name} latency", ours.p(q), "ms",
+                         f"bare FastAPI {ceiling.p(q):.1f} ms; bare + LINE call {up.p(q):.1f} ms")
 
 
 # -- campaign --------------------------------------------------------------------------------------
@@ -370,8 +436,11 @@ def run(args: Any) -> Iterable[Result]:
                  f"shared with the simulators, the load generator and other work; load average {load[0]:.1f} "
                  "at start")
     with ChildApp([sys.executable, "-m", "benchmarks.bare_sms_plus", "{port}"]) as bare:
+        only = os.environ.get("BENCH_SMS_PLUS_ONLY")  # "push" or "campaign": one half only
         for label, url in backends():
-            yield from measure_push(label, url, bare, size)
-            yield from measure_campaign(label, url, size)
+            if only in (None, "", "push"):
+                yield from measure_push(label, url, bare, size)
+            if only in (None, "", "campaign"):
+                yield from measure_campaign(label, url, size)
     load = os.getloadavg()
     yield Result("machine: load average at end", load[0], "", "1-minute load average")

@@ -1,0 +1,166 @@
+"""The "bare FastAPI + the same upstream work" ceiling for bench_sms_plus and bench_messaging.
+
+``python -m benchmarks.bare_upstream PORT [LINE_BASE ACCESS_TOKEN CHANNEL_SECRET]`` (or the
+environment variables ``BARE_LINE_BASE``, ``BARE_LINE_ACCESS_TOKEN``, ``BARE_LINE_CHANNEL_SECRET``)
+serves, with the settings ``openmaac serve`` uses (uvicorn, uvloop, httptools, one process):
+
+- ``POST /openapi/v1/pnp/message/push/``: the body read and parsed with orjson, ``phone_number``
+  checked against E.164, its SHA-256 computed, the PNP text rendered from ``data.pnp``, then
+  LINE's ``POST {LINE_BASE}/bot/pnp/push`` (``to`` = the hash, ``X-Line-Delivery-Tag``) called
+  with a synchronous ``httpx.Client`` in the thread pool, as openmaac calls LINE; answered
+  ``{"id", "result": "success"}`` when LINE answered 2xx (else 502 ``"result": "failed"``);
+- ``POST /openapi/v1/direct_message/push/``: the same with LINE's ``POST /v2/bot/message/push``
+  (``to`` = ``data.line_uid``, one text message, a fresh ``X-Line-Retry-Key``); answered with
+  the push answer's four fields;
+- ``POST /line/webhook/{channel_id}``: ``X-Line-Signature`` verified (base64 HMAC-SHA256 of the
+  raw body with the channel secret; 401 when wrong), the body parsed, ``delivery`` events
+  counted, 200. No database.
+- ``GET /_stats``: what it did (pushes accepted by LINE, LINE failures, webhook events, bad
+  signatures), for the benchmark's checks.
+
+No database, no authentication of the caller, no durability: what openmaac spends beyond
+this is its own work; what this spends is the floor for "one LINE call and its delivery
+webhook per request" on this machine. Imports nothing from openmaac.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import itertools
+import os
+import re
+import sys
+import threading
+import uuid
+from typing import Any
+
+import httpx
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+PNP_TEXT = "Order {{order}} has arrived at {{store}}"  # bench_sms_plus's PNP content
+PUSH_TEXT = "Hello {{name}}, your order has shipped."  # bench_messaging's template
+
+
+def _config() -> tuple[str, str, str]:
+    args = sys.argv[2:5] if __name__ == "__main__" else []
+    if len(args) == 3:
+        return args[0].rstrip("/"), args[1], args[2]
+    return (os.environ.get("BARE_LINE_BASE", "http://127.0.0.1:8100").rstrip("/"),
+            os.environ.get("BARE_LINE_ACCESS_TOKEN", ""), os.environ.get("BARE_LINE_CHANNEL_SECRET", ""))
+
+
+LINE_BASE, ACCESS_TOKEN, CHANNEL_SECRET = _config()
+# the settings of openmaac's shared LINE client (channels/line_client.py): one pooled client
+HTTP = httpx.Client(timeout=httpx.Timeout(10.0, connect=5.0),
+                    limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+HEADERS = {"Authorization": f"Bearer {ACCESS_TOKEN}", "User-Agent": "openmaac-bare/0",
+           "Content-Type": "application/json"}
+
+_ids = itertools.count(1)
+_lock = threading.Lock()
+STATS = {"line_accepted": 0, "line_failed": 0, "webhook_requests": 0, "delivery_events": 0, "bad_signatures": 0}
+
+
+def _count(key: str, n: int = 1) -> None:
+    with _lock:
+        STATS[key] += n
+
+
+def _render(text: str, params: Any) -> str:
+    if isinstance(params, dict):
+        for name, value in params.items():
+            text = text.replace("{{" + str(name) + "}}", str(value))
+    return text
+
+
+def _line_post(path: str, body: dict[str, Any], headers: dict[str, str]) -> int:
+    """One LINE call, as openmaac makes it (JSON body, bearer token, the caller's headers)."""
+    try:
+        response = HTTP.post(LINE_BASE + path, json=body, headers={**HEADERS, **headers})
+    except httpx.HTTPError:
+        _count("line_failed")
+        return 0
+    ok = 200 <= response.status_code < 300
+    if ok and response.content:
+        orjson.loads(response.content)  # LINE's answer ({} or {"sentMessages": […]}), as openmaac reads it
+    _count("line_accepted" if ok else "line_failed")
+    return response.status_code
+
+
+def _json(content: dict[str, Any], status_code: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status_code, media_type="application/json")
+
+
+app = FastAPI()
+
+
+@app.post("/openapi/v1/pnp/message/push/")
+async def pnp_push(request: Request) -> Response:
+    body = orjson.loads(await request.body())
+    data = body.get("data") if isinstance(body, dict) else None
+    phone = str(data.get("phone_number", "")) if isinstance(data, dict) else ""
+    if not isinstance(data, dict) or not E164.match(phone):
+        return PlainTextResponse("this value does not match the required pattern", status_code=400)
+    phone_hash = hashlib.sha256(phone.encode()).hexdigest()
+    message_id = next(_ids)
+    messages = [{"type": "text", "text": _render(PNP_TEXT, data.get("pnp"))}]
+    tag = f"bare-pnp-{message_id}-tag-padding"
+    status = await run_in_threadpool(_line_post, "/bot/pnp/push", {"to": phone_hash, "messages": messages},
+                                     {"X-Line-Delivery-Tag": tag})
+    if not 200 <= status < 300:
+        return _json({"id": message_id, "result": "failed", "line_status": status}, 502)
+    return _json({"id": message_id, "result": "success"})
+
+
+@app.post("/openapi/v1/direct_message/push/")
+async def direct_push(request: Request) -> Response:
+    body = orjson.loads(await request.body())
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("line_uid"), str):
+        return _json({"data": {"line_uid": ["This field is required."]}}, 400)
+    message_id = next(_ids)
+    messages = [{"type": "text", "text": _render(PUSH_TEXT, data)}]
+    status = await run_in_threadpool(_line_post, "/v2/bot/message/push",
+                                     {"to": data["line_uid"], "messages": messages},
+                                     {"X-Line-Retry-Key": str(uuid.uuid4())})
+    result = "success" if 200 <= status < 300 else "failed"
+    return _json({"id": message_id, "event_id": body.get("event_id"), "event": None, "result": result},
+                 200 if result == "success" else 502)
+
+
+@app.post("/line/webhook/{channel_id}")
+async def line_webhook(channel_id: str, request: Request) -> Response:
+    raw = await request.body()
+    expected = base64.b64encode(hmac.new(CHANNEL_SECRET.encode(), raw, hashlib.sha256).digest()).decode()
+    if not hmac.compare_digest(expected, request.headers.get("x-line-signature", "")):
+        _count("bad_signatures")
+        return _json({"message": "invalid signature"}, 401)
+    events = orjson.loads(raw).get("events") or []
+    with _lock:
+        STATS["webhook_requests"] += 1
+        STATS["delivery_events"] += sum(1 for event in events if event.get("type") == "delivery")
+    return _json({})
+
+
+@app.get("/_stats")
+async def stats() -> Response:
+    with _lock:
+        return _json(dict(STATS))
+
+
+@app.get("/healthz")
+async def healthz() -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+if __name__ == "__main__":
+    import uvicorn
+
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
+                log_level="warning")
