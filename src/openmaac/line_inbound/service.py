@@ -63,6 +63,7 @@ def _store(session: Session, organization_id: int, event: dict[str, Any], occurr
 def handle_events(session: Session, channel: LineChannel, events: list[dict[str, Any]]) -> int:
     """Apply a webhook delivery's events. Returns how many were new."""
     new = 0
+    deliveries: list[tuple[str | None, datetime, str | None]] = []
     for event in events:
         if not isinstance(event, dict):
             continue
@@ -73,11 +74,9 @@ def handle_events(session: Session, channel: LineChannel, events: list[dict[str,
         user_id = (event.get("source") or {}).get("userId")
         kind = event.get("type")
         if kind == "delivery":
-            # SMS+ (PNP): LINE's delivery completion event carries our X-Line-Delivery-Tag
-            from openmaac.sms_plus.engine import record_pnp_delivery
-
-            record_pnp_delivery(session, channel.organization_id, (event.get("delivery") or {}).get("data"),
-                                occurred_at, user_id)
+            # SMS+ (PNP): LINE's delivery completion event carries our X-Line-Delivery-Tag;
+            # a request's deliveries are recorded together below (LINE batches them)
+            deliveries.append(((event.get("delivery") or {}).get("data"), occurred_at, user_id))
             continue
         if not user_id:
             continue
@@ -101,6 +100,10 @@ def handle_events(session: Session, channel: LineChannel, events: list[dict[str,
             from openmaac.links.service import record_tap
 
             record_tap(session, channel.organization_id, user_id, event, occurred_at)
+    if deliveries:
+        from openmaac.sms_plus.engine import record_pnp_deliveries
+
+        record_pnp_deliveries(session, channel.organization_id, deliveries)
     return new
 
 

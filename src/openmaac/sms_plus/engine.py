@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from openmaac.auth.models import Organization
@@ -148,17 +148,33 @@ def delivered(message: PnpMessage) -> bool:
 
 def finish(session: Session, message: PnpMessage, setting: PnpSetting) -> None:
     """The message reached its end: release unused points, drop its waiting timers."""
-    if message.finished:
-        return
-    message.finished = True
-    if message.points_held:
-        points.release(session, message.organization_id, message.points_held, message.id)
-        message.points_held = 0
-    # its fallback timer (and SMS callback deadline) would only find it finished: spare the
-    # queue those runs (a timer running right now is left to complete itself)
+    finish_many(session, [message])
+
+
+def _timer_keys(message: PnpMessage) -> list[str]:
     keys = [f"{FALLBACK}:{message.id}", f"{FALLBACK}:{message.id}:whatsapp", f"{FALLBACK}:{message.id}:line"]
     if message.sms_reference:
         keys += [f"{FALLBACK}:{message.id}:{message.sms_reference}", f"{SMS_TIMEOUT}:{message.sms_reference}"]
+    return keys
+
+
+def finish_many(session: Session, messages: Iterable[PnpMessage]) -> None:
+    """Messages that reached their end: release their unused points (one balance update per
+    organisation), drop their waiting timers (one look-up and one delete)."""
+    releases: dict[int, list[tuple[int | None, int]]] = {}
+    keys: list[str] = []
+    for message in messages:
+        if message.finished:
+            continue
+        message.finished = True
+        if message.points_held:
+            releases.setdefault(message.organization_id, []).append((message.id, message.points_held))
+            message.points_held = 0
+        # its fallback timer (and SMS callback deadline) would only find it finished: spare the
+        # queue those runs (a timer running right now is left to complete itself)
+        keys += _timer_keys(message)
+    for organization_id, items in releases.items():
+        points.release_many(session, organization_id, items)
     _delete_waiting_jobs(session, keys)
 
 
@@ -169,15 +185,24 @@ def _delete_waiting_jobs(session: Session, keys: list[str]) -> None:
     answered ``unique_key IN (...) AND status = 'ready'`` (and even ``id IN (...) AND status =
     'ready'``) through the (status, run_at, priority) index, i.e. by scanning every waiting job —
     the 100,000 fallback timers of a campaign, once per finished message."""
-    found = [job_id for job_id, status in session.execute(
-        select(Job.id, Job.status).where(Job.unique_key.in_(keys))) if status == "ready"]
+    found: list[int] = []
+    for start in range(0, len(keys), 500):
+        found += [int(job_id) for job_id, status in session.execute(
+            _JOBS_BY_KEY, {"keys": keys[start:start + 500]}) if status == "ready"]
     if not found:
         return
-    stmt = delete(Job).where(Job.id.in_(found))
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.where(Job.status == "ready")  # concurrent workers: never one being claimed
-    # (SQLite: this transaction holds the only write lock, the rows are still waiting)
-    session.execute(stmt.execution_options(synchronize_session=False))
+    postgres = session.get_bind().dialect.name == "postgresql"
+    # PostgreSQL, concurrent workers: never one being claimed. (SQLite: this transaction holds
+    # the only write lock, the rows are still waiting.)
+    statement = _DELETE_READY_JOBS if postgres else _DELETE_JOBS
+    for start in range(0, len(found), 500):
+        session.execute(statement, {"ids": found[start:start + 500]})
+
+
+_JOBS_BY_KEY = select(Job.__table__.c.id, Job.__table__.c.status).where(
+    Job.__table__.c.unique_key.in_(bindparam("keys", expanding=True)))
+_DELETE_JOBS = delete(Job.__table__).where(Job.__table__.c.id.in_(bindparam("ids", expanding=True)))
+_DELETE_READY_JOBS = _DELETE_JOBS.where(Job.__table__.c.status == "ready")
 
 
 def sms_possible(message: PnpMessage, setting: PnpSetting) -> bool:
@@ -512,28 +537,59 @@ def dispatch_job(payload: dict[str, Any], _context: JobContext) -> None:
 def record_pnp_delivery(session: Session, organization_id: int, tag: str | None, occurred_at: datetime,
                         line_uid: str | None = None) -> bool:
     """Called by the LINE webhook receiver inside its transaction. True when a message matched."""
-    if not tag:
-        return False
-    stmt = select(PnpMessage).where(PnpMessage.organization_id == organization_id, PnpMessage.delivery_tag == tag)
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    message = session.scalar(stmt)
-    if message is None or message.pnp_status == svc.PNP_DELIVERED:
-        return False
-    setting = session.get(PnpSetting, message.pnp_setting_id)
-    if setting is None:
-        return False
-    fields: dict[str, Any] = {"pnp_status": svc.PNP_DELIVERED, "pnp_delivered_at": occurred_at}
-    if message.sms_status is None:
-        fields["status"] = svc.PNP_DELIVERED
-    change(session, message, setting, **fields)
-    if message.sms_status is None:
-        finish(session, message, setting)
-    if line_uid and not message.hashed_input:
+    return record_pnp_deliveries(session, organization_id, [(tag, occurred_at, line_uid)]) > 0
+
+
+def record_pnp_deliveries(session: Session, organization_id: int,
+                          deliveries: list[tuple[str | None, datetime, str | None]]) -> int:
+    """LINE's ``delivery`` events of one webhook request ``(tag, occurred_at, line_uid)``, in the
+    receiver's transaction: the messages read (and locked on PostgreSQL) by one query, their
+    changes emitted and their ends recorded together. Returns how many messages matched."""
+    tags = sorted({tag for tag, _at, _uid in deliveries if tag})
+    if not tags:
+        return 0
+    postgres = session.get_bind().dialect.name == "postgresql"
+    by_tag: dict[str, PnpMessage] = {}
+    for start in range(0, len(tags), 500):
+        stmt = (select(PnpMessage).where(PnpMessage.organization_id == organization_id,
+                                         PnpMessage.delivery_tag.in_(tags[start:start + 500]))
+                .order_by(PnpMessage.id))
+        for message in session.scalars(stmt.with_for_update() if postgres else stmt):
+            by_tag[str(message.delivery_tag)] = message
+    if not by_tag:
+        return 0
+    settings = {s.id: s for s in session.scalars(select(PnpSetting).where(
+        PnpSetting.id.in_({m.pnp_setting_id for m in by_tag.values()})))}
+    now = utcnow()
+    changed: dict[int, list[PnpMessage]] = {}
+    ended: list[PnpMessage] = []
+    binds: list[tuple[PnpSetting, PnpMessage, str]] = []
+    for tag, occurred_at, line_uid in deliveries:
+        found = by_tag.get(tag) if tag else None
+        if found is None or found.pnp_status == svc.PNP_DELIVERED:
+            continue
+        message = found
+        setting = settings.get(message.pnp_setting_id)
+        if setting is None:
+            continue
+        message.pnp_status = svc.PNP_DELIVERED
+        message.pnp_delivered_at = occurred_at
+        if message.sms_status is None:
+            message.status = svc.PNP_DELIVERED
+            ended.append(message)
+        message.updated_at = now
+        changed.setdefault(setting.id, []).append(message)
+        if line_uid and not message.hashed_input:
+            binds.append((setting, message, line_uid))
+    for setting_id, messages in changed.items():
+        emit_status(session, settings[setting_id], messages)
+    finish_many(session, ended)
+    if binds:
         from openmaac.sms_plus.join_links import bind_phone
 
-        bind_phone(session, organization_id, setting, message, line_uid, "pnp", only_if_new=True)
-    return True
+        for setting, message, line_uid in binds:
+            bind_phone(session, organization_id, setting, message, line_uid, "pnp", only_if_new=True)
+    return sum(len(messages) for messages in changed.values())
 
 
 # --- fallback: SMS (or the end) --------------------------------------------------------------------

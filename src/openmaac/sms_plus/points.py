@@ -75,3 +75,30 @@ def release(session: Session, organization_id: int, amount: int, pnp_message_id:
     if amount > 0:
         _change(session, organization_id, amount, kind="release", require_funds=False,
                 pnp_message_id=pnp_message_id)
+
+
+def release_many(session: Session, organization_id: int, releases: list[tuple[int | None, int]]) -> None:
+    """Release the holds ``(pnp_message_id, amount)`` of many messages: one balance update, one
+    ledger row per message (with the balance as it stood after it, in the order given)."""
+    releases = [(message_id, amount) for message_id, amount in releases if amount > 0]
+    if len(releases) <= 1:
+        for message_id, amount in releases:
+            release(session, organization_id, amount, message_id)
+        return
+    total = sum(amount for _message_id, amount in releases)
+    statement = (update(SmsPointBalance).where(SmsPointBalance.organization_id == organization_id)
+                 .values(balance=SmsPointBalance.balance + total, updated_at=utcnow())
+                 .returning(SmsPointBalance.balance).execution_options(synchronize_session=False))
+    row = session.execute(statement).first()
+    if row is None:
+        _ensure_row(session, organization_id)
+        row = session.execute(statement).first()
+        assert row is not None
+    running = int(row[0]) - total
+    now = utcnow()
+    entries = []
+    for message_id, amount in releases:
+        running += amount
+        entries.append({"organization_id": organization_id, "kind": "release", "amount": amount,
+                        "balance_after": running, "pnp_message_id": message_id, "note": None, "created_at": now})
+    session.execute(SmsPointEntry.__table__.insert(), entries)

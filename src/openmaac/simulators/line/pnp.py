@@ -107,13 +107,51 @@ def create_pnp_users(body: PnpUsersIn, request: Request) -> Any:
     return {"user_ids": ids}
 
 
-async def _delivery_webhook(sim: SimulatorState, channel: Channel, user_id: str, data: str, delay: float) -> None:
-    await asyncio.sleep(delay)
-    event = webhooks.delivery_event(user_id, data)
-    outcome = await webhooks.send(channel, [event])
-    with sim.lock:
-        sim.webhook_log.append({"channel_id": channel.channel_id, "type": "delivery",
-                                "webhookEventId": event["webhookEventId"], "data": data, **outcome})
+DELIVERY_BATCH = 100  # delivery events in one webhook request at most
+DELIVERY_SENDERS = 4  # webhook requests in flight per channel at most
+
+
+class _DeliveryQueue:
+    """A channel's delivery events that came due, sent as LINE sends webhooks: one request
+    carries every event waiting at that moment (LINE batches events in ``events``), so a quiet
+    channel gets one event per request at once and a busy one gets fewer, fuller requests."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel  # the latest state of the channel (a reset replaces it)
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.senders = 0
+
+
+_queues: dict[tuple[int, str], _DeliveryQueue] = {}
+
+
+def _due(sim: SimulatorState, channel: Channel, user_id: str, data: str) -> None:
+    queue = _queues.setdefault((id(sim), channel.channel_id), _DeliveryQueue(channel))
+    queue.channel = channel
+    queue.events.append((data, webhooks.delivery_event(user_id, data)))
+    if queue.senders < DELIVERY_SENDERS:
+        queue.senders += 1
+        task = asyncio.get_running_loop().create_task(_send_due(sim, queue))
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
+
+
+async def _send_due(sim: SimulatorState, queue: _DeliveryQueue) -> None:
+    try:
+        while queue.events:
+            batch, queue.events = queue.events[:DELIVERY_BATCH], queue.events[DELIVERY_BATCH:]
+            channel = queue.channel
+            outcome = await webhooks.send(channel, [event for _data, event in batch])
+            with sim.lock:
+                for data, event in batch:
+                    sim.webhook_log.append({"channel_id": channel.channel_id, "type": "delivery",
+                                            "webhookEventId": event["webhookEventId"], "data": data, **outcome})
+    finally:
+        queue.senders -= 1
+
+
+def _schedule_delivery(sim: SimulatorState, channel: Channel, user_id: str, data: str, delay: float) -> None:
+    asyncio.get_running_loop().call_later(delay, _due, sim, channel, user_id, data)
 
 
 @router.post("/bot/pnp/push")
@@ -146,9 +184,7 @@ async def pnp_push(request: Request, channel: Channel = Depends(authenticated_ch
         accepted = True
         if delivered:
             data = tag if tag is not None else hashed(user.phone or "")
-            task = asyncio.create_task(_delivery_webhook(sim, channel, user.user_id, data, delay))
-            _pending.add(task)
-            task.add_done_callback(_pending.discard)
+            _schedule_delivery(sim, channel, user.user_id, data, delay)
         if fault is not None and fault.kind != "pnp_unreachable":
             await after(fault)
         log(sim, request, channel, "pnp", 200, recipients=1, delivered=int(delivered), accepted=True,
