@@ -17,8 +17,10 @@ and acts only from the state it expects. No network call happens inside a transa
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -444,7 +446,18 @@ def drop_safety_net(message_ids: list[int]) -> None:
         _delete_waiting_jobs(session, [f"{DISPATCH}:{i}" for i in message_ids])
 
 
-PNP_CHUNK = 10  # PNP sends marked in flight, then recorded, together
+PNP_CHUNK = 50  # PNP sends marked in flight, then recorded, together
+PNP_CONCURRENCY = 8  # PNP calls of one chunk in flight at once
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _pnp_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=PNP_CONCURRENCY, thread_name_prefix="openmaac-pnp")
+        return _pool
 
 
 def run_pnp_batch(message_ids: list[int]) -> None:
@@ -502,15 +515,19 @@ def run_pnp_batch(message_ids: list[int]) -> None:
                 message.send_started_at = now
         if not bodies:
             continue
-        outcomes: dict[int, LineOutcome] = {}
-        for message in chunk:
-            if message.id in bodies:
-                tag = message.delivery_tag or f"openmaac-pnp-{message.id}-tag-padding"
-                outcomes[message.id] = _line_call(
-                    channel.api_base_url, channel.access_token, "/bot/pnp/push",
-                    {"to": message.phone_hash, "messages": bodies[message.id]}, {"X-Line-Delivery-Tag": tag},
-                    "pnp_push", channel.channel_id, to=message.phone_hash, messages=bodies[message.id],
-                    delivery_tag=tag)
+        def call(item: tuple[PnpMessage, list[dict[str, Any]]]) -> LineOutcome:
+            message, body = item
+            tag = message.delivery_tag or f"openmaac-pnp-{message.id}-tag-padding"
+            return _line_call(
+                channel.api_base_url, channel.access_token, "/bot/pnp/push",
+                {"to": message.phone_hash, "messages": body}, {"X-Line-Delivery-Tag": tag},
+                "pnp_push", channel.channel_id, to=message.phone_hash, messages=body, delivery_tag=tag)
+
+        sending = [(message, bodies[message.id]) for message in chunk if message.id in bodies]
+        # several calls in flight (the LINE round trip, not our CPU, bounds one at a time)
+        outcomes: dict[int, LineOutcome] = dict(zip(
+            [m.id for m, _body in sending], _pnp_pool().map(call, sending) if len(sending) > 1 else map(call, sending),
+            strict=True))
         with database.write() as session:
             stmt = select(PnpMessage).where(PnpMessage.id.in_(list(outcomes))).order_by(PnpMessage.id)
             # locked on PostgreSQL: a delivery webhook recorded meanwhile must not be overwritten
