@@ -211,11 +211,16 @@ def serialize(session: Session, dm: DirectMessage, org: OrgContext) -> dict[str,
                             "result": None}
     if dm.status != "sent":
         return body
-    rows = session.execute(
+    rows: list[Any] = list(session.execute(
         select(DirectMessageRecipient.mark, DirectMessageRecipient.line_uid, DirectMessageRecipient.status,
                DirectMessageRecipient.response)
         .where(DirectMessageRecipient.direct_message_id == dm.id).order_by(DirectMessageRecipient.mark)
-    ).all()
+    ).all())
+    if not dm.recipient_rows:
+        # only the entries that were no contact have rows; the LINE call rows list the others
+        from openmaac.messaging.sending import listed_recipients
+
+        rows = sorted(rows + listed_recipients(session, dm.id), key=lambda row: row[0])
     fail_info = [{"line_uid": uid, "mark": mark, "response": response or "error"}
                  for mark, uid, status, response in rows if status == "failed"]
     body["result"] = {

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from openmaac.db.base import Base, BigId, JSONType, UTCDateTime, utcnow
@@ -47,6 +47,11 @@ class DirectMessage(Base):
     tracked: Mapped[bool] = mapped_column(Boolean, default=False)
     # enhanced multicast: the one parameter set shared by every recipient
     params: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # True: every recipient has a ``direct_message_recipients`` row. False (an enhanced
+    # multicast that nothing looks up per recipient later): the LINE call rows list the
+    # recipients (``to``, ``[mark, contact_id]`` pairs) and carry their outcome; only the
+    # entries that are no contact have rows (see messaging/sending.py)
+    recipient_rows: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     total_count: Mapped[int] = mapped_column(Integer, default=0)
     fail_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -59,6 +59,7 @@ from openmaac.db.engine import get_database
 from openmaac.jobs.models import Job
 from openmaac.jobs.queue import enqueue
 from openmaac.jobs.registry import JobContext, RetryLater, handler
+from openmaac.links import rewrite
 from openmaac.links import service as links
 from openmaac.messaging import direct, notify
 from openmaac.messaging.models import DirectMessage, DirectMessageRecipient, DirectMessageSend
@@ -118,6 +119,8 @@ class MessageRef:
     organization_id: int
     category: str
     event_id: int | None
+    # False: an enhanced multicast whose call rows list its recipients (no row per recipient)
+    recipient_rows: bool = True
 
 
 # -- outcomes -------------------------------------------------------------------------------------
@@ -255,8 +258,17 @@ _RANGE_FAILED = (update(_R).where(_R.c.id.between(bindparam("lo"), bindparam("hi
                  .values(status="failed", response=bindparam("b_response")))
 _PENDING_SENDS = select(func.count()).select_from(_S).where(_S.c.direct_message_id == bindparam("dm"),
                                                              _S.c.status == "pending")
-_STATUS = select(_D.c.status).where(_D.c.id == bindparam("dm"))
+_STATUS = select(_D.c.status, _D.c.recipient_rows).where(_D.c.id == bindparam("dm"))
 _COUNTS = select(_R.c.status, func.count()).where(_R.c.direct_message_id == bindparam("dm")).group_by(_R.c.status)
+# a message without recipient rows: its recipients by the outcome of the calls listing them
+_SEND_COUNTS = {postgres: select(_S.c.outcome,
+                                 func.sum((func.jsonb_array_length if postgres else func.json_array_length)(_S.c.to)))
+                .where(_S.c.direct_message_id == bindparam("dm"), _S.c.status == "done", _S.c.outcome != "split")
+                .group_by(_S.c.outcome)
+                for postgres in (False, True)}
+_DONE_SENDS = (select(_S.c.to, _S.c.recipient_ids, _S.c.outcome, _S.c.status_code, _S.c.response_body,
+                      _S.c.completed_at)
+               .where(_S.c.direct_message_id == bindparam("dm"), _S.c.status == "done", _S.c.outcome != "split"))
 _FAIL_LEFTOVERS = (update(_R).where(_R.c.direct_message_id == bindparam("dm"), _R.c.status == "pending")
                    .values(status="failed", response="error"))
 _MARK_SENT = (update(_D).where(_D.c.id == bindparam("dm"), _D.c.status != "sent")
@@ -265,7 +277,7 @@ _MARK_SENT = (update(_D).where(_D.c.id == bindparam("dm"), _D.c.status != "sent"
                       fail_count=bindparam("b_failed")))
 _MESSAGE_AND_LINE = {
     postgres: (select(_D.c.organization_id, _D.c.category, _D.c.status, _D.c.template_id, _D.c.event_id,
-                      _C.c.api_base_url, _C.c.access_token, _C.c.channel_id)
+                      _D.c.recipient_rows, _C.c.api_base_url, _C.c.access_token, _C.c.channel_id)
                .select_from(_D.outerjoin(_C, _C.c.organization_id == _D.c.organization_id))
                .where(_D.c.id == bindparam("dm")))
     for postgres in (False, True)}
@@ -323,8 +335,10 @@ def record(session: Session, dm: MessageRef, results: Sequence[tuple[Claimed, Ou
         success = outcome.outcome == "success"
         if send.deferred:
             pairs = [(int(ref[0]), uid, ref[1]) for ref, uid in zip(send.recipient_ids, send.to, strict=True)]  # type: ignore[index]
-            write_recipients(conn, dm, pairs, "sent" if success else "failed",
-                             None if success else outcome.failure_text(), now if success else None)
+            if dm.recipient_rows:
+                write_recipients(conn, dm, pairs, "sent" if success else "failed",
+                                 None if success else outcome.failure_text(), now if success else None)
+            # else: the call row just recorded is the recipients' record
             if success:
                 sent_contacts += [(uid, contact_id) for _mark, uid, contact_id in pairs]
             continue
@@ -348,6 +362,18 @@ def record(session: Session, dm: MessageRef, results: Sequence[tuple[Claimed, Ou
     return recorded
 
 
+def listed_recipients(session: Session, dm_id: int) -> list[tuple[int, str, str, str | None]]:
+    """``(mark, line_uid, status, response)`` of the recipients of a message without recipient
+    rows, as its recorded LINE calls list them (a split call's pushes stand for it)."""
+    entries: list[tuple[int, str, str, str | None]] = []
+    for to, refs, outcome, code, body, _at in session.connection().execute(_DONE_SENDS, {"dm": dm_id}):
+        success = outcome == "success"
+        response = None if success else Outcome(outcome, code, body).failure_text()
+        entries += [(int(ref[0]), uid, "sent" if success else "failed", response)
+                    for ref, uid in zip(refs, to, strict=True)]
+    return entries
+
+
 def _bad_recipient(outcome: Outcome) -> bool:
     """A 400 that is not about the messages (LINE's "Failed to send messages" for a bad ``to``)."""
     if outcome.outcome != "rejected" or outcome.status_code != 400:
@@ -356,16 +382,18 @@ def _bad_recipient(outcome: Outcome) -> bool:
     return not any(str((d or {}).get("property", "")).startswith("messages") for d in details or [])
 
 
-def finalize(session: Session, dm_id: int, *, sending: bool = False) -> bool:
+def finalize(session: Session, dm_id: int, *, sending: bool = False, recipient_rows: bool = True) -> bool:
     """Mark the message sent once no LINE call is left. Returns True when it is (now) sent.
-    ``sending``: the caller knows the message is being sent (it runs its job)."""
+    ``sending``: the caller knows the message is being sent (it runs its job), and
+    ``recipient_rows`` is the message's."""
     conn = session.connection()
     if not sending:
-        status = conn.scalar(_STATUS, {"dm": dm_id})
-        if status is None or status == "sent":
+        row = conn.execute(_STATUS, {"dm": dm_id}).first()
+        if row is None or row[0] == "sent":
             return True
-        if status == "pending":
+        if row[0] == "pending":
             return False
+        recipient_rows = bool(row[1])
     if conn.scalar(_PENDING_SENDS, {"dm": dm_id}):
         return False
     counts = {status: int(n) for status, n in conn.execute(_COUNTS, {"dm": dm_id})}
@@ -373,6 +401,10 @@ def finalize(session: Session, dm_id: int, *, sending: bool = False) -> bool:
         # recipients left pending without a call (should not happen) fail rather than hang
         conn.execute(_FAIL_LEFTOVERS, {"dm": dm_id})
         counts["failed"] = counts.get("failed", 0) + counts.pop("pending")
+    if not recipient_rows:  # the other recipients are counted in their calls
+        for outcome, n in conn.execute(_SEND_COUNTS[conn.dialect.name == "postgresql"], {"dm": dm_id}):
+            key = "sent" if outcome == "success" else "failed"
+            counts[key] = counts.get(key, 0) + int(n or 0)
     conn.execute(_MARK_SENT, {"dm": dm_id, "b_now": utcnow(), "b_total": sum(counts.values()),
                               "b_failed": counts.get("failed", 0)})
     return True
@@ -453,13 +485,13 @@ def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str
 
 def _insert_message(session: Session, org: OrgContext, category: str, template: direct.TemplateRow,
                     event_id: int | None, recipients: int, shared: dict[str, str] | None,
-                    now: datetime) -> MessageRef:
+                    now: datetime, recipient_rows: bool = True) -> MessageRef:
     """The direct message, pending."""
     dm_id = int(session.connection().execute(_INSERT_MESSAGE, {
         "organization_id": org.id, "category": category, "template_id": template.id, "event_id": event_id,
-        "status": "pending", "tracked": event_id is not None, "params": shared, "total_count": recipients,
-        "fail_count": 0, "created_at": now, "updated_at": now}).scalar_one())
-    return MessageRef(dm_id, org.id, category, event_id)
+        "status": "pending", "tracked": event_id is not None, "params": shared, "recipient_rows": recipient_rows,
+        "total_count": recipients, "fail_count": 0, "created_at": now, "updated_at": now}).scalar_one())
+    return MessageRef(dm_id, org.id, category, event_id, recipient_rows)
 
 
 _RECIPIENT_COLUMNS = "direct_message_id, organization_id, mark, line_uid, contact_id, status, response, sent_at"
@@ -540,10 +572,15 @@ def enhanced_multicast(org: OrgContext, template_id: int, event_id: int | None, 
         if blank:
             raise field_errors({"line_uids": blank})
         contact_ids = direct.contact_ids_by_uid(session, org.id, uids)
+    # Rows per recipient only when a recipient will be looked up later: a tap on one of a
+    # tracked message's actions (message / postback) is attributed through them (links.record_tap).
+    # Otherwise the call rows, which list the recipients, are their record: no 500 rows and
+    # index entries per message.
+    recipient_rows = event is not None and bool(rewrite.actions(rendered))
     now = utcnow()
     with get_database().write() as session:
         dm = _insert_message(session, org, "enhanced_multicast", template, event.id if event else None, len(uids),
-                             params, now)
+                             params, now, recipient_rows)
         messages = rendered
         if event is not None:  # per-message links only
             tracker = links.Tracker(session, dm, links.get_setting(session, org.id))  # type: ignore[arg-type]
@@ -605,8 +642,8 @@ def start(dm_id: int, job_id: int | None) -> tuple[MessageRef | None, Line | Non
         row = conn.execute(_MESSAGE_AND_LINE[conn.dialect.name == "postgresql"], {"dm": dm_id}).first()
         if row is None:
             return None, None, [], True
-        organization_id, category, status, template_id, event_id, base_url, access_token, channel_id = row
-        dm = MessageRef(dm_id, organization_id, category, event_id)
+        organization_id, category, status, template_id, event_id, rows, base_url, access_token, channel_id = row
+        dm = MessageRef(dm_id, organization_id, category, event_id, bool(rows))
         line = Line(base_url, access_token, channel_id) if base_url is not None else None
         if status == "sent":
             return dm, line, [], True
@@ -619,7 +656,7 @@ def start(dm_id: int, job_id: int | None) -> tuple[MessageRef | None, Line | Non
             # (its lease): calls still leased belong to an earlier run that died mid-call.
             conn.execute(_RELEASE, {"dm": dm_id})
         batch = claim(session, dm_id, BATCH, now)
-        done = finalize(session, dm_id, sending=True) if not batch else False
+        done = finalize(session, dm_id, sending=True, recipient_rows=dm.recipient_rows) if not batch else False
     return dm, line, batch, done
 
 
@@ -702,7 +739,7 @@ def run_direct_message(payload: dict[str, Any], context: JobContext) -> None:
             outcomes = call_all(line, batch)
             with database.write() as session:
                 record(session, dm, list(zip(batch, outcomes, strict=True)))
-                done = finalize(session, dm_id, sending=True)
+                done = finalize(session, dm_id, sending=True, recipient_rows=dm.recipient_rows)
                 batch = [] if done else claim(session, dm_id, BATCH, utcnow())
     finally:
         heartbeat.remove(job_id)
