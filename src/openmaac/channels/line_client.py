@@ -137,6 +137,13 @@ class LineClient:
             raise LineAPIError(response.status_code, _body(response), response.headers.get("x-line-request-id"))
         return dict(response.json())
 
+    def get_bot_info(self) -> dict[str, Any]:
+        """``GET /v2/bot/info``: the bot's ``basicId``, display name and so on."""
+        response = self._http.get(f"{self.base_url}/v2/bot/info", headers=self.headers)
+        if response.status_code != 200:
+            raise LineAPIError(response.status_code, _body(response), response.headers.get("x-line-request-id"))
+        return dict(response.json())
+
     # ------------------------------------------------------------------------------------------
     # sends
     # ------------------------------------------------------------------------------------------
