@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from openmaac.db.base import utcnow
+from openmaac.db.base import UTCDateTime, utcnow
 from openmaac.jobs.models import Job
 
 
@@ -102,33 +102,35 @@ class ClaimedJob:
     max_attempts: int
 
 
-def _claimable(now: datetime) -> Any:
-    return or_(
-        and_(Job.status == "ready", Job.run_at <= now),
-        and_(Job.status == "running", Job.locked_until < now),
-    )
+def _claim_statement(postgres: bool) -> Any:
+    job = _jobs_table().c
+    now = bindparam("now", type_=UTCDateTime())
+    candidates = (select(job.id).where(or_(and_(job.status == "ready", job.run_at <= now),
+                                           and_(job.status == "running", job.locked_until < now)))
+                  .order_by(job.priority, job.run_at, job.id).limit(bindparam("lim")))
+    if postgres:
+        candidates = candidates.with_for_update(skip_locked=True)
+    return (update(_jobs_table()).where(job.id.in_(candidates.scalar_subquery()))
+            .values(status="running", locked_by=bindparam("worker"),
+                    locked_until=bindparam("until", type_=UTCDateTime()), attempts=job.attempts + 1)
+            .returning(job.id, job.kind, job.payload, job.organization_id, job.attempts, job.max_attempts))
+
+
+# Built once with bound parameters (the worker runs them for every job: building the
+# expressions each time cost more than running them).
+_CLAIM = {postgres: _claim_statement(postgres) for postgres in (False, True)}
+_SHORTEN = (update(_jobs_table()).where(_jobs_table().c.id.in_(bindparam("ids", expanding=True)),
+                                        _jobs_table().c.status == "running")
+            .values(locked_until=bindparam("until", type_=UTCDateTime())))
+_COMPLETE = delete(_jobs_table()).where(_jobs_table().c.id == bindparam("job"),
+                                        _jobs_table().c.locked_by == bindparam("worker"))
 
 
 def claim(session: Session, worker_id: str, limit: int, lease_seconds: float) -> list[ClaimedJob]:
     now = utcnow()
-    candidates = (
-        select(Job.id).where(_claimable(now)).order_by(Job.priority, Job.run_at, Job.id).limit(limit)
-    )
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
-    stmt = (
-        update(Job)
-        .where(Job.id.in_(candidates.scalar_subquery()))
-        .values(
-            status="running",
-            locked_by=worker_id,
-            locked_until=now + timedelta(seconds=lease_seconds),
-            attempts=Job.attempts + 1,
-        )
-        .returning(Job.id, Job.kind, Job.payload, Job.organization_id, Job.attempts, Job.max_attempts)
-        .execution_options(synchronize_session=False)
-    )
-    rows = session.execute(stmt).all()
+    conn = session.connection()
+    rows = conn.execute(_CLAIM[conn.dialect.name == "postgresql"], {
+        "now": now, "lim": limit, "worker": worker_id, "until": now + timedelta(seconds=lease_seconds)}).all()
     return sorted((ClaimedJob(*row) for row in rows), key=lambda job: job.id)
 
 
@@ -138,14 +140,13 @@ def shorten_leases(session: Session, leases: dict[int, float]) -> None:
     by_lease: dict[float, list[int]] = {}
     for job_id, seconds in leases.items():
         by_lease.setdefault(seconds, []).append(job_id)
+    conn = session.connection()
     for seconds, ids in by_lease.items():
-        session.execute(update(Job).where(Job.id.in_(ids), Job.status == "running")
-                        .values(locked_until=now + timedelta(seconds=seconds))
-                        .execution_options(synchronize_session=False))
+        conn.execute(_SHORTEN, {"ids": ids, "until": now + timedelta(seconds=seconds)})
 
 
 def complete(session: Session, job_id: int, worker_id: str) -> None:
-    session.execute(delete(Job).where(Job.id == job_id, Job.locked_by == worker_id))
+    session.connection().execute(_COMPLETE, {"job": job_id, "worker": worker_id})
 
 
 def reschedule(session: Session, job_id: int, worker_id: str, delay: float, error: str | None,

@@ -8,7 +8,7 @@ idempotent: a job whose worker died is run again when its lease expires.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -18,6 +18,22 @@ class JobContext:
     kind: str
     organization_id: int | None
     attempt: int
+    worker_id: str | None = None
+    _completed: list[bool] = field(default_factory=list, repr=False, compare=False)
+
+    def complete_in(self, session: Any) -> None:
+        """Delete this job in the caller's write transaction, the handler's last one (it must
+        return once that commits): the job ends atomically with its work, and the worker has no
+        transaction of its own left to make. A job whose lease another worker took is not deleted."""
+        from openmaac.jobs.queue import complete
+
+        if self.worker_id is not None:
+            complete(session, self.job_id, self.worker_id)
+            self._completed.append(True)
+
+    @property
+    def completed(self) -> bool:
+        return bool(self._completed)
 
 
 Handler = Callable[[dict[str, Any], JobContext], None]

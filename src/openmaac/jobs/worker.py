@@ -126,7 +126,7 @@ class Worker:
                 queue.fail(session, job.id, self.worker_id, f"no handler registered for {job.kind!r}")
             return
         context = JobContext(job_id=job.id, kind=job.kind, organization_id=job.organization_id,
-                             attempt=job.attempts)
+                             attempt=job.attempts, worker_id=self.worker_id)
         try:
             handler(job.payload, context)
         except RetryLater as retry:
@@ -141,6 +141,8 @@ class Worker:
                     queue.fail(session, job.id, self.worker_id, error)
                 else:
                     queue.reschedule(session, job.id, self.worker_id, backoff_seconds(job.attempts), error)
+            return
+        if context.completed:  # deleted in the handler's last transaction
             return
         with self.database.write() as session:
             queue.complete(session, job.id, self.worker_id)

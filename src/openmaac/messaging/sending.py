@@ -57,7 +57,6 @@ from openmaac.contacts.models import Contact
 from openmaac.db.base import JSONType, UTCDateTime, utcnow
 from openmaac.db.engine import get_database
 from openmaac.jobs.models import Job
-from openmaac.jobs.queue import enqueue
 from openmaac.jobs.registry import JobContext, RetryLater, handler
 from openmaac.links import rewrite
 from openmaac.links import service as links
@@ -494,6 +493,16 @@ def _insert_message(session: Session, org: OrgContext, category: str, template: 
     return MessageRef(dm_id, org.id, category, event_id, recipient_rows)
 
 
+def _enqueue_send(session: Session, dm: MessageRef, now: datetime) -> None:
+    """The message's send job, as ``jobs.queue.enqueue`` writes it (its key is new: no conflict
+    to handle), through a prebuilt INSERT."""
+    session.connection().execute(_INSERT_JOB, {
+        "kind": JOB_KIND, "payload": {"id": dm.id}, "organization_id": dm.organization_id, "run_at": now,
+        "priority": 100, "max_attempts": 10, "unique_key": f"{JOB_KIND}:{dm.id}", "status": "ready", "attempts": 0,
+        "created_at": now})
+    session.info["jobs_enqueued"] = True  # wakes the embedded worker at commit
+
+
 _RECIPIENT_COLUMNS = "direct_message_id, organization_id, mark, line_uid, contact_id, status, response, sent_at"
 
 
@@ -551,7 +560,7 @@ def multicast(org: OrgContext, template_id: int, event_id: int | None, data: lis
              "contact_id": contact_id, "params": params, "status": "pending" if contact_id is not None else "failed",
              "response": None if contact_id is not None else direct.CONTACT_NOT_FOUND}
             for mark, (uid, params, contact_id) in enumerate(entries)])
-        enqueue(session, JOB_KIND, {"id": dm.id}, organization_id=org.id, unique_key=f"{JOB_KIND}:{dm.id}")
+        _enqueue_send(session, dm, now)
     return {"id": dm.id, "result": "pending"}
 
 
@@ -593,8 +602,8 @@ def enhanced_multicast(org: OrgContext, template_id: int, event_id: int | None, 
         recipients: list[tuple[RecipientRef, str]] = [([mark, contact_ids[uid]], uid) for mark, uid in enumerate(uids)
                                                       if uid in contact_ids]
         if recipients:
-            session.connection().execute(insert(DirectMessageSend), _send_rows(dm, recipients, messages, now))
-        enqueue(session, JOB_KIND, {"id": dm.id}, organization_id=org.id, unique_key=f"{JOB_KIND}:{dm.id}")
+            session.connection().execute(_INSERT_SENDS, _send_rows(dm, recipients, messages, now))
+        _enqueue_send(session, dm, now)
     return {"id": dm.id, "result": "pending"}
 
 
@@ -633,19 +642,24 @@ def plan(session: Session, dm: MessageRef, template_id: int | None) -> None:
         session.execute(insert(DirectMessageSend), rows)
 
 
-def start(dm_id: int, job_id: int | None) -> tuple[MessageRef | None, Line | None, list[Claimed], bool]:
+def start(dm_id: int, context: JobContext | None = None) -> tuple[MessageRef | None, Line | None, list[Claimed], bool]:
     """The first step of a run: (message, LINE, first batch, done). One write transaction that
-    plans the message if needed and takes over the calls of a run that died."""
+    plans the message if needed and takes over the calls of a run that died; when there is
+    nothing left to do, it also deletes the job (``context``)."""
     now = utcnow()
     with get_database().write() as session:
         conn = session.connection()
         row = conn.execute(_MESSAGE_AND_LINE[conn.dialect.name == "postgresql"], {"dm": dm_id}).first()
         if row is None:
+            if context is not None:
+                context.complete_in(session)
             return None, None, [], True
         organization_id, category, status, template_id, event_id, rows, base_url, access_token, channel_id = row
         dm = MessageRef(dm_id, organization_id, category, event_id, bool(rows))
         line = Line(base_url, access_token, channel_id) if base_url is not None else None
         if status == "sent":
+            if context is not None:
+                context.complete_in(session)
             return dm, line, [], True
         if status == "pending":
             if category == "multicast":
@@ -657,6 +671,8 @@ def start(dm_id: int, job_id: int | None) -> tuple[MessageRef | None, Line | Non
             conn.execute(_RELEASE, {"dm": dm_id})
         batch = claim(session, dm_id, BATCH, now)
         done = finalize(session, dm_id, sending=True, recipient_rows=dm.recipient_rows) if not batch else False
+        if done and context is not None:
+            context.complete_in(session)
     return dm, line, batch, done
 
 
@@ -733,13 +749,15 @@ def run_direct_message(payload: dict[str, Any], context: JobContext) -> None:
     job_id = context.job_id
     heartbeat.add(job_id)
     try:
-        dm, line, batch, done = start(dm_id, job_id)
+        dm, line, batch, done = start(dm_id, context)
         while batch:
             assert dm is not None
             outcomes = call_all(line, batch)
             with database.write() as session:
                 record(session, dm, list(zip(batch, outcomes, strict=True)))
                 done = finalize(session, dm_id, sending=True, recipient_rows=dm.recipient_rows)
+                if done:  # the job ends with the message marked sent
+                    context.complete_in(session)
                 batch = [] if done else claim(session, dm_id, BATCH, utcnow())
     finally:
         heartbeat.remove(job_id)
