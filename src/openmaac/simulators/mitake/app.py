@@ -190,7 +190,7 @@ def create_app(*, accounts: dict[str, str] | None = None, points: int = DEFAULT_
             "reference": clientid,
             "created": now_utc(),
         })
-        world.dispatcher.schedule(world.callback_delay(), lambda: report(message, final))
+        world.dispatcher.schedule(world.callback_delay(), lambda: report(message, final), key=id(message))
         return block(msgid=msgid, statuscode="1", AccountPoint=balance[username])
 
     async def sm_query(request: Request) -> Any:

@@ -174,8 +174,8 @@ def create_app(*, accounts: dict[str, str] | None = None, callback_delay_ms: int
     def plan(message: dict[str, Any], final: str) -> None:
         delay = world.callback_delay()
         if final != "failed":
-            world.dispatcher.schedule(delay, lambda: post_callback(message, "sent"))
-        world.dispatcher.schedule(delay * 2, lambda: post_callback(message, final))
+            world.dispatcher.schedule(delay, lambda: post_callback(message, "sent"), key=message["id"])
+        world.dispatcher.schedule(delay * 2, lambda: post_callback(message, final), key=message["id"])
 
     api = APIRouter()
 

@@ -237,12 +237,12 @@ def create_app(*, phone_numbers: dict[str, str] | None = None, access_tokens: se
         })
         delay = world.callback_delay()
         if planned is not None:
-            world.dispatcher.schedule(delay, lambda: post_status(message, "failed"))
+            world.dispatcher.schedule(delay, lambda: post_status(message, "failed"), key=message["id"])
         else:
-            world.dispatcher.schedule(delay, lambda: post_status(message, "sent"))
-            world.dispatcher.schedule(delay * 2, lambda: post_status(message, "delivered"))
+            world.dispatcher.schedule(delay, lambda: post_status(message, "sent"), key=message["id"])
+            world.dispatcher.schedule(delay * 2, lambda: post_status(message, "delivered"), key=message["id"])
             if config["read_receipts"]:
-                world.dispatcher.schedule(delay * 3, lambda: post_status(message, "read"))
+                world.dispatcher.schedule(delay * 3, lambda: post_status(message, "read"), key=message["id"])
         return JSONResponse({"messaging_product": "whatsapp",
                              "contacts": [{"input": to, "wa_id": wa_id}],
                              "messages": [{"id": message["id"], "message_status": "accepted"}]})
