@@ -260,11 +260,18 @@ _PENDING_SENDS = select(func.count()).select_from(_S).where(_S.c.direct_message_
 _STATUS = select(_D.c.status, _D.c.recipient_rows).where(_D.c.id == bindparam("dm"))
 _COUNTS = select(_R.c.status, func.count()).where(_R.c.direct_message_id == bindparam("dm")).group_by(_R.c.status)
 # a message without recipient rows: its recipients by the outcome of the calls listing them
-_SEND_COUNTS = {postgres: select(_S.c.outcome,
-                                 func.sum((func.jsonb_array_length if postgres else func.json_array_length)(_S.c.to)))
-                .where(_S.c.direct_message_id == bindparam("dm"), _S.c.status == "done", _S.c.outcome != "split")
-                .group_by(_S.c.outcome)
-                for postgres in (False, True)}
+# (its total and the entries that are no contact were counted at acceptance): one UPDATE adds
+# the recipients of the calls that failed
+_MARK_LISTED_SENT = {
+    postgres: (update(_D).where(_D.c.id == bindparam("dm"), _D.c.status != "sent")
+               .values(status="sent", sent_at=bindparam("b_now", type_=UTCDateTime()),
+                       updated_at=bindparam("b_now", type_=UTCDateTime()),
+                       fail_count=_D.c.fail_count + func.coalesce(
+                           select(func.sum((func.jsonb_array_length if postgres else func.json_array_length)(_S.c.to)))
+                           .where(_S.c.direct_message_id == bindparam("dm"), _S.c.status == "done",
+                                  _S.c.outcome.not_in(["success", "split"]))
+                           .scalar_subquery(), 0)))
+    for postgres in (False, True)}
 _DONE_SENDS = (select(_S.c.to, _S.c.recipient_ids, _S.c.outcome, _S.c.status_code, _S.c.response_body,
                       _S.c.completed_at)
                .where(_S.c.direct_message_id == bindparam("dm"), _S.c.status == "done", _S.c.outcome != "split"))
@@ -395,15 +402,14 @@ def finalize(session: Session, dm_id: int, *, sending: bool = False, recipient_r
         recipient_rows = bool(row[1])
     if conn.scalar(_PENDING_SENDS, {"dm": dm_id}):
         return False
+    if not recipient_rows:
+        conn.execute(_MARK_LISTED_SENT[conn.dialect.name == "postgresql"], {"dm": dm_id, "b_now": utcnow()})
+        return True
     counts = {status: int(n) for status, n in conn.execute(_COUNTS, {"dm": dm_id})}
     if counts.get("pending"):
         # recipients left pending without a call (should not happen) fail rather than hang
         conn.execute(_FAIL_LEFTOVERS, {"dm": dm_id})
         counts["failed"] = counts.get("failed", 0) + counts.pop("pending")
-    if not recipient_rows:  # the other recipients are counted in their calls
-        for outcome, n in conn.execute(_SEND_COUNTS[conn.dialect.name == "postgresql"], {"dm": dm_id}):
-            key = "sent" if outcome == "success" else "failed"
-            counts[key] = counts.get(key, 0) + int(n or 0)
     conn.execute(_MARK_SENT, {"dm": dm_id, "b_now": utcnow(), "b_total": sum(counts.values()),
                               "b_failed": counts.get("failed", 0)})
     return True
@@ -484,12 +490,12 @@ def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str
 
 def _insert_message(session: Session, org: OrgContext, category: str, template: direct.TemplateRow,
                     event_id: int | None, recipients: int, shared: dict[str, str] | None,
-                    now: datetime, recipient_rows: bool = True) -> MessageRef:
-    """The direct message, pending."""
+                    now: datetime, recipient_rows: bool = True, failed: int = 0) -> MessageRef:
+    """The direct message, pending (``failed``: the recipients already failed, without rows only)."""
     dm_id = int(session.connection().execute(_INSERT_MESSAGE, {
         "organization_id": org.id, "category": category, "template_id": template.id, "event_id": event_id,
         "status": "pending", "tracked": event_id is not None, "params": shared, "recipient_rows": recipient_rows,
-        "total_count": recipients, "fail_count": 0, "created_at": now, "updated_at": now}).scalar_one())
+        "total_count": recipients, "fail_count": failed, "created_at": now, "updated_at": now}).scalar_one())
     return MessageRef(dm_id, org.id, category, event_id, recipient_rows)
 
 
@@ -586,19 +592,18 @@ def enhanced_multicast(org: OrgContext, template_id: int, event_id: int | None, 
     # Otherwise the call rows, which list the recipients, are their record: no 500 rows and
     # index entries per message.
     recipient_rows = event is not None and bool(rewrite.actions(rendered))
+    unknown = [(mark, uid, None) for mark, uid in enumerate(uids) if uid not in contact_ids]
     now = utcnow()
     with get_database().write() as session:
         dm = _insert_message(session, org, "enhanced_multicast", template, event.id if event else None, len(uids),
-                             params, now, recipient_rows)
+                             params, now, recipient_rows, 0 if recipient_rows else len(unknown))
         messages = rendered
         if event is not None:  # per-message links only
             tracker = links.Tracker(session, dm, links.get_setting(session, org.id))  # type: ignore[arg-type]
             messages = tracker.track(rendered, None)
             tracker.save()
         # the uids that are not contacts fail now; the others' rows come with their outcome
-        write_recipients(session.connection(), dm, [(mark, uid, None) for mark, uid in enumerate(uids)
-                                                    if uid not in contact_ids],
-                         "failed", direct.CONTACT_NOT_FOUND, None)
+        write_recipients(session.connection(), dm, unknown, "failed", direct.CONTACT_NOT_FOUND, None)
         recipients: list[tuple[RecipientRef, str]] = [([mark, contact_ids[uid]], uid) for mark, uid in enumerate(uids)
                                                       if uid in contact_ids]
         if recipients:
