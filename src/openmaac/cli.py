@@ -21,6 +21,7 @@ app.add_typer(org_app, name="org")
 app.add_typer(__import__("openmaac.webhooks.cli", fromlist=["app"]).app, name="webhook")
 app.add_typer(__import__("openmaac.sms_plus.cli", fromlist=["app"]).app, name="points")
 app.add_typer(__import__("openmaac.contacts.cli", fromlist=["app"]).app, name="contacts")
+app.add_typer(__import__("openmaac.sms_plus.upload_cli", fromlist=["app"]).app, name="sms-plus")
 
 err = Console(stderr=True, soft_wrap=True)  # tokens and URLs must never be wrapped
 out = Console()

@@ -282,7 +282,7 @@ async def put_provider(org: PlainOrg, request: Request) -> Any:
              summary="Upload a recipient list (CSV or XLSX, at most 25 MB) (openmaac extension)")
 async def upload_list(org: PlainOrg, pnp_setting_id: int, file: Annotated[UploadFile, File()],
                       phone_column: Annotated[str | None, Form()] = None) -> Any:
-    return await run_in_threadpool(uploads.receive, org, pnp_setting_id, file, phone_column)
+    return await run_in_threadpool(uploads.receive, org, pnp_setting_id, file.filename, file.file, phone_column)
 
 
 @router.get(f"{API}/pnp/upload/{{upload_id}}/", openapi_extra=EXTENSION,

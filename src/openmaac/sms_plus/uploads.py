@@ -13,9 +13,8 @@ import csv
 import os
 import tempfile
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
-from fastapi import UploadFile
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -63,13 +62,15 @@ def _rows(path: str, is_xlsx: bool) -> Iterator[list[str]]:
     if is_xlsx:
         from openpyxl import load_workbook
 
-        workbook = load_workbook(path, read_only=True, data_only=True)
-        try:
-            for row in workbook.worksheets[0].iter_rows(values_only=True):
-                yield ["" if value is None else (str(int(value)) if isinstance(value, float) and value.is_integer()
-                                                 else str(value)) for value in row]
-        finally:
-            workbook.close()
+        # a file object, not the path: openpyxl refuses a path without an .xlsx suffix (the temp file)
+        with open(path, "rb") as handle:
+            workbook = load_workbook(handle, read_only=True, data_only=True)
+            try:
+                for row in workbook.worksheets[0].iter_rows(values_only=True):
+                    yield ["" if value is None else (str(int(value)) if isinstance(value, float)
+                                                     and value.is_integer() else str(value)) for value in row]
+            finally:
+                workbook.close()
         return
     with open(path, "rb") as raw:
         head = raw.read(3)
@@ -78,18 +79,21 @@ def _rows(path: str, is_xlsx: bool) -> Iterator[list[str]]:
         yield from csv.reader(handle)
 
 
-def receive(org: OrgContext, setting_id: int, file: UploadFile, phone_column: str | None) -> dict[str, Any]:
+def receive(org: OrgContext, setting_id: int, filename: str | None, stream: IO[bytes],
+            phone_column: str | None) -> dict[str, Any]:
+    """Store the list read from ``stream`` (a binary file object: the API's upload, or a file
+    the CLI opened); ``filename`` decides CSV vs XLSX only together with the content."""
     with get_database().read() as session:
         setting = svc.get_setting(session, org.id, setting_id)
         if setting is None:
             raise not_found()
         sms_on = setting.fallback_enabled
-    name = os.path.basename(file.filename or "upload.csv")
+    name = os.path.basename(filename or "upload.csv")
     fd, path = tempfile.mkstemp(prefix="openmaac-pnp-upload-")
     try:
         size = 0
         with os.fdopen(fd, "wb") as out:
-            while chunk := file.file.read(1024 * 1024):
+            while chunk := stream.read(1024 * 1024):
                 size += len(chunk)
                 if size > MAX_BYTES:
                     raise field_errors({"file": ["The file is larger than 25 MB."]})
