@@ -35,8 +35,11 @@ def _client() -> httpx.AsyncClient:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None or client.is_closed:
+        # idle connections are dropped after 2 s, before a receiver's own keep-alive timeout
+        # (uvicorn: 5 s) can close one just as a request goes out on it
         client = httpx.AsyncClient(verify=ssl_context(), follow_redirects=False,
-                                   limits=httpx.Limits(max_connections=32, max_keepalive_connections=16))
+                                   limits=httpx.Limits(max_connections=32, max_keepalive_connections=16,
+                                                       keepalive_expiry=2.0))
         _clients[loop] = client
     return client
 
@@ -124,7 +127,12 @@ async def send(channel: Channel, events: list[dict[str, Any]], *, timeout: float
         "User-Agent": "LineBotWebhook/2.0",
     }
     try:
-        response = await _client().post(channel.webhook_url, content=body, headers=headers, timeout=timeout)
+        try:
+            response = await _client().post(channel.webhook_url, content=body, headers=headers, timeout=timeout)
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+            # a kept-alive connection the receiver closed meanwhile: once more, on a new one
+            # (the receiver de-duplicates by webhookEventId should the first have got through)
+            response = await _client().post(channel.webhook_url, content=body, headers=headers, timeout=timeout)
     except httpx.HTTPError as exc:
         return {"delivered": False, "status": None, "error": f"{type(exc).__name__}: {exc}"}
     return {"delivered": 200 <= response.status_code < 300, "status": response.status_code, "error": None}
