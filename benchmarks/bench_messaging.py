@@ -49,8 +49,8 @@ import orjson
 
 from benchmarks.common import (
     ChildApp,
-    LoadStats,
     PeakMemory,
+    PushTarget,
     Result,
     ServerProcess,
     fresh_postgres_database,
@@ -205,27 +205,12 @@ def pushing(base_url: str, orgs: list[Org], session: Any) -> Any:
     return one
 
 
-def own_cpu_seconds() -> float:
-    """This process's CPU (the load generator's), without its children (the servers, the simulators)."""
-    return sum(os.times()[:2])
-
-
 @dataclass
-class Target:
-    """One app the push load runs against (with the organisations' bodies it gets), what it measured."""
+class Target(PushTarget):
+    """One app the push load runs against, with the organisations' bodies it gets."""
 
-    base_url: str
-    pid: int
-    orgs: list[Org]
-    stats: LoadStats = field(default_factory=LoadStats)
+    orgs: list[Org] = field(default_factory=list)
     warm_ok: int = 0
-    sim_cpu_seconds: float = 0.0
-    load_cpu_seconds: float = 0.0  # this process: the load generator
-
-    def cpu_ms_per_request(self) -> float:
-        """App + simulator + load generator CPU per request: what one request costs the machine."""
-        total = self.stats.server_cpu_seconds + self.sim_cpu_seconds + self.load_cpu_seconds
-        return total * 1000 / max(self.stats.requests, 1)
 
 
 async def push_rounds(targets: list[Target], size: Sizes, sim_pid: int) -> None:
@@ -241,13 +226,8 @@ async def push_rounds(targets: list[Target], size: Sizes, sim_pid: int) -> None:
             target.warm_ok = warm.rows
         for _ in range(size.rounds):
             for target in targets:
-                cpu, sim_cpu, load_cpu = process_cpu_seconds(target.pid), process_cpu_seconds(sim_pid), own_cpu_seconds()
-                stats = await run_load(pushing(target.base_url, target.orgs, session), concurrency=PUSH_CLIENTS,
-                                       duration=size.push_seconds)
-                stats.server_cpu_seconds = process_cpu_seconds(target.pid) - cpu
-                target.sim_cpu_seconds += process_cpu_seconds(sim_pid) - sim_cpu
-                target.load_cpu_seconds += own_cpu_seconds() - load_cpu
-                target.stats.add(stats)
+                await target.measured_round(pushing(target.base_url, target.orgs, session), PUSH_CLIENTS,
+                                            size.push_seconds, sim_pid)
 
 
 @contextmanager
@@ -281,8 +261,9 @@ def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> It
             before = sum(sim_stats(sim.base_url, org.channel_id).get("delivered", 0) for org in orgs)
             assert server.process is not None and bare.process is not None and upstream.process is not None
             assert sim.process is not None
-            targets = [Target(server.base_url, server.process.pid, orgs), Target(bare.base_url, bare.process.pid, orgs),
-                       Target(upstream.base_url, upstream.process.pid, [up_org])]
+            targets = [Target(server.base_url, server.process.pid, orgs=orgs),
+                       Target(bare.base_url, bare.process.pid, orgs=orgs),
+                       Target(upstream.base_url, upstream.process.pid, orgs=[up_org])]
             asyncio.run(push_rounds(targets, size, sim.process.pid))
             delivered = sum(sim_stats(sim.base_url, org.channel_id).get("delivered", 0) for org in orgs) - before
             line_429 = sum(sim_stats(sim.base_url, org.channel_id).get("push 429", 0) for org in orgs)

@@ -44,7 +44,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -52,8 +52,8 @@ import orjson
 
 from benchmarks.common import (
     ChildApp,
-    LoadStats,
     PeakMemory,
+    PushTarget,
     Result,
     ServerProcess,
     fresh_postgres_database,
@@ -202,28 +202,7 @@ def pushing(base_url: str, org: Org, phones: list[str], session: Any) -> Any:
     return one
 
 
-def own_cpu_seconds() -> float:
-    """This process's CPU (the load generator's), without its children (the servers, the simulators)."""
-    return sum(os.times()[:2])
-
-
-@dataclass
-class Target:
-    """One app the push load runs against, what it measured and the LINE simulator's CPU meanwhile."""
-
-    base_url: str
-    pid: int
-    stats: LoadStats = field(default_factory=LoadStats)
-    sim_cpu_seconds: float = 0.0
-    load_cpu_seconds: float = 0.0  # this process: the load generator
-
-    def cpu_ms_per_request(self) -> float:
-        """App + simulator + load generator CPU per request: what one request costs the machine."""
-        total = self.stats.server_cpu_seconds + self.sim_cpu_seconds + self.load_cpu_seconds
-        return total * 1000 / max(self.stats.requests, 1)
-
-
-async def push_rounds(targets: list[Target], org: Org, phones: list[str], size: Sizes, sim_pid: int) -> None:
+async def push_rounds(targets: list[PushTarget], org: Org, phones: list[str], size: Sizes, sim_pid: int) -> None:
     """Rounds alternating between the targets (same load generator, same simulator process)."""
     import aiohttp
 
@@ -233,13 +212,8 @@ async def push_rounds(targets: list[Target], org: Org, phones: list[str], size: 
             await run_load(pushing(target.base_url, org, phones, session), concurrency=PUSH_CLIENTS, duration=0.5)
         for _ in range(size.rounds):
             for target in targets:
-                cpu, sim_cpu, load_cpu = process_cpu_seconds(target.pid), process_cpu_seconds(sim_pid), own_cpu_seconds()
-                stats = await run_load(pushing(target.base_url, org, phones, session), concurrency=PUSH_CLIENTS,
-                                       duration=size.push_seconds)
-                stats.server_cpu_seconds = process_cpu_seconds(target.pid) - cpu
-                target.sim_cpu_seconds += process_cpu_seconds(sim_pid) - sim_cpu
-                target.load_cpu_seconds += own_cpu_seconds() - load_cpu
-                target.stats.add(stats)
+                await target.measured_round(pushing(target.base_url, org, phones, session), PUSH_CLIENTS,
+                                            size.push_seconds, sim_pid)
 
 
 @contextmanager
@@ -265,8 +239,8 @@ def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> It
             configure(server, org, twilio_sim.base_url, fallback_period=1440)
             assert line_sim.process is not None and server.process is not None
             assert bare.process is not None and upstream.process is not None
-            targets = [Target(server.base_url, server.process.pid), Target(bare.base_url, bare.process.pid),
-                       Target(upstream.base_url, upstream.process.pid)]
+            targets = [PushTarget(server.base_url, server.process.pid), PushTarget(bare.base_url, bare.process.pid),
+                       PushTarget(upstream.base_url, upstream.process.pid)]
             asyncio.run(push_rounds(targets, org, phones, size, line_sim.process.pid))
             time.sleep(1.0)  # the last delivery webhooks (the simulator waits 0.2 s)
             up_stats = httpx.get(f"{upstream.base_url}/_stats", timeout=30).json()

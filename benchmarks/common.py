@@ -280,3 +280,34 @@ def process_cpu_seconds(pid: int) -> float:
     for child in process.children(recursive=True):
         total += sum(child.cpu_times()[:2])
     return total
+
+
+def own_cpu_seconds() -> float:
+    """This process's CPU (the load generator's), without its children (the servers, the simulators)."""
+    return sum(os.times()[:2])
+
+
+@dataclass
+class PushTarget:
+    """One app a push load runs against, what it measured and the LINE simulator's CPU meanwhile."""
+
+    base_url: str
+    pid: int
+    stats: LoadStats = field(default_factory=LoadStats)
+    sim_cpu_seconds: float = 0.0
+    load_cpu_seconds: float = 0.0  # this process: the load generator
+
+    def cpu_ms_per_request(self) -> float:
+        """App + simulator + load generator CPU per request: what one request costs the machine."""
+        total = self.stats.server_cpu_seconds + self.sim_cpu_seconds + self.load_cpu_seconds
+        return total * 1000 / max(self.stats.requests, 1)
+
+    async def measured_round(self, scenario: Any, concurrency: int, duration: float, sim_pid: int) -> None:
+        """One round of ``scenario`` against this app, its CPU, the simulator's and the load
+        generator's added to what it measured."""
+        cpu, sim_cpu, load_cpu = process_cpu_seconds(self.pid), process_cpu_seconds(sim_pid), own_cpu_seconds()
+        stats = await run_load(scenario, concurrency=concurrency, duration=duration)
+        stats.server_cpu_seconds = process_cpu_seconds(self.pid) - cpu
+        self.sim_cpu_seconds += process_cpu_seconds(sim_pid) - sim_cpu
+        self.load_cpu_seconds += own_cpu_seconds() - load_cpu
+        self.stats.add(stats)
