@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,25 +19,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from openmaac.migrations import migrated_database
+
 app = typer.Typer(help="Contacts: bulk import and export.", no_args_is_help=True)
 err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default ./data, env OPENMAAC_DATA_DIR)")]
 OrgName = Annotated[str, typer.Option("--org", help="Organisation name")]
 BATCH = 10_000
-
-
-def _database(data_dir: Path | None) -> Any:
-    from openmaac.config import get_settings, reset_settings_cache
-    from openmaac.db.engine import get_database
-    from openmaac.migrations import upgrade
-
-    if data_dir is not None:
-        os.environ["OPENMAAC_DATA_DIR"] = str(data_dir)
-        reset_settings_cache()
-    settings = get_settings()
-    upgrade(settings.database_url)
-    return get_database(settings.database_url)
 
 
 def _org(database: Any, name: str) -> Any:
@@ -129,7 +117,7 @@ def import_contacts(
     if key not in imports.IMPORT_KEYS:
         err.print(f"[red]--key must be one of {', '.join(imports.IMPORT_KEYS)}[/]")
         raise typer.Exit(2)
-    database = _database(data_dir)
+    database = migrated_database(data_dir)
     context = _org(database, org)
     tags = [t.strip() for t in (tag or []) if t.strip()]
     # First pass: check every row, so a bad file changes nothing.
@@ -194,7 +182,7 @@ def export_contacts(
     from openmaac.contacts.service import tags_for
     from openmaac.web.times import render
 
-    database = _database(data_dir)
+    database = migrated_database(data_dir)
     context = _org(database, org)
     handle = output.open("w", encoding="utf-8", newline="") if output else sys.stdout
     writer = csv.writer(handle, lineterminator="\r\n")

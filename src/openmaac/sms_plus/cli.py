@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from openmaac.migrations import migrated_database
+
 app = typer.Typer(help="SMS points (SMS+ sends cost one point per SMS segment).", no_args_is_help=True)
 err = Console(stderr=True, soft_wrap=True)
-
-
-def _database(data_dir: Path | None):  # type: ignore[no-untyped-def]
-    from openmaac.config import get_settings, reset_settings_cache
-    from openmaac.db.engine import get_database
-    from openmaac.migrations import upgrade
-
-    if data_dir is not None:
-        os.environ["OPENMAAC_DATA_DIR"] = str(data_dir)
-        reset_settings_cache()
-    settings = get_settings()
-    upgrade(settings.database_url)
-    return get_database(settings.database_url)
 
 
 def _organization(session, name: str):  # type: ignore[no-untyped-def]
@@ -46,7 +34,7 @@ def add(
     """Top up an organisation's SMS points; prints the new balance on stdout."""
     from openmaac.sms_plus import points
 
-    with _database(data_dir).write() as session:
+    with migrated_database(data_dir).write() as session:
         organization = _organization(session, org)
         balance = points.top_up(session, organization.id, amount, note or "openmaac points add")
     err.print(f"added {amount} points to {org!r}")
@@ -61,6 +49,6 @@ def show(
     """Print an organisation's SMS points balance."""
     from openmaac.sms_plus import points
 
-    with _database(data_dir).read() as session:
+    with migrated_database(data_dir).read() as session:
         organization = _organization(session, org)
         typer.echo(str(points.balance(session, organization.id)))

@@ -9,7 +9,6 @@ or ``openmaac worker`` sends them.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -18,25 +17,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from openmaac.migrations import migrated_database
+
 app = typer.Typer(help="SMS+ (PNP with SMS fallback): manual recipient lists.", no_args_is_help=True)
 err = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default ./data, env OPENMAAC_DATA_DIR)")]
 OrgName = Annotated[str, typer.Option("--org", help="Organisation name")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the API's answer (JSON) instead of tables")]
-
-
-def _database(data_dir: Path | None) -> Any:
-    from openmaac.config import get_settings, reset_settings_cache
-    from openmaac.db.engine import get_database
-    from openmaac.migrations import upgrade
-
-    if data_dir is not None:
-        os.environ["OPENMAAC_DATA_DIR"] = str(data_dir)
-        reset_settings_cache()
-    settings = get_settings()
-    upgrade(settings.database_url)
-    return get_database(settings.database_url)
 
 
 def _org(database: Any, name: str) -> Any:
@@ -120,7 +108,7 @@ def upload(
     """Upload a recipient list for a scenario: prints its id, row counts, bad numbers and a preview."""
     from openmaac.sms_plus import uploads
 
-    database = _database(data_dir)
+    database = migrated_database(data_dir)
     context = _org(database, org)
     try:
         with file.open("rb") as stream:
@@ -139,7 +127,7 @@ def upload_show(upload_id: Annotated[int, typer.Argument(help="Upload id")], org
     """Show an uploaded list (counts, bad numbers, preview, status)."""
     from openmaac.sms_plus import uploads
 
-    database = _database(data_dir)
+    database = migrated_database(data_dir)
     context = _org(database, org)
     try:
         with database.read() as session:
@@ -170,7 +158,7 @@ def upload_send(
     body: dict[str, Any] = {"mapping": {"pnp": _pairs(pnp, "--pnp"), "sms": _pairs(sms, "--sms")}}
     if event_id is not None:
         body["event_id"] = event_id
-    database = _database(data_dir)
+    database = migrated_database(data_dir)
     context = _org(database, org)
     try:
         result = uploads.send(context, upload_id, body)
@@ -187,7 +175,7 @@ def upload_delete(upload_id: Annotated[int, typer.Argument(help="Upload id")], o
     """Delete an uploaded list (its rows go with it; messages already sent stay)."""
     from openmaac.sms_plus import uploads
 
-    database = _database(data_dir)
+    database = migrated_database(data_dir)
     context = _org(database, org)
     try:
         with database.write() as session:

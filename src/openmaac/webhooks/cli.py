@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,24 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from openmaac.migrations import migrated_database
+
 app = typer.Typer(help="Outgoing webhooks (endpoints, secrets, delivery log, replay).", no_args_is_help=True)
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default ./data, env OPENMAAC_DATA_DIR)")]
-
-
-def _database(data_dir: Path | None) -> Any:
-    from openmaac.config import get_settings, reset_settings_cache
-    from openmaac.db.engine import get_database
-    from openmaac.migrations import upgrade
-
-    if data_dir is not None:
-        os.environ["OPENMAAC_DATA_DIR"] = str(data_dir)
-        reset_settings_cache()
-    settings = get_settings()
-    upgrade(settings.database_url)
-    return get_database(settings.database_url)
 
 
 def _org_by_name(session: Any, name: str) -> Any:
@@ -89,7 +77,7 @@ def add(
     for item in header or []:
         name, _, value = item.partition("=")
         headers[name.strip()] = value
-    database = _database(data_dir)
+    database = migrated_database(data_dir)
     try:
         checked = service.validate_url(url)
         with database.write() as session:
@@ -111,7 +99,7 @@ def list_(org: Annotated[str, typer.Option("--org", help="Organisation name")] =
     from openmaac.webhooks import service
     from openmaac.webhooks.models import WebhookEndpoint
 
-    database = _database(data_dir)
+    database = migrated_database(data_dir)
     rows: list[dict[str, Any]] = []
     with database.read() as session:
         context = _org_by_name(session, org)
@@ -140,7 +128,7 @@ def secret(webhook_id: Annotated[int, typer.Argument(help="Webhook id")],
     """Print an endpoint's share secret (only it) on stdout; --rotate makes a new one first."""
     from openmaac.webhooks import service
 
-    database = _database(data_dir)
+    database = migrated_database(data_dir)
     with database.write() as session:
         context = _org_of_endpoint(session, webhook_id)
         result = (service.rotate_secret if rotate else service.reveal_secret)(session, context, webhook_id)
@@ -160,7 +148,7 @@ def deliveries(
     if status is not None and status not in STATUSES:
         err.print(f"--status must be one of {', '.join(STATUSES)}")
         raise typer.Exit(2)
-    database = _database(data_dir)
+    database = migrated_database(data_dir)
     with database.read() as session:
         context = _org_of_endpoint(session, webhook_id)
         page = service.list_deliveries(session, context, webhook_id, status=status, start=None)
@@ -186,7 +174,7 @@ def replay(
     """Send deliveries again (same body and idempotency key); a running server picks them up."""
     from openmaac.webhooks import service
 
-    database = _database(data_dir)
+    database = migrated_database(data_dir)
     with database.write() as session:
         context = _org_of_endpoint(session, webhook_id)
         result = service.replay(session, context, webhook_id, list(delivery) if delivery else None)
