@@ -551,12 +551,6 @@ def dispatch_job(payload: dict[str, Any], _context: JobContext) -> None:
 
 # --- PNP delivery (LINE's ``delivery`` webhook) ----------------------------------------------------
 
-def record_pnp_delivery(session: Session, organization_id: int, tag: str | None, occurred_at: datetime,
-                        line_uid: str | None = None) -> bool:
-    """Called by the LINE webhook receiver inside its transaction. True when a message matched."""
-    return record_pnp_deliveries(session, organization_id, [(tag, occurred_at, line_uid)]) > 0
-
-
 def record_pnp_deliveries(session: Session, organization_id: int,
                           deliveries: list[tuple[str | None, datetime, str | None]]) -> int:
     """LINE's ``delivery`` events of one webhook request ``(tag, occurred_at, line_uid)``, in the

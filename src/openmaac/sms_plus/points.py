@@ -33,9 +33,9 @@ def balance(session: Session, organization_id: int) -> int:
     return int(value or 0)
 
 
-def _change(session: Session, organization_id: int, amount: int, *, kind: str, require_funds: bool,
-            pnp_message_id: int | None = None, note: str | None = None) -> int | None:
-    """Add ``amount`` (negative: debit). Returns the new balance, or None when funds are short."""
+def _apply(session: Session, organization_id: int, amount: int, *, require_funds: bool) -> int | None:
+    """Add ``amount`` (negative: debit) to the balance in one atomic statement. Returns the new
+    balance, or None when funds are short."""
     condition = [SmsPointBalance.organization_id == organization_id]
     if require_funds and amount < 0:
         condition.append(SmsPointBalance.balance >= -amount)
@@ -49,7 +49,16 @@ def _change(session: Session, organization_id: int, amount: int, *, kind: str, r
         _ensure_row(session, organization_id)  # the organisation's first top-up or release
         row = session.execute(statement).first()
         assert row is not None
-    new_balance = int(row[0])
+    return int(row[0])
+
+
+def _change(session: Session, organization_id: int, amount: int, *, kind: str, require_funds: bool,
+            pnp_message_id: int | None = None, note: str | None = None) -> int | None:
+    """Add ``amount`` (negative: debit) with its ledger row. Returns the new balance, or None
+    when funds are short."""
+    new_balance = _apply(session, organization_id, amount, require_funds=require_funds)
+    if new_balance is None:
+        return None
     session.execute(SmsPointEntry.__table__.insert(), [{
         "organization_id": organization_id, "kind": kind, "amount": amount, "balance_after": new_balance,
         "pnp_message_id": pnp_message_id, "note": note, "created_at": utcnow()}])
@@ -71,30 +80,16 @@ def hold(session: Session, organization_id: int, amount: int, note: str | None =
     return _change(session, organization_id, -amount, kind="hold", require_funds=True, note=note) is not None
 
 
-def release(session: Session, organization_id: int, amount: int, pnp_message_id: int | None = None) -> None:
-    if amount > 0:
-        _change(session, organization_id, amount, kind="release", require_funds=False,
-                pnp_message_id=pnp_message_id)
-
-
 def release_many(session: Session, organization_id: int, releases: list[tuple[int | None, int]]) -> None:
-    """Release the holds ``(pnp_message_id, amount)`` of many messages: one balance update, one
-    ledger row per message (with the balance as it stood after it, in the order given)."""
+    """Release the holds ``(pnp_message_id, amount)`` of one or many messages: one balance
+    update, one ledger row per message (with the balance as it stood after it, in the order given)."""
     releases = [(message_id, amount) for message_id, amount in releases if amount > 0]
-    if len(releases) <= 1:
-        for message_id, amount in releases:
-            release(session, organization_id, amount, message_id)
+    if not releases:
         return
     total = sum(amount for _message_id, amount in releases)
-    statement = (update(SmsPointBalance).where(SmsPointBalance.organization_id == organization_id)
-                 .values(balance=SmsPointBalance.balance + total, updated_at=utcnow())
-                 .returning(SmsPointBalance.balance).execution_options(synchronize_session=False))
-    row = session.execute(statement).first()
-    if row is None:
-        _ensure_row(session, organization_id)
-        row = session.execute(statement).first()
-        assert row is not None
-    running = int(row[0]) - total
+    new_balance = _apply(session, organization_id, total, require_funds=False)
+    assert new_balance is not None
+    running = new_balance - total
     now = utcnow()
     entries = []
     for message_id, amount in releases:
