@@ -53,6 +53,9 @@ def test_organisation_ids_beyond_a_bigint_are_unknown_callbacks(anon: httpx.Clie
         assert response.headers["content-type"].startswith("text/plain")
     whatsapp = _wa_post(anon, f"/sms_plus/callbacks/whatsapp/{organization_id}", _status_document("pnp1wa"))
     assert (whatsapp.status_code, whatsapp.text) == (403, "invalid X-Hub-Signature-256")
+    handshake = anon.get(f"/sms_plus/callbacks/whatsapp/{organization_id}",
+                         params={"hub.mode": "subscribe", "hub.verify_token": "v", "hub.challenge": "7"})
+    assert (handshake.status_code, handshake.text) == (403, "verify token mismatch")
 
 
 def test_malformed_signatures_are_wrong_signatures(tenant: Any, anon: httpx.Client) -> None:
@@ -127,3 +130,9 @@ def test_an_authenticated_report_with_ids_no_database_takes_is_400(tenant: Any, 
     # an authenticated report about a message openmaac does not know is acknowledged
     unknown = signed({"MessageSid": "SM" + "1" * 32, "MessageStatus": "delivered"})
     assert unknown.status_code == 200
+
+
+def test_a_join_link_code_no_link_can_have_is_404(anon: httpx.Client) -> None:
+    for code in ("ab%00cd", "x" * 33, "%C3%A9"):
+        response = anon.get(f"/sms_plus/j/{code}", follow_redirects=False)
+        assert (response.status_code, response.json()) == (404, {"detail": "Not found."})

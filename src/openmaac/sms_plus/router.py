@@ -507,6 +507,8 @@ def whatsapp_verify(organization_id: int, request: Request) -> Response:
     organisation's ``whatsapp.verify_token``."""
     from openmaac.channels.whatsapp import verify_subscription
 
+    if not _known_org(organization_id):
+        return PlainTextResponse("verify token mismatch", status_code=403)
     with get_database().read() as session:
         config = providers.config_of(session, organization_id)
     token = config.whatsapp.get("verify_token")
