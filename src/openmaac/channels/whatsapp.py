@@ -17,11 +17,13 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from openmaac import __version__
+from openmaac.channels.signature import same_signature
 from openmaac.channels.sms.base import (
     DEFAULT_TIMEOUT,
     CallbackRejected,
@@ -32,10 +34,12 @@ from openmaac.channels.sms.base import (
     SendResult,
     transport_failure,
 )
+from openmaac.common.validation import has_nul
 
 DEFAULT_BASE_URL = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v23.0"
 OPAQUE_DATA_MAX = 512
+STATUS_ID_MAX = 128  # a wamid is about 60 characters; what openmaac stores of it
 
 _CATEGORIES: dict[int, ErrorCategory] = {
     0: ErrorCategory.AUTH_OR_CONFIG,
@@ -71,6 +75,82 @@ _CATEGORIES: dict[int, ErrorCategory] = {
 }
 
 
+class _Shape(BaseModel):
+    # strict: a number is not a string; extra fields are Meta's to add
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class _ErrorData(_Shape):
+    details: str | None = None
+
+
+class _StatusError(_Shape):
+    code: int | str | None = None
+    title: str | None = None
+    message: str | None = None
+    error_data: _ErrorData | None = None
+
+
+class _Status(_Shape):
+    id: Annotated[str, Field(max_length=STATUS_ID_MAX)] | None = None
+    status: str | None = None
+    biz_opaque_callback_data: Annotated[str, Field(max_length=OPAQUE_DATA_MAX)] | None = None
+    recipient_id: str | None = None
+    errors: list[_StatusError] | None = None
+
+
+class _Metadata(_Shape):
+    phone_number_id: str | None = None
+
+
+class _Value(_Shape):
+    metadata: _Metadata | None = None
+    statuses: list[_Status] | None = None
+
+
+class _Change(_Shape):
+    value: _Value | None = None
+
+
+class _Entry(_Shape):
+    changes: list[_Change] | None = None
+
+
+class _StatusWebhook(_Shape):
+    entry: list[_Entry] | None = None
+
+
+_EXPECTED = {"model_type": "expected an object", "dict_type": "expected an object", "list_type": "expected a list",
+             "string_type": "expected a string", "string_too_long": "too long"}
+
+
+def status_webhook_statuses(body: bytes) -> list[tuple[str | None, dict[str, Any]]]:
+    """The statuses of a webhook body (``entry[].changes[].value.statuses[]``), each with its
+    ``metadata.phone_number_id``, once the body has the shape Meta documents for the fields read
+    here. Raises ``CallbackRejected`` (400) otherwise, and for a NUL character anywhere (no
+    database can look one up). Does not verify the signature."""
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise CallbackRejected("body is not JSON", 400) from exc
+    if has_nul(document):
+        raise CallbackRejected("body holds a NUL character", 400)
+    try:
+        _StatusWebhook.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "body"
+        expected = _EXPECTED.get(first.get("type", ""), first.get("msg", "invalid"))
+        raise CallbackRejected(f"not a WhatsApp status webhook: {where}: {expected}", 400) from exc
+    found: list[tuple[str | None, dict[str, Any]]] = []
+    for entry in document.get("entry") or []:
+        for change in entry.get("changes") or []:
+            value = change.get("value") or {}
+            phone_number_id = (value.get("metadata") or {}).get("phone_number_id")
+            found.extend((phone_number_id, status) for status in value.get("statuses") or [])
+    return found
+
+
 def classify_whatsapp_error(code: int | str | None, http_status: int | None = None,
                             transient: bool = False) -> ErrorCategory:
     try:
@@ -97,16 +177,13 @@ def hub_signature(app_secret: str, body: bytes) -> str:
 
 
 def verify_hub_signature(app_secret: str, body: bytes, header: str | None) -> bool:
-    if not header:
-        return False
-    return hmac.compare_digest(hub_signature(app_secret, body), header.strip())
+    return same_signature(hub_signature(app_secret, body), header)
 
 
 def verify_subscription(params: Mapping[str, str], verify_token: str) -> str | None:
     """The GET handshake (``hub.mode=subscribe&hub.verify_token=…&hub.challenge=…``): the
     challenge to echo back, or None when the token does not match."""
-    if params.get("hub.mode") == "subscribe" and hmac.compare_digest(
-            params.get("hub.verify_token", ""), verify_token):
+    if params.get("hub.mode") == "subscribe" and same_signature(verify_token, params.get("hub.verify_token")):
         return params.get("hub.challenge", "")
     return None
 
@@ -235,20 +312,8 @@ class WhatsAppClient:
             raise ValueError("app_secret is required to verify WhatsApp webhooks")
         if not verify_hub_signature(self.app_secret, request.body, request.header("X-Hub-Signature-256")):
             raise CallbackRejected("invalid X-Hub-Signature-256")
-        try:
-            document = json.loads(request.body)
-        except ValueError as exc:
-            raise CallbackRejected("body is not JSON", 400) from exc
-        reports: list[DeliveryReport] = []
-        for entry in document.get("entry") or []:
-            for change in entry.get("changes") or []:
-                value = change.get("value") or {}
-                metadata = value.get("metadata") or {}
-                if metadata.get("phone_number_id") not in (None, self.phone_number_id):
-                    continue
-                for status in value.get("statuses") or []:
-                    reports.append(self._report(status))
-        return reports
+        return [self._report(status) for phone_number_id, status in status_webhook_statuses(request.body)
+                if phone_number_id in (None, self.phone_number_id)]
 
     @staticmethod
     def _report(status: Mapping[str, Any]) -> DeliveryReport:

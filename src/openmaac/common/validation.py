@@ -31,3 +31,74 @@ def parse_iso_date(value: str) -> date | None:
         return date.fromisoformat(value.strip())
     except ValueError:
         return None
+
+
+# --- Django REST framework's CharField and IntegerField, for hand-parsed bodies ----------------
+
+DB_ID_MAX = 2**63 - 1  # the largest id (or other BIGINT) PostgreSQL and SQLite can hold
+INTEGER_MAX = 2**31 - 1  # the largest value of an INTEGER column on PostgreSQL
+MSG_INVALID_STRING = "Not a valid string."
+MSG_INVALID_INTEGER = "A valid integer is required."
+MSG_NULL_CHARACTERS = "Null characters are not allowed."
+_DECIMAL_ZEROS = re.compile(r"\.0*\s*$")
+
+
+def has_nul(value: object) -> bool:
+    """True when a NUL character is in any string (or key) of a decoded JSON value: PostgreSQL
+    can store none in text or JSONB."""
+    pending = [value]
+    while pending:  # iterative: no recursion limit to think about
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return True
+                pending.append(child)
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
+    return False
+
+
+def char_field(value: object, *, max_length: int, allow_blank: bool = False,
+               allow_null: bool = False) -> tuple[str | None, list[str]]:
+    """``(cleaned, errors)`` as DRF's ``CharField(max_length=…)`` gives them, in its order:
+    null, then blank (after trimming whitespace), then type, then every validator (maximum
+    length, NUL characters) on the trimmed text. A too-long value is never called blank."""
+    if value is None:
+        return None, ([] if allow_null else [MSG_NULL])
+    if isinstance(value, str | int | float) and not isinstance(value, bool) and str(value).strip() == "":
+        return "", ([] if allow_blank else [MSG_BLANK])
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None, [MSG_INVALID_STRING]
+    text = str(value).strip()
+    errors = []
+    if len(text) > max_length:
+        errors.append(f"Ensure this field has no more than {max_length} characters.")
+    if "\x00" in text:
+        errors.append(MSG_NULL_CHARACTERS)
+    return (None if errors else text), errors
+
+
+def integer_field(value: object, *, min_value: int | None = None,
+                  max_value: int | None = None) -> tuple[int | None, list[str]]:
+    """``(number, errors)`` as DRF's ``IntegerField`` gives them: an integer, or a number or
+    numeric string whose decimals are all zero ("5", 5.0), is accepted; 2.5, 1e30 (written as
+    a float) and booleans are "A valid integer is required."; then the bounds."""
+    if value is None:
+        return None, [MSG_NULL]
+    if isinstance(value, str) and len(value) > 1000:
+        return None, ["String value too large."]
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None, [MSG_INVALID_INTEGER]
+    try:
+        number = int(_DECIMAL_ZEROS.sub("", str(value)))
+    except ValueError:
+        return None, [MSG_INVALID_INTEGER]
+    if max_value is not None and number > max_value:
+        return None, [f"Ensure this value is less than or equal to {max_value}."]
+    if min_value is not None and number < min_value:
+        return None, [f"Ensure this value is greater than or equal to {min_value}."]
+    return number, []

@@ -9,6 +9,8 @@ from openmaac.db.base import Base, BigId, UTCDateTime, utcnow
 
 CONTACT_STATUSES = ("follow", "auth", "unfollow")
 GENDERS = ("male", "female", "unknown")
+# LINE user ids are 33 characters ("U" + 32 hex digits); the column allows some room
+LINE_UID_MAX_LENGTH = 64
 
 
 class Contact(Base):
@@ -26,7 +28,7 @@ class Contact(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
-    line_uid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    line_uid: Mapped[str | None] = mapped_column(String(LINE_UID_MAX_LENGTH), nullable=True)
     line_display_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     display_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
     email: Mapped[str | None] = mapped_column(String(320), nullable=True)

@@ -11,11 +11,13 @@ from starlette.concurrency import run_in_threadpool
 from openmaac.channels.service import channel_by_channel_id
 from openmaac.channels.signature import verify_line_signature
 from openmaac.db.engine import get_database
+from openmaac.line_inbound.events import accept_events
 from openmaac.line_inbound.service import handle_events
 from openmaac.web.errors import APIError, not_found
 from openmaac.web.responses import OrjsonResponse
 
 router = APIRouter(tags=["LINE webhook"])
+CHANNEL_ID_MAX_LENGTH = 64  # the column's width; LINE's channel ids are 10 digits
 
 
 @router.post(
@@ -24,7 +26,9 @@ router = APIRouter(tags=["LINE webhook"])
     description=(
         "Set this URL as the channel's webhook URL in the LINE Developers console. The body is "
         "verified with `X-Line-Signature` (base64 HMAC-SHA256 of the raw body with the channel "
-        "secret); a bad signature answers 401 and nothing is stored."
+        "secret); a bad or malformed signature answers 401 and nothing is stored. Each event is checked "
+        "on its own against the shapes LINE documents: one that does not fit is skipped (and logged), "
+        "the others are stored, and the answer is still 200 so that LINE does not redeliver them."
     ),
     responses={401: {"description": "Bad or missing signature"}, 404: {"description": "Unknown channel"}},
 )
@@ -40,6 +44,8 @@ async def line_webhook(
 
 def receive(channel_id: str, body: bytes, signature: str | None) -> int:
     database = get_database()
+    if len(channel_id) > CHANNEL_ID_MAX_LENGTH or not channel_id.isprintable():
+        raise not_found()  # no channel has such an id (and PostgreSQL refuses a NUL in a query)
     with database.read() as session:
         channel = channel_by_channel_id(session, channel_id)
     if channel is None:
@@ -51,7 +57,12 @@ def receive(channel_id: str, body: bytes, signature: str | None) -> int:
     except orjson.JSONDecodeError as exc:
         raise APIError(400, {"detail": f"JSON parse error - {exc}"}) from exc
     events = payload.get("events") if isinstance(payload, dict) else None
-    if not isinstance(events, list):
+    if events is None:
         raise APIError(400, {"events": ["This field is required."]})
+    if not isinstance(events, list):
+        raise APIError(400, {"events": [f'Expected a list of items but got type "{type(events).__name__}".']})
+    accepted = accept_events(events)
+    if not accepted:
+        return 0
     with database.write() as session:
-        return handle_events(session, channel, events)
+        return handle_events(session, channel, accepted)

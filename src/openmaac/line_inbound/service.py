@@ -1,12 +1,15 @@
 """Events LINE sends to ``/line/webhook/{channel_id}``: follow, unfollow, messages, postbacks.
 
 Every event is stored (once: LINE redelivers, so ``webhookEventId`` is de-duplicated) in the
-same transaction as its effect on the contact. The LINE profile (display name) of a new
-friend is fetched by a job afterwards, never inside the webhook request.
+same transaction as its effect on the contact. Events without the shapes LINE documents are
+left out before anything is written (see ``events``). The LINE profile (display name) of a
+new friend is fetched by a job afterwards, never inside the webhook request.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,37 +24,27 @@ from openmaac.contacts import service as contacts
 from openmaac.db.engine import get_database
 from openmaac.jobs.queue import enqueue
 from openmaac.jobs.registry import JobContext, handler
+from openmaac.line_inbound.events import AcceptedEvent
 from openmaac.line_inbound.models import LineWebhookEvent
 
-RECORDED_TYPES = {"follow", "unfollow", "message", "postback", "delivery", "join", "leave", "accountLink",
-                  "beacon", "things", "memberJoined", "memberLeft", "unsend", "videoPlayComplete"}
 
-
-def _occurred_at(event: dict[str, Any]) -> datetime:
-    timestamp = event.get("timestamp")
-    if isinstance(timestamp, int | float):
-        return datetime.fromtimestamp(timestamp / 1000, UTC)
-    return datetime.now(UTC)
-
-
-def _store(session: Session, organization_id: int, event: dict[str, Any], occurred_at: datetime) -> bool:
+def _store(session: Session, organization_id: int, accepted: AcceptedEvent, occurred_at: datetime) -> bool:
     """Insert the event unless it was seen before. Returns True when it is new."""
-    event_id = str(event.get("webhookEventId") or "")
-    if not event_id:
+    event = accepted.event
+    # the full id, never a prefix: two events sharing a prefix are two events
+    event_id = event.webhookEventId
+    if event_id is None:
         # Without an id we cannot de-duplicate; derive one from the content.
-        import hashlib
-        import json
-
-        event_id = "sha1:" + hashlib.sha1(json.dumps(event, sort_keys=True).encode()).hexdigest()[:40]
+        event_id = "sha1:" + hashlib.sha1(json.dumps(accepted.raw, sort_keys=True).encode()).hexdigest()[:40]
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     statement = (
         insert(LineWebhookEvent)
         .values(
             organization_id=organization_id,
-            webhook_event_id=event_id[:64],
-            event_type=str(event.get("type", "unknown"))[:32],
-            line_uid=(event.get("source") or {}).get("userId"),
-            payload=event,
+            webhook_event_id=event_id,
+            event_type=event.type,
+            line_uid=event.user_id,
+            payload=accepted.raw,
             occurred_at=occurred_at,
             received_at=datetime.now(UTC),
         )
@@ -60,23 +53,23 @@ def _store(session: Session, organization_id: int, event: dict[str, Any], occurr
     return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
 
 
-def handle_events(session: Session, channel: LineChannel, events: list[dict[str, Any]]) -> int:
-    """Apply a webhook delivery's events. Returns how many were new."""
+def handle_events(session: Session, channel: LineChannel, events: list[AcceptedEvent]) -> int:
+    """Apply a webhook delivery's events (as ``accept_events`` let them through). Returns how
+    many were new."""
     new = 0
     deliveries: list[tuple[str | None, datetime, str | None]] = []
-    for event in events:
-        if not isinstance(event, dict):
-            continue
-        occurred_at = _occurred_at(event)
-        if not _store(session, channel.organization_id, event, occurred_at):
+    for accepted in events:
+        event = accepted.event
+        occurred_at = datetime.fromtimestamp(event.timestamp / 1000, UTC)
+        if not _store(session, channel.organization_id, accepted, occurred_at):
             continue
         new += 1
-        user_id = (event.get("source") or {}).get("userId")
-        kind = event.get("type")
-        if kind == "delivery":
+        user_id = event.user_id
+        kind = event.type
+        if kind == "delivery" and event.delivery is not None:
             # SMS+ (PNP): LINE's delivery completion event carries our X-Line-Delivery-Tag;
             # a request's deliveries are recorded together below (LINE batches them)
-            deliveries.append(((event.get("delivery") or {}).get("data"), occurred_at, user_id))
+            deliveries.append((event.delivery.data, occurred_at, user_id))
             continue
         if not user_id:
             continue
@@ -90,16 +83,16 @@ def handle_events(session: Session, channel: LineChannel, events: list[dict[str,
             )
         elif kind == "unfollow":
             contacts.record_unfollow(session, channel.organization_id, user_id, occurred_at)
-        elif kind == "message" and "#join" in str((event.get("message") or {}).get("text") or ""):
+        elif kind == "message" and event.message is not None and "#join" in (event.message.text or ""):
             # SMS+ join link: the prefilled "#join <code>" text binds the phone number
             from openmaac.sms_plus.join_links import handle_join_text
 
-            handle_join_text(session, channel.organization_id, user_id, str(event["message"]["text"]))
+            handle_join_text(session, channel.organization_id, user_id, event.message.text or "")
         if kind in ("message", "postback"):
             # a tap on a message / postback action of a tracked direct message (event report)
             from openmaac.links.service import record_tap
 
-            record_tap(session, channel.organization_id, user_id, event, occurred_at)
+            record_tap(session, channel.organization_id, user_id, accepted.raw, occurred_at)
     if deliveries:
         from openmaac.sms_plus.engine import record_pnp_deliveries
 

@@ -19,7 +19,8 @@ from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from openmaac.auth.service import OrgContext
-from openmaac.contacts.models import Contact
+from openmaac.common.validation import char_field
+from openmaac.contacts.models import LINE_UID_MAX_LENGTH, Contact
 from openmaac.links import rewrite
 from openmaac.messaging.models import DirectMessage, DirectMessageRecipient, MessageEvent
 from openmaac.templates.models import MessageTemplate
@@ -140,10 +141,11 @@ def line_uid_of(data: dict[str, Any], errors: dict[str, list[str]]) -> str | Non
     if not isinstance(value, str):
         errors["line_uid"] = ["Not a valid string."]
         return None
-    if not value.strip():
-        errors["line_uid"] = ["This field may not be blank."]
+    cleaned, problems = char_field(value, max_length=LINE_UID_MAX_LENGTH)
+    if problems:
+        errors["line_uid"] = problems
         return None
-    return value.strip()
+    return cleaned
 
 
 def contacts_by_uid(session: Session, org_id: int, uids: list[str]) -> dict[str, Contact]:

@@ -53,7 +53,8 @@ from openmaac.channels.line_client import (
     new_retry_key,
 )
 from openmaac.channels.models import LineChannel
-from openmaac.contacts.models import Contact
+from openmaac.common.validation import char_field
+from openmaac.contacts.models import LINE_UID_MAX_LENGTH, Contact
 from openmaac.db.base import JSONType, UTCDateTime, utcnow
 from openmaac.db.engine import get_database
 from openmaac.jobs.models import Job
@@ -582,10 +583,12 @@ def enhanced_multicast(org: OrgContext, template_id: int, event_id: int | None, 
             errors.update(direct.check_images(direct.image_slots(template), rendered))
         if errors:
             raise field_errors({"data": errors})
-        uids = [uid.strip() for uid in line_uids]
-        blank = {str(i): ["This field may not be blank."] for i, uid in enumerate(uids) if not uid}
-        if blank:
-            raise field_errors({"line_uids": blank})
+        # each as DRF's CharField(max_length=LINE_UID_MAX_LENGTH) would take it
+        checked = [char_field(uid, max_length=LINE_UID_MAX_LENGTH) for uid in line_uids]
+        problems = {str(i): errors for i, (_uid, errors) in enumerate(checked) if errors}
+        if problems:
+            raise field_errors({"line_uids": problems})
+        uids = [uid or "" for uid, _errors in checked]
         contact_ids = direct.contact_ids_by_uid(session, org.id, uids)
     # Rows per recipient only when a recipient will be looked up later: a tap on one of a
     # tracked message's actions (message / postback) is attributed through them (links.record_tap).

@@ -26,7 +26,7 @@ def _organization(session, name: str):  # type: ignore[no-untyped-def]
 
 @app.command("add")
 def add(
-    amount: Annotated[int, typer.Argument(help="Points to add (positive)", min=1)],
+    amount: Annotated[int, typer.Argument(help="Points to add (positive)", min=1, max=1_000_000_000)],
     org: Annotated[str, typer.Option("--org", help="Organisation name")] = "default",
     note: Annotated[str | None, typer.Option(help="A note for the ledger")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="Data directory")] = None,
@@ -36,7 +36,11 @@ def add(
 
     with migrated_database(data_dir).write() as session:
         organization = _organization(session, org)
-        balance = points.top_up(session, organization.id, amount, note or "openmaac points add")
+        try:
+            balance = points.top_up(session, organization.id, amount, note or "openmaac points add")
+        except points.BalanceFull as exc:
+            err.print(f"cannot add {amount} points to {org!r}: {exc}")
+            raise typer.Exit(1) from exc
     err.print(f"added {amount} points to {org!r}")
     typer.echo(str(balance))
 

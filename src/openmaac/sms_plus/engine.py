@@ -49,6 +49,7 @@ from openmaac.web.times import render, zone
 from openmaac.webhooks.events import Event, emit_many
 
 log = logging.getLogger("openmaac.sms_plus")
+PROVIDER_MESSAGE_ID_MAX = 128  # the width of pnp_messages.sms_provider_message_id
 
 DISPATCH = "sms_plus.dispatch"
 FALLBACK = "sms_plus.fallback"
@@ -898,6 +899,13 @@ def sms_timeout_job(payload: dict[str, Any], _context: JobContext) -> None:
 
 
 # --- SMS delivery reports --------------------------------------------------------------------------
+
+def report_is_storable(report: DeliveryReport) -> bool:
+    """False for a report whose ids the database cannot look up or keep: a NUL character
+    (PostgreSQL refuses one) or a provider id longer than its column. No provider sends one."""
+    ids = (report.provider_message_id or "", report.reference or "")
+    return len(ids[0]) <= PROVIDER_MESSAGE_ID_MAX and not any("\x00" in value for value in ids)
+
 
 def apply_sms_report(organization_id: int, report: DeliveryReport) -> bool:
     """Apply one provider delivery report. True when it matched a message."""

@@ -52,7 +52,12 @@ def links_for(session: Session, organization_id: int, message_id: int, source: s
     return url_for(code)
 
 
+CODE = re.compile(r"[A-Za-z0-9_-]{1,32}")  # what codes are made of (token_urlsafe), and the column's width
+
+
 def click(session: Session, code: str) -> PnpJoinLink | None:
+    if not CODE.fullmatch(code):
+        return None  # no link has such a code (and PostgreSQL refuses a NUL in a query)
     link = session.scalar(select(PnpJoinLink).where(PnpJoinLink.code == code))
     if link is None:
         return None

@@ -13,6 +13,20 @@ from sqlalchemy.orm import Session
 from openmaac.db.base import utcnow
 from openmaac.sms_plus.models import SmsPointBalance, SmsPointEntry
 
+# The balance is an INTEGER column (at most 2,147,483,647 on PostgreSQL). Top-ups stop at
+# BALANCE_MAX, leaving the rest as room for the releases of points held meanwhile (a release
+# gives back what a hold took, and may come after a top-up).
+TOP_UP_MAX = 1_000_000_000
+BALANCE_MAX = 2_000_000_000
+
+
+class BalanceFull(ValueError):
+    """A top-up that would take the balance over BALANCE_MAX; ``room`` is what may still be added."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__(f"the balance may not exceed {BALANCE_MAX} points: at most {room} more")
+        self.room = room
+
 
 def _ensure_row(session: Session, organization_id: int) -> None:
     if session.get_bind().dialect.name == "postgresql":
@@ -33,12 +47,15 @@ def balance(session: Session, organization_id: int) -> int:
     return int(value or 0)
 
 
-def _apply(session: Session, organization_id: int, amount: int, *, require_funds: bool) -> int | None:
+def _apply(session: Session, organization_id: int, amount: int, *, require_funds: bool,
+           limit: int | None = None) -> int | None:
     """Add ``amount`` (negative: debit) to the balance in one atomic statement. Returns the new
-    balance, or None when funds are short."""
+    balance, or None when funds are short or the new balance would exceed ``limit``."""
     condition = [SmsPointBalance.organization_id == organization_id]
     if require_funds and amount < 0:
         condition.append(SmsPointBalance.balance >= -amount)
+    if limit is not None:
+        condition.append(SmsPointBalance.balance <= limit - amount)
     statement = (update(SmsPointBalance).where(*condition)
                  .values(balance=SmsPointBalance.balance + amount, updated_at=utcnow())
                  .returning(SmsPointBalance.balance).execution_options(synchronize_session=False))
@@ -48,15 +65,16 @@ def _apply(session: Session, organization_id: int, amount: int, *, require_funds
             return None  # too few points (or no balance at all: zero)
         _ensure_row(session, organization_id)  # the organisation's first top-up or release
         row = session.execute(statement).first()
-        assert row is not None
+        if row is None:
+            return None  # over the limit
     return int(row[0])
 
 
 def _change(session: Session, organization_id: int, amount: int, *, kind: str, require_funds: bool,
-            pnp_message_id: int | None = None, note: str | None = None) -> int | None:
+            pnp_message_id: int | None = None, note: str | None = None, limit: int | None = None) -> int | None:
     """Add ``amount`` (negative: debit) with its ledger row. Returns the new balance, or None
-    when funds are short."""
-    new_balance = _apply(session, organization_id, amount, require_funds=require_funds)
+    when funds are short or the balance would exceed ``limit``."""
+    new_balance = _apply(session, organization_id, amount, require_funds=require_funds, limit=limit)
     if new_balance is None:
         return None
     session.execute(SmsPointEntry.__table__.insert(), [{
@@ -66,10 +84,12 @@ def _change(session: Session, organization_id: int, amount: int, *, kind: str, r
 
 
 def top_up(session: Session, organization_id: int, amount: int, note: str | None = None) -> int:
-    if amount <= 0:
-        raise ValueError("amount must be positive")
-    result = _change(session, organization_id, amount, kind="topup", require_funds=False, note=note)
-    assert result is not None
+    if not 0 < amount <= TOP_UP_MAX:
+        raise ValueError(f"amount must be between 1 and {TOP_UP_MAX}")
+    result = _change(session, organization_id, amount, kind="topup", require_funds=False, note=note,
+                     limit=BALANCE_MAX)
+    if result is None:
+        raise BalanceFull(max(BALANCE_MAX - balance(session, organization_id), 0))
     return result
 
 

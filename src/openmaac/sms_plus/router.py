@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import httpx
 import orjson
-from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Request, UploadFile
 from fastapi.responses import PlainTextResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.exc import DBAPIError
@@ -18,6 +18,8 @@ from openmaac.auth.service import OrgContext
 from openmaac.channels.line_client import LineAPIError, LineClient
 from openmaac.channels.service import channel_of
 from openmaac.channels.sms.base import CallbackRejected, InboundRequest
+from openmaac.channels.whatsapp import status_webhook_statuses
+from openmaac.common.validation import DB_ID_MAX, char_field, integer_field
 from openmaac.config import get_settings
 from openmaac.db.engine import get_database
 from openmaac.sms_plus import engine, join_links, points, providers, uploads
@@ -81,6 +83,10 @@ def get_setting_content(org: PlainOrg, pnp_setting_id: int) -> Any:
         return svc.serialize_setting(setting, metric=svc.metric_of(session, setting), content=True)
 
 
+# the columns' widths (PostgreSQL refuses longer text)
+SETTING_TEXT_MAX_LENGTH = {"name": 255, "whatsapp_template_name": 512, "whatsapp_language": 32}
+
+
 def _setting_changes(body: Any, *, creating: bool) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise field_errors({"non_field_errors": ["Invalid data. Expected a dictionary."]})
@@ -92,9 +98,12 @@ def _setting_changes(body: Any, *, creating: bool) -> dict[str, Any]:
         if key in ("line_push_enabled", "pnp_enabled", "fallback_enabled", "whatsapp_enabled"):
             if not isinstance(value, bool):
                 errors[key] = ["Must be a valid boolean."]
-        elif key == "name":
-            if not isinstance(value, str) or not value.strip() or len(value) > 255:
-                errors[key] = ["This field may not be blank."]
+        elif key in SETTING_TEXT_MAX_LENGTH:
+            # DRF's CharField: blank, type, then the length and NUL checks on the trimmed text
+            value, problems = char_field(value, max_length=SETTING_TEXT_MAX_LENGTH[key], allow_blank=key != "name",
+                                         allow_null=key != "name")
+            if problems:
+                errors[key] = problems
         elif key == "status":
             if value not in ("enable", "disable"):
                 errors[key] = [f'"{value}" is not a valid choice.']
@@ -110,7 +119,7 @@ def _setting_changes(body: Any, *, creating: bool) -> dict[str, Any]:
         elif key == "pnp_messages":
             if not isinstance(value, list):
                 errors[key] = [f'Expected a list of items but got type "{type(value).__name__}".']
-        elif key in ("sms_text", "whatsapp_template_name", "whatsapp_language"):
+        elif key == "sms_text":
             if value is not None and not isinstance(value, str):
                 errors[key] = ["Not a valid string."]
         changes[key] = value
@@ -241,16 +250,24 @@ def get_points(org: PlainOrg) -> Any:
 @router.post(f"{API}/pnp/points/", openapi_extra=EXTENSION, summary="Top up SMS points (openmaac extension)")
 async def add_points(org: PlainOrg, request: Request) -> Any:
     body = await _json_body(request, plain=False)
-    amount = body.get("amount") if isinstance(body, dict) else None
-    if amount is None:
+    if not isinstance(body, dict) or body.get("amount") is None:
         raise field_errors({"amount": ["This field is required."]})
-    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
-        raise field_errors({"amount": ["Ensure this value is greater than or equal to 1."]})
-    note = body.get("note") if isinstance(body.get("note"), str) else None
+    amount, problems = integer_field(body["amount"], min_value=1, max_value=points.TOP_UP_MAX)
+    errors = {"amount": problems} if problems else {}
+    note = None
+    if body.get("note") is not None:
+        note, problems = char_field(body["note"], max_length=255, allow_blank=True)
+        if problems:
+            errors["note"] = problems
+    if errors or amount is None:
+        raise field_errors(errors)
 
     def run() -> Any:
         with get_database().write() as session:
-            return {"balance": points.top_up(session, org.id, amount, note)}
+            try:
+                return {"balance": points.top_up(session, org.id, amount, note)}
+            except points.BalanceFull as exc:
+                raise field_errors({"amount": [f"Ensure this value is less than or equal to {exc.room}."]}) from exc
 
     return await run_in_threadpool(run)
 
@@ -315,17 +332,30 @@ def _inbound(request: Request, body: bytes) -> InboundRequest:
     return InboundRequest(method=request.method, url=url, headers=dict(request.headers), body=body)
 
 
+def _known_org(organization_id: int) -> bool:
+    """False for a number no organisation can have (the path takes any integer; a database
+    takes none beyond a BIGINT)."""
+    return 0 < organization_id <= DB_ID_MAX
+
+
 def _apply_callback(provider_name: str, organization_id: int, inbound: InboundRequest) -> Response:
+    if not _known_org(organization_id):
+        return PlainTextResponse("unknown callback", status_code=404)
     with get_database().read() as session:
         config = providers.config_of(session, organization_id)
     if config.provider != provider_name:
         return PlainTextResponse("unknown callback", status_code=404)
     with providers.open_provider(config) as provider:
         try:
+            # the signature (or token) first: an unauthenticated caller learns nothing else
             report = provider.parse_status_callback(inbound)
+            if not engine.report_is_storable(report):
+                raise CallbackRejected("not a delivery report", 400)
         except CallbackRejected as exc:
             ack = provider.callback_ack(None)
             return PlainTextResponse(exc.reason, status_code=exc.status_code or ack.status_code)
+        # a report about a message we do not know is acknowledged like any other: the provider
+        # has nothing to correct, and would only retry
         engine.apply_sms_report(organization_id, report)
         ack = provider.callback_ack(report)
     return Response(ack.body, status_code=ack.status_code, media_type=ack.media_type)
@@ -384,38 +414,64 @@ async def sms_callback_get(provider_name: ProviderName, organization_id: Organiz
 async def sms_callback_post(provider_name: ProviderName, organization_id: OrganizationId,
                             request: Request) -> Response:
     if provider_name == "whatsapp":  # an organisation's own Meta app (see whatsapp_callback)
-        return await whatsapp_callback(request, organization_id)
+        return await _whatsapp_webhook(request, organization_id)
     inbound = _inbound(request, await request.body())
     return await run_in_threadpool(_apply_callback, provider_name, organization_id, inbound)
 
 
+WHATSAPP_REJECTED = "invalid X-Hub-Signature-256"
+
+
+def _verified_whatsapp(org: int, inbound: InboundRequest) -> list[Any] | None:
+    """The statuses of ``inbound`` for ``org``'s WhatsApp number, or None when ``org``'s app
+    secret did not sign it (or it has none)."""
+    with get_database().read() as session:
+        config = providers.config_of(session, org)
+    with providers.open_whatsapp(config) as client:
+        try:
+            return client.parse_status_webhook(inbound)
+        except CallbackRejected as exc:
+            if exc.status_code == 400:
+                raise
+            return None
+        except ValueError:  # no app secret configured: nothing can be verified
+            return None
+
+
 def _apply_whatsapp_webhook(route_org: int | None, inbound: InboundRequest) -> Response:
     """Meta's status webhook: each status names its message by our reference; the organisation
-    owning it must have signed the request (``X-Hub-Signature-256`` with its app secret)."""
+    owning it must have signed the request (``X-Hub-Signature-256`` with its app secret).
+
+    An unauthenticated caller must not learn whether a message exists: a status naming no
+    message is answered as a bad signature is (403, the same text), since no secret can vouch
+    for it. On an organisation's own URL the signature is checked first, with its secret, and
+    statuses of other messages are then ignored."""
     try:
-        document = orjson.loads(inbound.body)
-    except orjson.JSONDecodeError:
-        return PlainTextResponse("body is not JSON", status_code=400)
-    orgs: set[int] = set()
-    for entry in (document.get("entry") or []) if isinstance(document, dict) else []:
-        for change in entry.get("changes") or []:
-            for status in (change.get("value") or {}).get("statuses") or []:
-                org = engine.whatsapp_message_org(status.get("biz_opaque_callback_data"), status.get("id"))
-                if org is not None and (route_org is None or org == route_org):
-                    orgs.add(org)
-    verified: list[tuple[int, list[Any]]] = []
-    for org in sorted(orgs):
-        with get_database().read() as session:
-            config = providers.config_of(session, org)
-        with providers.open_whatsapp(config) as client:
-            try:
-                verified.append((org, client.parse_status_webhook(inbound)))
-            except CallbackRejected as exc:
-                return PlainTextResponse(exc.reason, status_code=exc.status_code)
-            except ValueError as exc:  # no app secret configured
-                return PlainTextResponse(str(exc), status_code=403)
-    for org, reports in verified:
-        for report in reports:
+        if route_org is not None:
+            if not _known_org(route_org):
+                return PlainTextResponse(WHATSAPP_REJECTED, status_code=403)
+            reports = _verified_whatsapp(route_org, inbound)
+            if reports is None:
+                return PlainTextResponse(WHATSAPP_REJECTED, status_code=403)
+            for report in reports:  # only its own messages are found (by organisation)
+                engine.apply_whatsapp_report(route_org, report)
+            return PlainTextResponse("OK")
+        orgs: set[int] = set()
+        for _phone_number_id, status in status_webhook_statuses(inbound.body):
+            org = engine.whatsapp_message_org(status.get("biz_opaque_callback_data"), status.get("id"))
+            if org is None:
+                return PlainTextResponse(WHATSAPP_REJECTED, status_code=403)
+            orgs.add(org)
+        verified: list[tuple[int, list[Any]]] = []
+        for org in sorted(orgs):
+            org_reports = _verified_whatsapp(org, inbound)
+            if org_reports is None:
+                return PlainTextResponse(WHATSAPP_REJECTED, status_code=403)
+            verified.append((org, org_reports))
+    except CallbackRejected as exc:  # a malformed body (400)
+        return PlainTextResponse(exc.reason, status_code=exc.status_code or 400)
+    for org, org_reports in verified:
+        for report in org_reports:
             engine.apply_whatsapp_report(org, report)
     return PlainTextResponse("OK")
 
@@ -428,14 +484,20 @@ def _apply_whatsapp_webhook(route_org: int | None, inbound: InboundRequest) -> R
         "status names its message by `biz_opaque_callback_data`; the organisation owning it must have "
         "signed the body: `X-Hub-Signature-256` = `sha256=` HMAC-SHA256 of the raw body with the "
         "organisation's `whatsapp.app_secret`. One bad signature rejects the whole delivery (403, nothing "
-        "applied). An organisation's own Meta app uses `/sms_plus/callbacks/whatsapp/{organization_id}`."),
+        "applied); so does a status naming no message, with the same answer, since no secret can vouch "
+        "for it. An organisation's own Meta app uses `/sms_plus/callbacks/whatsapp/{organization_id}`: "
+        "there the signature is checked first with that organisation's secret, and statuses of other "
+        "messages are ignored."),
     responses={200: {"description": "Statuses applied (`OK`)", "content": {"text/plain": {}}},
-               400: {"description": "Body is not JSON"},
-               403: {"description": "Bad or missing `X-Hub-Signature-256`, or no app secret configured"}},
+               400: {"description": "Not a status webhook (text/plain reason)"},
+               403: {"description": "Bad or missing `X-Hub-Signature-256`, no app secret configured, or a "
+                                    "status naming no message (answered alike)"}},
 )
-async def whatsapp_callback(request: Request,
-                            organization_id: Annotated[int | None, Query(include_in_schema=False)] = None
-                            ) -> Response:
+async def whatsapp_callback(request: Request) -> Response:
+    return await _whatsapp_webhook(request, None)
+
+
+async def _whatsapp_webhook(request: Request, organization_id: int | None) -> Response:
     inbound = _inbound(request, await request.body())
     return await run_in_threadpool(_apply_whatsapp_webhook, organization_id, inbound)
 
@@ -445,6 +507,8 @@ def whatsapp_verify(organization_id: int, request: Request) -> Response:
     organisation's ``whatsapp.verify_token``."""
     from openmaac.channels.whatsapp import verify_subscription
 
+    if not _known_org(organization_id):
+        return PlainTextResponse("verify token mismatch", status_code=403)
     with get_database().read() as session:
         config = providers.config_of(session, organization_id)
     token = config.whatsapp.get("verify_token")

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from openmaac.channels.sms.base import ErrorCategory
+from openmaac.common.validation import DB_ID_MAX
 
 REFERENCE = re.compile(r"^pnp(\d+)wa$")
 
@@ -28,7 +29,8 @@ def reference(message_id: int) -> str:
 
 def message_id_of(value: Any) -> int | None:
     match = REFERENCE.match(str(value or ""))
-    return int(match.group(1)) if match else None
+    number = int(match.group(1)) if match and len(match.group(1)) <= 19 else None
+    return number if number is not None and 0 < number <= DB_ID_MAX else None  # no id beyond a BIGINT
 
 
 def category_of(category: ErrorCategory | None) -> str:

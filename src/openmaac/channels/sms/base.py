@@ -117,7 +117,8 @@ class InboundRequest:
     def form(self) -> dict[str, str]:
         if not self.body:
             return {}
-        return dict(parse_qsl(self.body.decode("utf-8"), keep_blank_values=True))
+        # a body that is not UTF-8 is nobody's delivery report: its signature cannot match either
+        return dict(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
 @dataclass(frozen=True)

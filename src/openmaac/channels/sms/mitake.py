@@ -21,13 +21,13 @@ answer ``magicid=sms_gateway_rpack\\nmsgid=<msgid>\\n``. Mitake does not sign th
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from openmaac import __version__
+from openmaac.channels.signature import same_signature
 from openmaac.channels.sms.base import (
     DEFAULT_TIMEOUT,
     REFERENCE_PARAM,
@@ -250,7 +250,7 @@ class MitakeProvider:
         params = {**query, **request.form()}
         if self.callback_secret:
             expected = reference_token(self.callback_secret, query.get(REFERENCE_PARAM, ""))
-            if not hmac.compare_digest(expected, query.get(SIGNATURE_PARAM, "")):
+            if not same_signature(expected, query.get(SIGNATURE_PARAM)):
                 raise CallbackRejected("invalid callback token")
         msgid = params.get("msgid")
         if not msgid:

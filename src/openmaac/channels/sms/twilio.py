@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from openmaac import __version__
+from openmaac.channels.signature import same_signature
 from openmaac.channels.sms.base import (
     DEFAULT_TIMEOUT,
     REFERENCE_PARAM,
@@ -130,7 +131,7 @@ def verify_twilio_signature(auth_token: str, url: str,
     if not signature:
         return False
     pairs = _sorted_pairs(params)
-    return any(hmac.compare_digest(twilio_signature(auth_token, candidate, pairs), signature.strip())
+    return any(same_signature(twilio_signature(auth_token, candidate, pairs), signature)
                for candidate in _url_variants(url))
 
 
