@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 from helpers import wait_for
 from openmaac.jobs.models import Job
 from openmaac.jobs.queue import claim, enqueue
-from openmaac.jobs.registry import JobContext, RetryLater, handler
+from openmaac.jobs.registry import JobContext, PermanentFailure, RetryLater, handler
 
 CALLS: dict[str, list[int]] = {}
 _lock = threading.Lock()
@@ -39,6 +39,30 @@ def _retry_later_handler(payload, context: JobContext) -> None:
     if len(CALLS[payload["key"]]) < 3:
         raise RetryLater(0.05)
 
+GAVE_UP: dict[str, tuple[int, str]] = {}
+
+
+def _note_give_up(session, payload, context: JobContext, error: str) -> None:
+    GAVE_UP[payload["key"]] = (context.attempt, error)
+    # written in the transaction that marks the job failed: it commits with it
+    enqueue(session, "test.record", {"key": f"{payload['key']}:given-up"})
+
+
+def _give_up_raises(session, payload, context: JobContext, error: str) -> None:
+    raise RuntimeError("the domain could not finalise")
+
+
+@handler("test.always_fails", on_give_up=_note_give_up)
+def _always_fails(payload, context: JobContext) -> None:
+    _record(payload["key"], context.attempt)
+    if payload.get("permanent"):
+        raise PermanentFailure("bad data")
+    raise RuntimeError("still broken")
+
+
+@handler("test.give_up_raises", on_give_up=_give_up_raises)
+def _fails_and_give_up_raises(payload, context: JobContext) -> None:
+    raise RuntimeError("broken")
 
 
 def test_enqueued_job_runs_once(database, server):
@@ -129,3 +153,48 @@ def test_two_claimers_never_share_a_job(database, server):
         thread.join()
     everything = [job_id for ids in got for job_id in ids]
     assert len(everything) == len(set(everything))
+
+
+def _job_row(database, kind, key):
+    with database.read() as session:
+        return next(job for job in session.scalars(select(Job).where(Job.kind == kind)) if job.payload["key"] == key)
+
+
+def test_exhausted_job_runs_its_give_up_handler_in_the_failing_transaction(database, server):
+    with database.write() as session:
+        enqueue(session, "test.always_fails", {"key": "exhausted"}, max_attempts=2)
+    wait_for(lambda: CALLS.get("exhausted:given-up"), timeout=10)
+    assert CALLS["exhausted"] == [1, 2]
+    assert GAVE_UP["exhausted"][0] == 2 and "still broken" in GAVE_UP["exhausted"][1]
+    job = _job_row(database, "test.always_fails", "exhausted")
+    assert (job.status, job.attempts, job.locked_by) == ("failed", 2, None)
+
+
+def test_permanent_failure_gives_up_without_retrying(database, server):
+    with database.write() as session:
+        enqueue(session, "test.always_fails", {"key": "permanent", "permanent": True}, max_attempts=5)
+    wait_for(lambda: CALLS.get("permanent:given-up"), timeout=10)
+    assert CALLS["permanent"] == [1]
+    assert "bad data" in GAVE_UP["permanent"][1]
+
+
+def test_a_job_claimed_past_its_attempts_is_given_up_without_running(database, server):
+    """Each earlier attempt died with its worker (the lease passed, no outcome recorded)."""
+    with database.write() as session:
+        enqueue(session, "test.always_fails", {"key": "abandoned"}, max_attempts=3,
+                run_at=datetime.now(UTC) + timedelta(days=1))
+        session.execute(update(Job).where(Job.kind == "test.always_fails", Job.status == "ready",
+                                          Job.run_at > datetime.now(UTC))
+                        .values(status="running", attempts=3, locked_by="dead-worker",
+                                locked_until=datetime.now(UTC) - timedelta(seconds=1)))
+    wait_for(lambda: CALLS.get("abandoned:given-up"), timeout=10)
+    assert "abandoned" not in CALLS
+    assert GAVE_UP["abandoned"][1].startswith("abandoned: 3 attempts ended without an outcome")
+
+
+def test_a_give_up_handler_that_raises_still_fails_the_job(database, server):
+    with database.write() as session:
+        enqueue(session, "test.give_up_raises", {"key": "raising"}, max_attempts=1)
+    job = wait_for(lambda: (row := _job_row(database, "test.give_up_raises", "raising")).status == "failed" and row,
+                   timeout=10)
+    assert job.last_error.endswith("(and its on_give_up failed)")

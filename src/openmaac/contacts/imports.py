@@ -8,6 +8,12 @@ executemany UPDATEs, multi-row INSERTs and ``INSERT ... ON CONFLICT`` for tag li
 with the webhook events and the task's result. A crash rolls it all back and the job runs
 again (idempotent: a task already ``done`` is left alone).
 
+Every task ends ``done``. A job that keeps raising (or raises on its data) is given up and the
+task is finished with ``success: false`` and a ``reason`` (``on_give_up``, in the transaction
+that marks the job failed). The job's lease is short and renewed while it runs, so after a
+crash another worker takes the task over within ``JOB_LEASE_SECONDS``; and a task counts as
+running only while its job does (see ``running_import``).
+
 The CLI (``openmaac contacts import``) uses the same functions.
 """
 
@@ -26,7 +32,8 @@ from functools import lru_cache
 from typing import Any, cast
 
 import orjson
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import bindparam, func, literal, select, text, update
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from openmaac.auth.service import OrgContext
@@ -35,11 +42,12 @@ from openmaac.common.validation import EMAIL_RE
 from openmaac.config import get_settings
 from openmaac.contacts.import_models import ImportTask
 from openmaac.contacts.models import Contact
-from openmaac.db.base import utcnow
+from openmaac.db.base import UTCDateTime, utcnow
 from openmaac.db.engine import get_database
 from openmaac.db.locks import lock_for_update
+from openmaac.jobs.models import Job
 from openmaac.jobs.queue import enqueue
-from openmaac.jobs.registry import JobContext, handler
+from openmaac.jobs.registry import JobContext, PermanentFailure, handler
 from openmaac.tags.models import ContactTag
 from openmaac.tags.service import get_or_create_tags, schedule_expiry_sweep
 from openmaac.web.errors import APIError, field_errors, not_found
@@ -61,6 +69,19 @@ GENDERS = ("male", "female", "unknown")
 CHUNK = 10_000  # rows applied per set of statements (one API request's worth)
 MISMATCH_LINK_SECONDS = 24 * 3600
 RUNNING = ("pending", "processing")
+JOB_KIND = "member.import"
+# A few attempts for transient database errors (1 s, then 2 s apart); the organisation cannot
+# import while they last, and an error in the data itself fails at once (PermanentFailure).
+JOB_MAX_ATTEMPTS = 3
+# The job's lease, renewed by the worker every third of it while the task runs: a crashed
+# worker's task is taken over (and the organisation's next import unblocked) this soon.
+JOB_LEASE_SECONDS = 10.0
+NULL_CHARACTER = "Null characters are not allowed."
+MAX_TAG_LENGTH = 255  # tags.name
+# ``reason`` is an openmaac addition to the failed result (the spec's has only counters).
+GAVE_UP_REASON = ("The import failed on an unexpected error and was given up; nothing was imported. "
+                  "Import the rows again, or contact the operator if it fails again.")
+LOST_REASON = "The import's background job was lost; nothing was imported. Import the rows again."
 # A contact created by an import has no LINE user yet: it is not reachable on LINE.
 CREATED_STATUS = "unfollow"
 
@@ -102,12 +123,33 @@ def _tag_list_error(value: Any) -> str | None:
     return None
 
 
+def _has_null(value: Any) -> bool:
+    return isinstance(value, str) and "\x00" in value
+
+
+def _null_errors(row: dict[str, Any]) -> dict[str, list[str]]:
+    """A row's NUL characters, which PostgreSQL cannot store in text (and no contact field needs)."""
+    problems: dict[str, list[str]] = {}
+    for name, value in row.items():
+        if "\x00" in name:  # it would be echoed in the task's useless_fields
+            problems["non_field_errors"] = [NULL_CHARACTER]
+        if _has_null(value) or (isinstance(value, list) and any(_has_null(item) for item in value)):
+            problems[name] = [NULL_CHARACTER]
+    return problems
+
+
 def parse_request(body: bytes) -> tuple[str, list[dict[str, Any]], list[str]]:
-    """Check the request's shape (DRF errors, 400); row contents are checked by the task."""
+    """Check the request's shape (DRF errors, 400); row contents are checked by the task.
+
+    Values the task could not store at all are refused here, nothing accepted: NUL characters
+    in any string of a row or in the global tags, and global tags longer than a tag name.
+    """
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise APIError(400, {"detail": f"JSON parse error - {exc}"}) from exc
+    # JSON can only carry a NUL character escaped: without the escape no string holds one.
+    nulls = b"\\u0000" in body
     if not isinstance(document, dict):
         raise field_errors({"non_field_errors": [f"Invalid data. Expected a dictionary, but got {_type_name(document)}."]})
     errors: dict[str, Any] = {}
@@ -132,6 +174,8 @@ def parse_request(body: bytes) -> tuple[str, list[dict[str, Any]], list[str]]:
                 row_errors[str(index)] = {"non_field_errors": [
                     f"Invalid data. Expected a dictionary, but got {_type_name(row)}."]}
             else:
+                if nulls and (problems := _null_errors(row)):
+                    row_errors[str(index)] = problems
                 for value in row.values():  # the common case first: nothing but strings
                     if type(value) is not str:
                         break
@@ -151,16 +195,49 @@ def parse_request(body: bytes) -> tuple[str, list[dict[str, Any]], list[str]]:
     tags = document.get("tags")
     if tags is not None and (problem := _tag_list_error(tags)):
         errors["tags"] = [problem]
+    elif tags is not None and any("\x00" in tag for tag in tags):
+        errors["tags"] = [NULL_CHARACTER]
+    elif tags is not None and any(len(tag.strip()) > MAX_TAG_LENGTH for tag in tags):
+        errors["tags"] = [f"Ensure this field has no more than {MAX_TAG_LENGTH} characters."]
     if errors:
         raise field_errors(errors)
     return str(key), cast(list[dict[str, Any]], data), [t.strip() for t in (tags or []) if t.strip()]
 
 
+def _job_key(task_id: int) -> str:
+    return f"{JOB_KIND}:{task_id}"
+
+
 def running_import(session: Session, organization_id: int) -> int | None:
-    return session.scalar(
-        select(ImportTask.id).where(ImportTask.organization_id == organization_id, ImportTask.status.in_(RUNNING))
-        .limit(1)
-    )
+    """The organisation's running import, if any: a pending or processing task whose job is
+    still waiting or running. A task whose job failed or is gone can never finish; it is
+    finished here (``success: false``) rather than blocking the organisation's imports for good
+    (tasks left so by a job that raised before ``on_give_up`` existed, or a job deleted by hand)."""
+    ids = session.scalars(select(ImportTask.id).where(ImportTask.organization_id == organization_id,
+                                                      ImportTask.status.in_(RUNNING))).all()
+    if not ids:
+        return None
+    live = set(session.scalars(select(Job.unique_key).where(Job.unique_key.in_([_job_key(i) for i in ids]),
+                                                             Job.status.in_(("ready", "running")))))
+    running = None
+    for task_id in ids:
+        if _job_key(task_id) in live:
+            running = running or task_id
+        else:
+            finish_failed(session, task_id, LOST_REASON)
+    return running
+
+
+def finish_failed(session: Session, task_id: int, reason: str) -> None:
+    """End a task that is not done yet as ``done`` with ``success: false`` and ``reason``. The
+    counters are there, all 0, so clients reading the spec's failed result find them."""
+    now = utcnow()
+    result = {"success": False, "blank_error": 0, "miss_fields": [], "gender_error": 0, "mobile_error": 0,
+              "birthday_error": 0, "useless_fields": [], "duplicate_error": 0, "email_error": 0,
+              "length_error": 0, "reason": reason}
+    # Conditional: on PostgreSQL a task finished meanwhile by its job is re-read and left alone.
+    session.execute(update(ImportTask).where(ImportTask.id == task_id, ImportTask.status.in_(RUNNING))
+                    .values(status="done", result=result, payload=None, finished_at=now, updated_at=now))
 
 
 def create_task(session: Session, organization_id: int, import_key: str, rows: list[dict[str, Any]],
@@ -179,8 +256,8 @@ def create_task(session: Session, organization_id: int, import_key: str, rows: l
                       row_count=len(rows), payload=payload, created_at=now, updated_at=now)
     session.add(task)
     session.flush()
-    enqueue(session, "member.import", {"task_id": task.id}, organization_id=organization_id,
-            unique_key=f"member.import:{task.id}")
+    enqueue(session, JOB_KIND, {"task_id": task.id}, organization_id=organization_id,
+            max_attempts=JOB_MAX_ATTEMPTS, unique_key=_job_key(task.id))
     return task
 
 
@@ -680,15 +757,17 @@ def run_task(task_id: int) -> None:
     """Process one import task (the job handler; the CLI calls it too). Idempotent."""
     database = get_database()
     with database.write() as session:
-        task = session.get(ImportTask, task_id)
-        if task is None or task.status == "done":
+        now = utcnow()
+        # Conditional, so a second run (a lease taken over while the first still finishes) never
+        # turns a task the first finished meanwhile back into processing.
+        started = session.execute(
+            update(ImportTask).where(ImportTask.id == task_id, ImportTask.status.in_(RUNNING))
+            .values(status="processing", started_at=func.coalesce(ImportTask.started_at, literal(now, UTCDateTime())), updated_at=now)
+            .returning(ImportTask.organization_id, ImportTask.import_key, ImportTask.payload)
+        ).first()
+        if started is None:
             return
-        organization_id = task.organization_id
-        import_key = task.import_key
-        payload = task.payload
-        task.status = "processing"
-        task.started_at = task.started_at or utcnow()
-        task.updated_at = utcnow()
+        organization_id, import_key, payload = started
         region = _region(session, organization_id)
     document = orjson.loads(zlib.decompress(payload or b"x\x9c\x03\x00\x00\x00\x00\x01"))
     data = document.get("data", [])
@@ -728,9 +807,18 @@ def _region(session: Session, organization_id: int) -> str:
     return session.scalar(select(Organization.region).where(Organization.id == organization_id)) or "TW"
 
 
-@handler("member.import")
+def _give_up_import(session: Session, payload: dict[str, Any], _context: JobContext, _error: str) -> None:
+    # The job's error stays in the job (and the log) for the operator; it may name internals.
+    finish_failed(session, int(payload["task_id"]), GAVE_UP_REASON)
+
+
+@handler(JOB_KIND, lease_seconds=JOB_LEASE_SECONDS, renew_lease=True, on_give_up=_give_up_import)
 def run_import_job(payload: dict[str, Any], _context: JobContext) -> None:
-    run_task(int(payload["task_id"]))
+    try:
+        run_task(int(payload["task_id"]))
+    except (OverflowError, ValueError, DataError) as exc:
+        # A value the database or a date cannot hold: every attempt would fail the same way.
+        raise PermanentFailure(f"{type(exc).__name__}: {exc}") from exc
 
 
 # -- reading a task ---------------------------------------------------------------------

@@ -122,6 +122,10 @@ _CLAIM = {postgres: _claim_statement(postgres) for postgres in (False, True)}
 _SHORTEN = (update(_jobs_table()).where(_jobs_table().c.id.in_(bindparam("ids", expanding=True)),
                                         _jobs_table().c.status == "running")
             .values(locked_until=bindparam("until", type_=UTCDateTime())))
+_RENEW = (update(_jobs_table()).where(_jobs_table().c.id.in_(bindparam("ids", expanding=True)),
+                                      _jobs_table().c.status == "running",
+                                      _jobs_table().c.locked_by == bindparam("worker"))
+          .values(locked_until=bindparam("until", type_=UTCDateTime())))
 _COMPLETE = delete(_jobs_table()).where(_jobs_table().c.id == bindparam("job"),
                                         _jobs_table().c.locked_by == bindparam("worker"))
 
@@ -145,6 +149,18 @@ def shorten_leases(session: Session, leases: dict[int, float]) -> None:
         conn.execute(_SHORTEN, {"ids": ids, "until": now + timedelta(seconds=seconds)})
 
 
+def renew_leases(session: Session, worker_id: str, leases: dict[int, float]) -> None:
+    """Extend the leases of jobs ``worker_id`` still holds to ``leases[job_id]`` seconds from now
+    (a job another worker took over after its lease passed is left alone)."""
+    now = utcnow()
+    by_lease: dict[float, list[int]] = {}
+    for job_id, seconds in leases.items():
+        by_lease.setdefault(seconds, []).append(job_id)
+    conn = session.connection()
+    for seconds, ids in by_lease.items():
+        conn.execute(_RENEW, {"ids": ids, "worker": worker_id, "until": now + timedelta(seconds=seconds)})
+
+
 def complete(session: Session, job_id: int, worker_id: str) -> None:
     session.connection().execute(_COMPLETE, {"job": job_id, "worker": worker_id})
 
@@ -163,12 +179,15 @@ def reschedule(session: Session, job_id: int, worker_id: str, delay: float, erro
     session.execute(update(Job).where(Job.id == job_id, Job.locked_by == worker_id).values(**values))
 
 
-def fail(session: Session, job_id: int, worker_id: str, error: str) -> None:
-    session.execute(
+def fail(session: Session, job_id: int, worker_id: str, error: str) -> bool:
+    """Mark the job failed for good. False when ``worker_id`` no longer holds it (another
+    worker took it over after its lease passed): that worker decides its outcome."""
+    result = session.execute(
         update(Job)
         .where(Job.id == job_id, Job.locked_by == worker_id)
         .values(status="failed", locked_by=None, locked_until=None, last_error=error)
     )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def next_run_at(session: Session) -> datetime | None:

@@ -3,6 +3,11 @@
 Domains register their handlers here (``@handler("tag.expire")``); the jobs package never
 imports a domain. A handler receives the job's payload and a ``JobContext`` and must be
 idempotent: a job whose worker died is run again when its lease expires.
+
+A job that fails for good (its attempts used up, or ``PermanentFailure`` raised) is marked
+``failed``; a kind registered with ``on_give_up`` is told in that same transaction, so the
+domain can put its own state in a final state (an import task ``done`` with the reason)
+instead of leaving it waiting for a job that will never run again.
 """
 
 from __future__ import annotations
@@ -37,8 +42,12 @@ class JobContext:
 
 
 Handler = Callable[[dict[str, Any], JobContext], None]
+# on_give_up(session, payload, context, error): runs in the write transaction that marks the
+# job failed (``error`` is the job's last error, for logs: it may hold internal details).
+GiveUpHandler = Callable[[Any, dict[str, Any], JobContext, str], None]
 
 _handlers: dict[str, Handler] = {}
+_give_up: dict[str, GiveUpHandler] = {}
 
 
 class RetryLater(Exception):
@@ -49,17 +58,35 @@ class RetryLater(Exception):
         self.delay = delay
 
 
+class PermanentFailure(Exception):
+    """Raise from a handler when running the job again cannot succeed (its data is at fault):
+    the job fails at once, without its remaining attempts, and ``on_give_up`` runs."""
+
+
 _leases: dict[str, float] = {}
+_renewed: set[str] = set()
 
 
-def handler(kind: str, *, lease_seconds: float | None = None) -> Callable[[Handler], Handler]:
-    """Register ``fn`` for ``kind``. ``lease_seconds``: claim its jobs with this (shorter) lease
-    than the worker's default, for handlers that renew their own lease while they run, so a
-    dead worker's job is taken over sooner."""
+def handler(kind: str, *, lease_seconds: float | None = None, renew_lease: bool = False,
+            on_give_up: GiveUpHandler | None = None) -> Callable[[Handler], Handler]:
+    """Register ``fn`` for ``kind``.
+
+    ``lease_seconds``: claim its jobs with this (shorter) lease than the worker's default, so a
+    dead worker's job is taken over sooner; the handler must then keep its lease alive, by
+    itself or with ``renew_lease=True`` (the worker renews it every third of the lease while
+    the handler runs). ``on_give_up``: see the module's docstring.
+    """
+    if renew_lease and lease_seconds is None:
+        raise ValueError("renew_lease needs lease_seconds")
+
     def register(fn: Handler) -> Handler:
         _handlers[kind] = fn
         if lease_seconds is not None:
             _leases[kind] = lease_seconds
+        if renew_lease:
+            _renewed.add(kind)
+        if on_give_up is not None:
+            _give_up[kind] = on_give_up
         return fn
 
     return register
@@ -68,6 +95,15 @@ def handler(kind: str, *, lease_seconds: float | None = None) -> Callable[[Handl
 def lease_of(kind: str) -> float | None:
     """The lease ``kind`` asked for at registration, if any."""
     return _leases.get(kind)
+
+
+def renews_lease(kind: str) -> bool:
+    """Whether the worker keeps ``kind``'s lease alive while its handler runs."""
+    return kind in _renewed
+
+
+def give_up_handler(kind: str) -> GiveUpHandler | None:
+    return _give_up.get(kind)
 
 
 def get_handler(kind: str) -> Handler | None:

@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import traceback
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,7 +19,15 @@ from datetime import timedelta
 from openmaac.db.base import utcnow
 from openmaac.db.engine import Database
 from openmaac.jobs import queue
-from openmaac.jobs.registry import JobContext, RetryLater, get_handler, lease_of
+from openmaac.jobs.registry import (
+    JobContext,
+    PermanentFailure,
+    RetryLater,
+    get_handler,
+    give_up_handler,
+    lease_of,
+    renews_lease,
+)
 
 log = logging.getLogger("openmaac.worker")
 
@@ -32,6 +41,49 @@ WAKE_LINGER_SECONDS = 0.005
 
 def backoff_seconds(attempt: int) -> float:
     return float(min(2 ** max(attempt - 1, 0), 300))
+
+
+class _LeaseKeeper:
+    """Renews the leases of one worker's running jobs whose kind registered ``renew_lease``,
+    every third of the lease, from its own thread (a handler busy in a long transaction could
+    not). Such a kind can take a short lease: if the process dies, the renewals stop and
+    another worker (or the restarted process) takes the job over within that lease."""
+
+    def __init__(self, database: Database, worker_id: str) -> None:
+        self.database = database
+        self.worker_id = worker_id
+        self._jobs: dict[int, float] = {}  # job id -> lease seconds
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, job_id: int, lease_seconds: float) -> None:
+        with self._lock:
+            self._jobs[job_id] = lease_seconds
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="openmaac-lease-keeper", daemon=True)
+                self._thread.start()
+
+    def remove(self, job_id: int) -> None:
+        with self._lock:
+            self._jobs.pop(job_id, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._jobs:
+                    self._thread = None  # under the lock: add() starts a new thread from now on
+                    return
+                interval = min(self._jobs.values()) / 3
+            time.sleep(interval)
+            with self._lock:
+                jobs = dict(self._jobs)
+            if not jobs:
+                continue
+            try:
+                with self.database.write() as session:
+                    queue.renew_leases(session, self.worker_id, jobs)
+            except Exception:  # a database hiccup: the next beat tries again, well within the lease
+                log.warning("could not renew job leases", exc_info=True)
 
 
 class Worker:
@@ -49,6 +101,7 @@ class Worker:
         self._in_flight: set[Future[None]] = set()
         self._lock = threading.Lock()
         self._saturated = False  # the last claim filled every free slot: more may be due
+        self._lease_keeper = _LeaseKeeper(database, self.worker_id)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -136,6 +189,18 @@ class Worker:
             return
         context = JobContext(job_id=job.id, kind=job.kind, organization_id=job.organization_id,
                              attempt=job.attempts, worker_id=self.worker_id)
+        if job.attempts > job.max_attempts:
+            # Claimed once more than allowed: the earlier attempts never reported an outcome (each
+            # worker died with the job, or the job outran its lease). Running it again would only
+            # repeat that, and the job would never end.
+            self._give_up(job, context, f"abandoned: {job.attempts - 1} attempts ended without an outcome "
+                                        "(the worker stopped or the lease passed)")
+            return
+        lease = lease_of(job.kind)
+        renewed = lease is not None and renews_lease(job.kind)
+        if renewed:
+            assert lease is not None
+            self._lease_keeper.add(job.id, lease)
         try:
             handler(job.payload, context)
         except RetryLater as retry:
@@ -145,16 +210,33 @@ class Worker:
         except Exception as exc:
             error = "".join(traceback.format_exception_only(exc)).strip()
             log.warning("job %s (%s) attempt %s failed: %s", job.id, job.kind, job.attempts, error)
-            with self.database.write() as session:
-                if job.attempts >= job.max_attempts:
-                    queue.fail(session, job.id, self.worker_id, error)
-                else:
+            if isinstance(exc, PermanentFailure) or job.attempts >= job.max_attempts:
+                self._give_up(job, context, error)
+            else:
+                with self.database.write() as session:
                     queue.reschedule(session, job.id, self.worker_id, backoff_seconds(job.attempts), error)
             return
+        finally:
+            if renewed:
+                self._lease_keeper.remove(job.id)
         if context.completed:  # deleted in the handler's last transaction
             return
         with self.database.write() as session:
             queue.complete(session, job.id, self.worker_id)
+
+    def _give_up(self, job: queue.ClaimedJob, context: JobContext, error: str) -> None:
+        """Mark the job failed and, in the same transaction, let its kind's ``on_give_up`` put the
+        domain's state in a final state. Should that raise, the job is still marked failed."""
+        on_give_up = give_up_handler(job.kind)
+        log.warning("job %s (%s) gave up after %s attempts: %s", job.id, job.kind, job.attempts, error)
+        try:
+            with self.database.write() as session:
+                if queue.fail(session, job.id, self.worker_id, error) and on_give_up is not None:
+                    on_give_up(session, job.payload, context, error)
+        except Exception:
+            log.exception("job %s (%s): on_give_up failed", job.id, job.kind)
+            with self.database.write() as session:
+                queue.fail(session, job.id, self.worker_id, f"{error} (and its on_give_up failed)")
 
     def drain(self, timeout: float = 30.0) -> None:
         """Run until no job is due (used by the CLI and tests)."""

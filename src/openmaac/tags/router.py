@@ -28,7 +28,8 @@ class TagPage(BaseModel):
 class TagCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
     name: str = Field(min_length=1, max_length=255)
-    available_days: int | None = Field(default=None, ge=1, description="null: the tag never expires")
+    available_days: int | None = Field(default=None, ge=1, le=service.MAX_AVAILABLE_DAYS,
+                                       description="null: the tag never expires")
 
 
 class TagMemberIn(BaseModel):

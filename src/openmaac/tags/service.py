@@ -23,6 +23,10 @@ from openmaac.webhooks.events import contact_tag_added, emit_many, tag_event
 from openmaac.webhooks.service import subscribed
 
 EXPIRY_SWEEP_BATCH = 5_000
+# available_days at most this: a tagging's expiry (now + available_days) must stay a date that
+# Python (year 9999) and both databases can hold, whenever a contact is tagged. 1,000,000 days
+# (about 2,738 years) from any date before the year 7000 does.
+MAX_AVAILABLE_DAYS = 1_000_000
 
 
 def serialize_tag(tag: Tag) -> dict[str, Any]:
@@ -48,6 +52,10 @@ def create_tag(session: Session, org: OrgContext, name: str, available_days: int
     name = name.strip()
     if not name:
         raise field_errors({"name": ["This field may not be blank."]})
+    if available_days is not None and not 1 <= available_days <= MAX_AVAILABLE_DAYS:
+        bound = (f"Ensure this value is less than or equal to {MAX_AVAILABLE_DAYS}." if available_days > 1
+                 else "Ensure this value is greater than or equal to 1.")
+        raise field_errors({"available_days": [bound]})
     lock_for_update(session, "tags", org.id)
     if session.scalar(select(Tag.id).where(Tag.organization_id == org.id, Tag.name == name)) is not None:
         raise field_errors({"name": ["tag with this name already exists."]})
