@@ -270,8 +270,9 @@ async def put_provider(org: PlainOrg, request: Request) -> Any:
         raise field_errors({"non_field_errors": ["Invalid data. Expected a dictionary."]})
 
     def run() -> Any:
+        cleaned = providers.clean(body)  # resolves the URLs: before the transaction
         with get_database().write() as session:
-            return providers.serialize(providers.save(session, org.id, body))
+            return providers.serialize(providers.save(session, org.id, cleaned))
 
     return await run_in_threadpool(run)
 
