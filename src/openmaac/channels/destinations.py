@@ -32,6 +32,8 @@ _IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # RFC 2765 SIIT, ::
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")               # RFC 6052 well-known prefix
 # RFC 8215 local-use NAT64: translates to whatever the operator's network holds, never public
 _NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+# IETF protocol assignments (RFC 6890), of which older Pythons count only a /29 as private
+_IETF_PROTOCOL = ipaddress.IPv4Network("192.0.0.0/24")
 
 
 class UnsafeDestination(Exception):
@@ -120,6 +122,8 @@ def is_public(address: IPAddress) -> bool:
         embedded = embedded_ipv4(address)
         if embedded and not all(is_public(inner) for inner in embedded):
             return False
+    elif address in _IETF_PROTOCOL:
+        return False
     return address.is_global and not address.is_multicast
 
 

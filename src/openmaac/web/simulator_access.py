@@ -1,20 +1,23 @@
-"""Who may use the built-in simulators' private paths, on the API port.
+"""Who may use the built-in simulators on the API port.
 
-The simulators are a shared sandbox: one LINE, one Twilio account, one Mitake account for
-every organisation. Their admin API (``/_admin/...``: reset, faults, every message sent) and
-the reads of the shared demo accounts (the Twilio message list and fetch, Mitake's
-``SmQuery``) show or change every organisation's traffic, so they answer only to
+The simulators are a shared sandbox: one LINE, one Twilio account, one Mitake account, one
+WhatsApp number for every organisation. Private, answering only to
 
 - a loopback client that came straight in (no ``X-Forwarded-For``, ``Forwarded`` or
   ``X-Real-IP``: a request relayed by a proxy is treated as remote even when the proxy runs on
   this machine), or
 - a request carrying ``X-Simulator-Admin-Secret`` equal to ``OPENMAAC_SIMULATOR_ADMIN_SECRET``
   (when unset, to a key derived from ``OPENMAAC_SECRET_KEY`` that only this server's own calls
-  to its simulators send);
+  to its simulators send),
 
-everyone else gets 403. The rest of each simulator (sending, LINE's bot API behind its channel
-tokens) stays open, as the upstreams are. The simulators themselves know nothing of this: the
-wrapper sits around each mounted app.
+are every simulator's admin API (``/_admin/...``: reset, faults, every message sent, channel
+registration) and the whole of the SMS and WhatsApp simulators: their shared demo accounts
+list every organisation's messages, and their send calls take a status-callback URL the
+simulator then POSTs to from this server, so open they would let anyone aim this server at
+any address. Only openmaac itself needs them. LINE's bot API stays open behind its channel
+tokens, as on LINE (the simulator calls only webhook URLs registered through its admin API).
+Everyone else gets 403. The simulators know nothing of this: the wrapper sits around each
+mounted app.
 
 The client address is the ASGI ``client``: with uvicorn's defaults that is the socket's peer,
 or, for a connection from an address in ``FORWARDED_ALLOW_IPS`` (127.0.0.1 by default), the
@@ -35,21 +38,16 @@ from openmaac.config import SIMULATOR_ADMIN_HEADER
 
 Private = Callable[[str, list[str]], bool]  # (method, path segments inside the simulator)
 FORWARDING_HEADERS = (b"x-forwarded-for", b"forwarded", b"x-real-ip")
-REFUSAL = ("The simulator admin API answers only to loopback clients or to requests carrying "
-           f"{SIMULATOR_ADMIN_HEADER}.")
+REFUSAL = ("The simulators' admin API and SMS sandbox answer only to loopback clients or to requests "
+           f"carrying {SIMULATOR_ADMIN_HEADER}.")
 
 
 def is_admin_path(_method: str, segments: list[str]) -> bool:
     return bool(segments) and segments[0] == "_admin"
 
 
-def twilio_private(method: str, segments: list[str]) -> bool:
-    # every GET reads the (shared) account's messages: the list and one message
-    return is_admin_path(method, segments) or method in ("GET", "HEAD")
-
-
-def mitake_private(method: str, segments: list[str]) -> bool:
-    return is_admin_path(method, segments) or (bool(segments) and segments[-1] == "SmQuery")
+def whole_simulator(_method: str, _segments: list[str]) -> bool:
+    return True
 
 
 def _route_segments(scope: Scope) -> list[str]:
