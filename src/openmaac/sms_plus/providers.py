@@ -78,7 +78,7 @@ def simulator_url(name: str) -> str:
 
 def _is_builtin(url: object, name: str) -> bool:
     """No URL, or exactly this server's simulator URL (stored before it meant "built-in")."""
-    return not url or (isinstance(url, str) and url.strip().rstrip("/") == simulator_url(name))
+    return url is None or url == "" or (isinstance(url, str) and url.strip().rstrip("/") == simulator_url(name))
 
 
 def config_of(session: Session, organization_id: int) -> ProviderConfig:
