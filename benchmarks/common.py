@@ -83,7 +83,7 @@ class ServerProcess:
         env.update(
             OPENMAAC_DATA_DIR=str(self.data_dir / "data"),
             OPENMAAC_PUBLIC_BASE_URL=self.base_url,
-            OPENMAAC_WEBHOOK_ALLOW_HOSTS="127.0.0.1,localhost",
+            OPENMAAC_OUTBOUND_ALLOW_HOSTS="127.0.0.1,localhost",
         )
         if self.database_url:
             env["OPENMAAC_DATABASE_URL"] = self.database_url

@@ -23,7 +23,7 @@ import pytest
 
 _TMP = Path(tempfile.mkdtemp(prefix="openmaac-test-"))
 os.environ["OPENMAAC_DATA_DIR"] = str(_TMP / "data")
-os.environ.setdefault("OPENMAAC_WEBHOOK_ALLOW_HOSTS", "127.0.0.1,localhost")
+os.environ.setdefault("OPENMAAC_OUTBOUND_ALLOW_HOSTS", "127.0.0.1,localhost")
 os.environ["OPENMAAC_SIMULATORS"] = "1"
 
 

@@ -29,6 +29,7 @@ from openmaac.tags.router import router as tags_router
 from openmaac.templates.router import router as templates_router
 from openmaac.web.errors import APIError, api_error_handler, http_error_handler, validation_error_handler
 from openmaac.web.responses import OrjsonResponse
+from openmaac.web.simulator_access import SimulatorAccess, is_admin_path, whole_simulator
 from openmaac.webhooks.router import router as webhooks_router
 from openmaac.wiring import load_domains
 
@@ -91,16 +92,22 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
         return {"status": "ok", "version": __version__}
 
     if mount_simulators:
-        from openmaac.simulators.line.app import create_app as create_line_simulator
-
-        app.mount("/_simulators/line", create_line_simulator())
-        # SMS+ upstreams: Twilio, Mitake and WhatsApp simulators (the default SMS+ provider)
-        from openmaac.simulators.mitake import create_app as create_mitake_simulator
-        from openmaac.simulators.twilio import create_app as create_twilio_simulator
-        from openmaac.simulators.whatsapp.app import create_app as create_whatsapp_simulator
-
-        app.mount("/_simulators/twilio", create_twilio_simulator())
-        app.mount("/_simulators/mitake", create_mitake_simulator())
-        app.mount("/_simulators/whatsapp", create_whatsapp_simulator(
-            webhook_url=settings.public_base_url.rstrip("/") + "/sms_plus/callbacks/whatsapp"))
+        _mount_simulators(app, settings)
     return app
+
+
+def _mount_simulators(app: FastAPI, settings: Settings) -> None:
+    """The built-in upstreams under ``/_simulators/``: LINE's admin API and the whole SMS and
+    WhatsApp simulators only for loopback clients or the admin key (web/simulator_access.py)."""
+    from openmaac.simulators.line.app import create_app as create_line_simulator
+    from openmaac.simulators.mitake import create_app as create_mitake_simulator
+    from openmaac.simulators.twilio import create_app as create_twilio_simulator
+    from openmaac.simulators.whatsapp.app import create_app as create_whatsapp_simulator
+
+    key = settings.simulator_admin_key
+    app.mount("/_simulators/line", SimulatorAccess(create_line_simulator(), key, is_admin_path))
+    # SMS+ upstreams: Twilio, Mitake and WhatsApp simulators (the default SMS+ provider)
+    app.mount("/_simulators/twilio", SimulatorAccess(create_twilio_simulator(), key, whole_simulator))
+    app.mount("/_simulators/mitake", SimulatorAccess(create_mitake_simulator(), key, whole_simulator))
+    app.mount("/_simulators/whatsapp", SimulatorAccess(create_whatsapp_simulator(
+        webhook_url=settings.public_base_url.rstrip("/") + "/sms_plus/callbacks/whatsapp"), key, whole_simulator))

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from openmaac.auth.models import AccessToken, Organization
 from openmaac.auth.service import create_organization, create_token, hash_token
 from openmaac.channels.models import LineChannel
-from openmaac.config import Settings
+from openmaac.config import SIMULATOR_ADMIN_HEADER, Settings
 from openmaac.db.engine import get_database
 
 log = logging.getLogger("openmaac.bootstrap")
@@ -70,7 +70,8 @@ def register_channels_with_simulator(settings: Settings, timeout: float = 30.0) 
     def run() -> None:
         base = settings.simulator_base_url
         deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=5.0) as client:
+        # the admin key: through a proxy this server is not a loopback client of itself
+        with httpx.Client(timeout=5.0, headers={SIMULATOR_ADMIN_HEADER: settings.simulator_admin_key}) as client:
             while time.monotonic() < deadline:
                 try:
                     client.get(settings.public_base_url.rstrip("/") + "/healthz")

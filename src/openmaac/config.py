@@ -6,11 +6,15 @@ settings, so they all work on the same data without further flags.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+
+SIMULATOR_ADMIN_HEADER = "X-Simulator-Admin-Secret"
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -27,8 +31,9 @@ class Settings:
     default_region: str = "TW"
     public_base_url: str = "http://127.0.0.1:8000"
     simulators_enabled: bool = True
-    webhook_allow_hosts: tuple[str, ...] = field(default_factory=tuple)
+    outbound_allow_hosts: tuple[str, ...] = field(default_factory=tuple)
     embedded_worker: bool = True
+    simulator_admin_secret: str | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -38,6 +43,15 @@ class Settings:
     def simulator_base_url(self) -> str:
         """Where the built-in LINE simulator answers when hosted inside `serve`."""
         return self.public_base_url.rstrip("/") + "/_simulators/line"
+
+    @property
+    def simulator_admin_key(self) -> str:
+        """What ``X-Simulator-Admin-Secret`` must carry for a non-loopback client to reach the
+        built-in simulators' admin API: ``OPENMAAC_SIMULATOR_ADMIN_SECRET``, else a key derived
+        from the server secret that only this server's own calls to its simulators send."""
+        if self.simulator_admin_secret:
+            return self.simulator_admin_secret
+        return hmac.new(self.secret_key.encode(), b"openmaac-simulator-admin", hashlib.sha256).hexdigest()
 
 
 def _load_secret(data_dir: Path) -> str:
@@ -67,7 +81,13 @@ def load_settings() -> Settings:
         database_url = "postgresql://" + database_url[len("postgres://") :]
     if database_url.startswith("postgresql://"):
         database_url = "postgresql+psycopg://" + database_url[len("postgresql://") :]
-    allow = tuple(h.strip() for h in (_env("WEBHOOK_ALLOW_HOSTS", "") or "").split(",") if h.strip())
+    # OPENMAAC_WEBHOOK_ALLOW_HOSTS is the former name (webhooks were the first tenant-set URLs):
+    # still read, and its entries join the new list's
+    allow: list[str] = []
+    for name in ("OUTBOUND_ALLOW_HOSTS", "WEBHOOK_ALLOW_HOSTS"):
+        for entry in (_env(name, "") or "").split(","):
+            if entry.strip() and entry.strip() not in allow:
+                allow.append(entry.strip())
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -76,8 +96,9 @@ def load_settings() -> Settings:
         default_region=_env("DEFAULT_REGION", "TW") or "TW",
         public_base_url=_env("PUBLIC_BASE_URL", "http://127.0.0.1:8000") or "http://127.0.0.1:8000",
         simulators_enabled=(_env("SIMULATORS", "1") or "1") not in ("0", "false", "no"),
-        webhook_allow_hosts=allow,
+        outbound_allow_hosts=tuple(allow),
         embedded_worker=(_env("EMBEDDED_WORKER", "1") or "1") not in ("0", "false", "no"),
+        simulator_admin_secret=_env("SIMULATOR_ADMIN_SECRET"),
     )
 
 

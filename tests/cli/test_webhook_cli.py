@@ -29,6 +29,7 @@ def cli(*args: str, check: bool = True, allow_hosts: bool = True) -> subprocess.
     env = dict(os.environ)
     if not allow_hosts:
         env.pop("OPENMAAC_WEBHOOK_ALLOW_HOSTS", None)
+        env.pop("OPENMAAC_OUTBOUND_ALLOW_HOSTS", None)
     result = subprocess.run([OPENMAAC, "webhook", *args], env=env, capture_output=True, text=True, timeout=120)
     if check:
         assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)

@@ -32,6 +32,7 @@ from openmaac.channels.sms.base import (
     ErrorCategory,
     InboundRequest,
     SendResult,
+    path_segment,
     transport_failure,
 )
 from openmaac.common.validation import has_nul
@@ -255,7 +256,7 @@ class WhatsAppClient:
 
     @property
     def messages_url(self) -> str:
-        return f"{self.base_url}/{self.api_version}/{self.phone_number_id}/messages"
+        return f"{self.base_url}/{path_segment(self.api_version)}/{path_segment(self.phone_number_id)}/messages"
 
     @staticmethod
     def template_payload(to_e164: str, template_name: str, language_code: str,

@@ -6,6 +6,12 @@ install works offline. ``PUT /openapi/v1/pnp/sms_provider/`` (extension) chooses
 Mitake, their credentials and base URL. Delivery reports come back to
 ``/sms_plus/callbacks/{twilio|mitake}/{organization_id}``, verified by the adapter
 (Twilio's signature; an HMAC token in Mitake's callback URL).
+
+Where requests go: a stored ``base_url`` (and ``whatsapp.base_url``) is the tenant's choice,
+checked at PUT and on every connection by ``openmaac.channels.destinations`` (the credentials
+and texts sent there must not reach this server's network). No stored URL means "the built-in
+simulator", resolved from the operator's ``OPENMAAC_PUBLIC_BASE_URL`` when a request is made:
+the only unchecked destination, and one no tenant can aim elsewhere.
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from openmaac.channels import destinations
+from openmaac.channels.guarded_http import shared_guarded_client
 from openmaac.channels.sms.base import DEFAULT_TIMEOUT, SendResult, SmsProvider
 from openmaac.channels.sms.mitake import MitakeProvider
 from openmaac.channels.sms.twilio import TwilioProvider
 from openmaac.channels.whatsapp import DEFAULT_API_VERSION, WhatsAppClient
-from openmaac.config import get_settings
+from openmaac.config import SIMULATOR_ADMIN_HEADER, get_settings
 from openmaac.db.base import utcnow
 from openmaac.sms_plus.models import SmsProviderConfig
 from openmaac.web.errors import field_errors
@@ -59,10 +67,18 @@ class ProviderConfig:
     retry_window_minutes: int = DEFAULT_RETRY_WINDOW_MINUTES
     stored: bool = False
     whatsapp_wait_minutes: int = DEFAULT_WHATSAPP_WAIT_MINUTES
+    builtin: bool = True            # base_url is the built-in simulator (no URL stored)
+    whatsapp_builtin: bool = True   # whatsapp["base_url"] is the built-in simulator
 
 
 def simulator_url(name: str) -> str:
+    """The built-in simulator ``name`` as mounted by ``openmaac serve`` (operator settings)."""
     return get_settings().public_base_url.rstrip("/") + f"/_simulators/{name}"
+
+
+def _is_builtin(url: object, name: str) -> bool:
+    """No URL, or exactly this server's simulator URL (stored before it meant "built-in")."""
+    return url is None or url == "" or (isinstance(url, str) and url.strip().rstrip("/") == simulator_url(name))
 
 
 def config_of(session: Session, organization_id: int) -> ProviderConfig:
@@ -71,11 +87,16 @@ def config_of(session: Session, organization_id: int) -> ProviderConfig:
         return ProviderConfig(organization_id, "twilio", simulator_url("twilio"), dict(SIMULATOR_DEFAULTS["twilio"]),
                               whatsapp={**WHATSAPP_DEFAULTS, "base_url": simulator_url("whatsapp")})
     credentials = {**SIMULATOR_DEFAULTS.get(row.provider, {}), **(row.credentials or {})}
-    whatsapp = {**WHATSAPP_DEFAULTS, "base_url": simulator_url("whatsapp"), **(row.whatsapp or {})}
-    return ProviderConfig(organization_id, row.provider, row.base_url or simulator_url(row.provider), credentials,
-                          whatsapp=whatsapp, callback_timeout_minutes=row.callback_timeout_minutes,
+    stored_whatsapp = dict(row.whatsapp or {})
+    whatsapp_builtin = _is_builtin(stored_whatsapp.pop("base_url", None), "whatsapp")
+    whatsapp = {**WHATSAPP_DEFAULTS, **stored_whatsapp, "base_url": simulator_url("whatsapp") if whatsapp_builtin
+                else str((row.whatsapp or {})["base_url"]).strip()}
+    builtin = _is_builtin(row.base_url, row.provider)
+    return ProviderConfig(organization_id, row.provider, simulator_url(row.provider) if builtin else str(row.base_url),
+                          credentials, whatsapp=whatsapp, callback_timeout_minutes=row.callback_timeout_minutes,
                           retry_window_minutes=row.retry_window_minutes, stored=True,
-                          whatsapp_wait_minutes=row.whatsapp_wait_minutes)
+                          whatsapp_wait_minutes=row.whatsapp_wait_minutes, builtin=builtin,
+                          whatsapp_builtin=whatsapp_builtin)
 
 
 def callback_secret(organization_id: int) -> str:
@@ -88,30 +109,40 @@ def callback_url(config: ProviderConfig) -> str:
     return f"{base}/sms_plus/callbacks/{config.provider}/{config.organization_id}"
 
 
-_http: httpx.Client | None = None
+_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+_simulator_http: httpx.Client | None = None
 _http_lock = threading.Lock()
 
 
-def shared_http() -> httpx.Client:
-    """One pooled client per process for the SMS and WhatsApp gateways: building one costs
-    milliseconds (its TLS context) and keep-alive connections are reused across sends."""
-    global _http
+def simulator_http() -> httpx.Client:
+    """One pooled client per process for the built-in simulators (building one costs
+    milliseconds: its TLS context; keep-alive connections are reused across sends). It signs
+    its requests with the simulator admin key, so this server's own status look-ups reach its
+    simulators through a proxy too (see openmaac.web.simulator_access)."""
+    global _simulator_http
     with _http_lock:
-        if _http is None:
-            _http = httpx.Client(timeout=DEFAULT_TIMEOUT, limits=httpx.Limits(max_connections=64,
-                                                                                max_keepalive_connections=32))
-        return _http
+        if _simulator_http is None:
+            _simulator_http = httpx.Client(timeout=DEFAULT_TIMEOUT, limits=_LIMITS, trust_env=False,
+                                           headers={SIMULATOR_ADMIN_HEADER: get_settings().simulator_admin_key})
+        return _simulator_http
+
+
+def tenant_http() -> httpx.Client:
+    """The pooled client for gateways an organisation configured: connects only to addresses
+    ``openmaac.channels.destinations`` allows, checked at every connection."""
+    return shared_guarded_client(DEFAULT_TIMEOUT, _LIMITS)
 
 
 def build_provider(config: ProviderConfig) -> SmsProvider:
     creds = config.credentials
+    http = simulator_http() if config.builtin else tenant_http()
     if config.provider == "mitake":
         return MitakeProvider(creds.get("username", ""), creds.get("password", ""), base_url=config.base_url,
-                              callback_secret=callback_secret(config.organization_id), http=shared_http())
+                              callback_secret=callback_secret(config.organization_id), http=http)
     return TwilioProvider(creds.get("account_sid", ""), creds.get("auth_token", ""),
                           from_number=creds.get("from_number") or None,
                           messaging_service_sid=creds.get("messaging_service_sid") or None,
-                          base_url=config.base_url, http=shared_http())
+                          base_url=config.base_url, http=http)
 
 
 @contextmanager
@@ -140,9 +171,24 @@ def serialize(config: ProviderConfig) -> dict[str, Any]:
     }
 
 
-def save(session: Session, organization_id: int, body: dict[str, Any]) -> ProviderConfig:
+def _builtin_or_checked(url: object, name: str) -> tuple[str | None, str | None]:
+    """(the URL to store, None) or (None, why it is refused). Empty, or exactly the built-in
+    simulator's URL (what GET shows when nothing is stored), stores nothing: "the built-in
+    simulator", found again from the operator's settings at each send."""
+    if _is_builtin(url, name):
+        return None, None
+    refusal = destinations.url_refusal(url)
+    if refusal is not None:
+        return None, refusal
+    assert isinstance(url, str)
+    return url.strip(), None
+
+
+def clean(body: dict[str, Any]) -> dict[str, Any]:
+    """The PUT body checked (400 field errors otherwise), before any transaction: the URLs are
+    resolved and refused when they lead to a private, loopback or link-local address."""
     provider = body.get("provider", "twilio")
-    errors: dict[str, list[str]] = {}
+    errors: dict[str, Any] = {}
     if provider not in PROVIDERS:
         errors["provider"] = [f'"{provider}" is not a valid choice.']
     credentials = body.get("credentials") or {}
@@ -154,27 +200,39 @@ def save(session: Session, organization_id: int, body: dict[str, Any]) -> Provid
         value = body.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             errors[name] = ["A valid integer is required."]
-    base_url = body.get("base_url")
-    if base_url is not None and (not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))):
-        errors["base_url"] = ["Enter a valid URL."]
-    if provider == "twilio" and credentials and not (credentials.get("from_number")
-                                                     or credentials.get("messaging_service_sid")):
+    base_url, refusal = _builtin_or_checked(body.get("base_url"), provider if provider in PROVIDERS else "twilio")
+    if refusal:
+        errors["base_url"] = [refusal]
+    if "whatsapp" not in errors and "base_url" in whatsapp:
+        whatsapp = dict(whatsapp)
+        whatsapp_url, refusal = _builtin_or_checked(whatsapp.pop("base_url"), "whatsapp")
+        if refusal:
+            errors["whatsapp"] = {"base_url": [refusal]}
+        elif whatsapp_url:
+            whatsapp["base_url"] = whatsapp_url
+    if provider == "twilio" and isinstance(credentials, dict) and credentials and not (
+            credentials.get("from_number") or credentials.get("messaging_service_sid")):
         errors.setdefault("credentials", []).append("Twilio needs from_number or messaging_service_sid.")
     if errors:
         raise field_errors(errors)
+    return {**body, "provider": provider, "base_url": base_url, "credentials": credentials, "whatsapp": whatsapp}
+
+
+def save(session: Session, organization_id: int, cleaned: dict[str, Any]) -> ProviderConfig:
+    """Store a body ``clean`` accepted."""
     row = session.scalar(select(SmsProviderConfig).where(SmsProviderConfig.organization_id == organization_id))
     if row is None:
         row = SmsProviderConfig(organization_id=organization_id)
         session.add(row)
-    row.provider = provider
-    row.base_url = base_url or None
-    row.credentials = dict(credentials)
-    row.whatsapp = dict(whatsapp)
-    row.callback_timeout_minutes = int(body.get("callback_timeout_minutes") or DEFAULT_CALLBACK_TIMEOUT_MINUTES)
-    row.retry_window_minutes = int(body["retry_window_minutes"]) if body.get("retry_window_minutes") is not None \
-        else DEFAULT_RETRY_WINDOW_MINUTES
-    row.whatsapp_wait_minutes = int(body["whatsapp_wait_minutes"]) if body.get("whatsapp_wait_minutes") is not None \
-        else DEFAULT_WHATSAPP_WAIT_MINUTES
+    row.provider = cleaned["provider"]
+    row.base_url = cleaned["base_url"]
+    row.credentials = dict(cleaned["credentials"])
+    row.whatsapp = dict(cleaned["whatsapp"])
+    row.callback_timeout_minutes = int(cleaned.get("callback_timeout_minutes") or DEFAULT_CALLBACK_TIMEOUT_MINUTES)
+    row.retry_window_minutes = int(cleaned["retry_window_minutes"]) \
+        if cleaned.get("retry_window_minutes") is not None else DEFAULT_RETRY_WINDOW_MINUTES
+    row.whatsapp_wait_minutes = int(cleaned["whatsapp_wait_minutes"]) \
+        if cleaned.get("whatsapp_wait_minutes") is not None else DEFAULT_WHATSAPP_WAIT_MINUTES
     row.updated_at = utcnow()
     session.flush()
     return config_of(session, organization_id)
@@ -192,10 +250,11 @@ def whatsapp_webhook_url(organization_id: int | None = None) -> str:
 
 def open_whatsapp(config: ProviderConfig) -> WhatsAppClient:
     values = config.whatsapp
+    base_url = simulator_url("whatsapp") if config.whatsapp_builtin else values["base_url"]
     return WhatsAppClient(values.get("phone_number_id", ""), values.get("access_token", ""),
-                          app_secret=values.get("app_secret") or None,
-                          base_url=values.get("base_url") or simulator_url("whatsapp"),
-                          api_version=values.get("api_version") or DEFAULT_API_VERSION, http=shared_http())
+                          app_secret=values.get("app_secret") or None, base_url=base_url,
+                          api_version=values.get("api_version") or DEFAULT_API_VERSION,
+                          http=simulator_http() if config.whatsapp_builtin else tenant_http())
 
 
 # --- a send whose outcome is unknown ----------------------------------------------------------

@@ -280,15 +280,19 @@ def get_provider(org: PlainOrg) -> Any:
 
 
 @router.put(f"{API}/pnp/sms_provider/", openapi_extra=EXTENSION,
-            summary="Choose the SMS provider: twilio or mitake (openmaac extension)")
+            summary="Choose the SMS provider: twilio or mitake (openmaac extension)",
+            description="`base_url` and `whatsapp.base_url` must not lead to a private, loopback or link-local "
+                        "address unless OPENMAAC_OUTBOUND_ALLOW_HOSTS allows it (400 otherwise); empty means "
+                        "this server's built-in simulator.")
 async def put_provider(org: PlainOrg, request: Request) -> Any:
     body = await _json_body(request, plain=False)
     if not isinstance(body, dict):
         raise field_errors({"non_field_errors": ["Invalid data. Expected a dictionary."]})
 
     def run() -> Any:
+        cleaned = providers.clean(body)  # resolves the URLs: before the transaction
         with get_database().write() as session:
-            return providers.serialize(providers.save(session, org.id, body))
+            return providers.serialize(providers.save(session, org.id, cleaned))
 
     return await run_in_threadpool(run)
 

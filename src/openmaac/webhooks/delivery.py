@@ -29,11 +29,11 @@ from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from openmaac import __version__
+from openmaac.channels import destinations
 from openmaac.db.base import utcnow
 from openmaac.db.engine import get_database
 from openmaac.jobs.models import Job
 from openmaac.jobs.registry import JobContext, handler
-from openmaac.webhooks import safety
 from openmaac.webhooks.models import WebhookDelivery, WebhookEndpoint
 from openmaac.webhooks.service import DISPATCH_KIND, kick
 from openmaac.webhooks.signing import sign
@@ -98,7 +98,7 @@ def new_client() -> aiohttp.ClientSession:
                                  timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS))
 
 
-async def post(client: aiohttp.ClientSession, target: safety.Target, *, secret: str, headers: dict[str, str],
+async def post(client: aiohttp.ClientSession, target: destinations.Target, *, secret: str, headers: dict[str, str],
                key: str, body: bytes) -> Outcome:
     """POST ``body`` once to the checked address; classify the answer per the spec's retry rules."""
     request_headers = dict(headers)
@@ -127,12 +127,12 @@ async def post(client: aiohttp.ClientSession, target: safety.Target, *, secret: 
     return Outcome(False, retryable, status, f"HTTP {status}: {snippet}".strip())
 
 
-def resolve_target(url: str) -> safety.Target | Outcome:
+def resolve_target(url: str) -> destinations.Target | Outcome:
     try:
-        return safety.target_for(url)
-    except safety.UnsafeDestination as exc:
+        return destinations.target_for(url)
+    except destinations.UnsafeDestination as exc:
         return Outcome(False, False, None, f"refused: {exc}")
-    except safety.Unresolvable as exc:
+    except destinations.Unresolvable as exc:
         return Outcome(False, True, None, str(exc))
     except ValueError:
         return Outcome(False, False, None, "refused: not a valid http(s) URL")
@@ -220,7 +220,7 @@ class Dispatcher:
         self.results: list[tuple[Claimed, Outcome | None, datetime]] = []  # None: release unsent
         self.results_since = 0.0
         self._target_url: str | None = None
-        self._target: safety.Target | Outcome | None = None
+        self._target: destinations.Target | Outcome | None = None
 
     # -- database steps (run in a thread) --
     def _renew_job(self, session: Session, now: datetime) -> None:
@@ -326,7 +326,7 @@ class Dispatcher:
             return True
 
     # -- the loop --
-    def _target_for(self, url: str) -> safety.Target | Outcome:
+    def _target_for(self, url: str) -> destinations.Target | Outcome:
         if url != self._target_url or self._target is None:
             self._target = resolve_target(url)
             self._target_url = url

@@ -21,12 +21,12 @@ from sqlalchemy.orm import Session
 
 from openmaac.auth.models import Organization
 from openmaac.auth.service import OrgContext
+from openmaac.channels import destinations
 from openmaac.db.base import utcnow
 from openmaac.jobs.models import Job
 from openmaac.web.errors import APIError, field_errors, not_found
 from openmaac.web.pagination import paginate_by_id
 from openmaac.web.times import render, zone
-from openmaac.webhooks import safety
 from openmaac.webhooks.models import STYLES, WebhookDelivery, WebhookEndpoint
 from openmaac.webhooks.signing import render_body
 from openmaac.webhooks.topics import TOPICS
@@ -58,21 +58,14 @@ def _is_postgres(session: Session) -> bool:
 # -- validation -------------------------------------------------------------------------
 
 def validate_url(url: str) -> str:
-    """400 unless ``url`` is http(s) and resolves only to addresses webhooks may reach.
+    """400 unless ``url`` is http(s) and resolves only to addresses tenants may reach.
 
     Does DNS: call it before opening the write transaction.
     """
     url = url.strip()
-    if len(url) > 2048:
-        raise field_errors({"url": ["Ensure this field has no more than 2048 characters."]})
-    try:
-        safety.target_for(url)
-    except ValueError:
-        raise field_errors({"url": ["Enter a valid URL."]}) from None
-    except safety.Unresolvable:
-        raise field_errors({"url": ["The host of this URL cannot be resolved."]}) from None
-    except safety.UnsafeDestination as exc:
-        raise field_errors({"url": [f"This URL is not allowed: {exc}."]}) from None
+    refusal = destinations.url_refusal(url)
+    if refusal is not None:
+        raise field_errors({"url": [refusal]})
     return url
 
 

@@ -13,9 +13,11 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import httpx
+
+from openmaac.channels.guarded_http import DestinationRefused
 
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 
@@ -173,6 +175,13 @@ REFERENCE_PARAM = "omref"
 SIGNATURE_PARAM = "omsig"
 
 
+def path_segment(value: str) -> str:
+    """``value`` as one URL path segment: an account id or message id taken from settings or
+    from an answer can neither add segments (``/``), start a query (``?``) nor climb (``..``)."""
+    quoted = quote(value, safe="")
+    return quoted.replace(".", "%2E") if quoted.strip(".") == "" else quoted
+
+
 def add_query_params(url: str, params: Mapping[str, str]) -> str:
     """``url`` with ``params`` appended to its query string (existing parameters kept)."""
     parts = urlsplit(url)
@@ -188,7 +197,11 @@ def reference_token(secret: str, reference: str) -> str:
 
 
 def transport_failure(exc: httpx.HTTPError) -> SendResult:
-    """A send that got no HTTP answer. ConnectError/ConnectTimeout: surely not sent; others: unknown."""
+    """A send that got no HTTP answer. ConnectError/ConnectTimeout: surely not sent; others: unknown.
+    A destination the guard refused is a configuration error: retrying cannot help."""
+    if isinstance(exc, DestinationRefused):
+        return SendResult(accepted=False, error_category=ErrorCategory.AUTH_OR_CONFIG,
+                          error_code="destination_refused", error_message=str(exc))
     surely_not_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
     return SendResult(
         accepted=False,

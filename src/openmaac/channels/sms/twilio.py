@@ -33,6 +33,7 @@ from openmaac.channels.sms.base import (
     InboundRequest,
     SendResult,
     add_query_params,
+    path_segment,
     transport_failure,
 )
 
@@ -181,7 +182,7 @@ class TwilioProvider:
 
     @property
     def messages_url(self) -> str:
-        return f"{self.base_url}/2010-04-01/Accounts/{self.account_sid}/Messages.json"
+        return f"{self.base_url}/2010-04-01/Accounts/{path_segment(self.account_sid)}/Messages.json"
 
     def send(self, to_e164: str, text: str, *, reference: str | None = None,
              callback_url: str | None = None) -> SendResult:
@@ -238,7 +239,8 @@ class TwilioProvider:
         return CallbackAck(status_code=200 if report is not None else 403)
 
     def query_status(self, provider_message_id: str) -> DeliveryReport | None:
-        url = f"{self.base_url}/2010-04-01/Accounts/{self.account_sid}/Messages/{provider_message_id}.json"
+        url = (f"{self.base_url}/2010-04-01/Accounts/{path_segment(self.account_sid)}/Messages/"
+               f"{path_segment(provider_message_id)}.json")
         response = self._http.get(url, auth=self._auth, headers=self._headers)
         if response.status_code == 404:
             return None
