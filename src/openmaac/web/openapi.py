@@ -106,11 +106,13 @@ OVERRIDES: dict[tuple[str, str], dict[int, dict[str, Any] | None]] = {
     # "Invalid pk" ones)
     ("post", "/openapi/v1/taglinemember/"): {404: {JSON: DETAIL}},
     ("delete", "/openapi/v1/taglinemember/"): {404: {JSON: DETAIL}},
+    # SMS+ message sending answers in text/plain, a too large body too
+    ("post", "/openapi/v1/pnp/message/push/"): {413: {TEXT: TEXT_BODY}},
+    ("post", "/openapi/v1/pnp/message/multicast/"): {413: {TEXT: TEXT_BODY}, 503: {TEXT: TEXT_BODY}},
     # "pnp_setting_id not found"
     ("get", "/openapi/v1/pnp/message/"): {404: {JSON: DETAIL}},
     # field errors as JSON, the sending refusals (not approved, no points) in SMS+'s text/plain
     ("post", "/openapi/v1/pnp/upload/{upload_id}/send/"): {400: {JSON: BAD_REQUEST, TEXT: TEXT_BODY}},
-    ("post", "/openapi/v1/pnp/message/multicast/"): {503: {TEXT: TEXT_BODY}},
     # the LINE webhook authenticates by signature, not token
     ("post", "/line/webhook/{channel_id}"): {401: {JSON: DETAIL}},
     # providers' callbacks answer their reasons in text/plain; a malformed organisation id is a
@@ -242,7 +244,11 @@ def _dependencies(dependant: Dependant) -> Iterator[Dependant]:
 
 
 def _reads_request(dependant: Dependant) -> bool:
-    return dependant.request_param_name is not None
+    """The endpoint, or a dependency other than authentication, parses the raw request itself."""
+    if dependant.request_param_name is not None:
+        return True
+    return any(sub.request_param_name is not None and getattr(sub.call, "__name__", "") not in AUTH_ANSWERS
+               for sub in _dependencies(dependant))
 
 
 def _auth_answer(route: APIRoute) -> tuple[int, str] | None:
@@ -259,7 +265,7 @@ def _auth_answer(route: APIRoute) -> tuple[int, str] | None:
 
 def _rate_limits(route: APIRoute) -> list[str]:
     """Names of the limits the endpoint checks (``limiter.check(org.id, "push")``)."""
-    endpoint: Callable[..., Any] = route.endpoint
+    endpoint: Callable[..., Any] = inspect.unwrap(route.endpoint)
     try:
         source = inspect.getsource(endpoint)
     except (OSError, TypeError):
