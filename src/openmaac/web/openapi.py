@@ -9,7 +9,7 @@ errors as Django REST framework does (400, ``web/errors.py``), and FastAPI knows
 * 401 (JSON, ``WWW-Authenticate``) or 403 (text/plain or JSON, as the MAAC SMS+ endpoints
   answer) from the authentication dependency the route depends on;
 * 404 where a path parameter names a row;
-* 413 wherever a body is accepted; 415 where the route checks the content type itself;
+* 413 wherever a body is accepted;
 * 429 with ``Retry-After`` where the endpoint calls the rate limiter;
 
 plus the few facts the route table cannot show (``OVERRIDES``). Error bodies are described by
@@ -94,9 +94,12 @@ DESCRIPTIONS = {
     503: "Temporarily unavailable; nothing was sent",
 }
 
-# Facts the route table cannot show, by (method, path): status -> media types answered, where a
-# media type maps to its schema (None: the default for that status).
-OVERRIDES: dict[tuple[str, str], dict[int, dict[str, Any] | None]] = {
+# Facts the route table cannot show, by (method, path): status -> {media type: schema}.
+OVERRIDES: dict[tuple[str, str], dict[int, dict[str, Any]]] = {
+    # custom segments parse their multipart (or, for PATCH, JSON) body themselves and refuse
+    # other content types
+    ("post", "/openapi/v1/custom_segment/"): {415: {JSON: DETAIL}},
+    ("patch", "/openapi/v1/custom_segment/{segment_id}/"): {415: {JSON: DETAIL}},
     # the signed, expiring link: a bad signature answers 403
     ("get", "/openapi/v1/member/import/{task_id}/mismatch/"): {403: {JSON: DETAIL}},
     # invalid LINE message objects answer LINE's own error body
@@ -194,9 +197,6 @@ def _describe(operation: dict[str, Any], route: APIRoute, key: tuple[str, str]) 
         _answer(responses, 404, {JSON: DETAIL})
     if has_body:
         _answer(responses, 413, {JSON: DETAIL})
-    if "multipart/form-data" in operation.get("requestBody", {}).get("content", {}) and route.dependant.body_params == []:
-        # parsed by the route itself, which checks the content type (FastAPI's form parsing does not)
-        _answer(responses, 415, {JSON: DETAIL})
     for name in _rate_limits(route):
         count, period = LIMITS[name]
         per = "second" if period == 1 else ("minute" if period == 60 else f"{period:g} seconds")
@@ -205,7 +205,7 @@ def _describe(operation: dict[str, Any], route: APIRoute, key: tuple[str, str]) 
                 headers={"Retry-After": {"description": "Seconds until a request is accepted again",
                                          "required": True, "schema": {"type": "integer", "minimum": 1}}})
     for status, content in OVERRIDES.get(key, {}).items():
-        _answer(responses, status, content or {JSON: DETAIL}, replace=True)
+        _answer(responses, status, content, replace=True)
     if key in REDIRECTS:
         responses.pop("200", None)
     for status_text, response in responses.items():
