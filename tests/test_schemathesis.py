@@ -26,8 +26,8 @@ from schemathesis.core.failures import FailureGroup
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance, response_headers_conformance]
-POSITIVE_EXAMPLES = 20
-NEGATIVE_EXAMPLES = 10
+POSITIVE_EXAMPLES = 15
+NEGATIVE_EXAMPLES = 8
 
 # Operations not fuzzed, and why. (The simulators' mounted apps are not in the document.)
 EXCLUDED: dict[tuple[str, str], str] = {
