@@ -119,11 +119,11 @@ OVERRIDES: dict[tuple[str, str], dict[int, dict[str, Any]]] = {
     # the LINE webhook authenticates by signature, not token
     ("post", "/line/webhook/{channel_id}"): {401: {JSON: DETAIL}},
     # providers' callbacks answer their reasons in text/plain; a malformed organisation id is a
-    # field error
+    # field error or, as an id no row can have, DRF's JSON 404
     ("get", "/sms_plus/callbacks/{provider_name}/{organization_id}"): {
-        400: {JSON: BAD_REQUEST, TEXT: TEXT_BODY}, 403: {TEXT: TEXT_BODY}, 404: {TEXT: TEXT_BODY}},
+        400: {JSON: BAD_REQUEST, TEXT: TEXT_BODY}, 403: {TEXT: TEXT_BODY}, 404: {JSON: DETAIL, TEXT: TEXT_BODY}},
     ("post", "/sms_plus/callbacks/{provider_name}/{organization_id}"): {
-        400: {JSON: BAD_REQUEST, TEXT: TEXT_BODY}, 403: {TEXT: TEXT_BODY}, 404: {TEXT: TEXT_BODY}},
+        400: {JSON: BAD_REQUEST, TEXT: TEXT_BODY}, 403: {TEXT: TEXT_BODY}, 404: {JSON: DETAIL, TEXT: TEXT_BODY}},
     ("post", "/sms_plus/callbacks/whatsapp"): {400: {TEXT: TEXT_BODY}, 403: {TEXT: TEXT_BODY}},
 }
 # Redirects answer 302 only; FastAPI's default 200 would be a lie.
