@@ -67,3 +67,120 @@ def test_unknown_path_and_method(tenant):
     response = tenant.client.put("/openapi/v1/tag/")
     assert response.status_code == 405
     assert response.json() == {"detail": 'Method "PUT" not allowed.'}
+
+
+# -- the statuses each operation documents are the ones it answers ------------------------------
+
+def _document(anon):
+    return anon.get("/openapi.json").json()
+
+
+def _operations(document):
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            yield method, path, operation
+
+
+def _matches(document, schema, body):
+    import jsonschema_rs
+
+    return jsonschema_rs.validator_for({**schema, "components": document["components"]}).is_valid(body)
+
+
+def _check_answer(document, method, path, response):
+    """The response's status and content type are documented, and its body matches the schema."""
+    documented = document["paths"][path][method]["responses"]
+    assert str(response.status_code) in documented, (method, path, response.status_code, response.text)
+    media = response.headers.get("content-type", "").split(";")[0]
+    content = documented[str(response.status_code)].get("content", {})
+    assert media in content, (method, path, response.status_code, media, list(content))
+    body = response.json() if media == "application/json" else response.text
+    assert _matches(document, content[media]["schema"], body), (method, path, response.status_code, body)
+
+
+def test_no_422_anywhere_and_drf_error_schemas(anon):
+    document = _document(anon)
+    schemas = document["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas
+    assert [(m, p) for m, p, op in _operations(document) if "422" in op["responses"]] == []
+    nested = {"data": {"0": {"line_uid": ["This field is required."]}}, "tags": [{}, {"tag_id": ["Invalid pk"]}]}
+    assert _matches(document, {"$ref": "#/components/schemas/ValidationError"}, nested)
+    assert not _matches(document, {"$ref": "#/components/schemas/ValidationError"}, {"name": "not a list"})
+    assert _matches(document, {"$ref": "#/components/schemas/Detail"}, {"detail": "Not found."})
+    assert not _matches(document, {"$ref": "#/components/schemas/Detail"}, {"name": ["x"]})
+
+
+def test_statuses_follow_from_the_route_table(anon):
+    document = _document(anon)
+    for method, path, operation in _operations(document):
+        responses = operation["responses"]
+        where = (method, path)
+        if operation.get("security"):
+            if "401" in responses:
+                assert responses["401"]["content"]["application/json"]["schema"] == {
+                    "$ref": "#/components/schemas/Detail"}, where
+                assert responses["401"]["headers"]["WWW-Authenticate"]["required"] is True, where
+            else:  # SMS+ answers a bad token with 403, text/plain (sending records: JSON)
+                assert path.startswith("/openapi/v1/pnp/") and "403" in responses, where
+        if "{" in path:
+            assert "404" in responses and "400" in responses, where
+        if "requestBody" in operation or method in ("post", "put", "patch"):
+            assert "413" in responses and "400" in responses, where
+        for status, response in responses.items():
+            assert response.get("description"), (where, status)
+            for media in response.get("content", {}).values():
+                assert media.get("schema"), (where, status)
+    authenticated = [(m, p) for m, p, op in _operations(document) if op.get("security")]
+    assert len(authenticated) > 50
+
+
+def test_rate_limited_operations_document_429_with_retry_after(anon):
+    document = _document(anon)
+    limited = {(method, path) for method, path, operation in _operations(document) if "429" in operation["responses"]}
+    assert limited == {
+        ("post", "/openapi/v1/member/import/"), ("post", "/openapi/v1/direct_message/push/"),
+        ("post", "/openapi/v1/direct_message/multicast/"), ("post", "/openapi/v1/direct_message/enhanced_multicast/"),
+        ("post", "/openapi/v1/pnp/message/push/"), ("post", "/openapi/v1/pnp/message/multicast/"),
+    }
+    for method, path in limited:
+        response = document["paths"][path][method]["responses"]["429"]
+        assert response["headers"]["Retry-After"]["required"] is True
+        assert "at most" in response["description"]
+
+
+def test_missing_or_invalid_token_answers_as_documented(anon):
+    document = _document(anon)
+    checked = 0
+    for method, path, operation in _operations(document):
+        if not operation.get("security"):
+            continue
+        url = path.replace("{", "").replace("}", "")
+        for name in ("task_id", "tag_id", "template_id", "event_id", "webhook_id", "delivery_id", "segment_id",
+                     "direct_message_id", "pnp_setting_id", "upload_id"):
+            url = url.replace(name, "1")
+        for headers in ({}, {"Authorization": "Bearer om_not-a-token"}):
+            response = anon.request(method.upper(), url, headers=headers)
+            assert response.status_code in (401, 403), (method, path, response.status_code)
+            _check_answer(document, method, path, response)
+            checked += 1
+    assert checked > 100
+
+
+def test_error_bodies_match_the_documented_schemas(tenant, anon):
+    document = _document(anon)
+    api = "/openapi/v1"
+    answers = [
+        ("post", f"{api}/direct_message/multicast/", tenant.client.post(
+            f"{api}/direct_message/multicast/", json={"template_id": "x", "data": [{"line_uid": 1}, 5]}), 400),
+        ("post", f"{api}/tag/", tenant.client.post(f"{api}/tag/", content=b"{", headers={
+            "Content-Type": "application/json"}), 400),
+        ("get", f"{api}/tag/{{tag_id}}/", tenant.client.get(f"{api}/tag/999999999/"), 404),
+        ("get", f"{api}/tag/", tenant.client.get(f"{api}/tag/", params={"start": "not-a-cursor"}), 400),
+        ("post", f"{api}/pnp/message/push/", tenant.client.post(f"{api}/pnp/message/push/", json={}), 400),
+        ("get", f"{api}/pnp/setting/{{pnp_setting_id}}/", tenant.client.get(f"{api}/pnp/setting/999999999/"), 404),
+        ("post", f"{api}/custom_segment/", tenant.client.post(f"{api}/custom_segment/", content=b"x", headers={
+            "Content-Type": "text/csv"}), 415),
+    ]
+    for method, path, response, status in answers:
+        assert response.status_code == status, (path, response.status_code, response.text)
+        _check_answer(document, method, path, response)
