@@ -47,11 +47,12 @@ from openmaac.webhooks.schedule import DISABLE_AFTER, RETRY_DELAYS, retry_delay,
 from openmaac.webhooks.service import DISPATCH_KIND, kick
 from openmaac.webhooks.signing import sign
 
+__all__ = ["RETRY_DELAYS", "Dispatcher", "dispatch", "new_idempotency_key", "send_once"]  # RETRY_DELAYS: see schedule
+
 log = logging.getLogger("openmaac.webhooks")
 
 USER_AGENT = f"openmaac-webhook/{__version__}"
 TIMEOUT_SECONDS = 5.0
-__all__ = ["RETRY_DELAYS", "Dispatcher", "dispatch", "new_idempotency_key", "send_once"]
 MAX_IN_FLIGHT = 16          # concurrent requests to one endpoint
 CHAIN_MAX = 50              # deliveries of one ordering key claimed at once
 SCAN_LIMIT = 2000           # pending rows looked at per claim
@@ -88,7 +89,6 @@ class EndpointConfig:
     url: str
     secret: str
     headers: dict[str, str]
-    failing_since: datetime | None = None
 
 
 @dataclass
@@ -281,8 +281,7 @@ class Dispatcher:
             self._renew_job(session, now)
             if row is None or not row.is_active:
                 return Claim(endpoint=None)
-            config = EndpointConfig(int(row.id), str(row.url), str(row.secret), dict(row.headers or {}),
-                                    row.failing_since)
+            config = EndpointConfig(int(row.id), str(row.url), str(row.secret), dict(row.headers or {}))
             self.failing_since = row.failing_since
             _promote_due(session, self.endpoint_id, now)
             chains, _wake, _any = _scan(session, self.endpoint_id, now, room)
