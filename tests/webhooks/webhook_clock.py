@@ -21,6 +21,12 @@ def make_retries_due(database: Any, webhook_id: int) -> int:
     from openmaac.webhooks.service import kick
 
     with database.write() as session:
+        # Share-lock the endpoint as emit() does, so a dispatcher deciding to sleep until the
+        # old due time (it locks the endpoint) either sees these rows due or finds our job.
+        endpoint = select(WebhookEndpoint.organization_id).where(WebhookEndpoint.id == webhook_id)
+        if session.get_bind().dialect.name == "postgresql":
+            endpoint = endpoint.with_for_update(read=True)
+        organization_id = session.scalar(endpoint)
         now = utcnow()
         result = session.execute(
             update(WebhookDelivery).where(
@@ -29,8 +35,6 @@ def make_retries_due(database: Any, webhook_id: int) -> int:
                 or_(WebhookDelivery.locked_until.is_(None), WebhookDelivery.locked_until <= now),
             ).values(next_attempt_at=now).execution_options(synchronize_session=False)
         )
-        organization_id = session.scalar(select(WebhookEndpoint.organization_id)
-                                         .where(WebhookEndpoint.id == webhook_id))
         if organization_id is not None:
             kick(session, webhook_id, int(organization_id))
         return int(result.rowcount or 0)
