@@ -11,15 +11,18 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "webhooks"))
+from webhook_clock import make_retries_due  # noqa: E402
 from webhook_receiver import Receiver  # noqa: E402
 
 from helpers import seed_contacts, wait_for  # noqa: E402
 from openmaac.webhooks import verify  # noqa: E402
+from openmaac.webhooks.schedule import MAX_ATTEMPTS  # noqa: E402
 
 OPENMAAC = str(Path(sys.executable).with_name("openmaac"))
 
@@ -77,7 +80,8 @@ def test_add_list_secret_and_rotate(tenant, receiver):
 
     assert json_lines(cli("list", "--org", tenant.name, "--json").stdout) == [{
         "id": webhook_id, "url": receiver.url, "style": "cdh", "topics": ["contact.tag.add", "message.first_open"],
-        "is_active": True, "pending": 0, "succeeded": 0, "failed": 0}]
+        "is_active": True, "pending": 0, "succeeded": 0, "failed": 0, "failing_since": None, "disabled_at": None,
+        "disabled_reason": None}]
     # The table, piped, keeps each row on one line with the whole URL.
     [row] = [line for line in cli("list", "--org", tenant.name).stdout.splitlines() if receiver.url in line]
     assert f" {webhook_id} " in row and " cdh " in row and "contact.tag.add, message.first_open" in row
@@ -101,18 +105,31 @@ def test_add_list_secret_and_rotate(tenant, receiver):
              timeout=20)
 
 
-def test_failed_delivery_listed_then_replayed_to_the_receiver(tenant, receiver):
+def test_failed_delivery_listed_then_replayed_to_the_receiver(tenant, receiver, database):
     receiver.default_status = 500
     created = json.loads(cli("add", "--org", tenant.name, "--url", receiver.url, "--topic", "contact.tag.add",
                              "--style", "cdh").stdout)
     webhook_id = created["id"]
     uid, tag_id = tag_contact(tenant, "replay me")
-    wait_for(lambda: api_deliveries(tenant, webhook_id, "failed"), timeout=40)  # 4 attempts: 1 s, 2 s, 4 s apart
-    assert len(receiver.requests) == 4 and not receiver.successful()
+    # After MAAC's 1 s, 2 s, 4 s the delivery waits 5 minutes: both listings show when.
+    waiting = wait_for(lambda: [d for d in api_deliveries(tenant, webhook_id) if d["attempts"] == 4
+                                and d["next_attempt_at"]], timeout=40)
+    [pending] = json_lines(cli("deliveries", str(webhook_id), "--json").stdout)
+    assert (pending["status"], pending["attempts"], pending["max_attempts"]) == ("pending", 4, MAX_ATTEMPTS)
+    assert pending["next_attempt_at"] == waiting[0]["next_attempt_at"]
+    assert (datetime.fromisoformat(pending["next_attempt_at"]) - datetime.fromisoformat(pending["last_attempt_at"])
+            == timedelta(minutes=5))
+    [row] = [line for line in cli("deliveries", str(webhook_id)).stdout.splitlines() if pending["idempotency_key"] in line]
+    assert f" 4/{MAX_ATTEMPTS} " in row and f" {pending['next_attempt_at']} " in row
+    # The rest of the schedule (about 3 days), each wait made due as soon as it starts.
+    wait_for(lambda: make_retries_due(database, webhook_id) >= 0 and api_deliveries(tenant, webhook_id, "failed"),
+             timeout=60)
+    assert len(receiver.requests) == MAX_ATTEMPTS and not receiver.successful()
     first = receiver.requests[0]
 
     [failed] = json_lines(cli("deliveries", str(webhook_id), "--json").stdout)
-    assert (failed["status"], failed["attempts"], failed["last_status_code"]) == ("failed", 4, 500)
+    assert (failed["status"], failed["attempts"], failed["last_status_code"]) == ("failed", MAX_ATTEMPTS, 500)
+    assert failed["next_attempt_at"] is None
     assert failed["last_error"].startswith("HTTP 500") and failed["topic"] == "contact.tag.add"
     assert failed["idempotency_key"] == first.key and failed["body"].encode() == first.body
     assert json_lines(cli("deliveries", str(webhook_id), "--status", "failed", "--json").stdout) == [failed]

@@ -8,14 +8,16 @@ import json
 import time
 
 import pytest
+from webhook_clock import make_retries_due
 from webhook_receiver import Receiver
 
 from helpers import new_line_uid, seed_contacts, wait_for
 from openmaac.webhooks import verify
+from openmaac.webhooks.schedule import MAX_ATTEMPTS
 
 
 def spec_snippet_verify(share_secret: str, header_signature: str, body: str) -> None:
-    """File 003's reference implementation, verbatim in substance."""
+    """MAAC OpenAPI v1.1.48's reference implementation, verbatim in substance."""
     signature = hmac.new(
         share_secret.encode("utf-8"), body.encode("utf-8"), hashlib.sha256
     ).hexdigest()
@@ -267,16 +269,19 @@ def test_retry_schedule_1_2_4_seconds_same_key(tenant, receiver, database):
         assert expected - 0.05 <= gap <= expected + 1.5, gaps
     [log] = deliveries(tenant, created["id"])
     assert log["status"] == "succeeded" and log["attempts"] == 4 and log["last_status_code"] == 200
+    assert log["next_attempt_at"] is None and log["max_attempts"] == MAX_ATTEMPTS
 
 
 def test_exhausted_retries_fail_then_replay(tenant, receiver, database):
     receiver.default_status = 500
     created = add_webhook(tenant, receiver.url, ["message.first_open"])
     _emit_one(database, tenant)
-    failed = wait_for(lambda: deliveries(tenant, created["id"], "failed"), timeout=30)
-    assert failed[0]["attempts"] == 4 and failed[0]["last_status_code"] == 500
-    assert failed[0]["last_error"].startswith("HTTP 500")
-    assert len(receiver.requests) == 4
+    # The whole schedule (about 3 days), its waits made due as soon as they start.
+    failed = wait_for(lambda: make_retries_due(database, created["id"]) >= 0 and
+                      deliveries(tenant, created["id"], "failed"), timeout=60)
+    assert failed[0]["attempts"] == MAX_ATTEMPTS and failed[0]["last_status_code"] == 500
+    assert failed[0]["last_error"].startswith("HTTP 500") and failed[0]["next_attempt_at"] is None
+    assert len(receiver.requests) == MAX_ATTEMPTS
     key = receiver.requests[0].key
 
     receiver.default_status = 200

@@ -105,19 +105,22 @@ def list_(org: Annotated[str, typer.Option("--org", help="Organisation name")] =
         context = _org_by_name(session, org)
         for endpoint in session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.organization_id == context.id)
                                         .order_by(WebhookEndpoint.id)):
+            shown = service.serialize_endpoint(endpoint, context)
             rows.append({"id": endpoint.id, "url": endpoint.url, "style": endpoint.style,
                          "topics": list(endpoint.topics), "is_active": endpoint.is_active,
-                         **service.delivery_counts(session, endpoint.id)})
+                         **service.delivery_counts(session, endpoint.id),
+                         "failing_since": shown["failing_since"], "disabled_at": shown["disabled_at"],
+                         "disabled_reason": shown["disabled_reason"]})
     if as_json:
         for row in rows:
             sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
         return
-    table = Table("id", "url", "style", "topics", "active", "pending", "succeeded", "failed")
+    table = Table("id", "url", "style", "topics", "active", "pending", "succeeded", "failed", "failing since")
     table.columns[1].overflow = table.columns[3].overflow = "fold"
     for row in rows:
-        table.add_row(str(row["id"]), row["url"], row["style"], ", ".join(row["topics"]),
-                      "yes" if row["is_active"] else "no", str(row["pending"]), str(row["succeeded"]),
-                      str(row["failed"]))
+        active = "yes" if row["is_active"] else ("deactivated" if row["disabled_reason"] else "paused")
+        table.add_row(str(row["id"]), row["url"], row["style"], ", ".join(row["topics"]), active,
+                      str(row["pending"]), str(row["succeeded"]), str(row["failed"]), row["failing_since"] or "-")
     _print_table(table)
 
 
@@ -142,7 +145,7 @@ def deliveries(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object a line instead of a table")] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """The newest 300 deliveries of an endpoint (id, topic, status, attempts, last answer)."""
+    """The newest 300 deliveries of an endpoint (id, topic, status, attempts, last answer, next attempt)."""
     from openmaac.webhooks import service
 
     if status is not None and status not in STATUSES:
@@ -156,10 +159,12 @@ def deliveries(
         for row in page["results"]:
             sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
         return
-    table = Table("id", "topic", "idempotency key", "status", "attempts", "last status", "last error", "created")
+    table = Table("id", "topic", "idempotency key", "status", "attempts", "next attempt", "last status",
+                  "last error", "created")
     table.columns[1].overflow = table.columns[2].overflow = "fold"
     for row in page["results"]:
-        table.add_row(str(row["id"]), row["topic"], row["idempotency_key"], row["status"], str(row["attempts"]),
+        table.add_row(str(row["id"]), row["topic"], row["idempotency_key"], row["status"],
+                      f"{row['attempts']}/{row['max_attempts']}", row["next_attempt_at"] or "-",
                       str(row["last_status_code"] or "-"), (row["last_error"] or "")[:60], row["created_at"])
     _print_table(table)
 
@@ -168,10 +173,11 @@ def deliveries(
 def replay(
     webhook_id: Annotated[int, typer.Argument(help="Webhook id")],
     delivery: Annotated[list[int] | None, typer.Option("--delivery", help="A delivery id (repeatable); "
-                                                                          "default: every failed one")] = None,
+                                                                          "default: every failed one and every "
+                                                                          "one waiting for a long retry")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Send deliveries again (same body and idempotency key); a running server picks them up."""
+    """Send deliveries again now (same body and idempotency key); a running server picks them up."""
     from openmaac.webhooks import service
 
     database = migrated_database(data_dir)

@@ -5,7 +5,15 @@ batches, sends them concurrently over one keep-alive HTTP client with at most
 ``MAX_IN_FLIGHT`` requests to that endpoint, and records results in batched transactions
 as they arrive. Deliveries sharing an ordering key (a contact's line_uid) form a chain sent
 one after the other; a failure stops the chain, so later events of that contact wait for
-the earlier one's retries (order per contact is kept).
+the earlier one's retries (order per contact is kept) while those are MAAC's fast ones
+(1 s, 2 s, 4 s). A delivery whose next retry is in the long part of the schedule
+(``schedule.LONG_RETRY_DELAYS``: minutes to hours) becomes ``waiting``: it no longer holds
+back its contact's later events, and the scan of pending rows never reads it; when it is
+due it turns ``pending`` again and takes its place by id.
+
+Endpoint health: the first failed attempt after a success sets the endpoint's
+``failing_since``, a success clears it; an endpoint failing for ``schedule.DISABLE_AFTER``
+is deactivated (``is_active`` false, ``disabled_at``, ``disabled_reason``); its queue stays.
 
 Crash safety: a claimed delivery carries a lease (``locked_until``); the dispatcher also
 shortens its own job's lease to ``JOB_LEASE`` and renews it while it runs, so after a crash
@@ -21,11 +29,11 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import aiohttp
-from sqlalchemy import Table, bindparam, delete, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from openmaac import __version__
@@ -35,14 +43,16 @@ from openmaac.db.engine import get_database
 from openmaac.jobs.models import Job
 from openmaac.jobs.registry import JobContext, handler
 from openmaac.webhooks.models import WebhookDelivery, WebhookEndpoint
+from openmaac.webhooks.schedule import DISABLE_AFTER, RETRY_DELAYS, retry_delay, waits_long
 from openmaac.webhooks.service import DISPATCH_KIND, kick
 from openmaac.webhooks.signing import sign
+
+__all__ = ["RETRY_DELAYS", "Dispatcher", "dispatch", "new_idempotency_key", "send_once"]  # RETRY_DELAYS: see schedule
 
 log = logging.getLogger("openmaac.webhooks")
 
 USER_AGENT = f"openmaac-webhook/{__version__}"
 TIMEOUT_SECONDS = 5.0
-RETRY_DELAYS = (1.0, 2.0, 4.0)
 MAX_IN_FLIGHT = 16          # concurrent requests to one endpoint
 CHAIN_MAX = 50              # deliveries of one ordering key claimed at once
 SCAN_LIMIT = 2000           # pending rows looked at per claim
@@ -212,6 +222,33 @@ def _scan(session: Session, endpoint_id: int, now: datetime, room: int
     return chains, wake, bool(rows)
 
 
+def _promote_due(session: Session, endpoint_id: int, now: datetime) -> None:
+    """Waiting deliveries whose retry is due become pending again (oldest due first)."""
+    due = (select(WebhookDelivery.id)
+           .where(WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.status == "waiting",
+                  WebhookDelivery.next_attempt_at <= now)
+           .order_by(WebhookDelivery.next_attempt_at).limit(CLAIM_BATCH))
+    ids = list(session.scalars(due))
+    if ids:
+        session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(ids), WebhookDelivery.status == "waiting")
+                        .values(status="pending").execution_options(synchronize_session=False))
+
+
+def _next_waiting(session: Session, endpoint_id: int) -> datetime | None:
+    """When the endpoint's earliest waiting delivery is due (None: none is waiting)."""
+    return session.scalar(select(func.min(WebhookDelivery.next_attempt_at))
+                          .where(WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.status == "waiting"))
+
+
+def _disabled_reason(failing_since: datetime, error: str | None) -> str:
+    days = DISABLE_AFTER.total_seconds() / 86400
+    reason = (f"deactivated by openmaac: every delivery attempt failed for {days:g} days "
+              f"(failing since {failing_since.astimezone(UTC).isoformat(timespec='seconds')})")
+    if error:
+        reason += f"; last error: {error}"
+    return reason[:600]
+
+
 class Dispatcher:
     def __init__(self, endpoint_id: int, job_id: int) -> None:
         self.endpoint_id = endpoint_id
@@ -221,6 +258,7 @@ class Dispatcher:
         self.results_since = 0.0
         self._target_url: str | None = None
         self._target: destinations.Target | Outcome | None = None
+        self.failing_since: datetime | None = None  # the endpoint's, as last read or written
 
     # -- database steps (run in a thread) --
     def _renew_job(self, session: Session, now: datetime) -> None:
@@ -231,7 +269,8 @@ class Dispatcher:
         with self.database.write() as session:
             now = utcnow()
             stmt = select(WebhookEndpoint.id, WebhookEndpoint.url, WebhookEndpoint.secret, WebhookEndpoint.headers,
-                          WebhookEndpoint.is_active).where(WebhookEndpoint.id == self.endpoint_id)
+                          WebhookEndpoint.is_active, WebhookEndpoint.failing_since
+                          ).where(WebhookEndpoint.id == self.endpoint_id)
             if session.get_bind().dialect.name == "postgresql":
                 # Claims of one endpoint take turns, so even two dispatchers (a lease that
                 # lapsed under a live one) never claim the same delivery.
@@ -243,6 +282,8 @@ class Dispatcher:
             if row is None or not row.is_active:
                 return Claim(endpoint=None)
             config = EndpointConfig(int(row.id), str(row.url), str(row.secret), dict(row.headers or {}))
+            self.failing_since = row.failing_since
+            _promote_due(session, self.endpoint_id, now)
             chains, _wake, _any = _scan(session, self.endpoint_id, now, room)
             ids = [item.id for chain in chains for item in chain]
             if ids:
@@ -271,8 +312,8 @@ class Dispatcher:
             completed: datetime | None = at
             if not outcome.success:
                 if outcome.retryable and attempts < item.max_attempts:
-                    delay = RETRY_DELAYS[min(attempts - 1, len(RETRY_DELAYS) - 1)]
-                    status, next_at, completed = "pending", at + timedelta(seconds=delay), None
+                    status = "waiting" if waits_long(attempts) else "pending"
+                    next_at, completed = at + timedelta(seconds=retry_delay(attempts)), None
                 else:
                     status = "failed"
             finished.append({"_id": item.id, "_status": status, "_attempts": attempts, "_next": next_at,
@@ -280,6 +321,8 @@ class Dispatcher:
                              "_completed": completed})
         table = cast(Table, WebhookDelivery.__table__)
         with self.database.write() as session:
+            # The endpoint row before the job row: the lock order of claim() and emit().
+            self._record_health(session, results)
             self._renew_job(session, utcnow())
             if finished:
                 session.execute(
@@ -294,6 +337,37 @@ class Dispatcher:
             if released:
                 session.execute(update(table).where(table.c.id == bindparam("_id")).values(locked_until=None),
                                 released)
+
+    def _record_health(self, session: Session, results: list[tuple[Claimed, Outcome | None, datetime]]) -> None:
+        """A success clears ``failing_since``; a batch of only failures sets it, or, when it
+        is DISABLE_AFTER old, deactivates the endpoint. Writes only on a change of state."""
+        attempted = [(outcome, at) for _item, outcome, at in results if outcome is not None]
+        if not attempted:
+            return
+        endpoint = WebhookEndpoint.__table__.c
+        if any(outcome.success for outcome, _at in attempted):
+            if self.failing_since is not None:
+                session.execute(update(WebhookEndpoint.__table__).where(
+                    endpoint.id == self.endpoint_id, endpoint.failing_since.is_not(None)).values(failing_since=None))
+                self.failing_since = None
+            return
+        first_failure = min(at for _outcome, at in attempted)
+        if self.failing_since is None:
+            session.execute(update(WebhookEndpoint.__table__).where(
+                endpoint.id == self.endpoint_id, endpoint.failing_since.is_(None)).values(failing_since=first_failure))
+            self.failing_since = first_failure
+            return
+        now = utcnow()
+        if self.failing_since <= now - DISABLE_AFTER:
+            last_error = attempted[-1][0].error
+            result = session.execute(update(WebhookEndpoint.__table__).where(
+                endpoint.id == self.endpoint_id, endpoint.is_active.is_(True), endpoint.failing_since.is_not(None),
+                endpoint.failing_since <= now - DISABLE_AFTER,
+            ).values(is_active=False, disabled_at=now, updated_at=now,
+                     disabled_reason=_disabled_reason(self.failing_since, last_error)))
+            if result.rowcount:  # type: ignore[attr-defined]
+                log.warning("webhook endpoint %s deactivated: failing since %s", self.endpoint_id,
+                            self.failing_since.isoformat())
 
     def finish(self, over_budget: bool) -> bool:
         """Nothing in flight: stop (delete or re-time our job) unless work is due now.
@@ -311,6 +385,12 @@ class Dispatcher:
             active = bool(endpoint and endpoint.is_active)
             if active:
                 chains, wake, anything = _scan(session, self.endpoint_id, now, 1)
+                waiting = _next_waiting(session, self.endpoint_id)
+                if waiting is not None:
+                    anything = True
+                    if waiting <= now:
+                        chains = chains or [[]]  # due: the next claim turns it pending
+                    wake = waiting if wake is None else min(wake, waiting)
                 if chains and not over_budget:
                     return False
                 if chains:

@@ -9,7 +9,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 from openmaac.db.base import Base, BigId, JSONType, UTCDateTime, utcnow
 
 STYLES = ("maac", "cdh", "raw")
-DELIVERY_STATUSES = ("pending", "succeeded", "failed")
+# "waiting": pending, but waiting in the long part of the retry schedule (minutes to hours).
+# Shown as "pending" by the API; kept apart so that the dispatcher's in-order scan of pending
+# rows never has to read past them, and so that they do not hold back later events of their
+# contact (see docs/webhooks.md, "Retries").
+DELIVERY_STATUSES = ("pending", "waiting", "succeeded", "failed")
 
 
 class WebhookEndpoint(Base):
@@ -27,14 +31,20 @@ class WebhookEndpoint(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Health: the first failed attempt since the last successful one (None: healthy). An
+    # endpoint failing for DISABLE_AFTER is deactivated with disabled_at and a reason.
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(600), nullable=True)
 
 
 class WebhookDelivery(Base):
     """One event for one endpoint: the outbox row, written with the change that caused it.
 
     The body is rendered once, at that moment, so every attempt sends the same bytes under
-    the same ``CrescLab-Idempotency-Key``. status: pending -> succeeded | failed. A pending
-    row with ``locked_until`` in the future is being sent; a lapsed lock is claimable again.
+    the same ``CrescLab-Idempotency-Key``. status: pending -> succeeded | failed, with
+    pending <-> waiting while in the long part of the retry schedule. A pending row with
+    ``locked_until`` in the future is being sent; a lapsed lock is claimable again.
     """
 
     __tablename__ = "webhook_deliveries"
@@ -42,6 +52,7 @@ class WebhookDelivery(Base):
         UniqueConstraint("endpoint_id", "idempotency_key", name="uq_webhook_deliveries_endpoint_key"),
         Index("ix_webhook_deliveries_endpoint_status", "endpoint_id", "status", "id"),
         Index("ix_webhook_deliveries_endpoint_id", "endpoint_id", "id"),
+        Index("ix_webhook_deliveries_endpoint_status_next", "endpoint_id", "status", "next_attempt_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -53,7 +64,7 @@ class WebhookDelivery(Base):
     body: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    max_attempts: Mapped[int] = mapped_column(Integer, default=4)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=14)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)

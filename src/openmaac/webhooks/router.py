@@ -52,6 +52,11 @@ class WebhookOut(BaseModel):
     is_active: bool
     created_at: str
     updated_at: str
+    failing_since: str | None = Field(description="The first failed attempt since the last successful one "
+                                                  "(null: the last attempt succeeded)")
+    disabled_at: str | None = Field(description="When the endpoint was paused or deactivated (null while active)")
+    disabled_reason: str | None = Field(description="Set when openmaac deactivated the endpoint because every "
+                                                    "attempt failed for 5 days (null when paused on request)")
 
 
 class WebhookCreated(WebhookOut):
@@ -74,12 +79,13 @@ class DeliveryOut(BaseModel):
     topic: str
     idempotency_key: str
     status: str
-    attempts: int
+    attempts: int = Field(description="Attempts made so far")
+    max_attempts: int = Field(description="Attempts made at most before the delivery fails")
     last_status_code: int | None
     last_error: str | None
     created_at: str
     last_attempt_at: str | None
-    next_attempt_at: str | None
+    next_attempt_at: str | None = Field(description="When a pending delivery is tried next (null once finished)")
     completed_at: str | None
     body: str
 
@@ -91,7 +97,9 @@ class DeliveryPage(BaseModel):
 
 class ReplayIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    delivery_ids: list[int] | None = Field(default=None, description="Omit to replay every failed delivery")
+    delivery_ids: list[int] | None = Field(default=None, description="Omit to replay every failed delivery and "
+                                                                      "every one waiting for a retry minutes or "
+                                                                      "hours away")
 
 
 class ReplayOut(BaseModel):
@@ -159,7 +167,8 @@ def rotate_secret(org: Org, webhook_id: int) -> Any:
 @router.post("/webhook/{webhook_id}/test/", response_model=DeliveryOut, openapi_extra=EXTENSION,
              summary="Send a test event (openmaac extension)",
              description="POSTs a signed `webhook.test` event now, once (no retries), and answers the "
-                         "attempt as a delivery: `status` succeeded or failed, `last_status_code`, `last_error`.")
+                         "attempt as a delivery: `status` succeeded or failed, `last_status_code`, `last_error`. "
+                         "A success re-activates an endpoint that openmaac deactivated after 5 days of failures.")
 def test_webhook(org: Org, webhook_id: int) -> Any:
     with get_database().read() as session:
         endpoint = service.get_endpoint(session, org.id, webhook_id)
@@ -175,7 +184,8 @@ def test_webhook(org: Org, webhook_id: int) -> Any:
 
 @router.get("/webhook/{webhook_id}/deliveries/", response_model=DeliveryPage, openapi_extra=EXTENSION,
             summary="Get webhook deliveries (openmaac extension)",
-            description="Newest first, 300 a page. Failed deliveries stay here until replayed.")
+            description="Newest first, 300 a page. A pending delivery shows `attempts` and `next_attempt_at`; "
+                        "failed deliveries stay here until replayed.")
 def list_deliveries(
     org: Org,
     webhook_id: int,
@@ -195,8 +205,9 @@ def get_delivery(org: Org, webhook_id: int, delivery_id: int) -> Any:
 
 @router.post("/webhook/{webhook_id}/replay/", response_model=ReplayOut, openapi_extra=EXTENSION,
              summary="Replay webhook deliveries (openmaac extension)",
-             description="Sends finished deliveries again with the same body and idempotency key and a fresh "
-                         "retry budget. Without `delivery_ids`, every failed delivery of the webhook.")
+             description="Sends deliveries again, now, with the same body and idempotency key and a fresh "
+                         "retry budget. Without `delivery_ids`, every failed delivery of the webhook and every one "
+                         "waiting for a retry minutes or hours away.")
 def replay(org: Org, webhook_id: int, body: ReplayIn | None = None) -> Any:
     with get_database().write() as session:
         return service.replay(session, org, webhook_id, body.delivery_ids if body else None)

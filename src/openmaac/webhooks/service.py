@@ -28,11 +28,11 @@ from openmaac.web.errors import APIError, field_errors, not_found
 from openmaac.web.pagination import paginate_by_id
 from openmaac.web.times import render, zone
 from openmaac.webhooks.models import STYLES, WebhookDelivery, WebhookEndpoint
+from openmaac.webhooks.schedule import MAX_ATTEMPTS
 from openmaac.webhooks.signing import render_body
 from openmaac.webhooks.topics import TOPICS
 
 DISPATCH_KIND = "webhook.dispatch"
-MAX_ATTEMPTS = 4  # the first try and 3 retries (after 1 s, 2 s, 4 s)
 MAX_HEADERS = 20
 RESERVED_HEADERS = {"content-type", "content-length", "host", "user-agent", "crescLab-idempotency-key".lower(),
                     "cresclab-signature", "transfer-encoding", "connection"}
@@ -115,6 +115,9 @@ def serialize_endpoint(endpoint: WebhookEndpoint, org: OrgContext, *, with_secre
         "is_active": endpoint.is_active,
         "created_at": render(endpoint.created_at, org.tz),
         "updated_at": render(endpoint.updated_at, org.tz),
+        "failing_since": render(endpoint.failing_since, org.tz),
+        "disabled_at": render(endpoint.disabled_at, org.tz) if not endpoint.is_active else None,
+        "disabled_reason": endpoint.disabled_reason if not endpoint.is_active else None,
     }
     if with_secret:
         out["secret"] = endpoint.secret
@@ -166,12 +169,31 @@ def update_endpoint(session: Session, org: OrgContext, endpoint_id: int, changes
     if "headers" in changes:
         endpoint.headers = clean_headers(changes["headers"])
     if "is_active" in changes and changes["is_active"] is not None:
-        endpoint.is_active = bool(changes["is_active"])
+        if changes["is_active"] and not endpoint.is_active:
+            resume(session, endpoint)
+        elif not changes["is_active"] and endpoint.is_active:
+            endpoint.is_active = False
+            endpoint.disabled_at, endpoint.disabled_reason = utcnow(), None  # paused on request
     endpoint.updated_at = utcnow()
     session.flush()
     if endpoint.is_active:
         kick(session, endpoint.id, endpoint.organization_id)  # e.g. re-activated with events waiting
     return serialize_endpoint(endpoint, org)
+
+
+def resume(session: Session, endpoint: WebhookEndpoint) -> None:
+    """Activate a paused or deactivated endpoint: a fresh health record, and the deliveries
+    waiting in the long retry schedule are due now (someone says the receiver works again)."""
+    now = utcnow()
+    endpoint.is_active = True
+    endpoint.failing_since = endpoint.disabled_at = endpoint.disabled_reason = None
+    endpoint.updated_at = now
+    session.execute(
+        update(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id, WebhookDelivery.status == "waiting")
+        .values(next_attempt_at=now).execution_options(synchronize_session=False)
+    )
+    session.flush()
+    kick(session, endpoint.id, endpoint.organization_id)
 
 
 def delete_endpoint(session: Session, org: OrgContext, endpoint_id: int) -> None:
@@ -329,19 +351,30 @@ def kick(session: Session, endpoint_id: int, organization_id: int, run_at: datet
 
 # -- the delivery log -----------------------------------------------------------------------
 
+PUBLIC_STATUS = {"waiting": "pending"}  # a waiting delivery is pending to the API
+
+
+def _status_condition(status: str) -> Any:
+    if status == "pending":
+        return WebhookDelivery.status.in_(("pending", "waiting"))
+    return WebhookDelivery.status == status
+
+
 def serialize_delivery(delivery: WebhookDelivery, org: OrgContext) -> dict[str, Any]:
+    pending = delivery.status in ("pending", "waiting")
     return {
         "id": delivery.id,
         "webhook_id": delivery.endpoint_id,
         "topic": delivery.topic,
         "idempotency_key": delivery.idempotency_key,
-        "status": delivery.status,
+        "status": PUBLIC_STATUS.get(delivery.status, delivery.status),
         "attempts": delivery.attempts,
+        "max_attempts": delivery.max_attempts,
         "last_status_code": delivery.last_status_code,
         "last_error": delivery.last_error,
         "created_at": render(delivery.created_at, org.tz),
         "last_attempt_at": render(delivery.last_attempt_at, org.tz),
-        "next_attempt_at": render(delivery.next_attempt_at, org.tz) if delivery.status == "pending" else None,
+        "next_attempt_at": render(delivery.next_attempt_at, org.tz) if pending else None,
         "completed_at": render(delivery.completed_at, org.tz),
         "body": delivery.body,
     }
@@ -353,7 +386,7 @@ def list_deliveries(session: Session, org: OrgContext, endpoint_id: int, *, stat
     stmt = select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id,
                                          WebhookDelivery.organization_id == org.id)
     if status:
-        stmt = stmt.where(WebhookDelivery.status == status)
+        stmt = stmt.where(_status_condition(status))
     page = paginate_by_id(session, stmt, WebhookDelivery.id,
                           scope=f"webhook-delivery:{org.id}:{endpoint_id}:{status or ''}", start=start)
     return {"results": [serialize_delivery(d, org) for d in page.rows], "next": page.next}
@@ -375,27 +408,32 @@ def delivery_counts(session: Session, endpoint_id: int) -> dict[str, int]:
         .group_by(WebhookDelivery.status)
     ).all()
     counts = {"pending": 0, "succeeded": 0, "failed": 0}
-    counts.update({str(s): int(n) for s, n in rows})
+    for status, count in rows:
+        counts[PUBLIC_STATUS.get(str(status), str(status))] += int(count)
     return counts
 
 
 def replay(session: Session, org: OrgContext, endpoint_id: int, delivery_ids: list[int] | None) -> dict[str, Any]:
-    """Send finished deliveries again: same body, same idempotency key, a fresh retry budget.
+    """Send deliveries again, now: same body, same idempotency key, a fresh retry budget.
 
-    Without ids, every failed delivery of the endpoint is replayed. Pending ones are left alone.
+    Without ids, every failed delivery of the endpoint and every one waiting in the long part
+    of the retry schedule. Named ones may also have succeeded. Deliveries being sent or in
+    MAAC's fast retries (1 s, 2 s, 4 s) are left alone.
     """
     endpoint = get_endpoint(session, org.id, endpoint_id, for_update=True)
     condition = [WebhookDelivery.endpoint_id == endpoint.id, WebhookDelivery.organization_id == org.id]
     if delivery_ids is None:
-        condition.append(WebhookDelivery.status == "failed")
+        condition.append(WebhookDelivery.status.in_(("failed", "waiting")))
     else:
         if len(delivery_ids) > 10_000:
             raise field_errors({"delivery_ids": ["Ensure this field has no more than 10000 elements."]})
-        condition += [WebhookDelivery.id.in_(delivery_ids), WebhookDelivery.status.in_(("failed", "succeeded"))]
+        condition += [WebhookDelivery.id.in_(delivery_ids),
+                      WebhookDelivery.status.in_(("failed", "waiting", "succeeded"))]
     now = utcnow()
     result = session.execute(
         update(WebhookDelivery).where(*condition).values(
-            status="pending", attempts=0, next_attempt_at=now, locked_until=None, completed_at=None,
+            status="pending", attempts=0, max_attempts=MAX_ATTEMPTS, next_attempt_at=now, locked_until=None,
+            completed_at=None,
         ).execution_options(synchronize_session=False)
     )
     count = int(result.rowcount or 0)  # type: ignore[attr-defined]
@@ -406,8 +444,14 @@ def replay(session: Session, org: OrgContext, endpoint_id: int, delivery_ids: li
 
 def record_test_delivery(session: Session, org: OrgContext, endpoint_id: int, *, key: str, body: str,
                          outcome: Any) -> dict[str, Any]:
-    """Log a "Send test" attempt (already made) as a finished delivery."""
-    endpoint = get_endpoint(session, org.id, endpoint_id)
+    """Log a "Send test" attempt (already made) as a finished delivery. A success resumes an
+    endpoint that openmaac deactivated (not one paused on request) and clears its failures."""
+    endpoint = get_endpoint(session, org.id, endpoint_id, for_update=True)
+    if outcome.success:
+        if not endpoint.is_active and endpoint.disabled_reason is not None:
+            resume(session, endpoint)
+        else:
+            endpoint.failing_since = None
     now = utcnow()
     delivery = WebhookDelivery(
         organization_id=org.id, endpoint_id=endpoint.id, topic="webhook.test", idempotency_key=key,
