@@ -3,7 +3,7 @@ found through an index on their due time) and endpoint health (failing_since, di
 disabled_reason). Queued deliveries get the new attempt budget (14 instead of 4).
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 """
 from __future__ import annotations
 

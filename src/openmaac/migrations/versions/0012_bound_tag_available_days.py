@@ -4,7 +4,7 @@ failing every import and tagging that used it); it gets the bound, which is as g
 expiring and now fits every date.
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0011
 """
 from __future__ import annotations
 
