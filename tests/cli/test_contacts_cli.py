@@ -20,7 +20,8 @@ def _run(*args: str, data_dir: Path, check: bool = True) -> subprocess.Completed
 
 def _export(data_dir: Path) -> list[dict[str, str]]:
     out = _run("contacts", "export", "--org", "acme", data_dir=data_dir).stdout
-    return list(csv.DictReader(io.StringIO(out)))
+    assert out.startswith("\ufeffline_uid,")  # UTF-8 with BOM, for Excel
+    return list(csv.DictReader(io.StringIO(out.removeprefix("\ufeff"))))
 
 
 def test_import_csv_then_export(tmp_path):

@@ -27,7 +27,7 @@ def _ready(tenant, segment_id):
 
 
 def _members(tenant, segment_id):
-    text = tenant.client.get(f"/openapi/v1/segment/{segment_id}/members/").text
+    text = tenant.client.get(f"/openapi/v1/segment/{segment_id}/members/").content.decode("utf-8-sig")
     return sorted(row[0] for row in list(csv.reader(io.StringIO(text)))[1:])
 
 
