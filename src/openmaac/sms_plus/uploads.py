@@ -34,7 +34,7 @@ LIMITS = tabular.Limits(max_bytes=MAX_BYTES, max_rows=MAX_ROWS)
 PHONE_COLUMNS = ("phone_number", "phone", "mobile", "電話", "手機", "手機號碼", "電話號碼")
 # Rows per write transaction while storing: short enough that other organisations' writes
 # (SQLite has one writer) wait milliseconds, not the whole file (docs/benchmarks.md, write_latency).
-INSERT_CHUNK = 1000
+INSERT_CHUNK = 500
 DELETE_CHUNK = 5000
 STORING = "storing"  # rows still being stored: not found, not sendable
 ABANDONED_AFTER_SECONDS = 3600
