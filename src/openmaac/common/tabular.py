@@ -276,7 +276,9 @@ def detect_encoding(path: str) -> str:
         sample = _detection_sample(raw)
     from charset_normalizer import from_bytes
 
-    best = from_bytes(sample).best()
+    # Text without NUL bytes is not UTF-16/32 (their ASCII characters carry a zero byte).
+    wide = [] if b"\x00" in sample else ["utf_16", "utf_16_be", "utf_16_le", "utf_32", "utf_32_be", "utf_32_le"]
+    best = from_bytes(sample, cp_exclusion=wide).best()
     if best is None:
         raise TabularError("The file's text encoding could not be recognised (it is not UTF-8); "
                            "save it as CSV UTF-8.")
@@ -311,6 +313,7 @@ def _detection_sample(raw: IO[bytes]) -> bytes:
     if b"\x00" in head:
         return head[: len(head) - len(head) % 4]
     raw.seek(0)
+    # only those lines: ASCII context made a single short name look like a Western code page
     lines: list[bytes] = []
     size = 0
     tail = b""
@@ -319,11 +322,13 @@ def _detection_sample(raw: IO[bytes]) -> bytes:
         cut = block.rfind(b"\n") + 1
         tail = block[cut:]
         for line in re.findall(rb"[^\n]*[\x80-\xff][^\n]*\n", block[:cut]):
-            lines.append(line)
+            lines.append(line)  # whole lines: a cut character would fit no encoding
             size += len(line)
+            if size >= DETECTION_SAMPLE:
+                break
     if size < DETECTION_SAMPLE and tail:
         lines.append(tail)
-    return b"".join(lines)[:DETECTION_SAMPLE]
+    return b"".join(lines)
 
 
 # -- XLSX -------------------------------------------------------------------------------------
