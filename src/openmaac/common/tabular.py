@@ -52,6 +52,7 @@ XLSX_MAX_SHARED_STRING_BYTES = 256 * 1024  # one shared-strings entry's XML
 XLSX_MAX_PART_BYTES = 8 * 1024 * 1024  # any other XML part (workbook, styles, relationships)
 XML_MAX_TEXT_RUN = 256 * 1024  # bytes between two '<' in any XML part: one text or one tag
 XLSX_MAX_ROW_CHARS = 1024 * 1024  # text in one worksheet row's XML
+XLSX_MAX_OTHER_ELEMENTS = 2_000_000  # worksheet elements outside rows (merged cells, links, ...)
 XML_CHUNK = 64 * 1024  # smaller than XML_MAX_TEXT_RUN, so only runs across chunks need tracking
 
 READ_BLOCK = 1024 * 1024
@@ -505,7 +506,7 @@ def _row_elements(source: IO[bytes], limits: Limits) -> Iterator[ElementTree.Ele
     stack: list[Any] = []
     current: Any = None
     max_elements = 8 * limits.max_columns + 16
-    elements = chars = 0
+    elements = chars = others = 0
     run = total = 0
     while True:
         chunk = source.read(XML_CHUNK)
@@ -534,6 +535,10 @@ def _row_elements(source: IO[bytes], limits: Limits) -> Iterator[ElementTree.Ele
             stack.pop()
             parent = stack[-1] if stack else None
             if current is None:
+                others += 1
+                if others > XLSX_MAX_OTHER_ELEMENTS:
+                    raise TabularError(f"The XLSX worksheet has more than {XLSX_MAX_OTHER_ELEMENTS:,} elements "
+                                       "outside its rows.")
                 element.clear()
                 if parent is not None:
                     parent.remove(element)
