@@ -24,6 +24,7 @@ app.add_typer(__import__("openmaac.contacts.cli", fromlist=["app"]).app, name="c
 app.add_typer(__import__("openmaac.sms_plus.upload_cli", fromlist=["app"]).app, name="sms-plus")
 
 err = Console(stderr=True, soft_wrap=True)  # tokens and URLs must never be wrapped
+SWITCH_INTERVAL_SECONDS = 0.001
 out = Console()
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default ./data, env OPENMAAC_DATA_DIR)")]
@@ -82,6 +83,10 @@ def serve(
     # worker) and then re-raises the signal to the handler it found; make that handler exit 0
     # so a supervisor sees a clean stop rather than death by signal.
     signal.signal(signal.SIGTERM, lambda *_args: sys.exit(0))
+    # A thread busy in Python (an uploaded file being read) hands the interpreter lock to a
+    # waiting request after this long; at the default 5 ms, a request needing a dozen hand-offs
+    # waited tens of milliseconds behind one upload (docs/benchmarks.md, write_latency).
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     uvicorn.run(
         create_app(settings),
         host=host,

@@ -20,7 +20,8 @@ def _run(*args: str, data_dir: Path, check: bool = True) -> subprocess.Completed
 
 def _export(data_dir: Path) -> list[dict[str, str]]:
     out = _run("contacts", "export", "--org", "acme", data_dir=data_dir).stdout
-    return list(csv.DictReader(io.StringIO(out)))
+    assert out.startswith("\ufeffline_uid,")  # UTF-8 with BOM, for Excel
+    return list(csv.DictReader(io.StringIO(out.removeprefix("\ufeff"))))
 
 
 def test_import_csv_then_export(tmp_path):
@@ -80,3 +81,37 @@ def test_invalid_file_changes_nothing(tmp_path):
     unknown = _run("contacts", "import", str(source), "--key", "customer_id", "--org", "nobody",
                    data_dir=tmp_path, check=False)
     assert unknown.returncode == 2
+
+
+def test_big5_and_utf16_files_import_with_their_chinese_names(tmp_path):
+    _run("token", "create", "--org", "acme", data_dir=tmp_path)
+    names = {"C1": "王小明", "C2": "陳大文", "C3": "林美麗", "C4": "張志明"}
+    big5 = tmp_path / "excel-taiwan.csv"  # what Excel in Taiwan saves as "CSV"
+    big5.write_bytes(("customer_id,display_name\r\nC1,王小明\r\nC2,陳大文\r\n").encode("big5"))
+    utf16 = tmp_path / "unicode.csv"
+    utf16.write_bytes(("customer_id,display_name\r\nC3,林美麗\r\nC4,張志明\r\n").encode("utf-16"))
+    for source in (big5, utf16):
+        result = _run("contacts", "import", str(source), "--key", "customer_id", "--org", "acme", data_dir=tmp_path)
+        assert "2 rows: 2 created" in result.stderr
+    assert {row["customer_id"]: row["display_name"] for row in _export(tmp_path)} == names
+
+
+def test_malformed_files_are_refused_with_the_line_and_no_traceback(tmp_path):
+    _run("token", "create", "--org", "acme", data_dir=tmp_path)
+    cases = {
+        b'customer_id,email\nA1,"a@example.com\nA2,b@example.com\n':
+            "the quoted cell starting on line 2 is never closed",
+        b"customer_id,email\nA1,a@example.com\nA2,b@example.com,extra\n":
+            "Line 3 has 3 cells, more than the 2 columns of the header.",
+        b"customer_id,email\nA1,\xff\xfe\xfa\xfb\n" + bytes(range(128, 256)) * 4:
+            "save it as CSV UTF-8.",
+    }
+    for content, message in cases.items():
+        source = tmp_path / "bad.csv"
+        source.write_bytes(content)
+        result = _run("contacts", "import", str(source), "--key", "customer_id", "--org", "acme",
+                      data_dir=tmp_path, check=False)
+        assert result.returncode == 1, result.stderr
+        assert message in result.stderr and "Nothing was imported." in result.stderr
+        assert "Traceback" not in result.stderr
+    assert _export(tmp_path) == []

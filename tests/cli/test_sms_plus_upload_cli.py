@@ -225,3 +225,18 @@ def test_another_organisations_upload_is_not_found(tenant: Any, make_tenant: Any
     assert other.client.get(other.api(f"pnp/upload/{upload_id}/")).status_code == 404
     mine = tenant.client.get(tenant.api(f"pnp/upload/{upload_id}/")).json()
     assert (mine["status"], mine["imported_rows"]) == ("uploaded", 1)
+
+
+def test_a_big5_list_is_read_and_a_malformed_one_refused_on_one_line(tenant: Any, database: Any,
+                                                                     tmp_path: Path) -> None:
+    setting = str(scenario(tenant)["id"])
+    big5 = tmp_path / "excel-taiwan.csv"
+    big5.write_bytes("手機,姓名\r\n0918000201,王小明\r\n".encode("big5"))
+    uploaded = json.loads(cli("upload", str(big5), "--org", tenant.name, "--setting", setting, "--json").stdout)
+    assert uploaded["preview"] == [{"手機": "0918000201", "姓名": "王小明"}]
+    broken = tmp_path / "broken.csv"
+    broken.write_bytes(b'phone,name\n0918000202,"a\n0918000203,b\n')
+    message = failed(cli("upload", str(broken), "--org", tenant.name, "--setting", setting, check=False))
+    assert json.loads(message) == {"file": [
+        "The file is not a valid CSV file: the quoted cell starting on line 2 is never closed."]}
+    assert "Traceback" not in message and upload_count(database, tenant.id) == 1

@@ -27,7 +27,7 @@ def _ready(tenant, segment_id):
 
 
 def _members(tenant, segment_id):
-    text = tenant.client.get(f"/openapi/v1/segment/{segment_id}/members/").text
+    text = tenant.client.get(f"/openapi/v1/segment/{segment_id}/members/").content.decode("utf-8-sig")
     return sorted(row[0] for row in list(csv.reader(io.StringIO(text)))[1:])
 
 
@@ -112,3 +112,25 @@ def test_patch_name_description_and_file(tenant, make_tenant):
         "name": "tags", "tags": [{"status": "with", "tag_id": tag}]}).json()
     assert tenant.client.patch(f"{URL}{tag_segment['id']}/", json={"name": "x"}).status_code == 404
     assert tenant.client.delete(f"/openapi/v1/segment/{segment['id']}/").status_code == 204
+
+
+def test_utf16_and_big5_files_and_malformed_csv(tenant):
+    uids = seed_contacts(tenant, 3)
+    # Excel's "Unicode text" (UTF-16 with BOM) and a Big5 file with a Chinese note column
+    utf16 = ("line_uid,備註\r\n" + "".join(f"{uid},客戶\r\n" for uid in uids[:2])).encode("utf-16")
+    created = _upload(tenant, utf16)
+    assert created.status_code == 201, created.text
+    assert _ready(tenant, created.json()["id"])["file_report"] == {
+        "rows": 2, "malformed": 0, "duplicates": 0, "distinct": 2, "matched": 2, "unknown": 0}
+    big5 = ("line_uid,備註\r\n" + f"{uids[2]},王小明\r\n").encode("big5")
+    created = _upload(tenant, big5, name="big5")
+    assert created.status_code == 201, created.text
+    assert _members(tenant, _ready(tenant, created.json()["id"])["id"]) == [uids[2]]
+    # an unterminated quote swallowed the rest of the file into one id (counted malformed)
+    unterminated = f'line_uid\n{uids[0]}\n"{uids[1]}\n{uids[2]}\n'.encode()
+    refused = _upload(tenant, unterminated, name="bad")
+    assert (refused.status_code, refused.json()) == (400, {"file": [
+        "The file is not a valid CSV file: the quoted cell starting on line 3 is never closed."]})
+    assert (_upload(tenant, b"PK\x03\x04" + b"\x00" * 64, name="zip").json()
+            == {"file": ["The file is not a CSV file (it is a zip archive, e.g. XLSX); save it as CSV UTF-8."]})
+    assert [s["name"] for s in tenant.client.get("/openapi/v1/segment/").json()["results"]] == ["big5", "crm list"]

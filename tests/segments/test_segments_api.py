@@ -32,7 +32,8 @@ def _members(tenant, segment_id):
     response = tenant.client.get(f"/openapi/v1/segment/{segment_id}/members/")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/csv")
-    rows = list(csv.reader(io.StringIO(response.text)))
+    assert response.content.startswith(b"\xef\xbb\xbfline_uid\r\n")  # UTF-8 with BOM, for Excel
+    rows = list(csv.reader(io.StringIO(response.content.decode("utf-8-sig"))))
     assert rows[0] == ["line_uid"]
     return response, sorted(r[0] for r in rows[1:])
 

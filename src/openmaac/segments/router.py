@@ -113,14 +113,14 @@ def segment_members(org: Org, segment_id: int) -> Any:
         service.get_segment(session, org.id, segment_id)  # 404 before the stream starts
     return StreamingResponse(
         service.members_csv(segment_id, org.id),
-        media_type="text/csv",
+        media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f"attachment; filename={service.csv_filename(segment_id, org)}"},
     )
 
 
 # -- custom segments (multipart) ---------------------------------------------------------
 
-TOO_LARGE = APIError(413, {"detail": "File is too large: at most 25 MB."})
+TOO_LARGE = service.TOO_LARGE
 
 
 async def _read_form(request: Request) -> dict[str, Any]:

@@ -12,8 +12,6 @@ ids, one list per segment: ``segment_member_lists``); a new file (PATCH) rebuild
 from __future__ import annotations
 
 import codecs
-import csv
-import io
 import os
 import re
 import zlib
@@ -25,6 +23,7 @@ from sqlalchemy import bindparam, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from openmaac.auth.service import OrgContext
+from openmaac.common import tabular
 from openmaac.db.base import UTCDateTime, utcnow
 from openmaac.db.engine import get_database
 from openmaac.db.locks import lock_for_update
@@ -142,29 +141,36 @@ class Upload:
 
 
 HEADER_NAMES = ("line_uid", "uid", "lineuid", "line uid", "userid", "user_id")
-READ_BLOCK = 1 << 20
 PACK_BATCH = 10_000
+# CSV only (the spec's format), read by the shared reader: encoding detected, strict syntax.
+UPLOAD_LIMITS = tabular.Limits(max_bytes=MAX_UPLOAD_BYTES, max_rows=MAX_UPLOAD_ROWS, kinds=("csv",))
+TOO_LARGE = APIError(413, {"detail": "File is too large: at most 25 MB."})
 
 
 def parse_upload(raw: IO[bytes]) -> Upload:
-    """Read a CSV of LINE user ids, streaming: BOM, header or none, CRLF, blank lines, quotes.
+    """Read a CSV of LINE user ids, streaming: any common encoding (``openmaac.common.tabular``),
+    header or none, CRLF, blank lines, quotes.
 
     The ids are the column named ``line_uid`` (or ``uid``) when the first row is a header,
     else the first column. Malformed ids and repeats are counted, not fatal. The distinct ids
     are kept sorted (the build job then looks them up in index order).
     """
-    stream = None
-    if _plain(raw):
-        records: Iterator[list[str]] = _plain_records(raw)
-    else:
-        stream = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")  # type: ignore[arg-type]
-        records = _lines(csv.reader(stream))
+    try:
+        with tabular.open_upload(raw, "upload.csv", UPLOAD_LIMITS) as table:
+            return _read_ids(table.records())
+    except tabular.TooLarge:
+        raise TOO_LARGE from None
+    except tabular.TabularError as exc:
+        raise field_errors({"file": [str(exc)]}) from None
+
+
+def _read_ids(records: Iterator[tuple[int, list[str]]]) -> Upload:
     column = 0
     rows = malformed = duplicates = 0
     seen: set[str] = set()
     first = True
     match = LINE_UID.match
-    for record in records:
+    for _line, record in records:
         if first:
             first = False
             cells = [cell.strip().strip("\ufeff") for cell in record]
@@ -182,8 +188,6 @@ def parse_upload(raw: IO[bytes]) -> Upload:
             duplicates += 1
         else:
             seen.add(value)
-    if stream is not None:
-        stream.detach()  # the caller closes the upload
     if rows == 0:
         raise field_errors({"file": ["The submitted file is empty."]})
     distinct = sorted(seen)
@@ -194,60 +198,6 @@ def parse_upload(raw: IO[bytes]) -> Upload:
     parts.append(packer.flush())
     return Upload(b"".join(parts), {"rows": rows, "malformed": malformed, "duplicates": duplicates,
                                     "distinct": len(distinct)})
-
-
-def _plain(raw: IO[bytes]) -> bool:
-    """Whether the file can be split on line ends and commas without the csv module: it has no
-    quote (the only thing csv treats specially, with these settings) and no NUL (which csv
-    rejects). One pass over the bytes in C, then back to the start."""
-    if not raw.seekable():
-        return False
-    start = raw.tell()
-    plain = True
-    while block := raw.read(READ_BLOCK):
-        if b'"' in block or b"\x00" in block:
-            plain = False
-            break
-    raw.seek(start)
-    return plain
-
-
-def _plain_records(raw: IO[bytes]) -> Iterator[list[str]]:
-    """The non-blank records of a quote-free CSV file, read block by block: what csv.reader
-    yields for it (lines end at \\r\\n, \\n or \\r; cells split at commas)."""
-    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
-    limit = csv.field_size_limit()
-    tail = ""
-    while True:
-        block = raw.read(READ_BLOCK)
-        text = tail + decoder.decode(block, final=not block)
-        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-        # The last piece may continue in the next block (a "\r" | "\n" split across blocks
-        # only adds a blank line, which is skipped like any other).
-        tail = lines.pop() if block else ""
-        for line in lines:
-            if len(line) > limit and any(len(cell) > limit for cell in line.split(",")):
-                raise field_errors({"file": [f"The file is not a valid CSV file: field larger than field limit ({limit})"]})
-            if "," in line:
-                record = line.split(",")
-                if not any(cell.strip() for cell in record):
-                    continue
-            elif line.strip():
-                record = [line]
-            else:
-                continue
-            yield record
-        if not block:
-            return
-
-
-def _lines(reader: Any) -> Iterator[list[str]]:
-    try:
-        for record in reader:
-            if record and any(cell.strip() for cell in record):
-                yield record
-    except csv.Error as exc:
-        raise field_errors({"file": [f"The file is not a valid CSV file: {exc}"]}) from exc
 
 
 def create_custom_segment(session: Session, org: OrgContext, name: str, description: str | None,
@@ -428,7 +378,8 @@ def iter_member_line_uids(segment_id: int, organization_id: int) -> Iterator[lis
 
 
 def members_csv(segment_id: int, organization_id: int) -> Iterator[bytes]:
-    yield b"line_uid\r\n"
+    # UTF-8 with BOM, as every CSV openmaac writes: Excel then reads it as UTF-8
+    yield codecs.BOM_UTF8 + b"line_uid\r\n"
     for batch in iter_member_line_uids(segment_id, organization_id):
         yield ("\r\n".join(batch) + "\r\n").encode()
 
@@ -447,36 +398,34 @@ def _custom_members_sql(postgres: bool) -> str:
             "WHERE l.segment_id = :sid AND c.id = j.value AND c.line_uid IS NOT NULL ORDER BY j.key")
 
 
-def _store_members_sql(postgres: bool) -> str:
-    """Store the ids of the organisation's contacts named by ``:ids`` (the upload's distinct
-    line_uids) as the segment's member list, in one statement inside the database; returns how
-    many matched. PostgreSQL gets the ids as one newline-separated text (a 300,000-element
-    array parameter costs more to send than the query to run) and tests them as a hashed
-    ``= ANY``; SQLite walks the sorted JSON array and looks each up in (organization_id,
-    line_uid)."""
+def _match_members_sql(postgres: bool) -> str:
+    """The ids of the organisation's contacts named by ``:ids`` (the upload's distinct
+    line_uids), ascending, as one JSON array text, and how many: one read statement inside the
+    database. PostgreSQL gets the ids as one newline-separated text (a 300,000-element array
+    parameter costs more to send than the query to run) and tests them as a hashed ``= ANY``;
+    SQLite walks the sorted JSON array and looks each up in (organization_id, line_uid)."""
     if postgres:
-        return ("INSERT INTO segment_member_lists (segment_id, contact_ids) "
-                "SELECT :sid, coalesce(jsonb_agg(id ORDER BY id), '[]'::jsonb) FROM contacts "
-                "WHERE organization_id = :org AND line_uid = ANY(string_to_array(:ids, E'\\n')) "
-                "RETURNING jsonb_array_length(contact_ids)")
-    return ("INSERT INTO segment_member_lists (segment_id, contact_ids) "
-            "SELECT :sid, json_group_array(id) FROM (SELECT c.id FROM json_each(:ids) AS j CROSS JOIN contacts c "
-            "WHERE c.organization_id = :org AND c.line_uid = j.value ORDER BY c.id) "
-            "RETURNING json_array_length(contact_ids)")
+        return ("SELECT coalesce(jsonb_agg(id ORDER BY id), '[]'::jsonb)::text, count(*) FROM contacts "
+                "WHERE organization_id = :org AND line_uid = ANY(string_to_array(:ids, E'\\n'))")
+    return ("SELECT json_group_array(id), count(*) FROM (SELECT c.id FROM json_each(:ids) AS j "
+            "CROSS JOIN contacts c WHERE c.organization_id = :org AND c.line_uid = j.value ORDER BY c.id)")
 
 
 def _build_custom(segment_id: int, generation: int) -> None:
+    """Match the uploaded ids in a read transaction (on SQLite, a second or two for 300,000 ids
+    that other writers need not wait for), then store the list in a short write transaction,
+    if the segment has not changed meanwhile."""
     database = get_database()
-    with database.write() as session:
-        segment = session.get(Segment, segment_id, with_for_update=True)
+    postgres = database.dialect == "postgresql"
+    with database.read() as session:
+        segment = session.get(Segment, segment_id)
         if segment is None or segment.generation != generation or segment.status == STATUS_READY:
             return
         upload = session.get(SegmentUpload, segment_id)
         if upload is None or upload.generation != generation:
             return
+        organization_id = segment.organization_id
         report = dict(upload.report)
-        session.execute(delete(SegmentMemberList).where(SegmentMemberList.segment_id == segment_id))
-        postgres = database.dialect == "postgresql"
         ids = zlib.decompress(upload.data).decode()  # distinct ids, sorted, each ending in a newline
         if postgres:
             value = ids.rstrip("\n")
@@ -485,18 +434,27 @@ def _build_custom(segment_id: int, generation: int) -> None:
             value = f'["{items}"]' if ids else "[]"
             del items
         del ids
-        matched = int(session.execute(text(_store_members_sql(postgres)),
-                                      {"sid": segment_id, "org": segment.organization_id, "ids": value}).scalar() or 0)
+        members, matched = session.execute(text(_match_members_sql(postgres)),
+                                           {"org": organization_id, "ids": value}).one()
         del value
-        report["matched"] = matched
-        report["unknown"] = report.get("distinct", 0) - matched
+    with database.write() as session:
+        segment = session.get(Segment, segment_id, with_for_update=True)
+        if segment is None or segment.generation != generation or segment.status == STATUS_READY:
+            return
+        session.execute(delete(SegmentMemberList).where(SegmentMemberList.segment_id == segment_id))
+        session.execute(text("INSERT INTO segment_member_lists (segment_id, contact_ids) VALUES "
+                             f"(:sid, {'CAST(:members AS jsonb)' if postgres else ':members'})"),
+                        {"sid": segment_id, "members": members})
+        del members
+        report["matched"] = int(matched or 0)
+        report["unknown"] = report.get("distinct", 0) - report["matched"]
         now = utcnow()
         segment.status = STATUS_READY
-        segment.member_count = matched
+        segment.member_count = report["matched"]
         segment.last_updated_time = now
         segment.updated_at = now
         segment.file_report = report
-        session.delete(upload)
+        session.execute(delete(SegmentUpload).where(SegmentUpload.segment_id == segment_id))
 
 
 def _build_tags(segment_id: int, generation: int, scheduled: str | None) -> None:

@@ -175,7 +175,8 @@ class PnpUpload(Base):
     invalid_count: Mapped[int] = mapped_column(Integer, default=0)
     invalid_rows: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     preview: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
-    status: Mapped[str] = mapped_column(String(16), default="uploaded")  # uploaded | sending | sent
+    # storing (rows still going in: not found, not sendable) | uploaded | sending | sent
+    status: Mapped[str] = mapped_column(String(16), default="uploaded")
     mapping: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     sent_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

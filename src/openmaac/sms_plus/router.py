@@ -323,8 +323,7 @@ async def send_upload(org: PlainOrg, upload_id: int, request: Request) -> Any:
 @router.delete(f"{API}/pnp/upload/{{upload_id}}/", status_code=204, openapi_extra=EXTENSION,
                response_class=Response, summary="Delete an uploaded list (openmaac extension)")
 def delete_upload(org: PlainOrg, upload_id: int) -> Response:
-    with get_database().write() as session:
-        uploads.delete_upload(session, org.id, upload_id)
+    uploads.delete_upload(org.id, upload_id)
     return Response(status_code=204)
 
 

@@ -96,7 +96,7 @@ def _pairs(items: list[str] | None, option: str) -> dict[str, str]:
 
 @app.command("upload")
 def upload(
-    file: Annotated[Path, typer.Argument(help="CSV (UTF-8) or XLSX file, at most 25 MB, with a header row",
+    file: Annotated[Path, typer.Argument(help="CSV (any common encoding: UTF-8, Big5, UTF-16 ...) or XLSX file, at most 25 MB and 1,000,000 rows, with a header row",
                                          exists=True, dir_okay=False, readable=True)],
     setting: Annotated[int, typer.Option("--setting", help="Scenario id (pnp_setting_id)")],
     org: OrgName = "default",
@@ -178,8 +178,7 @@ def upload_delete(upload_id: Annotated[int, typer.Argument(help="Upload id")], o
     database = migrated_database(data_dir)
     context = _org(database, org)
     try:
-        with database.write() as session:
-            uploads.delete_upload(session, context.id, upload_id)
+        uploads.delete_upload(context.id, upload_id)
     except Exception as exc:
         _fail(exc)
     err.print(f"deleted upload {upload_id}", markup=False)

@@ -1,6 +1,7 @@
 """Manual upload (file 002): a CSV or XLSX recipient list (at most 25 MB) for one scenario.
 
-Upload: the file streams to a temporary file; rows are read one at a time, phone numbers
+Upload: the file streams to a temporary file and is read by ``openmaac.common.tabular``
+(encoding detection, strict CSV, bounded XLSX, at most MAX_ROWS rows); rows are read one at a time, phone numbers
 normalised to E.164 (local numbers in the organisation's region); rows with a bad number are
 counted and listed (row number and value), never sent. Answer: imported row count, columns,
 a preview of the first two rows. Send: map each of the scenario's parameters to a column;
@@ -9,16 +10,16 @@ the rows become SMS+ messages in batches (same path as multicast). Delete: the l
 
 from __future__ import annotations
 
-import csv
 import os
-import tempfile
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import IO, Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from openmaac.auth.service import OrgContext
+from openmaac.common import tabular
 from openmaac.common.phones import to_e164
 from openmaac.db.base import utcnow
 from openmaac.db.engine import get_database
@@ -28,8 +29,15 @@ from openmaac.sms_plus.models import PnpUpload, PnpUploadRow
 from openmaac.web.errors import APIError, field_errors, not_found
 
 MAX_BYTES = 25 * 1024 * 1024
+MAX_ROWS = 1_000_000
+LIMITS = tabular.Limits(max_bytes=MAX_BYTES, max_rows=MAX_ROWS)
 PHONE_COLUMNS = ("phone_number", "phone", "mobile", "電話", "手機", "手機號碼", "電話號碼")
-INSERT_CHUNK = 2000
+# Rows per write transaction while storing: short enough that other organisations' writes
+# (SQLite has one writer) wait milliseconds, not the whole file (docs/benchmarks.md, write_latency).
+INSERT_CHUNK = 500
+DELETE_CHUNK = 5000
+STORING = "storing"  # rows still being stored: not found, not sendable
+ABANDONED_AFTER_SECONDS = 3600
 SEND_CHUNK = 500
 INVALID_LISTED = 1000
 
@@ -52,122 +60,133 @@ def serialize(upload: PnpUpload) -> dict[str, Any]:
 
 
 def get_upload(session: Session, org_id: int, upload_id: int) -> PnpUpload:
-    upload = session.scalar(select(PnpUpload).where(PnpUpload.organization_id == org_id, PnpUpload.id == upload_id))
+    """A stored list; one still being stored (or left half-stored by a crash) is not found."""
+    upload = session.scalar(select(PnpUpload).where(PnpUpload.organization_id == org_id, PnpUpload.id == upload_id,
+                                                    PnpUpload.status != STORING))
     if upload is None:
         raise not_found()
     return upload
 
 
-def _rows(path: str, is_xlsx: bool) -> Iterator[list[str]]:
-    if is_xlsx:
-        from openpyxl import load_workbook
-
-        # a file object, not the path: openpyxl refuses a path without an .xlsx suffix (the temp file)
-        with open(path, "rb") as handle:
-            workbook = load_workbook(handle, read_only=True, data_only=True)
-            try:
-                for row in workbook.worksheets[0].iter_rows(values_only=True):
-                    yield ["" if value is None else (str(int(value)) if isinstance(value, float)
-                                                     and value.is_integer() else str(value)) for value in row]
-            finally:
-                workbook.close()
-        return
-    with open(path, "rb") as raw:
-        head = raw.read(3)
-    encoding = "utf-8-sig" if head == b"\xef\xbb\xbf" else "utf-8"
-    with open(path, encoding=encoding, errors="replace", newline="") as handle:
-        yield from csv.reader(handle)
+def _phone_index(columns: list[str], phone_column: str | None) -> int:
+    if phone_column:
+        if phone_column not in columns:
+            raise field_errors({"phone_column": [f'"{phone_column}" is not a column of the file.']})
+        return columns.index(phone_column)
+    lowered = [column.lower() for column in columns]
+    phone_index = next((lowered.index(c) for c in PHONE_COLUMNS if c in lowered), -1)
+    if phone_index < 0:
+        raise field_errors({"file": ["The file has no phone column (phone_number, phone or mobile); "
+                                     "name it with phone_column."]})
+    return phone_index
 
 
 def receive(org: OrgContext, setting_id: int, filename: str | None, stream: IO[bytes],
             phone_column: str | None) -> dict[str, Any]:
     """Store the list read from ``stream`` (a binary file object: the API's upload, or a file
-    the CLI opened); ``filename`` decides CSV vs XLSX only together with the content."""
+    the CLI opened); CSV or XLSX is decided by the content (``openmaac.common.tabular``).
+
+    The file is read outside any transaction and its rows stored in transactions of
+    INSERT_CHUNK rows, so on SQLite other writers (other organisations) get the write lock
+    between them; the list is ``storing`` (not found, not sendable) until its last row is in,
+    and a failure part-way deletes what was stored."""
     with get_database().read() as session:
         setting = svc.get_setting(session, org.id, setting_id)
         if setting is None:
             raise not_found()
         sms_on = setting.fallback_enabled
     name = os.path.basename(filename or "upload.csv")
-    fd, path = tempfile.mkstemp(prefix="openmaac-pnp-upload-")
     try:
-        size = 0
-        with os.fdopen(fd, "wb") as out:
-            while chunk := stream.read(1024 * 1024):
-                size += len(chunk)
-                if size > MAX_BYTES:
-                    raise field_errors({"file": ["The file is larger than 25 MB."]})
-                out.write(chunk)
-        with open(path, "rb") as raw:
-            is_xlsx = raw.read(4) == b"PK\x03\x04"
-        if not is_xlsx and not name.lower().endswith((".csv", ".txt")) and name.lower().endswith(".xlsx"):
-            raise field_errors({"file": ["The file is not a valid XLSX file."]})
-        try:
-            rows = _rows(path, is_xlsx)
-            header = next(rows, None)
-        except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
-            raise field_errors({"file": ["The file is not a valid CSV or XLSX file."]}) from exc
-        if not header or not any(cell.strip() for cell in header):
-            raise field_errors({"file": ["The file has no header row."]})
-        columns = [cell.strip() for cell in header]
-        if phone_column:
-            if phone_column not in columns:
-                raise field_errors({"phone_column": [f'"{phone_column}" is not a column of the file.']})
-            phone_index = columns.index(phone_column)
-        else:
-            lowered = [column.lower() for column in columns]
-            phone_index = next((lowered.index(c) for c in PHONE_COLUMNS if c in lowered), -1)
-            if phone_index < 0:
-                raise field_errors({"file": ["The file has no phone column (phone_number, phone or mobile); "
-                                             "name it with phone_column."]})
-        now = utcnow()
-        with get_database().write() as session:
-            upload = PnpUpload(organization_id=org.id, pnp_setting_id=setting_id, filename=name[:255],
-                               columns=columns, phone_column=columns[phone_index], row_count=0, invalid_count=0,
-                               invalid_rows=[], preview=[], status="uploaded", mapping={}, sent_count=0,
-                               created_at=now, updated_at=now)
-            session.add(upload)
-            session.flush()
-            upload_id = upload.id
-            batch: list[dict[str, Any]] = []
-            invalid: list[dict[str, Any]] = []
-            invalid_count = imported = 0
-            preview: list[dict[str, Any]] = []
-            for number, row in enumerate(rows, start=2):
-                if not any(cell.strip() for cell in row):
-                    continue
-                values = {column: (row[i].strip() if i < len(row) else "") for i, column in enumerate(columns)}
-                raw_phone = values[columns[phone_index]]
-                phone = None
-                if svc.SHA256_HEX.match(raw_phone) and not sms_on:
-                    phone = raw_phone
-                elif raw_phone:
-                    phone = to_e164(raw_phone, org.region)
-                if phone is None:
-                    invalid_count += 1
-                    if len(invalid) < INVALID_LISTED:
-                        invalid.append({"row": number, "phone_number": raw_phone})
-                    continue
-                imported += 1
-                if len(preview) < 2:
-                    preview.append(values)
-                batch.append({"upload_id": upload_id, "row_number": number, "phone_number": phone, "values": values})
-                if len(batch) >= INSERT_CHUNK:
+        with tabular.open_upload(stream, name, LIMITS) as table:
+            columns, rows = table.header_and_rows()
+            if not any(columns):
+                raise field_errors({"file": ["The file has no header row."]})
+            phone_index = _phone_index(columns, phone_column)
+            return _store(org, setting_id, name, columns, phone_index, rows, sms_on)
+    except tabular.TabularError as exc:
+        raise field_errors({"file": [str(exc)]}) from None
+
+
+def _store(org: OrgContext, setting_id: int, name: str, columns: list[str], phone_index: int,
+           rows: Iterator[tuple[int, list[Any]]], sms_on: bool) -> dict[str, Any]:
+    database = get_database()
+    _sweep_abandoned(org.id)
+    now = utcnow()
+    with database.write() as session:
+        upload = PnpUpload(organization_id=org.id, pnp_setting_id=setting_id, filename=name[:255],
+                           columns=columns, phone_column=columns[phone_index], row_count=0, invalid_count=0,
+                           invalid_rows=[], preview=[], status=STORING, mapping={}, sent_count=0,
+                           created_at=now, updated_at=now)
+        session.add(upload)
+        session.flush()
+        upload_id = upload.id
+    try:
+        batch: list[dict[str, Any]] = []
+        invalid: list[dict[str, Any]] = []
+        invalid_count = imported = 0
+        preview: list[dict[str, Any]] = []
+        for number, row in rows:
+            values = {column: tabular.cell_text(row[i]).strip() for i, column in enumerate(columns)}
+            raw_phone = values[columns[phone_index]]
+            phone = None
+            if svc.SHA256_HEX.match(raw_phone) and not sms_on:
+                phone = raw_phone
+            elif raw_phone:
+                phone = to_e164(raw_phone, org.region)
+            if phone is None:
+                invalid_count += 1
+                if len(invalid) < INVALID_LISTED:
+                    invalid.append({"row": number, "phone_number": raw_phone})
+                continue
+            imported += 1
+            if len(preview) < 2:
+                preview.append(values)
+            batch.append({"upload_id": upload_id, "row_number": number, "phone_number": phone, "values": values})
+            if len(batch) >= INSERT_CHUNK:
+                with database.write() as session:
                     session.execute(PnpUploadRow.__table__.insert(), batch)
-                    batch = []
+                batch = []
+        with database.write() as session:
             if batch:
                 session.execute(PnpUploadRow.__table__.insert(), batch)
-            upload.row_count = imported
-            upload.invalid_count = invalid_count
-            upload.invalid_rows = invalid
-            upload.preview = preview
+            stored = session.get(PnpUpload, upload_id)
+            if stored is None:  # deleted meanwhile (an abandoned-list sweep cannot reach a fresh one)
+                raise not_found()
+            stored.row_count = imported
+            stored.invalid_count = invalid_count
+            stored.invalid_rows = invalid
+            stored.preview = preview
+            stored.status = "uploaded"
+            stored.updated_at = utcnow()
             session.flush()
-            return serialize(upload)
-    finally:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+            return serialize(stored)
+    except BaseException:
+        _remove(upload_id)
+        raise
+
+
+def _remove(upload_id: int) -> None:
+    """Delete a list's rows in short transactions, then the list."""
+    database = get_database()
+    while True:
+        with database.write() as session:
+            ids = list(session.scalars(select(PnpUploadRow.id).where(PnpUploadRow.upload_id == upload_id)
+                                       .order_by(PnpUploadRow.id).limit(DELETE_CHUNK)))
+            if not ids:
+                session.execute(delete(PnpUpload).where(PnpUpload.id == upload_id))
+                return
+            session.execute(delete(PnpUploadRow).where(PnpUploadRow.id.in_(ids)))
+
+
+def _sweep_abandoned(org_id: int) -> None:
+    """Lists left ``storing`` by a process that died part-way: nothing can see or send them;
+    their rows go when the organisation next uploads."""
+    cutoff = utcnow() - timedelta(seconds=ABANDONED_AFTER_SECONDS)
+    with get_database().read() as session:
+        abandoned = list(session.scalars(select(PnpUpload.id).where(
+            PnpUpload.organization_id == org_id, PnpUpload.status == STORING, PnpUpload.updated_at < cutoff)))
+    for upload_id in abandoned:
+        _remove(upload_id)
 
 
 def _mapping(body: dict[str, Any], upload: PnpUpload, names: list[str], key: str) -> dict[str, str]:
@@ -256,8 +275,9 @@ def _recipient(setting: Any, phone: str, values: dict[str, Any], pnp_map: dict[s
                          sms_segments=segments)
 
 
-def delete_upload(session: Session, org_id: int, upload_id: int) -> None:
-    upload = get_upload(session, org_id, upload_id)
-    session.execute(delete(PnpUploadRow).where(PnpUploadRow.upload_id == upload.id))
-    session.delete(upload)
-
+def delete_upload(org_id: int, upload_id: int) -> None:
+    """Delete a list: hidden at once (``storing``), its rows then removed in short transactions."""
+    with get_database().write() as session:
+        upload = get_upload(session, org_id, upload_id)
+        upload.status = STORING
+    _remove(upload_id)
