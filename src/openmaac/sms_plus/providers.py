@@ -32,6 +32,7 @@ from openmaac.config import get_settings
 from openmaac.db.base import utcnow
 from openmaac.sms_plus.models import SmsProviderConfig
 from openmaac.web.errors import field_errors
+from openmaac.web.limits import MAX_INT32
 
 PROVIDERS = ("twilio", "mitake")
 # the built-in simulators' demo accounts (src/openmaac/simulators/{twilio,mitake,whatsapp})
@@ -154,6 +155,8 @@ def save(session: Session, organization_id: int, body: dict[str, Any]) -> Provid
         value = body.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             errors[name] = ["A valid integer is required."]
+        elif value is not None and value > MAX_INT32:
+            errors[name] = [f"Ensure this value is less than or equal to {MAX_INT32}."]
     base_url = body.get("base_url")
     if base_url is not None and (not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))):
         errors["base_url"] = ["Enter a valid URL."]

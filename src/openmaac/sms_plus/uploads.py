@@ -26,6 +26,7 @@ from openmaac.sms_plus import points
 from openmaac.sms_plus import service as svc
 from openmaac.sms_plus.models import PnpUpload, PnpUploadRow
 from openmaac.web.errors import APIError, field_errors, not_found
+from openmaac.web.input import NULL_MESSAGE
 
 MAX_BYTES = 25 * 1024 * 1024
 PHONE_COLUMNS = ("phone_number", "phone", "mobile", "電話", "手機", "手機號碼", "電話號碼")
@@ -59,6 +60,15 @@ def get_upload(session: Session, org_id: int, upload_id: int) -> PnpUpload:
 
 
 def _rows(path: str, is_xlsx: bool) -> Iterator[list[str]]:
+    """The file's rows; a cell holding a null character (which PostgreSQL cannot store)
+    refuses the file, also half-way through (the write transaction is rolled back)."""
+    for row in _raw_rows(path, is_xlsx):
+        if any("\x00" in cell for cell in row):
+            raise field_errors({"file": [NULL_MESSAGE]})
+        yield row
+
+
+def _raw_rows(path: str, is_xlsx: bool) -> Iterator[list[str]]:
     if is_xlsx:
         from openpyxl import load_workbook
 
@@ -88,6 +98,8 @@ def receive(org: OrgContext, setting_id: int, filename: str | None, stream: IO[b
         if setting is None:
             raise not_found()
         sms_on = setting.fallback_enabled
+    if "\x00" in (filename or "") or "\x00" in (phone_column or ""):
+        raise field_errors({"phone_column" if "\x00" in (phone_column or "") else "file": [NULL_MESSAGE]})
     name = os.path.basename(filename or "upload.csv")
     fd, path = tempfile.mkstemp(prefix="openmaac-pnp-upload-")
     try:
@@ -105,6 +117,8 @@ def receive(org: OrgContext, setting_id: int, filename: str | None, stream: IO[b
         try:
             rows = _rows(path, is_xlsx)
             header = next(rows, None)
+        except APIError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
             raise field_errors({"file": ["The file is not a valid CSV or XLSX file."]}) from exc
         if not header or not any(cell.strip() for cell in header):

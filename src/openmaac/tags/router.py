@@ -10,8 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from openmaac.auth.deps import Org
 from openmaac.db.engine import get_database
 from openmaac.tags import service
+from openmaac.web.input import InputRoute
+from openmaac.web.params import BodyId, PathId, QueryText
 
-router = APIRouter(prefix="/openapi/v1", tags=["Tag"])
+# The expiry of a tag put on today stays a real date (year 9999 is the calendar's last).
+MAX_AVAILABLE_DAYS = 1_000_000
+
+router = APIRouter(prefix="/openapi/v1", tags=["Tag"], route_class=InputRoute)
 
 
 class TagOut(BaseModel):
@@ -28,18 +33,18 @@ class TagPage(BaseModel):
 class TagCreate(BaseModel):
     model_config = ConfigDict(extra="ignore")
     name: str = Field(min_length=1, max_length=255)
-    available_days: int | None = Field(default=None, ge=1, description="null: the tag never expires")
+    available_days: int | None = Field(default=None, ge=1, le=MAX_AVAILABLE_DAYS, description="null: the tag never expires")
 
 
 class TagMemberIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    tag_id: int
+    tag_id: BodyId
     line_uid: str = Field(min_length=1)
 
 
 class TagMemberRemove(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    tag_id: int
+    tag_id: BodyId
     line_uid: str | None = Field(default=None, description="Omit to remove the tag from every contact")
 
 
@@ -51,13 +56,13 @@ class TagMemberOut(BaseModel):
 
 
 @router.get("/tag/", response_model=TagPage, summary="Get tag list")
-def list_tags(org: Org, name: str | None = None, start: str | None = None) -> Any:
+def list_tags(org: Org, name: QueryText = None, start: str | None = None) -> Any:
     with get_database().read() as session:
         return service.list_tags(session, org, name, start)
 
 
 @router.get("/tag/{tag_id}/", response_model=TagOut, summary="Get tag info")
-def get_tag(org: Org, tag_id: int) -> Any:
+def get_tag(org: Org, tag_id: PathId) -> Any:
     with get_database().read() as session:
         return service.serialize_tag(service.get_tag(session, org.id, tag_id))
 
