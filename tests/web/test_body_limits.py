@@ -9,8 +9,8 @@ import socket
 import psutil
 import pytest
 
-from openmaac.web.limits import MIB, ROUTE_CLASSES, route_class
 from conftest import PORT
+from openmaac.web.limits import MIB, ROUTE_CLASSES, route_class
 
 # A path in each route class of the table (the simulators' class is development-only).
 SAMPLE_PATHS = {

@@ -5,7 +5,7 @@ the insert with a 500; Django REST framework refuses it at every ``CharField`` w
 "Null characters are not allowed.", and so does openmaac, for every string of the request.
 
 ``InputRoute`` is the route class of every API router. It adds one dependency that runs
-after the route's own (authentication first, as DRF authenticates before it parses): it
+after the endpoint's own (authentication first, as DRF authenticates before it parses): it
 looks at the path and query parameters and, for a JSON body, at the raw bytes, which hold a
 null character only as the escape ``\\u0000`` (JSON forbids raw control characters), so a
 body without that escape is never parsed a second time.
@@ -13,11 +13,12 @@ body without that escape is never parsed a second time.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import Depends, Request
-from fastapi.dependencies.utils import get_parameterless_sub_dependant
 from fastapi.routing import APIRoute
 
 from openmaac.web.errors import APIError, _insert
@@ -75,13 +76,35 @@ async def reject_null_characters(request: Request) -> None:
         raise _refuse(request, paths)
 
 
+def _with_input_check(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """``endpoint`` with one more parameter, last: ``Depends(reject_null_characters)``.
+
+    FastAPI solves an endpoint's dependencies in the order of its parameters, so the check
+    runs after the route's own (its authentication). A route-level ``dependencies=`` would
+    run first, and a dependency appended to ``route.dependant`` is lost when the router is
+    included (FastAPI rebuilds the dependant from the endpoint for each inclusion).
+    """
+    signature = inspect.signature(endpoint)
+    extra = inspect.Parameter("_input_checked", inspect.Parameter.KEYWORD_ONLY,
+                              default=Depends(reject_null_characters))
+    wrapper: Callable[..., Any]
+    if inspect.iscoroutinefunction(endpoint):
+        @functools.wraps(endpoint)
+        async def wrapper(*args: Any, _input_checked: None = None, **kwargs: Any) -> Any:
+            return await endpoint(*args, **kwargs)
+    else:
+        @functools.wraps(endpoint)
+        def wrapper(*args: Any, _input_checked: None = None, **kwargs: Any) -> Any:
+            return endpoint(*args, **kwargs)
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*signature.parameters.values(), extra])
+    return wrapper
+
+
 class InputRoute(APIRoute):
     """The route class of every API router (``APIRouter(route_class=InputRoute)``)."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if route_class(path).checks_input:
+            endpoint = _with_input_check(endpoint)
         super().__init__(path, endpoint, **kwargs)
-        if route_class(self.path).checks_input:
-            # appended, not passed as ``dependencies=``: those run before the route's own,
-            # and a bad token must answer 401/403 before any complaint about the input
-            self.dependant.dependencies.append(
-                get_parameterless_sub_dependant(depends=Depends(reject_null_characters), path=self.path_format))
