@@ -107,13 +107,14 @@ def test_declared_length_over_the_limit_is_refused_before_the_body(tenant, limit
     else:
         text = json.loads(body)["detail"]
     assert text == limit.too_large_message()
-    assert f"({limit.max_body_bytes} bytes)" in text
+    size = limit.max_body_bytes
+    assert text.endswith(f"at most {size // MIB} MB." if size >= MIB else f"at most {size // 1024} KB.")
 
 
 def test_line_webhook_500_mb_declared_with_a_junk_signature_answers_413_not_401(tenant):
     status, _, body = _declared_too_large(f"/line/webhook/{tenant.channel_id}", 500 * MIB)
     assert status == 413
-    assert json.loads(body) == {"detail": "Request body is too large: at most 1 MB (1048576 bytes)."}
+    assert json.loads(body) == {"detail": "Request body is too large: at most 1 MB."}
 
 
 def test_chunked_line_webhook_body_is_cut_off_at_the_limit(tenant):
@@ -132,7 +133,7 @@ def test_chunked_line_webhook_body_is_cut_off_at_the_limit(tenant):
 def test_chunked_json_api_body_over_the_limit_is_refused(tenant):
     status, sent, _, body = _chunked_until_answered("/openapi/v1/tag/", 50 * MIB, token=tenant.token)
     assert status == 413
-    assert json.loads(body) == {"detail": "Request body is too large: at most 4 MB (4194304 bytes)."}
+    assert json.loads(body) == {"detail": "Request body is too large: at most 4 MB."}
     assert sent < 50 * MIB
 
 
@@ -140,7 +141,7 @@ def test_chunked_sms_plus_push_over_the_limit_answers_text(tenant):
     status, sent, headers, body = _chunked_until_answered("/openapi/v1/pnp/message/push/", 50 * MIB,
                                                           token=tenant.token)
     assert status == 413 and headers["content-type"].startswith("text/plain")
-    assert body.decode() == "Request body is too large: at most 4 MB (4194304 bytes)."
+    assert body.decode() == "Request body is too large: at most 4 MB."
 
 
 def test_chunked_body_under_the_limit_reaches_the_route(tenant):

@@ -87,6 +87,12 @@ def test_null_character_in_a_json_body(tenant, method, path, body, expected):
     assert response.json() == expected
 
 
+def test_null_character_in_a_body_read_by_hand_whatever_its_content_type(tenant):
+    response = tenant.client.post(tenant.api("pnp/setting/"), content=b'{"name": "s\\u0000", "sms_text": "x"}',
+                                  headers={"Content-Type": "text/plain"})
+    assert response.status_code == 400 and response.json() == {"name": NULL}
+
+
 def test_null_character_in_a_contact_patch_changes_nothing(tenant):
     (uid,) = seed_contacts(tenant, 1)
     response = tenant.client.patch(tenant.api(f"member/{uid}/"), json={"display_name": "x\x00", "email": "a@b.co"})
@@ -181,3 +187,38 @@ def test_sms_plus_status_query_extreme_datetimes_in_range(tenant):
         "pnp_setting_id": setting["id"], "updated_at_min": "0001-01-01T00:00Z",
         "updated_at_max": "9999-12-31T23:59Z"})
     assert response.status_code == 200 and response.json()["results"] == []
+
+
+# --- strings longer than their column, and shapes read by hand --------------------------------
+
+LONG = "x" * 3000
+
+
+@pytest.mark.parametrize(("method", "path", "body", "expected"), [
+    ("POST", "pnp/points/", {"amount": 1, "note": LONG}, {"note": ["Ensure this field has no more than 255 characters."]}),
+    ("PUT", "pnp/sms_provider/", {"provider": "twilio", "base_url": "http://" + LONG},
+     {"base_url": ["Ensure this field has no more than 512 characters."]}),
+    ("PUT", "pnp/sms_provider/", {"provider": "twilio", "credentials": 5},
+     {"credentials": ["Expected an object of strings."]}),
+    ("POST", "pnp/setting/", {"name": "s", "whatsapp_template_name": LONG},
+     {"whatsapp_template_name": ["Ensure this field has no more than 512 characters."]}),
+    ("POST", "pnp/setting/", {"name": "s", "whatsapp_language": LONG},
+     {"whatsapp_language": ["Ensure this field has no more than 32 characters."]}),
+])
+def test_sms_plus_values_longer_than_their_column(tenant, method, path, body, expected):
+    response = tenant.client.request(method, tenant.api(path), json=body)
+    assert response.status_code == 400, response.text
+    assert response.json() == expected
+
+
+def test_multicast_line_uid_longer_than_its_column(tenant):
+    template = tenant.client.post(tenant.api("template/"), json={
+        "name": "t", "messages": [{"type": "text", "text": "hi"}]}).json()
+    response = tenant.client.post(tenant.api("direct_message/multicast/"), json={
+        "template_id": template["id"], "data": [{"line_uid": LONG}]})
+    assert response.status_code == 400
+    assert response.json() == {"data": [{"line_uid": ["Ensure this field has no more than 64 characters."]}]}
+    response = tenant.client.post(tenant.api("direct_message/enhanced_multicast/"), json={
+        "template_id": template["id"], "line_uids": [LONG], "data": {}})
+    assert response.status_code == 400
+    assert response.json() == {"line_uids": {"0": ["Ensure this field has no more than 64 characters."]}}

@@ -129,6 +129,10 @@ def check_images(slots: list[ImageSlot], rendered: list[dict[str, Any]]) -> dict
     return errors
 
 
+# the recipients' line_uid column (a LINE user id is 33 characters)
+LINE_UID_MAX = 64
+
+
 def line_uid_of(data: dict[str, Any], errors: dict[str, list[str]]) -> str | None:
     if "line_uid" not in data:
         errors["line_uid"] = ["This field is required."]
@@ -142,6 +146,9 @@ def line_uid_of(data: dict[str, Any], errors: dict[str, list[str]]) -> str | Non
         return None
     if not value.strip():
         errors["line_uid"] = ["This field may not be blank."]
+        return None
+    if len(value.strip()) > LINE_UID_MAX:
+        errors["line_uid"] = [f"Ensure this field has no more than {LINE_UID_MAX} characters."]
         return None
     return value.strip()
 

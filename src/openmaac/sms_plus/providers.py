@@ -160,7 +160,9 @@ def save(session: Session, organization_id: int, body: dict[str, Any]) -> Provid
     base_url = body.get("base_url")
     if base_url is not None and (not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))):
         errors["base_url"] = ["Enter a valid URL."]
-    if provider == "twilio" and credentials and not (credentials.get("from_number")
+    elif base_url is not None and len(base_url) > 512:
+        errors["base_url"] = ["Ensure this field has no more than 512 characters."]
+    if provider == "twilio" and isinstance(credentials, dict) and credentials and not (credentials.get("from_number")
                                                      or credentials.get("messaging_service_sid")):
         errors.setdefault("credentials", []).append("Twilio needs from_number or messaging_service_sid.")
     if errors:

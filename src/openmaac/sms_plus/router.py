@@ -84,6 +84,10 @@ def get_setting_content(org: PlainOrg, pnp_setting_id: PathId) -> Any:
         return svc.serialize_setting(setting, metric=svc.metric_of(session, setting), content=True)
 
 
+# the scenario's VARCHAR columns (PostgreSQL refuses a longer value)
+_TEXT_COLUMNS = {"whatsapp_template_name": 512, "whatsapp_language": 32}
+
+
 def _setting_changes(body: Any, *, creating: bool) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise field_errors({"non_field_errors": ["Invalid data. Expected a dictionary."]})
@@ -118,6 +122,8 @@ def _setting_changes(body: Any, *, creating: bool) -> dict[str, Any]:
         elif key in ("sms_text", "whatsapp_template_name", "whatsapp_language"):
             if value is not None and not isinstance(value, str):
                 errors[key] = ["Not a valid string."]
+            elif value is not None and key in _TEXT_COLUMNS and len(value) > _TEXT_COLUMNS[key]:
+                errors[key] = [f"Ensure this field has no more than {_TEXT_COLUMNS[key]} characters."]
         changes[key] = value
     if creating and "name" not in changes:
         errors["name"] = ["This field is required."]
@@ -254,6 +260,8 @@ async def add_points(org: PlainOrg, request: Request) -> Any:
     if amount > MAX_INT32:
         raise field_errors({"amount": [f"Ensure this value is less than or equal to {MAX_INT32}."]})
     note = body.get("note") if isinstance(body.get("note"), str) else None
+    if note is not None and len(note) > 255:
+        raise field_errors({"note": ["Ensure this field has no more than 255 characters."]})
 
     def run() -> Any:
         with get_database().write() as session:

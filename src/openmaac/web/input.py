@@ -6,9 +6,9 @@ the insert with a 500; Django REST framework refuses it at every ``CharField`` w
 
 ``InputRoute`` is the route class of every API router. It adds one dependency that runs
 after the endpoint's own (authentication first, as DRF authenticates before it parses): it
-looks at the path and query parameters and, for a JSON body, at the raw bytes, which hold a
-null character only as the escape ``\\u0000`` (JSON forbids raw control characters), so a
-body without that escape is never parsed a second time.
+looks at the path and query parameters and, for a body that is not a form, at the raw
+bytes, which hold a null character only as the escape ``\\u0000`` (JSON forbids raw control
+characters), so a body without that escape is never parsed a second time.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import orjson
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 
@@ -44,9 +45,11 @@ def null_paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ..
             yield from null_paths(item, (*path, index))
 
 
-def _is_json(request: Request) -> bool:
+def _may_be_json(request: Request) -> bool:
+    """Forms are streamed by their routes (and checked there); any other body may be JSON,
+    whatever its Content-Type says: some routes read theirs by hand."""
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    return content_type == "application/json" or content_type.endswith("+json")
+    return content_type not in ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
 def _refuse(request: Request, paths: list[tuple[Any, ...]]) -> APIError:
@@ -65,13 +68,14 @@ async def reject_null_characters(request: Request) -> None:
         (key if "\x00" not in key else "non_field_errors",)
         for key, value in request.query_params.multi_items() if "\x00" in key or "\x00" in value
     ]
-    if not paths and _is_json(request):
+    if not paths and _may_be_json(request):
         body = await request.body()
         if _ESCAPED_NULL in body:
             try:
-                paths = list(null_paths(await request.json()))
-            except ValueError:
+                document = orjson.loads(body)
+            except orjson.JSONDecodeError:
                 return  # not JSON: the route answers its own parse error
+            paths = list(null_paths(document))
     if paths:
         raise _refuse(request, paths)
 

@@ -32,10 +32,11 @@ class RouteClass:
     checks_input: bool = True
 
     def too_large_message(self) -> str:
-        return f"Request body is too large: at most {human_size(self.max_body_bytes)} ({self.max_body_bytes} bytes)."
+        return f"Request body is too large: at most {human_size(self.max_body_bytes)}."
 
 
 def human_size(size: int) -> str:
+    """1 MB is 1,048,576 bytes here, as in the import limit's "10 MB"."""
     if size % MIB == 0:
         return f"{size // MIB} MB"
     if size % KIB == 0:

@@ -20,7 +20,7 @@ from fastapi import Path, Query
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 
-from openmaac.web.limits import MAX_ID, MAX_INT32, MAX_QUERY_TEXT
+from openmaac.web.limits import MAX_ID, MAX_QUERY_TEXT
 
 
 def invalid_pk(value: Any) -> str:
@@ -39,8 +39,6 @@ BodyId = Annotated[int, AfterValidator(_check_body_id), Field(json_schema_extra=
 # A free-text filter: compared with a column of at most 255 characters, so a longer one can
 # match nothing (and a 60 KB LIKE pattern is past what SQLite accepts).
 QueryText = Annotated[str | None, Query(max_length=MAX_QUERY_TEXT)]
-# A count, amount or duration stored in a 32-bit INTEGER column.
-Int32 = Annotated[int, Field(le=MAX_INT32)]
 
 
 def parse_id(value: Any) -> int | None:
