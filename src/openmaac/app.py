@@ -27,6 +27,7 @@ from openmaac.segments.router import router as segments_router
 from openmaac.sms_plus.router import router as sms_plus_router
 from openmaac.tags.router import router as tags_router
 from openmaac.templates.router import router as templates_router
+from openmaac.web.body_limit import BodyLimitMiddleware
 from openmaac.web.errors import APIError, api_error_handler, http_error_handler, validation_error_handler
 from openmaac.web.openapi import install as install_openapi_document
 from openmaac.web.responses import OrjsonResponse
@@ -73,6 +74,8 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
         default_response_class=OrjsonResponse,
         lifespan=lifespan,
     )
+    # the body limit of each route class, checked before routing, authentication or a signature
+    app.add_middleware(BodyLimitMiddleware)
     app.add_exception_handler(RequestValidationError, validation_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(APIError, api_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error_handler)  # type: ignore[arg-type]

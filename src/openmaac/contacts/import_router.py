@@ -14,9 +14,11 @@ from openmaac.auth.deps import Org
 from openmaac.contacts import imports
 from openmaac.db.engine import get_database
 from openmaac.web.errors import APIError
+from openmaac.web.input import InputRoute
+from openmaac.web.params import PathId
 from openmaac.web.ratelimit import limiter
 
-router = APIRouter(prefix="/openapi/v1", tags=["Contact"])
+router = APIRouter(prefix="/openapi/v1", tags=["Contact"], route_class=InputRoute)
 
 # Operators (and the benchmarks) may loosen the 15/min limit: OPENMAAC_MEMBER_IMPORT_RATE=100/60.
 _rate = os.environ.get("OPENMAAC_MEMBER_IMPORT_RATE")
@@ -84,7 +86,7 @@ async def import_members(org: Org, request: Request) -> Any:
 
 
 @router.get("/member/import/{task_id}/", summary="Check import contact task status")
-def get_import(org: Org, task_id: int) -> Any:
+def get_import(org: Org, task_id: PathId) -> Any:
     with get_database().read() as session:
         return imports.task_view(session, org, task_id)
 
@@ -96,7 +98,7 @@ def get_import(org: Org, task_id: int) -> Any:
     response_class=Response,
     openapi_extra={"x-openmaac-extension": True},
 )
-def get_mismatch(task_id: int, expires: int = 0, signature: str = "") -> Response:
+def get_mismatch(task_id: PathId, expires: int = 0, signature: str = "") -> Response:
     if not imports.check_mismatch_signature(task_id, expires, signature):
         raise APIError(403, {"detail": "This link is invalid or has expired."})
     with get_database().read() as session:

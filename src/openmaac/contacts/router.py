@@ -11,9 +11,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from openmaac.auth.deps import Org
 from openmaac.contacts import service
 from openmaac.db.engine import get_database
+from openmaac.web.input import InputRoute
+from openmaac.web.limits import MAX_QUERY_TEXT
+from openmaac.web.params import QueryId, QueryText
 from openmaac.web.responses import OrjsonResponse
 
-router = APIRouter(prefix="/openapi/v1", tags=["Contact"])
+router = APIRouter(prefix="/openapi/v1", tags=["Contact"], route_class=InputRoute)
 
 
 class TagDetail(BaseModel):
@@ -60,11 +63,12 @@ class ContactPatch(BaseModel):
 @router.get("/member/", response_model=ContactPage, summary="Get contact list")
 def list_members(
     org: Org,
-    member_id: Annotated[int | None, Query()] = None,
-    line_uid: str | None = None,
-    email: str | None = None,
-    mobile: Annotated[str | None, Query(description='"+" must be sent encoded as %2b')] = None,
-    customer_id: str | None = None,
+    member_id: QueryId = None,
+    line_uid: QueryText = None,
+    email: QueryText = None,
+    mobile: Annotated[str | None, Query(max_length=MAX_QUERY_TEXT,
+                                        description='"+" must be sent encoded as %2b')] = None,
+    customer_id: QueryText = None,
     status: Literal["follow", "auth", "unfollow"] | None = None,
     updated_at_min: Annotated[date | None, Query(description="YYYY-MM-DD")] = None,
     updated_at_max: Annotated[date | None, Query(description="YYYY-MM-DD")] = None,

@@ -134,8 +134,9 @@ def list_contacts(session: Session, org: OrgContext, filters: ContactFilters, st
         stmt = stmt.where(Contact.customer_id == filters.customer_id)
     if filters.status:
         stmt = stmt.where(Contact.status == filters.status)
-    window_from = start_of_day(filters.updated_at_min, org.tz) if filters.updated_at_min else None
-    window_to = end_of_day(filters.updated_at_max, org.tz) if filters.updated_at_max else None
+    window_from = (start_of_day(filters.updated_at_min, org.tz, field="updated_at_min")
+                   if filters.updated_at_min else None)
+    window_to = end_of_day(filters.updated_at_max, org.tz, field="updated_at_max") if filters.updated_at_max else None
     if window_from is not None:
         stmt = stmt.where(Contact.updated_at >= window_from)
     if window_to is not None:

@@ -14,9 +14,10 @@ from openmaac.auth.deps import Org
 from openmaac.db.engine import get_database
 from openmaac.links import service
 from openmaac.web.errors import not_found
+from openmaac.web.input import InputRoute
 
-router = APIRouter(tags=["Tracked links"])
-settings_router = APIRouter(prefix="/openapi/v1", tags=["Tracked links"])
+router = APIRouter(tags=["Tracked links"], route_class=InputRoute)
+settings_router = APIRouter(prefix="/openapi/v1", tags=["Tracked links"], route_class=InputRoute)
 
 NO_STORE = {"Cache-Control": "no-store, max-age=0", "Referrer-Policy": "no-referrer"}
 _OPEN_PATH = re.compile(r"^(\d{1,4})(?:\.[A-Za-z]{3,4})?(?:/(\d{1,5}))?$")

@@ -130,6 +130,9 @@ def check_images(slots: list[ImageSlot], rendered: list[dict[str, Any]]) -> dict
     return errors
 
 
+# the recipients' line_uid column (a LINE user id is 33 characters)
+
+
 def line_uid_of(data: dict[str, Any], errors: dict[str, list[str]]) -> str | None:
     if "line_uid" not in data:
         errors["line_uid"] = ["This field is required."]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
@@ -10,9 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from openmaac.auth.deps import Org
 from openmaac.db.engine import get_database
 from openmaac.messaging import direct, sending
+from openmaac.web.input import InputRoute
+from openmaac.web.params import BodyId, PathId
 from openmaac.web.ratelimit import limiter
 
-router = APIRouter(prefix="/openapi/v1", tags=["Send message"])
+router = APIRouter(prefix="/openapi/v1", tags=["Send message"], route_class=InputRoute)
 
 TRACKING_NOTE = (
     " With an `event_id` the message is tracked: its links become openmaac short links "
@@ -22,24 +24,25 @@ TRACKING_NOTE = (
 
 class PushIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    template_id: int
-    event_id: int | None = None
+    template_id: BodyId
+    event_id: BodyId | None = None
     data: dict[str, Any] = Field(description="`line_uid` and the template's parameters (name: value)")
 
 
 class MulticastIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    template_id: int
-    event_id: int | None = None
+    template_id: BodyId
+    event_id: BodyId | None = None
     data: list[dict[str, Any]] = Field(min_length=1, max_length=direct.MULTICAST_MAX,
                                        description="Up to 150 entries: `line_uid` and that recipient's parameters")
 
 
 class EnhancedMulticastIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    template_id: int
-    event_id: int | None = None
-    line_uids: list[str] = Field(min_length=1, max_length=direct.ENHANCED_MULTICAST_MAX)
+    template_id: BodyId
+    event_id: BodyId | None = None
+    line_uids: list[Annotated[str, Field(max_length=direct.LINE_UID_MAX_LENGTH)]] = Field(
+        min_length=1, max_length=direct.ENHANCED_MULTICAST_MAX)
     data: dict[str, Any] = Field(description="The template's parameters, shared by every recipient")
 
 
@@ -107,6 +110,6 @@ def enhanced_multicast(org: Org, body: EnhancedMulticastIn) -> Any:
 @router.get("/direct_message/{direct_message_id}/", response_model=DirectMessageOut,
             summary="Query sending message status",
             description="`result` is null until `status` is `sent`.")
-def get_direct_message(org: Org, direct_message_id: int) -> Any:
+def get_direct_message(org: Org, direct_message_id: PathId) -> Any:
     with get_database().read() as session:
         return direct.serialize(session, direct.get_direct_message(session, org.id, direct_message_id), org)

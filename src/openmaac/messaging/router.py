@@ -10,8 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from openmaac.auth.deps import Org
 from openmaac.db.engine import get_database
 from openmaac.messaging import events
+from openmaac.web.input import InputRoute
+from openmaac.web.params import PathId, QueryText
 
-router = APIRouter(prefix="/openapi/v1", tags=["Message event"])
+router = APIRouter(prefix="/openapi/v1", tags=["Message event"], route_class=InputRoute)
 
 
 class EventOut(BaseModel):
@@ -37,13 +39,13 @@ class EventCreated(BaseModel):
 
 
 @router.get("/event/", response_model=EventPage, summary="Get message event list")
-def list_events(org: Org, name: str | None = None, start: str | None = None) -> Any:
+def list_events(org: Org, name: QueryText = None, start: str | None = None) -> Any:
     with get_database().read() as session:
         return events.list_events(session, org, name, start)
 
 
 @router.get("/event/{event_id}/", response_model=EventOut, summary="Get message event info")
-def get_event(org: Org, event_id: int) -> Any:
+def get_event(org: Org, event_id: PathId) -> Any:
     with get_database().read() as session:
         return events.serialize(events.get_event(session, org.id, event_id), org)
 

@@ -10,8 +10,10 @@ from pydantic import BaseModel
 from openmaac.auth.deps import Org
 from openmaac.db.engine import get_database
 from openmaac.reports import service
+from openmaac.web.input import InputRoute
+from openmaac.web.params import PathId
 
-router = APIRouter(prefix="/openapi/v1", tags=["Message performance"])
+router = APIRouter(prefix="/openapi/v1", tags=["Message performance"], route_class=InputRoute)
 
 
 class Total(BaseModel):
@@ -63,6 +65,6 @@ class EventReport(BaseModel):
                  "Opens are recorded when the recipient's LINE client loads a tracked image of the message "
                  "(like an e-mail open pixel), so messages without images report no opens."),
 )
-def event_report(org: Org, event_id: int, start_date: str | None = None, end_date: str | None = None) -> Any:
+def event_report(org: Org, event_id: PathId, start_date: str | None = None, end_date: str | None = None) -> Any:
     with get_database().read() as session:
         return service.event_report(session, org, event_id, start_date, end_date)

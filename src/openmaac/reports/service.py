@@ -56,12 +56,14 @@ def _zero() -> dict[str, Any]:
 def event_report(session: Session, org: OrgContext, event_id: int, start_date: str | None,
                  end_date: str | None) -> dict[str, Any]:
     start, end = parse_dates(start_date, end_date)
+    window_start = start_of_day(start, org.tz, field="start_date") if start is not None else None
+    window_end = end_of_day(end, org.tz, field="end_date") if end is not None else None
     event = get_event(session, org.id, event_id)
     window = [TrackingEvent.organization_id == org.id, TrackingEvent.event_id == event.id]
-    if start is not None:
-        window.append(TrackingEvent.occurred_at >= start_of_day(start, org.tz))
-    if end is not None:
-        window.append(TrackingEvent.occurred_at < end_of_day(end, org.tz))
+    if window_start is not None:
+        window.append(TrackingEvent.occurred_at >= window_start)
+    if window_end is not None:
+        window.append(TrackingEvent.occurred_at < window_end)
 
     personalised = bool(session.scalar(
         select(func.count()).select_from(DirectMessage).where(

@@ -15,8 +15,10 @@ from openmaac.auth.deps import Org
 from openmaac.db.engine import get_database
 from openmaac.segments import service
 from openmaac.web.errors import APIError, field_errors
+from openmaac.web.input import NULL_MESSAGE, InputRoute
+from openmaac.web.params import BodyId, PathId, QueryText
 
-router = APIRouter(prefix="/openapi/v1", tags=["Segment"])
+router = APIRouter(prefix="/openapi/v1", tags=["Segment"], route_class=InputRoute)
 
 
 class FileReport(BaseModel):
@@ -51,7 +53,7 @@ class SegmentPage(BaseModel):
 class TagCondition(BaseModel):
     model_config = ConfigDict(extra="ignore")
     status: Literal["with", "without"]
-    tag_id: int
+    tag_id: BodyId
 
 
 class SegmentCreate(BaseModel):
@@ -76,14 +78,14 @@ def _multipart(required: bool) -> dict[str, Any]:
 
 
 @router.get("/segment/", response_model=SegmentPage, response_model_exclude_unset=True, summary="Get segment list")
-def list_segments(org: Org, name: str | None = None, start: str | None = None) -> Any:
+def list_segments(org: Org, name: QueryText = None, start: str | None = None) -> Any:
     with get_database().read() as session:
         return service.list_segments(session, org, name, start)
 
 
 @router.get("/segment/{segment_id}/", response_model=SegmentOut, response_model_exclude_unset=True,
             summary="Get segment")
-def get_segment(org: Org, segment_id: int) -> Any:
+def get_segment(org: Org, segment_id: PathId) -> Any:
     with get_database().read() as session:
         return service.serialize(service.get_segment(session, org.id, segment_id), org)
 
@@ -100,7 +102,7 @@ def create_segment(org: Org, body: SegmentCreate) -> Any:
 
 
 @router.delete("/segment/{segment_id}/", status_code=204, response_class=Response, summary="Delete segment")
-def delete_segment(org: Org, segment_id: int) -> Response:
+def delete_segment(org: Org, segment_id: PathId) -> Response:
     with get_database().write() as session:
         service.delete_segment(session, org, segment_id)
     return Response(status_code=204)
@@ -108,7 +110,7 @@ def delete_segment(org: Org, segment_id: int) -> Response:
 
 @router.get("/segment/{segment_id}/members/", response_class=StreamingResponse,
             summary="Get segment members (CSV)")
-def segment_members(org: Org, segment_id: int) -> Any:
+def segment_members(org: Org, segment_id: PathId) -> Any:
     with get_database().read() as session:
         service.get_segment(session, org.id, segment_id)  # 404 before the stream starts
     return StreamingResponse(
@@ -158,6 +160,11 @@ async def _read_form(request: Request) -> dict[str, Any]:
 def _check_text(fields: dict[str, Any], required: bool) -> dict[str, Any]:
     errors: dict[str, list[str]] = {}
     changes: dict[str, Any] = {}
+    for key in ("name", "description"):
+        if isinstance(fields.get(key), str) and "\x00" in fields[key]:
+            errors[key] = [NULL_MESSAGE]  # multipart fields: the JSON check of InputRoute does not see them
+    if errors:
+        raise field_errors(errors)
     if "name" in fields:
         name = str(fields["name"]).strip()
         if not name:
@@ -195,7 +202,7 @@ async def create_custom_segment(org: Org, request: Request) -> Any:
 
 @router.patch("/custom_segment/{segment_id}/", response_model=SegmentOut, response_model_exclude_unset=True,
               summary="Update custom segment", openapi_extra=_multipart(False))
-async def patch_custom_segment(org: Org, segment_id: int, request: Request) -> Any:
+async def patch_custom_segment(org: Org, segment_id: PathId, request: Request) -> Any:
     fields = await _read_form(request)
     changes = _check_text(fields, required=False)
     if not changes and "file" not in fields:

@@ -40,6 +40,7 @@ from openmaac.config import SIMULATOR_ADMIN_HEADER, get_settings
 from openmaac.db.base import utcnow
 from openmaac.sms_plus.models import SmsProviderConfig
 from openmaac.web.errors import field_errors
+from openmaac.web.limits import MAX_INT32
 
 PROVIDERS = ("twilio", "mitake")
 # the built-in simulators' demo accounts (src/openmaac/simulators/{twilio,mitake,whatsapp})
@@ -200,9 +201,13 @@ def clean(body: dict[str, Any]) -> dict[str, Any]:
         value = body.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             errors[name] = ["A valid integer is required."]
+        elif value is not None and value > MAX_INT32:
+            errors[name] = [f"Ensure this value is less than or equal to {MAX_INT32}."]
     base_url, refusal = _builtin_or_checked(body.get("base_url"), provider if provider in PROVIDERS else "twilio")
     if refusal:
         errors["base_url"] = [refusal]
+    elif isinstance(body.get("base_url"), str) and len(body["base_url"]) > 512:
+        errors["base_url"] = ["Ensure this field has no more than 512 characters."]
     if "whatsapp" not in errors and "base_url" in whatsapp:
         whatsapp = dict(whatsapp)
         whatsapp_url, refusal = _builtin_or_checked(whatsapp.pop("base_url"), "whatsapp")

@@ -25,9 +25,11 @@ from openmaac.db.engine import get_database
 from openmaac.sms_plus import engine, join_links, points, providers, uploads
 from openmaac.sms_plus import service as svc
 from openmaac.web.errors import APIError, field_errors, not_found
+from openmaac.web.input import InputRoute
+from openmaac.web.params import PathId, invalid_pk, parse_id
 from openmaac.web.ratelimit import limiter
 
-router = APIRouter(tags=["SMS+"])
+router = APIRouter(tags=["SMS+"], route_class=InputRoute)
 EXTENSION = {"x-openmaac-extension": True}
 API = "/openapi/v1"
 
@@ -65,7 +67,7 @@ def list_settings(org: PlainOrg, start: str | None = None) -> Any:
 
 
 @router.get(f"{API}/pnp/setting/{{pnp_setting_id}}/", summary="Get SMS+ scenario (with metric)")
-def get_setting(org: PlainOrg, pnp_setting_id: int) -> Any:
+def get_setting(org: PlainOrg, pnp_setting_id: PathId) -> Any:
     with get_database().read() as session:
         setting = svc.get_setting(session, org.id, pnp_setting_id)
         if setting is None:
@@ -75,7 +77,7 @@ def get_setting(org: PlainOrg, pnp_setting_id: int) -> Any:
 
 @router.get(f"{API}/pnp/setting/{{pnp_setting_id}}/content/", openapi_extra=EXTENSION,
             summary="Get an SMS+ scenario's content (openmaac extension)")
-def get_setting_content(org: PlainOrg, pnp_setting_id: int) -> Any:
+def get_setting_content(org: PlainOrg, pnp_setting_id: PathId) -> Any:
     with get_database().read() as session:
         setting = svc.get_setting(session, org.id, pnp_setting_id)
         if setting is None:
@@ -116,6 +118,8 @@ def _setting_changes(body: Any, *, creating: bool) -> dict[str, Any]:
         elif key in ("line_push_template_id",):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 errors[key] = ["A valid integer is required."]
+            elif value is not None and parse_id(value) is None:
+                errors[key] = [invalid_pk(value)]
         elif key == "pnp_messages":
             if not isinstance(value, list):
                 errors[key] = [f'Expected a list of items but got type "{type(value).__name__}".']
@@ -148,7 +152,7 @@ async def create_setting(org: PlainOrg, request: Request) -> Any:
 
 @router.patch(f"{API}/pnp/setting/{{pnp_setting_id}}/", openapi_extra=EXTENSION,
               summary="Edit an SMS+ scenario (openmaac extension)")
-async def update_setting(org: PlainOrg, pnp_setting_id: int, request: Request) -> Any:
+async def update_setting(org: PlainOrg, pnp_setting_id: PathId, request: Request) -> Any:
     changes = _setting_changes(await _json_body(request, plain=False), creating=False)
 
     def run() -> Any:
@@ -301,28 +305,28 @@ async def put_provider(org: PlainOrg, request: Request) -> Any:
 
 @router.post(f"{API}/pnp/setting/{{pnp_setting_id}}/upload/", status_code=201, openapi_extra=EXTENSION,
              summary="Upload a recipient list (CSV or XLSX, at most 25 MB) (openmaac extension)")
-async def upload_list(org: PlainOrg, pnp_setting_id: int, file: Annotated[UploadFile, File()],
+async def upload_list(org: PlainOrg, pnp_setting_id: PathId, file: Annotated[UploadFile, File()],
                       phone_column: Annotated[str | None, Form()] = None) -> Any:
     return await run_in_threadpool(uploads.receive, org, pnp_setting_id, file.filename, file.file, phone_column)
 
 
 @router.get(f"{API}/pnp/upload/{{upload_id}}/", openapi_extra=EXTENSION,
             summary="An uploaded recipient list (openmaac extension)")
-def get_upload(org: PlainOrg, upload_id: int) -> Any:
+def get_upload(org: PlainOrg, upload_id: PathId) -> Any:
     with get_database().read() as session:
         return uploads.serialize(uploads.get_upload(session, org.id, upload_id))
 
 
 @router.post(f"{API}/pnp/upload/{{upload_id}}/send/", openapi_extra=EXTENSION,
              summary="Send an uploaded list with a column -> parameter mapping (openmaac extension)")
-async def send_upload(org: PlainOrg, upload_id: int, request: Request) -> Any:
+async def send_upload(org: PlainOrg, upload_id: PathId, request: Request) -> Any:
     body = await _json_body(request, plain=False)
     return await run_in_threadpool(uploads.send, org, upload_id, body if isinstance(body, dict) else {})
 
 
 @router.delete(f"{API}/pnp/upload/{{upload_id}}/", status_code=204, openapi_extra=EXTENSION,
                response_class=Response, summary="Delete an uploaded list (openmaac extension)")
-def delete_upload(org: PlainOrg, upload_id: int) -> Response:
+def delete_upload(org: PlainOrg, upload_id: PathId) -> Response:
     uploads.delete_upload(org.id, upload_id)
     return Response(status_code=204)
 

@@ -29,8 +29,10 @@ from openmaac.sms_plus.settings import DISPATCH_SAFETY_NET_SECONDS, minutes
 from openmaac.templates.models import MessageTemplate
 from openmaac.templates.service import PLACEHOLDER, validate_template_messages
 from openmaac.web.errors import APIError, field_errors
+from openmaac.web.limits import MAX_QUERY_TEXT
 from openmaac.web.pagination import PAGE_SIZE, decode_token, encode_token
-from openmaac.web.times import render
+from openmaac.web.params import parse_id
+from openmaac.web.times import parse_datetime, render
 
 # --- statuses (file 003) ----------------------------------------------------------------------
 
@@ -328,9 +330,12 @@ def parse_setting_id(value: Any) -> int:
     if isinstance(value, bool):
         raise text_error(NOT_FOUND)
     try:
-        return int(value)
+        setting_id = parse_id(int(value))
     except (TypeError, ValueError):
         raise text_error(NOT_FOUND) from None
+    if setting_id is None:  # no scenario can have it (out of 1 .. 2**63 - 1)
+        raise text_error(NOT_FOUND)
+    return setting_id
 
 
 def usable_setting(session: Session, org_id: int, setting_id: int) -> PnpSetting:
@@ -345,7 +350,9 @@ def parse_event_id(session: Session, org_id: int, value: Any) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
         raise text_error(PATTERN)
-    event_id = int(value)
+    event_id = parse_id(value)
+    if event_id is None:
+        raise text_error(EVENT_NOT_FOUND)
     if session.scalar(select(MessageEvent.id).where(MessageEvent.organization_id == org_id,
                                                     MessageEvent.id == event_id)) is None:
         raise text_error(EVENT_NOT_FOUND)
@@ -386,7 +393,9 @@ def parse_recipient(session: Session, org_id: int, setting: PnpSetting, entry: A
             raise required("line_push_template_id")
         if isinstance(raw_template, bool) or not str(raw_template).isdigit():
             raise text_error(TEMPLATE_NOT_FOUND)
-        template_id = int(raw_template)
+        template_id = parse_id(raw_template)
+        if template_id is None:
+            raise text_error(TEMPLATE_NOT_FOUND)
         if template_id not in templates:
             row = session.execute(select(MessageTemplate.parameters).where(
                 MessageTemplate.organization_id == org_id, MessageTemplate.id == template_id)).first()
@@ -504,25 +513,6 @@ def create_messages(session: Session, org_id: int, setting: PnpSetting, recipien
 
 # --- status query -------------------------------------------------------------------------------
 
-DATETIME_ERROR = ("Datetime has wrong format. Use one of these formats instead: "
-                  "YYYY-MM-DDThh:mm[:ss[.uuuuuu]][+HH:MM|-HH:MM|Z].")
-ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?$")
-
-
-def parse_iso(value: str, tz: ZoneInfo) -> datetime | None:
-    text = value.strip() if value else ""
-    # a raw "+" in a query string arrives as a space: that is the spec's 400, not a guess
-    if not ISO.match(value or "") or " " in (value or ""):
-        return None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=tz)
-    return parsed
-
-
 def serialize_message(message: PnpMessage, tz: ZoneInfo, *, whatsapp: bool = False) -> dict[str, Any]:
     """One record of the status query; ``whatsapp`` (the scenario has WhatsApp on, or the message
     went through it) appends the WhatsApp fields after the spec's."""
@@ -562,9 +552,9 @@ def query_messages(session: Session, org: OrgContext, query: dict[str, str]) -> 
         if raw is None or raw == "":
             errors[name] = ["This field is required."]
             continue
-        parsed = parse_iso(raw, org.tz)
-        if parsed is None:
-            errors[name] = [DATETIME_ERROR]
+        parsed = parse_datetime(raw, org.tz)
+        if isinstance(parsed, str):
+            errors[name] = [parsed]
         else:
             bounds[name] = parsed
     setting_id: int | None = None
@@ -576,11 +566,16 @@ def query_messages(session: Session, org: OrgContext, query: dict[str, str]) -> 
             setting_id = int(raw_id)
         except ValueError:
             errors["pnp_setting_id"] = ["A valid integer is required."]
+        else:
+            if parse_id(setting_id) is None:
+                setting_id = None  # no scenario can have it: the 404 below
+    customized_id = query.get("customized_id")
+    if customized_id and len(customized_id) > MAX_QUERY_TEXT:
+        errors["customized_id"] = [f"Ensure this field has no more than {MAX_QUERY_TEXT} characters."]
     if errors:
         raise field_errors(errors)
-    assert setting_id is not None
-    setting = get_setting(session, org.id, setting_id)
-    if setting is None:
+    setting = get_setting(session, org.id, setting_id) if setting_id is not None else None
+    if setting is None or setting_id is None:
         raise APIError(404, {"detail": "pnp_setting_id not found"})
     scope = f"pnp_message:{org.id}:{setting_id}"
     stmt = select(PnpMessage).where(

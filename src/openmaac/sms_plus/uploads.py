@@ -27,6 +27,7 @@ from openmaac.sms_plus import points
 from openmaac.sms_plus import service as svc
 from openmaac.sms_plus.models import PnpUpload, PnpUploadRow
 from openmaac.web.errors import APIError, field_errors, not_found
+from openmaac.web.input import NULL_MESSAGE
 
 MAX_BYTES = 25 * 1024 * 1024
 MAX_ROWS = 1_000_000
@@ -95,6 +96,8 @@ def receive(org: OrgContext, setting_id: int, filename: str | None, stream: IO[b
         if setting is None:
             raise not_found()
         sms_on = setting.fallback_enabled
+    if "\x00" in (filename or "") or "\x00" in (phone_column or ""):
+        raise field_errors({"phone_column" if "\x00" in (phone_column or "") else "file": [NULL_MESSAGE]})
     name = os.path.basename(filename or "upload.csv")
     try:
         with tabular.open_upload(stream, name, LIMITS) as table:

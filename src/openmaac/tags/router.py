@@ -10,8 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from openmaac.auth.deps import Org
 from openmaac.db.engine import get_database
 from openmaac.tags import service
+from openmaac.web.input import InputRoute
+from openmaac.web.params import BodyId, PathId, QueryText
 
-router = APIRouter(prefix="/openapi/v1", tags=["Tag"])
+# The expiry of a tag put on today stays a real date (year 9999 is the calendar's last).
+
+router = APIRouter(prefix="/openapi/v1", tags=["Tag"], route_class=InputRoute)
 
 
 class TagOut(BaseModel):
@@ -34,13 +38,13 @@ class TagCreate(BaseModel):
 
 class TagMemberIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    tag_id: int
+    tag_id: BodyId
     line_uid: str = Field(min_length=1)
 
 
 class TagMemberRemove(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    tag_id: int
+    tag_id: BodyId
     line_uid: str | None = Field(default=None, description="Omit to remove the tag from every contact")
 
 
@@ -52,13 +56,13 @@ class TagMemberOut(BaseModel):
 
 
 @router.get("/tag/", response_model=TagPage, summary="Get tag list")
-def list_tags(org: Org, name: str | None = None, start: str | None = None) -> Any:
+def list_tags(org: Org, name: QueryText = None, start: str | None = None) -> Any:
     with get_database().read() as session:
         return service.list_tags(session, org, name, start)
 
 
 @router.get("/tag/{tag_id}/", response_model=TagOut, summary="Get tag info")
-def get_tag(org: Org, tag_id: int) -> Any:
+def get_tag(org: Org, tag_id: PathId) -> Any:
     with get_database().read() as session:
         return service.serialize_tag(service.get_tag(session, org.id, tag_id))
 

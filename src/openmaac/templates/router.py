@@ -10,8 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from openmaac.auth.deps import Org
 from openmaac.db.engine import get_database
 from openmaac.templates import service
+from openmaac.web.input import InputRoute
+from openmaac.web.params import PathId
 
-router = APIRouter(prefix="/openapi/v1", tags=["Message template"])
+router = APIRouter(prefix="/openapi/v1", tags=["Message template"], route_class=InputRoute)
 
 
 class TemplateOut(BaseModel):
@@ -72,6 +74,6 @@ def create_template(org: Org, body: TemplateCreate) -> Any:
     summary="Get message template (openmaac extension)",
     openapi_extra=EXTENSION,
 )
-def get_template(org: Org, template_id: int) -> Any:
+def get_template(org: Org, template_id: PathId) -> Any:
     with get_database().read() as session:
         return service.serialize(service.get_template(session, org.id, template_id), with_messages=True)

@@ -139,7 +139,12 @@ def drf_errors(errors: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
 
 
 async def validation_error_handler(_request: Request, exc: RequestValidationError) -> Response:
-    status_code, body = drf_errors(list(exc.errors()))
+    errors = list(exc.errors())
+    if any(tuple(error.get("loc", ()))[:1] == ("path",) for error in errors):
+        # A path naming something that cannot exist (an id past 2**63 - 1, or not a number)
+        # is Not found, as Django's URL resolver and lookup answer it; the body is not looked at.
+        return OrjsonResponse({"detail": "Not found."}, status_code=404)
+    status_code, body = drf_errors(errors)
     return OrjsonResponse(body, status_code=status_code)
 
 

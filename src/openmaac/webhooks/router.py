@@ -14,12 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from openmaac.auth.deps import Org
 from openmaac.db.base import utcnow
 from openmaac.db.engine import get_database
+from openmaac.web.input import InputRoute
+from openmaac.web.params import BodyId, PathId
 from openmaac.webhooks import service
 from openmaac.webhooks.delivery import new_idempotency_key, send_once
 from openmaac.webhooks.signing import render_body
 from openmaac.webhooks.topics import TEST_TOPIC
 
-router = APIRouter(prefix="/openapi/v1", tags=["Webhook (openmaac extension)"])
+router = APIRouter(prefix="/openapi/v1", tags=["Webhook (openmaac extension)"], route_class=InputRoute)
 
 EXTENSION = {"x-openmaac-extension": True}
 Style = Literal["maac", "cdh", "raw"]
@@ -75,7 +77,7 @@ class SecretOut(BaseModel):
 
 class DeliveryOut(BaseModel):
     id: int
-    webhook_id: int
+    webhook_id: PathId
     topic: str
     idempotency_key: str
     status: str
@@ -97,7 +99,7 @@ class DeliveryPage(BaseModel):
 
 class ReplayIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    delivery_ids: list[int] | None = Field(default=None, description="Omit to replay every failed delivery and "
+    delivery_ids: list[BodyId] | None = Field(default=None, description="Omit to replay every failed delivery and "
                                                                       "every one waiting for a retry minutes or "
                                                                       "hours away")
 
@@ -126,14 +128,14 @@ def list_webhooks(org: Org, start: str | None = None) -> Any:
 
 @router.get("/webhook/{webhook_id}/", response_model=WebhookOut, openapi_extra=EXTENSION,
             summary="Get webhook (openmaac extension)")
-def get_webhook(org: Org, webhook_id: int) -> Any:
+def get_webhook(org: Org, webhook_id: PathId) -> Any:
     with get_database().read() as session:
         return service.serialize_endpoint(service.get_endpoint(session, org.id, webhook_id), org)
 
 
 @router.patch("/webhook/{webhook_id}/", response_model=WebhookOut, openapi_extra=EXTENSION,
               summary="Update webhook (openmaac extension)")
-def patch_webhook(org: Org, webhook_id: int, body: WebhookPatch) -> Any:
+def patch_webhook(org: Org, webhook_id: PathId, body: WebhookPatch) -> Any:
     changes = body.model_dump(include=body.model_fields_set)
     if changes.get("url") is not None:
         changes["url"] = service.validate_url(changes["url"])
@@ -143,7 +145,7 @@ def patch_webhook(org: Org, webhook_id: int, body: WebhookPatch) -> Any:
 
 @router.delete("/webhook/{webhook_id}/", status_code=204, response_class=Response, openapi_extra=EXTENSION,
                summary="Delete webhook (openmaac extension)")
-def delete_webhook(org: Org, webhook_id: int) -> Response:
+def delete_webhook(org: Org, webhook_id: PathId) -> Response:
     with get_database().write() as session:
         service.delete_endpoint(session, org, webhook_id)
     return Response(status_code=204)
@@ -151,7 +153,7 @@ def delete_webhook(org: Org, webhook_id: int) -> Response:
 
 @router.get("/webhook/{webhook_id}/secret/", response_model=SecretOut, openapi_extra=EXTENSION,
             summary="Reveal webhook share secret (openmaac extension)")
-def reveal_secret(org: Org, webhook_id: int) -> Any:
+def reveal_secret(org: Org, webhook_id: PathId) -> Any:
     with get_database().read() as session:
         return service.reveal_secret(session, org, webhook_id)
 
@@ -159,7 +161,7 @@ def reveal_secret(org: Org, webhook_id: int) -> Any:
 @router.post("/webhook/{webhook_id}/secret/", response_model=SecretOut, openapi_extra=EXTENSION,
              summary="Rotate webhook share secret (openmaac extension)",
              description="A new secret signs every attempt from now on, retries of queued events included.")
-def rotate_secret(org: Org, webhook_id: int) -> Any:
+def rotate_secret(org: Org, webhook_id: PathId) -> Any:
     with get_database().write() as session:
         return service.rotate_secret(session, org, webhook_id)
 
@@ -169,7 +171,7 @@ def rotate_secret(org: Org, webhook_id: int) -> Any:
              description="POSTs a signed `webhook.test` event now, once (no retries), and answers the "
                          "attempt as a delivery: `status` succeeded or failed, `last_status_code`, `last_error`. "
                          "A success re-activates an endpoint that openmaac deactivated after 5 days of failures.")
-def test_webhook(org: Org, webhook_id: int) -> Any:
+def test_webhook(org: Org, webhook_id: PathId) -> Any:
     with get_database().read() as session:
         endpoint = service.get_endpoint(session, org.id, webhook_id)
     key = new_idempotency_key()
@@ -188,7 +190,7 @@ def test_webhook(org: Org, webhook_id: int) -> Any:
                         "failed deliveries stay here until replayed.")
 def list_deliveries(
     org: Org,
-    webhook_id: int,
+    webhook_id: PathId,
     status: Annotated[Literal["pending", "succeeded", "failed"] | None, Query()] = None,
     start: str | None = None,
 ) -> Any:
@@ -198,7 +200,7 @@ def list_deliveries(
 
 @router.get("/webhook/{webhook_id}/deliveries/{delivery_id}/", response_model=DeliveryOut, openapi_extra=EXTENSION,
             summary="Get webhook delivery (openmaac extension)")
-def get_delivery(org: Org, webhook_id: int, delivery_id: int) -> Any:
+def get_delivery(org: Org, webhook_id: PathId, delivery_id: PathId) -> Any:
     with get_database().read() as session:
         return service.get_delivery(session, org, webhook_id, delivery_id)
 
@@ -208,6 +210,6 @@ def get_delivery(org: Org, webhook_id: int, delivery_id: int) -> Any:
              description="Sends deliveries again, now, with the same body and idempotency key and a fresh "
                          "retry budget. Without `delivery_ids`, every failed delivery of the webhook and every one "
                          "waiting for a retry minutes or hours away.")
-def replay(org: Org, webhook_id: int, body: ReplayIn | None = None) -> Any:
+def replay(org: Org, webhook_id: PathId, body: ReplayIn | None = None) -> Any:
     with get_database().write() as session:
         return service.replay(session, org, webhook_id, body.delivery_ids if body else None)
