@@ -75,13 +75,13 @@ def test_null_characters_in_an_import_are_refused_and_nothing_is_accepted(tenant
     assert response.status_code == 400
     assert response.json() == {"data": {
         "0": {"display_name": ["Null characters are not allowed."]},
-        "1": {"tags": ["Null characters are not allowed."]},
+        "1": {"tags": {"1": ["Null characters are not allowed."]}},
         "2": {"non_field_errors": ["Null characters are not allowed."]},
     }}
     response = tenant.client.post(URL, json={"import_key": "customer_id", "data": [{"customer_id": "A\x00"}],
                                              "tags": ["x\x00"]})
     assert response.json() == {"data": {"0": {"customer_id": ["Null characters are not allowed."]}},
-                               "tags": ["Null characters are not allowed."]}
+                               "tags": {"0": ["Null characters are not allowed."]}}
     # A global tag no tag name can hold (a row's own tags are counted as length_error by the task).
     response = tenant.client.post(URL, json={"import_key": "customer_id", "data": [{"customer_id": "A"}],
                                              "tags": ["t" * 256]})

@@ -121,7 +121,7 @@ BODY_CASES += [("POST", "pnp/setting/", {"name": "s", "line_push_template_id": v
 BODY_CASES += [
     ("POST", "tag/", {"name": "t", "available_days": 2**63},
      {"available_days": ["Ensure this value is less than or equal to 1000000."]}),
-    ("POST", "pnp/points/", {"amount": 2**63}, {"amount": ["Ensure this value is less than or equal to 2147483647."]}),
+    ("POST", "pnp/points/", {"amount": 2**63}, {"amount": ["Ensure this value is less than or equal to 1000000000."]}),
     ("PUT", "pnp/sms_provider/", {"provider": "twilio", "retry_window_minutes": 2**63},
      {"retry_window_minutes": ["Ensure this value is less than or equal to 2147483647."]}),
 ]

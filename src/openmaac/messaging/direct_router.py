@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
@@ -41,7 +41,7 @@ class EnhancedMulticastIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
     template_id: BodyId
     event_id: BodyId | None = None
-    line_uids: list[Annotated[str, Field(max_length=direct.LINE_UID_MAX_LENGTH)]] = Field(
+    line_uids: list[str] = Field(
         min_length=1, max_length=direct.ENHANCED_MULTICAST_MAX)
     data: dict[str, Any] = Field(description="The template's parameters, shared by every recipient")
 

@@ -203,11 +203,13 @@ def clean(body: dict[str, Any]) -> dict[str, Any]:
             errors[name] = ["A valid integer is required."]
         elif value is not None and value > MAX_INT32:
             errors[name] = [f"Ensure this value is less than or equal to {MAX_INT32}."]
-    base_url, refusal = _builtin_or_checked(body.get("base_url"), provider if provider in PROVIDERS else "twilio")
-    if refusal:
-        errors["base_url"] = [refusal]
-    elif isinstance(body.get("base_url"), str) and len(body["base_url"]) > 512:
+    if isinstance(body.get("base_url"), str) and len(body["base_url"]) > 512:  # the column's width
         errors["base_url"] = ["Ensure this field has no more than 512 characters."]
+        base_url = None
+    else:
+        base_url, refusal = _builtin_or_checked(body.get("base_url"), provider if provider in PROVIDERS else "twilio")
+        if refusal:
+            errors["base_url"] = [refusal]
     if "whatsapp" not in errors and "base_url" in whatsapp:
         whatsapp = dict(whatsapp)
         whatsapp_url, refusal = _builtin_or_checked(whatsapp.pop("base_url"), "whatsapp")
