@@ -43,6 +43,7 @@ from benchmarks.common import (
     postgres_url,
     process_cpu_seconds,
     run_load,
+    sqlalchemy_url,
 )
 
 CONCURRENCY = 8
@@ -59,12 +60,6 @@ class Sizes:
 
 def sizes(quick: bool) -> Sizes:
     return Sizes(contacts=5_000, rounds=1, seconds=2.0) if quick else Sizes(contacts=100_000, rounds=3, seconds=5.0)
-
-
-def sqlalchemy_url(url: str) -> str:
-    if url.startswith("postgresql://"):
-        return "postgresql+psycopg://" + url[len("postgresql://"):]
-    return url
 
 
 def seed(database_url: str, count: int) -> tuple[list[str], float]:

@@ -53,8 +53,8 @@ from benchmarks.common import (
     PushTarget,
     Result,
     ServerProcess,
-    fresh_postgres_database,
-    postgres_url,
+    backends,
+    database_url,
     process_cpu_seconds,
     run_load,
 )
@@ -91,30 +91,11 @@ class Org:
     template_id: int = 0
 
 
-def sqlalchemy_url(url: str) -> str:
-    if url.startswith("postgresql://"):
-        return "postgresql+psycopg://" + url[len("postgresql://"):]
-    return url
-
-
-def database_url(server: ServerProcess) -> str:
-    return sqlalchemy_url(server.database_url or f"sqlite:///{server.data_dir / 'data' / 'openmaac.sqlite3'}")
-
-
 @contextmanager
 def simulator() -> Iterator[ChildApp]:
     command = [sys.executable, "-c", "from openmaac.simulators.line.app import serve; serve(port={port})"]
     with ChildApp(command, health_path="/_admin/channels") as sim:
         yield sim
-
-
-def backends() -> Iterator[tuple[str, str | None]]:
-    """("SQLite", None), then ("PostgreSQL", a fresh database) when one is configured."""
-    yield "SQLite", None
-    admin = postgres_url()
-    if admin:
-        with fresh_postgres_database(admin) as url:
-            yield "PostgreSQL", url
 
 
 def make_orgs(server: ServerProcess, sim: str, names: list[str], friends: int) -> list[Org]:

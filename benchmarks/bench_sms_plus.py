@@ -56,8 +56,8 @@ from benchmarks.common import (
     PushTarget,
     Result,
     ServerProcess,
-    fresh_postgres_database,
-    postgres_url,
+    backends,
+    database_url,
     process_cpu_seconds,
     run_load,
 )
@@ -103,16 +103,6 @@ class Org:
     setting_id: int = 0
 
 
-def sqlalchemy_url(url: str) -> str:
-    if url.startswith("postgresql://"):
-        return "postgresql+psycopg://" + url[len("postgresql://"):]
-    return url
-
-
-def database_url(server: ServerProcess) -> str:
-    return sqlalchemy_url(server.database_url or f"sqlite:///{server.data_dir / 'data' / 'openmaac.sqlite3'}")
-
-
 @contextmanager
 def simulators() -> Iterator[tuple[ChildApp, ChildApp]]:
     line = [sys.executable, "-c", "from openmaac.simulators.line.app import serve; serve(port={port})"]
@@ -122,14 +112,6 @@ def simulators() -> Iterator[tuple[ChildApp, ChildApp]]:
     with ChildApp(line, health_path="/_admin/channels") as line_sim, \
             ChildApp(twilio, health_path="/_admin/faults") as twilio_sim:
         yield line_sim, twilio_sim
-
-
-def backends() -> Iterator[tuple[str, str | None]]:
-    yield "SQLite", None
-    admin = postgres_url()
-    if admin:
-        with fresh_postgres_database(admin) as url:
-            yield "PostgreSQL", url
 
 
 def server_for(url: str | None, minute_seconds: float) -> ServerProcess:

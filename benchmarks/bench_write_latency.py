@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,8 +37,8 @@ from benchmarks.common import (
     LoadStats,
     Result,
     ServerProcess,
-    fresh_postgres_database,
-    postgres_url,
+    backends,
+    database_url,
     process_cpu_seconds,
     run_load,
 )
@@ -59,24 +59,6 @@ def sizes(quick: bool) -> Sizes:
     if quick:
         return Sizes(csv_bytes=2 * 1024 * 1024, xlsx_rows=50_000, baseline_seconds=5.0)
     return Sizes(csv_bytes=25 * 1024 * 1024 - 4096, xlsx_rows=1_000_000, baseline_seconds=20.0)
-
-
-def sqlalchemy_url(url: str) -> str:
-    if url.startswith("postgresql://"):
-        return "postgresql+psycopg://" + url[len("postgresql://"):]
-    return url
-
-
-def database_url(server: ServerProcess) -> str:
-    return sqlalchemy_url(server.database_url or f"sqlite:///{server.data_dir / 'data' / 'openmaac.sqlite3'}")
-
-
-def backends() -> Iterator[tuple[str, str | None]]:
-    yield "SQLite", None
-    admin = postgres_url()
-    if admin:
-        with fresh_postgres_database(admin) as url:
-            yield "PostgreSQL", url
 
 
 def make_org(server: ServerProcess, name: str, contacts: int) -> tuple[str, list[str]]:

@@ -311,3 +311,23 @@ class PushTarget:
         self.sim_cpu_seconds += process_cpu_seconds(sim_pid) - sim_cpu
         self.load_cpu_seconds += own_cpu_seconds() - load_cpu
         self.stats.add(stats)
+
+
+def sqlalchemy_url(url: str) -> str:
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://"):]
+    return url
+
+
+def database_url(server: ServerProcess) -> str:
+    """The SQLAlchemy URL of the database ``server`` uses (its SQLite file or PostgreSQL)."""
+    return sqlalchemy_url(server.database_url or f"sqlite:///{server.data_dir / 'data' / 'openmaac.sqlite3'}")
+
+
+def backends() -> Iterator[tuple[str, str | None]]:
+    """("SQLite", None), then ("PostgreSQL", a fresh database, dropped afterwards) when one is configured."""
+    yield "SQLite", None
+    admin = postgres_url()
+    if admin:
+        with fresh_postgres_database(admin) as url:
+            yield "PostgreSQL", url
