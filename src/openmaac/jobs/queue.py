@@ -138,27 +138,26 @@ def claim(session: Session, worker_id: str, limit: int, lease_seconds: float) ->
     return sorted((ClaimedJob(*row) for row in rows), key=lambda job: job.id)
 
 
-def shorten_leases(session: Session, leases: dict[int, float]) -> None:
-    """Set the lease of just-claimed jobs to ``leases[job_id]`` seconds from now."""
+def _set_leases(session: Session, statement: Any, leases: dict[int, float], **params: Any) -> None:
+    """Run ``statement`` once per lease length for the jobs given that length (seconds from now)."""
     now = utcnow()
     by_lease: dict[float, list[int]] = {}
     for job_id, seconds in leases.items():
         by_lease.setdefault(seconds, []).append(job_id)
     conn = session.connection()
     for seconds, ids in by_lease.items():
-        conn.execute(_SHORTEN, {"ids": ids, "until": now + timedelta(seconds=seconds)})
+        conn.execute(statement, {"ids": ids, "until": now + timedelta(seconds=seconds), **params})
+
+
+def shorten_leases(session: Session, leases: dict[int, float]) -> None:
+    """Set the lease of just-claimed jobs to ``leases[job_id]`` seconds from now."""
+    _set_leases(session, _SHORTEN, leases)
 
 
 def renew_leases(session: Session, worker_id: str, leases: dict[int, float]) -> None:
     """Extend the leases of jobs ``worker_id`` still holds to ``leases[job_id]`` seconds from now
     (a job another worker took over after its lease passed is left alone)."""
-    now = utcnow()
-    by_lease: dict[float, list[int]] = {}
-    for job_id, seconds in leases.items():
-        by_lease.setdefault(seconds, []).append(job_id)
-    conn = session.connection()
-    for seconds, ids in by_lease.items():
-        conn.execute(_RENEW, {"ids": ids, "worker": worker_id, "until": now + timedelta(seconds=seconds)})
+    _set_leases(session, _RENEW, leases, worker=worker_id)
 
 
 def complete(session: Session, job_id: int, worker_id: str) -> None:
