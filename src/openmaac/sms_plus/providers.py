@@ -2,8 +2,9 @@
 
 Without a stored configuration an organisation sends through the built-in Twilio simulator
 (``{public base URL}/_simulators/twilio`` with the simulator's demo account, whose secrets are
-derived from the server secret: ``simulator_accounts``), so a fresh install works offline. ``PUT /openapi/v1/pnp/sms_provider/`` (extension) chooses Twilio or
-Mitake, their credentials and base URL. Delivery reports come back to
+derived from the server secret: ``simulator_accounts``), so a fresh install works offline.
+``PUT /openapi/v1/pnp/sms_provider/`` (extension) chooses Twilio or Mitake, their credentials
+and base URL (the demo credentials fill in only while no base URL is stored). Delivery reports come back to
 ``/sms_plus/callbacks/{twilio|mitake}/{organization_id}``, verified by the adapter
 (Twilio's signature; an HMAC token in Mitake's callback URL).
 
