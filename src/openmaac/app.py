@@ -108,11 +108,18 @@ def _mount_simulators(app: FastAPI, settings: Settings) -> None:
     from openmaac.simulators.mitake import create_app as create_mitake_simulator
     from openmaac.simulators.twilio import create_app as create_twilio_simulator
     from openmaac.simulators.whatsapp.app import create_app as create_whatsapp_simulator
+    from openmaac.sms_plus.providers import simulator_accounts
 
     key = settings.simulator_admin_key
     app.mount("/_simulators/line", SimulatorAccess(create_line_simulator(), key, is_admin_path))
-    # SMS+ upstreams: Twilio, Mitake and WhatsApp simulators (the default SMS+ provider)
-    app.mount("/_simulators/twilio", SimulatorAccess(create_twilio_simulator(), key, whole_simulator))
-    app.mount("/_simulators/mitake", SimulatorAccess(create_mitake_simulator(), key, whole_simulator))
+    # SMS+ upstreams: Twilio, Mitake and WhatsApp simulators (the default SMS+ provider), their
+    # demo accounts' secrets this server's own (their callbacks are trusted)
+    demo = simulator_accounts(settings)
+    twilio, mitake, whatsapp = demo["twilio"], demo["mitake"], demo["whatsapp"]
+    app.mount("/_simulators/twilio", SimulatorAccess(create_twilio_simulator(
+        accounts={twilio["account_sid"]: twilio["auth_token"]}), key, whole_simulator))
+    app.mount("/_simulators/mitake", SimulatorAccess(create_mitake_simulator(
+        accounts={mitake["username"]: mitake["password"]}), key, whole_simulator))
     app.mount("/_simulators/whatsapp", SimulatorAccess(create_whatsapp_simulator(
+        access_tokens={whatsapp["access_token"]}, app_secret=whatsapp["app_secret"],
         webhook_url=settings.public_base_url.rstrip("/") + "/sms_plus/callbacks/whatsapp"), key, whole_simulator))

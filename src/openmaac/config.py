@@ -22,6 +22,13 @@ def _env(name: str, default: str | None = None) -> str | None:
     return value if value not in (None, "") else default
 
 
+def derived_secret(secret_key: str, purpose: str) -> str:
+    """A secret for one ``purpose``, derived from the server secret (hex HMAC-SHA256): the same
+    across restarts and processes of one server, different on every other server, and revealing
+    neither the server secret nor the secrets derived for other purposes."""
+    return hmac.new(secret_key.encode(), purpose.encode(), hashlib.sha256).hexdigest()
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -51,7 +58,7 @@ class Settings:
         from the server secret that only this server's own calls to its simulators send."""
         if self.simulator_admin_secret:
             return self.simulator_admin_secret
-        return hmac.new(self.secret_key.encode(), b"openmaac-simulator-admin", hashlib.sha256).hexdigest()
+        return derived_secret(self.secret_key, "openmaac-simulator-admin")
 
 
 def _load_secret(data_dir: Path) -> str:

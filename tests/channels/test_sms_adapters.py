@@ -258,6 +258,15 @@ def test_twilio_signature_accepts_default_port_variants() -> None:
     provider.close()
 
 
+def test_twilio_without_an_auth_token_accepts_no_callback() -> None:
+    """A signature made with an empty key is anyone's to compute."""
+    params = {"MessageSid": "SM1", "MessageStatus": "delivered"}
+    signed = twilio_signature("", "https://example.com/cb", params)
+    with TwilioProvider("AC" + "0" * 32, "", from_number=FROM) as provider, pytest.raises(CallbackRejected):
+        provider.parse_status_callback(InboundRequest("POST", "https://example.com/cb", {"X-Twilio-Signature": signed},
+                                                      b"MessageSid=SM1&MessageStatus=delivered"))
+
+
 # --- Mitake ---------------------------------------------------------------------------------
 
 

@@ -192,3 +192,11 @@ def test_subscription_handshake() -> None:
     params = {"hub.mode": "subscribe", "hub.verify_token": "tok", "hub.challenge": "1158201444"}
     assert verify_subscription(params, "tok") == "1158201444"
     assert verify_subscription(params, "other") is None
+
+
+@pytest.mark.parametrize("credentials", [("", "token"), ("106540352242922", "")])
+def test_a_client_without_credentials_sends_nothing(credentials: tuple[str, str]) -> None:
+    with WhatsAppClient(*credentials, base_url="http://127.0.0.1:9") as wa:
+        result = wa.send_template(TO, "deliver_confirmation", "en_US")
+    assert not result.accepted and result.error_category is ErrorCategory.AUTH_OR_CONFIG
+    assert result.http_status is None and not result.outcome_unknown

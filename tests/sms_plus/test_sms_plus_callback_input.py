@@ -12,10 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
+from openmaac.sms_plus.providers import simulator_accounts
+
 os.environ["OPENMAAC_SMS_PLUS_MINUTE_SECONDS"] = "0.05"
 
 BIG_IDS = [2**63, 10**30]
-TWILIO_TOKEN = "0123456789abcdef0123456789abcdef"  # the built-in simulator's account (the default)
 
 
 def _sms_message(tenant: Any) -> int:
@@ -109,7 +110,7 @@ def test_an_unknown_message_and_a_wrong_signature_are_answered_alike(tenant: Any
     assert answers == {(403, "invalid X-Hub-Signature-256")}
     # signed with the organisation's app secret, on its own URL, an unknown message is ignored
     signed = _wa_post(anon, f"/sms_plus/callbacks/whatsapp/{tenant.id}", unknown,
-                      hub_signature("simulator-app-secret", unknown))
+                      hub_signature(simulator_accounts()["whatsapp"]["app_secret"], unknown))
     assert (signed.status_code, signed.text) == (200, "OK")
 
 
@@ -122,7 +123,7 @@ def test_an_authenticated_report_with_ids_no_database_takes_is_400(tenant: Any, 
     def signed(form: dict[str, str]) -> httpx.Response:
         pairs = sorted(form.items())
         return anon.post(path, data=form, headers={"X-Twilio-Signature": twilio_signature(
-            TWILIO_TOKEN, base_url + path, pairs)})
+            simulator_accounts()["twilio"]["auth_token"], base_url + path, pairs)})
 
     for sid in ("SM\x00" + "0" * 31, "SM" + "0" * 200):
         response = signed({"MessageSid": sid, "MessageStatus": "delivered"})

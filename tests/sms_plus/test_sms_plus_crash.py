@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from helpers import wait_for
+from openmaac.simulators import twilio as twilio_sim
 
 MINUTE_SECONDS = "0.5"  # one API minute of fallback_period / callback timeout lasts 0.5 s here
 MESSAGES = 300
@@ -161,7 +162,9 @@ def test_killed_with_pending_fallback_timers_every_message_ends_and_each_sms_goe
             client = httpx.Client(base_url=child.base_url, headers={"Authorization": f"Bearer {token}"},
                                   timeout=30)
             response = client.put("/openapi/v1/pnp/sms_provider/", json={
-                "provider": "twilio", "base_url": twilio, "callback_timeout_minutes": 40})
+                "provider": "twilio", "base_url": twilio, "callback_timeout_minutes": 40,
+                "credentials": {"account_sid": twilio_sim.DEFAULT_ACCOUNT_SID, "auth_token": twilio_sim.DEFAULT_AUTH_TOKEN,
+                                "from_number": "+15005550006"}})
             assert response.status_code == 200, response.text
             response = client.post("/openapi/v1/pnp/setting/", json={
                 "name": "crash", "pnp_enabled": True, "pnp_approval_status": "approved",

@@ -219,10 +219,11 @@ def test_whatsapp_webhook_with_a_bad_signature_changes_nothing(tenant: Any, base
     assert row(tenant, setting["id"], message_id)["status"] == "whatsapp_accepted"
     # the same document signed with the app secret is applied
     from openmaac.channels.whatsapp import hub_signature
+    from openmaac.sms_plus.providers import simulator_accounts
 
     signed = anon.post(f"/sms_plus/callbacks/whatsapp/{tenant.id}", content=body,
                        headers={"Content-Type": "application/json",
-                                "X-Hub-Signature-256": hub_signature("simulator-app-secret", body)})
+                                "X-Hub-Signature-256": hub_signature(simulator_accounts()["whatsapp"]["app_secret"], body)})
     assert signed.status_code == 200
     assert row(tenant, setting["id"], message_id)["status"] == "whatsapp_delivered"
     assert sms_sent(base_url, phone) == 0

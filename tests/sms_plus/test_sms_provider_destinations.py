@@ -131,7 +131,8 @@ def test_a_name_resolving_to_loopback_at_send_time_is_not_reached(tenant: Any, b
                         lambda host, port: ["8.8.8.8"] if host == "localhost" else real_resolve(host, port))
     port = httpx.URL(base_url).port
     response = tenant.client.put(tenant.api("pnp/sms_provider/"), json={
-        "provider": "twilio", "base_url": f"http://localhost:{port}/_simulators/twilio"})
+        "provider": "twilio", "base_url": f"http://localhost:{port}/_simulators/twilio",
+        "credentials": {"account_sid": "AC" + "1" * 32, "auth_token": "x", "from_number": "+15005550006"}})
     assert response.status_code == 200, response.text
     monkeypatch.setattr(destinations, "resolve", real_resolve)  # now the true answer: 127.0.0.1
 

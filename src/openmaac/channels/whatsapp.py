@@ -237,6 +237,7 @@ class WhatsAppClient:
                  base_url: str = DEFAULT_BASE_URL, api_version: str = DEFAULT_API_VERSION,
                  timeout: httpx.Timeout | float = DEFAULT_TIMEOUT, http: httpx.Client | None = None) -> None:
         self.phone_number_id = phone_number_id
+        self.configured = bool(phone_number_id and access_token)
         self.app_secret = app_secret
         self.base_url = base_url.rstrip("/")
         self.api_version = api_version
@@ -282,6 +283,9 @@ class WhatsAppClient:
                       components: Sequence[Mapping[str, Any]] | None = None, *,
                       reference: str | None = None) -> SendResult:
         payload = self.template_payload(to_e164, template_name, language_code, components, reference=reference)
+        if not self.configured:  # nothing to send with: a configuration error, not a request
+            return SendResult(accepted=False, error_category=ErrorCategory.AUTH_OR_CONFIG,
+                              error_code="missing_credentials", error_message="phone_number_id or access_token missing")
         try:
             response = self._http.post(self.messages_url, json=payload, headers=self._headers)
         except httpx.HTTPError as exc:

@@ -1,9 +1,10 @@
 """An organisation's SMS gateway (and WhatsApp number) for SMS+.
 
 Without a stored configuration an organisation sends through the built-in Twilio simulator
-(``{public base URL}/_simulators/twilio`` with the simulator's demo account), so a fresh
-install works offline. ``PUT /openapi/v1/pnp/sms_provider/`` (extension) chooses Twilio or
-Mitake, their credentials and base URL. Delivery reports come back to
+(``{public base URL}/_simulators/twilio`` with the simulator's demo account, whose secrets are
+derived from the server secret: ``simulator_accounts``), so a fresh install works offline.
+``PUT /openapi/v1/pnp/sms_provider/`` (extension) chooses Twilio or Mitake, their credentials
+and base URL (the demo credentials fill in only while no base URL is stored). Delivery reports come back to
 ``/sms_plus/callbacks/{twilio|mitake}/{organization_id}``, verified by the adapter
 (Twilio's signature; an HMAC token in Mitake's callback URL).
 
@@ -16,8 +17,6 @@ the only unchecked destination, and one no tenant can aim elsewhere.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,25 +31,26 @@ from sqlalchemy.orm import Session
 
 from openmaac.channels import destinations
 from openmaac.channels.guarded_http import shared_guarded_client
-from openmaac.channels.sms.base import DEFAULT_TIMEOUT, SendResult, SmsProvider
+from openmaac.channels.sms.base import (
+    DEFAULT_TIMEOUT,
+    CallbackAck,
+    CallbackRejected,
+    DeliveryReport,
+    ErrorCategory,
+    InboundRequest,
+    SendResult,
+    SmsProvider,
+)
 from openmaac.channels.sms.mitake import MitakeProvider
 from openmaac.channels.sms.twilio import TwilioProvider
 from openmaac.channels.whatsapp import DEFAULT_API_VERSION, WhatsAppClient
-from openmaac.config import SIMULATOR_ADMIN_HEADER, get_settings
+from openmaac.config import SIMULATOR_ADMIN_HEADER, Settings, derived_secret, get_settings
 from openmaac.db.base import utcnow
 from openmaac.sms_plus.models import SmsProviderConfig
 from openmaac.web.errors import field_errors
 from openmaac.web.limits import MAX_INT32
 
 PROVIDERS = ("twilio", "mitake")
-# the built-in simulators' demo accounts (src/openmaac/simulators/{twilio,mitake,whatsapp})
-SIMULATOR_DEFAULTS: dict[str, dict[str, str]] = {
-    "twilio": {"account_sid": "AC" + "0" * 31 + "1", "auth_token": "0123456789abcdef0123456789abcdef",
-               "from_number": "+15005550006"},
-    "mitake": {"username": "simulator", "password": "simulator-password"},
-}
-WHATSAPP_DEFAULTS = {"phone_number_id": "106540352242922", "access_token": "simulator-access-token",
-                     "app_secret": "simulator-app-secret"}
 SECRET_KEYS = ("auth_token", "password", "access_token", "app_secret")
 DEFAULT_CALLBACK_TIMEOUT_MINUTES = 1440
 DEFAULT_RETRY_WINDOW_MINUTES = 60
@@ -72,6 +72,26 @@ class ProviderConfig:
     whatsapp_builtin: bool = True   # whatsapp["base_url"] is the built-in simulator
 
 
+def simulator_accounts(settings: Settings | None = None) -> dict[str, dict[str, str]]:
+    """The demo accounts of the built-in simulators (src/openmaac/simulators/{twilio,mitake,
+    whatsapp}) on this server, by simulator: what ``openmaac serve`` mounts them with and what an
+    organisation without credentials of its own sends and verifies callbacks with. The ids are
+    fixed; the secrets are derived from the server secret, since a callback signed with them
+    is trusted: fixed ones, readable in the source, would let anyone forge delivery reports."""
+    key = (settings or get_settings()).secret_key
+
+    def secret(name: str) -> str:
+        return derived_secret(key, f"openmaac-simulator-{name}")[:32]
+
+    return {
+        "twilio": {"account_sid": "AC" + "0" * 31 + "1", "auth_token": secret("twilio-auth-token"),
+                   "from_number": "+15005550006"},
+        "mitake": {"username": "simulator", "password": secret("mitake-password")},
+        "whatsapp": {"phone_number_id": "106540352242922", "access_token": secret("whatsapp-access-token"),
+                     "app_secret": secret("whatsapp-app-secret")},
+    }
+
+
 def simulator_url(name: str) -> str:
     """The built-in simulator ``name`` as mounted by ``openmaac serve`` (operator settings)."""
     return get_settings().public_base_url.rstrip("/") + f"/_simulators/{name}"
@@ -83,16 +103,20 @@ def _is_builtin(url: object, name: str) -> bool:
 
 
 def config_of(session: Session, organization_id: int) -> ProviderConfig:
+    """The organisation's configuration. The simulators' demo credentials fill in only what it
+    sends to the built-in simulators; a gateway of its own gets exactly the stored credentials."""
+    demo = simulator_accounts()
     row = session.get(SmsProviderConfig, organization_id)
     if row is None:
-        return ProviderConfig(organization_id, "twilio", simulator_url("twilio"), dict(SIMULATOR_DEFAULTS["twilio"]),
-                              whatsapp={**WHATSAPP_DEFAULTS, "base_url": simulator_url("whatsapp")})
-    credentials = {**SIMULATOR_DEFAULTS.get(row.provider, {}), **(row.credentials or {})}
+        return ProviderConfig(organization_id, "twilio", simulator_url("twilio"), demo["twilio"],
+                              whatsapp={**demo["whatsapp"], "base_url": simulator_url("whatsapp")})
+    builtin = _is_builtin(row.base_url, row.provider)
+    credentials = {**(demo.get(row.provider, {}) if builtin else {}), **(row.credentials or {})}
     stored_whatsapp = dict(row.whatsapp or {})
     whatsapp_builtin = _is_builtin(stored_whatsapp.pop("base_url", None), "whatsapp")
-    whatsapp = {**WHATSAPP_DEFAULTS, **stored_whatsapp, "base_url": simulator_url("whatsapp") if whatsapp_builtin
+    whatsapp = {**(demo["whatsapp"] if whatsapp_builtin else {}), **stored_whatsapp,
+                "base_url": simulator_url("whatsapp") if whatsapp_builtin
                 else str((row.whatsapp or {})["base_url"]).strip()}
-    builtin = _is_builtin(row.base_url, row.provider)
     return ProviderConfig(organization_id, row.provider, simulator_url(row.provider) if builtin else str(row.base_url),
                           credentials, whatsapp=whatsapp, callback_timeout_minutes=row.callback_timeout_minutes,
                           retry_window_minutes=row.retry_window_minutes, stored=True,
@@ -101,8 +125,7 @@ def config_of(session: Session, organization_id: int) -> ProviderConfig:
 
 
 def callback_secret(organization_id: int) -> str:
-    key = get_settings().secret_key.encode()
-    return hmac.new(key, f"sms-callback:{organization_id}".encode(), hashlib.sha256).hexdigest()
+    return derived_secret(get_settings().secret_key, f"sms-callback:{organization_id}")
 
 
 def callback_url(config: ProviderConfig) -> str:
@@ -134,13 +157,47 @@ def tenant_http() -> httpx.Client:
     return shared_guarded_client(DEFAULT_TIMEOUT, _LIMITS)
 
 
+REQUIRED_CREDENTIALS = {"twilio": (("account_sid",), ("auth_token",), ("from_number", "messaging_service_sid")),
+                        "mitake": (("username",), ("password",))}
+
+
+class UnconfiguredProvider:
+    """An organisation's own gateway without the credentials it needs: nothing is sent (the
+    send fails as a configuration error) and no delivery report can be authenticated."""
+
+    def __init__(self, name: str, missing: list[str]) -> None:
+        self.name = name
+        self.missing = missing
+
+    def send(self, to_e164: str, text: str, *, reference: str | None = None,
+             callback_url: str | None = None) -> SendResult:
+        return SendResult(accepted=False, error_category=ErrorCategory.AUTH_OR_CONFIG, error_code="missing_credentials",
+                          error_message=f"{self.name} credentials lack {', '.join(self.missing)}")
+
+    def parse_status_callback(self, request: InboundRequest) -> DeliveryReport:
+        raise CallbackRejected("no credentials to verify the callback with")
+
+    def callback_ack(self, report: DeliveryReport | None) -> CallbackAck:
+        return CallbackAck(status_code=403)
+
+    def query_status(self, provider_message_id: str) -> DeliveryReport | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
 def build_provider(config: ProviderConfig) -> SmsProvider:
     creds = config.credentials
+    missing = [" or ".join(names) for names in REQUIRED_CREDENTIALS.get(config.provider, ())
+               if not any(creds.get(name) for name in names)]
+    if missing:
+        return UnconfiguredProvider(config.provider, missing)
     http = simulator_http() if config.builtin else tenant_http()
     if config.provider == "mitake":
-        return MitakeProvider(creds.get("username", ""), creds.get("password", ""), base_url=config.base_url,
+        return MitakeProvider(creds["username"], creds["password"], base_url=config.base_url,
                               callback_secret=callback_secret(config.organization_id), http=http)
-    return TwilioProvider(creds.get("account_sid", ""), creds.get("auth_token", ""),
+    return TwilioProvider(creds["account_sid"], creds["auth_token"],
                           from_number=creds.get("from_number") or None,
                           messaging_service_sid=creds.get("messaging_service_sid") or None,
                           base_url=config.base_url, http=http)

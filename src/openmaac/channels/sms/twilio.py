@@ -223,8 +223,9 @@ class TwilioProvider:
 
     def parse_status_callback(self, request: InboundRequest) -> DeliveryReport:
         params = request.form()
-        if not verify_twilio_signature(self.auth_token, request.url, params,
-                                       request.header("X-Twilio-Signature")):
+        # an empty auth token would make the signature anyone's to compute
+        if not self.auth_token or not verify_twilio_signature(
+                self.auth_token, request.url, params, request.header("X-Twilio-Signature")):
             raise CallbackRejected("invalid X-Twilio-Signature")
         sid = params.get("MessageSid") or params.get("SmsSid")
         raw_status = params.get("MessageStatus") or params.get("SmsStatus")
