@@ -284,3 +284,69 @@ def test_another_organisations_write_completes_while_a_big_list_is_stored(tenant
     assert answers and answers[0].status_code == 201, answers and answers[0].text
     assert answers[0].json()["imported_rows"] == 100_000
     assert tenant.client.get(tenant.api(f"pnp/upload/{upload_id}/")).json()["status"] == "uploaded"
+
+
+# -- the reading child process ---------------------------------------------------------------------
+
+
+def test_the_file_is_read_outside_the_server_process(tenant: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsing and phone normalisation run in a child process: in the server's own process
+    the reader and the phone helper are never called."""
+    from openmaac.common import phones, tabular
+    from openmaac.sms_plus import uploads
+
+    def not_here(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the file was read in the server process")
+
+    monkeypatch.setattr(tabular, "open_path", not_here)
+    monkeypatch.setattr(tabular.Table, "header_and_rows", not_here)
+    monkeypatch.setattr(phones, "to_e164", not_here)
+    monkeypatch.setattr(uploads, "to_e164", not_here, raising=False)
+    response = upload(tenant, scenario(tenant), chinese_list().encode("big5") + b"12345,bad\n")
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["imported_rows"], body["invalid_count"], body["invalid_rows"]) == (
+        3, 1, [{"row": 5, "phone_number": "12345"}])
+    assert body["preview"][0] == {"phone_number": "0912000000", "name": NAMES[0]}
+
+
+def test_a_reader_killed_part_way_is_a_400_and_leaves_nothing(tenant: Any, database: Any) -> None:
+    """A reading child that dies (killed, out of memory) ends the upload with a plain 400 and
+    the rows stored so far removed, rather than a hang or a half list."""
+    import multiprocessing
+    import os
+    import signal
+
+    from sqlalchemy import func, select
+
+    from openmaac.sms_plus.models import PnpUpload, PnpUploadRow
+
+    setting_id = scenario(tenant)
+    content = ("phone_number,name\n" + "".join(f"09{i:08d},王小明{i}\n" for i in range(100_000))).encode("big5")
+    answers: list[httpx.Response] = []
+
+    def post() -> None:
+        with httpx.Client(base_url=str(tenant.client.base_url), headers=tenant.client.headers, timeout=600) as client:
+            answers.append(client.post(tenant.api(f"pnp/setting/{setting_id}/upload/"),
+                                       files={"file": ("list.csv", content, "text/csv")}))
+
+    thread = threading.Thread(target=post)
+    thread.start()
+
+    def stored_some() -> bool:
+        with database.read() as session:
+            rows = session.scalar(select(func.count()).select_from(PnpUploadRow).join(
+                PnpUpload, PnpUpload.id == PnpUploadRow.upload_id).where(PnpUpload.organization_id == tenant.id))
+        return bool(rows and rows >= 1_000)
+
+    wait_for(stored_some, timeout=120, interval=0.05)
+    readers = [child for child in multiprocessing.active_children() if child.name == "openmaac-upload-reader"]
+    assert readers and all(child.pid != os.getpid() for child in readers)
+    for child in readers:
+        assert child.pid is not None
+        os.kill(child.pid, signal.SIGKILL)
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert (answers[0].status_code, answers[0].json()) == (400, {"file": [
+        "The file could not be read to the end; upload it again."]})
+    assert stored_uploads(database, tenant.id) == (0, 0)

@@ -208,8 +208,9 @@ def _csv_problem(message: str, line: int, max_chars: int) -> str:
 
 
 @contextmanager
-def open_upload(stream: IO[bytes], filename: str | None, limits: Limits) -> Iterator[Table]:
-    """Spool ``stream`` to a temporary file (refusing more than ``limits.max_bytes``) and open it."""
+def spooled(stream: IO[bytes], limits: Limits) -> Iterator[str]:
+    """Spool ``stream`` to a temporary file (refusing more than ``limits.max_bytes``): its path,
+    removed afterwards. For a reader in another process to ``open_path``."""
     fd, path = tempfile.mkstemp(prefix="openmaac-upload-")
     try:
         size = 0
@@ -219,11 +220,17 @@ def open_upload(stream: IO[bytes], filename: str | None, limits: Limits) -> Iter
                 if size > limits.max_bytes:
                     raise TooLarge(f"The file is larger than {_size(limits.max_bytes)}.")
                 out.write(chunk)
-        with open_path(path, filename, limits) as table:
-            yield table
+        yield path
     finally:
         with suppress(OSError):
             os.unlink(path)
+
+
+@contextmanager
+def open_upload(stream: IO[bytes], filename: str | None, limits: Limits) -> Iterator[Table]:
+    """Spool ``stream`` to a temporary file (refusing more than ``limits.max_bytes``) and open it."""
+    with spooled(stream, limits) as path, open_path(path, filename, limits) as table:
+        yield table
 
 
 @contextmanager

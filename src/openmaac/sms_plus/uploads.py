@@ -1,7 +1,8 @@
 """Manual upload (file 002): a CSV or XLSX recipient list (at most 25 MB) for one scenario.
 
-Upload: the file streams to a temporary file and is read by ``openmaac.common.tabular``
-(encoding detection, strict CSV, bounded XLSX, at most MAX_ROWS rows); rows are read one at a time, phone numbers
+Upload: the file streams to a temporary file and is read, in a child process
+(``upload_reading``), by ``openmaac.common.tabular`` (encoding detection, strict CSV, bounded
+XLSX, at most MAX_ROWS rows); rows are read one at a time, phone numbers
 normalised to E.164 (local numbers in the organisation's region); rows with a bad number are
 counted and listed (row number and value), never sent. Answer: imported row count, columns,
 a preview of the first two rows. Send: map each of the scenario's parameters to a column;
@@ -10,8 +11,10 @@ the rows become SMS+ messages in batches (same path as multicast). Delete: the l
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import os
-from collections.abc import Iterator
+import queue
 from datetime import timedelta
 from typing import IO, Any
 
@@ -20,10 +23,9 @@ from sqlalchemy.orm import Session
 
 from openmaac.auth.service import OrgContext
 from openmaac.common import tabular
-from openmaac.common.phones import to_e164
 from openmaac.db.base import utcnow
 from openmaac.db.engine import get_database
-from openmaac.sms_plus import points
+from openmaac.sms_plus import points, upload_reading
 from openmaac.sms_plus import service as svc
 from openmaac.sms_plus.models import PnpUpload, PnpUploadRow
 from openmaac.web.errors import APIError, field_errors, not_found
@@ -32,7 +34,6 @@ from openmaac.web.input import NULL_MESSAGE
 MAX_BYTES = 25 * 1024 * 1024
 MAX_ROWS = 1_000_000
 LIMITS = tabular.Limits(max_bytes=MAX_BYTES, max_rows=MAX_ROWS)
-PHONE_COLUMNS = ("phone_number", "phone", "mobile", "電話", "手機", "手機號碼", "電話號碼")
 # Rows per write transaction while storing: short enough that other organisations' writes
 # (SQLite has one writer) wait milliseconds, not the whole file (docs/benchmarks.md, write_latency).
 INSERT_CHUNK = 500
@@ -41,6 +42,12 @@ STORING = "storing"  # rows still being stored: not found, not sendable
 ABANDONED_AFTER_SECONDS = 3600
 SEND_CHUNK = 500
 INVALID_LISTED = 1000
+# Prepared chunks the reading child may have waiting: memory stays flat when the database is slower.
+READER_QUEUE_CHUNKS = 4
+READER_POLL_SECONDS = 1.0  # how often a wait for the child checks it is still alive
+READER_STOPPED = "The file could not be read to the end; upload it again."
+
+logger = logging.getLogger(__name__)
 
 
 def serialize(upload: PnpUpload) -> dict[str, Any]:
@@ -69,25 +76,14 @@ def get_upload(session: Session, org_id: int, upload_id: int) -> PnpUpload:
     return upload
 
 
-def _phone_index(columns: list[str], phone_column: str | None) -> int:
-    if phone_column:
-        if phone_column not in columns:
-            raise field_errors({"phone_column": [f'"{phone_column}" is not a column of the file.']})
-        return columns.index(phone_column)
-    lowered = [column.lower() for column in columns]
-    phone_index = next((lowered.index(c) for c in PHONE_COLUMNS if c in lowered), -1)
-    if phone_index < 0:
-        raise field_errors({"file": ["The file has no phone column (phone_number, phone or mobile); "
-                                     "name it with phone_column."]})
-    return phone_index
-
-
 def receive(org: OrgContext, setting_id: int, filename: str | None, stream: IO[bytes],
             phone_column: str | None) -> dict[str, Any]:
     """Store the list read from ``stream`` (a binary file object: the API's upload, or a file
     the CLI opened); CSV or XLSX is decided by the content (``openmaac.common.tabular``).
 
-    The file is read outside any transaction and its rows stored in transactions of
+    The file is spooled to disk here and read in a child process (``upload_reading``): the
+    per-row CPU work (parsing, phone numbers) never holds this process's interpreter lock
+    against other requests. Its rows are stored as they arrive, in transactions of
     INSERT_CHUNK rows, so on SQLite other writers (other organisations) get the write lock
     between them; the list is ``storing`` (not found, not sendable) until its last row is in,
     and a failure part-way deletes what was stored."""
@@ -100,18 +96,71 @@ def receive(org: OrgContext, setting_id: int, filename: str | None, stream: IO[b
         raise field_errors({"phone_column" if "\x00" in (phone_column or "") else "file": [NULL_MESSAGE]})
     name = os.path.basename(filename or "upload.csv")
     try:
-        with tabular.open_upload(stream, name, LIMITS) as table:
-            columns, rows = table.header_and_rows()
-            if not any(columns):
-                raise field_errors({"file": ["The file has no header row."]})
-            phone_index = _phone_index(columns, phone_column)
-            return _store(org, setting_id, name, columns, phone_index, rows, sms_on)
+        with tabular.spooled(stream, LIMITS) as path, _Reader(path, name, phone_column, sms_on, org.region) as reader:
+            columns, phone_index = reader.header()
+            return _store(org, setting_id, name, columns, phone_index, reader)
     except tabular.TabularError as exc:
         raise field_errors({"file": [str(exc)]}) from None
 
 
+class _Reader:
+    """The child process reading one list (``upload_reading.read_list``) and its queue.
+
+    One child per upload: uploads are rare and long, so a spawn (well under a second) is
+    nothing next to the read, and no idle pool is kept. Every wait on the queue is bounded and
+    checks the child is alive: a child that dies (killed, out of memory) ends the upload with
+    READER_STOPPED, never a hang; leaving early (an error, the client gone) kills the child."""
+
+    def __init__(self, path: str, name: str, phone_column: str | None, sms_on: bool, region: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.queue = context.Queue(maxsize=READER_QUEUE_CHUNKS)
+        self.process = context.Process(
+            target=upload_reading.read_list, name="openmaac-upload-reader", daemon=True,
+            args=(self.queue, path, name, LIMITS, phone_column, sms_on, region, INSERT_CHUNK, INVALID_LISTED))
+
+    def __enter__(self) -> _Reader:
+        self.process.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        self.process.close()
+        self.queue.close()
+        self.queue.cancel_join_thread()
+
+    def header(self) -> tuple[list[str], int]:
+        message = self.receive()
+        if message[0] != "header":
+            raise RuntimeError(f"unexpected message from the upload reader: {message[0]}")
+        return message[1], message[2]
+
+    def receive(self) -> tuple[Any, ...]:
+        """The child's next message; its refusals raised as the API's 400."""
+        while True:
+            try:
+                message: tuple[Any, ...] = self.queue.get(timeout=READER_POLL_SECONDS)
+                break
+            except queue.Empty:
+                if self.process.is_alive():
+                    continue
+            try:  # what it sent just before it ended is in the pipe already
+                message = self.queue.get(timeout=READER_POLL_SECONDS)
+                break
+            except queue.Empty:
+                logger.error("the upload reader ended without an answer (exit code %s)", self.process.exitcode)
+                raise field_errors({"file": [READER_STOPPED]}) from None
+        if message[0] == "refused":
+            raise field_errors(message[1])
+        if message[0] == "failed":
+            logger.error("the upload reader failed:\n%s", message[1])
+            raise field_errors({"file": [READER_STOPPED]})
+        return message
+
+
 def _store(org: OrgContext, setting_id: int, name: str, columns: list[str], phone_index: int,
-           rows: Iterator[tuple[int, list[Any]]], sms_on: bool) -> dict[str, Any]:
+           reader: _Reader) -> dict[str, Any]:
     database = get_database()
     _sweep_abandoned(org.id)
     now = utcnow()
@@ -124,34 +173,18 @@ def _store(org: OrgContext, setting_id: int, name: str, columns: list[str], phon
         session.flush()
         upload_id = upload.id
     try:
-        batch: list[dict[str, Any]] = []
-        invalid: list[dict[str, Any]] = []
-        invalid_count = imported = 0
-        preview: list[dict[str, Any]] = []
-        for number, row in rows:
-            values = {column: tabular.cell_text(row[i]).strip() for i, column in enumerate(columns)}
-            raw_phone = values[columns[phone_index]]
-            phone = None
-            if svc.SHA256_HEX.match(raw_phone) and not sms_on:
-                phone = raw_phone
-            elif raw_phone:
-                phone = to_e164(raw_phone, org.region)
-            if phone is None:
-                invalid_count += 1
-                if len(invalid) < INVALID_LISTED:
-                    invalid.append({"row": number, "phone_number": raw_phone})
-                continue
-            imported += 1
-            if len(preview) < 2:
-                preview.append(values)
-            batch.append({"upload_id": upload_id, "row_number": number, "phone_number": phone, "values": values})
-            if len(batch) >= INSERT_CHUNK:
-                with database.write() as session:
-                    session.execute(PnpUploadRow.__table__.insert(), batch)
-                batch = []
-        with database.write() as session:
-            if batch:
+        while True:
+            message = reader.receive()
+            if message[0] != "rows":
+                break
+            batch = [{"upload_id": upload_id, "row_number": number, "phone_number": phone, "values": values}
+                     for number, phone, values in message[1]]
+            with database.write() as session:
                 session.execute(PnpUploadRow.__table__.insert(), batch)
+        if message[0] != "done":
+            raise RuntimeError(f"unexpected message from the upload reader: {message[0]}")
+        _done, imported, invalid_count, invalid, preview = message
+        with database.write() as session:
             stored = session.get(PnpUpload, upload_id)
             if stored is None:  # deleted meanwhile (an abandoned-list sweep cannot reach a fresh one)
                 raise not_found()
