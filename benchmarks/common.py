@@ -276,7 +276,9 @@ def process_cpu_seconds(pid: int) -> float:
     import psutil
 
     process = psutil.Process(pid)
-    total = sum(process.cpu_times()[:2])
+    times = process.cpu_times()
+    # children_*: the children that have exited and been waited for (an upload's reader process)
+    total = times.user + times.system + times.children_user + times.children_system
     for child in process.children(recursive=True):
         total += sum(child.cpu_times()[:2])
     return total
