@@ -101,7 +101,7 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "openmaac.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=self.env(), stdout=subprocess.DEVNULL, stderr=_server_log(),
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -315,6 +315,12 @@ class PushTarget:
         self.stats.add(stats)
 
 
+def _server_log() -> Any:
+    """Where a benchmark server's stderr goes: BENCH_SERVER_LOG names a file to append to."""
+    path = os.environ.get("BENCH_SERVER_LOG")
+    return open(path, "ab") if path else subprocess.DEVNULL  # noqa: SIM115 - the child holds it
+
+
 def sqlalchemy_url(url: str) -> str:
     if url.startswith("postgresql://"):
         return "postgresql+psycopg://" + url[len("postgresql://"):]
@@ -327,8 +333,13 @@ def database_url(server: ServerProcess) -> str:
 
 
 def backends() -> Iterator[tuple[str, str | None]]:
-    """("SQLite", None), then ("PostgreSQL", a fresh database, dropped afterwards) when one is configured."""
-    yield "SQLite", None
+    """("SQLite", None), then ("PostgreSQL", a fresh database, dropped afterwards) when one is
+    configured; BENCH_BACKENDS=sqlite or =postgresql runs one of them."""
+    only = os.environ.get("BENCH_BACKENDS", "").lower()
+    if only != "postgresql":
+        yield "SQLite", None
+    if only == "sqlite":
+        return
     admin = postgres_url()
     if admin:
         with fresh_postgres_database(admin) as url:

@@ -168,3 +168,27 @@ def test_untag_without_line_uid_removes_from_everyone(tenant):
     assert response.status_code == 204
     members = tenant.client.get("/openapi/v1/member/").json()["results"]
     assert all(m["tags"] == [] for m in members)
+
+
+def test_tagging_one_contact_from_many_requests_at_once(tenant):
+    """Requests racing to put the same tag on the same contacts all succeed (on PostgreSQL the
+    losers of a select-then-insert hit the primary key and answered 500)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    uids = seed_contacts(tenant, 5)
+    tag = tenant.client.post("/openapi/v1/tag/", json={"name": "race", "available_days": 3}).json()
+
+    def tag_all(_: int) -> list[int]:
+        with httpx.Client(base_url=str(tenant.client.base_url), headers=dict(tenant.client.headers),
+                          timeout=30) as client:
+            return [client.post("/openapi/v1/taglinemember/", json={"tag_id": tag["id"], "line_uid": uid}).status_code
+                    for uid in uids]
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = [status for batch in pool.map(tag_all, range(8)) for status in batch]
+    assert statuses == [201] * 40
+    for uid in uids:
+        member = tenant.client.get("/openapi/v1/member/", params={"line_uid": uid}).json()["results"][0]
+        assert member["tags"] == ["race"]

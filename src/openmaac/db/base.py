@@ -22,6 +22,14 @@ NAMING = {
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+def insert_ignoring_conflicts(session: Any, table: Any, index_elements: list[str]) -> Any:
+    """``INSERT … ON CONFLICT (index_elements) DO NOTHING`` in the session's dialect: the way to
+    create a row that a concurrent transaction may be creating too (its ``rowcount`` tells
+    whether this one did)."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

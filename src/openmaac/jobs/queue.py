@@ -15,18 +15,12 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session
 
-from openmaac.db.base import UTCDateTime, utcnow
+from openmaac.db.base import UTCDateTime, insert_ignoring_conflicts, utcnow
 from openmaac.jobs.models import Job
 
 
 def _insert_ignoring_duplicates(session: Session) -> Any:
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(Job).on_conflict_do_nothing(index_elements=["unique_key"])
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(Job).on_conflict_do_nothing(index_elements=["unique_key"])
+    return insert_ignoring_conflicts(session, Job, ["unique_key"])
 
 
 def enqueue(

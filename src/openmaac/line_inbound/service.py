@@ -13,14 +13,13 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from openmaac.channels.line_client import LineClient
 from openmaac.channels.models import LineChannel
 from openmaac.channels.service import channel_of
 from openmaac.contacts import service as contacts
+from openmaac.db.base import insert_ignoring_conflicts
 from openmaac.db.engine import get_database
 from openmaac.jobs.queue import enqueue
 from openmaac.jobs.registry import JobContext, handler
@@ -36,9 +35,8 @@ def _store(session: Session, organization_id: int, accepted: AcceptedEvent, occu
     if event_id is None:
         # Without an id we cannot de-duplicate; derive one from the content.
         event_id = "sha1:" + hashlib.sha1(json.dumps(accepted.raw, sort_keys=True).encode()).hexdigest()[:40]
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     statement = (
-        insert(LineWebhookEvent)
+        insert_ignoring_conflicts(session, LineWebhookEvent, ["organization_id", "webhook_event_id"])
         .values(
             organization_id=organization_id,
             webhook_event_id=event_id,
@@ -48,7 +46,6 @@ def _store(session: Session, organization_id: int, accepted: AcceptedEvent, occu
             occurred_at=occurred_at,
             received_at=datetime.now(UTC),
         )
-        .on_conflict_do_nothing(index_elements=["organization_id", "webhook_event_id"])
     )
     return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from openmaac.db.base import utcnow
+from openmaac.db.base import insert_ignoring_conflicts, utcnow
 from openmaac.sms_plus.models import SmsPointBalance, SmsPointEntry
 
 # The balance is an INTEGER column (at most 2,147,483,647 on PostgreSQL). Top-ups stop at
@@ -29,15 +29,8 @@ class BalanceFull(ValueError):
 
 
 def _ensure_row(session: Session, organization_id: int) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    session.execute(
-        insert(SmsPointBalance)
-        .values(organization_id=organization_id, balance=0, updated_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["organization_id"])
-    )
+    session.execute(insert_ignoring_conflicts(session, SmsPointBalance, ["organization_id"])
+                    .values(organization_id=organization_id, balance=0, updated_at=utcnow()))
 
 
 def balance(session: Session, organization_id: int) -> int:

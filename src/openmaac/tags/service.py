@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from openmaac.auth.service import OrgContext
 from openmaac.contacts.models import Contact
-from openmaac.db.base import utcnow
+from openmaac.db.base import insert_ignoring_conflicts, utcnow
 from openmaac.db.engine import get_database
 from openmaac.db.locks import lock_for_update
 from openmaac.jobs.queue import enqueue
@@ -99,12 +99,15 @@ def tag_contact(session: Session, organization_id: int, tag: Tag, contact_id: in
     """Put ``tag`` on a contact (again): the expiry restarts, the first-tagged time stays."""
     now = now or utcnow()
     expired_at = now + timedelta(days=tag.available_days) if tag.available_days else None
-    link = session.get(ContactTag, (contact_id, tag.id), with_for_update=True)
-    if link is None:
-        link = ContactTag(contact_id=contact_id, tag_id=tag.id, organization_id=organization_id,
-                          tagged_at=now, created_at=now, expired_at=expired_at)
-        session.add(link)
-    else:
+    # Created by INSERT … ON CONFLICT DO NOTHING, not "select, then add": two requests tagging
+    # the same contact at once both found no row and the second insert failed (PostgreSQL).
+    created = session.execute(
+        insert_ignoring_conflicts(session, ContactTag, ["contact_id", "tag_id"]).values(
+            contact_id=contact_id, tag_id=tag.id, organization_id=organization_id,
+            tagged_at=now, created_at=now, expired_at=expired_at)).rowcount  # type: ignore[attr-defined]
+    link = session.get(ContactTag, (contact_id, tag.id), with_for_update=True, populate_existing=True)
+    assert link is not None
+    if not created:
         if link.expired_at is not None and link.expired_at <= now:
             link.tagged_at = now  # it had lapsed: this is a new tagging
         link.created_at = now
