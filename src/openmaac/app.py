@@ -29,6 +29,7 @@ from openmaac.tags.router import router as tags_router
 from openmaac.templates.router import router as templates_router
 from openmaac.web.body_limit import BodyLimitMiddleware
 from openmaac.web.errors import APIError, api_error_handler, http_error_handler, validation_error_handler
+from openmaac.web.landing import landing_router
 from openmaac.web.openapi import install as install_openapi_document
 from openmaac.web.responses import OrjsonResponse
 from openmaac.web.simulator_access import SimulatorAccess, is_admin_path, whole_simulator
@@ -91,6 +92,8 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
     app.include_router(segments_router)
     app.include_router(sms_plus_router)
     install_openapi_document(app)
+
+    app.include_router(landing_router(simulators=mount_simulators))
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Any:

@@ -71,13 +71,14 @@ def serve(
     token = ensure_default_organization(settings)
     base = settings.public_base_url.rstrip("/")
     err.print(f"[bold green]openmaac[/] serving on [bold]{base}[/]  (data: {settings.data_dir})")
+    err.print(f"  Start page       : {base}/")
     err.print(f"  OpenAPI base URL : {base}/openapi/v1/")
     err.print(f"  API docs         : {base}/docs")
     if token:
         err.print(f"  Access token     : [bold]{token}[/]  (organisation 'default')")
         err.print(f"  Try it           : curl -H 'Authorization: Bearer {token}' {base}/openapi/v1/member/")
     if settings.simulators_enabled:
-        err.print(f"  LINE simulator   : {settings.simulator_base_url}/")
+        err.print(f"  LINE simulator   : {settings.simulator_base_url}/_admin/docs  (from this machine)")
         register_channels_with_simulator(settings)
     # uvicorn shuts down gracefully on SIGTERM (draining requests, stopping the embedded
     # worker) and then re-raises the signal to the handler it found; make that handler exit 0

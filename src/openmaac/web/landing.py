@@ -1,0 +1,41 @@
+"""The page at ``/``: where a newcomer who opens the server's address in a browser goes next."""
+
+from __future__ import annotations
+
+from html import escape
+
+from fastapi import APIRouter
+from fastapi.responses import HTMLResponse
+
+from openmaac import __version__
+
+
+def landing_router(*, simulators: bool) -> APIRouter:
+    links = [
+        ("/docs", "API documentation (Swagger UI)"),
+        ("/openapi.json", "OpenAPI document"),
+        ("/healthz", "Health check"),
+    ]
+    if simulators:
+        links.append(("/_simulators/line/_admin/docs", "LINE simulator admin API (this machine only)"))
+    items = "\n".join(f'    <li><a href="{escape(href)}">{escape(label)}</a></li>' for href, label in links)
+    page = f"""<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>openmaac</title></head>
+<body>
+  <h1>openmaac {escape(__version__)}</h1>
+  <p>The MAAC OpenAPI answers under <code>/openapi/v1/</code> with
+     <code>Authorization: Bearer &lt;token&gt;</code> (<code>openmaac token create</code>).</p>
+  <ul>
+{items}
+  </ul>
+</body>
+</html>
+"""
+    router = APIRouter()
+
+    @router.get("/", include_in_schema=False, response_class=HTMLResponse)
+    def landing() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    return router

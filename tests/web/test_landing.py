@@ -1,0 +1,16 @@
+"""``/`` leads somewhere: a page whose every link answers."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+
+def test_start_page_links_answer(base_url: str) -> None:
+    response = httpx.get(f"{base_url}/")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    links = re.findall(r'href="([^"]+)"', response.text)
+    assert {"/docs", "/openapi.json", "/_simulators/line/_admin/docs"} <= set(links)
+    for link in links:
+        assert httpx.get(f"{base_url}{link}").status_code == 200, link
