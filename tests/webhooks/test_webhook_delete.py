@@ -12,7 +12,7 @@ import json
 
 import pytest
 from sqlalchemy import func, select
-from webhook_receiver import Receiver
+from webhook_receiver import Receiver, deliveries
 
 from helpers import wait_for
 
@@ -21,13 +21,6 @@ def add_webhook(tenant, url: str, topics: list[str]) -> dict:
     response = tenant.client.post(tenant.api("webhook/"), json={"url": url, "topics": topics, "style": "maac"})
     assert response.status_code == 201, response.text
     return response.json()
-
-
-def deliveries(tenant, webhook_id: int, status: str | None = None) -> list[dict]:
-    params = {"status": status} if status else {}
-    response = tenant.client.get(tenant.api(f"webhook/{webhook_id}/deliveries/"), params=params)
-    assert response.status_code == 200, response.text
-    return response.json()["results"]
 
 
 def emit_events(database, tenant, count: int, first: int = 0) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from webhook_receiver import Receiver
+from webhook_receiver import Receiver, deliveries
 
 from helpers import new_line_uid, seed_contacts, wait_for
 from openmaac.webhooks import verify
@@ -33,13 +33,6 @@ def add_webhook(tenant, url: str, topics: list[str], style: str = "cdh") -> dict
     response = tenant.client.post(tenant.api("webhook/"), json={"url": url, "topics": topics, "style": style})
     assert response.status_code == 201, response.text
     return response.json()
-
-
-def deliveries(tenant, webhook_id: int, status: str | None = None) -> list[dict]:
-    params = {"status": status} if status else {}
-    response = tenant.client.get(tenant.api(f"webhook/{webhook_id}/deliveries/"), params=params)
-    assert response.status_code == 200, response.text
-    return response.json()["results"]
 
 
 def run_import(tenant, body: dict) -> dict:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from webhook_clock import backdate_failures, make_retries_due
-from webhook_receiver import Receiver
+from webhook_receiver import Receiver, deliveries
 
 from helpers import wait_for
 from openmaac.webhooks.schedule import DISABLE_AFTER, MAX_ATTEMPTS, RETRY_DELAYS
@@ -27,13 +27,6 @@ def add_webhook(tenant, url: str) -> dict:
     response = tenant.client.post(tenant.api("webhook/"), json={"url": url, "topics": ["message.first_open"]})
     assert response.status_code == 201, response.text
     return response.json()
-
-
-def deliveries(tenant, webhook_id: int, status: str | None = None) -> list[dict]:
-    params = {"status": status} if status else {}
-    response = tenant.client.get(tenant.api(f"webhook/{webhook_id}/deliveries/"), params=params)
-    assert response.status_code == 200, response.text
-    return response.json()["results"]
 
 
 def endpoint(tenant, webhook_id: int) -> dict:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 from webhook_clock import make_retries_due
-from webhook_receiver import Receiver
+from webhook_receiver import Receiver, deliveries
 
 from helpers import new_line_uid, seed_contacts, wait_for
 from openmaac.webhooks import verify
@@ -40,13 +40,6 @@ def make_tag(tenant, name: str) -> int:
     response = tenant.client.post(tenant.api("tag/"), json={"name": name})
     assert response.status_code == 201, response.text
     return response.json()["id"]
-
-
-def deliveries(tenant, webhook_id: int, status: str | None = None) -> list[dict]:
-    params = {"status": status} if status else {}
-    response = tenant.client.get(tenant.api(f"webhook/{webhook_id}/deliveries/"), params=params)
-    assert response.status_code == 200, response.text
-    return response.json()["results"]
 
 
 # -- management API ----------------------------------------------------------------------------

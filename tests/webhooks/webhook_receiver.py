@@ -145,3 +145,11 @@ def _peer_closed(conn: socket.socket) -> bool:
         return conn.recv(1, socket.MSG_PEEK) == b""
     except OSError:
         return True
+
+
+def deliveries(tenant: Any, webhook_id: int, status: str | None = None) -> list[dict[str, Any]]:
+    """The endpoint's deliveries as the API lists them (newest first), optionally by status."""
+    params = {"status": status} if status else {}
+    response = tenant.client.get(tenant.api(f"webhook/{webhook_id}/deliveries/"), params=params)
+    assert response.status_code == 200, response.text
+    return list(response.json()["results"])
