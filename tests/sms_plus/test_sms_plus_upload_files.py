@@ -239,6 +239,21 @@ def test_xlsx_bombs_are_refused(tenant: Any, database: Any) -> None:
 # -- other organisations' writes -------------------------------------------------------------------
 
 
+
+def upload_big5_list_in_background(tenant: Any, setting_id: int) -> tuple[threading.Thread, list[httpx.Response]]:
+    """A 100,000-row Big5 list uploaded from another thread; its answer lands in the list."""
+    content = ("phone_number,name\n" + "".join(f"09{i:08d},王小明{i}\n" for i in range(100_000))).encode("big5")
+    answers: list[httpx.Response] = []
+
+    def post() -> None:
+        with httpx.Client(base_url=str(tenant.client.base_url), headers=tenant.client.headers, timeout=600) as client:
+            answers.append(client.post(tenant.api(f"pnp/setting/{setting_id}/upload/"),
+                                       files={"file": ("list.csv", content, "text/csv")}))
+
+    thread = threading.Thread(target=post)
+    thread.start()
+    return thread, answers
+
 def test_another_organisations_write_completes_while_a_big_list_is_stored(tenant: Any, make_tenant: Any,
                                                                            database: Any) -> None:
     """On SQLite every write takes one lock: the list is stored in short transactions, so a
@@ -253,15 +268,7 @@ def test_another_organisations_write_completes_while_a_big_list_is_stored(tenant
     tag = other.client.post(other.api("tag/"), json={"name": "vip"})
     assert tag.status_code == 201, tag.text
     setting_id = scenario(tenant)
-    content = ("phone_number,name\n" + "".join(f"09{i:08d},王小明{i}\n" for i in range(100_000))).encode("big5")
-    answers: list[httpx.Response] = []
-    def post() -> None:
-        with httpx.Client(base_url=str(tenant.client.base_url), headers=tenant.client.headers, timeout=600) as client:
-            answers.append(client.post(tenant.api(f"pnp/setting/{setting_id}/upload/"),
-                                       files={"file": ("list.csv", content, "text/csv")}))
-
-    thread = threading.Thread(target=post)
-    thread.start()
+    thread, answers = upload_big5_list_in_background(tenant, setting_id)
 
     def storing() -> int | None:
         with database.read() as session:
@@ -322,16 +329,7 @@ def test_a_reader_killed_part_way_is_a_400_and_leaves_nothing(tenant: Any, datab
     from openmaac.sms_plus.models import PnpUpload, PnpUploadRow
 
     setting_id = scenario(tenant)
-    content = ("phone_number,name\n" + "".join(f"09{i:08d},王小明{i}\n" for i in range(100_000))).encode("big5")
-    answers: list[httpx.Response] = []
-
-    def post() -> None:
-        with httpx.Client(base_url=str(tenant.client.base_url), headers=tenant.client.headers, timeout=600) as client:
-            answers.append(client.post(tenant.api(f"pnp/setting/{setting_id}/upload/"),
-                                       files={"file": ("list.csv", content, "text/csv")}))
-
-    thread = threading.Thread(target=post)
-    thread.start()
+    thread, answers = upload_big5_list_in_background(tenant, setting_id)
 
     def stored_some() -> bool:
         with database.read() as session:
