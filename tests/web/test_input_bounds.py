@@ -224,3 +224,16 @@ def test_multicast_line_uid_longer_than_its_column(tenant):
         "template_id": template["id"], "line_uids": [LONG], "data": {}})
     assert response.status_code == 400
     assert response.json() == {"line_uids": {"0": ["Ensure this field has no more than 64 characters."]}}
+
+
+def test_null_character_deep_in_a_json_body(tenant):
+    """A document nested deeper than Python's recursion limit allows a recursive walk (a 500
+    before): answered at its field, the path shown to its first 32 levels."""
+    depth = 900
+    body = '{"name": ' + "[" * depth + '"a\\u0000"' + "]" * depth + "}"
+    response = tenant.client.post(tenant.api("tag/"), content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    node = response.json()["name"]
+    for _ in range(31):  # "name" and 31 indexes: ERROR_PATH_MAX_DEPTH
+        node = node["0"]
+    assert node == NULL

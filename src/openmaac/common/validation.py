@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import date
+from typing import Any
 
 EMAIL_RE = re.compile(
     r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -43,23 +45,31 @@ MSG_NULL_CHARACTERS = "Null characters are not allowed."
 _DECIMAL_ZEROS = re.compile(r"\.0*\s*$")
 
 
-def has_nul(value: object) -> bool:
-    """True when a NUL character is in any string (or key) of a decoded JSON value: PostgreSQL
-    can store none in text or JSONB."""
-    pending = [value]
-    while pending:  # iterative: no recursion limit to think about
-        item = pending.pop()
+def null_paths(value: Any) -> Iterator[tuple[Any, ...]]:
+    """Where in a decoded JSON document a string holds a NUL character (PostgreSQL can store
+    none in text or JSONB), in document order; a key holding one is reported as its object's
+    ``non_field_errors``. Iterative: a deeply nested document must not exhaust the stack."""
+    pending: list[tuple[tuple[Any, ...], Any]] = [((), value)]
+    while pending:
+        path, item = pending.pop()
         if isinstance(item, str):
             if "\x00" in item:
-                return True
+                yield path
         elif isinstance(item, dict):
+            children = []
             for key, child in item.items():
                 if isinstance(key, str) and "\x00" in key:
-                    return True
-                pending.append(child)
+                    yield (*path, "non_field_errors")
+                    continue
+                children.append(((*path, key), child))
+            pending.extend(reversed(children))
         elif isinstance(item, list | tuple):
-            pending.extend(item)
-    return False
+            pending.extend(reversed([((*path, index), child) for index, child in enumerate(item)]))
+
+
+def has_nul(value: object) -> bool:
+    """True when a NUL character is in any string (or key) of a decoded JSON value."""
+    return next(null_paths(value), None) is not None
 
 
 def char_field(value: object, *, max_length: int, allow_blank: bool = False,

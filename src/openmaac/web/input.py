@@ -15,34 +15,20 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 
+from openmaac.common.validation import null_paths
 from openmaac.web.errors import APIError, _insert
 from openmaac.web.limits import route_class
 
 NULL_MESSAGE = "Null characters are not allowed."
+ERROR_PATH_MAX_DEPTH = 32
 _ESCAPED_NULL = b"\\u0000"
-
-
-def null_paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    """Where in a decoded JSON document a string (or a key) holds a null character."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            yield path
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str) and "\x00" in key:
-                yield (*path, "non_field_errors") if path else ("non_field_errors",)
-                continue
-            yield from null_paths(item, (*path, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from null_paths(item, (*path, index))
 
 
 def _may_be_json(request: Request) -> bool:
@@ -57,7 +43,9 @@ def _refuse(request: Request, paths: list[tuple[Any, ...]]) -> APIError:
         return APIError(400, text=NULL_MESSAGE)
     tree: dict[str, Any] = {}
     for path in paths:
-        _insert(tree, list(path) or ["non_field_errors"], NULL_MESSAGE)
+        # a deeper path is reported where it passes the cap: the answer must stay encodable
+        # (orjson refuses documents nested deeper than 254 levels)
+        _insert(tree, list(path[:ERROR_PATH_MAX_DEPTH]) or ["non_field_errors"], NULL_MESSAGE)
     return APIError(400, tree)
 
 
