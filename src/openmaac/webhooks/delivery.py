@@ -502,8 +502,8 @@ def dispatch(payload: dict[str, Any], context: JobContext) -> None:
     started = time.monotonic()
     with log_context.webhook_delivery_context(int(payload["endpoint_id"])):
         run_async(Dispatcher(int(payload["endpoint_id"]), context.job_id).run())
-    log.debug("webhook dispatcher for endpoint %s ran %.3f s", payload.get("endpoint_id"),
-              time.monotonic() - started)
+        log.debug("webhook dispatcher for endpoint %s ran %.3f s", payload.get("endpoint_id"),
+                  time.monotonic() - started)
 
 
 def new_idempotency_key() -> str:
