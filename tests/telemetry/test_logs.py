@@ -363,3 +363,36 @@ def test_both_formatters_redact_whole_lines_tracebacks_included():
                                    sys.exc_info())
     for formatter in (logs.JsonLineFormatter(), logs.TextFormatter()):
         assert token not in formatter.format(record)
+
+
+# -- the commands --------------------------------------------------------------------------------
+
+def _command_env(tmp_path: Path, **env: str) -> dict[str, str]:
+    child_env = dict(os.environ)
+    child_env.pop("OPENMAAC_DATABASE_URL", None)  # SQLite in its own data dir
+    child_env.update(OPENMAAC_DATA_DIR=str(tmp_path / "data"), **env)
+    return child_env
+
+
+def test_worker_command_logs_json_lines(tmp_path):
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "openmaac.cli", "worker"], stderr=stderr,
+                                   stdout=subprocess.DEVNULL, env=_command_env(tmp_path, OPENMAAC_LOG_FORMAT="json"))
+    try:
+        wait_for(lambda: "running (concurrency" in log_path.read_text(), timeout=60, interval=0.1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    (started,) = [line for line in lines if line["logger"] == "openmaac.worker"]
+    assert started["message"].startswith("worker ") and started["message"].endswith(" started")
+    assert {line["logger"] for line in lines} == {"openmaac.worker", "openmaac.cli"}
+
+
+@pytest.mark.parametrize(("name", "value"), [("OPENMAAC_LOG_FORMAT", "xml"), ("OPENMAAC_LOG_LEVEL", "loud")])
+def test_a_misspelt_log_setting_stops_the_command_naming_it(tmp_path, name, value):
+    result = subprocess.run([sys.executable, "-m", "openmaac.cli", "worker"], capture_output=True, text=True,
+                            env=_command_env(tmp_path, **{name: value}), timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"openmaac: {name} must be") and "Traceback" not in result.stderr

@@ -122,10 +122,15 @@ def formatter_for(log_format: str) -> logging.Formatter:
 
 
 def configure_logging(settings: LogSettings) -> None:
-    """One handler on stderr for the whole process (replacing any other on the root logger)."""
-    level = level_of(settings.log_level)
+    """One handler on stderr for the whole process (replacing any other on the root logger).
+    A misspelt setting ends the command with one line naming it (no traceback)."""
+    try:
+        level = level_of(settings.log_level)
+        formatter = formatter_for(settings.log_format)
+    except ValueError as exc:
+        raise SystemExit(f"openmaac: {exc}") from None
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter_for(settings.log_format))
+    handler.setFormatter(formatter)
     handler.addFilter(ContextFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
