@@ -45,6 +45,20 @@ def _migrate(settings) -> None:  # type: ignore[no-untyped-def]
     upgrade(settings.database_url)
 
 
+def _announce(settings, lines: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """The start banner: for a person in text, as log lines (one JSON object each) in json."""
+    if settings.log_format != "json":
+        for line in lines:
+            err.print(line)
+        return
+    import logging
+
+    from rich.text import Text
+
+    for line in lines:
+        logging.getLogger("openmaac.cli").info(" ".join(Text.from_markup(line).plain.split()))
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
@@ -64,22 +78,31 @@ def serve(
 
     reset_settings_cache()
     settings = _settings(data_dir)
+    from openmaac.telemetry.logs import configure_logging
+
+    configure_logging(settings)
     _migrate(settings)
     from openmaac.app import create_app
-    from openmaac.bootstrap import ensure_default_organization, register_channels_with_simulator
+    from openmaac.bootstrap import ensure_default_organization, register_channels_with_simulator, token_file
 
     token = ensure_default_organization(settings)
     base = settings.public_base_url.rstrip("/")
-    err.print(f"[bold green]openmaac[/] serving on [bold]{base}[/]  (data: {settings.data_dir})")
-    err.print(f"  Start page       : {base}/")
-    err.print(f"  OpenAPI base URL : {base}/openapi/v1/")
-    err.print(f"  API docs         : {base}/docs")
+    banner = [f"[bold green]openmaac[/] serving on [bold]{base}[/]  (data: {settings.data_dir})",
+              f"  Start page       : {base}/",
+              f"  OpenAPI base URL : {base}/openapi/v1/",
+              f"  API docs         : {base}/docs"]
     if token:
-        err.print(f"  Access token     : [bold]{token}[/]  (organisation 'default')")
-        err.print(f"  Try it           : curl -H 'Authorization: Bearer {token}' {base}/openapi/v1/member/")
+        # shown only to a person at a terminal: a supervisor's log keeps it otherwise
+        shown = sys.stderr.isatty() and settings.log_format == "text"
+        where = token_file(settings)
+        banner.append(f"  Access token     : [bold]{token}[/]  (organisation 'default')" if shown else
+                      f"  Access token     : in {where}  (organisation 'default')")
+        banner.append(f"  Try it           : curl -H 'Authorization: Bearer {token if shown else f'$(cat {where})'}'"
+                      f" {base}/openapi/v1/member/")
     if settings.simulators_enabled:
-        err.print(f"  LINE simulator   : {settings.simulator_base_url}/_admin/docs  (from this machine)")
+        banner.append(f"  LINE simulator   : {settings.simulator_base_url}/_admin/docs  (from this machine)")
         register_channels_with_simulator(settings)
+    _announce(settings, banner)
     # uvicorn shuts down gracefully on SIGTERM (draining requests, stopping the embedded
     # worker) and then re-raises the signal to the handler it found; make that handler exit 0
     # so a supervisor sees a clean stop rather than death by signal.
@@ -94,7 +117,9 @@ def serve(
         port=port,
         loop="uvloop",
         http="httptools",
-        log_level="warning",
+        log_config=None,  # logging is configure_logging's; the access log is openmaac.access
+        log_level=None,
+        access_log=False,
         timeout_graceful_shutdown=10,
     )
 
@@ -106,6 +131,9 @@ def worker(
 ) -> None:
     """Run a job worker in the foreground (any number may share a PostgreSQL database)."""
     settings = _settings(data_dir)
+    from openmaac.telemetry.logs import configure_logging
+
+    configure_logging(settings)
     _migrate(settings)
     from openmaac.db.engine import get_database
     from openmaac.jobs.worker import Worker
@@ -122,7 +150,7 @@ def worker(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     job_worker.start()
-    err.print(f"[bold green]openmaac worker[/] {job_worker.worker_id} running (concurrency {concurrency})")
+    _announce(settings, [f"[bold green]openmaac worker[/] {job_worker.worker_id} running (concurrency {concurrency})"])
     while not stopping:
         time.sleep(0.2)
     job_worker.stop()

@@ -41,6 +41,9 @@ class Settings:
     outbound_allow_hosts: tuple[str, ...] = field(default_factory=tuple)
     embedded_worker: bool = True
     simulator_admin_secret: str | None = None
+    log_format: str = "text"  # text | json (one JSON object per line), telemetry/logs.py
+    log_level: str = "INFO"
+    access_log: bool = True
 
     @property
     def is_sqlite(self) -> bool:
@@ -106,6 +109,9 @@ def load_settings() -> Settings:
         outbound_allow_hosts=tuple(allow),
         embedded_worker=(_env("EMBEDDED_WORKER", "1") or "1") not in ("0", "false", "no"),
         simulator_admin_secret=_env("SIMULATOR_ADMIN_SECRET"),
+        log_format=(_env("LOG_FORMAT", "text") or "text").strip().lower(),
+        log_level=(_env("LOG_LEVEL", "INFO") or "INFO").strip().upper(),
+        access_log=(_env("ACCESS_LOG", "1") or "1") not in ("0", "false", "no"),
     )
 
 

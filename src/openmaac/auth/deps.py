@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from openmaac.auth.service import OrgContext, authenticate
 from openmaac.db.engine import get_database
+from openmaac.telemetry.context import set_organization
 from openmaac.web.errors import APIError
 
 bearer = HTTPBearer(auto_error=False, description="MAAC OpenAPI access token: `Authorization: Bearer {token}`")
@@ -18,7 +19,10 @@ def _resolve(credentials: HTTPAuthorizationCredentials | None) -> OrgContext | N
     if credentials is None or not credentials.credentials:
         return None
     with get_database().read() as session:
-        return authenticate(session, credentials.credentials)
+        org = authenticate(session, credentials.credentials)
+    if org is not None:
+        set_organization(org.id)
+    return org
 
 
 def current_org(

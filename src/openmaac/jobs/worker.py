@@ -28,6 +28,7 @@ from openmaac.jobs.registry import (
     lease_of,
     renews_lease,
 )
+from openmaac.telemetry.context import job_context
 
 log = logging.getLogger("openmaac.worker")
 
@@ -169,7 +170,8 @@ class Worker:
         for _ in range(free - len(jobs)):
             self._slots.release()
         for job in jobs:
-            future = self._pool.submit(self._execute, job)
+            # each job in a context of its own: its log lines carry its kind and id
+            future = self._pool.submit(job_context(job.kind, job.id, job.organization_id).run, self._execute, job)
             with self._lock:
                 self._in_flight.add(future)
             future.add_done_callback(self._done)

@@ -42,6 +42,7 @@ from openmaac.db.base import utcnow
 from openmaac.db.engine import get_database
 from openmaac.jobs.models import Job
 from openmaac.jobs.registry import JobContext, handler
+from openmaac.telemetry import context as log_context
 from openmaac.webhooks.models import WebhookDelivery, WebhookEndpoint
 from openmaac.webhooks.schedule import DISABLE_AFTER, RETRY_DELAYS, retry_delay, waits_long
 from openmaac.webhooks.service import DISPATCH_KIND, kick
@@ -169,6 +170,18 @@ def run_async(coroutine: Any) -> Any:
         return asyncio.run(coroutine)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(coroutine)
+
+
+def _log_attempt(item: Claimed, outcome: Outcome) -> None:
+    """One line per attempt (in the chain's own task, so ``attempt`` is this delivery's): a
+    success at DEBUG, a failure at INFO with the status or the connection error only (the
+    receiver's answer stays in the delivery log)."""
+    log_context.attempt.set(item.attempts + 1)
+    if outcome.success:
+        log.debug("webhook delivery %s sent: HTTP %s", item.id, outcome.status_code)
+    else:
+        why = f"HTTP {outcome.status_code}" if outcome.status_code is not None else outcome.error
+        log.info("webhook delivery %s failed: %s", item.id, why)
 
 
 # -- the dispatcher ---------------------------------------------------------------------------
@@ -424,6 +437,7 @@ class Dispatcher:
                 else:
                     outcome = await post(client, target, secret=config.secret, headers=config.headers,
                                          key=item.key, body=item.body)
+                    _log_attempt(item, outcome)
             self.queued -= 1
             if not self.results:
                 self.results_since = loop.time()
@@ -486,9 +500,10 @@ class Dispatcher:
 def dispatch(payload: dict[str, Any], context: JobContext) -> None:
     """Send what is due for one endpoint, then stop or re-time this job (see ``Dispatcher``)."""
     started = time.monotonic()
-    run_async(Dispatcher(int(payload["endpoint_id"]), context.job_id).run())
-    log.debug("webhook dispatcher for endpoint %s ran %.3f s", payload.get("endpoint_id"),
-              time.monotonic() - started)
+    with log_context.webhook_delivery_context(int(payload["endpoint_id"])):
+        run_async(Dispatcher(int(payload["endpoint_id"]), context.job_id).run())
+        log.debug("webhook dispatcher for endpoint %s ran %.3f s", payload.get("endpoint_id"),
+                  time.monotonic() - started)
 
 
 def new_idempotency_key() -> str:

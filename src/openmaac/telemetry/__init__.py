@@ -1,0 +1,2 @@
+"""What operators see of a running server: logs (``logs.py``) and the context every log line
+carries (``context.py``). Imports nothing of the domains; they import it."""
