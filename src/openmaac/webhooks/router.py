@@ -135,7 +135,8 @@ class ReplayOut(BaseModel):
 
 @router.post("/webhook/", response_model=WebhookCreated, status_code=201, openapi_extra=EXTENSION,
              summary="Create webhook (openmaac extension)",
-             description="Answers the endpoint with its generated share `secret`. The URL must not point at a "
+             description="Answers the endpoint with its generated share `secret` (and, with `signature_scheme` "
+                         "\"maac+standard\", its generated whsec_ `standard_secret`). The URL must not point at a "
                          "private, loopback or link-local address unless OPENMAAC_OUTBOUND_ALLOW_HOSTS allows it.")
 def create_webhook(org: Org, body: WebhookCreate) -> Any:
     url = service.validate_url(body.url)  # DNS: before the transaction
