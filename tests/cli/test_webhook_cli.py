@@ -79,7 +79,7 @@ def test_add_list_secret_and_rotate(tenant, receiver):
     assert tenant.client.get(tenant.api(f"webhook/{webhook_id}/secret/")).json()["secret"] == secret
 
     assert json_lines(cli("list", "--org", tenant.name, "--json").stdout) == [{
-        "id": webhook_id, "url": receiver.url, "style": "cdh", "topics": ["contact.tag.add", "message.first_open"],
+        "id": webhook_id, "url": receiver.url, "style": "cdh", "signature_scheme": "maac", "topics": ["contact.tag.add", "message.first_open"],
         "is_active": True, "pending": 0, "succeeded": 0, "failed": 0, "failing_since": None, "disabled_at": None,
         "disabled_reason": None}]
     # The table, piped, keeps each row on one line with the whole URL.

@@ -1,4 +1,4 @@
-"""``openmaac webhook add|list|secret|deliveries|replay``: outgoing webhooks from the shell."""
+"""``openmaac webhook add|list|secret|scheme|deliveries|replay``: outgoing webhooks from the shell."""
 
 from __future__ import annotations
 
@@ -68,9 +68,12 @@ def add(
     org: Annotated[str, typer.Option("--org", help="Organisation name")] = "default",
     style: Annotated[str, typer.Option("--style", help="maac | cdh | raw")] = "maac",
     header: Annotated[list[str] | None, typer.Option("--header", help="Extra header NAME=VALUE (repeatable)")] = None,
+    signature_scheme: Annotated[str, typer.Option("--signature-scheme", help="maac | maac+standard (Standard "
+                                                  "Webhooks headers as well)")] = "maac",
     data_dir: DataDir = None,
 ) -> None:
-    """Register an endpoint; prints its id and share secret (JSON) on stdout."""
+    """Register an endpoint; prints its id and share secret (JSON) on stdout, and its
+    Standard Webhooks secret (standard_secret) with --signature-scheme maac+standard."""
     from openmaac.webhooks import service
 
     headers = {}
@@ -82,11 +85,14 @@ def add(
         checked = service.validate_url(url)
         with database.write() as session:
             created = service.create_endpoint(session, _org_by_name(session, org), url=checked, topics=topic,
-                                              style=style, headers=headers)
+                                              style=style, headers=headers, signature_scheme=signature_scheme)
     except Exception as exc:  # APIError -> message, exit 1
         _fail(exc)
         return
-    sys.stdout.write(json.dumps({"id": created["id"], "secret": created["secret"]}) + "\n")
+    shown = {"id": created["id"], "secret": created["secret"]}
+    if created["standard_secret"] is not None:
+        shown["standard_secret"] = created["standard_secret"]
+    sys.stdout.write(json.dumps(shown) + "\n")
 
 
 @app.command("list")
@@ -107,7 +113,7 @@ def list_(org: Annotated[str, typer.Option("--org", help="Organisation name")] =
                                         .order_by(WebhookEndpoint.id)):
             shown = service.serialize_endpoint(endpoint, context)
             rows.append({"id": endpoint.id, "url": endpoint.url, "style": endpoint.style,
-                         "topics": list(endpoint.topics), "is_active": endpoint.is_active,
+                         "signature_scheme": endpoint.signature_scheme, "topics": list(endpoint.topics), "is_active": endpoint.is_active,
                          **service.delivery_counts(session, endpoint.id),
                          "failing_since": shown["failing_since"], "disabled_at": shown["disabled_at"],
                          "disabled_reason": shown["disabled_reason"]})
@@ -115,11 +121,13 @@ def list_(org: Annotated[str, typer.Option("--org", help="Organisation name")] =
         for row in rows:
             sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
         return
-    table = Table("id", "url", "style", "topics", "active", "pending", "succeeded", "failed", "failing since")
-    table.columns[1].overflow = table.columns[3].overflow = "fold"
+    table = Table("id", "url", "style", "signature", "topics", "active", "pending", "succeeded", "failed",
+                  "failing since")
+    table.columns[1].overflow = table.columns[4].overflow = "fold"
     for row in rows:
         active = "yes" if row["is_active"] else ("deactivated" if row["disabled_reason"] else "paused")
-        table.add_row(str(row["id"]), row["url"], row["style"], ", ".join(row["topics"]), active,
+        table.add_row(str(row["id"]), row["url"], row["style"], row["signature_scheme"], ", ".join(row["topics"]),
+                      active,
                       str(row["pending"]), str(row["succeeded"]), str(row["failed"]), row["failing_since"] or "-")
     _print_table(table)
 
@@ -127,15 +135,54 @@ def list_(org: Annotated[str, typer.Option("--org", help="Organisation name")] =
 @app.command("secret")
 def secret(webhook_id: Annotated[int, typer.Argument(help="Webhook id")],
            rotate: Annotated[bool, typer.Option("--rotate", help="Replace it with a new secret")] = False,
+           standard: Annotated[bool, typer.Option("--standard", help="The Standard Webhooks (whsec_) secret "
+                                                  "instead of the share secret")] = False,
            data_dir: DataDir = None) -> None:
-    """Print an endpoint's share secret (only it) on stdout; --rotate makes a new one first."""
+    """Print an endpoint's share secret (only it) on stdout; --rotate makes a new one first.
+
+    With --standard, the whsec_ secret of an endpoint whose scheme is maac+standard (after
+    --rotate, the previous one still signs for 24 hours)."""
     from openmaac.webhooks import service
 
     database = migrated_database(data_dir)
-    with database.write() as session:
-        context = _org_of_endpoint(session, webhook_id)
-        result = (service.rotate_secret if rotate else service.reveal_secret)(session, context, webhook_id)
-    sys.stdout.write(result["secret"] + "\n")
+    try:
+        with database.write() as session:
+            context = _org_of_endpoint(session, webhook_id)
+            if rotate:
+                result = service.rotate_secret(session, context, webhook_id, "standard" if standard else "maac")
+            else:
+                result = service.reveal_secret(session, context, webhook_id)
+    except Exception as exc:  # APIError -> message, exit 1
+        _fail(exc)
+        return
+    shown = result["standard_secret"] if standard else result["secret"]
+    if shown is None:
+        err.print(f"webhook {webhook_id} does not use the maac+standard signature scheme "
+                  f"(openmaac webhook scheme {webhook_id} maac+standard)")
+        raise typer.Exit(1)
+    sys.stdout.write(shown + "\n")
+
+
+@app.command("scheme")
+def scheme(webhook_id: Annotated[int, typer.Argument(help="Webhook id")],
+           signature_scheme: Annotated[str, typer.Argument(help="maac | maac+standard")],
+           data_dir: DataDir = None) -> None:
+    """Set an endpoint's signature scheme; prints it (JSON), with the new standard_secret when
+    this turned maac+standard on."""
+    from openmaac.webhooks import service
+
+    database = migrated_database(data_dir)
+    try:
+        with database.write() as session:
+            context = _org_of_endpoint(session, webhook_id)
+            updated = service.update_endpoint(session, context, webhook_id, {"signature_scheme": signature_scheme})
+    except Exception as exc:  # APIError -> message, exit 1
+        _fail(exc)
+        return
+    shown = {"id": updated["id"], "signature_scheme": updated["signature_scheme"]}
+    if "standard_secret" in updated:
+        shown["standard_secret"] = updated["standard_secret"]
+    sys.stdout.write(json.dumps(shown) + "\n")
 
 
 @app.command("deliveries")

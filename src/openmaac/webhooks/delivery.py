@@ -28,6 +28,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -45,8 +46,8 @@ from openmaac.jobs.registry import JobContext, handler
 from openmaac.telemetry import context as log_context
 from openmaac.webhooks.models import WebhookDelivery, WebhookEndpoint
 from openmaac.webhooks.schedule import DISABLE_AFTER, RETRY_DELAYS, retry_delay, waits_long
-from openmaac.webhooks.service import DISPATCH_KIND, kick
-from openmaac.webhooks.signing import sign
+from openmaac.webhooks.service import DISPATCH_KIND, kick, standard_signing_secrets
+from openmaac.webhooks.signing import sign, standard_headers
 
 __all__ = ["RETRY_DELAYS", "Dispatcher", "dispatch", "new_idempotency_key", "send_once"]  # RETRY_DELAYS: see schedule
 
@@ -90,6 +91,7 @@ class EndpointConfig:
     url: str
     secret: str
     headers: dict[str, str]
+    standard_secrets: tuple[str, ...] = ()  # empty: the endpoint's scheme is "maac" alone
 
 
 @dataclass
@@ -110,8 +112,12 @@ def new_client() -> aiohttp.ClientSession:
 
 
 async def post(client: aiohttp.ClientSession, target: destinations.Target, *, secret: str, headers: dict[str, str],
-               key: str, body: bytes) -> Outcome:
-    """POST ``body`` once to the checked address; classify the answer per the spec's retry rules."""
+               key: str, body: bytes, standard_secrets: Sequence[str] = ()) -> Outcome:
+    """POST ``body`` once to the checked address; classify the answer per the spec's retry rules.
+
+    With ``standard_secrets``, the Standard Webhooks headers too: ``webhook-id`` is the
+    idempotency key (the same on every attempt), ``webhook-timestamp`` this attempt's time.
+    """
     request_headers = dict(headers)
     request_headers.update({
         "Host": target.host_header,
@@ -120,6 +126,8 @@ async def post(client: aiohttp.ClientSession, target: destinations.Target, *, se
         "CrescLab-Signature": sign(secret, body),
         "User-Agent": USER_AGENT,
     })
+    if standard_secrets:
+        request_headers.update(standard_headers(standard_secrets, key, int(time.time()), body))
     extra: dict[str, Any] = {"server_hostname": target.host} if target.scheme == "https" else {}
     try:
         async with asyncio.timeout(TIMEOUT_SECONDS):
@@ -149,7 +157,8 @@ def resolve_target(url: str) -> destinations.Target | Outcome:
         return Outcome(False, False, None, "refused: not a valid http(s) URL")
 
 
-def send_once(url: str, *, secret: str, headers: dict[str, str], key: str, body: bytes) -> Outcome:
+def send_once(url: str, *, secret: str, headers: dict[str, str], key: str, body: bytes,
+              standard_secrets: Sequence[str] = ()) -> Outcome:
     """One attempt, synchronously (``Send test``). Checks the destination like a delivery."""
     target = resolve_target(url)
     if isinstance(target, Outcome):
@@ -157,7 +166,8 @@ def send_once(url: str, *, secret: str, headers: dict[str, str], key: str, body:
 
     async def run() -> Outcome:
         async with new_client() as client:
-            return await post(client, target, secret=secret, headers=headers, key=key, body=body)
+            return await post(client, target, secret=secret, headers=headers, key=key, body=body,
+                              standard_secrets=standard_secrets)
 
     return run_async(run())
 
@@ -281,20 +291,19 @@ class Dispatcher:
     def claim(self, room: int) -> Claim:
         with self.database.write() as session:
             now = utcnow()
-            stmt = select(WebhookEndpoint.id, WebhookEndpoint.url, WebhookEndpoint.secret, WebhookEndpoint.headers,
-                          WebhookEndpoint.is_active, WebhookEndpoint.failing_since
-                          ).where(WebhookEndpoint.id == self.endpoint_id)
+            stmt = select(WebhookEndpoint).where(WebhookEndpoint.id == self.endpoint_id)
             if session.get_bind().dialect.name == "postgresql":
                 # Claims of one endpoint take turns, so even two dispatchers (a lease that
                 # lapsed under a live one) never claim the same delivery.
                 stmt = stmt.with_for_update()
-            row = session.execute(stmt).first()
+            row = session.scalar(stmt)
             # Lock order everywhere: endpoint row, then job row (emit share-locks the endpoint
             # and then upserts the job; the reverse order here would deadlock with it).
             self._renew_job(session, now)
             if row is None or not row.is_active:
                 return Claim(endpoint=None)
-            config = EndpointConfig(int(row.id), str(row.url), str(row.secret), dict(row.headers or {}))
+            config = EndpointConfig(int(row.id), str(row.url), str(row.secret), dict(row.headers or {}),
+                                    standard_signing_secrets(row, now))
             self.failing_since = row.failing_since
             _promote_due(session, self.endpoint_id, now)
             chains, _wake, _any = _scan(session, self.endpoint_id, now, room)
@@ -436,7 +445,7 @@ class Dispatcher:
                     outcome = target
                 else:
                     outcome = await post(client, target, secret=config.secret, headers=config.headers,
-                                         key=item.key, body=item.body)
+                                         key=item.key, body=item.body, standard_secrets=config.standard_secrets)
                     _log_attempt(item, outcome)
             self.queued -= 1
             if not self.results:

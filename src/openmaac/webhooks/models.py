@@ -9,6 +9,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from openmaac.db.base import Base, BigId, JSONType, UTCDateTime, utcnow
 
 STYLES = ("maac", "cdh", "raw")
+# "maac": CrescLab-Signature only (MAAC OpenAPI v1.1.48); "maac+standard": the Standard Webhooks
+# headers (webhook-id, webhook-timestamp, webhook-signature) as well, on every delivery.
+SIGNATURE_SCHEMES = ("maac", "maac+standard")
 # "waiting": pending, but waiting in the long part of the retry schedule (minutes to hours).
 # Shown as "pending" by the API; kept apart so that the dispatcher's in-order scan of pending
 # rows never has to read past them, and so that they do not hold back later events of their
@@ -28,6 +31,13 @@ class WebhookEndpoint(Base):
     style: Mapped[str] = mapped_column(String(8), default="maac")
     headers: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
     secret: Mapped[str] = mapped_column(String(128))
+    signature_scheme: Mapped[str] = mapped_column(String(16), default="maac", server_default="maac")
+    # Standard Webhooks: "whsec_" + base64 key, set while signature_scheme is "maac+standard".
+    # After a rotation the previous key keeps signing too (a second signature) until
+    # standard_previous_until, so receivers can switch keys without losing a delivery.
+    standard_secret: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    standard_previous_secret: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    standard_previous_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

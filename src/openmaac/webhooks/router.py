@@ -25,6 +25,12 @@ router = APIRouter(prefix="/openapi/v1", tags=["Webhook (openmaac extension)"], 
 
 EXTENSION = {"x-openmaac-extension": True}
 Style = Literal["maac", "cdh", "raw"]
+SignatureScheme = Literal["maac", "maac+standard"]
+SCHEME_DESCRIPTION = ('"maac": the CrescLab-Signature header (MAAC OpenAPI v1.1.48); "maac+standard": the '
+                      'Standard Webhooks headers (webhook-id, webhook-timestamp, webhook-signature) as well, '
+                      'signed with the endpoint\'s whsec_ secret')
+STANDARD_SECRET_DESCRIPTION = ('The Standard Webhooks secret ("whsec_" and base64) signing webhook-signature; '
+                               'null under the "maac" scheme')
 
 
 class WebhookCreate(BaseModel):
@@ -34,6 +40,7 @@ class WebhookCreate(BaseModel):
     style: Style = Field(default="maac", description='"maac": {timestamp, topic, data}; "cdh": {event, timestamp, '
                                                      'source, [event_id], data}; "raw": data alone')
     headers: dict[str, str] | None = Field(default=None, description="Extra request headers, e.g. x-api-key")
+    signature_scheme: SignatureScheme = Field(default="maac", description=SCHEME_DESCRIPTION)
 
 
 class WebhookPatch(BaseModel):
@@ -43,6 +50,9 @@ class WebhookPatch(BaseModel):
     style: Style | None = None
     headers: dict[str, str] | None = None
     is_active: bool | None = None
+    signature_scheme: SignatureScheme | None = Field(default=None, description=SCHEME_DESCRIPTION + ". Turning "
+                                                     '"maac+standard" on answers a new `standard_secret`; turning '
+                                                     "it off forgets the secret")
 
 
 class WebhookOut(BaseModel):
@@ -50,6 +60,7 @@ class WebhookOut(BaseModel):
     url: str
     topics: list[str]
     style: str
+    signature_scheme: SignatureScheme = Field(description=SCHEME_DESCRIPTION)
     headers: dict[str, str]
     is_active: bool
     created_at: str
@@ -63,6 +74,12 @@ class WebhookOut(BaseModel):
 
 class WebhookCreated(WebhookOut):
     secret: str
+    standard_secret: str | None = Field(description=STANDARD_SECRET_DESCRIPTION)
+
+
+class WebhookPatched(WebhookOut):
+    standard_secret: str | None = Field(default=None, description="Only when this request turned the "
+                                                                  '"maac+standard" scheme on: its new whsec_ secret')
 
 
 class WebhookPage(BaseModel):
@@ -72,7 +89,15 @@ class WebhookPage(BaseModel):
 
 class SecretOut(BaseModel):
     id: int
-    secret: str
+    secret: str = Field(description="The share secret signing CrescLab-Signature")
+    standard_secret: str | None = Field(description=STANDARD_SECRET_DESCRIPTION)
+
+
+class RotateIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    scheme: Literal["maac", "standard"] = Field(default="maac", description='"maac" (the default): a new share '
+                                                'secret, signing every attempt from now on; "standard": a new '
+                                                "whsec_ secret, the previous one signing too for 24 hours")
 
 
 class DeliveryOut(BaseModel):
@@ -110,13 +135,14 @@ class ReplayOut(BaseModel):
 
 @router.post("/webhook/", response_model=WebhookCreated, status_code=201, openapi_extra=EXTENSION,
              summary="Create webhook (openmaac extension)",
-             description="Answers the endpoint with its generated share `secret`. The URL must not point at a "
+             description="Answers the endpoint with its generated share `secret` (and, with `signature_scheme` "
+                         "\"maac+standard\", its generated whsec_ `standard_secret`). The URL must not point at a "
                          "private, loopback or link-local address unless OPENMAAC_OUTBOUND_ALLOW_HOSTS allows it.")
 def create_webhook(org: Org, body: WebhookCreate) -> Any:
     url = service.validate_url(body.url)  # DNS: before the transaction
     with get_database().write() as session:
         return service.create_endpoint(session, org, url=url, topics=body.topics, style=body.style,
-                                       headers=body.headers)
+                                       headers=body.headers, signature_scheme=body.signature_scheme)
 
 
 @router.get("/webhook/", response_model=WebhookPage, openapi_extra=EXTENSION,
@@ -133,8 +159,8 @@ def get_webhook(org: Org, webhook_id: PathId) -> Any:
         return service.serialize_endpoint(service.get_endpoint(session, org.id, webhook_id), org)
 
 
-@router.patch("/webhook/{webhook_id}/", response_model=WebhookOut, openapi_extra=EXTENSION,
-              summary="Update webhook (openmaac extension)")
+@router.patch("/webhook/{webhook_id}/", response_model=WebhookPatched, response_model_exclude_unset=True,
+              openapi_extra=EXTENSION, summary="Update webhook (openmaac extension)")
 def patch_webhook(org: Org, webhook_id: PathId, body: WebhookPatch) -> Any:
     changes = body.model_dump(include=body.model_fields_set)
     if changes.get("url") is not None:
@@ -152,18 +178,21 @@ def delete_webhook(org: Org, webhook_id: PathId) -> Response:
 
 
 @router.get("/webhook/{webhook_id}/secret/", response_model=SecretOut, openapi_extra=EXTENSION,
-            summary="Reveal webhook share secret (openmaac extension)")
+            summary="Reveal webhook secrets (openmaac extension)")
 def reveal_secret(org: Org, webhook_id: PathId) -> Any:
     with get_database().read() as session:
         return service.reveal_secret(session, org, webhook_id)
 
 
 @router.post("/webhook/{webhook_id}/secret/", response_model=SecretOut, openapi_extra=EXTENSION,
-             summary="Rotate webhook share secret (openmaac extension)",
-             description="A new secret signs every attempt from now on, retries of queued events included.")
-def rotate_secret(org: Org, webhook_id: PathId) -> Any:
+             summary="Rotate webhook secret (openmaac extension)",
+             description="Without a body (or `scheme` \"maac\"), a new share secret signs every attempt from now "
+                         "on, retries of queued events included. With `scheme` \"standard\" (endpoints whose "
+                         "`signature_scheme` is \"maac+standard\"), a new whsec_ secret: for 24 hours "
+                         "webhook-signature carries a signature with the previous one as well.")
+def rotate_secret(org: Org, webhook_id: PathId, body: RotateIn | None = None) -> Any:
     with get_database().write() as session:
-        return service.rotate_secret(session, org, webhook_id)
+        return service.rotate_secret(session, org, webhook_id, body.scheme if body else "maac")
 
 
 @router.post("/webhook/{webhook_id}/test/", response_model=DeliveryOut, openapi_extra=EXTENSION,
@@ -179,7 +208,7 @@ def test_webhook(org: Org, webhook_id: PathId) -> Any:
     data = {"webhook_id": endpoint.id, "message": "This is a test event from openmaac."}
     body = render_body(endpoint.style, TEST_TOPIC, timestamp, data)
     outcome = send_once(endpoint.url, secret=endpoint.secret, headers=dict(endpoint.headers or {}), key=key,
-                        body=body.encode("utf-8"))
+                        body=body.encode("utf-8"), standard_secrets=service.standard_signing_secrets(endpoint, utcnow()))
     with get_database().write() as session:
         return service.record_test_delivery(session, org, webhook_id, key=key, body=body, outcome=outcome)
 

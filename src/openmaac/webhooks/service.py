@@ -8,12 +8,13 @@ with the change that caused them, or not at all. ``openmaac.webhooks.delivery`` 
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, func, or_, select, update
@@ -27,15 +28,21 @@ from openmaac.jobs.models import Job
 from openmaac.web.errors import APIError, field_errors, not_found
 from openmaac.web.pagination import paginate_by_id
 from openmaac.web.times import render, zone
-from openmaac.webhooks.models import STYLES, WebhookDelivery, WebhookEndpoint
+from openmaac.webhooks.models import SIGNATURE_SCHEMES, STYLES, WebhookDelivery, WebhookEndpoint
 from openmaac.webhooks.schedule import MAX_ATTEMPTS
-from openmaac.webhooks.signing import render_body
+from openmaac.webhooks.signing import STANDARD_SECRET_PREFIX, render_body
 from openmaac.webhooks.topics import TOPICS
 
 DISPATCH_KIND = "webhook.dispatch"
 MAX_HEADERS = 20
 RESERVED_HEADERS = {"content-type", "content-length", "host", "user-agent", "crescLab-idempotency-key".lower(),
-                    "cresclab-signature", "transfer-encoding", "connection"}
+                    "cresclab-signature", "transfer-encoding", "connection",
+                    "webhook-id", "webhook-timestamp", "webhook-signature"}
+STANDARD_SCHEME = "maac+standard"
+STANDARD_SECRET_BYTES = 32  # Standard Webhooks: a key of 24 to 64 random bytes
+# After a rotation the previous whsec_ key signs as well for this long (as Svix does), so a
+# receiver can switch to the new key without refusing deliveries signed in between.
+STANDARD_ROTATION_OVERLAP = timedelta(hours=24)
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$")
 
 
@@ -45,6 +52,23 @@ def _deliveries() -> Table:
 
 def new_secret() -> str:
     return secrets.token_hex(32)
+
+
+def new_standard_secret() -> str:
+    """``whsec_`` and the base64 of a random key (the Standard Webhooks secret format)."""
+    return STANDARD_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(STANDARD_SECRET_BYTES)).decode("ascii")
+
+
+def standard_signing_secrets(endpoint: WebhookEndpoint, now: datetime) -> tuple[str, ...]:
+    """The whsec_ secrets a delivery is signed with now: none under the "maac" scheme; the
+    current one, and the previous one during the day after a rotation."""
+    if endpoint.signature_scheme != STANDARD_SCHEME or not endpoint.standard_secret:
+        return ()
+    previous = endpoint.standard_previous_secret
+    until = endpoint.standard_previous_until
+    if previous and until is not None and now < until:
+        return (endpoint.standard_secret, previous)
+    return (endpoint.standard_secret,)
 
 
 def dispatch_key(endpoint_id: int) -> str:
@@ -67,6 +91,12 @@ def validate_url(url: str) -> str:
     if refusal is not None:
         raise field_errors({"url": [refusal]})
     return url
+
+
+def clean_signature_scheme(scheme: str) -> str:
+    if scheme not in SIGNATURE_SCHEMES:
+        raise field_errors({"signature_scheme": [f'"{scheme}" is not a valid choice.']})
+    return scheme
 
 
 def clean_topics(topics: list[str]) -> list[str]:
@@ -111,6 +141,7 @@ def serialize_endpoint(endpoint: WebhookEndpoint, org: OrgContext, *, with_secre
         "url": endpoint.url,
         "topics": list(endpoint.topics),
         "style": endpoint.style,
+        "signature_scheme": endpoint.signature_scheme,
         "headers": dict(endpoint.headers or {}),
         "is_active": endpoint.is_active,
         "created_at": render(endpoint.created_at, org.tz),
@@ -121,18 +152,21 @@ def serialize_endpoint(endpoint: WebhookEndpoint, org: OrgContext, *, with_secre
     }
     if with_secret:
         out["secret"] = endpoint.secret
+        out["standard_secret"] = endpoint.standard_secret
     return out
 
 
 def create_endpoint(session: Session, org: OrgContext, *, url: str, topics: list[str], style: str = "maac",
-                    headers: dict[str, Any] | None = None) -> dict[str, Any]:
+                    headers: dict[str, Any] | None = None, signature_scheme: str = "maac") -> dict[str, Any]:
     """``url`` must already have passed ``validate_url`` (outside the transaction)."""
     if style not in STYLES:
         raise field_errors({"style": [f'"{style}" is not a valid choice.']})
+    scheme = clean_signature_scheme(signature_scheme)
     now = utcnow()
     endpoint = WebhookEndpoint(
         organization_id=org.id, url=url.strip(), topics=clean_topics(topics), style=style,
         headers=clean_headers(headers), secret=new_secret(), is_active=True, created_at=now, updated_at=now,
+        signature_scheme=scheme, standard_secret=new_standard_secret() if scheme == STANDARD_SCHEME else None,
     )
     session.add(endpoint)
     session.flush()
@@ -156,8 +190,21 @@ def list_endpoints(session: Session, org: OrgContext, start: str | None) -> dict
 
 
 def update_endpoint(session: Session, org: OrgContext, endpoint_id: int, changes: dict[str, Any]) -> dict[str, Any]:
-    """Only the fields given change. Bodies already queued keep the style they were rendered in."""
+    """Only the fields given change. Bodies already queued keep the style they were rendered in.
+
+    Turning the "maac+standard" signature scheme on makes a new whsec_ secret, answered as
+    ``standard_secret``; turning it off forgets it. Queued deliveries are signed by the
+    scheme in force when they are sent.
+    """
     endpoint = get_endpoint(session, org.id, endpoint_id, for_update=True)
+    standard_enabled = False
+    if changes.get("signature_scheme") is not None:
+        scheme = clean_signature_scheme(changes["signature_scheme"])
+        if scheme != endpoint.signature_scheme:
+            standard_enabled = scheme == STANDARD_SCHEME
+            endpoint.signature_scheme = scheme
+            endpoint.standard_secret = new_standard_secret() if standard_enabled else None
+            endpoint.standard_previous_secret = endpoint.standard_previous_until = None
     if "url" in changes and changes["url"] is not None:
         endpoint.url = str(changes["url"]).strip()
     if "topics" in changes and changes["topics"] is not None:
@@ -178,7 +225,10 @@ def update_endpoint(session: Session, org: OrgContext, endpoint_id: int, changes
     session.flush()
     if endpoint.is_active:
         kick(session, endpoint.id, endpoint.organization_id)  # e.g. re-activated with events waiting
-    return serialize_endpoint(endpoint, org)
+    out = serialize_endpoint(endpoint, org)
+    if standard_enabled:
+        out["standard_secret"] = endpoint.standard_secret
+    return out
 
 
 def resume(session: Session, endpoint: WebhookEndpoint) -> None:
@@ -204,17 +254,33 @@ def delete_endpoint(session: Session, org: OrgContext, endpoint_id: int) -> None
     session.flush()
 
 
+def _secrets(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    return {"id": endpoint.id, "secret": endpoint.secret, "standard_secret": endpoint.standard_secret}
+
+
 def reveal_secret(session: Session, org: OrgContext, endpoint_id: int) -> dict[str, Any]:
-    return {"id": endpoint_id, "secret": get_endpoint(session, org.id, endpoint_id).secret}
+    return _secrets(get_endpoint(session, org.id, endpoint_id))
 
 
-def rotate_secret(session: Session, org: OrgContext, endpoint_id: int) -> dict[str, Any]:
-    """A new secret; every attempt from now on (retries of queued events too) is signed with it."""
+def rotate_secret(session: Session, org: OrgContext, endpoint_id: int, scheme: str = "maac") -> dict[str, Any]:
+    """A new secret for ``scheme``: "maac" replaces the share secret (CrescLab-Signature), at
+    once for every attempt from now on, retries of queued events too; "standard" replaces the
+    whsec_ secret, the previous one signing as well for STANDARD_ROTATION_OVERLAP."""
+    if scheme not in ("maac", "standard"):
+        raise field_errors({"scheme": [f'"{scheme}" is not a valid choice.']})
     endpoint = get_endpoint(session, org.id, endpoint_id, for_update=True)
-    endpoint.secret = new_secret()
-    endpoint.updated_at = utcnow()
+    now = utcnow()
+    if scheme == "standard":
+        if endpoint.signature_scheme != STANDARD_SCHEME or not endpoint.standard_secret:
+            raise field_errors({"scheme": [f'This webhook\'s signature_scheme is not "{STANDARD_SCHEME}".']})
+        endpoint.standard_previous_secret = endpoint.standard_secret
+        endpoint.standard_previous_until = now + STANDARD_ROTATION_OVERLAP
+        endpoint.standard_secret = new_standard_secret()
+    else:
+        endpoint.secret = new_secret()
+    endpoint.updated_at = now
     session.flush()
-    return {"id": endpoint.id, "secret": endpoint.secret}
+    return _secrets(endpoint)
 
 
 # -- the outbox -----------------------------------------------------------------------------

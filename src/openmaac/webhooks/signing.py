@@ -4,15 +4,25 @@ Bodies are serialised exactly like the spec's samples: Python's default ``json.d
 (separators ``", "`` and ``": "``, non-ASCII escaped as ``\\uXXXX``), so a receiver that
 re-serialises the parsed JSON with Python defaults gets the same bytes we signed.
 The signature is the hex HMAC-SHA256 of the exact bytes sent, keyed with the share secret.
+
+Endpoints with the ``maac+standard`` signature scheme also get the Standard Webhooks headers
+(standardwebhooks.com): ``webhook-signature`` is ``v1,`` and the base64 HMAC-SHA256 of
+``"{webhook-id}.{webhook-timestamp}.{body}"``, keyed with the base64-decoded part of the
+endpoint's ``whsec_`` secret; several keys give several signatures, separated by spaces.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
+
+STANDARD_SECRET_PREFIX = "whsec_"
 
 
 def _default(value: Any) -> Any:
@@ -60,3 +70,31 @@ def verify(secret: str, body: bytes | str, signature: str | None) -> bool:
     if not signature:
         return False
     return hmac.compare_digest(sign(secret, body), signature.strip().lower())
+
+
+def standard_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret: the base64 after ``whsec_``."""
+    encoded = secret.removeprefix(STANDARD_SECRET_PREFIX)
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except binascii.Error as exc:
+        raise ValueError("not a Standard Webhooks secret (whsec_ and base64)") from exc
+    if not key:
+        raise ValueError("empty Standard Webhooks secret")
+    return key
+
+
+def standard_signature(secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes | str) -> str:
+    """The ``webhook-signature`` header: ``v1,<base64>`` for each secret, space-separated."""
+    raw = body.encode("utf-8") if isinstance(body, str) else body
+    signed = msg_id.encode("utf-8") + b"." + str(timestamp).encode("ascii") + b"." + raw
+    return " ".join(
+        "v1," + base64.b64encode(hmac.new(standard_key(secret), signed, hashlib.sha256).digest()).decode("ascii")
+        for secret in secrets
+    )
+
+
+def standard_headers(secrets: Sequence[str], msg_id: str, timestamp: int, body: bytes | str) -> dict[str, str]:
+    """``webhook-id``, ``webhook-timestamp`` (integer seconds) and ``webhook-signature``."""
+    return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp),
+            "webhook-signature": standard_signature(secrets, msg_id, timestamp, body)}
