@@ -26,6 +26,7 @@ from openmaac.reports.router import router as reports_router
 from openmaac.segments.router import router as segments_router
 from openmaac.sms_plus.router import router as sms_plus_router
 from openmaac.tags.router import router as tags_router
+from openmaac.telemetry import metrics
 from openmaac.templates.router import router as templates_router
 from openmaac.web.body_limit import BodyLimitMiddleware
 from openmaac.web.errors import APIError, api_error_handler, http_error_handler, validation_error_handler
@@ -98,6 +99,8 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Any:
         return {"status": "ok", "version": __version__}
+
+    metrics.install(app, settings)  # GET /metrics and its middleware, outermost (docs/metrics.md)
 
     if mount_simulators:
         _mount_simulators(app, settings)

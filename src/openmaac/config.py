@@ -29,6 +29,12 @@ def derived_secret(secret_key: str, purpose: str) -> str:
     return hmac.new(secret_key.encode(), purpose.encode(), hashlib.sha256).hexdigest()
 
 
+def metrics_enabled() -> bool:
+    """``OPENMAAC_METRICS`` (default on): read straight from the environment, so code that records
+    metrics need not load the settings (and the server secret) to know."""
+    return (_env("METRICS", "1") or "1").lower() not in ("0", "false", "no", "off")
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -41,6 +47,10 @@ class Settings:
     outbound_allow_hosts: tuple[str, ...] = field(default_factory=tuple)
     embedded_worker: bool = True
     simulator_admin_secret: str | None = None
+    # Prometheus /metrics (docs/metrics.md): OPENMAAC_METRICS=0 turns metrics off entirely;
+    # OPENMAAC_METRICS_TOKEN, when set, is the bearer token /metrics requires
+    metrics_enabled: bool = True
+    metrics_token: str | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -106,6 +116,8 @@ def load_settings() -> Settings:
         outbound_allow_hosts=tuple(allow),
         embedded_worker=(_env("EMBEDDED_WORKER", "1") or "1") not in ("0", "false", "no"),
         simulator_admin_secret=_env("SIMULATOR_ADMIN_SECRET"),
+        metrics_enabled=metrics_enabled(),
+        metrics_token=_env("METRICS_TOKEN"),
     )
 
 

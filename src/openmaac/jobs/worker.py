@@ -28,6 +28,7 @@ from openmaac.jobs.registry import (
     lease_of,
     renews_lease,
 )
+from openmaac.telemetry.metrics import timed_job
 
 log = logging.getLogger("openmaac.worker")
 
@@ -169,7 +170,7 @@ class Worker:
         for _ in range(free - len(jobs)):
             self._slots.release()
         for job in jobs:
-            future = self._pool.submit(self._execute, job)
+            future = self._pool.submit(timed_job, job.kind, self._execute, job)
             with self._lock:
                 self._in_flight.add(future)
             future.add_done_callback(self._done)
@@ -181,12 +182,13 @@ class Worker:
         self._slots.release()
         self._wake.set()
 
-    def _execute(self, job: queue.ClaimedJob) -> None:
+    def _execute(self, job: queue.ClaimedJob) -> str:
+        """Run one claimed job and record its end; answers the outcome the metrics count."""
         handler = get_handler(job.kind)
         if handler is None:
             with self.database.write() as session:
                 queue.fail(session, job.id, self.worker_id, f"no handler registered for {job.kind!r}")
-            return
+            return "failed"
         context = JobContext(job_id=job.id, kind=job.kind, organization_id=job.organization_id,
                              attempt=job.attempts, worker_id=self.worker_id)
         if job.attempts > job.max_attempts:
@@ -195,7 +197,7 @@ class Worker:
             # repeat that, and the job would never end.
             self._give_up(job, context, f"abandoned: {job.attempts - 1} attempts ended without an outcome "
                                         "(the worker stopped or the lease passed)")
-            return
+            return "abandoned"
         lease = lease_of(job.kind)
         renewed = lease is not None and renews_lease(job.kind)
         if renewed:
@@ -206,23 +208,24 @@ class Worker:
         except RetryLater as retry:
             with self.database.write() as session:
                 queue.reschedule(session, job.id, self.worker_id, retry.delay, str(retry), count_attempt=False)
-            return
+            return "deferred"
         except Exception as exc:
             error = "".join(traceback.format_exception_only(exc)).strip()
             log.warning("job %s (%s) attempt %s failed: %s", job.id, job.kind, job.attempts, error)
             if isinstance(exc, PermanentFailure) or job.attempts >= job.max_attempts:
                 self._give_up(job, context, error)
-            else:
-                with self.database.write() as session:
-                    queue.reschedule(session, job.id, self.worker_id, backoff_seconds(job.attempts), error)
-            return
+                return "failed" if isinstance(exc, PermanentFailure) else "given_up"
+            with self.database.write() as session:
+                queue.reschedule(session, job.id, self.worker_id, backoff_seconds(job.attempts), error)
+            return "retry"
         finally:
             if renewed:
                 self._lease_keeper.remove(job.id)
         if context.completed:  # deleted in the handler's last transaction
-            return
+            return "success"
         with self.database.write() as session:
             queue.complete(session, job.id, self.worker_id)
+        return "success"
 
     def _give_up(self, job: queue.ClaimedJob, context: JobContext, error: str) -> None:
         """Mark the job failed and, in the same transaction, let its kind's ``on_give_up`` put the
