@@ -103,6 +103,9 @@ def serve(
 def worker(
     data_dir: DataDir = None,
     concurrency: Annotated[int, typer.Option(help="Jobs run at once")] = 8,
+    metrics_port: Annotated[int, typer.Option(help="Serve Prometheus /metrics on this port (0: off; "
+                                                   "see docs/metrics.md)")] = 0,
+    metrics_host: Annotated[str, typer.Option(help="Interface of --metrics-port")] = "127.0.0.1",
 ) -> None:
     """Run a job worker in the foreground (any number may share a PostgreSQL database)."""
     settings = _settings(data_dir)
@@ -123,6 +126,10 @@ def worker(
     signal.signal(signal.SIGINT, stop)
     job_worker.start()
     err.print(f"[bold green]openmaac worker[/] {job_worker.worker_id} running (concurrency {concurrency})")
+    from openmaac.telemetry import metrics
+
+    if metrics.start_server(settings, metrics_host, metrics_port) is not None:
+        err.print(f"  Metrics          : http://{metrics_host}:{metrics_port}/metrics")
     while not stopping:
         time.sleep(0.2)
     job_worker.stop()

@@ -392,3 +392,16 @@ class MetricsServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(5)
+
+
+def start_server(settings: Settings, host: str, port: int) -> MetricsServer | None:
+    """``openmaac worker --metrics-port``: the server, started, or None when the port is 0 or
+    metrics are off."""
+    if not port or not settings.metrics_enabled:
+        return None
+    if MULTIPROCESS_DIR:
+        log.warning("--metrics-port with PROMETHEUS_MULTIPROC_DIR: this port shows every process sharing %s; "
+                    "scrape one endpoint per directory, or each counter is counted twice", MULTIPROCESS_DIR)
+    server = MetricsServer(host, port, settings.metrics_token)
+    server.start()
+    return server
