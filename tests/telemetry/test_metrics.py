@@ -386,20 +386,28 @@ def _exprs(panels: list[dict[str, Any]]) -> list[str]:
     return found
 
 
+def _metric_names(expr: str) -> list[str]:
+    """The metric names an expression reads: what is left of it without label matchers, ranges,
+    strings, grouping clauses, functions and keywords."""
+    for pattern in (r"\{[^}]*\}", r"\[[^\]]*\]", r'"[^"]*"',
+                    r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)"):
+        expr = re.sub(pattern, " ", expr)
+    return [name for name in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr)
+            if name not in PROMQL_WORDS and not name.startswith("$")]
+
+
 def test_dashboard_queries_only_metrics_that_exist():
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["__inputs"][0]["name"] == "DS_PROMETHEUS"
     assert dashboard["schemaVersion"] >= 38  # Grafana 10
     exprs = _exprs(dashboard["panels"])
     assert len(exprs) >= 10
+    variables = [variable["definition"] for variable in dashboard["templating"]["list"]]
     used = set()
-    for expr in exprs:
-        without_labels = re.sub(r"\{[^}]*\}", "", expr)
-        without_ranges = re.sub(r"\[[^\]]*\]", "", without_labels)
-        without_strings = re.sub(r'"[^"]*"', "", without_ranges)
-        for name in re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", without_strings):
-            if name in PROMQL_WORDS or name.startswith("$"):
-                continue
+    for expr in exprs + [re.sub(r"^label_values\((\w+),.*$", r"\1", v) for v in variables]:
+        names = _metric_names(expr)
+        assert names, expr
+        for name in names:
             base = next((name[: -len(s)] for s in SUFFIXES if name.endswith(s)
                          and name[: -len(s)] in METRIC_NAMES), name)
             assert base in METRIC_NAMES, (name, expr)
