@@ -146,6 +146,10 @@ def test_points_balance_per_organisation(tenant, anon, database):
     text = scrape(anon)
     assert value(text, "openmaac_sms_points_balance", organization_id=str(tenant.id),
                  organization=tenant.name) == 1234
+    # the names the dashboard is checked against are the names served
+    families = {family.name for family in text_string_to_metric_families(text)}
+    assert {name.removesuffix("_total") for name in METRIC_NAMES} <= families
+    assert not any(name.endswith("_created") for name, _labels, _v in samples(text))
 
 
 def test_webhook_deliveries_counted_by_outcome(tenant, anon):

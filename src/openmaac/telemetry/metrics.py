@@ -37,6 +37,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -64,6 +65,10 @@ if MULTIPROCESS_DIR:
     os.makedirs(MULTIPROCESS_DIR, exist_ok=True)
 
 # -- definitions -------------------------------------------------------------------------------
+
+# no "_created" series beside every counter and histogram: a third more to scrape and store,
+# and rate() does not need them
+disable_created_metrics()
 
 # Request latencies of an API answering in milliseconds, up to the slow uploads
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
