@@ -23,7 +23,6 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import SIMULATOR_URL
 from helpers import CallbackReceiver, ServedApp, create_template, seed_contacts, simulated_friend, wait_for
 from openmaac.config import Settings, get_settings
 from openmaac.telemetry.metrics import METRIC_NAMES
@@ -48,7 +47,7 @@ def value(text: str, name: str, **labels: str) -> float:
 def scrape(client: httpx.Client) -> str:
     response = client.get("/metrics")
     assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/plain")
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     return response.text
 
 

@@ -32,7 +32,6 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
@@ -330,6 +329,8 @@ if MULTIPROCESS_DIR:
 
 # -- /metrics ----------------------------------------------------------------------------------
 
+# The classic text format: what every Prometheus version reads; openmaac's names need nothing newer
+EXPOSITION_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TOKEN_REFUSAL = "Authentication credentials were not provided or are invalid."
 LOCAL_REFUSAL = ("/metrics answers only to loopback clients that come straight in, unless "
                  "OPENMAAC_METRICS_TOKEN is set (then to its bearer token).")
@@ -357,7 +358,7 @@ def metrics_endpoint(token: str | None) -> Callable[[Request], Response]:
         refused = refusal(request.scope, token)
         if refused is not None:
             return refused
-        return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(), media_type=EXPOSITION_TYPE)
 
     return metrics
 
