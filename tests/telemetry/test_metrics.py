@@ -137,6 +137,54 @@ def test_queue_gauges_by_kind_and_state(tenant, anon, database):
             session.execute(delete(Job).where(Job.kind == kind))
 
 
+def test_job_outcomes_as_the_worker_tells_them(tenant, anon, database):
+    """success, retry then given_up, failed (PermanentFailure), deferred (RetryLater), each
+    counted once by the embedded worker of the harness server."""
+    from sqlalchemy import delete
+
+    from openmaac.jobs import queue
+    from openmaac.jobs.models import Job
+    from openmaac.jobs.registry import PermanentFailure, RetryLater, handler
+
+    prefix = f"metrics.test.{tenant.id}"
+
+    @handler(f"{prefix}.ok")
+    def ok(_payload: dict[str, Any], _context: Any) -> None:
+        return None
+
+    @handler(f"{prefix}.broken")
+    def broken(_payload: dict[str, Any], _context: Any) -> None:
+        raise ValueError("broken")
+
+    @handler(f"{prefix}.permanent")
+    def permanent(_payload: dict[str, Any], _context: Any) -> None:
+        raise PermanentFailure("bad data")
+
+    @handler(f"{prefix}.later")
+    def later(_payload: dict[str, Any], _context: Any) -> None:
+        raise RetryLater(3600)
+
+    expected = {("ok", "success"): 1, ("broken", "retry"): 1, ("broken", "given_up"): 1,
+                ("permanent", "failed"): 1, ("later", "deferred"): 1}
+    with database.write() as session:
+        for name in ("ok", "broken", "permanent", "later"):
+            queue.enqueue(session, f"{prefix}.{name}", max_attempts=2)
+    try:
+        def counted() -> str | None:
+            text = scrape(anon)
+            done = all(value(text, "openmaac_job_runs_total", kind=f"{prefix}.{name}", outcome=outcome) == count
+                       for (name, outcome), count in expected.items())
+            return text if done else None
+
+        text = wait_for(counted, timeout=30)  # the retry waits its 1 s backoff
+        assert value(text, "openmaac_job_duration_seconds_count", kind=f"{prefix}.broken") == 2
+        assert value(text, "openmaac_jobs_queued", kind=f"{prefix}.later", status="scheduled") == 1
+        assert value(text, "openmaac_jobs_queued", kind=f"{prefix}.broken", status="failed") == 1
+    finally:
+        with database.write() as session:
+            session.execute(delete(Job).where(Job.kind.startswith(prefix)))
+
+
 def test_points_balance_per_organisation(tenant, anon, database):
     from openmaac.sms_plus.points import top_up
 
