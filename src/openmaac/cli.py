@@ -124,11 +124,16 @@ def worker(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    job_worker.start()
-    err.print(f"[bold green]openmaac worker[/] {job_worker.worker_id} running (concurrency {concurrency})")
     from openmaac.telemetry import metrics
 
-    if metrics.start_server(settings, metrics_host, metrics_port) is not None:
+    try:
+        serving_metrics = metrics.start_server(settings, metrics_host, metrics_port)
+    except RuntimeError as exc:  # the port is taken: stop before claiming any job
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    job_worker.start()
+    err.print(f"[bold green]openmaac worker[/] {job_worker.worker_id} running (concurrency {concurrency})")
+    if serving_metrics is not None:
         err.print(f"  Metrics          : http://{metrics_host}:{metrics_port}/metrics")
     while not stopping:
         time.sleep(0.2)

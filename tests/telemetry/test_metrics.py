@@ -409,6 +409,12 @@ def test_worker_metrics_port_alone_and_metrics_off(tmp_path, processes):
     assert httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"X-Forwarded-For": "203.0.113.9"},
                      timeout=10).status_code == 403
 
+    # a second worker asking for the same port stops at once, before taking any job
+    taken = subprocess.run([OPENMAAC, "worker", "--metrics-port", str(port)], env=_env(tmp_path / "data"),
+                           capture_output=True, text=True, timeout=60)
+    assert taken.returncode == 1 and f"could not serve /metrics on 127.0.0.1:{port}" in taken.stderr
+    assert "Traceback" not in taken.stderr and "running" not in taken.stderr
+
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     serve = subprocess.Popen([OPENMAAC, "serve", "--port", str(port), "--no-worker"],

@@ -382,6 +382,7 @@ class MetricsServer:
         from starlette.applications import Starlette
         from starlette.routing import Route
 
+        self.host, self.port = host, port
         app = Starlette(routes=[Route("/metrics", metrics_endpoint(token), methods=["GET"])])
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                                     lifespan="off", access_log=False))
@@ -392,7 +393,7 @@ class MetricsServer:
         deadline = time.monotonic() + timeout
         while not self.server.started:
             if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the metrics server did not start (is the port free?)")
+                raise RuntimeError(f"could not serve /metrics on {self.host}:{self.port} (is the port free?)")
             time.sleep(0.02)
 
     def stop(self) -> None:
