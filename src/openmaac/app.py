@@ -26,6 +26,7 @@ from openmaac.reports.router import router as reports_router
 from openmaac.segments.router import router as segments_router
 from openmaac.sms_plus.router import router as sms_plus_router
 from openmaac.tags.router import router as tags_router
+from openmaac.telemetry import metrics
 from openmaac.telemetry.request_id import RequestIdMiddleware
 from openmaac.templates.router import router as templates_router
 from openmaac.web.body_limit import BodyLimitMiddleware
@@ -78,8 +79,6 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
     )
     # the body limit of each route class, checked before routing, authentication or a signature
     app.add_middleware(BodyLimitMiddleware)
-    # added last, so outermost: every answer (413s, 404s, mounted simulators) has its request id
-    app.add_middleware(RequestIdMiddleware, access_log=settings.access_log)
     app.add_exception_handler(RequestValidationError, validation_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(APIError, api_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error_handler)  # type: ignore[arg-type]
@@ -101,6 +100,10 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Any:
         return {"status": "ok", "version": __version__}
+
+    metrics.install(app, settings)  # GET /metrics and its timing middleware (docs/metrics.md)
+    # added last, so outermost: every answer (413s, 404s, mounted simulators) has its request id
+    app.add_middleware(RequestIdMiddleware, access_log=settings.access_log)
 
     if mount_simulators:
         _mount_simulators(app, settings)

@@ -128,6 +128,9 @@ def serve(
 def worker(
     data_dir: DataDir = None,
     concurrency: Annotated[int, typer.Option(help="Jobs run at once")] = 8,
+    metrics_port: Annotated[int, typer.Option(help="Serve Prometheus /metrics on this port (0: off; "
+                                                   "see docs/metrics.md)")] = 0,
+    metrics_host: Annotated[str, typer.Option(help="Interface of --metrics-port")] = "127.0.0.1",
 ) -> None:
     """Run a job worker in the foreground (any number may share a PostgreSQL database)."""
     settings = _settings(data_dir)
@@ -149,8 +152,17 @@ def worker(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    from openmaac.telemetry import metrics
+
+    try:
+        serving_metrics = metrics.start_server(settings, metrics_host, metrics_port)
+    except RuntimeError as exc:  # the port is taken: stop before claiming any job
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
     job_worker.start()
     _announce(settings, [f"[bold green]openmaac worker[/] {job_worker.worker_id} running (concurrency {concurrency})"])
+    if serving_metrics is not None:
+        _announce(settings, [f"  Metrics          : http://{metrics_host}:{metrics_port}/metrics"])
     while not stopping:
         time.sleep(0.2)
     job_worker.stop()

@@ -29,6 +29,12 @@ def derived_secret(secret_key: str, purpose: str) -> str:
     return hmac.new(secret_key.encode(), purpose.encode(), hashlib.sha256).hexdigest()
 
 
+def metrics_enabled() -> bool:
+    """``OPENMAAC_METRICS`` (default on): read straight from the environment, so code that records
+    metrics need not load the settings (and the server secret) to know."""
+    return (_env("METRICS", "1") or "1").lower() not in ("0", "false", "no", "off")
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -44,6 +50,10 @@ class Settings:
     log_format: str = "text"  # text | json (one JSON object per line), telemetry/logs.py
     log_level: str = "INFO"
     access_log: bool = True
+    # Prometheus /metrics (docs/metrics.md): OPENMAAC_METRICS=0 turns metrics off entirely;
+    # OPENMAAC_METRICS_TOKEN, when set, is the bearer token /metrics requires
+    metrics_enabled: bool = True
+    metrics_token: str | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -112,6 +122,8 @@ def load_settings() -> Settings:
         log_format=(_env("LOG_FORMAT", "text") or "text").strip().lower(),
         log_level=(_env("LOG_LEVEL", "INFO") or "INFO").strip().upper(),
         access_log=(_env("ACCESS_LOG", "1") or "1") not in ("0", "false", "no"),
+        metrics_enabled=metrics_enabled(),
+        metrics_token=_env("METRICS_TOKEN"),
     )
 
 

@@ -35,6 +35,7 @@ import httpx
 import orjson
 
 from openmaac import __version__
+from openmaac.telemetry.metrics import timed_upstream
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 MULTICAST_MAX_RECIPIENTS = 500
@@ -131,7 +132,8 @@ class LineClient:
 
     def get_profile(self, user_id: str) -> dict[str, Any] | None:
         """The user's profile, or None when LINE has none for us (not a friend, blocked)."""
-        response = self._http.get(f"{self.base_url}/v2/bot/profile/{user_id}", headers=self.headers)
+        response = timed_upstream("line", "/v2/bot/profile/{userId}", lambda: self._http.get(
+            f"{self.base_url}/v2/bot/profile/{user_id}", headers=self.headers))
         if response.status_code == 404:
             return None
         if response.status_code != 200:
@@ -140,7 +142,8 @@ class LineClient:
 
     def get_bot_info(self) -> dict[str, Any]:
         """``GET /v2/bot/info``: the bot's ``basicId``, display name and so on."""
-        response = self._http.get(f"{self.base_url}/v2/bot/info", headers=self.headers)
+        response = timed_upstream("line", "/v2/bot/info", lambda: self._http.get(
+            f"{self.base_url}/v2/bot/info", headers=self.headers))
         if response.status_code != 200:
             raise LineAPIError(response.status_code, _body(response), response.headers.get("x-line-request-id"))
         return dict(response.json())
@@ -222,7 +225,8 @@ class LineClient:
             if self.limiter is not None:
                 self.limiter(endpoint, 1)
             try:
-                response = self._http.post(url, content=content, headers=headers)
+                response = timed_upstream("line", path, lambda: self._http.post(url, content=content,
+                                                                                 headers=headers))
             except httpx.TimeoutException as exc:
                 connect_failed = isinstance(exc, httpx.ConnectTimeout)
                 if last or not (idempotent or connect_failed):

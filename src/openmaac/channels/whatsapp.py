@@ -36,9 +36,12 @@ from openmaac.channels.sms.base import (
     transport_failure,
 )
 from openmaac.common.validation import has_nul
+from openmaac.telemetry.metrics import timed_upstream
 
 DEFAULT_BASE_URL = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v23.0"
+# endpoint label of the upstream metrics (docs/metrics.md)
+MESSAGES_ENDPOINT = "/{Version}/{Phone-Number-ID}/messages"
 OPAQUE_DATA_MAX = 512
 STATUS_ID_MAX = 128  # a wamid is about 60 characters; what openmaac stores of it
 
@@ -287,7 +290,8 @@ class WhatsAppClient:
             return SendResult(accepted=False, error_category=ErrorCategory.AUTH_OR_CONFIG,
                               error_code="missing_credentials", error_message="phone_number_id or access_token missing")
         try:
-            response = self._http.post(self.messages_url, json=payload, headers=self._headers)
+            response = timed_upstream("whatsapp", MESSAGES_ENDPOINT, lambda: self._http.post(
+                self.messages_url, json=payload, headers=self._headers))
         except httpx.HTTPError as exc:
             return transport_failure(exc)
         try:

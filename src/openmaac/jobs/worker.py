@@ -29,6 +29,7 @@ from openmaac.jobs.registry import (
     renews_lease,
 )
 from openmaac.telemetry.context import job_context
+from openmaac.telemetry.metrics import timed_job
 
 log = logging.getLogger("openmaac.worker")
 
@@ -170,8 +171,9 @@ class Worker:
         for _ in range(free - len(jobs)):
             self._slots.release()
         for job in jobs:
-            # each job in a context of its own: its log lines carry its kind and id
-            future = self._pool.submit(job_context(job.kind, job.id, job.organization_id).run, self._execute, job)
+            # each job in a context of its own: its log lines carry its kind and id; timed for /metrics
+            future = self._pool.submit(job_context(job.kind, job.id, job.organization_id).run, timed_job, job.kind,
+                                       self._execute, job)
             with self._lock:
                 self._in_flight.add(future)
             future.add_done_callback(self._done)
@@ -183,12 +185,13 @@ class Worker:
         self._slots.release()
         self._wake.set()
 
-    def _execute(self, job: queue.ClaimedJob) -> None:
+    def _execute(self, job: queue.ClaimedJob) -> str:
+        """Run one claimed job and record its end; answers the outcome the metrics count."""
         handler = get_handler(job.kind)
         if handler is None:
             with self.database.write() as session:
                 queue.fail(session, job.id, self.worker_id, f"no handler registered for {job.kind!r}")
-            return
+            return "failed"
         context = JobContext(job_id=job.id, kind=job.kind, organization_id=job.organization_id,
                              attempt=job.attempts, worker_id=self.worker_id)
         if job.attempts > job.max_attempts:
@@ -197,7 +200,7 @@ class Worker:
             # repeat that, and the job would never end.
             self._give_up(job, context, f"abandoned: {job.attempts - 1} attempts ended without an outcome "
                                         "(the worker stopped or the lease passed)")
-            return
+            return "abandoned"
         lease = lease_of(job.kind)
         renewed = lease is not None and renews_lease(job.kind)
         if renewed:
@@ -208,23 +211,24 @@ class Worker:
         except RetryLater as retry:
             with self.database.write() as session:
                 queue.reschedule(session, job.id, self.worker_id, retry.delay, str(retry), count_attempt=False)
-            return
+            return "deferred"
         except Exception as exc:
             error = "".join(traceback.format_exception_only(exc)).strip()
             log.warning("job %s (%s) attempt %s failed: %s", job.id, job.kind, job.attempts, error)
             if isinstance(exc, PermanentFailure) or job.attempts >= job.max_attempts:
                 self._give_up(job, context, error)
-            else:
-                with self.database.write() as session:
-                    queue.reschedule(session, job.id, self.worker_id, backoff_seconds(job.attempts), error)
-            return
+                return "failed" if isinstance(exc, PermanentFailure) else "given_up"
+            with self.database.write() as session:
+                queue.reschedule(session, job.id, self.worker_id, backoff_seconds(job.attempts), error)
+            return "retry"
         finally:
             if renewed:
                 self._lease_keeper.remove(job.id)
         if context.completed:  # deleted in the handler's last transaction
-            return
+            return "success"
         with self.database.write() as session:
             queue.complete(session, job.id, self.worker_id)
+        return "success"
 
     def _give_up(self, job: queue.ClaimedJob, context: JobContext, error: str) -> None:
         """Mark the job failed and, in the same transaction, let its kind's ``on_give_up`` put the

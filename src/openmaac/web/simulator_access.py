@@ -71,6 +71,16 @@ def _is_loopback(host: str | None) -> bool:
     return address.is_loopback
 
 
+def direct_loopback_client(scope: Scope) -> bool:
+    """A loopback client that came straight in: no forwarding header (even one set by a proxy on
+    this machine) and a loopback ASGI ``client``. Also guards /metrics without a token."""
+    headers = scope.get("headers") or ()
+    if any(name.lower() in FORWARDING_HEADERS for name, _value in headers):
+        return False
+    client = scope.get("client")
+    return _is_loopback(client[0] if client else None)
+
+
 class SimulatorAccess:
     """ASGI wrapper: ``private`` paths of ``app`` only for local clients or the admin key."""
 
@@ -84,10 +94,7 @@ class SimulatorAccess:
         offered = headers.get(SIMULATOR_ADMIN_HEADER.lower().encode())
         if offered is not None and hmac.compare_digest(offered, self.admin_key):
             return True
-        if any(name in headers for name in FORWARDING_HEADERS):
-            return False
-        client = scope.get("client")
-        return _is_loopback(client[0] if client else None)
+        return direct_loopback_client(scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket") and self.private(str(scope.get("method", "GET")).upper(),

@@ -44,6 +44,7 @@ from openmaac.db.engine import get_database
 from openmaac.jobs.models import Job
 from openmaac.jobs.registry import JobContext, handler
 from openmaac.telemetry import context as log_context
+from openmaac.telemetry.metrics import count_webhook_deliveries
 from openmaac.webhooks.models import WebhookDelivery, WebhookEndpoint
 from openmaac.webhooks.schedule import DISABLE_AFTER, RETRY_DELAYS, retry_delay, waits_long
 from openmaac.webhooks.service import DISPATCH_KIND, kick, standard_signing_secrets
@@ -359,6 +360,7 @@ class Dispatcher:
             if released:
                 session.execute(update(table).where(table.c.id == bindparam("_id")).values(locked_until=None),
                                 released)
+        count_webhook_deliveries(row["_status"] for row in finished)
 
     def _record_health(self, session: Session, results: list[tuple[Claimed, Outcome | None, datetime]]) -> None:
         """A success clears ``failing_since``; a batch of only failures sets it, or, when it

@@ -43,6 +43,7 @@ from openmaac.channels.sms.base import (
     reference_token,
     transport_failure,
 )
+from openmaac.telemetry.metrics import timed_upstream
 
 DEFAULT_BASE_URL = "https://smsapi.mitake.com.tw"
 SEND_PATH = "/api/mtk/SmSend"
@@ -217,8 +218,9 @@ class MitakeProvider:
         if reference:
             form["clientid"] = mitake_clientid(reference)
         try:
-            response = self._http.post(f"{self.base_url}{self.send_path}", params={"CharsetURL": "UTF-8"},
-                                       data=form, headers=self._headers)
+            response = timed_upstream("mitake", SEND_PATH, lambda: self._http.post(
+                f"{self.base_url}{self.send_path}", params={"CharsetURL": "UTF-8"}, data=form,
+                headers=self._headers))
         except httpx.HTTPError as exc:
             return transport_failure(exc)
         text_body = _decode(response.content)
@@ -277,9 +279,10 @@ class MitakeProvider:
         return CallbackAck(body=f"magicid=sms_gateway_rpack\nmsgid={report.provider_message_id}\n")
 
     def query_status(self, provider_message_id: str) -> DeliveryReport | None:
-        response = self._http.post(f"{self.base_url}{self.query_path}", params={"CharsetURL": "UTF-8"},
-                                   data={"username": self.username, "password": self.password,
-                                         "msgid": provider_message_id}, headers=self._headers)
+        response = timed_upstream("mitake", QUERY_PATH, lambda: self._http.post(
+            f"{self.base_url}{self.query_path}", params={"CharsetURL": "UTF-8"},
+            data={"username": self.username, "password": self.password, "msgid": provider_message_id},
+            headers=self._headers))
         response.raise_for_status()
         for line in _decode(response.content).splitlines():
             fields = line.strip().split("\t")

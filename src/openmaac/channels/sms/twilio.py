@@ -36,8 +36,12 @@ from openmaac.channels.sms.base import (
     path_segment,
     transport_failure,
 )
+from openmaac.telemetry.metrics import timed_upstream
 
 DEFAULT_BASE_URL = "https://api.twilio.com"
+# endpoint labels of the upstream metrics (docs/metrics.md)
+MESSAGES_ENDPOINT = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
+MESSAGE_ENDPOINT = "/2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json"
 
 _CATEGORIES: dict[int, ErrorCategory] = {
     # the number
@@ -197,7 +201,8 @@ class TwilioProvider:
         if self.validity_period:
             form["ValidityPeriod"] = str(self.validity_period)
         try:
-            response = self._http.post(self.messages_url, data=form, auth=self._auth, headers=self._headers)
+            response = timed_upstream("twilio", MESSAGES_ENDPOINT, lambda: self._http.post(
+                self.messages_url, data=form, auth=self._auth, headers=self._headers))
         except httpx.HTTPError as exc:
             return transport_failure(exc)
         body = _json(response)
@@ -242,7 +247,8 @@ class TwilioProvider:
     def query_status(self, provider_message_id: str) -> DeliveryReport | None:
         url = (f"{self.base_url}/2010-04-01/Accounts/{path_segment(self.account_sid)}/Messages/"
                f"{path_segment(provider_message_id)}.json")
-        response = self._http.get(url, auth=self._auth, headers=self._headers)
+        response = timed_upstream("twilio", MESSAGE_ENDPOINT, lambda: self._http.get(
+            url, auth=self._auth, headers=self._headers))
         if response.status_code == 404:
             return None
         response.raise_for_status()
@@ -257,7 +263,8 @@ class TwilioProvider:
         params: dict[str, str] = {"PageSize": str(page_size)}
         if to:
             params["To"] = to
-        response = self._http.get(self.messages_url, params=params, auth=self._auth, headers=self._headers)
+        response = timed_upstream("twilio", MESSAGES_ENDPOINT, lambda: self._http.get(
+            self.messages_url, params=params, auth=self._auth, headers=self._headers))
         response.raise_for_status()
         body = response.json()
         return [dict(item) for item in body.get("messages") or []]
