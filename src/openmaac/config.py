@@ -41,6 +41,9 @@ class Settings:
     outbound_allow_hosts: tuple[str, ...] = field(default_factory=tuple)
     embedded_worker: bool = True
     simulator_admin_secret: str | None = None
+    # health and stopping (docs/health.md)
+    drain_seconds: float = 20.0
+    readyz_require_worker: bool = True
 
     @property
     def is_sqlite(self) -> bool:
@@ -106,6 +109,8 @@ def load_settings() -> Settings:
         outbound_allow_hosts=tuple(allow),
         embedded_worker=(_env("EMBEDDED_WORKER", "1") or "1") not in ("0", "false", "no"),
         simulator_admin_secret=_env("SIMULATOR_ADMIN_SECRET"),
+        drain_seconds=max(float(_env("DRAIN_SECONDS", "20") or "20"), 0.0),
+        readyz_require_worker=(_env("READYZ_REQUIRE_WORKER", "1") or "1") not in ("0", "false", "no"),
     )
 
 
