@@ -124,16 +124,16 @@ class Heartbeat:
             self._beat()
 
     def _beat(self) -> None:
+        pruning = self._pruned_at is None or time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS
         try:
             with self.database.write() as session:
+                pruned = prune(session) if pruning else 0
                 beat(session, worker_id=self.worker_id, hostname=self.hostname, pid=self.pid, kind=self.kind,
                      started_at=self.started_at, state=self.state)
-            if self._pruned_at is None or time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS:
-                with self.database.write() as session:
-                    pruned = prune(session)
+            if pruning:
                 self._pruned_at = time.monotonic()
-                if pruned:
-                    log.info("deleted %s heartbeat(s) of workers gone for over %s", pruned, PRUNE_AFTER)
+            if pruned:
+                log.info("deleted %s heartbeat(s) of workers gone for over %s", pruned, PRUNE_AFTER)
         except Exception:
             if not self._failing:  # once per outage, not every beat
                 log.warning("worker %s could not write its heartbeat", self.worker_id, exc_info=True)

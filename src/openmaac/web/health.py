@@ -75,7 +75,8 @@ def _database_checks(url: str, require_worker: bool) -> dict[str, dict[str, Any]
 
     checks: dict[str, dict[str, Any]] = {}
     with _probe_engine(url).connect() as connection:
-        connection.execute(text("SELECT 1"))
+        # SQLite answers SELECT 1 without reading the file: read its header instead
+        connection.execute(text("PRAGMA schema_version" if connection.dialect.name == "sqlite" else "SELECT 1"))
         checks["database"] = _ok()
         heads = _shipped_heads(url)
         try:
