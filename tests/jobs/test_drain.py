@@ -122,3 +122,19 @@ def test_the_released_job_runs_to_its_end_on_the_next_worker(space, tmp_path):
         wait_for(lambda: _job(space, job_id) is None, timeout=30)
         assert (tmp_path / "handover.done").read_text() == "1"  # its first counted attempt
         assert second.terminate() == 0, second.output()
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_second_sigterm_cuts_the_drain_short(space, tmp_path, command):
+    process = _start(space, command, drain_seconds="600")
+    try:
+        job_id = _enqueue_gated(space, tmp_path / "cut", max_attempts=1)
+        wait_for(lambda: (tmp_path / "cut.started").exists(), timeout=30)
+        _signal_and_wait_for_draining(process, space)
+        process.process.terminate()  # the operator insists (a second Ctrl-C)
+        assert process.wait() == 0, process.output()
+        released = _job(space, job_id)
+        assert released is not None and (released.status, released.attempts) == ("ready", 0)
+    finally:
+        (tmp_path / "cut.go").touch()
+        process.kill()

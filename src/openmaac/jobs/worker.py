@@ -161,7 +161,8 @@ class Worker:
         self._saturated = False  # the last claim filled every free slot: more may be due
         self._lease_keeper = _LeaseKeeper(database, self.worker_id)
         self._heartbeat = Heartbeat(database, self.worker_id, kind)  # kind: embedded | standalone
-        self._claiming_stopped_at: float | None = None  # time.monotonic() of stop_claiming()
+        self._claiming_stopped_at: float | None = None  # time.monotonic() when the drain began
+        self._cut_short = threading.Event()  # a second stop_claiming(): release at once
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -174,8 +175,15 @@ class Worker:
         self._wake.set()
 
     def stop_claiming(self) -> None:
-        """Claim no more jobs, from now on (SIGTERM): the start of the drain. Only sets flags, so a
-        signal handler may call it; the heartbeat turns ``draining`` from its own thread."""
+        """Claim no more jobs, from now on (SIGTERM, Ctrl-C): the start of the drain. A second call
+        (a second signal) cuts the drain short: the running jobs are released at once. Only sets
+        flags, so a signal handler may call it."""
+        if self._claiming_stopped_at is not None:
+            self._cut_short.set()
+            return
+        self._begin_drain()
+
+    def _begin_drain(self) -> None:
         if self._claiming_stopped_at is None:
             self._claiming_stopped_at = time.monotonic()
         self._stop.set()
@@ -190,7 +198,7 @@ class Worker:
             from openmaac.config import get_settings
 
             drain_seconds = get_settings().drain_seconds
-        self.stop_claiming()
+        self._begin_drain()
         assert self._claiming_stopped_at is not None
         deadline = self._claiming_stopped_at + max(drain_seconds, 0.0)
         if self._thread is not None:
@@ -199,7 +207,9 @@ class Worker:
             in_flight = set(self._in_flight)
         if in_flight:
             log.info("worker %s draining: waiting for %s running job(s)", self.worker_id, len(in_flight))
-        _done, unfinished = wait_for_futures(in_flight, timeout=max(deadline - time.monotonic(), 0.0))
+        unfinished = in_flight
+        while unfinished and not self._cut_short.is_set() and (remaining := deadline - time.monotonic()) > 0:
+            _done, unfinished = wait_for_futures(unfinished, timeout=min(remaining, 0.1))
         released: list[int] = []
         if unfinished:
             released = self._release_unfinished()
