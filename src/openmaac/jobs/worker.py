@@ -222,21 +222,26 @@ class Worker:
         """Release the jobs this worker still holds, waiting at most ``RELEASE_WAIT_SECONDS`` for
         the database (from a daemon thread: a handler's transaction may hold the write lock)."""
         released: list[int] = []
+        done = threading.Event()
 
         def release() -> None:
-            with self.database.write() as session:
-                released.extend(queue.release(session, self.worker_id))
+            try:
+                with self.database.write() as session:
+                    released.extend(queue.release(session, self.worker_id))
+                done.set()
+            except Exception:
+                log.warning("worker %s: could not release its running jobs", self.worker_id, exc_info=True)
 
         thread = threading.Thread(target=release, name="openmaac-release", daemon=True)
         thread.start()
         thread.join(RELEASE_WAIT_SECONDS)
-        if thread.is_alive():
-            log.warning("worker %s: drain deadline passed and its running jobs could not be released in "
-                        "time; they run again once their lease passes", self.worker_id)
+        if not done.is_set():
+            log.warning("worker %s stops with jobs running that it could not release; they run again once "
+                        "their lease passes", self.worker_id)
             return []
-        log.warning("worker %s: drain deadline passed; released %s unfinished job(s) to other workers: %s",
+        log.warning("worker %s stops before %s running job(s) finished; released to other workers: %s",
                     self.worker_id, len(released), released)
-        return released
+        return list(released)
 
     # -- loop ------------------------------------------------------------------------
     def run_forever(self) -> None:
