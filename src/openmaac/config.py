@@ -84,6 +84,16 @@ def _load_secret(data_dir: Path) -> str:
     return key
 
 
+def _seconds(name: str, default: float) -> float:
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        raise ValueError(f"OPENMAAC_{name} must be a number of seconds, not {value!r}") from None
+
+
 def load_settings() -> Settings:
     data_dir = Path(_env("DATA_DIR", "./data") or "./data").resolve()
     database_url = _env("DATABASE_URL") or f"sqlite:///{data_dir / 'openmaac.sqlite3'}"
@@ -109,7 +119,7 @@ def load_settings() -> Settings:
         outbound_allow_hosts=tuple(allow),
         embedded_worker=(_env("EMBEDDED_WORKER", "1") or "1") not in ("0", "false", "no"),
         simulator_admin_secret=_env("SIMULATOR_ADMIN_SECRET"),
-        drain_seconds=max(float(_env("DRAIN_SECONDS", "20") or "20"), 0.0),
+        drain_seconds=_seconds("DRAIN_SECONDS", 20.0),
         readyz_require_worker=(_env("READYZ_REQUIRE_WORKER", "1") or "1") not in ("0", "false", "no"),
     )
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from openmaac import __version__
@@ -81,7 +82,9 @@ def _database_checks(url: str, require_worker: bool) -> dict[str, dict[str, Any]
         heads = _shipped_heads(url)
         try:
             revisions = frozenset(connection.execute(text("SELECT version_num FROM alembic_version")).scalars())
-        except Exception:  # never migrated
+        except DBAPIError as exc:  # no such table: never migrated
+            if exc.connection_invalidated:  # the database went away meanwhile
+                raise
             connection.rollback()  # PostgreSQL refuses the next query in a failed transaction
             revisions = frozenset()
         if revisions == heads:
@@ -97,7 +100,7 @@ def _database_checks(url: str, require_worker: bool) -> dict[str, dict[str, Any]
             try:
                 fresh = fresh_workers(connection)
             except Exception:
-                log.warning("readyz: could not read worker heartbeats", exc_info=True)
+                log.debug("readyz: could not read worker heartbeats", exc_info=True)
                 checks["workers"] = _failing("worker heartbeats could not be read")
             else:
                 checks["workers"] = _ok(fresh=fresh) if fresh else _failing(
