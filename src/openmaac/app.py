@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -31,6 +30,7 @@ from openmaac.telemetry.request_id import RequestIdMiddleware
 from openmaac.templates.router import router as templates_router
 from openmaac.web.body_limit import BodyLimitMiddleware
 from openmaac.web.errors import APIError, api_error_handler, http_error_handler, validation_error_handler
+from openmaac.web.health import health_router
 from openmaac.web.landing import landing_router
 from openmaac.web.openapi import install as install_openapi_document
 from openmaac.web.responses import OrjsonResponse
@@ -96,10 +96,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
     install_openapi_document(app)
 
     app.include_router(landing_router(simulators=mount_simulators))
-
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> Any:
-        return {"status": "ok", "version": __version__}
+    app.include_router(health_router(settings))  # /healthz, /readyz
 
     metrics.install(app, settings)  # GET /metrics and its timing middleware (docs/metrics.md)
     # added last, so outermost: every answer (413s, 404s, mounted simulators) has its request id

@@ -67,8 +67,6 @@ def serve(
     worker: Annotated[bool, typer.Option("--worker/--no-worker", help="Run the embedded job worker")] = True,
 ) -> None:
     """Run the API server (with the embedded worker and, by default, the simulators)."""
-    import uvicorn
-
     if "OPENMAAC_PUBLIC_BASE_URL" not in os.environ:
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         os.environ["OPENMAAC_PUBLIC_BASE_URL"] = f"http://{shown_host}:{port}"
@@ -84,6 +82,7 @@ def serve(
     _migrate(settings)
     from openmaac.app import create_app
     from openmaac.bootstrap import ensure_default_organization, register_channels_with_simulator, token_file
+    from openmaac.web.health import serve as serve_draining
 
     token = ensure_default_organization(settings)
     base = settings.public_base_url.rstrip("/")
@@ -111,7 +110,7 @@ def serve(
     # waiting request after this long; at the default 5 ms, a request needing a dozen hand-offs
     # waited tens of milliseconds behind one upload (docs/benchmarks.md, write_latency).
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
-    uvicorn.run(
+    serve_draining(  # uvicorn.run, and SIGTERM stops the embedded worker claiming jobs at once
         create_app(settings),
         host=host,
         port=port,
@@ -143,12 +142,13 @@ def worker(
     from openmaac.wiring import load_domains
 
     load_domains()
-    job_worker = Worker(get_database(settings.database_url), concurrency=concurrency)
+    job_worker = Worker(get_database(settings.database_url), concurrency=concurrency, kind="standalone")
     stopping = False
 
     def stop(_signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
+        job_worker.stop_claiming()  # at once; stop() below drains (docs/health.md)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -54,6 +54,9 @@ class Settings:
     # OPENMAAC_METRICS_TOKEN, when set, is the bearer token /metrics requires
     metrics_enabled: bool = True
     metrics_token: str | None = None
+    # health and stopping (docs/health.md)
+    drain_seconds: float = 20.0
+    readyz_require_worker: bool = True
 
     @property
     def is_sqlite(self) -> bool:
@@ -94,6 +97,16 @@ def _load_secret(data_dir: Path) -> str:
     return key
 
 
+def _seconds(name: str, default: float) -> float:
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        raise ValueError(f"OPENMAAC_{name} must be a number of seconds, not {value!r}") from None
+
+
 def load_settings() -> Settings:
     data_dir = Path(_env("DATA_DIR", "./data") or "./data").resolve()
     database_url = _env("DATABASE_URL") or f"sqlite:///{data_dir / 'openmaac.sqlite3'}"
@@ -124,6 +137,8 @@ def load_settings() -> Settings:
         access_log=(_env("ACCESS_LOG", "1") or "1") not in ("0", "false", "no"),
         metrics_enabled=metrics_enabled(),
         metrics_token=_env("METRICS_TOKEN"),
+        drain_seconds=_seconds("DRAIN_SECONDS", 20.0),
+        readyz_require_worker=(_env("READYZ_REQUIRE_WORKER", "1") or "1") not in ("0", "false", "no"),
     )
 
 

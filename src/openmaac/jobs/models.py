@@ -35,3 +35,23 @@ class Job(Base):
     unique_key: Mapped[str | None] = mapped_column(String(255), nullable=True, unique=True)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WorkerHeartbeat(Base):
+    """One row per running worker, renewed every few seconds (jobs/heartbeat.py) and deleted
+    when the worker stops cleanly: ``/readyz`` reads from it whether anyone is running jobs.
+
+    kind: ``embedded`` (inside ``openmaac serve``) or ``standalone`` (``openmaac worker``).
+    state: ``running``, or ``draining`` once the worker stopped claiming jobs on its way out.
+    """
+
+    __tablename__ = "worker_heartbeats"
+    __table_args__ = (Index("ix_worker_heartbeats_beat_at", "beat_at"),)
+
+    worker_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    state: Mapped[str] = mapped_column(String(16), default="running")

@@ -186,3 +186,16 @@ def fail(session: Session, job_id: int, worker_id: str, error: str) -> bool:
 def next_run_at(session: Session) -> datetime | None:
     """When the earliest ready job is due (lets an idle worker sleep exactly that long)."""
     return session.scalar(select(Job.run_at).where(Job.status == "ready").order_by(Job.run_at).limit(1))
+
+
+def release(session: Session, worker_id: str) -> list[int]:
+    """Hand back the jobs ``worker_id`` still runs (it is stopping and cannot wait for them):
+    ready again at once, their lease cleared and the attempt not counted, so another worker
+    claims them right away as if this run never happened (handlers are idempotent)."""
+    rows = session.execute(
+        update(Job)
+        .where(Job.locked_by == worker_id, Job.status == "running")
+        .values(status="ready", locked_by=None, locked_until=None, attempts=Job.attempts - 1)
+        .returning(Job.id)
+    ).scalars().all()
+    return sorted(rows)

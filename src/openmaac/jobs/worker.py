@@ -2,10 +2,16 @@
 
 ``openmaac serve`` runs one embedded ``Worker`` in a background thread; ``openmaac worker``
 runs one in the foreground. Any number may share a PostgreSQL database.
+
+Stopping drains: the worker claims nothing more at once (``stop_claiming``, called from the
+SIGTERM handler), lets the jobs it runs finish until ``OPENMAAC_DRAIN_SECONDS`` after that, and
+releases those still running at the deadline (ready again, attempt not counted) so another
+worker takes them over at once; their handler threads are daemons the process exits without.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -13,12 +19,17 @@ import threading
 import time
 import traceback
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_for_futures
 from datetime import timedelta
+from queue import SimpleQueue
+from typing import Any
 
 from openmaac.db.base import utcnow
 from openmaac.db.engine import Database
 from openmaac.jobs import queue
+from openmaac.jobs.heartbeat import Heartbeat
 from openmaac.jobs.registry import (
     JobContext,
     PermanentFailure,
@@ -39,6 +50,10 @@ IDLE_POLL_SECONDS = 0.5
 # the jobs of requests committing at about the same time are claimed by one transaction rather
 # than one claim each.
 WAKE_LINGER_SECONDS = 0.005
+# At the drain deadline, how long to wait for the write that releases the unfinished jobs (a
+# handler's transaction may hold the database); past it the process exits anyway and the jobs'
+# leases pass instead.
+RELEASE_WAIT_SECONDS = 5.0
 
 
 def backoff_seconds(attempt: int) -> float:
@@ -88,38 +103,147 @@ class _LeaseKeeper:
                 log.warning("could not renew job leases", exc_info=True)
 
 
+class _HandlerThreads:
+    """Runs submitted calls on up to ``size`` daemon threads (a ThreadPoolExecutor's threads are
+    joined at interpreter exit: a handler still running at the drain deadline, its job released,
+    would keep the process from exiting)."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self._size = size
+        self._name = name
+        self._calls: SimpleQueue[tuple[Future[None], Callable[[], None]] | None] = SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., None], *args: Any) -> Future[None]:
+        future: Future[None] = Future()
+        self._calls.put((future, functools.partial(fn, *args)))
+        with self._lock:
+            # the worker's slots bound the calls under way to ``size``: one thread for each
+            if len(self._threads) < self._size:
+                thread = threading.Thread(target=self._run, name=f"{self._name}_{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+        return future
+
+    def shutdown(self) -> None:
+        """Let the threads end once they finish their call (without waiting for them)."""
+        with self._lock:
+            for _ in self._threads:
+                self._calls.put(None)
+            self._threads = []
+
+    def _run(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, call = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                call()
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+
 class Worker:
     def __init__(self, database: Database, concurrency: int = 8, poll_interval: float = IDLE_POLL_SECONDS,
-                 kinds: list[str] | None = None) -> None:
+                 kinds: list[str] | None = None, kind: str = "embedded") -> None:
         self.database = database
         self.concurrency = concurrency
         self.poll_interval = poll_interval
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="openmaac-job")
+        self._pool = _HandlerThreads(concurrency, "openmaac-job")
         self._slots = threading.Semaphore(concurrency)
         self._thread: threading.Thread | None = None
         self._in_flight: set[Future[None]] = set()
         self._lock = threading.Lock()
         self._saturated = False  # the last claim filled every free slot: more may be due
         self._lease_keeper = _LeaseKeeper(database, self.worker_id)
+        self._heartbeat = Heartbeat(database, self.worker_id, kind)  # kind: embedded | standalone
+        self._claiming_stopped_at: float | None = None  # time.monotonic() when the drain began
+        self._cut_short = threading.Event()  # a second stop_claiming(): release at once
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
         self.database.on_commit(self.wake)
+        self._heartbeat.start()
         self._thread = threading.Thread(target=self.run_forever, name="openmaac-worker", daemon=True)
         self._thread.start()
 
     def wake(self) -> None:
         self._wake.set()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop_claiming(self) -> None:
+        """Claim no more jobs, from now on (SIGTERM, Ctrl-C): the start of the drain. A second call
+        (a second signal) cuts the drain short: the running jobs are released at once. Only sets
+        flags, so a signal handler may call it."""
+        if self._claiming_stopped_at is not None:
+            self._cut_short.set()
+            return
+        self._begin_drain()
+
+    def _begin_drain(self) -> None:
+        if self._claiming_stopped_at is None:
+            self._claiming_stopped_at = time.monotonic()
         self._stop.set()
         self._wake.set()
+        self._heartbeat.draining()
+
+    def stop(self, drain_seconds: float | None = None) -> list[int]:
+        """Drain and stop: claim nothing more, let the running jobs finish until ``drain_seconds``
+        (default ``OPENMAAC_DRAIN_SECONDS``) after claiming stopped, then release those still
+        running so another worker claims them at once. Returns the ids of the released jobs."""
+        if drain_seconds is None:
+            from openmaac.config import get_settings
+
+            drain_seconds = get_settings().drain_seconds
+        self._begin_drain()
+        assert self._claiming_stopped_at is not None
+        deadline = self._claiming_stopped_at + max(drain_seconds, 0.0)
         if self._thread is not None:
-            self._thread.join(timeout)
-        self._pool.shutdown(wait=True, cancel_futures=False)
+            self._thread.join(max(deadline - time.monotonic(), IDLE_POLL_SECONDS))  # a claim under way ends
+        with self._lock:
+            in_flight = set(self._in_flight)
+        if in_flight:
+            log.info("worker %s draining: waiting for %s running job(s)", self.worker_id, len(in_flight))
+        unfinished = in_flight
+        while unfinished and not self._cut_short.is_set() and (remaining := deadline - time.monotonic()) > 0:
+            _done, unfinished = wait_for_futures(unfinished, timeout=min(remaining, 0.1))
+        released: list[int] = []
+        if unfinished:
+            released = self._release_unfinished()
+        self._pool.shutdown()
+        self._heartbeat.stop()
+        log.info("worker %s stopped", self.worker_id)
+        return released
+
+    def _release_unfinished(self) -> list[int]:
+        """Release the jobs this worker still holds, waiting at most ``RELEASE_WAIT_SECONDS`` for
+        the database (from a daemon thread: a handler's transaction may hold the write lock)."""
+        released: list[int] = []
+        done = threading.Event()
+
+        def release() -> None:
+            try:
+                with self.database.write() as session:
+                    released.extend(queue.release(session, self.worker_id))
+                done.set()
+            except Exception:
+                log.warning("worker %s: could not release its running jobs", self.worker_id, exc_info=True)
+
+        thread = threading.Thread(target=release, name="openmaac-release", daemon=True)
+        thread.start()
+        thread.join(RELEASE_WAIT_SECONDS)
+        if not done.is_set():
+            log.warning("worker %s stops with jobs running that it could not release; they run again once "
+                        "their lease passes", self.worker_id)
+            return []
+        log.warning("worker %s stops before %s running job(s) finished; released to other workers: %s",
+                    self.worker_id, len(released), released)
+        return list(released)
 
     # -- loop ------------------------------------------------------------------------
     def run_forever(self) -> None:
@@ -159,7 +283,8 @@ class Worker:
             return 0
         try:
             with self.database.write() as session:
-                jobs = queue.claim(session, self.worker_id, free, LEASE_SECONDS)
+                # checked in the claiming transaction: once stop_claiming() returned, no claim starts
+                jobs = [] if self._stop.is_set() else queue.claim(session, self.worker_id, free, LEASE_SECONDS)
                 short = {job.id: lease for job in jobs if (lease := lease_of(job.kind)) is not None}
                 if short:
                     queue.shorten_leases(session, short)
