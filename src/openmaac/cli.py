@@ -66,7 +66,7 @@ def serve(
     settings = _settings(data_dir)
     _migrate(settings)
     from openmaac.app import create_app
-    from openmaac.bootstrap import ensure_default_organization, register_channels_with_simulator
+    from openmaac.bootstrap import ensure_default_organization
 
     token = ensure_default_organization(settings)
     base = settings.public_base_url.rstrip("/")
@@ -79,7 +79,6 @@ def serve(
         err.print(f"  Try it           : curl -H 'Authorization: Bearer {token}' {base}/openapi/v1/member/")
     if settings.simulators_enabled:
         err.print(f"  LINE simulator   : {settings.simulator_base_url}/_admin/docs  (from this machine)")
-        register_channels_with_simulator(settings)
     # uvicorn shuts down gracefully on SIGTERM (draining requests, stopping the embedded
     # worker) and then re-raises the signal to the handler it found; make that handler exit 0
     # so a supervisor sees a clean stop rather than death by signal.

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from openmaac.simulators.line.common import LineError, state_of
+from openmaac.simulators.line.common import LineError, channel_or_404, state_of
 from openmaac.simulators.line.state import Channel, Fault, SimulatorState, TokenBucket
 
 RATE_LIMITED = "The API rate limit has been exceeded. Try again later."
@@ -139,19 +139,12 @@ def _limits(channel: Channel) -> dict[str, Any]:
     }
 
 
-def _channel(sim: SimulatorState, channel_id: str) -> Channel:
-    channel = sim.channels.get(channel_id)
-    if channel is None:
-        raise LineError(404, f"channel {channel_id} is not registered with the simulator")
-    return channel
-
-
 @router.post("/channels/{channel_id}/limits")
 def set_limits(channel_id: str, body: LimitsIn, request: Request) -> Any:
     """Change a channel's rate limits, monthly quota or PNP delivery delay (fields given only)."""
     sim = state_of(request)
+    channel = channel_or_404(sim, channel_id)
     with sim.lock:
-        channel = _channel(sim, channel_id)
         for endpoint in ("push", "multicast", "pnp"):
             bucket = getattr(body, endpoint)
             if bucket is not None:
@@ -168,5 +161,6 @@ def set_limits(channel_id: str, body: LimitsIn, request: Request) -> Any:
 @router.get("/channels/{channel_id}/limits")
 def get_limits(channel_id: str, request: Request) -> Any:
     sim = state_of(request)
+    channel = channel_or_404(sim, channel_id)
     with sim.lock:
-        return _limits(_channel(sim, channel_id))
+        return _limits(channel)

@@ -37,7 +37,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from openmaac.simulators.line import faults, validation, webhooks
-from openmaac.simulators.line.common import LineError, authenticated_channel, state_of
+from openmaac.simulators.line.common import LineError, authenticated_channel, channel_or_404, state_of
 from openmaac.simulators.line.state import Channel, Fault, SimulatorState, User
 
 MAX_BODY = 2 * 1024 * 1024
@@ -440,10 +440,8 @@ def channel_stats(channel_id: str, request: Request) -> Any:
     """Running totals for a channel: calls answered per endpoint and status (``"multicast 200"``)
     and messages delivered (``"delivered"``); cheap to poll, unlike the full request log."""
     sim = state_of(request)
+    channel = channel_or_404(sim, channel_id)
     with sim.lock:
-        channel = sim.channels.get(channel_id)
-        if channel is None:
-            raise LineError(404, f"channel {channel_id} is not registered with the simulator")
         return dict(channel.counters)
 
 

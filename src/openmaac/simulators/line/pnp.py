@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from openmaac.simulators.line import faults, webhooks
-from openmaac.simulators.line.common import LineError, authenticated_channel, state_of
+from openmaac.simulators.line.common import LineError, authenticated_channel, channel_or_404, state_of
 from openmaac.simulators.line.messaging import (
     after,
     before,
@@ -94,10 +94,8 @@ def create_pnp_users(body: PnpUsersIn, request: Request) -> Any:
     """Users with these phone numbers (E.164), friends of ``channel_id`` when given, WITHOUT
     follow webhooks: for volume (PNP to many numbers). Answers their ids in order."""
     sim = state_of(request)
+    channel = channel_or_404(sim, body.channel_id) if body.channel_id else None
     with sim.lock:
-        channel = sim.channels.get(body.channel_id) if body.channel_id else None
-        if body.channel_id and channel is None:
-            raise LineError(404, "channel not found")
         ids = []
         for phone in body.phones:
             user = sim.add_user(None, phone=phone)

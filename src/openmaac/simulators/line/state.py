@@ -7,11 +7,31 @@ with what it checks hides both bugs.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+log = logging.getLogger("openmaac.simulators.line")
+
+
+class ChannelDirectory(Protocol):
+    """Where the simulator finds Official Accounts it was not told about (optional).
+
+    A host that keeps channels elsewhere (openmaac: its database) passes one to
+    ``SimulatorState``; each answer is a mapping with ``channel_id``, ``channel_secret``,
+    ``access_token`` and ``webhook_url``. The simulator asks on a miss (an unknown channel id or
+    access token) and when it lists its channels, so a channel created by another process is
+    known the first time anyone uses it, without registration or a race."""
+
+    def by_id(self, channel_id: str) -> Mapping[str, Any] | None: ...
+
+    def by_token(self, access_token: str) -> Mapping[str, Any] | None: ...
+
+    def all(self) -> Sequence[Mapping[str, Any]]: ...
 
 
 def new_user_id() -> str:
@@ -137,7 +157,8 @@ class Fault:
 
 
 class SimulatorState:
-    def __init__(self) -> None:
+    def __init__(self, directory: ChannelDirectory | None = None) -> None:
+        self.directory = directory
         self.lock = threading.RLock()
         self.channels: dict[str, Channel] = {}
         self.users: dict[str, User] = {}
@@ -168,7 +189,55 @@ class SimulatorState:
             for channel in self.channels.values():
                 if secrets.compare_digest(channel.access_token, access_token):
                     return channel
-        return None
+        if self.directory is None:
+            return None
+        return self._learn(self._ask(self.directory.by_token, access_token))
+
+    def known_channel(self, channel_id: str) -> Channel | None:
+        """The channel if the simulator holds it already (no directory look-up)."""
+        with self.lock:
+            return self.channels.get(channel_id)
+
+    def channel(self, channel_id: str) -> Channel | None:
+        """The channel ``channel_id``: held, or found in the directory (call without the lock:
+        the directory may be a database)."""
+        found = self.known_channel(channel_id)
+        if found is not None or self.directory is None:
+            return found
+        return self._learn(self._ask(self.directory.by_id, channel_id))
+
+    def sync_directory(self) -> int:
+        """Take in every channel of the directory the simulator does not hold; how many."""
+        if self.directory is None:
+            return 0
+        records = self._ask(self.directory.all) or []
+        with self.lock:
+            fresh = [record for record in records if str(record["channel_id"]) not in self.channels]
+            for record in fresh:
+                self._learn(record)
+        return len(fresh)
+
+    @staticmethod
+    def _ask(question: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return question(*args)
+        except Exception:  # an unreachable directory is "not found", never an error of LINE's API
+            log.warning("the channel directory failed", exc_info=True)
+            return None
+
+    def _learn(self, record: Mapping[str, Any] | None) -> Channel | None:
+        """Hold a channel the directory gave. A channel already held keeps its friendships and the
+        webhook URL set through the admin API; its secret and token follow the directory."""
+        if record is None:
+            return None
+        with self.lock:
+            channel = self.channels.get(str(record["channel_id"]))
+            if channel is None:
+                return self.upsert_channel(str(record["channel_id"]), str(record["channel_secret"]),
+                                           str(record["access_token"]), record.get("webhook_url"))
+            channel.channel_secret = str(record["channel_secret"])
+            channel.access_token = str(record["access_token"])
+            return channel
 
     def add_user(self, display_name: str | None = None, **attributes: Any) -> User:
         with self.lock:
