@@ -143,6 +143,9 @@ def simulate(
     """Run the LINE simulator alone as its own HTTP server."""
     from openmaac.simulators.line.app import serve as serve_line
 
+    shown = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    err.print(f"[bold green]LINE simulator[/] serving on [bold]{shown}[/]  (LINE's Messaging API base URL)")
+    err.print(f"  Admin API docs   : {shown}/_admin/docs")
     serve_line(host, port)
 
 
