@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from openmaac.simulators.line import faults, messaging, pnp, webhooks
 from openmaac.simulators.line.common import (  # noqa: F401 (re-exported)
@@ -243,6 +244,23 @@ async def _line_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
 
+NOT_FOUND = "Not found"
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """A path or method the simulator does not serve, answered as LINE answers it: 404
+    ``{"message": "Not found"}``, 405 ``The request method, 'GET', is not supported``."""
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 404:
+        message = NOT_FOUND
+    elif exc.status_code == 405:
+        message = f"The request method, '{request.method}', is not supported"
+    else:
+        message = str(exc.detail)
+    return JSONResponse({"message": message}, status_code=exc.status_code, headers=headers)
+
+
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     # LINE answers a malformed body with 400 and its error shape; the admin API reuses it
     errors: list[dict[str, Any]] = getattr(exc, "errors", lambda: [])()
@@ -283,6 +301,7 @@ def create_app(state: SimulatorState | None = None, *, directory: ChannelDirecto
     app = FastAPI(title="LINE simulator (openmaac)", docs_url="/_admin/docs", openapi_url="/_admin/openapi.json")
     app.state.sim = state or SimulatorState(directory)
     app.add_exception_handler(LineError, _line_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(line_router)
     app.include_router(messaging.router)

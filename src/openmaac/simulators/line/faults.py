@@ -33,7 +33,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from openmaac.simulators.line.common import LineError, channel_or_404, state_of
-from openmaac.simulators.line.state import Channel, Fault, SimulatorState, TokenBucket
+from openmaac.simulators.line.state import Channel, Fault, SimulatorState, TokenBucket, current_month
 
 RATE_LIMITED = "The API rate limit has been exceeded. Try again later."
 MONTHLY_LIMIT = "You have reached your monthly limit."
@@ -68,8 +68,17 @@ def check_rate(sim: SimulatorState, channel: Channel, endpoint: str) -> None:
         raise LineError(429, RATE_LIMITED)
 
 
+def this_month(channel: Channel) -> Channel:
+    """The channel with its usage counted from the start of this month (call under the lock)."""
+    month = current_month()
+    if channel.quota_month != month:
+        channel.quota_month, channel.quota_used = month, 0
+    return channel
+
+
 def reserve_quota(channel: Channel, recipients: int) -> None:
     """Count ``recipients`` delivered messages against the monthly quota (call under the lock)."""
+    this_month(channel)
     if channel.monthly_quota is not None and channel.quota_used + recipients > channel.monthly_quota:
         raise LineError(429, MONTHLY_LIMIT)
     channel.quota_used += recipients
@@ -131,6 +140,7 @@ def clear_faults(request: Request, channel_id: str | None = None) -> Any:
 
 
 def _limits(channel: Channel) -> dict[str, Any]:
+    this_month(channel)
     return {
         **{endpoint: bucket.public() for endpoint, bucket in channel.buckets.items()},
         "monthly_quota": channel.monthly_quota,
@@ -152,7 +162,7 @@ def set_limits(channel_id: str, body: LimitsIn, request: Request) -> Any:
         if "monthly_quota" in body.model_fields_set:
             channel.monthly_quota = body.monthly_quota
         if body.quota_used is not None:
-            channel.quota_used = body.quota_used
+            this_month(channel).quota_used = body.quota_used
         if body.pnp_delivery_delay is not None:
             channel.pnp_delivery_delay = body.pnp_delivery_delay
         return _limits(channel)

@@ -265,6 +265,59 @@ async def multicast(request: Request, channel: Channel = Depends(authenticated_c
 
 
 # ----------------------------------------------------------------------------------------------
+# validating message objects; the monthly quota
+# ----------------------------------------------------------------------------------------------
+
+RETRY_KEY_UNSUPPORTED = "The X-Line-Retry-Key header is not supported by this API"
+VALIDATED = ("push", "reply", "multicast", "narrowcast", "broadcast")
+
+
+async def validate_messages(request: Request, channel: Channel, kind: str) -> JSONResponse:
+    """LINE's ``validate/{kind}``: the messages judged as the send would judge them (400 with
+    ``details``, 415, 413, unparsable JSON), nothing sent, nothing counted; 200 ``{}``."""
+    sim = state_of(request)
+    endpoint = f"validate_{kind}"
+    try:
+        if request.headers.get("x-line-retry-key") is not None:
+            raise LineError(400, RETRY_KEY_UNSUPPORTED)  # only the sends take retry keys
+        validate_body("ValidateMessageRequest", await read_json(request))
+    except LineError as error:
+        log(sim, request, channel, endpoint, error.status_code, message=error.message)
+        raise
+    log(sim, request, channel, endpoint, 200)
+    return JSONResponse({})
+
+
+def _validator_route(kind: str) -> None:
+    async def route(request: Request, channel: Channel = Depends(authenticated_channel)) -> Any:
+        return await validate_messages(request, channel, kind)
+
+    route.__name__ = f"validate_{kind}"
+    router.add_api_route(f"/v2/bot/message/validate/{kind}", route, methods=["POST"],
+                         summary=f"Validate message objects of a {kind} message")
+
+
+for _kind in VALIDATED:
+    _validator_route(_kind)
+
+
+@router.get("/v2/bot/message/quota")
+def message_quota(request: Request, channel: Channel = Depends(authenticated_channel)) -> Any:
+    """The month's target limit: ``{"type": "none"}`` or ``{"type": "limited", "value": N}``
+    (``monthly_quota`` of ``POST /_admin/channels/{id}/limits``)."""
+    with state_of(request).lock:
+        limit = channel.monthly_quota
+    return {"type": "none"} if limit is None else {"type": "limited", "value": limit}
+
+
+@router.get("/v2/bot/message/quota/consumption")
+def message_quota_consumption(request: Request, channel: Channel = Depends(authenticated_channel)) -> Any:
+    """Messages delivered this month (Japan time), one per recipient reached, as LINE counts."""
+    with state_of(request).lock:
+        return {"totalUsage": faults.this_month(channel).quota_used}
+
+
+# ----------------------------------------------------------------------------------------------
 # what users received; opening and clicking
 # ----------------------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from openmaac.simulators.line import faults, webhooks
 from openmaac.simulators.line.common import LineError, authenticated_channel, channel_or_404, state_of
 from openmaac.simulators.line.messaging import (
+    RETRY_KEY_UNSUPPORTED,
     after,
     before,
     deliver,
@@ -38,7 +39,6 @@ from openmaac.simulators.line.messaging import (
 from openmaac.simulators.line.state import Channel, SimulatorState, User
 
 CANNOT_SEND = "Failed to send messages. The phone number is not a LINE user or cannot receive LINE notification messages."
-RETRY_KEY_UNSUPPORTED = "The X-Line-Retry-Key header is not supported by this API"
 DELIVERY_TAG_INVALID = "The X-Line-Delivery-Tag header must be between 16 and 100 characters"
 HASH = re.compile(r"^[0-9a-f]{64}$")
 E164 = re.compile(r"^\+?[1-9][0-9]{6,14}$")

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 log = logging.getLogger("openmaac.simulators.line")
@@ -32,6 +33,14 @@ class ChannelDirectory(Protocol):
     def by_token(self, access_token: str) -> Mapping[str, Any] | None: ...
 
     def all(self) -> Sequence[Mapping[str, Any]]: ...
+
+
+# LINE counts a month's messages in Japan time (the Messaging API reference: "the current month")
+LINE_TIME = timezone(timedelta(hours=9))
+
+
+def current_month() -> str:
+    return datetime.now(LINE_TIME).strftime("%Y-%m")
 
 
 def new_user_id() -> str:
@@ -67,7 +76,8 @@ class Channel:
     buckets: dict[str, TokenBucket] = field(default_factory=lambda: {
         endpoint: TokenBucket(rate) for endpoint, rate in DEFAULT_RATES.items()})
     monthly_quota: int | None = None  # messages (recipients) a month; None = unlimited
-    quota_used: int = 0
+    quota_used: int = 0  # messages delivered in quota_month (or set through the admin API)
+    quota_month: str = field(default_factory=current_month)
     # X-Line-Retry-Key -> (accepted request id, sentMessages, accepted at (monotonic))
     retry_keys: dict[str, tuple[str, list[dict[str, Any]], float]] = field(default_factory=dict)
     pnp_delivery_delay: float = 0.2  # seconds between an accepted PNP push and its delivery webhook
