@@ -413,6 +413,27 @@ def _entry(sim: SimulatorState, user: User, message_id: str | None, channel_id: 
     return candidates[-1]
 
 
+def _latest_message(user: User, channel_id: str | None) -> list[dict[str, Any]]:
+    """The message objects of the latest message the user received (of ``channel_id`` when
+    given): everything one push, multicast or PNP call delivered to them, in order."""
+    candidates = [e for e in user.inbox if channel_id is None or e["channel_id"] == channel_id]
+    if not candidates:
+        raise LineError(404, "no such message in the user's inbox")
+    latest = candidates[-1]
+    return [e for e in candidates if e["request_id"] == latest["request_id"]
+            and e["channel_id"] == latest["channel_id"]]
+
+
+def _links_of(entries: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """(message object, link) for every link of the entries, in reading order, each once."""
+    found: list[tuple[dict[str, Any], str]] = []
+    for entry in entries:
+        for url in links(entry["message"]):
+            if url not in [seen for _entry, seen in found]:
+                found.append((entry, url))
+    return found
+
+
 async def fetch(url: str) -> dict[str, Any]:
     """GET as the LINE app does; redirects are recorded, not followed."""
     try:
@@ -443,14 +464,27 @@ class ClickIn(OpenIn):
     index: int = 0
 
 
+def _clicked_entries(sim: SimulatorState, user: User, message_id: str | None,
+                     channel_id: str | None) -> list[dict[str, Any]]:
+    """The message object ``message_id``, or without one the latest message's objects."""
+    if message_id is not None:
+        return [_entry(sim, user, message_id, channel_id)]
+    return _latest_message(user, channel_id)
+
+
 @admin_router.get("/users/{user_id}/links")
 def message_links(user_id: str, request: Request, message_id: str | None = None,
                   channel_id: str | None = None) -> Any:
+    """The links (what ``click`` chooses from, by ``index``) and images of the message object
+    ``message_id``, or without one of the latest message the user received (all its objects)."""
     sim = state_of(request)
     with sim.lock:
-        entry = _entry(sim, _user(sim, user_id), message_id, channel_id)
-        return {"message_id": entry["message_id"], "links": links(entry["message"]),
-                "images": image_urls(entry["message"])}
+        entries = _clicked_entries(sim, _user(sim, user_id), message_id, channel_id)
+        images: list[str] = []
+        for entry in entries:
+            images += [url for url in image_urls(entry["message"]) if url not in images]
+        return {"message_id": entries[0]["message_id"], "message_ids": [e["message_id"] for e in entries],
+                "links": [url for _entry, url in _links_of(entries)], "images": images}
 
 
 @admin_router.post("/users/{user_id}/open")
@@ -469,19 +503,21 @@ async def open_message(user_id: str, request: Request, body: OpenIn | None = Non
 
 @admin_router.post("/users/{user_id}/click")
 async def click(user_id: str, body: ClickIn, request: Request) -> Any:
-    """The user taps a link of the message (``url``, or the ``index``-th link)."""
+    """The user taps a link: ``url``, or the ``index``-th (default: the first) link of the message
+    object ``message_id``, or without one of the latest message the user received (its message
+    objects' links in order, as ``GET /_admin/users/{id}/links`` lists them)."""
     sim = state_of(request)
     with sim.lock:
-        entry = _entry(sim, _user(sim, user_id), body.message_id, body.channel_id)
-        available = links(entry["message"])
+        found = _links_of(_clicked_entries(sim, _user(sim, user_id), body.message_id, body.channel_id))
+    available = [url for _entry, url in found]
     if body.url is not None:
         if body.url not in available:
             raise LineError(400, f"the message has no link {body.url}; it has {available}")
-        url = body.url
+        entry, url = found[available.index(body.url)]
     else:
         if not 0 <= body.index < len(available):
             raise LineError(400, f"the message has {len(available)} link(s)")
-        url = available[body.index]
+        entry, url = found[body.index]
     outcome = await fetch(url)
     with sim.lock:
         entry["clicks"].append(outcome)
