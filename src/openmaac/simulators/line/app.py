@@ -2,7 +2,7 @@
 
 Two faces:
 - LINE's own API (``/v2/bot/...``), authenticated by the channel access token, answering with
-  LINE's status codes and error bodies (../shared/upstream/FACTS.md).
+  LINE's status codes and error bodies (the LINE Messaging API reference).
 - ``/_admin/...``: register channels (Official Accounts) and their webhook URL, create
   simulated users, make a user follow, block, send a message or tap a postback; each of those
   sends a correctly signed webhook to the channel, as LINE does.

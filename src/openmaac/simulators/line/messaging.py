@@ -1,6 +1,6 @@
 """The simulated Messaging API sends (push, multicast) and what the simulated users received.
 
-LINE's behaviour reproduced (FACTS.md §1.2-1.7):
+LINE's behaviour reproduced (the LINE Messaging API reference):
 - bodies validated against LINE's messaging-api.yml (validation.py): 400
   ``The request body has N error(s)`` with ``details``; unparsable JSON 400; not JSON 415;
   over 2 MB 413;

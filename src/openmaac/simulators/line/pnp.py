@@ -1,6 +1,6 @@
 """LINE notification messages (PNP): ``POST /bot/pnp/push`` and the ``delivery`` webhook.
 
-FACTS.md §2: the recipient is a phone number, in ``to`` as the lowercase SHA-256 hex of its
+The LINE notification messages reference: the recipient is a phone number, in ``to`` as the lowercase SHA-256 hex of its
 E.164 form (``sha256("+886912345678")``; the simulator also takes the E.164 number itself,
 with or without "+").  ``X-Line-Delivery-Tag`` (16..100 characters) is optional and comes
 back as ``delivery.data`` of the ``delivery`` webhook (the hashed number when no tag was sent).

@@ -71,7 +71,7 @@ class Channel:
     display_name: str = "openmaac OA"
     # user id -> "follow" | "blocked"; a user never seen is absent
     friendships: dict[str, str] = field(default_factory=dict)
-    # --- messaging (part two) ---
+    # --- messaging ---
     # endpoint ("push", "multicast", "pnp") -> token bucket; LINE's limits by default
     buckets: dict[str, TokenBucket] = field(default_factory=lambda: {
         endpoint: TokenBucket(rate) for endpoint, rate in DEFAULT_RATES.items()})
@@ -125,7 +125,7 @@ class User:
         return body
 
 
-# LINE's per-channel rate limits, requests per second (FACTS.md §1.5)
+# LINE's per-channel rate limits, requests per second (the LINE Messaging API reference, "Rate limits")
 DEFAULT_RATES: dict[str, float] = {"push": 2000.0, "multicast": 200.0, "pnp": 2000.0}
 
 
@@ -174,7 +174,7 @@ class SimulatorState:
         self.users: dict[str, User] = {}
         # every webhook the simulator sent: channel, event types, status answered
         self.webhook_log: list[dict[str, Any]] = []
-        # --- messaging (part two) ---
+        # --- messaging ---
         self.faults: list[Fault] = []
         # every Messaging API call answered: endpoint, status, retry key, recipients, ...
         self.request_log: list[dict[str, Any]] = []
