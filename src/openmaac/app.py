@@ -60,6 +60,10 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker: Worker | None = None
+        line_simulator = getattr(app.state, "line_simulator", None)
+        if line_simulator is not None:
+            # before the first request: the simulator knows every built-in channel from the start
+            line_simulator.sync_directory()
         if run_worker:
             worker = Worker(get_database())
             worker.start()
@@ -110,6 +114,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
 def _mount_simulators(app: FastAPI, settings: Settings) -> None:
     """The built-in upstreams under ``/_simulators/``: LINE's admin API and the whole SMS and
     WhatsApp simulators only for loopback clients or the admin key (web/simulator_access.py)."""
+    from openmaac.bootstrap import BuiltinLineChannels
     from openmaac.simulators.line.app import create_app as create_line_simulator
     from openmaac.simulators.mitake import create_app as create_mitake_simulator
     from openmaac.simulators.twilio import create_app as create_twilio_simulator
@@ -117,7 +122,9 @@ def _mount_simulators(app: FastAPI, settings: Settings) -> None:
     from openmaac.sms_plus.providers import simulator_accounts
 
     key = settings.simulator_admin_key
-    app.mount("/_simulators/line", SimulatorAccess(create_line_simulator(), key, is_admin_path))
+    line = create_line_simulator(directory=BuiltinLineChannels(settings))
+    app.state.line_simulator = line.state.sim
+    app.mount("/_simulators/line", SimulatorAccess(line, key, is_admin_path))
     # SMS+ upstreams: Twilio, Mitake and WhatsApp simulators (the default SMS+ provider), their
     # demo accounts' secrets this server's own (their callbacks are trusted)
     demo = simulator_accounts(settings)

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
-import time
 from pathlib import Path
+from typing import Any
 
-import httpx
 from sqlalchemy import func, select
 
 from openmaac.auth.models import AccessToken, Organization
 from openmaac.auth.service import create_organization, create_token, hash_token
 from openmaac.channels.models import LineChannel
-from openmaac.config import SIMULATOR_ADMIN_HEADER, Settings
+from openmaac.channels.service import BUILTIN_LINE_SIMULATOR
+from openmaac.config import Settings
 from openmaac.db.engine import get_database
 
 log = logging.getLogger("openmaac.bootstrap")
@@ -60,38 +59,34 @@ def ensure_default_organization(settings: Settings) -> str | None:
     return token
 
 
-def register_channels_with_simulator(settings: Settings, timeout: float = 30.0) -> None:
-    """Tell the built-in LINE simulator about every channel that points at it.
+class BuiltinLineChannels:
+    """The LINE channels that use the built-in simulator (``api_base_url`` NULL), as the mounted
+    simulator's channel directory (``simulators/line/state.py``): it finds a channel by id or
+    access token when it is first used, whichever process created it (``openmaac token
+    create`` while the server runs), and lists them all. Webhooks go to this server's public
+    address, as it is now."""
 
-    Runs in a thread once the server answers, through the simulator's own admin API, so
-    simulated users can follow the Official Account and their webhooks reach us.
-    """
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
 
-    def run() -> None:
-        base = settings.simulator_base_url
-        deadline = time.monotonic() + timeout
-        # the admin key: through a proxy this server is not a loopback client of itself
-        with httpx.Client(timeout=5.0, headers={SIMULATOR_ADMIN_HEADER: settings.simulator_admin_key}) as client:
-            while time.monotonic() < deadline:
-                try:
-                    client.get(settings.public_base_url.rstrip("/") + "/healthz")
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
-            with get_database(settings.database_url).read() as session:
-                channels = list(session.scalars(select(LineChannel).where(LineChannel.api_base_url == base)))
-            for channel in channels:
-                try:
-                    client.post(
-                        f"{base}/_admin/channels",
-                        json={
-                            "channel_id": channel.channel_id,
-                            "channel_secret": channel.channel_secret,
-                            "access_token": channel.access_token,
-                            "webhook_url": f"{settings.public_base_url.rstrip('/')}/line/webhook/{channel.channel_id}",
-                        },
-                    )
-                except httpx.HTTPError as exc:
-                    log.warning("could not register channel %s with the simulator: %s", channel.channel_id, exc)
+    def _record(self, channel: LineChannel) -> dict[str, Any]:
+        return {"channel_id": channel.channel_id, "channel_secret": channel.channel_secret,
+                "access_token": channel.access_token,
+                "webhook_url": f"{self.settings.public_base_url.rstrip('/')}/line/webhook/{channel.channel_id}"}
 
-    threading.Thread(target=run, name="openmaac-simulator-registration", daemon=True).start()
+    def _find(self, *conditions: Any) -> list[dict[str, Any]]:
+        with get_database(self.settings.database_url).read() as session:
+            return [self._record(channel) for channel in session.scalars(
+                select(LineChannel).where(LineChannel.api_base_url.is_(BUILTIN_LINE_SIMULATOR), *conditions)
+                .order_by(LineChannel.id))]
+
+    def by_id(self, channel_id: str) -> dict[str, Any] | None:
+        found = self._find(LineChannel.channel_id == channel_id)
+        return found[0] if found else None
+
+    def by_token(self, access_token: str) -> dict[str, Any] | None:
+        found = self._find(LineChannel.access_token == access_token)
+        return found[0] if found else None
+
+    def all(self) -> list[dict[str, Any]]:
+        return self._find()

@@ -81,7 +81,7 @@ def serve(
     configure_logging(settings)
     _migrate(settings)
     from openmaac.app import create_app
-    from openmaac.bootstrap import ensure_default_organization, register_channels_with_simulator, token_file
+    from openmaac.bootstrap import ensure_default_organization, token_file
     from openmaac.web.health import serve as serve_draining
 
     token = ensure_default_organization(settings)
@@ -100,7 +100,6 @@ def serve(
                       f" {base}/openapi/v1/member/")
     if settings.simulators_enabled:
         banner.append(f"  LINE simulator   : {settings.simulator_base_url}/_admin/docs  (from this machine)")
-        register_channels_with_simulator(settings)
     _announce(settings, banner)
     # uvicorn shuts down gracefully on SIGTERM (draining requests, stopping the embedded
     # worker) and then re-raises the signal to the handler it found; make that handler exit 0
@@ -184,6 +183,9 @@ def simulate(
     """Run the LINE simulator alone as its own HTTP server."""
     from openmaac.simulators.line.app import serve as serve_line
 
+    shown = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    err.print(f"[bold green]LINE simulator[/] serving on [bold]{shown}[/]  (LINE's Messaging API base URL)")
+    err.print(f"  Admin API docs   : {shown}/_admin/docs")
     serve_line(host, port)
 
 

@@ -30,6 +30,7 @@ from linebot.v3.messaging import (
     PushMessageRequest,
     StickerMessage,
     TextMessage,
+    ValidateMessageRequest,
 )
 
 from helpers import wait_for
@@ -165,3 +166,56 @@ def test_pnp_with_the_official_sdk(oa: Oa, api: MessagingApi) -> None:
                                                       messages=[TextMessage(text="x")]))
     assert caught.value.status == 422
     assert json.loads(caught.value.body)["message"].startswith("Failed to send messages")
+
+
+# ------------------------------------------------------------------------------------------------
+# validating message objects, the quota, paths the simulator does not serve
+# ------------------------------------------------------------------------------------------------
+
+
+def test_validate_message_objects_with_the_official_sdk(oa: Oa, api: MessagingApi) -> None:
+    good = ValidateMessageRequest(messages=[TextMessage(text="fine"), StickerMessage(package_id="446",
+                                                                                    sticker_id="1988")])
+    for call in (api.validate_push, api.validate_reply, api.validate_multicast, api.validate_narrowcast,
+                 api.validate_broadcast):
+        response = getattr(api, f"{call.__name__}_with_http_info")(good)
+        assert response.status_code == 200 and response.headers["x-line-request-id"]
+    bad = ValidateMessageRequest(messages=[TextMessage(text="x" * 5001), TextMessage(text="")])
+    with pytest.raises(ApiException) as caught:
+        api.validate_push(bad)
+    assert caught.value.status == 400
+    assert json.loads(caught.value.body) == {"message": "The request body has 2 error(s)", "details": [
+        {"message": "Length must be between 0 and 5000", "property": "messages[0].text"},
+        {"message": "May not be empty", "property": "messages[1].text"}]}
+    too_many = HTTP.post(f"{oa.sim}/v2/bot/message/validate/multicast", headers={
+        "Authorization": f"Bearer {oa.token}"}, json={"messages": [{"type": "text", "text": "x"}] * 6})
+    assert too_many.status_code == 400
+    assert too_many.json()["details"] == [{"message": "Size must be between 1 and 5", "property": "messages"}]
+    # nothing was sent or counted
+    assert api.get_message_quota_consumption().total_usage == 0
+
+
+def test_quota_and_consumption_with_the_official_sdk(oa: Oa, api: MessagingApi) -> None:
+    quota = api.get_message_quota()
+    assert quota.type == "none" and quota.value is None
+    HTTP.post(f"{oa.sim}/_admin/channels/{oa.channel_id}/limits", json={"monthly_quota": 1000}).raise_for_status()
+    quota = api.get_message_quota()
+    assert (quota.type, quota.value) == ("limited", 1000)
+
+    friends = [oa.friend() for _ in range(3)]
+    blocked = oa.friend()
+    HTTP.post(f"{oa.sim}/_admin/users/{blocked}/block", json={"channel_id": oa.channel_id})
+    api.push_message(PushMessageRequest(to=friends[0], messages=[TextMessage(text="a"), TextMessage(text="b")]))
+    api.multicast(MulticastRequest(to=[*friends, blocked], messages=[TextMessage(text="c")]))
+    # one per recipient reached: the push (2 message objects) 1, the multicast 3, the blocked user 0
+    assert api.get_message_quota_consumption().total_usage == 4
+
+
+def test_unserved_paths_answer_like_line(oa: Oa) -> None:
+    auth = {"Authorization": f"Bearer {oa.token}"}
+    missing = HTTP.get(f"{oa.sim}/v2/bot/no/such/path", headers=auth)
+    assert (missing.status_code, missing.json()) == (404, {"message": "Not found"})
+    wrong_method = HTTP.get(f"{oa.sim}/v2/bot/message/push", headers=auth)
+    assert wrong_method.status_code == 405
+    assert wrong_method.json() == {"message": "The request method, 'GET', is not supported"}
+    assert "POST" in wrong_method.headers["allow"]

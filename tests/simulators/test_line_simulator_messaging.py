@@ -445,6 +445,27 @@ def test_click_gets_the_link_and_records_the_redirect(oa: Oa, site: Site) -> Non
     assert [len(e["clicks"]) for e in oa.inbox(user)] == [1, 1]
 
 
+def test_click_without_a_message_id_taps_the_first_link_of_the_latest_message(oa: Oa, site: Site) -> None:
+    user = oa.user()
+    u = site.url
+    oa.push(user, [{"type": "text", "text": f"older {u}/r/old"}])
+    messages = [{"type": "text", "text": "hello"},
+                {"type": "template", "altText": "t", "template": {"type": "buttons", "text": "?", "actions": [
+                    {"type": "uri", "label": "a", "uri": f"{u}/r/first"},
+                    {"type": "uri", "label": "b", "uri": f"{u}/r/second"}]}},
+                {"type": "image", "originalContentUrl": f"{u}/img/o.jpg", "previewImageUrl": f"{u}/img/p.jpg"}]
+    sent = [s["id"] for s in oa.push(user, messages).json()["sentMessages"]]
+    listed = HTTP.get(f"{oa.sim}/_admin/users/{user}/links").json()
+    assert listed["links"] == [f"{u}/r/first", f"{u}/r/second"] and listed["message_ids"] == sent
+    clicked = HTTP.post(f"{oa.sim}/_admin/users/{user}/click", json={}).json()
+    assert (clicked["message_id"], clicked["url"]) == (sent[1], f"{u}/r/first")
+    clicked = HTTP.post(f"{oa.sim}/_admin/users/{user}/click", json={"index": 1}).json()
+    assert (clicked["message_id"], clicked["url"]) == (sent[1], f"{u}/r/second")
+    # one message object, as before: by its id
+    assert HTTP.post(f"{oa.sim}/_admin/users/{user}/click", json={"message_id": sent[2]}).status_code == 400
+    assert [len(e["clicks"]) for e in oa.inbox(user)] == [0, 0, 2, 0]
+
+
 # ------------------------------------------------------------------------------------------------
 # PNP
 # ------------------------------------------------------------------------------------------------

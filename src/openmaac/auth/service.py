@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from openmaac.auth.models import AccessToken, Organization
 from openmaac.channels.models import LineChannel
+from openmaac.channels.service import BUILTIN_LINE_SIMULATOR
 from openmaac.config import get_settings
 from openmaac.db.base import utcnow
 from openmaac.web.times import zone
@@ -70,7 +71,7 @@ def create_organization(session: Session, name: str, *, timezone: str | None = N
             channel_id=str(2_000_000_000 + secrets.randbelow(10**8) * 10 + org.id % 10),
             channel_secret=secrets.token_hex(16),
             access_token=secrets.token_urlsafe(64),
-            api_base_url=line_api_base_url or settings.simulator_base_url,
+            api_base_url=line_api_base_url or BUILTIN_LINE_SIMULATOR,
             created_at=utcnow(),
         )
     )

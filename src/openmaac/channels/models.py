@@ -20,7 +20,8 @@ class LineChannel(Base):
     channel_id: Mapped[str] = mapped_column(String(64), unique=True)
     channel_secret: Mapped[str] = mapped_column(String(128))
     access_token: Mapped[str] = mapped_column(String(512))
-    api_base_url: Mapped[str] = mapped_column(String(512))
+    # NULL: the LINE simulator this server hosts, wherever it runs (channels.service.line_api_base_url)
+    api_base_url: Mapped[str | None] = mapped_column(String(512), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

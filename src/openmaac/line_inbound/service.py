@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from openmaac.channels.line_client import LineClient
 from openmaac.channels.models import LineChannel
-from openmaac.channels.service import channel_of
+from openmaac.channels.service import channel_of, line_api_base_url
 from openmaac.contacts import service as contacts
 from openmaac.db.base import insert_ignoring_conflicts
 from openmaac.db.engine import get_database
@@ -106,7 +106,7 @@ def fetch_line_profile(payload: dict[str, Any], _context: JobContext) -> None:
         channel = channel_of(session, organization_id)
         if channel is None:
             return
-        base_url, token = channel.api_base_url, channel.access_token
+        base_url, token = line_api_base_url(channel.api_base_url), channel.access_token
     with LineClient(base_url, token) as client:
         profile = client.get_profile(line_uid)  # errors raise: the job is retried with backoff
     if profile is None or not profile.get("displayName"):

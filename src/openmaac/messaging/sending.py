@@ -53,6 +53,7 @@ from openmaac.channels.line_client import (
     new_retry_key,
 )
 from openmaac.channels.models import LineChannel
+from openmaac.channels.service import line_api_base_url
 from openmaac.common.validation import char_field
 from openmaac.contacts.models import LINE_UID_MAX_LENGTH, Contact
 from openmaac.db.base import JSONType, UTCDateTime, utcnow
@@ -92,13 +93,13 @@ def send_lease() -> timedelta:
 class Line:
     """Where and as whom a channel's calls go."""
 
-    base_url: str
+    base_url: str | None  # None: the built-in simulator (channels.service.line_api_base_url)
     access_token: str
     channel_id: str
 
     def client(self) -> LineClient:
         # cheap: the HTTP connection pool is shared per process (line_client._shared_http)
-        return LineClient(self.base_url, self.access_token, timeout=line_timeout(), max_attempts=line_attempts(),
+        return LineClient(line_api_base_url(self.base_url), self.access_token, timeout=line_timeout(), max_attempts=line_attempts(),
                           limiter=line_rate.limiter(get_database(), self.channel_id))
 
 
@@ -664,7 +665,7 @@ def start(dm_id: int, context: JobContext | None = None) -> tuple[MessageRef | N
             return None, None, [], True
         organization_id, category, status, template_id, event_id, rows, base_url, access_token, channel_id = row
         dm = MessageRef(dm_id, organization_id, category, event_id, bool(rows))
-        line = Line(base_url, access_token, channel_id) if base_url is not None else None
+        line = Line(base_url, access_token, channel_id) if channel_id is not None else None
         if status == "sent":
             if context is not None:
                 context.complete_in(session)

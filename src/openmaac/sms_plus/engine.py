@@ -30,7 +30,7 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from openmaac.auth.models import Organization
-from openmaac.channels.service import channel_of
+from openmaac.channels.service import channel_of, line_api_base_url
 from openmaac.channels.sms.base import DeliveryReport, DeliveryStatus, ErrorCategory
 from openmaac.contacts.models import Contact
 from openmaac.db.base import utcnow
@@ -322,7 +322,7 @@ def run_line_steps(message_id: int, *, known: tuple[PnpMessage, PnpSetting] | No
         channel = channel_of(session, message.organization_id)
         if channel is None:
             return RESULT_FAILED
-        base_url, token, channel_id = channel.api_base_url, channel.access_token, channel.channel_id
+        base_url, token, channel_id = line_api_base_url(channel.api_base_url), channel.access_token, channel.channel_id
         contacts: list[tuple[str | None, str]] = []
         template_messages: list[dict[str, Any]] | None = None
         if message.line_push_status == svc.LINE_PUSH_PREPARING and not message.hashed_input:
@@ -520,7 +520,7 @@ def run_pnp_batch(message_ids: list[int]) -> None:
             message, body = item
             tag = message.delivery_tag or f"openmaac-pnp-{message.id}-tag-padding"
             return _line_call(
-                channel.api_base_url, channel.access_token, "/bot/pnp/push",
+                line_api_base_url(channel.api_base_url), channel.access_token, "/bot/pnp/push",
                 {"to": message.phone_hash, "messages": body}, {"X-Line-Delivery-Tag": tag},
                 "pnp_push", channel.channel_id, to=message.phone_hash, messages=body, delivery_tag=tag)
 

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from openmaac.auth.deps import _resolve, bearer, current_org_plain_text
 from openmaac.auth.service import OrgContext
 from openmaac.channels.line_client import LineAPIError, LineClient
-from openmaac.channels.service import channel_of
+from openmaac.channels.service import channel_of, line_api_base_url
 from openmaac.channels.sms.base import CallbackRejected, InboundRequest
 from openmaac.channels.whatsapp import status_webhook_statuses
 from openmaac.common.validation import DB_ID_MAX, char_field, integer_field
@@ -533,7 +533,7 @@ def _follow_link(code: str) -> Response:
         if link is None:
             raise not_found()
         channel = channel_of(session, link.organization_id)
-        base_url, token = (channel.api_base_url, channel.access_token) if channel else ("", "")
+        base_url, token = (line_api_base_url(channel.api_base_url), channel.access_token) if channel else ("", "")
     basic_id = "@"
     if base_url:
         # the shared pooled client (a new httpx.Client costs ~60 ms of CPU here: its TLS context)

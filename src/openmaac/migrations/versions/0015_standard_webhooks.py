@@ -3,7 +3,7 @@ the default and what every existing endpoint keeps, or "maac+standard"), with th
 "whsec_" secret and, for a day after a rotation, its previous one.
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0014
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from alembic import op
 import openmaac.db.base
 
 revision = "0015"
-down_revision = "0012"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

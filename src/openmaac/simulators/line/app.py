@@ -2,7 +2,7 @@
 
 Two faces:
 - LINE's own API (``/v2/bot/...``), authenticated by the channel access token, answering with
-  LINE's status codes and error bodies (../shared/upstream/FACTS.md).
+  LINE's status codes and error bodies (the LINE Messaging API reference).
 - ``/_admin/...``: register channels (Official Accounts) and their webhook URL, create
   simulated users, make a user follow, block, send a message or tap a postback; each of those
   sends a correctly signed webhook to the channel, as LINE does.
@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from openmaac.simulators.line import faults, messaging, pnp, webhooks
 from openmaac.simulators.line.common import (  # noqa: F401 (re-exported)
@@ -25,9 +26,11 @@ from openmaac.simulators.line.common import (  # noqa: F401 (re-exported)
     AUTH_REQUIRED,
     LineError,
     authenticated_channel,
+    channel_or_404,
+    channel_or_404_async,
     state_of,
 )
-from openmaac.simulators.line.state import Channel, SimulatorState, User
+from openmaac.simulators.line.state import Channel, ChannelDirectory, SimulatorState, User
 
 # ----------------------------------------------------------------------------------------------
 # LINE's API
@@ -94,13 +97,6 @@ class PostbackIn(ChannelRef):
     params: dict[str, str] | None = None
 
 
-def _channel(sim: SimulatorState, channel_id: str) -> Channel:
-    channel = sim.channels.get(channel_id)
-    if channel is None:
-        raise LineError(404, f"channel {channel_id} is not registered with the simulator")
-    return channel
-
-
 def _user(sim: SimulatorState, user_id: str) -> User:
     user = sim.users.get(user_id)
     if user is None:
@@ -126,6 +122,7 @@ def upsert_channel(body: ChannelIn, request: Request) -> Any:
 @admin_router.get("/channels")
 def list_channels(request: Request) -> Any:
     sim = state_of(request)
+    sim.sync_directory()
     with sim.lock:
         return [channel.public() for channel in sim.channels.values()]
 
@@ -146,8 +143,8 @@ def create_users(body: BulkUsersIn, request: Request) -> Any:
     """``count`` users at once, friends of ``channel_id`` when given, WITHOUT follow webhooks
     (for volume: the caller seeds openmaac's contacts itself). Answers their ids in order."""
     sim = state_of(request)
+    channel = channel_or_404(sim, body.channel_id) if body.channel_id else None
     with sim.lock:
-        channel = _channel(sim, body.channel_id) if body.channel_id else None
         ids = []
         for i in range(body.count):
             user = sim.add_user(f"{body.display_name_prefix}{i}")
@@ -162,8 +159,8 @@ def received_counts(channel_id: str, request: Request) -> Any:
     """How many messages each user received from the channel (users with none are left out),
     and the total: the record to check "every recipient exactly once" in bulk."""
     sim = state_of(request)
+    channel_or_404(sim, channel_id)
     with sim.lock:
-        _channel(sim, channel_id)
         users: dict[str, int] = {}
         for user in sim.users.values():
             n = sum(1 for entry in user.inbox if entry["channel_id"] == channel_id)
@@ -185,9 +182,9 @@ def get_user(user_id: str, request: Request) -> Any:
 async def follow(user_id: str, body: ChannelRef, request: Request) -> Any:
     """The user adds the Official Account as a friend (or unblocks it): a ``follow`` webhook."""
     sim = state_of(request)
+    channel = await channel_or_404_async(sim, body.channel_id)
     with sim.lock:
         _user(sim, user_id)
-        channel = _channel(sim, body.channel_id)
         unblocked = channel.friendships.get(user_id) == "blocked"
         channel.friendships[user_id] = "follow"
     return await _deliver(sim, channel, webhooks.follow_event(user_id, unblocked=unblocked))
@@ -197,9 +194,9 @@ async def follow(user_id: str, body: ChannelRef, request: Request) -> Any:
 async def block(user_id: str, body: ChannelRef, request: Request) -> Any:
     """The user blocks the Official Account: an ``unfollow`` webhook; later pushes reach nobody."""
     sim = state_of(request)
+    channel = await channel_or_404_async(sim, body.channel_id)
     with sim.lock:
         _user(sim, user_id)
-        channel = _channel(sim, body.channel_id)
         channel.friendships[user_id] = "blocked"
     return await _deliver(sim, channel, webhooks.unfollow_event(user_id))
 
@@ -208,9 +205,9 @@ async def block(user_id: str, body: ChannelRef, request: Request) -> Any:
 async def send_message(user_id: str, body: MessageIn, request: Request) -> Any:
     """The user writes to the Official Account: a ``message`` webhook (text)."""
     sim = state_of(request)
+    channel = await channel_or_404_async(sim, body.channel_id)
     with sim.lock:
         _user(sim, user_id)
-        channel = _channel(sim, body.channel_id)
     return await _deliver(sim, channel, webhooks.text_message_event(user_id, body.text))
 
 
@@ -218,9 +215,9 @@ async def send_message(user_id: str, body: MessageIn, request: Request) -> Any:
 async def postback(user_id: str, body: PostbackIn, request: Request) -> Any:
     """The user taps a postback action: a ``postback`` webhook."""
     sim = state_of(request)
+    channel = await channel_or_404_async(sim, body.channel_id)
     with sim.lock:
         _user(sim, user_id)
-        channel = _channel(sim, body.channel_id)
     return await _deliver(sim, channel, webhooks.postback_event(user_id, body.data, body.params))
 
 
@@ -245,6 +242,23 @@ def reset(request: Request) -> Any:
 async def _line_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, LineError)
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+
+NOT_FOUND = "Not found"
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """A path or method the simulator does not serve, answered as LINE answers it: 404
+    ``{"message": "Not found"}``, 405 ``The request method, 'GET', is not supported``."""
+    assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 404:
+        message = NOT_FOUND
+    elif exc.status_code == 405:
+        message = f"The request method, '{request.method}', is not supported"
+    else:
+        message = str(exc.detail)
+    return JSONResponse({"message": message}, status_code=exc.status_code, headers=headers)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -280,12 +294,14 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def create_app(state: SimulatorState | None = None) -> FastAPI:
+def create_app(state: SimulatorState | None = None, *, directory: ChannelDirectory | None = None) -> FastAPI:
+    """The simulator; ``directory``: where it finds channels it was not told about (state.py)."""
     from fastapi.exceptions import RequestValidationError
 
     app = FastAPI(title="LINE simulator (openmaac)", docs_url="/_admin/docs", openapi_url="/_admin/openapi.json")
-    app.state.sim = state or SimulatorState()
+    app.state.sim = state or SimulatorState(directory)
     app.add_exception_handler(LineError, _line_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.include_router(line_router)
     app.include_router(messaging.router)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Header, Request
+from starlette.concurrency import run_in_threadpool
 
 from openmaac.simulators.line.state import Channel, SimulatorState
 
@@ -45,3 +46,17 @@ def authenticated_channel(request: Request, authorization: str | None = Header(d
     if channel is None:
         raise LineError(401, AUTH_INVALID)
     return channel
+
+
+def channel_or_404(sim: SimulatorState, channel_id: str) -> Channel:
+    """A registered channel (or one the directory knows); 404 otherwise. Call without the lock."""
+    channel = sim.channel(channel_id)
+    if channel is None:
+        raise LineError(404, f"channel {channel_id} is not registered with the simulator")
+    return channel
+
+
+async def channel_or_404_async(sim: SimulatorState, channel_id: str) -> Channel:
+    """``channel_or_404`` from a coroutine: a directory look-up runs off the event loop."""
+    channel = sim.known_channel(channel_id)
+    return channel if channel is not None else await run_in_threadpool(channel_or_404, sim, channel_id)

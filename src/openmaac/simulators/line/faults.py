@@ -32,8 +32,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from openmaac.simulators.line.common import LineError, state_of
-from openmaac.simulators.line.state import Channel, Fault, SimulatorState, TokenBucket
+from openmaac.simulators.line.common import LineError, channel_or_404, state_of
+from openmaac.simulators.line.state import Channel, Fault, SimulatorState, TokenBucket, current_month
 
 RATE_LIMITED = "The API rate limit has been exceeded. Try again later."
 MONTHLY_LIMIT = "You have reached your monthly limit."
@@ -68,8 +68,17 @@ def check_rate(sim: SimulatorState, channel: Channel, endpoint: str) -> None:
         raise LineError(429, RATE_LIMITED)
 
 
+def this_month(channel: Channel) -> Channel:
+    """The channel with its usage counted from the start of this month (call under the lock)."""
+    month = current_month()
+    if channel.quota_month != month:
+        channel.quota_month, channel.quota_used = month, 0
+    return channel
+
+
 def reserve_quota(channel: Channel, recipients: int) -> None:
     """Count ``recipients`` delivered messages against the monthly quota (call under the lock)."""
+    this_month(channel)
     if channel.monthly_quota is not None and channel.quota_used + recipients > channel.monthly_quota:
         raise LineError(429, MONTHLY_LIMIT)
     channel.quota_used += recipients
@@ -131,6 +140,7 @@ def clear_faults(request: Request, channel_id: str | None = None) -> Any:
 
 
 def _limits(channel: Channel) -> dict[str, Any]:
+    this_month(channel)
     return {
         **{endpoint: bucket.public() for endpoint, bucket in channel.buckets.items()},
         "monthly_quota": channel.monthly_quota,
@@ -139,19 +149,12 @@ def _limits(channel: Channel) -> dict[str, Any]:
     }
 
 
-def _channel(sim: SimulatorState, channel_id: str) -> Channel:
-    channel = sim.channels.get(channel_id)
-    if channel is None:
-        raise LineError(404, f"channel {channel_id} is not registered with the simulator")
-    return channel
-
-
 @router.post("/channels/{channel_id}/limits")
 def set_limits(channel_id: str, body: LimitsIn, request: Request) -> Any:
     """Change a channel's rate limits, monthly quota or PNP delivery delay (fields given only)."""
     sim = state_of(request)
+    channel = channel_or_404(sim, channel_id)
     with sim.lock:
-        channel = _channel(sim, channel_id)
         for endpoint in ("push", "multicast", "pnp"):
             bucket = getattr(body, endpoint)
             if bucket is not None:
@@ -159,7 +162,7 @@ def set_limits(channel_id: str, body: LimitsIn, request: Request) -> Any:
         if "monthly_quota" in body.model_fields_set:
             channel.monthly_quota = body.monthly_quota
         if body.quota_used is not None:
-            channel.quota_used = body.quota_used
+            this_month(channel).quota_used = body.quota_used
         if body.pnp_delivery_delay is not None:
             channel.pnp_delivery_delay = body.pnp_delivery_delay
         return _limits(channel)
@@ -168,5 +171,6 @@ def set_limits(channel_id: str, body: LimitsIn, request: Request) -> Any:
 @router.get("/channels/{channel_id}/limits")
 def get_limits(channel_id: str, request: Request) -> Any:
     sim = state_of(request)
+    channel = channel_or_404(sim, channel_id)
     with sim.lock:
-        return _limits(_channel(sim, channel_id))
+        return _limits(channel)

@@ -1,6 +1,6 @@
 """The simulated Messaging API sends (push, multicast) and what the simulated users received.
 
-LINE's behaviour reproduced (FACTS.md §1.2-1.7):
+LINE's behaviour reproduced (the LINE Messaging API reference):
 - bodies validated against LINE's messaging-api.yml (validation.py): 400
   ``The request body has N error(s)`` with ``details``; unparsable JSON 400; not JSON 415;
   over 2 MB 413;
@@ -37,7 +37,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from openmaac.simulators.line import faults, validation, webhooks
-from openmaac.simulators.line.common import LineError, authenticated_channel, state_of
+from openmaac.simulators.line.common import LineError, authenticated_channel, channel_or_404, state_of
 from openmaac.simulators.line.state import Channel, Fault, SimulatorState, User
 
 MAX_BODY = 2 * 1024 * 1024
@@ -265,6 +265,59 @@ async def multicast(request: Request, channel: Channel = Depends(authenticated_c
 
 
 # ----------------------------------------------------------------------------------------------
+# validating message objects; the monthly quota
+# ----------------------------------------------------------------------------------------------
+
+RETRY_KEY_UNSUPPORTED = "The X-Line-Retry-Key header is not supported by this API"
+VALIDATED = ("push", "reply", "multicast", "narrowcast", "broadcast")
+
+
+async def validate_messages(request: Request, channel: Channel, kind: str) -> JSONResponse:
+    """LINE's ``validate/{kind}``: the messages judged as the send would judge them (400 with
+    ``details``, 415, 413, unparsable JSON), nothing sent, nothing counted; 200 ``{}``."""
+    sim = state_of(request)
+    endpoint = f"validate_{kind}"
+    try:
+        if request.headers.get("x-line-retry-key") is not None:
+            raise LineError(400, RETRY_KEY_UNSUPPORTED)  # only the sends take retry keys
+        validate_body("ValidateMessageRequest", await read_json(request))
+    except LineError as error:
+        log(sim, request, channel, endpoint, error.status_code, message=error.message)
+        raise
+    log(sim, request, channel, endpoint, 200)
+    return JSONResponse({})
+
+
+def _validator_route(kind: str) -> None:
+    async def route(request: Request, channel: Channel = Depends(authenticated_channel)) -> Any:
+        return await validate_messages(request, channel, kind)
+
+    route.__name__ = f"validate_{kind}"
+    router.add_api_route(f"/v2/bot/message/validate/{kind}", route, methods=["POST"],
+                         summary=f"Validate message objects of a {kind} message")
+
+
+for _kind in VALIDATED:
+    _validator_route(_kind)
+
+
+@router.get("/v2/bot/message/quota")
+def message_quota(request: Request, channel: Channel = Depends(authenticated_channel)) -> Any:
+    """The month's target limit: ``{"type": "none"}`` or ``{"type": "limited", "value": N}``
+    (``monthly_quota`` of ``POST /_admin/channels/{id}/limits``)."""
+    with state_of(request).lock:
+        limit = channel.monthly_quota
+    return {"type": "none"} if limit is None else {"type": "limited", "value": limit}
+
+
+@router.get("/v2/bot/message/quota/consumption")
+def message_quota_consumption(request: Request, channel: Channel = Depends(authenticated_channel)) -> Any:
+    """Messages delivered this month (Japan time), one per recipient reached, as LINE counts."""
+    with state_of(request).lock:
+        return {"totalUsage": faults.this_month(channel).quota_used}
+
+
+# ----------------------------------------------------------------------------------------------
 # what users received; opening and clicking
 # ----------------------------------------------------------------------------------------------
 
@@ -360,6 +413,27 @@ def _entry(sim: SimulatorState, user: User, message_id: str | None, channel_id: 
     return candidates[-1]
 
 
+def _latest_message(user: User, channel_id: str | None) -> list[dict[str, Any]]:
+    """The message objects of the latest message the user received (of ``channel_id`` when
+    given): everything one push, multicast or PNP call delivered to them, in order."""
+    candidates = [e for e in user.inbox if channel_id is None or e["channel_id"] == channel_id]
+    if not candidates:
+        raise LineError(404, "no such message in the user's inbox")
+    latest = candidates[-1]
+    return [e for e in candidates if e["request_id"] == latest["request_id"]
+            and e["channel_id"] == latest["channel_id"]]
+
+
+def _links_of(entries: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str]]:
+    """(message object, link) for every link of the entries, in reading order, each once."""
+    found: list[tuple[dict[str, Any], str]] = []
+    for entry in entries:
+        for url in links(entry["message"]):
+            if url not in [seen for _entry, seen in found]:
+                found.append((entry, url))
+    return found
+
+
 async def fetch(url: str) -> dict[str, Any]:
     """GET as the LINE app does; redirects are recorded, not followed."""
     try:
@@ -390,14 +464,27 @@ class ClickIn(OpenIn):
     index: int = 0
 
 
+def _clicked_entries(sim: SimulatorState, user: User, message_id: str | None,
+                     channel_id: str | None) -> list[dict[str, Any]]:
+    """The message object ``message_id``, or without one the latest message's objects."""
+    if message_id is not None:
+        return [_entry(sim, user, message_id, channel_id)]
+    return _latest_message(user, channel_id)
+
+
 @admin_router.get("/users/{user_id}/links")
 def message_links(user_id: str, request: Request, message_id: str | None = None,
                   channel_id: str | None = None) -> Any:
+    """The links (what ``click`` chooses from, by ``index``) and images of the message object
+    ``message_id``, or without one of the latest message the user received (all its objects)."""
     sim = state_of(request)
     with sim.lock:
-        entry = _entry(sim, _user(sim, user_id), message_id, channel_id)
-        return {"message_id": entry["message_id"], "links": links(entry["message"]),
-                "images": image_urls(entry["message"])}
+        entries = _clicked_entries(sim, _user(sim, user_id), message_id, channel_id)
+        images: list[str] = []
+        for entry in entries:
+            images += [url for url in image_urls(entry["message"]) if url not in images]
+        return {"message_id": entries[0]["message_id"], "message_ids": [e["message_id"] for e in entries],
+                "links": [url for _entry, url in _links_of(entries)], "images": images}
 
 
 @admin_router.post("/users/{user_id}/open")
@@ -416,19 +503,21 @@ async def open_message(user_id: str, request: Request, body: OpenIn | None = Non
 
 @admin_router.post("/users/{user_id}/click")
 async def click(user_id: str, body: ClickIn, request: Request) -> Any:
-    """The user taps a link of the message (``url``, or the ``index``-th link)."""
+    """The user taps a link: ``url``, or the ``index``-th (default: the first) link of the message
+    object ``message_id``, or without one of the latest message the user received (its message
+    objects' links in order, as ``GET /_admin/users/{id}/links`` lists them)."""
     sim = state_of(request)
     with sim.lock:
-        entry = _entry(sim, _user(sim, user_id), body.message_id, body.channel_id)
-        available = links(entry["message"])
+        found = _links_of(_clicked_entries(sim, _user(sim, user_id), body.message_id, body.channel_id))
+    available = [url for _entry, url in found]
     if body.url is not None:
         if body.url not in available:
             raise LineError(400, f"the message has no link {body.url}; it has {available}")
-        url = body.url
+        entry, url = found[available.index(body.url)]
     else:
         if not 0 <= body.index < len(available):
             raise LineError(400, f"the message has {len(available)} link(s)")
-        url = available[body.index]
+        entry, url = found[body.index]
     outcome = await fetch(url)
     with sim.lock:
         entry["clicks"].append(outcome)
@@ -440,10 +529,8 @@ def channel_stats(channel_id: str, request: Request) -> Any:
     """Running totals for a channel: calls answered per endpoint and status (``"multicast 200"``)
     and messages delivered (``"delivered"``); cheap to poll, unlike the full request log."""
     sim = state_of(request)
+    channel = channel_or_404(sim, channel_id)
     with sim.lock:
-        channel = sim.channels.get(channel_id)
-        if channel is None:
-            raise LineError(404, f"channel {channel_id} is not registered with the simulator")
         return dict(channel.counters)
 
 

@@ -1,6 +1,6 @@
 """LINE notification messages (PNP): ``POST /bot/pnp/push`` and the ``delivery`` webhook.
 
-FACTS.md §2: the recipient is a phone number, in ``to`` as the lowercase SHA-256 hex of its
+The LINE notification messages reference: the recipient is a phone number, in ``to`` as the lowercase SHA-256 hex of its
 E.164 form (``sha256("+886912345678")``; the simulator also takes the E.164 number itself,
 with or without "+").  ``X-Line-Delivery-Tag`` (16..100 characters) is optional and comes
 back as ``delivery.data`` of the ``delivery`` webhook (the hashed number when no tag was sent).
@@ -25,8 +25,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from openmaac.simulators.line import faults, webhooks
-from openmaac.simulators.line.common import LineError, authenticated_channel, state_of
+from openmaac.simulators.line.common import LineError, authenticated_channel, channel_or_404, state_of
 from openmaac.simulators.line.messaging import (
+    RETRY_KEY_UNSUPPORTED,
     after,
     before,
     deliver,
@@ -38,7 +39,6 @@ from openmaac.simulators.line.messaging import (
 from openmaac.simulators.line.state import Channel, SimulatorState, User
 
 CANNOT_SEND = "Failed to send messages. The phone number is not a LINE user or cannot receive LINE notification messages."
-RETRY_KEY_UNSUPPORTED = "The X-Line-Retry-Key header is not supported by this API"
 DELIVERY_TAG_INVALID = "The X-Line-Delivery-Tag header must be between 16 and 100 characters"
 HASH = re.compile(r"^[0-9a-f]{64}$")
 E164 = re.compile(r"^\+?[1-9][0-9]{6,14}$")
@@ -94,10 +94,8 @@ def create_pnp_users(body: PnpUsersIn, request: Request) -> Any:
     """Users with these phone numbers (E.164), friends of ``channel_id`` when given, WITHOUT
     follow webhooks: for volume (PNP to many numbers). Answers their ids in order."""
     sim = state_of(request)
+    channel = channel_or_404(sim, body.channel_id) if body.channel_id else None
     with sim.lock:
-        channel = sim.channels.get(body.channel_id) if body.channel_id else None
-        if body.channel_id and channel is None:
-            raise LineError(404, "channel not found")
         ids = []
         for phone in body.phones:
             user = sim.add_user(None, phone=phone)

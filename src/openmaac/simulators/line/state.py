@@ -7,11 +7,40 @@ with what it checks hides both bugs.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
+
+log = logging.getLogger("openmaac.simulators.line")
+
+
+class ChannelDirectory(Protocol):
+    """Where the simulator finds Official Accounts it was not told about (optional).
+
+    A host that keeps channels elsewhere (openmaac: its database) passes one to
+    ``SimulatorState``; each answer is a mapping with ``channel_id``, ``channel_secret``,
+    ``access_token`` and ``webhook_url``. The simulator asks on a miss (an unknown channel id or
+    access token) and when it lists its channels, so a channel created by another process is
+    known the first time anyone uses it, without registration or a race."""
+
+    def by_id(self, channel_id: str) -> Mapping[str, Any] | None: ...
+
+    def by_token(self, access_token: str) -> Mapping[str, Any] | None: ...
+
+    def all(self) -> Sequence[Mapping[str, Any]]: ...
+
+
+# LINE counts a month's messages in Japan time (the Messaging API reference: "the current month")
+LINE_TIME = timezone(timedelta(hours=9))
+
+
+def current_month() -> str:
+    return datetime.now(LINE_TIME).strftime("%Y-%m")
 
 
 def new_user_id() -> str:
@@ -42,12 +71,13 @@ class Channel:
     display_name: str = "openmaac OA"
     # user id -> "follow" | "blocked"; a user never seen is absent
     friendships: dict[str, str] = field(default_factory=dict)
-    # --- messaging (part two) ---
+    # --- messaging ---
     # endpoint ("push", "multicast", "pnp") -> token bucket; LINE's limits by default
     buckets: dict[str, TokenBucket] = field(default_factory=lambda: {
         endpoint: TokenBucket(rate) for endpoint, rate in DEFAULT_RATES.items()})
     monthly_quota: int | None = None  # messages (recipients) a month; None = unlimited
-    quota_used: int = 0
+    quota_used: int = 0  # messages delivered in quota_month (or set through the admin API)
+    quota_month: str = field(default_factory=current_month)
     # X-Line-Retry-Key -> (accepted request id, sentMessages, accepted at (monotonic))
     retry_keys: dict[str, tuple[str, list[dict[str, Any]], float]] = field(default_factory=dict)
     pnp_delivery_delay: float = 0.2  # seconds between an accepted PNP push and its delivery webhook
@@ -95,7 +125,7 @@ class User:
         return body
 
 
-# LINE's per-channel rate limits, requests per second (FACTS.md §1.5)
+# LINE's per-channel rate limits, requests per second (the LINE Messaging API reference, "Rate limits")
 DEFAULT_RATES: dict[str, float] = {"push": 2000.0, "multicast": 200.0, "pnp": 2000.0}
 
 
@@ -137,13 +167,14 @@ class Fault:
 
 
 class SimulatorState:
-    def __init__(self) -> None:
+    def __init__(self, directory: ChannelDirectory | None = None) -> None:
+        self.directory = directory
         self.lock = threading.RLock()
         self.channels: dict[str, Channel] = {}
         self.users: dict[str, User] = {}
         # every webhook the simulator sent: channel, event types, status answered
         self.webhook_log: list[dict[str, Any]] = []
-        # --- messaging (part two) ---
+        # --- messaging ---
         self.faults: list[Fault] = []
         # every Messaging API call answered: endpoint, status, retry key, recipients, ...
         self.request_log: list[dict[str, Any]] = []
@@ -168,7 +199,55 @@ class SimulatorState:
             for channel in self.channels.values():
                 if secrets.compare_digest(channel.access_token, access_token):
                     return channel
-        return None
+        if self.directory is None:
+            return None
+        return self._learn(self._ask(self.directory.by_token, access_token))
+
+    def known_channel(self, channel_id: str) -> Channel | None:
+        """The channel if the simulator holds it already (no directory look-up)."""
+        with self.lock:
+            return self.channels.get(channel_id)
+
+    def channel(self, channel_id: str) -> Channel | None:
+        """The channel ``channel_id``: held, or found in the directory (call without the lock:
+        the directory may be a database)."""
+        found = self.known_channel(channel_id)
+        if found is not None or self.directory is None:
+            return found
+        return self._learn(self._ask(self.directory.by_id, channel_id))
+
+    def sync_directory(self) -> int:
+        """Take in every channel of the directory the simulator does not hold; how many."""
+        if self.directory is None:
+            return 0
+        records = self._ask(self.directory.all) or []
+        with self.lock:
+            fresh = [record for record in records if str(record["channel_id"]) not in self.channels]
+            for record in fresh:
+                self._learn(record)
+        return len(fresh)
+
+    @staticmethod
+    def _ask(question: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return question(*args)
+        except Exception:  # an unreachable directory is "not found", never an error of LINE's API
+            log.warning("the channel directory failed", exc_info=True)
+            return None
+
+    def _learn(self, record: Mapping[str, Any] | None) -> Channel | None:
+        """Hold a channel the directory gave. A channel already held keeps its friendships and the
+        webhook URL set through the admin API; its secret and token follow the directory."""
+        if record is None:
+            return None
+        with self.lock:
+            channel = self.channels.get(str(record["channel_id"]))
+            if channel is None:
+                return self.upsert_channel(str(record["channel_id"]), str(record["channel_secret"]),
+                                           str(record["access_token"]), record.get("webhook_url"))
+            channel.channel_secret = str(record["channel_secret"])
+            channel.access_token = str(record["access_token"])
+            return channel
 
     def add_user(self, display_name: str | None = None, **attributes: Any) -> User:
         with self.lock:

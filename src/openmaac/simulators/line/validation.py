@@ -8,7 +8,7 @@ subtypes' ``allOf`` point at the twin, and ``X`` itself (used as a property or i
 gets a ``discriminator`` keyword that validates the value against the subtype its mapping
 names: ``{"type": "bogus"}`` is rejected and a text message without ``text`` too.
 
-Limits LINE enforces that the spec lacks are added by hand (FACTS.md §1.7): text ``text``
+Limits LINE enforces that the spec lacks are added by hand (the LINE Messaging API reference): text ``text``
 1..5,000 UTF-16 code units, ``altText`` 1..1,500.  String lengths count UTF-16 code units.
 
 Errors come back as LINE's 400 ``details``: ``[{"message": ..., "property": "messages[0].text"}]``.
