@@ -385,8 +385,10 @@ def test_worker_command_logs_json_lines(tmp_path):
         process.send_signal(signal.SIGTERM)
         process.wait(20)
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    (started,) = [line for line in lines if line["logger"] == "openmaac.worker"]
-    assert started["message"].startswith("worker ") and started["message"].endswith(" started")
+    worker_lines = [line["message"] for line in lines if line["logger"] == "openmaac.worker"]
+    # started, then (on SIGTERM, with nothing running) stopped
+    assert [m.split(" ")[-1] for m in worker_lines] == ["started", "stopped"]
+    assert all(m.startswith("worker ") for m in worker_lines)
     assert {line["logger"] for line in lines} == {"openmaac.worker", "openmaac.cli"}
 
 
