@@ -27,6 +27,7 @@ from openmaac.segments.router import router as segments_router
 from openmaac.sms_plus.router import router as sms_plus_router
 from openmaac.tags.router import router as tags_router
 from openmaac.templates.router import router as templates_router
+from openmaac.web.api_docs import install as install_api_docs
 from openmaac.web.body_limit import BodyLimitMiddleware
 from openmaac.web.errors import APIError, api_error_handler, http_error_handler, validation_error_handler
 from openmaac.web.landing import landing_router
@@ -74,6 +75,8 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
         description=DESCRIPTION,
         default_response_class=OrjsonResponse,
         lifespan=lifespan,
+        docs_url=None,  # served from vendored assets by web/api_docs.py
+        redoc_url=None,
     )
     # the body limit of each route class, checked before routing, authentication or a signature
     app.add_middleware(BodyLimitMiddleware)
@@ -92,6 +95,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
     app.include_router(segments_router)
     app.include_router(sms_plus_router)
     install_openapi_document(app)
+    install_api_docs(app)
 
     app.include_router(landing_router(simulators=mount_simulators))
 
