@@ -28,6 +28,7 @@ from openmaac.sms_plus.router import router as sms_plus_router
 from openmaac.tags.router import router as tags_router
 from openmaac.templates.router import router as templates_router
 from openmaac.web.api_docs import install as install_api_docs
+from openmaac.web.append_slash import install as install_append_slash
 from openmaac.web.body_limit import BodyLimitMiddleware
 from openmaac.web.errors import APIError, api_error_handler, http_error_handler, validation_error_handler
 from openmaac.web.landing import landing_router
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
     app.include_router(sms_plus_router)
     install_openapi_document(app)
     install_api_docs(app)
+    install_append_slash(app)  # Django's APPEND_SLASH (301) instead of Starlette's 307
 
     app.include_router(landing_router(simulators=mount_simulators))
 
