@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -55,6 +57,8 @@ def serve(
     """Run the API server (with the embedded worker and, by default, the simulators)."""
     import uvicorn
 
+    # bound before anything is printed: a busy port fails in one line, not after the banner
+    listener = _listen_socket(host, port)
     if "OPENMAAC_PUBLIC_BASE_URL" not in os.environ:
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         os.environ["OPENMAAC_PUBLIC_BASE_URL"] = f"http://{shown_host}:{port}"
@@ -88,7 +92,7 @@ def serve(
     # waiting request after this long; at the default 5 ms, a request needing a dozen hand-offs
     # waited tens of milliseconds behind one upload (docs/benchmarks.md, write_latency).
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
-    uvicorn.run(
+    server = uvicorn.Server(uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
@@ -96,7 +100,28 @@ def serve(
         http="httptools",
         log_level="warning",
         timeout_graceful_shutdown=10,
-    )
+    ))
+    server.run(sockets=[listener])
+    if not server.started:
+        raise typer.Exit(1)
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound as uvicorn binds it; a refusal is one line and exit code 1."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            err.print(f"port {port} is in use: stop the other server or pass --port")
+        else:
+            err.print(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        raise typer.Exit(1) from None
+    listener.set_inheritable(True)
+    return listener
 
 
 @app.command()
