@@ -15,7 +15,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="openmaac: MAAC-compatible marketing automation for LINE and SMS.", no_args_is_help=True)
+from openmaac.cli_errors import CommandLine
+
+# CommandLine: an error no command caught is one sentence and exit code 1 (cli_errors.py)
+app = CommandLine(help="openmaac: MAAC-compatible marketing automation for LINE and SMS.", no_args_is_help=True)
 token_app = typer.Typer(help="Access tokens of the OpenAPI.", no_args_is_help=True)
 org_app = typer.Typer(help="Organisations (tenants).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
@@ -127,7 +130,7 @@ def _listen_socket(host: str, port: int) -> socket.socket:
 @app.command()
 def worker(
     data_dir: DataDir = None,
-    concurrency: Annotated[int, typer.Option(help="Jobs run at once")] = 8,
+    concurrency: Annotated[int, typer.Option(help="Jobs run at once", min=1)] = 8,
 ) -> None:
     """Run a job worker in the foreground (any number may share a PostgreSQL database)."""
     settings = _settings(data_dir)
@@ -179,6 +182,9 @@ def token_create(
     data_dir: DataDir = None,
 ) -> None:
     """Create an access token and print it (only it) on stdout. It is shown once."""
+    org = org.strip()
+    if not 1 <= len(org) <= 255:
+        raise typer.BadParameter("an organisation name has 1 to 255 characters", param_hint="'--org'")
     settings = _settings(data_dir)
     _migrate(settings)
     from openmaac.auth.service import create_token, get_or_create_organization
