@@ -73,7 +73,7 @@ def serve(
     settings = _settings(data_dir)
     _migrate(settings)
     from openmaac.app import create_app
-    from openmaac.bootstrap import ensure_default_organization, register_channels_with_simulator
+    from openmaac.bootstrap import ensure_default_organization, register_channels_with_simulator, token_file
 
     token = ensure_default_organization(settings)
     base = settings.public_base_url.rstrip("/")
@@ -82,7 +82,7 @@ def serve(
     err.print(f"  OpenAPI base URL : {base}/openapi/v1/")
     err.print(f"  API docs         : {base}/docs")
     if token:
-        err.print(f"  Access token     : [bold]{token}[/]  (organisation 'default')")
+        err.print(f"  Access token     : [bold]{token}[/]  (organisation 'default', kept in {token_file(settings)})")
         err.print(f"  Try it           : curl -H 'Authorization: Bearer {token}' {base}/openapi/v1/member/")
     if settings.simulators_enabled:
         err.print(f"  LINE simulator   : {settings.simulator_base_url}/_admin/docs  (from this machine)")
