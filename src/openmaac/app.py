@@ -28,6 +28,7 @@ from openmaac.sms_plus.router import router as sms_plus_router
 from openmaac.tags.router import router as tags_router
 from openmaac.templates.router import router as templates_router
 from openmaac.web.api_docs import install as install_api_docs
+from openmaac.web.api_docs import local_pages
 from openmaac.web.append_slash import install as install_append_slash
 from openmaac.web.body_limit import BodyLimitMiddleware
 from openmaac.web.errors import APIError, api_error_handler, http_error_handler, validation_error_handler
@@ -120,15 +121,15 @@ def _mount_simulators(app: FastAPI, settings: Settings) -> None:
     from openmaac.sms_plus.providers import simulator_accounts
 
     key = settings.simulator_admin_key
-    app.mount("/_simulators/line", SimulatorAccess(create_line_simulator(), key, is_admin_path))
+    app.mount("/_simulators/line", SimulatorAccess(local_pages(create_line_simulator()), key, is_admin_path))
     # SMS+ upstreams: Twilio, Mitake and WhatsApp simulators (the default SMS+ provider), their
     # demo accounts' secrets this server's own (their callbacks are trusted)
     demo = simulator_accounts(settings)
     twilio, mitake, whatsapp = demo["twilio"], demo["mitake"], demo["whatsapp"]
-    app.mount("/_simulators/twilio", SimulatorAccess(create_twilio_simulator(
-        accounts={twilio["account_sid"]: twilio["auth_token"]}), key, whole_simulator))
-    app.mount("/_simulators/mitake", SimulatorAccess(create_mitake_simulator(
-        accounts={mitake["username"]: mitake["password"]}), key, whole_simulator))
-    app.mount("/_simulators/whatsapp", SimulatorAccess(create_whatsapp_simulator(
+    app.mount("/_simulators/twilio", SimulatorAccess(local_pages(create_twilio_simulator(
+        accounts={twilio["account_sid"]: twilio["auth_token"]})), key, whole_simulator))
+    app.mount("/_simulators/mitake", SimulatorAccess(local_pages(create_mitake_simulator(
+        accounts={mitake["username"]: mitake["password"]})), key, whole_simulator))
+    app.mount("/_simulators/whatsapp", SimulatorAccess(local_pages(create_whatsapp_simulator(
         access_tokens={whatsapp["access_token"]}, app_secret=whatsapp["app_secret"],
-        webhook_url=settings.public_base_url.rstrip("/") + "/sms_plus/callbacks/whatsapp"), key, whole_simulator))
+        webhook_url=settings.public_base_url.rstrip("/") + "/sms_plus/callbacks/whatsapp")), key, whole_simulator))

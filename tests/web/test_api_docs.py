@@ -64,9 +64,22 @@ def test_redoc_renders_offline(base_url: str, browser: Any) -> None:
     assert left == []
 
 
+def test_the_line_simulators_admin_docs_render_offline(base_url: str, browser: Any) -> None:
+    # linked from the start page
+    operations, left = render(browser, f"{base_url}/_simulators/line/_admin/docs", ".opblock",
+                              "line-simulator-docs.png")
+    assert operations >= 10
+    assert left == []
+
+
+PAGES = ["/docs", "/redoc", *(f"/_simulators/{name}/{page}" for name in ("line", "twilio", "mitake", "whatsapp")
+                                for page in ("_admin/docs", "redoc"))]
+
+
 def test_pages_name_no_other_host(base_url: str) -> None:
     import httpx
 
-    for path in ("/docs", "/redoc"):
-        page = httpx.get(f"{base_url}{path}").text
-        assert "http://" not in page and "https://" not in page, path
+    for path in PAGES:
+        response = httpx.get(f"{base_url}{path}")
+        assert response.status_code == 200, path
+        assert "http://" not in response.text and "https://" not in response.text, path
