@@ -170,9 +170,13 @@ def simulate(
     port: Annotated[int, typer.Option()] = 8100,
 ) -> None:
     """Run the LINE simulator alone as its own HTTP server."""
-    from openmaac.simulators.line.app import serve as serve_line
+    import uvicorn
 
-    serve_line(host, port)
+    from openmaac.simulators.line.app import create_app as create_line_simulator
+
+    listener = _listen_socket(host, port)  # a busy port: one line, exit code 1, as serve
+    uvicorn.Server(uvicorn.Config(create_line_simulator(), host=host, port=port, log_level="warning")).run(
+        sockets=[listener])
 
 
 @token_app.command("create")
