@@ -122,3 +122,10 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
         result = run(*args, data_dir=tmp_path)
         assert result.returncode == 2, (args, result.stderr)
         assert "Usage: openmaac" in result.stderr
+
+
+def test_webhook_header_without_a_value_is_a_usage_error(data_dir: Path) -> None:
+    result = run("webhook", "add", "--url", "https://example.com/hook", "--topic", "contact.tag.add",
+                 "--header", "X-Team", data_dir=data_dir)
+    assert (result.returncode, result.stderr) == (2, "--header takes NAME=VALUE, got 'X-Team'\n")
+    assert run("webhook", "list", "--json", data_dir=data_dir).stdout == ""

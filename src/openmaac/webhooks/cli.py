@@ -70,7 +70,10 @@ def add(
 
     headers = {}
     for item in header or []:
-        name, _, value = item.partition("=")
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            err.print(f"--header takes NAME=VALUE, got {item!r}", markup=False, highlight=False)
+            raise typer.Exit(2)
         headers[name.strip()] = value
     database = migrated_database(data_dir)
     try:
