@@ -28,6 +28,9 @@ from openmaac.tags.router import router as tags_router
 from openmaac.telemetry import metrics
 from openmaac.telemetry.request_id import RequestIdMiddleware
 from openmaac.templates.router import router as templates_router
+from openmaac.web.api_docs import install as install_api_docs
+from openmaac.web.api_docs import local_pages
+from openmaac.web.append_slash import install as install_append_slash
 from openmaac.web.body_limit import BodyLimitMiddleware
 from openmaac.web.errors import APIError, api_error_handler, http_error_handler, validation_error_handler
 from openmaac.web.health import health_router
@@ -80,6 +83,8 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
         description=DESCRIPTION,
         default_response_class=OrjsonResponse,
         lifespan=lifespan,
+        docs_url=None,  # served from vendored assets by web/api_docs.py
+        redoc_url=None,
     )
     # the body limit of each route class, checked before routing, authentication or a signature
     app.add_middleware(BodyLimitMiddleware)
@@ -98,6 +103,8 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
     app.include_router(segments_router)
     app.include_router(sms_plus_router)
     install_openapi_document(app)
+    install_api_docs(app)
+    install_append_slash(app)  # Django's APPEND_SLASH (301) instead of Starlette's 307
 
     app.include_router(landing_router(simulators=mount_simulators))
     app.include_router(health_router(settings))  # /healthz, /readyz
@@ -124,15 +131,15 @@ def _mount_simulators(app: FastAPI, settings: Settings) -> None:
     key = settings.simulator_admin_key
     line = create_line_simulator(directory=BuiltinLineChannels(settings))
     app.state.line_simulator = line.state.sim
-    app.mount("/_simulators/line", SimulatorAccess(line, key, is_admin_path))
+    app.mount("/_simulators/line", SimulatorAccess(local_pages(line), key, is_admin_path))
     # SMS+ upstreams: Twilio, Mitake and WhatsApp simulators (the default SMS+ provider), their
     # demo accounts' secrets this server's own (their callbacks are trusted)
     demo = simulator_accounts(settings)
     twilio, mitake, whatsapp = demo["twilio"], demo["mitake"], demo["whatsapp"]
-    app.mount("/_simulators/twilio", SimulatorAccess(create_twilio_simulator(
-        accounts={twilio["account_sid"]: twilio["auth_token"]}), key, whole_simulator))
-    app.mount("/_simulators/mitake", SimulatorAccess(create_mitake_simulator(
-        accounts={mitake["username"]: mitake["password"]}), key, whole_simulator))
-    app.mount("/_simulators/whatsapp", SimulatorAccess(create_whatsapp_simulator(
+    app.mount("/_simulators/twilio", SimulatorAccess(local_pages(create_twilio_simulator(
+        accounts={twilio["account_sid"]: twilio["auth_token"]})), key, whole_simulator))
+    app.mount("/_simulators/mitake", SimulatorAccess(local_pages(create_mitake_simulator(
+        accounts={mitake["username"]: mitake["password"]})), key, whole_simulator))
+    app.mount("/_simulators/whatsapp", SimulatorAccess(local_pages(create_whatsapp_simulator(
         access_tokens={whatsapp["access_token"]}, app_secret=whatsapp["app_secret"],
-        webhook_url=settings.public_base_url.rstrip("/") + "/sms_plus/callbacks/whatsapp"), key, whole_simulator))
+        webhook_url=settings.public_base_url.rstrip("/") + "/sms_plus/callbacks/whatsapp")), key, whole_simulator))

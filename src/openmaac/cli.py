@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -13,7 +15,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="openmaac: MAAC-compatible marketing automation for LINE and SMS.", no_args_is_help=True)
+from openmaac.cli_errors import CommandLine
+
+# CommandLine: an error no command caught is one sentence and exit code 1 (cli_errors.py)
+app = CommandLine(help="openmaac: MAAC-compatible marketing automation for LINE and SMS.", no_args_is_help=True)
 token_app = typer.Typer(help="Access tokens of the OpenAPI.", no_args_is_help=True)
 org_app = typer.Typer(help="Organisations (tenants).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
@@ -67,6 +72,9 @@ def serve(
     worker: Annotated[bool, typer.Option("--worker/--no-worker", help="Run the embedded job worker")] = True,
 ) -> None:
     """Run the API server (with the embedded worker and, by default, the simulators)."""
+
+    # bound before anything is printed: a busy port fails in one line, not after the banner
+    listener = _listen_socket(host, port)
     if "OPENMAAC_PUBLIC_BASE_URL" not in os.environ:
         shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         os.environ["OPENMAAC_PUBLIC_BASE_URL"] = f"http://{shown_host}:{port}"
@@ -94,7 +102,7 @@ def serve(
         # shown only to a person at a terminal: a supervisor's log keeps it otherwise
         shown = sys.stderr.isatty() and settings.log_format == "text"
         where = token_file(settings)
-        banner.append(f"  Access token     : [bold]{token}[/]  (organisation 'default')" if shown else
+        banner.append(f"  Access token     : [bold]{token}[/]  (organisation 'default', kept in {where})" if shown else
                       f"  Access token     : in {where}  (organisation 'default')")
         banner.append(f"  Try it           : curl -H 'Authorization: Bearer {token if shown else f'$(cat {where})'}'"
                       f" {base}/openapi/v1/member/")
@@ -110,6 +118,7 @@ def serve(
     # waited tens of milliseconds behind one upload (docs/benchmarks.md, write_latency).
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     serve_draining(  # uvicorn.run, and SIGTERM stops the embedded worker claiming jobs at once
+        [listener],
         create_app(settings),
         host=host,
         port=port,
@@ -122,10 +131,28 @@ def serve(
     )
 
 
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound as uvicorn binds it; a refusal is one line and exit code 1."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            err.print(f"port {port} is in use: stop the other server or pass --port")
+        else:
+            err.print(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        raise typer.Exit(1) from None
+    listener.set_inheritable(True)
+    return listener
+
+
 @app.command()
 def worker(
     data_dir: DataDir = None,
-    concurrency: Annotated[int, typer.Option(help="Jobs run at once")] = 8,
+    concurrency: Annotated[int, typer.Option(help="Jobs run at once", min=1)] = 8,
     metrics_port: Annotated[int, typer.Option(help="Serve Prometheus /metrics on this port (0: off; "
                                                    "see docs/metrics.md)")] = 0,
     metrics_host: Annotated[str, typer.Option(help="Interface of --metrics-port")] = "127.0.0.1",
@@ -181,12 +208,16 @@ def simulate(
     port: Annotated[int, typer.Option()] = 8100,
 ) -> None:
     """Run the LINE simulator alone as its own HTTP server."""
-    from openmaac.simulators.line.app import serve as serve_line
+    import uvicorn
 
+    from openmaac.simulators.line.app import create_app as create_line_simulator
+
+    listener = _listen_socket(host, port)  # a busy port: one line, exit code 1, as serve
     shown = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     err.print(f"[bold green]LINE simulator[/] serving on [bold]{shown}[/]  (LINE's Messaging API base URL)")
     err.print(f"  Admin API docs   : {shown}/_admin/docs")
-    serve_line(host, port)
+    uvicorn.Server(uvicorn.Config(create_line_simulator(), host=host, port=port, log_level="warning")).run(
+        sockets=[listener])
 
 
 @token_app.command("create")
@@ -196,6 +227,9 @@ def token_create(
     data_dir: DataDir = None,
 ) -> None:
     """Create an access token and print it (only it) on stdout. It is shown once."""
+    org = org.strip()
+    if not 1 <= len(org) <= 255:
+        raise typer.BadParameter("an organisation name has 1 to 255 characters", param_hint="'--org'")
     settings = _settings(data_dir)
     _migrate(settings)
     from openmaac.auth.service import create_token, get_or_create_organization

@@ -102,3 +102,46 @@ def test_serve_stops_cleanly_on_sigterm(served):
     stderr = process.stderr.read() if process.stderr else ""
     assert "Traceback" not in stderr
     assert "Access token" in stderr
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line(tmp_path):
+    with socket.socket() as other_server:
+        other_server.bind(("127.0.0.1", 0))
+        other_server.listen()
+        port = other_server.getsockname()[1]
+        result = subprocess.run([OPENMAAC, "serve", "--port", str(port), "--data-dir", str(tmp_path)],
+                                env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"port {port} is in use: stop the other server or pass --port"
+    assert result.stdout == ""
+    assert not (tmp_path / "default-token.txt").exists()  # nothing was set up
+
+
+def test_simulate_on_a_busy_port_says_so_in_one_line(tmp_path):
+    with socket.socket() as other_server:
+        other_server.bind(("127.0.0.1", 0))
+        other_server.listen()
+        port = other_server.getsockname()[1]
+        result = subprocess.run([OPENMAAC, "simulate", "--port", str(port)], env=_env(tmp_path),
+                                capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr.strip()) == (
+        1, f"port {port} is in use: stop the other server or pass --port")
+
+
+def test_simulate_serves_the_line_simulator(tmp_path):
+    port = _free_port()
+    process = subprocess.Popen([OPENMAAC, "simulate", "--port", str(port)], env=_env(tmp_path),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/_admin/channels", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        assert response.status_code == 200 and isinstance(response.json(), list)
+    finally:
+        process.terminate()
+        process.wait(10)

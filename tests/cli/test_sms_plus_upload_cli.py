@@ -20,7 +20,6 @@ from helpers import wait_for
 OPENMAAC = str(Path(sys.executable).with_name("openmaac"))
 SMS_TEXT = "Order {{order_number}} arrives {{arrival_date}}"
 NO_POINTS = "your SMS points are insufficient, please recharge before sending"
-NOT_FOUND = '{"detail": "Not found."}'
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -37,6 +36,10 @@ def failed(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
     assert result.stdout == ""
     return result.stderr.strip()
+
+
+def no_upload(upload_id: int, tenant: Any) -> str:
+    return f"no upload {upload_id} in organisation '{tenant.name}' (see `openmaac sms-plus upload`)"
 
 
 def scenario(tenant: Any, **fields: Any) -> dict[str, Any]:
@@ -93,12 +96,12 @@ def test_csv_upload_preview_bad_rows_send_and_delete(tenant: Any, base_url: str,
     assert json.loads(cli("upload-show", str(upload_id), "--org", tenant.name, "--json").stdout) == api
 
     # Send: every parameter mapped, points checked first (the API's texts).
-    unmapped = json.loads(failed(cli("upload-send", str(upload_id), "--org", tenant.name,
-                                     "--sms", "order_number=訂單", check=False)))
-    assert unmapped == {"mapping": {"sms": {"arrival_date": ["This field is required."]}}}
-    wrong = json.loads(failed(cli("upload-send", str(upload_id), "--org", tenant.name, "--sms", "order_number=訂單",
-                                  "--sms", "arrival_date=nope", check=False)))
-    assert wrong == {"mapping": {"sms": {"arrival_date": ['"nope" is not a column of the list.']}}}
+    unmapped = failed(cli("upload-send", str(upload_id), "--org", tenant.name, "--sms", "order_number=訂單",
+                          check=False))
+    assert unmapped == "mapping.sms.arrival_date: This field is required."
+    wrong = failed(cli("upload-send", str(upload_id), "--org", tenant.name, "--sms", "order_number=訂單",
+                       "--sms", "arrival_date=nope", check=False))
+    assert wrong == 'mapping.sms.arrival_date: "nope" is not a column of the list.'
     mapping = ("--sms", "order_number=訂單", "--sms", "arrival_date=日期")
     assert failed(cli("upload-send", str(upload_id), "--org", tenant.name, *mapping, check=False)) == NO_POINTS
     assert records(tenant, setting["id"]) == []
@@ -116,7 +119,7 @@ def test_csv_upload_preview_bad_rows_send_and_delete(tenant: Any, base_url: str,
     assert [m["text"] for m in texts["results"]] == ["Order A2 arrives 2020/7/31"]
     assert tenant.client.get(tenant.api("pnp/points/")).json()["balance"] == 0
     assert failed(cli("upload-send", str(upload_id), "--org", tenant.name, *mapping, check=False)) == (
-        '{"detail": "This list was already sent."}')
+        "This list was already sent.")
     after = cli("upload-show", str(upload_id), "--org", tenant.name).stdout
     assert "status: sent\n" in after and "sent: 3\n" in after
 
@@ -124,8 +127,8 @@ def test_csv_upload_preview_bad_rows_send_and_delete(tenant: Any, base_url: str,
     deleted = cli("upload-delete", str(upload_id), "--org", tenant.name)
     assert f"deleted upload {upload_id}" in deleted.stderr
     assert tenant.client.get(tenant.api(f"pnp/upload/{upload_id}/")).status_code == 404
-    assert failed(cli("upload-show", str(upload_id), "--org", tenant.name, check=False)) == NOT_FOUND
-    assert failed(cli("upload-delete", str(upload_id), "--org", tenant.name, check=False)) == NOT_FOUND
+    assert failed(cli("upload-show", str(upload_id), "--org", tenant.name, check=False)) == no_upload(upload_id, tenant)
+    assert failed(cli("upload-delete", str(upload_id), "--org", tenant.name, check=False)) == no_upload(upload_id, tenant)
     assert len(records(tenant, setting["id"])) == 3
 
 
@@ -162,8 +165,8 @@ def test_xlsx_upload_with_a_named_phone_column_reaches_line_by_pnp(tenant: Any, 
     assert {k: v for k, v in via_api.json().items() if k != "id"} == {k: v for k, v in body.items() if k != "id"}
 
     # A PNP scenario maps its PNP parameters (--pnp); no SMS, so no points needed.
-    assert json.loads(failed(cli("upload-send", str(body["id"]), "--org", tenant.name, check=False))) == {
-        "mapping": {"pnp": {"order_number": ["This field is required."]}}}
+    assert failed(cli("upload-send", str(body["id"]), "--org", tenant.name, check=False)) == (
+        "mapping.pnp.order_number: This field is required.")
     sent = cli("upload-send", str(body["id"]), "--org", tenant.name, "--pnp", "order_number=order")
     assert json.loads(sent.stdout)["sent"] == 1
     wait_for(lambda: [r["status"] for r in records(tenant, setting["id"])] == ["pnp_delivered"],
@@ -176,27 +179,26 @@ def test_rejected_files_store_nothing(tenant: Any, database: Any, tmp_path: Path
     setting = str(scenario(tenant)["id"])
     no_phone = tmp_path / "no-phone.csv"
     no_phone.write_text("name,order\nx,1\n", encoding="utf-8")
-    assert json.loads(failed(cli("upload", str(no_phone), "--org", tenant.name, "--setting", setting,
-                                 check=False))) == {"file": ["The file has no phone column (phone_number, phone or "
-                                                             "mobile); name it with phone_column."]}
-    assert json.loads(failed(cli("upload", str(no_phone), "--org", tenant.name, "--setting", setting,
-                                 "--phone-column", "tel", check=False))) == {
-        "phone_column": ['"tel" is not a column of the file.']}
+    assert failed(cli("upload", str(no_phone), "--org", tenant.name, "--setting", setting, check=False)) == (
+        "file: The file has no phone column (phone_number, phone or mobile); name it with phone_column.")
+    assert failed(cli("upload", str(no_phone), "--org", tenant.name, "--setting", setting,
+                      "--phone-column", "tel", check=False)) == 'phone_column: "tel" is not a column of the file.'
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
-    assert json.loads(failed(cli("upload", str(empty), "--org", tenant.name, "--setting", setting,
-                                 check=False))) == {"file": ["The file has no header row."]}
+    assert failed(cli("upload", str(empty), "--org", tenant.name, "--setting", setting,
+                      check=False)) == "file: The file has no header row."
     big = tmp_path / "big.csv"
     with big.open("wb") as handle:
         handle.write(b"phone\n")
         handle.write(b"0" * (25 * 1024 * 1024))
-    assert json.loads(failed(cli("upload", str(big), "--org", tenant.name, "--setting", setting,
-                                 check=False))) == {"file": ["The file is larger than 25 MB."]}
+    assert failed(cli("upload", str(big), "--org", tenant.name, "--setting", setting,
+                      check=False)) == "file: The file is larger than 25 MB."
     assert upload_count(database, tenant.id) == 0
     # An unknown scenario, an unknown organisation, a missing file.
     ok = tmp_path / "ok.csv"
     ok.write_text("phone\n0918000091\n", encoding="utf-8")
-    assert failed(cli("upload", str(ok), "--org", tenant.name, "--setting", "999999999", check=False)) == NOT_FOUND
+    assert failed(cli("upload", str(ok), "--org", tenant.name, "--setting", "999999999", check=False)) == (
+        f"no scenario (pnp_setting_id) 999999999 in organisation '{tenant.name}'")
     assert "no organisation named 'no-such-org-xyz'" in failed(
         cli("upload", str(ok), "--org", "no-such-org-xyz", "--setting", setting, check=False))
     assert cli("upload", str(tmp_path / "missing.csv"), "--org", tenant.name, "--setting", setting,
@@ -217,11 +219,11 @@ def test_another_organisations_upload_is_not_found(tenant: Any, make_tenant: Any
     upload_id = upload_id_of(cli("upload", str(source), "--org", tenant.name, "--setting", str(setting["id"])).stdout)
     # The other organisation cannot upload to this scenario, see, send or delete this list.
     assert failed(cli("upload", str(source), "--org", other.name, "--setting", str(setting["id"]),
-                      check=False)) == NOT_FOUND
-    assert failed(cli("upload-show", str(upload_id), "--org", other.name, check=False)) == NOT_FOUND
+                      check=False)) == f"no scenario (pnp_setting_id) {setting['id']} in organisation '{other.name}'"
+    assert failed(cli("upload-show", str(upload_id), "--org", other.name, check=False)) == no_upload(upload_id, other)
     assert failed(cli("upload-send", str(upload_id), "--org", other.name, "--sms", "order_number=order_number",
-                      "--sms", "arrival_date=arrival_date", check=False)) == NOT_FOUND
-    assert failed(cli("upload-delete", str(upload_id), "--org", other.name, check=False)) == NOT_FOUND
+                      "--sms", "arrival_date=arrival_date", check=False)) == no_upload(upload_id, other)
+    assert failed(cli("upload-delete", str(upload_id), "--org", other.name, check=False)) == no_upload(upload_id, other)
     assert other.client.get(other.api(f"pnp/upload/{upload_id}/")).status_code == 404
     mine = tenant.client.get(tenant.api(f"pnp/upload/{upload_id}/")).json()
     assert (mine["status"], mine["imported_rows"]) == ("uploaded", 1)
@@ -237,6 +239,5 @@ def test_a_big5_list_is_read_and_a_malformed_one_refused_on_one_line(tenant: Any
     broken = tmp_path / "broken.csv"
     broken.write_bytes(b'phone,name\n0918000202,"a\n0918000203,b\n')
     message = failed(cli("upload", str(broken), "--org", tenant.name, "--setting", setting, check=False))
-    assert json.loads(message) == {"file": [
-        "The file is not a valid CSV file: the quoted cell starting on line 2 is never closed."]}
+    assert message == "file: The file is not a valid CSV file: the quoted cell starting on line 2 is never closed."
     assert "Traceback" not in message and upload_count(database, tenant.id) == 1

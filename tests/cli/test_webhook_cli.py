@@ -167,23 +167,22 @@ def test_refusals_change_nothing(tenant, receiver):
     refused = cli("add", "--org", tenant.name, "--url", receiver.url, "--topic", "contact.tag.add",
                   check=False, allow_hosts=False)
     assert refused.returncode == 1 and refused.stdout == ""
-    body = json.loads(refused.stderr.strip().splitlines()[-1])
-    assert list(body) == ["url"] and body["url"][0].startswith("This URL is not allowed:")
+    assert refused.stderr.startswith("url: This URL is not allowed:") and len(refused.stderr.splitlines()) == 1
     for address in ("http://10.0.0.8/hook", "http://169.254.169.254/latest/meta-data/"):
         result = cli("add", "--org", tenant.name, "--url", address, "--topic", "contact.tag.add", check=False)
         assert result.returncode == 1 and "This URL is not allowed" in result.stderr, result.stderr
 
     bad_topic = cli("add", "--org", tenant.name, "--url", receiver.url, "--topic", "nope.topic", check=False)
     assert bad_topic.returncode == 1
-    assert json.loads(bad_topic.stderr.strip().splitlines()[-1]) == {
-        "topics": {"0": ['"nope.topic" is not a valid choice.']}}
+    assert bad_topic.stderr == 'topics[0]: "nope.topic" is not a valid choice.\n'
     bad_style = cli("add", "--org", tenant.name, "--url", receiver.url, "--topic", "contact.tag.add",
                     "--style", "xml", check=False)
     assert bad_style.returncode == 1
-    assert json.loads(bad_style.stderr.strip().splitlines()[-1]) == {"style": ['"xml" is not a valid choice.']}
+    assert bad_style.stderr == 'style: "xml" is not a valid choice.\n'
     reserved = cli("add", "--org", tenant.name, "--url", receiver.url, "--topic", "contact.tag.add",
                    "--header", "CrescLab-Signature=forged", check=False)
-    assert reserved.returncode == 1 and "CrescLab-Signature" in json.loads(reserved.stderr.strip().splitlines()[-1])["headers"]
+    assert (reserved.returncode, reserved.stderr) == (
+        1, "headers.CrescLab-Signature: Not a valid header name (or one openmaac sets itself).\n")
     nobody = cli("add", "--org", "no-such-org-anywhere", "--url", receiver.url, "--topic", "contact.tag.add",
                  check=False)
     assert nobody.returncode == 1 and "no organisation named 'no-such-org-anywhere'" in nobody.stderr

@@ -6,6 +6,7 @@ import csv
 import io
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from openmaac.cli_errors import fail, fail_api
 from openmaac.common import tabular
 from openmaac.migrations import migrated_database
 
@@ -32,6 +34,8 @@ OrgName = Annotated[str, typer.Option("--org", help="Organisation name")]
 # writer (the server's API requests too) waits for; 2,000 rows take about 0.1 s.
 BATCH = 2_000
 IMPORT_LIMITS = tabular.Limits(max_bytes=512 * 1024 * 1024, max_rows=1_000_000)
+# rows whose problems a refused import lists (checking stops there)
+SHOWN_ROWS = 20
 
 
 def _org(database: Any, name: str) -> Any:
@@ -40,8 +44,7 @@ def _org(database: Any, name: str) -> Any:
     with database.read() as session:
         org = get_org_by_name(session, name)
         if org is None:
-            err.print(f"[red]no organisation named {name!r}[/] (see `openmaac org list`)")
-            raise typer.Exit(2)
+            fail(f"no organisation named {name!r} (see `openmaac org list`)")
         return org_context(org)
 
 
@@ -58,18 +61,19 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def read_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows of a CSV (its encoding detected: UTF-8, Big5, UTF-16 ...) or XLSX (first sheet,
-    streaming) file, read by ``openmaac.common.tabular`` (malformed files are refused with the
-    line number, at most IMPORT_LIMITS.max_rows rows).
+@contextmanager
+def _open_rows(path: Path) -> Iterator[tuple[list[str], str, Iterator[tuple[int, dict[str, Any]]]]]:
+    """The header, what a record is called ("line" in a CSV, "row" in a worksheet) and the rows
+    with their line numbers, of a CSV (its encoding detected: UTF-8, Big5, UTF-16 ...) or XLSX
+    (first sheet, streaming) file, read by ``openmaac.common.tabular`` (malformed files are
+    refused with the line number, at most IMPORT_LIMITS.max_rows rows).
 
     The first row names the fields; a ``tags`` cell holds comma-separated tag names; empty
     cells are left out (they would not overwrite anyway).
     """
     with tabular.open_path(path, path.name, IMPORT_LIMITS) as table:
-        header, rows = table.header_and_rows()
-        for _line, record in rows:
-            yield _row(header, [_cell(c) for c in record])
+        header, records = table.header_and_rows()
+        yield header, table.unit, ((line, _row(header, [_cell(c) for c in record])) for line, record in records)
 
 
 def _row(header: list[str], record: Any) -> dict[str, Any]:
@@ -84,10 +88,10 @@ def _row(header: list[str], record: Any) -> dict[str, Any]:
     return row
 
 
-def _batches(path: Path) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for row in read_rows(path):
-        batch.append(row)
+def _batches(rows: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[list[tuple[int, dict[str, Any]]]]:
+    batch: list[tuple[int, dict[str, Any]]] = []
+    for item in rows:
+        batch.append(item)
         if len(batch) == BATCH:
             yield batch
             batch = []
@@ -113,30 +117,48 @@ def import_contacts(
     context = _org(database, org)
     tags = [t.strip() for t in (tag or []) if t.strip()]
     try:
-        _import(database, imports, context, file, key, tags)
+        problems, total = _check(imports, context, file, key)
+        if problems:
+            fail(f"{file.name}: nothing was imported:", *(f"  {problem}" for problem in problems))
+        _import(database, imports, context, file, key, tags, total)
     except tabular.TabularError as exc:
-        err.print(f"{file.name}: {exc} Nothing was imported.", markup=False, highlight=False)
-        raise typer.Exit(1) from None
+        fail(f"{file.name}: {exc} Nothing was imported.")
 
 
-def _import(database: Any, imports: Any, context: Any, file: Path, key: str, tags: list[str]) -> None:
-    # First pass: check every row, so a bad file changes nothing.
-    total = 0
-    with _progress() as progress:
+def _check(imports: Any, context: Any, file: Path, key: str) -> tuple[list[str], int]:
+    """First pass over the whole file, so a bad file changes nothing: what is wrong with its
+    columns, then with its first SHOWN_ROWS refused rows, in words; and its row count."""
+    problems: list[str] = []
+    refused_rows = total = 0
+    with _open_rows(file) as (header, unit, rows), _progress() as progress:
+        unknown = [name for name in header if name and name not in imports.ROW_FIELDS]
+        problems += [f'column "{name}" is not a field of a contact (fields: {", ".join(imports.ROW_FIELDS)})'
+                     for name in unknown]
+        if key not in header:
+            return [*problems, f'there is no "{key}" column, the field contacts are matched on (--key {key})'], 0
         checking = progress.add_task("checking", total=None)
-        for batch in _batches(file):
-            checked = imports.validate_rows(key, batch, context.region)
-            if not checked.ok:
-                failure = {k: v for k, v in checked.failure.items() if v and k != "success"}
-                err.print(f"[red]rows {total + 1}-{total + len(batch)} are not valid, nothing imported:[/] {failure}")
-                raise typer.Exit(1)
+        for batch in _batches(rows):
+            records = [{name: value for name, value in row.items() if name not in unknown} for _line, row in batch]
+            progress.advance(checking, len(batch))
             total += len(batch)
-            progress.update(checking, completed=total)
+            if imports.validate_rows(key, records, context.region).ok:
+                continue
+            labels = [f"{unit} {line}" for line, _row in batch]
+            for index, reasons in imports.explain_rows(key, records, context.region, labels):
+                problems += [f"{labels[index]}: {reason}" for reason in reasons]
+                refused_rows += 1
+                if refused_rows == SHOWN_ROWS:
+                    return [*problems, f"(the first {SHOWN_ROWS} {unit}s with problems; the rest of the file "
+                                       "was not checked)"], total
+    return problems, total
+
+
+def _import(database: Any, imports: Any, context: Any, file: Path, key: str, tags: list[str], total: int) -> None:
     totals = {"total_num": 0, "created_num": 0, "updated_num": 0, "mismatch_num": 0}
-    with _progress() as progress:
+    with _open_rows(file) as (_header, _unit, rows), _progress() as progress:
         importing = progress.add_task("importing", total=total)
-        for batch in _batches(file):
-            task_id = _start(database, imports, context.id, key, batch, tags)
+        for batch in _batches(rows):
+            task_id = _start(database, imports, context.id, key, [row for _line, row in batch], tags)
             imports.run_task(task_id)  # a running worker may take it first; either way it runs once
             with database.read() as session:
                 result = imports.task_view(session, context, task_id)["result"]
@@ -184,23 +206,29 @@ def export_contacts(
 
     database = migrated_database(data_dir)
     context = _org(database, org)
+    members: Iterator[list[str]] = iter(())
+    if segment is not None:
+        from openmaac.segments.service import get_segment, iter_member_line_uids
+
+        with database.read() as session:
+            try:
+                get_segment(session, context.id, segment)
+            except Exception as exc:
+                fail_api(exc, not_found=f"no segment {segment} in organisation {org!r}")
+        members = iter_member_line_uids(segment, context.id)
     # UTF-8 with a BOM, as every CSV openmaac writes: Excel then shows Chinese names
-    handle = (output.open("w", encoding="utf-8", newline="") if output
-              else io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline=""))
+    try:
+        handle = (output.open("w", encoding="utf-8", newline="") if output
+                  else io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline=""))
+    except OSError as exc:
+        fail(f"cannot write {output}: {exc.strerror}")
     handle.write("\ufeff")
     writer = csv.writer(handle, lineterminator="\r\n")
     try:
         if segment is not None:
-            from openmaac.segments.service import iter_member_line_uids
-            from openmaac.web.errors import APIError
-
             writer.writerow(["line_uid"])
-            try:
-                for batch in iter_member_line_uids(segment, context.id):
-                    writer.writerows([uid] for uid in batch)
-            except APIError:
-                err.print(f"[red]no segment {segment} in organisation {org!r}[/]")
-                raise typer.Exit(2) from None
+            for batch in members:
+                writer.writerows([uid] for uid in batch)
             return
         with database.read() as session:
             total = session.scalar(select(func.count()).select_from(Contact)

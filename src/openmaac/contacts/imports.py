@@ -401,6 +401,54 @@ def validate_rows(import_key: str, data: list[dict[str, Any]], region: str) -> V
     return Validation(ok=True, rows=rows)
 
 
+def explain_rows(import_key: str, data: list[dict[str, Any]], region: str,
+                 labels: list[str]) -> list[tuple[int, list[str]]]:
+    """What ``validate_rows`` refuses, row by row and in words (the command line's report; the
+    API answers the spec's counters): ``(index, reasons)`` for each refused row, ``labels``
+    naming the rows ("line 3") for the duplicates' "as on line 2"."""
+    refused: list[tuple[int, list[str]]] = []
+    first_of: dict[str, int] = {}
+    for index, raw in enumerate(data):
+        checked = validate_rows(import_key, [raw], region)
+        if checked.ok:
+            key_value = checked.rows[0].get(import_key)
+            if key_value is not None and key_value in first_of:
+                refused.append((index, [f'{import_key}: "{key_value}" appears twice in the file '
+                                        f"(as on {labels[first_of[key_value]]})"]))
+            elif key_value is not None:
+                first_of[key_value] = index
+            continue
+        refused.append((index, _reasons(import_key, raw, checked.failure)))
+    return refused
+
+
+def _reasons(import_key: str, raw: dict[str, Any], failure: dict[str, Any]) -> list[str]:
+    """The failure counters of one row, each with its field and value."""
+    def shown(name: str) -> str:
+        return f'"{_text(raw.get(name)) or ""}"'
+
+    reasons = [f'"{name}" is not a field of a contact (fields: {", ".join(ROW_FIELDS)})'
+               for name in failure["useless_fields"]]
+    # an invalid key value also counts as blank; its own reason says why
+    if failure["miss_fields"] or (failure["blank_error"] and _text(raw.get(import_key)) is None):
+        reasons.append(f"{import_key}: empty, but contacts are matched on it (the import key)")
+    if failure["gender_error"]:
+        reasons.append(f"gender: {shown('gender')} is not one of {', '.join(GENDERS)}")
+    if failure["mobile_error"]:
+        reasons.append(f"mobile: {shown('mobile')} is not a valid phone number")
+    if failure["birthday_error"]:
+        reasons.append(f"birthday: {shown('birthday')} is not a date (YYYY-MM-DD)")
+    if failure["email_error"]:
+        reasons.append(f"email: {shown('email')} is not a valid email address")
+    if failure["length_error"]:
+        too_long = [f"{name}: longer than {limit} characters" for name, limit in MAX_LENGTH.items()
+                    if _FIELD_KINDS[name] == _PLAIN and len(_text(raw.get(name)) or "") > limit]
+        if any(isinstance(t, str) and len(t.strip()) > 255 for t in raw.get("tags") or ()):
+            too_long.append("tags: a tag name is longer than 255 characters")
+        reasons.extend(too_long)
+    return reasons
+
+
 # -- applying ---------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from openmaac.cli_errors import fail, fail_api
 from openmaac.migrations import migrated_database
 
 app = typer.Typer(help="SMS+ (PNP with SMS fallback): manual recipient lists.", no_args_is_help=True)
@@ -33,20 +34,18 @@ def _org(database: Any, name: str) -> Any:
     with database.read() as session:
         organization = get_org_by_name(session, name)
         if organization is None:
-            err.print(f"no organisation named {name!r} (see `openmaac org list`)", markup=False)
-            raise typer.Exit(1)
+            fail(f"no organisation named {name!r} (see `openmaac org list`)")
         return org_context(organization)
 
 
-def _fail(exc: Exception) -> NoReturn:
-    """An APIError: print what the API would answer (its text, or its JSON body), exit 1."""
-    from openmaac.web.errors import APIError
+def _fail(exc: Exception, not_found: str) -> NoReturn:
+    """An APIError: what the API would answer (its text, or its JSON body) in words, exit 1;
+    ``not_found`` says what a bare "Not found." did not find."""
+    fail_api(exc, not_found=not_found)
 
-    if isinstance(exc, APIError):
-        message = exc.text if exc.text is not None else json.dumps(exc.body, ensure_ascii=False)
-        err.print(message, markup=False, highlight=False)
-        raise typer.Exit(1)
-    raise exc
+
+def _no_upload(upload_id: int, org: str) -> str:
+    return f"no upload {upload_id} in organisation {org!r} (see `openmaac sms-plus upload`)"
 
 
 def _print(renderable: Any) -> None:
@@ -114,7 +113,7 @@ def upload(
         with file.open("rb") as stream:
             result = uploads.receive(context, setting, file.name, stream, phone_column)
     except Exception as exc:  # APIError -> its text, exit 1
-        _fail(exc)
+        _fail(exc, f"no scenario (pnp_setting_id) {setting} in organisation {org!r}")
     if as_json:
         sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
         return
@@ -133,7 +132,7 @@ def upload_show(upload_id: Annotated[int, typer.Argument(help="Upload id")], org
         with database.read() as session:
             result = uploads.serialize(uploads.get_upload(session, context.id, upload_id))
     except Exception as exc:
-        _fail(exc)
+        _fail(exc, _no_upload(upload_id, org))
     if as_json:
         sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
         return
@@ -163,7 +162,7 @@ def upload_send(
     try:
         result = uploads.send(context, upload_id, body)
     except Exception as exc:
-        _fail(exc)
+        _fail(exc, _no_upload(upload_id, org))
     err.print(f"queued {result['sent']} messages from upload {upload_id}; a running server "
               "(or `openmaac worker`) sends them", markup=False)
     sys.stdout.write(json.dumps(result) + "\n")
@@ -180,5 +179,5 @@ def upload_delete(upload_id: Annotated[int, typer.Argument(help="Upload id")], o
     try:
         uploads.delete_upload(context.id, upload_id)
     except Exception as exc:
-        _fail(exc)
+        _fail(exc, _no_upload(upload_id, org))
     err.print(f"deleted upload {upload_id}", markup=False)

@@ -178,7 +178,7 @@ def health_router(settings: Settings) -> APIRouter:
     return router
 
 
-def serve(app: Any, **uvicorn_options: Any) -> None:
+def serve(sockets: list[Any], app: Any, **uvicorn_options: Any) -> None:
     """``uvicorn.run(app, ...)``, except that SIGTERM (or SIGINT) also stops the app's embedded
     worker claiming jobs at once. uvicorn then stops accepting connections, finishes the requests
     under way (``timeout_graceful_shutdown``) and runs the lifespan's shutdown, which drains the
@@ -195,6 +195,6 @@ def serve(app: Any, **uvicorn_options: Any) -> None:
                 worker.stop_claiming()
 
     server = DrainingServer(uvicorn.Config(app, **uvicorn_options))
-    server.run()
+    server.run(sockets=sockets)  # bound by the caller, so a busy port fails before any banner
     if not server.started:
-        sys.exit(3)  # uvicorn.run's exit status when the server could not start
+        sys.exit(1)

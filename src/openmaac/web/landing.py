@@ -13,6 +13,7 @@ from openmaac import __version__
 def landing_router(*, simulators: bool) -> APIRouter:
     links = [
         ("/docs", "API documentation (Swagger UI)"),
+        ("/redoc", "API documentation (ReDoc)"),
         ("/openapi.json", "OpenAPI document"),
         ("/healthz", "Health check"),
     ]

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from openmaac.cli_errors import fail, fail_api
 from openmaac.migrations import migrated_database
 
 app = typer.Typer(help="Outgoing webhooks (endpoints, secrets, delivery log, replay).", no_args_is_help=True)
@@ -25,8 +26,7 @@ def _org_by_name(session: Any, name: str) -> Any:
 
     organization = get_org_by_name(session, name)
     if organization is None:
-        err.print(f"no organisation named {name!r}")
-        raise typer.Exit(1)
+        fail(f"no organisation named {name!r} (see `openmaac org list`)")
     return org_context(organization)
 
 
@@ -37,8 +37,7 @@ def _org_of_endpoint(session: Any, endpoint_id: int) -> Any:
 
     endpoint = session.get(WebhookEndpoint, endpoint_id)
     if endpoint is None:
-        err.print(f"no webhook with id {endpoint_id}")
-        raise typer.Exit(1)
+        fail(f"no webhook with id {endpoint_id}")
     return org_context(session.get(Organization, endpoint.organization_id))
 
 
@@ -53,12 +52,8 @@ STATUSES = ("pending", "succeeded", "failed")
 
 
 def _fail(exc: Exception) -> None:
-    from openmaac.web.errors import APIError
-
-    if isinstance(exc, APIError):
-        err.print(json.dumps(exc.body, ensure_ascii=False), markup=False, highlight=False)
-        raise typer.Exit(1)
-    raise exc
+    """A refusal in words (``url: Enter a valid URL.``), exit 1."""
+    fail_api(exc)
 
 
 @app.command("add")
@@ -78,7 +73,10 @@ def add(
 
     headers = {}
     for item in header or []:
-        name, _, value = item.partition("=")
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            err.print(f"--header takes NAME=VALUE, got {item!r}", markup=False, highlight=False)
+            raise typer.Exit(2)
         headers[name.strip()] = value
     database = migrated_database(data_dir)
     try:
