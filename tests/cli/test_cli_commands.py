@@ -145,3 +145,40 @@ def test_simulate_serves_the_line_simulator(tmp_path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_serve_at_a_terminal_prints_the_token_itself(tmp_path):
+    """`make run` in a terminal shows the token (and its file); a log file only gets the file's name."""
+    import pty
+
+    port = _free_port()
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen([OPENMAAC, "serve", "--port", str(port), "--no-worker"], env=_env(tmp_path),
+                               stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    seen = b""
+    deadline = time.monotonic() + 60
+    try:
+        while b"Try it" not in seen and time.monotonic() < deadline:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        process.terminate()
+        process.wait(20)
+        os.close(primary)
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", seen.decode(errors="replace"))  # Rich's colours at a terminal
+    token = (tmp_path / "default-token.txt").read_text().strip()
+    assert token in text and str(tmp_path / "default-token.txt") in text, text
