@@ -1,4 +1,4 @@
-"""OpenAPI throughput: member pages and tagging against the bare FastAPI ceiling (issue 2).
+"""OpenAPI throughput: member pages and tagging against the bare FastAPI ceiling.
 
 One organisation with N contacts (100,000; 5,000 with --quick) seeded straight into the
 database with bulk inserts, each contact with 0-2 of 10 tags. ``openmaac serve`` runs in a
@@ -279,7 +279,7 @@ def run(args: Any) -> Iterable[Result]:
                  f"shared with other work; load average {load[0]:.1f} at start; load generator "
                  f"(asyncio + httpx, {CONCURRENCY} clients) runs in this process on the same cores")
     yield Result("rate limits on these endpoints", 0, "",
-                 "off: ENDPOINTS.md sets no per-organisation limit on GET member/ or POST taglinemember/ "
+                 "off: MAAC OpenAPI v1.1.48 sets no per-organisation limit on GET member/ or POST taglinemember/ "
                  "(only imports, push, multicast), so none applies; any 429 is listed beside its figure")
     bare_command = [sys.executable, "-m", "benchmarks.bare_app", "{port}"]
     os.environ["BARE_APP_PAGES"] = str(pages)

@@ -1,4 +1,4 @@
-"""LINE messaging: push requests/s end to end beside bare FastAPI, and a 1,000,000-recipient enhanced-multicast fan-out under LINE's 200 multicast requests/s (issue 5).
+"""LINE messaging: push requests/s end to end beside bare FastAPI, and a 1,000,000-recipient enhanced-multicast fan-out under LINE's 200 multicast requests/s.
 
 Everything runs in child processes: ``openmaac serve`` (embedded worker, simulators off), the
 LINE simulator (``openmaac.simulators.line.app.serve``, its own process so its CPU is not

@@ -1,4 +1,4 @@
-"""SMS+: push requests/s beside bare FastAPI, and a 100,000-number campaign where 30% fall back to SMS (time to all-final, peak memory) (issue 6).
+"""SMS+: push requests/s beside bare FastAPI, and a 100,000-number campaign where 30% fall back to SMS (time to all-final, peak memory).
 
 Everything runs in child processes: ``openmaac serve`` (embedded worker, built-in simulators
 off), the LINE simulator and the Twilio simulator (each its own process, so their CPU is not
@@ -11,7 +11,7 @@ Push: one organisation, a scenario with PNP (approved) and SMS fallback (fallbac
 enough that no SMS goes during the run), ``PUSH_PHONES`` numbers known to the LINE simulator
 as friends with those phones. ``PUSH_CLIENTS`` clients POST ``pnp/message/push/`` back to
 back with random numbers; openmaac saves the message, calls LINE's ``POST /bot/pnp/push``
-inline (as file 003's push answers LINE's outcome) and answers ``{"id", "result"}``; a request
+inline (as MAAC OpenAPI v1.1.48's push answers LINE's outcome) and answers ``{"id", "result"}``; a request
 counts when it answered 200 ``success``. LINE then posts the ``delivery`` webhook back, which
 openmaac records (pnp_delivered) while the load runs. Rounds alternate with the same load
 against ``benchmarks.bare_sms_plus`` (the body parsed, the answer rendered; no database, no

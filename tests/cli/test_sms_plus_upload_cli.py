@@ -1,4 +1,4 @@
-"""``openmaac sms-plus upload|upload-show|upload-send|upload-delete`` (manual upload, file 002)
+"""``openmaac sms-plus upload|upload-show|upload-send|upload-delete`` (manual upload, the SMS+ help-center tutorial)
 as real processes on the test server's database (SQLite, or PostgreSQL with
 ``OPENMAAC_TEST_DATABASE_URL``); the server's embedded worker sends what ``upload-send``
 queues, over real HTTP, to the Twilio and LINE simulators. Files are real CSV and XLSX files."""

@@ -2,7 +2,7 @@
 ``contact.tag.add``, delivered over real HTTP to a receiver on loopback.
 
 The ``data`` of every event is checked field by field against the contract in
-``shared/spec/ENDPOINTS.md`` ("CDH webhook data shapes"): profile updates carry line_uid,
+CDH OpenAPI 2.0.1 (its webhook data shapes): profile updates carry line_uid,
 customer_id (the value after the change), the field's old and new value; tag events carry
 line_uid, customer_id, tag id and name (docs/api.md names them ``tag_id``/``tag_name``).
 """
@@ -108,7 +108,7 @@ def test_line_uid_import_emits_profile_updates_and_tag_adds(tenant, receiver):
          {"line_uid": alan, "customer_id": "CID-7", "old_value": None, "new_value": "male"}),
         ("contact.profile.birthday.update",
          {"line_uid": alan, "customer_id": "CID-7", "old_value": None, "new_value": "2017-05-17"}),
-        # Every tagging fires, "old" too although alan already had it (file 004).
+        # Every tagging fires, "old" too although alan already had it (CDH OpenAPI 2.0.1).
         *[("contact.tag.add", {"line_uid": alan, "customer_id": "CID-7", "tag_id": tags[name], "tag_name": name})
           for name in ("batch", "tag1", "old")],
     ]

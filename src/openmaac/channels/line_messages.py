@@ -101,7 +101,7 @@ _DROPPED_KEYS = frozenset({
     "discriminator", "format", "default", "nullable",
 })
 
-# Limits LINE enforces but the OpenAPI document does not state (FACTS.md 1.7).
+# Limits LINE enforces but the OpenAPI document does not state (LINE Messaging API reference).
 _TEXT_MAX = 5000
 _ALT_TEXT_MAX = 1500
 _FLEX_CAROUSEL_MAX = 12

@@ -1,7 +1,7 @@
 """LINE's per-channel, per-endpoint rate limits, shared by every process using the database.
 
 LINE limits each channel separately per endpoint (push 2,000 requests/s, multicast 200/s, PNP
-and the other endpoints 2,000/s; FACTS.md §1.5) and answers 429 beyond, retries included.
+and the other endpoints 2,000/s; LINE Messaging API reference, rate limits) and answers 429 beyond, retries included.
 Every worker process sending for a channel must therefore stay under the limit TOGETHER.
 
 The limiter is a GCRA (generic cell rate algorithm, equivalent to a token bucket) whose only

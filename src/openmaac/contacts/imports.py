@@ -773,7 +773,7 @@ def _apply_tags(session: Session, pg: bool, organization_id: int, targets: list[
     for expired_at in sorted({e.replace(second=0, microsecond=0) for e in expiries}):
         schedule_expiry_sweep(session, organization_id, expired_at)
     # contact.tag.add, batched (the rows contact_tag_added writes). As the webhooks entry point
-    # documents (file 004), it fires for every tagging, also when the contact had the tag.
+    # documents (CDH OpenAPI 2.0.1), it fires for every tagging, also when the contact had the tag.
     # A generator: nothing is built when the organisation has no webhook endpoint.
     events.emit_many(session, organization_id, (
         events.tag_event("contact.tag.add", line_uid=line_uid, customer_id=customer_id, tag_id=tag_id, tag_name=name)

@@ -1,7 +1,7 @@
 """Outgoing webhooks of direct messages (through the outbox of ``openmaac.webhooks``).
 
 - ``message.first_open`` (MAAC style): the first open of a delivered message, only for
-  messages sent with an ``event_id`` (file 003): ``{"message_type": "openapi",
+  messages sent with an ``event_id`` (MAAC OpenAPI v1.1.48): ``{"message_type": "openapi",
   "message_id": <event_id>, "line_uid", "customer_id"}``.
 - ``message.send`` / ``message.open`` / ``message.click`` (CDH style): ``{"line_uid",
   "customer_id", "campaign_id" (the event id), "campaign_name" (its name), "campaign_type":

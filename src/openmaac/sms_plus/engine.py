@@ -59,7 +59,7 @@ LINE_STEP_GRACE_SECONDS = 60.0  # a LINE step not finished after this long died 
 SMS_FINAL = (svc.SMS_DELIVERED, svc.SMS_FAILED, svc.SMS_UNDELIVERABLE, svc.SMS_BLOCKED, svc.SMS_CALLBACK_TIMEOUT)
 RETRY_NAMESPACE = uuid.UUID("6f1c2a52-5d0e-4a57-9d1e-4f5c1c6b9a10")
 
-# push API result strings (file 003)
+# push API result strings (MAAC OpenAPI v1.1.48)
 RESULT_SUCCESS = "success"
 RESULT_MAINTENANCE = "we're under maintenance"
 RESULT_FAILED = "failed to send messages"
@@ -70,7 +70,7 @@ RESULT_TIMEOUT = "timeout"
 # --- emitting -------------------------------------------------------------------------------------
 
 def status_data(message: PnpMessage, setting: PnpSetting, tz: Any) -> dict[str, Any]:
-    """The ``data`` of ``pnp.status_updated`` / ``sms_plus.status.update`` (file 003, in order)."""
+    """The ``data`` of ``pnp.status_updated`` / ``sms_plus.status.update`` (MAAC OpenAPI v1.1.48, in order)."""
     return {
         "pnp_setting_id": setting.id,
         "pnp_setting_name": setting.name,

@@ -161,7 +161,7 @@ class PnpJoinLink(Base):
 
 
 class PnpUpload(Base):
-    """A manually uploaded recipient list (CSV/XLSX) for one scenario (file 002)."""
+    """A manually uploaded recipient list (CSV/XLSX) for one scenario (the SMS+ help-center tutorial)."""
 
     __tablename__ = "pnp_uploads"
 

@@ -1,4 +1,4 @@
-"""SMS+ endpoints: ``/openapi/v1/pnp/...`` (file 003 plus openmaac extensions), the SMS
+"""SMS+ endpoints: ``/openapi/v1/pnp/...`` (MAAC OpenAPI v1.1.48 plus openmaac extensions), the SMS
 providers' delivery-report callbacks and the join-link redirect."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ API = "/openapi/v1"
 
 def current_org_json_403(request: Request,
                          credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> OrgContext:
-    """The status query answers a bad token with 403 JSON (file 003)."""
+    """The status query answers a bad token with 403 JSON (MAAC OpenAPI v1.1.48)."""
     org = _resolve(credentials)
     if org is None:
         raise APIError(403, {"detail": "You do not have permission to perform this action."})
@@ -301,7 +301,7 @@ async def put_provider(org: PlainOrg, request: Request) -> Any:
     return await run_in_threadpool(run)
 
 
-# --- manual upload (extension, file 002) ----------------------------------------------------------
+# --- manual upload (extension, the SMS+ help-center tutorial) ----------------------------------------------------------
 
 @router.post(f"{API}/pnp/setting/{{pnp_setting_id}}/upload/", status_code=201, openapi_extra=EXTENSION,
              summary="Upload a recipient list (CSV or XLSX, at most 25 MB) (openmaac extension)")

@@ -1,7 +1,7 @@
 """SMS+ scenarios (``pnp/setting/``), sending (``pnp/message/push|multicast/``) and the status
 query (``pnp/message/``).
 
-Errors of the send endpoints are ``text/plain`` with the spec's texts (file 003); the status
+Errors of the send endpoints are ``text/plain`` with the spec's texts (MAAC OpenAPI v1.1.48); the status
 query answers DRF-style JSON. The delivery itself runs on the job queue (``engine``).
 """
 
@@ -34,7 +34,7 @@ from openmaac.web.pagination import PAGE_SIZE, decode_token, encode_token
 from openmaac.web.params import parse_id
 from openmaac.web.times import parse_datetime, render
 
-# --- statuses (file 003) ----------------------------------------------------------------------
+# --- statuses (MAAC OpenAPI v1.1.48) ----------------------------------------------------------------------
 
 LINE_PUSH_PREPARING = "line_push_preparing"
 LINE_PUSH_DELIVERED = "line_push_delivered"
@@ -53,7 +53,7 @@ SMS_UNDELIVERABLE = "sms_undeliverable"
 SMS_BLOCKED = "sms_blocked"
 SMS_TEMPORARY_ERROR = "sms_temporary_error"
 SMS_CALLBACK_TIMEOUT = "sms_callback_timeout"
-# WhatsApp (openmaac: file 003 names no WhatsApp statuses; see docs/api.md "WhatsApp step")
+# WhatsApp (openmaac: MAAC OpenAPI v1.1.48 names no WhatsApp statuses; see docs/api.md "WhatsApp step")
 WHATSAPP_PREPARING = "whatsapp_preparing"
 WHATSAPP_ACCEPTED = "whatsapp_accepted"
 WHATSAPP_DELIVERED = "whatsapp_delivered"
@@ -70,7 +70,7 @@ STATUSES = (
 )
 DELIVERED = (LINE_PUSH_DELIVERED, PNP_DELIVERED, SMS_DELIVERED, WHATSAPP_DELIVERED)
 
-# --- texts (file 003) -------------------------------------------------------------------------
+# --- texts (MAAC OpenAPI v1.1.48) -------------------------------------------------------------------------
 
 NOT_FOUND = "pnp setting not found"
 PATTERN = "this value does not match the required pattern"
@@ -373,7 +373,7 @@ def parse_recipient(session: Session, org_id: int, setting: PnpSetting, entry: A
     if not hashed and not E164.match(phone):
         raise text_error(PATTERN)
     if hashed and setting.fallback_enabled:
-        # a hash cannot be texted: only scenarios without SMS take one (file 003)
+        # a hash cannot be texted: only scenarios without SMS take one (MAAC OpenAPI v1.1.48)
         raise text_error(PATTERN)
     if "pnp" not in entry:
         raise required("pnp")

@@ -1,4 +1,4 @@
-"""``openmaac sms-plus upload|upload-show|upload-send|upload-delete``: manual upload (file 002)
+"""``openmaac sms-plus upload|upload-show|upload-send|upload-delete``: manual upload (the SMS+ help-center tutorial)
 from the shell, through the same service as the API extension (``openmaac.sms_plus.uploads``):
 the same limits, the same checks and the same error texts (printed on stderr, exit 1).
 

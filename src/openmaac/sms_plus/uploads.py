@@ -1,4 +1,4 @@
-"""Manual upload (file 002): a CSV or XLSX recipient list (at most 25 MB) for one scenario.
+"""Manual upload (the SMS+ help-center tutorial): a CSV or XLSX recipient list (at most 25 MB) for one scenario.
 
 Upload: the file streams to a temporary file and is read, in a child process
 (``upload_reading``), by ``openmaac.common.tabular`` (encoding detection, strict CSV, bounded

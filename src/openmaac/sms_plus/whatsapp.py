@@ -14,7 +14,7 @@ from openmaac.common.validation import DB_ID_MAX
 
 REFERENCE = re.compile(r"^pnp(\d+)wa$")
 
-# whatsapp_error_category values (openmaac; file 003 has none for WhatsApp)
+# whatsapp_error_category values (openmaac; MAAC OpenAPI v1.1.48 has none for WhatsApp)
 INVALID_PHONE_NUMBER = "invalid_phone_number"  # not a WhatsApp user / cannot receive (131026)
 BLOCKED = "blocked"  # the person stopped this business's messages (131050)
 TEMPLATE_ERROR = "template_error"  # template unknown, parameters refused or not matching (132xxx)

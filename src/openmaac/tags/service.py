@@ -115,7 +115,7 @@ def tag_contact(session: Session, organization_id: int, tag: Tag, contact_id: in
     if expired_at is not None:
         schedule_expiry_sweep(session, organization_id, expired_at)
     session.flush()
-    # contact.tag.add fires on every tagging, even of a contact that already had the tag (file 004).
+    # contact.tag.add fires on every tagging, even of a contact that already had the tag (CDH OpenAPI 2.0.1).
     if subscribed(session, organization_id, "contact.tag.add"):
         who = session.execute(select(Contact.line_uid, Contact.customer_id).where(Contact.id == contact_id)).first()
         if who is not None:

@@ -1,4 +1,4 @@
-"""Per-organisation API rate limits (ENDPOINTS.md), answered with 429 and ``Retry-After``.
+"""Per-organisation API rate limits (MAAC OpenAPI v1.1.48), answered with 429 and ``Retry-After``.
 
 A sliding one-second (or one-minute) window per (organisation, endpoint) in this process.
 With several API processes behind a balancer each enforces the limit on its own share;

@@ -50,7 +50,7 @@ def tag_event(topic: str, *, line_uid: str | None, customer_id: str | None, tag_
 
 def contact_tag_added(session: Session, organization_id: int, *, line_uid: str | None,
                       customer_id: str | None, tag_id: int, tag_name: str) -> None:
-    """``contact.tag.add`` (CDH style). Fires even when the contact already had the tag (file 004)."""
+    """``contact.tag.add`` (CDH style). Fires even when the contact already had the tag (CDH OpenAPI 2.0.1)."""
     emit_many(session, organization_id, [tag_event("contact.tag.add", line_uid=line_uid, customer_id=customer_id,
                                                    tag_id=tag_id, tag_name=tag_name)])
 

@@ -41,9 +41,9 @@ def dumps(value: Any) -> str:
 def render_body(style: str, topic: str, timestamp: str, data: Any, *, event_id: str | None = None) -> str:
     """The request body for one endpoint style.
 
-    ``maac``: ``{"timestamp", "topic", "data"}`` (file 003).
-    ``cdh``: ``{"event", "timestamp", "source", ["event_id",] "data"}`` (file 004).
-    ``raw``: ``data`` alone (callbacks such as the bind-link webhook of file 001).
+    ``maac``: ``{"timestamp", "topic", "data"}`` (MAAC OpenAPI v1.1.48).
+    ``cdh``: ``{"event", "timestamp", "source", ["event_id",] "data"}`` (CDH OpenAPI 2.0.1).
+    ``raw``: ``data`` alone (callbacks such as the bind-link webhook of the 2021 English reference).
     """
     if style == "cdh":
         envelope: dict[str, Any] = {"event": topic, "timestamp": timestamp, "source": "maac"}

@@ -35,7 +35,7 @@ CDH_TOPICS = (
     "reservation.sync",
 )
 
-# openmaac: the bind-link callback of file 001 (sent with style "raw" and custom headers).
+# openmaac: the bind-link callback of the 2021 English reference (sent with style "raw" and custom headers).
 EXTRA_TOPICS = ("bindlink.bound",)
 
 TOPICS = frozenset(MAAC_TOPICS + CDH_TOPICS + EXTRA_TOPICS)
