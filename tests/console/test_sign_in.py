@@ -76,7 +76,6 @@ def test_wrong_password_is_refused_then_throttled_with_a_visible_wait(new_page, 
 
 def test_the_wait_grows_with_each_further_failure(base_url, console_user):
     import httpx
-
     from console_helpers import csrf_of
 
     user = console_user("viewer")
@@ -99,7 +98,6 @@ def test_sign_ins_from_one_address_are_throttled_across_accounts(base_url, conso
     """Guessing one password for many accounts from one address (password spraying) waits too;
     another address is not held up by it."""
     import httpx
-
     from console_helpers import csrf_of
 
     accounts = [console_user("viewer") for _ in range(2)]
