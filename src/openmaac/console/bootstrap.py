@@ -55,11 +55,11 @@ def ensure_first_admin(settings: Settings) -> tuple[str, str | None] | None:
         else:
             saved = _read(path)
             email, password = saved.get("email", ""), saved.get("password", "")
-            user = users.get_user(session, email) if email else None
-            if user is None:
+            existing = users.get_user(session, email) if email else None
+            if existing is None:
                 return None
             # the administrator changed the generated password: it is not shown any more
-            return email, password if password and verify_password(password, user.password_hash) else None
+            return email, password if password and verify_password(password, existing.password_hash) else None
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
         os.chmod(path, 0o600)

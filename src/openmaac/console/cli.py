@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +22,7 @@ PasswordStdin = Annotated[bool, typer.Option("--password-stdin", help="Read the 
                                                                        "standard input instead of prompting")]
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     admin = "admin"
     marketer = "marketer"
     viewer = "viewer"
