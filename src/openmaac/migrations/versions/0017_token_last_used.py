@@ -2,7 +2,7 @@
 on the console's API token page.
 
 Revision ID: 0017
-Revises: 0015
+Revises: 0016
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from alembic import op
 import openmaac.db.base
 
 revision = "0017"
-down_revision = "0015"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
