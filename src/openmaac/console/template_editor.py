@@ -250,7 +250,9 @@ class EditorState:
         for index, draft in enumerate(self.drafts):
             message, problems = message_from_draft(draft)
             for key, problem in problems.items():
-                self.errors.setdefault(f"messages-{index}-{key}", []).append(problem)
+                found = self.errors.setdefault(f"messages-{index}-{key}", [])
+                if problem not in found:
+                    found.append(problem)
             complete = complete and message is not None
             messages.append(message)
         return messages, complete

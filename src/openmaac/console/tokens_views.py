@@ -60,7 +60,8 @@ async def create_token(request: Request, actor: CurrentActor) -> Response:
     except APIError as exc:
         if exc.status_code != 400 or not isinstance(exc.body, dict):
             raise
-        return await run_in_threadpool(lambda: _page(request, actor, label=label, errors=exc.body, status_code=400))
+        errors = exc.body
+        return await run_in_threadpool(lambda: _page(request, actor, label=label, errors=errors, status_code=400))
     # Answered here, not after a redirect: the token is shown once and never travels in a URL.
     return await run_in_threadpool(lambda: _page(request, actor, new_token=token))
 

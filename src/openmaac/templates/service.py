@@ -8,9 +8,8 @@ recipient's contact record and are not parameters.
 from __future__ import annotations
 
 import re
-from typing import Any
-
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
