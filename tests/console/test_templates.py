@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from helpers import create_template, inbox, simulated_friend
 
@@ -15,6 +16,24 @@ XSS = "<script>alert(1)</script>"
 
 def csrf_of(page) -> str:
     return str(json.loads(page.locator("body").get_attribute("hx-headers"))["X-CSRF-Token"])
+
+
+def settled(page) -> None:
+    """Wait until htmx has swapped and processed what it fetched (a select changed before htmx
+    wired the new editor would fire no request)."""
+    page.locator(".htmx-request, .htmx-swapping, .htmx-settling, .htmx-added").first.wait_for(state="detached")
+
+
+def add_message(page, index: int) -> None:
+    page.get_by_role("button", name="Add a message").click()
+    page.locator(f"#message-{index}").wait_for()
+    settled(page)
+
+
+def choose_kind(page, index: int, kind: str, field: str) -> None:
+    page.locator(f"#field-messages-{index}-kind").select_option(kind)
+    page.locator(f"#field-messages-{index}-{field}").wait_for()
+    settled(page)
 
 
 def template_count(tenant) -> int:
@@ -38,10 +57,8 @@ def test_create_in_the_editor_preview_copy_the_id_and_push_it(signed_in, tenant,
     assert page.locator("#preview-parameters").inner_text().split() == ["{{name}}", "{{order_id}}"]
 
     # a second message: a buttons template
-    page.get_by_role("button", name="Add a message").click()
-    page.locator("#message-1").wait_for()
-    page.locator("#field-messages-1-kind").select_option("buttons")
-    page.locator("#field-messages-1-alt_text").wait_for()
+    add_message(page, 1)
+    choose_kind(page, 1, "buttons", "alt_text")
     page.locator("#field-messages-1-alt_text").fill("Your order")
     page.locator("#field-messages-1-text").fill("Pick it up at {{store}}")
     page.locator("#field-messages-1-actions-0-label").fill("Directions")
@@ -81,9 +98,8 @@ def test_invalid_flex_json_and_empty_text_rerender_with_errors_keeping_the_input
     page.goto("/console/templates/new/")
     page.locator("#field-name").fill("Broken")
     page.locator("#field-messages-0-text").fill("")
-    page.get_by_role("button", name="Add a message").click()
-    page.locator("#field-messages-1-kind").select_option("flex")
-    page.locator("#field-messages-1-json").wait_for()
+    add_message(page, 1)
+    choose_kind(page, 1, "flex", "json")
     page.locator("#field-messages-1-alt_text").fill("Menu")
     page.locator("#field-messages-1-json").fill('{"type": "bubble", "body": ')
     page.get_by_role("button", name="Save").click()
@@ -133,6 +149,7 @@ def test_edit_reorders_and_keeps_messages_the_fields_cannot_hold(signed_in, tena
     page.locator("#field-messages-0-text").fill("Welcome {{first_name}}")
     page.locator("#message-1").get_by_role("button", name="Move up").click()
     page.locator("#field-messages-0-json").wait_for()
+    settled(page)
     page.locator("#preview .bubble-other", has_text="Sticker 446 / 1988").wait_for()
     screenshot(page, "templates_edit")
     page.get_by_role("button", name="Save").click()
@@ -154,17 +171,17 @@ def test_search_swaps_only_the_results_and_pages(signed_in, tenant, screenshot):
     page.locator("#template-search").fill("100%")
     page.wait_for_url("**/console/templates/?q=100%25")
     page.locator("#template-table tbody tr").first.wait_for()
-    page.wait_for_function("document.querySelectorAll('#template-table tbody tr').length === 1")
+    expect(page.locator("#template-table tbody tr")).to_have_count(1)
     assert "Welcome_100%" in page.locator("#template-table").inner_text()
     assert page.evaluate("document.querySelector('h1').dataset.kept") == "yes"
     page.locator("#template-search").fill(str(welcome["id"]))
-    page.wait_for_function("document.querySelectorAll('#template-table tbody tr').length === 1")
+    expect(page.locator("#template-table tbody tr")).to_have_count(1)
     page.locator("#template-search").fill("nothing-like-this")
     page.get_by_text("No template matches").wait_for()
     page.locator("#template-search").fill("promo")
     page.locator(".pagination").get_by_role("link", name="Next").click()
     page.wait_for_url("**page=2")
-    page.wait_for_function("document.querySelectorAll('#template-table tbody tr').length === 2")
+    expect(page.locator("#template-table tbody tr")).to_have_count(2)
     assert page.evaluate("document.querySelector('h1').dataset.kept") == "yes"
     screenshot(page, "templates_list")
     # viewers read; they are offered no editor
