@@ -248,3 +248,19 @@ def test_script_in_a_template_renders_inert(signed_in, tenant, where, screenshot
     assert page.locator("script", has_text="alert(1)").count() == 0
     screenshot(page, f"templates_xss_{where}")
     assert dialogs == []
+
+
+def test_pages_in_traditional_chinese(signed_in, tenant, screenshot):
+    created = create_template(tenant, [{"type": "text", "text": "嗨 {{name}}"}], name="歡迎")
+    page = signed_in("marketer", locale="zh_TW")
+    page.goto("/console/templates/")
+    assert page.get_by_role("heading", level=1).inner_text() == "模板"
+    page.goto(f"/console/templates/{created['id']}/")
+    assert "模板 ID" in page.locator(".template-id-panel").inner_text()
+    assert page.get_by_role("button", name="複製").first.is_visible()
+    page.goto(f"/console/templates/{created['id']}/edit/")
+    page.locator("#field-messages-0-text").fill("")
+    page.get_by_role("button", name="儲存").click()
+    page.locator(".alert.error").wait_for()
+    assert "不可為空" in page.locator("#field-messages-0-text-errors").inner_text()
+    screenshot(page, "templates_zh_tw")

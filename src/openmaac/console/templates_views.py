@@ -17,7 +17,7 @@ from starlette.datastructures import FormData
 
 from openmaac.auth.service import require_role
 from openmaac.console import template_editor as editor
-from openmaac.console.rendering import render
+from openmaac.console.rendering import N_, render
 from openmaac.console.session import Actor, CurrentActor
 from openmaac.console.template_preview import chip, chips, is_shown_image, preview_context
 from openmaac.console.tokens_views import path_id
@@ -27,6 +27,12 @@ from openmaac.templates.models import MessageTemplate
 from openmaac.web.errors import APIError
 
 router = APIRouter()
+
+# texts the template service answers with, kept in the catalog (shown through `|translate`)
+N_("May not be empty")
+N_("This field may not be blank.")
+N_("Size must be between 1 and 5")
+N_("Ensure this field has no more than 255 characters.")
 
 PER_PAGE = 25
 QUERY_MAX = 255
