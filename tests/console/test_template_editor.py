@@ -123,3 +123,13 @@ def test_unreadable_json_is_a_field_error():
     messages, complete = state.messages()
     assert not complete and messages == [None]
     assert "Enter a JSON object" in state.errors["messages-0-json"][0]
+
+
+@pytest.mark.parametrize("depth", [100, 100_000])
+def test_absurdly_deep_json_is_a_field_error(depth):
+    draft = editor.new_draft("json")
+    draft.json = "[" * depth + "]" * depth
+    state = editor.state_from_form(form_of([draft]))
+    messages, complete = state.messages()
+    assert not complete and messages == [None]
+    assert state.errors["messages-0-json"] == ["Enter JSON nested at most 64 levels deep."]

@@ -93,3 +93,15 @@ def test_replace_is_walled_per_organisation(tenant, make_tenant):
     response = other.client.put(f"/openapi/v1/template/{created['id']}/", json={"name": "x", "messages": [TEXT]})
     assert response.status_code == 404 and response.json() == {"detail": "Not found."}
     assert tenant.client.get(f"/openapi/v1/template/{created['id']}/").json()["name"] == "a"
+
+
+def test_absurdly_deep_messages_answer_400_not_500(tenant):
+    depth = 250
+    deep = '{"type": "box", "layout": "vertical", "contents": [' * depth + '{"type": "text", "text": "x"}' + "]}" * depth
+    body = ('{"name": "deep", "messages": [{"type": "flex", "altText": "a", "contents": {"type": "bubble", "body": '
+            + deep + "}}]}")
+    response = tenant.client.post("/openapi/v1/template/", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["details"] == [
+        {"message": "Must not be nested more than 64 levels deep", "property": "messages[0]"}]
+    assert tenant.client.get("/openapi/v1/template/").json()["results"] == []

@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.datastructures import FormData
 
-from openmaac.channels.line_messages import MAX_MESSAGES
+from openmaac.channels.line_messages import MAX_MESSAGES, MAX_NESTING, nesting
 
 KINDS = ("text", "image", "buttons", "confirm", "flex", "json")
 ACTION_TYPES = ("uri", "message", "postback")
@@ -221,6 +221,10 @@ def message_from_draft(draft: MessageDraft) -> tuple[Any, dict[str, str]]:
         value = json.loads(draft.json)
     except ValueError as exc:
         return None, {"json": f"Enter valid JSON: {exc}"}
+    except RecursionError:
+        return None, {"json": f"Enter JSON nested at most {MAX_NESTING} levels deep."}
+    if nesting(value) > MAX_NESTING:
+        return None, {"json": f"Enter JSON nested at most {MAX_NESTING} levels deep."}
     if draft.kind == "flex":
         return {"type": "flex", "altText": draft.alt_text, "contents": value}, {}
     if not isinstance(value, dict):
