@@ -264,3 +264,19 @@ def test_pages_in_traditional_chinese(signed_in, tenant, screenshot):
     page.locator(".alert.error").wait_for()
     assert "不可為空" in page.locator("#field-messages-0-text-errors").inner_text()
     screenshot(page, "templates_zh_tw")
+
+
+def test_odd_addresses_and_forms_never_answer_500(signed_in, tenant):
+    page = signed_in("marketer")
+    page.goto("/console/templates/")
+    csrf = csrf_of(page)
+    for path, status in (("/console/templates/abc/", 404), ("/console/templates/99999999999999999999/", 404),
+                         ("/console/templates/0/edit/", 404), ("/console/templates/?page=abc&q=" + "x" * 5000, 200),
+                         ("/console/templates/?page=999999", 200)):
+        assert page.request.get(path).status == status, path
+    for form in ({}, {"messages-0-kind": "bogus", "messages-0-actions-0-type": "bogus"},
+                 {"messages-99-kind": "json", "messages-99-json": "[" * 5000}, {"op": "removeaction-0-9", "template": "x"}):
+        for path in ("/console/templates/preview/", "/console/templates/editor/", "/console/templates/new/"):
+            response = page.request.post(path, form={"csrf_token": csrf, **form})
+            assert response.status in (200, 400, 404), (path, form, response.status)
+    assert template_count(tenant) == 0
