@@ -164,7 +164,7 @@ async def editor_operation(request: Request, actor: CurrentActor) -> Response:
     response = await run_in_threadpool(
         lambda: _editor_page(request, actor, state, template, block="editor" if htmx else None))
     if htmx:
-        response.headers["HX-Trigger"] = "refresh-preview"
+        response.headers["HX-Trigger-After-Settle"] = "refresh-preview"  # once the new fields are in the form
     return response
 
 
