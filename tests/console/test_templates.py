@@ -161,7 +161,7 @@ def test_edit_reorders_and_keeps_messages_the_fields_cannot_hold(signed_in, tena
     assert detail["parameters"] == ["first_name"]
 
 
-def test_search_swaps_only_the_results_and_pages(signed_in, tenant, screenshot):
+def test_search_swaps_only_the_results_and_pages(signed_in, tenant, screenshot, assert_accessible):
     for index in range(27):
         create_template(tenant, [{"type": "text", "text": f"promo {index}"}], name=f"promo-{index:02d}")
     welcome = create_template(tenant, [{"type": "text", "text": "hi {{name}}"}], name="Welcome_100%")
@@ -185,6 +185,7 @@ def test_search_swaps_only_the_results_and_pages(signed_in, tenant, screenshot):
     page.wait_for_url("**page=2")
     expect(page.locator("#template-table tbody tr")).to_have_count(2)
     assert page.evaluate("document.querySelector('h1').dataset.kept") == "yes"
+    assert_accessible(page)
     screenshot(page, "templates_list")
     # viewers read; they are offered no editor
     assert page.get_by_role("link", name="New template").count() == 0
