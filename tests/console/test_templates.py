@@ -122,7 +122,7 @@ def test_invalid_flex_json_and_empty_text_rerender_with_errors_keeping_the_input
     assert template_count(tenant) == 0
 
 
-def test_more_than_five_messages_are_refused_and_kept(signed_in, tenant):
+def test_more_than_five_messages_are_refused_and_kept(signed_in, tenant, screenshot):
     page = signed_in("marketer")
     page.goto("/console/templates/new/")
     form = {"csrf_token": csrf_of(page), "name": "Six"}
@@ -135,6 +135,8 @@ def test_more_than_five_messages_are_refused_and_kept(signed_in, tenant):
     assert "Size must be between 1 and 5" in html
     for index in range(6):
         assert f">message number {index}</textarea>" in html
+    page.set_content(html)  # what the browser would show (no server round trip)
+    screenshot(page, "templates_six_messages")
     assert template_count(tenant) == 0
 
 
@@ -209,13 +211,14 @@ def test_viewer_reads_but_cannot_create_or_edit(signed_in, tenant, screenshot):
     assert tenant.client.get(tenant.api(f"template/{created['id']}/")).json()["name"] == "Read only"
 
 
-def test_another_organisation_gets_404(signed_in, tenant, other_tenant):
+def test_another_organisation_gets_404(signed_in, tenant, other_tenant, screenshot):
     created = create_template(tenant, [{"type": "text", "text": "Hi {{name}}"}], name="Ours")
     page = signed_in("admin", tenant=other_tenant)
     for path in (f"/console/templates/{created['id']}/", f"/console/templates/{created['id']}/edit/"):
         response = page.goto(path)
         assert response is not None and response.status == 404
         assert "Ours" not in page.content()
+    screenshot(page, "templates_other_organisation")
     form = {"csrf_token": csrf_of(page), "name": "Theirs", "messages-0-kind": "text", "messages-0-text": "x"}
     assert page.request.post(f"/console/templates/{created['id']}/edit/", form=form).status == 404
     page.goto("/console/templates/")
@@ -269,7 +272,7 @@ def test_pages_in_traditional_chinese(signed_in, tenant, screenshot):
     screenshot(page, "templates_zh_tw")
 
 
-def test_odd_addresses_and_forms_never_answer_500(signed_in, tenant):
+def test_odd_addresses_and_forms_never_answer_500(signed_in, tenant, screenshot):
     page = signed_in("marketer")
     page.goto("/console/templates/")
     csrf = csrf_of(page)
@@ -282,4 +285,6 @@ def test_odd_addresses_and_forms_never_answer_500(signed_in, tenant):
         for path in ("/console/templates/preview/", "/console/templates/editor/", "/console/templates/new/"):
             response = page.request.post(path, form={"csrf_token": csrf, **form})
             assert response.status in (200, 400, 404), (path, form, response.status)
+    page.goto("/console/templates/?page=999999")
+    screenshot(page, "templates_page_out_of_range")
     assert template_count(tenant) == 0
