@@ -20,6 +20,7 @@ OPENAPI = {
 # openmaac's own additions: each must say so with x-openmaac-extension
 EXTENSIONS = {
     ("post", "/openapi/v1/template/"), ("get", "/openapi/v1/template/{template_id}/"),
+    ("put", "/openapi/v1/template/{template_id}/"),
     ("get", "/openapi/v1/member/import/{task_id}/mismatch/"),
     ("post", "/openapi/v1/webhook/"), ("get", "/openapi/v1/webhook/"),
     ("get", "/openapi/v1/webhook/{webhook_id}/"), ("patch", "/openapi/v1/webhook/{webhook_id}/"),

@@ -138,6 +138,8 @@ REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", f"{API}/member/{{line_uid}}/"): {"json": {"display_name": "renamed by B", "email": "b@example.com"}},
     ("PATCH", f"{API}/webhook/{{webhook_id}}/"): {"json": {"is_active": False, "topics": ["contact.tag.remove"]}},
     ("POST", f"{API}/webhook/{{webhook_id}}/replay/"): {"json": {}},
+    ("PUT", f"{API}/template/{{template_id}}/"): {
+        "json": {"name": "renamed by B", "messages": [{"type": "text", "text": "hi {{x}}"}]}},
     ("PATCH", f"{API}/custom_segment/{{segment_id}}/"): {
         "data": {"name": "renamed by B"}, "files": {"file": ("b.csv", b"U" + b"b" * 32 + b"\n", "text/csv")}},
     ("PATCH", f"{API}/pnp/setting/{{pnp_setting_id}}/"): {"json": {"name": "renamed by B", "status": "disable"}},

@@ -64,3 +64,44 @@ def test_required_fields(tenant):
     assert tenant.client.post("/openapi/v1/template/", json={"name": "n"}).json() == {
         "messages": ["This field is required."]
     }
+
+
+def test_replace_keeps_the_id_and_rederives_parameters(tenant):
+    created = tenant.client.post("/openapi/v1/template/", json={"name": "a", "messages": [TEXT]}).json()
+    url = f"/openapi/v1/template/{created['id']}/"
+    response = tenant.client.put(url, json={"name": "b", "messages": [{"type": "text", "text": "{{coupon}}"}]})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"id": created["id"], "name": "b", "parameters": ["coupon"],
+                               "messages": [{"type": "text", "text": "{{coupon}}"}]}
+    assert tenant.client.get(url).json()["parameters"] == ["coupon"]
+
+
+def test_replace_refuses_invalid_messages_and_changes_nothing(tenant):
+    created = tenant.client.post("/openapi/v1/template/", json={"name": "a", "messages": [TEXT]}).json()
+    url = f"/openapi/v1/template/{created['id']}/"
+    response = tenant.client.put(url, json={"name": "b", "messages": [{"type": "text"}]})
+    assert response.status_code == 400
+    assert response.json()["details"] == [{"message": "May not be empty", "property": "messages[0].text"}]
+    assert tenant.client.put(url, json={"name": " ", "messages": [TEXT]}).json() == {
+        "name": ["This field may not be blank."]}
+    assert tenant.client.get(url).json() == {**created}
+
+
+def test_replace_is_walled_per_organisation(tenant, make_tenant):
+    created = tenant.client.post("/openapi/v1/template/", json={"name": "a", "messages": [TEXT]}).json()
+    other = make_tenant()
+    response = other.client.put(f"/openapi/v1/template/{created['id']}/", json={"name": "x", "messages": [TEXT]})
+    assert response.status_code == 404 and response.json() == {"detail": "Not found."}
+    assert tenant.client.get(f"/openapi/v1/template/{created['id']}/").json()["name"] == "a"
+
+
+def test_absurdly_deep_messages_answer_400_not_500(tenant):
+    depth = 250
+    deep = '{"type": "box", "layout": "vertical", "contents": [' * depth + '{"type": "text", "text": "x"}' + "]}" * depth
+    body = ('{"name": "deep", "messages": [{"type": "flex", "altText": "a", "contents": {"type": "bubble", "body": '
+            + deep + "}}]}")
+    response = tenant.client.post("/openapi/v1/template/", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["details"] == [
+        {"message": "Must not be nested more than 64 levels deep", "property": "messages[0]"}]
+    assert tenant.client.get("/openapi/v1/template/").json()["results"] == []

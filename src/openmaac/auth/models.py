@@ -32,3 +32,5 @@ class AccessToken(Base):
     label: Mapped[str | None] = mapped_column(String(255), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # When the token last authenticated a request, to the minute (see auth.service._LastUse).
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

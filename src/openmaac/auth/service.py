@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from openmaac.auth.models import AccessToken, Organization
@@ -22,7 +26,7 @@ from openmaac.channels.models import LineChannel
 from openmaac.channels.service import BUILTIN_LINE_SIMULATOR
 from openmaac.config import get_settings
 from openmaac.db.base import utcnow
-from openmaac.web.errors import APIError
+from openmaac.web.errors import APIError, field_errors, not_found
 from openmaac.web.times import zone
 
 TOKEN_PREFIX = "om_"
@@ -159,10 +163,77 @@ class _TokenCache:
 _cache = _TokenCache()
 
 
+class _LastUse:
+    """Records when tokens are used without a write on the request's path.
+
+    A token's use is noted in memory; at most once per ``INTERVAL`` seconds per token and
+    process, a background thread writes ``last_used_at`` (several tokens in one statement),
+    and the statement itself skips rows written less than ``INTERVAL`` ago by another process.
+    So the console's "last used" is at most a minute behind, and a busy API costs one small
+    UPDATE per token per minute, off the request's thread.
+    """
+
+    INTERVAL = 60.0
+
+    def __init__(self) -> None:
+        self._noted: dict[str, float] = {}
+        self._pending: dict[str, datetime] = {}
+        self._scheduled = False
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+
+    def note(self, digest: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._noted.get(digest, -self.INTERVAL) < self.INTERVAL:
+                return
+            if len(self._noted) > 10_000:
+                self._noted.clear()
+            self._noted[digest] = now
+            self._pending[digest] = utcnow()
+            if self._scheduled:
+                return
+            self._scheduled = True
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="token-last-use")
+            executor = self._executor
+        executor.submit(self.flush)
+
+    def flush(self) -> None:
+        from openmaac.db.engine import get_database
+
+        with self._lock:
+            pending, self._pending, self._scheduled = self._pending, {}, False
+        if not pending:
+            return
+        rows = [{"digest": digest, "used": used, "stale": used - timedelta(seconds=self.INTERVAL)}
+                for digest, used in pending.items()]
+        table = AccessToken.__table__
+        statement = (
+            table.update()  # type: ignore[attr-defined]
+            .where(table.c.token_hash == bindparam("digest"))
+            .where(table.c.last_used_at.is_(None) | (table.c.last_used_at < bindparam("stale")))
+            .values(last_used_at=bindparam("used"))
+        )
+        try:
+            with get_database().write() as session:
+                session.connection().execute(statement, rows)
+        except Exception:  # a lost "last used" must never hurt the API; the next use retries
+            log.warning("could not record the last use of %d token(s)", len(rows), exc_info=True)
+            with self._lock:
+                for digest in pending:
+                    self._noted.pop(digest, None)
+
+
+_last_use = _LastUse()
+log = logging.getLogger("openmaac.auth")
+
+
 def authenticate(session: Session, token: str) -> OrgContext | None:
     digest = hash_token(token)
     cached = _cache.get(digest)
     if cached is not None:
+        _last_use.note(digest)
         return cached
     row = session.execute(
         select(AccessToken.token_hash, Organization)
@@ -173,6 +244,7 @@ def authenticate(session: Session, token: str) -> OrgContext | None:
         return None
     context = org_context(row[1])
     _cache.put(digest, context)
+    _last_use.note(digest)
     return context
 
 
@@ -189,3 +261,49 @@ def list_organizations(session: Session) -> list[tuple[Organization, int]]:
         .order_by(Organization.id)
     ).all()
     return [(row[0], int(row[1])) for row in rows]
+
+
+# -- the console's API token page (admins of the organisation only) ----------------------------
+
+TOKEN_LABEL_MAX = 255
+
+
+def list_org_tokens(session: Session, org: OrgContext) -> list[AccessToken]:
+    """The organisation's tokens that still work, newest first."""
+    require_role(org, "admin")
+    return list(session.scalars(
+        select(AccessToken)
+        .where(AccessToken.organization_id == org.id, AccessToken.revoked_at.is_(None))
+        .order_by(AccessToken.id.desc())
+    ))
+
+
+def create_org_token(session: Session, org: OrgContext, label: str | None = None) -> tuple[str, AccessToken]:
+    """A new token for the organisation (the same kind ``openmaac token create`` makes): the
+    token itself, to show once, and its row."""
+    require_role(org, "admin")
+    label = (label or "").strip() or None
+    if label is not None and len(label) > TOKEN_LABEL_MAX:
+        raise field_errors({"label": [f"Ensure this field has no more than {TOKEN_LABEL_MAX} characters."]})
+    token = create_token(session, org.id, label=label)
+    row = session.scalar(select(AccessToken).where(AccessToken.token_hash == hash_token(token)))
+    assert row is not None
+    return token, row
+
+
+def revoke_org_token(session: Session, org: OrgContext, token_id: int) -> AccessToken:
+    """Revoke one of the organisation's tokens; 404 for another organisation's or a revoked one."""
+    require_role(org, "admin")
+    row = session.scalar(select(AccessToken).where(
+        AccessToken.id == token_id, AccessToken.organization_id == org.id, AccessToken.revoked_at.is_(None)))
+    if row is None:
+        raise not_found()
+    row.revoked_at = utcnow()
+    session.flush()
+    _cache.clear()
+    return row
+
+
+def describe_token(row: AccessToken) -> dict[str, Any]:
+    return {"id": row.id, "prefix": row.prefix, "label": row.label, "created_at": row.created_at,
+            "last_used_at": row.last_used_at}

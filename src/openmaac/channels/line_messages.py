@@ -29,6 +29,8 @@ Error texts (``ErrorDetail.message``), modelled on LINE's 400 ``details``:
 Problem                                Message
 =====================================  =========================================================
 ``messages`` not a list of 1..5 items  ``Size must be between 1 and 5`` (property ``messages``)
+nested over ``MAX_NESTING`` (64)       ``Must not be nested more than 64 levels deep`` (property
+levels                                 ``messages[i]``; judged first, without recursion)
 missing (or ``null``) required field   ``May not be empty``
 empty ``text`` / ``altText``           ``May not be empty``
 unknown or missing discriminator       ``Must be one of the following values: [text, textV2,
@@ -78,8 +80,10 @@ from referencing.jsonschema import DRAFT202012
 __all__ = [
     "ErrorDetail",
     "MAX_MESSAGES",
+    "MAX_NESTING",
     "MIN_MESSAGES",
     "error_body",
+    "nesting",
     "message_types",
     "validate_message",
     "validate_messages",
@@ -87,6 +91,9 @@ __all__ = [
 
 MIN_MESSAGES = 1
 MAX_MESSAGES = 5
+# Objects and arrays inside one message object. A real flex bubble nests about a dozen levels;
+# hundreds would only exhaust the validator's stack (a 500) on the way to LINE's refusal.
+MAX_NESTING = 64
 
 _INT_MAX = 2147483647  # Java's Integer.MAX_VALUE, the implicit upper bound of LINE's size checks
 _SPEC_RESOURCE = "line_openapi/messaging-api.yml"
@@ -136,10 +143,32 @@ def validate_messages(messages: object) -> list[ErrorDetail]:
 
 def validate_message(message: object, index: int = 0) -> list[ErrorDetail]:
     """Validate one message object; property paths are prefixed with ``messages[index]``."""
+    if nesting(message) > MAX_NESTING:
+        # judged before the (recursive) schema walk, which would exhaust Python's stack
+        return [ErrorDetail(f"Must not be nested more than {MAX_NESTING} levels deep", f"messages[{index}]")]
     compiled = _compiled()
     if compiled.is_valid(message):
         return []
     return _collect(compiled.validator.iter_errors(message), f"messages[{index}]")
+
+
+def nesting(value: object) -> int:
+    """How deep objects and arrays nest in ``value`` (iteratively: any depth is safe to measure)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if depth > MAX_NESTING:
+            return depth
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def error_body(details: list[ErrorDetail]) -> dict[str, Any]:

@@ -77,3 +77,19 @@ def create_template(org: Org, body: TemplateCreate) -> Any:
 def get_template(org: Org, template_id: PathId) -> Any:
     with get_database().read() as session:
         return service.serialize(service.get_template(session, org.id, template_id), with_messages=True)
+
+
+@router.put(
+    "/template/{template_id}/",
+    response_model=TemplateDetail,
+    summary="Replace message template (openmaac extension)",
+    description=(
+        "openmaac extension: replaces the template's name and messages (the body and rules of "
+        "`POST template/`). The id stays the same, so integrations that hold it keep working; "
+        "sends made after the change use the new messages."
+    ),
+    openapi_extra=EXTENSION,
+)
+def replace_template(org: Org, template_id: PathId, body: TemplateCreate) -> Any:
+    with get_database().write() as session:
+        return service.update_template(session, org, template_id, body.name, body.messages)

@@ -8,12 +8,13 @@ recipient's contact record and are not parameters.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from openmaac.auth.service import OrgContext
+from openmaac.auth.service import OrgContext, require_role
 from openmaac.channels.line_messages import error_body, validate_messages
 from openmaac.db.base import utcnow
 from openmaac.templates.models import MessageTemplate
@@ -128,11 +129,95 @@ def validate_template_messages(messages: Any) -> list[str]:
     return parameters
 
 
+NAME_MAX = 255
+
+
+def validate_template_name(name: Any) -> str:
+    """The API model's rule for ``name`` (1-255 characters), in DRF's words, for callers that
+    do not go through that model (the console)."""
+    if not isinstance(name, str):
+        raise field_errors({"name": ["Not a valid string."]})
+    if not name.strip():
+        raise field_errors({"name": ["This field may not be blank."]})
+    if len(name) > NAME_MAX:
+        raise field_errors({"name": [f"Ensure this field has no more than {NAME_MAX} characters."]})
+    return name
+
+
+def validate_template(name: Any, messages: Any) -> list[str]:
+    """Every rule a template must meet; returns its parameters. Name problems and message
+    problems are reported together (one 400 whose body holds ``name`` and LINE's
+    ``message``/``details``) so a form can show all of them at once."""
+    errors: dict[str, Any] = {}
+    try:
+        validate_template_name(name)
+    except APIError as exc:
+        errors.update(exc.body)
+    parameters: list[str] = []
+    try:
+        parameters = validate_template_messages(messages)
+    except APIError as exc:
+        errors.update(exc.body)
+    if errors:
+        raise APIError(400, errors)
+    return parameters
+
+
 def create_template(session: Session, org: OrgContext, name: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
-    parameters = validate_template_messages(messages)
+    require_role(org, "marketer")
+    parameters = validate_template(name, messages)
     now = utcnow()
     template = MessageTemplate(organization_id=org.id, name=name, messages=messages, parameters=parameters,
                                created_at=now, updated_at=now)
     session.add(template)
     session.flush()
     return serialize(template, with_messages=True)
+
+
+def update_template(session: Session, org: OrgContext, template_id: int, name: str,
+                    messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Replace a template's name and messages (same rules as creating one). Its id stays, so
+    automation tools that hold it keep working; sends made after the edit use the new messages."""
+    require_role(org, "marketer")
+    template = get_template(session, org.id, template_id)
+    parameters = validate_template(name, messages)
+    template.name = name
+    template.messages = messages
+    template.parameters = parameters
+    template.updated_at = utcnow()
+    session.flush()
+    return serialize(template, with_messages=True)
+
+
+@dataclass(frozen=True)
+class TemplateListPage:
+    """One page of the console's template list, newest first."""
+
+    templates: list[MessageTemplate]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+def search_templates(session: Session, org: OrgContext, query: str = "", page: int = 1,
+                     per_page: int = 25) -> TemplateListPage:
+    """Templates whose name contains ``query`` (case-insensitive) or whose id is ``query``."""
+    condition = MessageTemplate.organization_id == org.id
+    stmt = select(MessageTemplate).where(condition)
+    count = select(func.count()).select_from(MessageTemplate).where(condition)
+    query = query.strip()
+    if query:
+        matches = MessageTemplate.name.icontains(query, autoescape=True)
+        if query.isdigit() and len(query) < 19:
+            matches = matches | (MessageTemplate.id == int(query))
+        stmt = stmt.where(matches)
+        count = count.where(matches)
+    total = int(session.scalar(count) or 0)
+    pages = max(1, -(-total // per_page))
+    page = min(max(1, page), pages)
+    rows = session.scalars(stmt.order_by(MessageTemplate.id.desc()).offset((page - 1) * per_page).limit(per_page)).all()
+    return TemplateListPage(templates=list(rows), total=total, page=page, per_page=per_page)
