@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO, Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from openmaac.auth.service import OrgContext, require_role
@@ -28,7 +28,7 @@ from openmaac.db.base import utcnow
 from openmaac.db.engine import get_database
 from openmaac.sms_plus import points, upload_reading
 from openmaac.sms_plus import service as svc
-from openmaac.sms_plus.models import PnpUpload, PnpUploadRow
+from openmaac.sms_plus.models import PnpMessage, PnpUpload, PnpUploadRow
 from openmaac.web.errors import APIError, field_errors, not_found
 from openmaac.web.input import NULL_MESSAGE
 
@@ -437,10 +437,6 @@ class Progress:
 
 def progress(session: Session, org_id: int, upload_id: int) -> Progress:
     """One grouped count of the list's messages (the scenario's index, then its upload id)."""
-    from sqlalchemy import case, func, or_
-
-    from openmaac.sms_plus.models import PnpMessage
-
     upload = get_upload(session, org_id, upload_id)
     line = or_(PnpMessage.line_push_status == svc.LINE_PUSH_DELIVERED, PnpMessage.pnp_status == svc.PNP_DELIVERED)
     sms = PnpMessage.sms_status == svc.SMS_DELIVERED
