@@ -107,6 +107,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
     install_append_slash(app)  # Django's APPEND_SLASH (301) instead of Starlette's 307
 
     app.include_router(landing_router(simulators=mount_simulators))
+    __import__("openmaac.console", fromlist=["mount_console"]).mount_console(app, settings)  # /console/
     app.include_router(health_router(settings))  # /healthz, /readyz
 
     metrics.install(app, settings)  # GET /metrics and its timing middleware (docs/metrics.md)

@@ -2,6 +2,7 @@
 
 from openmaac.auth.models import AccessToken, Organization
 from openmaac.channels.models import LineChannel
+from openmaac.console.models import ConsoleMembership, ConsoleSession, ConsoleUser, SignInThrottle
 from openmaac.contacts.import_models import ImportTask
 from openmaac.contacts.models import Contact
 from openmaac.db.base import Base
@@ -28,6 +29,9 @@ metadata = Base.metadata
 
 __all__ = [
     "AccessToken",
+    "ConsoleMembership",
+    "ConsoleSession",
+    "ConsoleUser",
     "Contact",
     "ContactTag",
     "ImportTask",
@@ -55,6 +59,7 @@ __all__ = [
     "SegmentUpload",
     "SmsPointBalance",
     "SmsPointEntry",
+    "SignInThrottle",
     "SmsProviderConfig",
     "Tag",
     "WebhookDelivery",

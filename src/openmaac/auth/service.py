@@ -22,6 +22,7 @@ from openmaac.channels.models import LineChannel
 from openmaac.channels.service import BUILTIN_LINE_SIMULATOR
 from openmaac.config import get_settings
 from openmaac.db.base import utcnow
+from openmaac.web.errors import APIError
 from openmaac.web.times import zone
 
 TOKEN_PREFIX = "om_"
@@ -29,24 +30,37 @@ TOKEN_PREFIX = "om_"
 
 @dataclass(frozen=True)
 class OrgContext:
-    """What a request knows about the organisation its token belongs to."""
+    """What a request knows about the organisation it acts for, and with which role: an API
+    token acts as ``admin``; a console user as their membership's role (``require_role``)."""
 
     id: int
     name: str
     timezone: str
     region: str
+    role: str = "admin"
 
     @property
     def tz(self) -> ZoneInfo:
         return zone(self.timezone)
 
 
+ROLES = ("viewer", "marketer", "admin")  # each may do everything the ones before it may
+
+
+def require_role(org: OrgContext, minimum: str) -> None:
+    """Refuse (403, Django REST framework's words) unless ``org.role`` is at least ``minimum``.
+    Service functions that change state call it first, so a console viewer is refused however
+    the request was made; the API's token contexts are ``admin`` and pass."""
+    if ROLES.index(org.role if org.role in ROLES else "viewer") < ROLES.index(minimum):
+        raise APIError(403, {"detail": "You do not have permission to perform this action."})
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def org_context(org: Organization) -> OrgContext:
-    return OrgContext(id=org.id, name=org.name, timezone=org.timezone, region=org.region)
+def org_context(org: Organization, role: str = "admin") -> OrgContext:
+    return OrgContext(id=org.id, name=org.name, timezone=org.timezone, region=org.region, role=role)
 
 
 def get_org_by_name(session: Session, name: str) -> Organization | None:

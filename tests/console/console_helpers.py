@@ -1,0 +1,37 @@
+"""Helpers of the console's browser tests (fixtures wrap them in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+SCREENSHOTS = HERE / "screenshots"
+AXE_SOURCE = HERE / "vendor" / "axe-core" / "axe.min.js"
+CHROMIUM = "/usr/bin/chromium"
+
+
+def screenshot(page: Any, name: str, *, full_page: bool = True) -> Path:
+    """Saves ``tests/console/screenshots/<name>.png`` (look at it)."""
+    SCREENSHOTS.mkdir(exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
+
+
+def axe_violations(page: Any, impacts: tuple[str, ...] = ("serious", "critical")) -> list[dict[str, Any]]:
+    """axe-core's violations of the page as it is now, of the given impacts."""
+    if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+        # evaluated through the DevTools protocol: the page's Content-Security-Policy does not apply
+        page.evaluate(AXE_SOURCE.read_text(encoding="utf-8") + "\n;undefined")
+    result = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    return [v for v in result["violations"] if v.get("impact") in impacts]
+
+
+def assert_accessible(page: Any) -> None:
+    """Fails on axe-core's serious or critical violations, naming the rule and the elements."""
+    violations = axe_violations(page)
+    assert not violations, json.dumps(
+        [{"rule": v["id"], "impact": v["impact"], "help": v["help"],
+          "nodes": [node["target"] for node in v["nodes"]][:5]} for v in violations], indent=1)
