@@ -4,17 +4,23 @@
 (function () {
   "use strict";
 
+  // the elements matching ``selector`` in ``root``, ``root`` itself included (htmx:load names the
+  // swapped-in element itself)
+  function within(root, selector) {
+    if (!root || !root.querySelectorAll) return [];
+    var found = Array.prototype.slice.call(root.querySelectorAll(selector));
+    if (root.matches && root.matches(selector)) found.unshift(root);
+    return found;
+  }
+
   // --- list performance chart ------------------------------------------------------------------
 
   function drawCharts(root) {
     if (typeof window.Chart === "undefined") return;
-    root.querySelectorAll("canvas.sms-plus-chart").forEach(function (canvas) {
-      var box = canvas.parentElement;
-      var dataNode = box.querySelector("script.sms-plus-chart-data");
-      var labelNode = box.querySelector("script.sms-plus-chart-labels");
-      if (!dataNode || !labelNode) return;
-      var data = JSON.parse(dataNode.textContent);
-      var names = JSON.parse(labelNode.textContent);
+    within(root, "canvas.sms-plus-chart").forEach(function (canvas) {
+      if (!canvas.dataset.chart || !canvas.dataset.series) return;
+      var data = JSON.parse(canvas.dataset.chart);
+      var names = JSON.parse(canvas.dataset.series);
       var existing = window.Chart.getChart(canvas);
       if (existing) existing.destroy();
       new window.Chart(canvas, {
@@ -39,8 +45,8 @@
   }
 
   function destroyCharts(root) {
-    if (typeof window.Chart === "undefined" || !root || !root.querySelectorAll) return;
-    root.querySelectorAll("canvas.sms-plus-chart").forEach(function (canvas) {
+    if (typeof window.Chart === "undefined") return;
+    within(root, "canvas.sms-plus-chart").forEach(function (canvas) {
       var chart = window.Chart.getChart(canvas);
       if (chart) chart.destroy();
     });
@@ -63,7 +69,7 @@
   });
 
   function openAutoDialogs(root) {
-    root.querySelectorAll("dialog[data-auto-open]").forEach(function (dialog) {
+    within(root, "dialog[data-auto-open]").forEach(function (dialog) {
       if (!dialog.open && typeof dialog.showModal === "function") dialog.showModal();
     });
   }
@@ -71,8 +77,7 @@
   // --- upload with progress ------------------------------------------------------------------------
 
   function bindUpload(root) {
-    var form = root.querySelector ? root.querySelector("#upload-form") : null;
-    if (!form && root.id === "upload-form") form = root;
+    var form = within(root, "#upload-form")[0];
     if (!form || form.dataset.bound) return;
     form.dataset.bound = "1";
     form.addEventListener("submit", function (event) {
