@@ -153,25 +153,29 @@ def test_formal_sending_with_a_csv_reaches_line_and_sms(tenant: Any, base_url: s
 
 def test_formal_sending_with_an_xlsx_reaches_the_phones_by_sms(tenant: Any, base_url: str, signed_in: Any,
                                                                screenshot: Any) -> None:
-    setting = create_setting(tenant, name="Appointment reminder", pnp_enabled=False, pnp_messages=[],
-                             sms_text="Dear {{name}}, see you on {{appointment_date}}.")
+    # LINE knows none of these numbers: each LINE notification fails, the SMS follows
+    setting = create_setting(tenant, name="Appointment reminder", sms_text="Dear {{name}}, see you on {{appointment_date}}.",
+                             pnp_messages=[{"type": "text", "text": "Hi {{name}}! Your appointment is on "
+                                                                    "{{appointment_date}}. Reply to change it."}])
     top_up(tenant, 20)
-    workbook = xlsx_bytes([["客戶", "電話號碼", "appointment_date"],
-                           ["林美麗", "0912000201", "2024-08-03"],
-                           ["王大同", "+886912000202", "2024-08-04"],
-                           ["壞號碼", "999", "2024-08-05"],
-                           ["張三", "0912000203", "2024-08-06"]])
+    workbook = xlsx_bytes([["customer", "mobile_no", "appointment_date"],
+                           ["Mei-Li Lin", "0912000201", "2024-08-03"],
+                           ["Ta-Tung Wang", "+886912000202", "2024-08-04"],
+                           ["Bad number", "999", "2024-08-05"],
+                           ["San Chang", "0912000203", "2024-08-06"]])
     page = signed_in("admin")
     page.goto(f"/console/sms-plus/{setting['id']}/")
-    page.get_by_label("Phone number column").fill("電話號碼")
+    page.get_by_label("Phone number column").fill("mobile_no")
     upload_in_page(page, "appointments.xlsx", workbook,
                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
     expect(page.locator("#imported-rows")).to_have_text("3")
     expect(page.locator("#invalid-count")).to_have_text("1")
     expect(page.locator("#invalid-numbers")).to_contain_text("999")
-    page.select_option("select[name='sms.name']", "客戶")
+    page.select_option("select[name='pnp.name']", "customer")
+    page.select_option("select[name='sms.name']", "customer")
     expect(page.locator("select[name='sms.appointment_date']")).to_have_value("appointment_date")
-    expect(page.locator("#sms-preview")).to_have_text("Dear 林美麗, see you on 2024-08-03.")
+    expect(page.locator("#sms-preview")).to_have_text("Dear Mei-Li Lin, see you on 2024-08-03.")
+    expect(page.locator("#template-preview")).to_contain_text("Hi Mei-Li Lin! Your appointment is on 2024-08-03.")
     screenshot(page, "sms_plus_flow", full_page=False)
 
     page.get_by_role("button", name="Send", exact=True).click()
@@ -180,9 +184,9 @@ def test_formal_sending_with_an_xlsx_reaches_the_phones_by_sms(tenant: Any, base
     expect(page.locator("#delivery-progress.final")).to_be_visible(timeout=SLOW)
     expect(page.locator("#delivery-progress [data-count='sms']")).to_have_text("3")
     screenshot(page, "sms_plus_xlsx_delivered")
-    assert texts_to(base_url, "+886912000201") == ["Dear 林美麗, see you on 2024-08-03."]
-    assert texts_to(base_url, "+886912000202") == ["Dear 王大同, see you on 2024-08-04."]
-    assert texts_to(base_url, "+886912000203") == ["Dear 張三, see you on 2024-08-06."]
+    assert texts_to(base_url, "+886912000201") == ["Dear Mei-Li Lin, see you on 2024-08-03."]
+    assert texts_to(base_url, "+886912000202") == ["Dear Ta-Tung Wang, see you on 2024-08-04."]
+    assert texts_to(base_url, "+886912000203") == ["Dear San Chang, see you on 2024-08-06."]
 
 
 def test_a_mapping_left_empty_is_named_and_nothing_is_sent(tenant: Any, signed_in: Any, screenshot: Any) -> None:
