@@ -27,6 +27,7 @@ app.add_typer(__import__("openmaac.webhooks.cli", fromlist=["app"]).app, name="w
 app.add_typer(__import__("openmaac.sms_plus.cli", fromlist=["app"]).app, name="points")
 app.add_typer(__import__("openmaac.contacts.cli", fromlist=["app"]).app, name="contacts")
 app.add_typer(__import__("openmaac.sms_plus.upload_cli", fromlist=["app"]).app, name="sms-plus")
+app.add_typer(__import__("openmaac.console.cli", fromlist=["app"]).app, name="user")
 
 err = Console(stderr=True, soft_wrap=True)  # tokens and URLs must never be wrapped
 SWITCH_INTERVAL_SECONDS = 0.001
@@ -106,6 +107,8 @@ def serve(
                       f"  Access token     : in {where}  (organisation 'default')")
         banner.append(f"  Try it           : curl -H 'Authorization: Bearer {token if shown else f'$(cat {where})'}'"
                       f" {base}/openapi/v1/member/")
+    banner += __import__("openmaac.console.bootstrap", fromlist=["banner_lines"]).banner_lines(
+        settings, base, sys.stderr.isatty() and settings.log_format == "text")
     if settings.simulators_enabled:
         banner.append(f"  LINE simulator   : {settings.simulator_base_url}/_admin/docs  (from this machine)")
     _announce(settings, banner)

@@ -53,6 +53,19 @@ def create_console_user(tenant: Tenant, role: str = "admin", *, email: str | Non
                        user_id=user_id)
 
 
+@pytest.fixture(autouse=True)
+def _loopback_sign_ins_unthrottled(server: Any) -> None:
+    """Every test signs in from 127.0.0.1: one test's failed sign-ins must not make the next
+    wait (the address throttle is tested with addresses of its own, X-Forwarded-For)."""
+    from sqlalchemy import delete
+
+    from openmaac.console.models import SignInThrottle
+    from openmaac.db.engine import get_database
+
+    with get_database().write() as session:
+        session.execute(delete(SignInThrottle).where(SignInThrottle.key == "address:127.0.0.1"))
+
+
 @pytest.fixture(scope="session")
 def browser(server: Any) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +37,26 @@ def assert_accessible(page: Any) -> None:
     assert not violations, json.dumps(
         [{"rule": v["id"], "impact": v["impact"], "help": v["help"],
           "nodes": [node["target"] for node in v["nodes"]][:5]} for v in violations], indent=1)
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token a console page's forms carry."""
+    import re
+
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF field on the page"
+    return match.group(1)
+
+
+@contextmanager
+def http_sign_in(base_url: str, email: str, password: str, **client_options: Any) -> Iterator[Any]:
+    """``with http_sign_in(...) as client``: an httpx client signed in to the console as a
+    browser would be (for hand-made requests)."""
+    import httpx
+
+    with httpx.Client(base_url=base_url, timeout=30, **client_options) as client:
+        page = client.get("/console/sign-in")
+        answer = client.post("/console/sign-in", data={"email": email, "password": password, "next": "/console/",
+                                                       "csrf_token": csrf_of(page.text)})
+        assert answer.status_code == 303, answer.text
+        yield client

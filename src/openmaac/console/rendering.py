@@ -231,6 +231,8 @@ def error_page(request: Request, actor: Actor | None, exc: APIError) -> HTMLResp
         from openmaac.cli_errors import in_words
 
         messages = in_words(exc.body)
+    if exc.status_code == 404 and messages == ["Not found."]:
+        messages = [N_("There is nothing at this address, or it belongs to another organisation.")]
     title = ERROR_TITLES.get(exc.status_code, N_("Something went wrong"))
     return render(request, actor, "shared/error.html",
                   {"status": exc.status_code, "title": title, "messages": messages},

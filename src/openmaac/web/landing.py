@@ -12,6 +12,7 @@ from openmaac import __version__
 
 def landing_router(*, simulators: bool) -> APIRouter:
     links = [
+        ("/console/", "Console (sign in)"),
         ("/docs", "API documentation (Swagger UI)"),
         ("/redoc", "API documentation (ReDoc)"),
         ("/openapi.json", "OpenAPI document"),
