@@ -13,13 +13,13 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
-from openmaac.console.rendering import gettext, render
-from openmaac.console.session import CurrentActor
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from openmaac.auth.service import OrgContext, require_role
+from openmaac.console.rendering import gettext, render
+from openmaac.console.session import CurrentActor
 from openmaac.db.engine import get_database
 from openmaac.sms_plus import performance, uploads
 from openmaac.sms_plus import service as svc

@@ -399,8 +399,11 @@ def filled_contents(setting: Any, row: dict[str, Any] | None, mapping: dict[str,
 
     def params(kind: str, names: list[str]) -> dict[str, str]:
         chosen = mapping.get(kind) or {}
-        return {name: (str(row.get(chosen[name], "")) if chosen.get(name) else "{{" + name + "}}")
-                for name in names}
+        filled: dict[str, str] = {}
+        for name in names:
+            column = chosen.get(name)
+            filled[name] = str(row.get(column, "")) if column else "{{" + name + "}}"
+        return filled
 
     return {"pnp_messages": _fill(list(setting.pnp_messages or []), params("pnp", list(setting.parameters or [])))
             if setting.pnp_enabled else [],
