@@ -28,6 +28,17 @@ from openmaac.web.errors import APIError
 router = APIRouter()
 
 
+def N_(message: str) -> str:  # noqa: N802  (marks a string for the catalog; translated when shown)
+    return message
+
+
+# what the users service answers a bad account form with, translated when shown
+N_("Use at least 10 characters.")
+N_("Use at most 256 characters.")
+N_("Your current password is not correct.")
+N_("The two passwords do not match.")
+
+
 def _see_other(path: str) -> RedirectResponse:
     return RedirectResponse(path, status_code=303)
 
