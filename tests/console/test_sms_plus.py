@@ -452,3 +452,18 @@ def test_a_script_in_a_scenario_name_and_a_cell_renders_inert(tenant: Any, signe
     screenshot(page, "sms_plus_xss")
     assert dialogs == []
     assert page.evaluate("() => document.querySelectorAll('img[src=x]').length") == 0
+
+
+def test_the_sms_plus_pages_in_traditional_chinese(tenant: Any, signed_in: Any) -> None:
+    setting = create_setting(tenant, pnp_enabled=False, pnp_messages=[])
+    upload = api_upload(tenant, setting["id"], b"phone,who,order_number\n0912000801,a,D1\nbad,b,D2\n")
+    page = signed_in("marketer", locale="zh_TW")
+    page.goto("/console/sms-plus/?start=2026-08-05&end=2026-08-01")
+    expect(page.locator("#balance-title")).to_have_text("點數餘額")
+    expect(page.locator("#performance .form-error")).to_have_text("開始日期不可晚於結束日期。")
+    expect(page.locator(f"tr[data-scenario='{setting['id']}'] .chip")).to_have_text(["簡訊"])
+    page.goto(f"/console/sms-plus/{setting['id']}/uploads/{upload['id']}/")
+    expect(page.locator("#mapping-title")).to_have_text("選擇匯入名單中對應參數的欄位")
+    expect(page.locator("#invalid-numbers summary")).to_have_text("1 列的手機號碼無效，不會發送")
+    page.get_by_role("button", name="發送", exact=True).click()
+    expect(page.locator("#send-errors")).to_contain_text("此欄位為必填。")

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from openmaac.auth.service import OrgContext, require_role
-from openmaac.console.rendering import gettext, render
+from openmaac.console.rendering import N_, gettext, render
 from openmaac.console.session import CurrentActor
 from openmaac.db.engine import get_database
 from openmaac.sms_plus import performance, uploads
@@ -36,6 +36,17 @@ BASE = "/console/sms-plus"
 PROGRESS_POLL_SECONDS = 2
 TEMPLATE_CHOICES_MAX = 1000
 INVALID_SHOWN = 100
+
+# English texts of the SMS+ services that these pages show translated (marked for the catalog):
+# the channel names, the time range's refusals, the send and upload refusals.
+SERVICE_TEXTS = (
+    N_("LINE push"), N_("LINE notification"), N_("WhatsApp"), N_("SMS"),
+    N_("Enter dates as YYYY-MM-DD."), N_("The start date must not be after the end date."),
+    N_("Choose a range of at most 366 days."), N_("Choose a CSV or XLSX file."), N_("This list was already sent."),
+    N_("your SMS points are insufficient, please recharge before sending"),
+    N_("pnp content is not approved by LINE"), N_("pnp setting not found"), N_("The file is larger than 25 MB."),
+    N_("This field is required."),
+)
 
 
 def allowed(org: OrgContext, minimum: str) -> bool:
