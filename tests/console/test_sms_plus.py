@@ -152,7 +152,7 @@ def test_formal_sending_with_a_csv_reaches_line_and_sms(tenant: Any, base_url: s
 
 
 def test_formal_sending_with_an_xlsx_reaches_the_phones_by_sms(tenant: Any, base_url: str, signed_in: Any,
-                                                               screenshot: Any) -> None:
+                                                               screenshot: Any, assert_accessible: Any) -> None:
     # LINE knows none of these numbers: each LINE notification fails, the SMS follows
     setting = create_setting(tenant, name="Appointment reminder", sms_text="Dear {{name}}, see you on {{appointment_date}}.",
                              pnp_messages=[{"type": "text", "text": "Hi {{name}}! Your appointment is on "
@@ -184,6 +184,7 @@ def test_formal_sending_with_an_xlsx_reaches_the_phones_by_sms(tenant: Any, base
     expect(page.locator("#delivery-progress.final")).to_be_visible(timeout=SLOW)
     expect(page.locator("#delivery-progress [data-count='sms']")).to_have_text("3")
     screenshot(page, "sms_plus_xlsx_delivered")
+    assert_accessible(page)
     assert texts_to(base_url, "+886912000201") == ["Dear Mei-Li Lin, see you on 2024-08-03."]
     assert texts_to(base_url, "+886912000202") == ["Dear Ta-Tung Wang, see you on 2024-08-04."]
     assert texts_to(base_url, "+886912000203") == ["Dear San Chang, see you on 2024-08-06."]
@@ -214,12 +215,14 @@ def test_an_upload_error_is_shown_on_the_form(tenant: Any, signed_in: Any, scree
     screenshot(page, "sms_plus_upload_error")
 
 
-def test_delete_a_list_from_its_trash_icon(tenant: Any, signed_in: Any, screenshot: Any) -> None:
+def test_delete_a_list_from_its_trash_icon(tenant: Any, signed_in: Any, screenshot: Any,
+                                           assert_accessible: Any) -> None:
     setting = create_setting(tenant)
     kept = api_upload(tenant, setting["id"], b"phone,name\n0912000401,a\n", "kept.csv")
     doomed = api_upload(tenant, setting["id"], b"phone,name\n0912000402,b\n", "doomed.csv")
     page = signed_in("marketer")
     page.goto(f"/console/sms-plus/{setting['id']}/")
+    assert_accessible(page)
     row = page.locator(f"tr[data-upload='{doomed['id']}']")
     trash = row.get_by_role("button", name="Delete the list doomed.csv")
     expect(trash).to_have_css("opacity", "0")
@@ -247,7 +250,7 @@ def _message(tenant: Any, setting_id: int, created: datetime, **fields: Any) -> 
 
 
 def test_list_performance_counts_a_campaign_on_its_trigger_date(tenant: Any, database: Any, signed_in: Any,
-                                                                screenshot: Any) -> None:
+                                                                screenshot: Any, assert_accessible: Any) -> None:
     """Triggered on 8/3 (Taipei): the notification delivered on 8/3 and the SMS sent on 8/4 both
     count on 8/3, as does a message triggered at 00:30 on 8/3 Taipei time (still 8/2 in UTC)."""
     from openmaac.sms_plus.models import PnpMessage
@@ -289,6 +292,7 @@ def test_list_performance_counts_a_campaign_on_its_trigger_date(tenant: Any, dat
     assert drawn["sets"] == [[0, 0, 3, 1, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0]]
     page.locator("details.day-table summary").click()
     screenshot(page, "sms_plus_performance")
+    assert_accessible(page)
 
     # one scenario's chart, swapped in by htmx: the old chart is replaced, not stacked
     page.select_option("#range-scenario", str(other["id"]))
@@ -369,7 +373,8 @@ def test_scenario_settings_are_for_admins(tenant: Any, signed_in: Any) -> None:
 
 
 def test_an_admin_creates_and_edits_a_scenario_with_errors_shown_on_the_form(tenant: Any, signed_in: Any,
-                                                                              screenshot: Any) -> None:
+                                                                              screenshot: Any,
+                                                                              assert_accessible: Any) -> None:
     page = signed_in("admin")
     page.goto("/console/sms-plus/")
     page.get_by_role("link", name="New scenario").click()
@@ -382,6 +387,7 @@ def test_an_admin_creates_and_edits_a_scenario_with_errors_shown_on_the_form(ten
     expect(page.locator("#field-pnp_messages-errors")).to_contain_text("Enter valid JSON")
     expect(page.get_by_label("Content (LINE message objects, JSON)")).to_have_value('[{"type": "text", "text": "Hi {{name}"')
     screenshot(page, "sms_plus_setting_errors")
+    assert_accessible(page)
     page.get_by_label("Content (LINE message objects, JSON)").fill('[{"type": "text", "text": "Hi {{name}}"}]')
     page.get_by_role("button", name="Create scenario").click()
     expect(page.locator("#field-sms_text-errors")).to_contain_text("required when fallback_enabled")
