@@ -27,6 +27,13 @@ def extract(pot: Path) -> None:
                                 "--sort-output", "-o", str(pot), str(ROOT)])
 
 
+def _translated(string: str | tuple[str, ...] | None) -> bool:
+    """A plural entry is a tuple of forms: translated when every form is."""
+    if isinstance(string, tuple):
+        return all(string)
+    return bool(string)
+
+
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     missing = 0
@@ -40,12 +47,12 @@ def main(argv: list[str]) -> int:
                     wanted = [m.id for m in read_po(handle) if m.id]
                 with open(po, "rb") as handle:
                     have = {m.id: m.string for m in read_po(handle) if m.id}
-                untranslated = [message for message in wanted if not have.get(message)]
+                untranslated = [message for message in wanted if not _translated(have.get(message))]
             else:
                 CommandLineInterface().run(["pybabel", "-q", "update", "-i", str(pot), "-d", str(LOCALE_DIR), "-l",
                                             language, "--no-fuzzy-matching", "--ignore-obsolete", "-w", "100"])
                 with open(po, "rb") as handle:
-                    untranslated = [m.id for m in read_po(handle) if m.id and not m.string]
+                    untranslated = [m.id for m in read_po(handle) if m.id and not _translated(m.string)]
             missing += len(untranslated)
             print(f"{language}: {len(untranslated)} untranslated")
             for message in untranslated:

@@ -125,3 +125,4 @@ def test_after_sign_in_only_console_addresses_are_followed(new_page, console_use
     _attempt(page, user.email, user.password)
     page.wait_for_url("**/console/")
     assert page.url.endswith("/console/")
+    screenshot(page, "sign_in_next_refused")

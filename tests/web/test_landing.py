@@ -11,6 +11,7 @@ def test_start_page_links_answer(base_url: str) -> None:
     response = httpx.get(f"{base_url}/")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     links = re.findall(r'href="([^"]+)"', response.text)
-    assert {"/docs", "/openapi.json", "/_simulators/line/_admin/docs"} <= set(links)
+    assert {"/console/", "/docs", "/openapi.json", "/_simulators/line/_admin/docs"} <= set(links)
     for link in links:
-        assert httpx.get(f"{base_url}{link}").status_code == 200, link
+        # the console's address leads to its sign-in page
+        assert httpx.get(f"{base_url}{link}", follow_redirects=True).status_code == 200, link

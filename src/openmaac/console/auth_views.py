@@ -3,6 +3,7 @@ settings index and the user's own account (language, password)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -26,6 +27,7 @@ from openmaac.db.engine import get_database
 from openmaac.web.errors import APIError
 
 router = APIRouter()
+log = logging.getLogger("openmaac.console")
 
 
 def N_(message: str) -> str:  # noqa: N802  (marks a string for the catalog; translated when shown)
@@ -68,11 +70,16 @@ def sign_in(request: Request, email: Annotated[str, Form(max_length=1024)] = "",
             next: Annotated[str, Form(max_length=2048)] = "/console/") -> Response:  # noqa: A002
     with get_database().write() as session:
         result = users.sign_in(session, email, password, client_address(request))
-        secret = None
+        secret, user_id = None, None
         if result.user is not None:
+            user_id = result.user.id
             belongs = users.memberships(session, result.user.id)
             secret = start_session(session, result.user.id, belongs[0][0], request.cookies.get(SESSION_COOKIE))
+    address = client_address(request)
     if secret is None:
+        # for an operator watching for guessing (never what was typed)
+        log.info("console sign-in refused from %s%s", address,
+                 f" (waiting {result.wait_seconds} s)" if result.wait_seconds else "")
         if result.wait_seconds:
             error = gettext(request, None, "Too many failed sign-ins. Wait %(seconds)s seconds and try again.",
                             seconds=result.wait_seconds)
@@ -82,6 +89,7 @@ def sign_in(request: Request, email: Annotated[str, Form(max_length=1024)] = "",
                       {"next": safe_next(next), "email": email.strip(), "error": error,
                        "wait_seconds": result.wait_seconds},
                       status_code=429 if result.wait_seconds else 400)
+    log.info("console sign-in of user %s from %s", user_id, address)
     response = _see_other(safe_next(next))
     set_session_cookie(request, response, secret)
     return response

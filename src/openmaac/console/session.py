@@ -104,8 +104,7 @@ def start_session(session: Session, user_id: int, organization_id: int, previous
     now = utcnow()
     if previous_secret:
         session.execute(delete(ConsoleSession).where(ConsoleSession.id == _digest(previous_secret)))
-    session.execute(delete(ConsoleSession).where(
-        ConsoleSession.user_id == user_id, ConsoleSession.expires_at < now))
+    purge_expired(session, now)  # sessions whose browsers never came back (a small table)
     secret = secrets.token_urlsafe(32)
     session.add(ConsoleSession(id=_digest(secret), user_id=user_id, organization_id=organization_id,
                                csrf_token=secrets.token_urlsafe(32), created_at=now, last_seen_at=now,
