@@ -482,14 +482,16 @@ def test_a_file_over_25_mb_is_refused(tenant: Any, signed_in: Any) -> None:
     too_big = b"phone\n" + b"0" * (25 * 1024 * 1024)
     requests: list[str] = []
     page.on("request", lambda request: requests.append(request.method))
-    page.set_input_files("#upload-file", files=[{"name": "big.csv", "mimeType": "text/csv", "buffer": too_big}])
+    page.set_input_files("#upload-file", files=[{"name": "big.csv", "mimeType": "text/csv", "buffer": too_big}],
+                         timeout=SLOW)
     page.get_by_role("button", name="Import list").click()
     # refused in the page, before sending 25 MB
-    expect(page.locator(".upload-progress-text")).to_have_text("The file is larger than 25 MB.")
+    expect(page.locator(".upload-progress-text")).to_have_text("The file is larger than 25 MB.", timeout=SLOW)
     assert "POST" not in requests
     # sent anyway (no script): the server refuses it with the same words, on the form
     answer = page.request.post(f"/console/sms-plus/{setting['id']}/uploads", headers={"X-CSRF-Token": csrf_token_of(page)},
-                               multipart={"file": {"name": "big.csv", "mimeType": "text/csv", "buffer": too_big}})
+                               multipart={"file": {"name": "big.csv", "mimeType": "text/csv", "buffer": too_big}},
+                               timeout=SLOW * 2)
     assert answer.status == 400
     assert "The file is larger than 25 MB." in answer.text()
     assert tenant.client.get(tenant.api(f"pnp/setting/{setting['id']}/")).status_code == 200
