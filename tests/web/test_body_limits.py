@@ -19,6 +19,7 @@ SAMPLE_PATHS = {
     "Contact import": "/openapi/v1/member/import/",
     "Custom segment upload": "/openapi/v1/custom_segment/",
     "SMS+ recipient list upload": "/openapi/v1/pnp/setting/1/upload/",
+    "Console SMS+ recipient list upload": "/console/sms-plus/1/uploads",
     "SMS+ message sending": "/openapi/v1/pnp/message/push/",
     "Upstream simulators": "/_simulators/line/_admin/users/bulk",
     "JSON API": "/openapi/v1/tag/",

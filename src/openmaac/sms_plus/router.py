@@ -26,7 +26,7 @@ from openmaac.sms_plus import engine, join_links, points, providers, uploads
 from openmaac.sms_plus import service as svc
 from openmaac.web.errors import APIError, field_errors, not_found
 from openmaac.web.input import InputRoute
-from openmaac.web.params import PathId, invalid_pk, parse_id
+from openmaac.web.params import PathId
 from openmaac.web.ratelimit import limiter
 
 router = APIRouter(tags=["SMS+"], route_class=InputRoute)
@@ -85,55 +85,6 @@ def get_setting_content(org: PlainOrg, pnp_setting_id: PathId) -> Any:
         return svc.serialize_setting(setting, metric=svc.metric_of(session, setting), content=True)
 
 
-# the columns' widths (PostgreSQL refuses longer text)
-SETTING_TEXT_MAX_LENGTH = {"name": 255, "whatsapp_template_name": 512, "whatsapp_language": 32}
-
-
-def _setting_changes(body: Any, *, creating: bool) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise field_errors({"non_field_errors": ["Invalid data. Expected a dictionary."]})
-    errors: dict[str, list[str]] = {}
-    changes: dict[str, Any] = {}
-    for key, value in body.items():
-        if key not in svc.SETTING_FIELDS:
-            continue
-        if key in ("line_push_enabled", "pnp_enabled", "fallback_enabled", "whatsapp_enabled"):
-            if not isinstance(value, bool):
-                errors[key] = ["Must be a valid boolean."]
-        elif key in SETTING_TEXT_MAX_LENGTH:
-            # DRF's CharField: blank, type, then the length and NUL checks on the trimmed text
-            value, problems = char_field(value, max_length=SETTING_TEXT_MAX_LENGTH[key], allow_blank=key != "name",
-                                         allow_null=key != "name")
-            if problems:
-                errors[key] = problems
-        elif key == "status":
-            if value not in ("enable", "disable"):
-                errors[key] = [f'"{value}" is not a valid choice.']
-        elif key == "pnp_approval_status":
-            if value not in ("pending", "approved", "rejected"):
-                errors[key] = [f'"{value}" is not a valid choice.']
-        elif key == "fallback_period":
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 43200:
-                errors[key] = ["Ensure this value is an integer between 0 and 43200."]
-        elif key in ("line_push_template_id",):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                errors[key] = ["A valid integer is required."]
-            elif value is not None and parse_id(value) is None:
-                errors[key] = [invalid_pk(value)]
-        elif key == "pnp_messages":
-            if not isinstance(value, list):
-                errors[key] = [f'Expected a list of items but got type "{type(value).__name__}".']
-        elif key == "sms_text":
-            if value is not None and not isinstance(value, str):
-                errors[key] = ["Not a valid string."]
-        changes[key] = value
-    if creating and "name" not in changes:
-        errors["name"] = ["This field is required."]
-    if errors:
-        raise field_errors(errors)
-    return changes
-
-
 @router.post(f"{API}/pnp/setting/", status_code=201, openapi_extra=EXTENSION,
              summary="Create an SMS+ scenario (openmaac extension)",
              description="name, status enable/disable, line_push_enabled + line_push_template_id, pnp_enabled + "
@@ -141,7 +92,7 @@ def _setting_changes(body: Any, *, creating: bool) -> dict[str, Any]:
                          "approved to send), fallback_enabled + sms_text, fallback_period (minutes), "
                          "whatsapp_enabled + whatsapp_template_name/whatsapp_language.")
 async def create_setting(org: PlainOrg, request: Request) -> Any:
-    changes = _setting_changes(await _json_body(request, plain=False), creating=True)
+    changes = svc.clean_setting_changes(await _json_body(request, plain=False), creating=True)
 
     def run() -> Any:
         with get_database().write() as session:
@@ -153,7 +104,7 @@ async def create_setting(org: PlainOrg, request: Request) -> Any:
 @router.patch(f"{API}/pnp/setting/{{pnp_setting_id}}/", openapi_extra=EXTENSION,
               summary="Edit an SMS+ scenario (openmaac extension)")
 async def update_setting(org: PlainOrg, pnp_setting_id: PathId, request: Request) -> Any:
-    changes = _setting_changes(await _json_body(request, plain=False), creating=False)
+    changes = svc.clean_setting_changes(await _json_body(request, plain=False), creating=False)
 
     def run() -> Any:
         with get_database().write() as session:
@@ -327,7 +278,7 @@ async def send_upload(org: PlainOrg, upload_id: PathId, request: Request) -> Any
 @router.delete(f"{API}/pnp/upload/{{upload_id}}/", status_code=204, openapi_extra=EXTENSION,
                response_class=Response, summary="Delete an uploaded list (openmaac extension)")
 def delete_upload(org: PlainOrg, upload_id: PathId) -> Response:
-    uploads.delete_upload(org.id, upload_id)
+    uploads.delete_upload(org, upload_id)
     return Response(status_code=204)
 
 

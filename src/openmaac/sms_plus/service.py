@@ -15,11 +15,13 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from openmaac.auth.service import OrgContext
+from openmaac.auth.service import OrgContext, require_role
 from openmaac.channels.sms.segments import sms_segments
+from openmaac.common.validation import char_field
 from openmaac.db.base import utcnow
 from openmaac.jobs.queue import enqueue_many
 from openmaac.messaging.models import MessageEvent
@@ -31,7 +33,7 @@ from openmaac.templates.service import PLACEHOLDER, validate_template_messages
 from openmaac.web.errors import APIError, field_errors
 from openmaac.web.limits import MAX_QUERY_TEXT
 from openmaac.web.pagination import PAGE_SIZE, decode_token, encode_token
-from openmaac.web.params import parse_id
+from openmaac.web.params import invalid_pk, parse_id
 from openmaac.web.times import parse_datetime, render
 
 # --- statuses (MAAC OpenAPI v1.1.48) ----------------------------------------------------------------------
@@ -186,9 +188,97 @@ SETTING_FIELDS = ("name", "status", "line_push_enabled", "line_push_template_id"
                   "whatsapp_template_name", "whatsapp_language")
 
 
+# the columns' widths (PostgreSQL refuses longer text)
+SETTING_TEXT_MAX_LENGTH = {"name": 255, "whatsapp_template_name": 512, "whatsapp_language": 32}
+
+
+def clean_setting_changes(body: Any, *, creating: bool) -> dict[str, Any]:
+    """The API's validation of a scenario's fields (types, choices, lengths): the changes to
+    give ``save_setting``, or 400 with DRF field errors. The console's form goes through it too."""
+    if not isinstance(body, dict):
+        raise field_errors({"non_field_errors": ["Invalid data. Expected a dictionary."]})
+    errors: dict[str, list[str]] = {}
+    changes: dict[str, Any] = {}
+    for key, value in body.items():
+        if key not in SETTING_FIELDS:
+            continue
+        if key in ("line_push_enabled", "pnp_enabled", "fallback_enabled", "whatsapp_enabled"):
+            if not isinstance(value, bool):
+                errors[key] = ["Must be a valid boolean."]
+        elif key in SETTING_TEXT_MAX_LENGTH:
+            # DRF's CharField: blank, type, then the length and NUL checks on the trimmed text
+            value, problems = char_field(value, max_length=SETTING_TEXT_MAX_LENGTH[key], allow_blank=key != "name",
+                                         allow_null=key != "name")
+            if problems:
+                errors[key] = problems
+        elif key == "status":
+            if value not in ("enable", "disable"):
+                errors[key] = [f'"{value}" is not a valid choice.']
+        elif key == "pnp_approval_status":
+            if value not in ("pending", "approved", "rejected"):
+                errors[key] = [f'"{value}" is not a valid choice.']
+        elif key == "fallback_period":
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 43200:
+                errors[key] = ["Ensure this value is an integer between 0 and 43200."]
+        elif key in ("line_push_template_id",):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                errors[key] = ["A valid integer is required."]
+            elif value is not None and parse_id(value) is None:
+                errors[key] = [invalid_pk(value)]
+        elif key == "pnp_messages":
+            if not isinstance(value, list):
+                errors[key] = [f'Expected a list of items but got type "{type(value).__name__}".']
+        elif key == "sms_text":
+            if value is not None and not isinstance(value, str):
+                errors[key] = ["Not a valid string."]
+        changes[key] = value
+    if creating and "name" not in changes:
+        errors["name"] = ["This field is required."]
+    if errors:
+        raise field_errors(errors)
+    return changes
+
+
+SWITCHES = ("line_push_enabled", "pnp_enabled", "fallback_enabled", "whatsapp_enabled")
+
+
+def changes_from_form(form: dict[str, str], *, creating: bool) -> dict[str, Any]:
+    """A scenario settings form (the console's: text fields, checkboxes, a JSON text area for
+    the PNP messages) as the API's JSON body, checked by ``clean_setting_changes``. Every field
+    is always sent (a form is complete), so an unticked checkbox is ``false``."""
+    body: dict[str, Any] = {key: key in form for key in SWITCHES}
+    errors: dict[str, list[str]] = {}
+    for key in ("name", "status", "pnp_approval_status", "sms_text"):
+        if key in form:
+            body[key] = form[key]
+    for key in ("whatsapp_template_name", "whatsapp_language"):
+        body[key] = form.get(key, "").strip() or None
+    template = form.get("line_push_template_id", "").strip()
+    body["line_push_template_id"] = (int(template) if template.isdigit() else template) if template else None
+    period = form.get("fallback_period", "").strip()
+    body["fallback_period"] = int(period) if period.isdigit() else period
+    raw_messages = form.get("pnp_messages", "").strip()
+    if raw_messages:
+        try:
+            body["pnp_messages"] = orjson.loads(raw_messages)
+        except orjson.JSONDecodeError as exc:
+            errors["pnp_messages"] = [f"Enter valid JSON: {exc}"]
+    else:
+        body["pnp_messages"] = []
+    try:
+        changes = clean_setting_changes(body, creating=creating)
+    except APIError as exc:
+        errors = {**exc.body, **errors}
+    if errors:
+        raise field_errors(errors)
+    return changes
+
+
 def save_setting(session: Session, org: OrgContext, changes: dict[str, Any],
                  setting: PnpSetting | None = None) -> dict[str, Any]:
-    """Create (``setting`` None) or edit a scenario; ``changes`` holds only the fields given."""
+    """Create (``setting`` None) or edit a scenario; ``changes`` holds only the fields given.
+    Admins only (the API acts as admin)."""
+    require_role(org, "admin")
     creating = setting is None
     if setting is None:
         now = utcnow()

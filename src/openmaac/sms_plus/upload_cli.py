@@ -177,7 +177,7 @@ def upload_delete(upload_id: Annotated[int, typer.Argument(help="Upload id")], o
     database = migrated_database(data_dir)
     context = _org(database, org)
     try:
-        uploads.delete_upload(context.id, upload_id)
+        uploads.delete_upload(context, upload_id)
     except Exception as exc:
         _fail(exc, _no_upload(upload_id, org))
     err.print(f"deleted upload {upload_id}", markup=False)

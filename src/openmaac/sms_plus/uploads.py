@@ -15,19 +15,20 @@ import logging
 import multiprocessing
 import os
 import queue
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO, Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import case, delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from openmaac.auth.service import OrgContext
+from openmaac.auth.service import OrgContext, require_role
 from openmaac.common import tabular
 from openmaac.db.base import utcnow
 from openmaac.db.engine import get_database
 from openmaac.sms_plus import points, upload_reading
 from openmaac.sms_plus import service as svc
-from openmaac.sms_plus.models import PnpUpload, PnpUploadRow
+from openmaac.sms_plus.models import PnpMessage, PnpUpload, PnpUploadRow
 from openmaac.web.errors import APIError, field_errors, not_found
 from openmaac.web.input import NULL_MESSAGE
 
@@ -86,7 +87,8 @@ def receive(org: OrgContext, setting_id: int, filename: str | None, stream: IO[b
     against other requests. Its rows are stored as they arrive, in transactions of
     INSERT_CHUNK rows, so on SQLite other writers (other organisations) get the write lock
     between them; the list is ``storing`` (not found, not sendable) until its last row is in,
-    and a failure part-way deletes what was stored."""
+    and a failure part-way deletes what was stored. Marketers and admins only (the API acts as admin)."""
+    require_role(org, "marketer")
     with get_database().read() as session:
         setting = svc.get_setting(session, org.id, setting_id)
         if setting is None:
@@ -241,29 +243,60 @@ def _mapping(body: dict[str, Any], upload: PnpUpload, names: list[str], key: str
     return {name: str(given[name]) for name in names}
 
 
+@dataclass
+class SendPlan:
+    """What sending a list would do: its mapping, event, recipients and the points it may hold."""
+
+    pnp_map: dict[str, str]
+    sms_map: dict[str, str]
+    event_id: int | None
+    recipients: int
+    points_needed: int
+    balance: int
+
+
+def plan_send(session: Session, org: OrgContext, upload: PnpUpload, body: dict[str, Any]) -> SendPlan:
+    """Check a send of ``upload`` with ``body`` (the API's send body) without sending: the
+    scenario is usable, the mapping names a column for every parameter, the event exists; and
+    count the points the whole list may hold (its SMS segments; released again for every message
+    delivered through LINE). Raises the API's 400s."""
+    setting = svc.usable_setting(session, org.id, upload.pnp_setting_id)
+    if upload.status != "uploaded":
+        raise APIError(400, {"detail": "This list was already sent."})
+    if setting.line_push_enabled and not (setting.pnp_enabled or setting.fallback_enabled):
+        raise APIError(400, {"detail": "This scenario sends by LINE push only, which needs the push API."})
+    if setting.pnp_enabled and setting.pnp_approval_status != "approved":
+        raise svc.text_error(svc.NOT_APPROVED)
+    pnp_map = _mapping(body, upload, list(setting.parameters or []), "pnp") if setting.pnp_enabled else {}
+    sms_map = _mapping(body, upload, list(setting.sms_parameters or []), "sms") if setting.fallback_enabled \
+        else {}
+    event_id = svc.parse_event_id(session, org.id, body.get("event_id"))
+    needed = 0
+    if setting.fallback_enabled:
+        for values in session.scalars(select(PnpUploadRow.values).where(PnpUploadRow.upload_id == upload.id)
+                                      .execution_options(yield_per=2000)):
+            needed += _recipient(setting, "+0", values, pnp_map, sms_map).sms_segments
+    return SendPlan(pnp_map=pnp_map, sms_map=sms_map, event_id=event_id, recipients=upload.row_count,
+                    points_needed=needed, balance=points.balance(session, org.id))
+
+
+def estimate_send(org: OrgContext, upload_id: int, body: dict[str, Any]) -> SendPlan:
+    """The confirmation before a send (the console's): what ``send`` would check and use."""
+    require_role(org, "marketer")
+    with get_database().read() as session:
+        return plan_send(session, org, get_upload(session, org.id, upload_id), body)
+
+
 def send(org: OrgContext, upload_id: int, body: dict[str, Any]) -> dict[str, Any]:
+    require_role(org, "marketer")
     database = get_database()
     with database.read() as session:
         upload = get_upload(session, org.id, upload_id)
-        setting = svc.usable_setting(session, org.id, upload.pnp_setting_id)
-        if upload.status != "uploaded":
-            raise APIError(400, {"detail": "This list was already sent."})
-        if setting.line_push_enabled and not (setting.pnp_enabled or setting.fallback_enabled):
-            raise APIError(400, {"detail": "This scenario sends by LINE push only, which needs the push API."})
-        if setting.pnp_enabled and setting.pnp_approval_status != "approved":
-            raise svc.text_error(svc.NOT_APPROVED)
-        pnp_map = _mapping(body, upload, list(setting.parameters or []), "pnp") if setting.pnp_enabled else {}
-        sms_map = _mapping(body, upload, list(setting.sms_parameters or []), "sms") if setting.fallback_enabled \
-            else {}
-        event_id = svc.parse_event_id(session, org.id, body.get("event_id"))
         # the points of the whole list are checked before anything is sent
-        needed = 0
-        if setting.fallback_enabled:
-            for values in session.scalars(select(PnpUploadRow.values).where(PnpUploadRow.upload_id == upload_id)
-                                          .execution_options(yield_per=2000)):
-                needed += _recipient(setting, "+0", values, pnp_map, sms_map).sms_segments
-            if points.balance(session, org.id) < needed:
-                raise svc.text_error(svc.NO_POINTS)
+        plan = plan_send(session, org, upload, body)
+        if plan.balance < plan.points_needed:
+            raise svc.text_error(svc.NO_POINTS)
+        pnp_map, sms_map, event_id = plan.pnp_map, plan.sms_map, plan.event_id
     with database.write() as session:
         upload = get_upload(session, org.id, upload_id)
         if upload.status != "uploaded":
@@ -311,9 +344,114 @@ def _recipient(setting: Any, phone: str, values: dict[str, Any], pnp_map: dict[s
                          sms_segments=segments)
 
 
-def delete_upload(org_id: int, upload_id: int) -> None:
-    """Delete a list: hidden at once (``storing``), its rows then removed in short transactions."""
+def delete_upload(org: OrgContext, upload_id: int) -> None:
+    """Delete a list: hidden at once (``storing``), its rows then removed in short transactions.
+    Marketers and admins only; messages already sent from it stay."""
+    require_role(org, "marketer")
     with get_database().write() as session:
-        upload = get_upload(session, org_id, upload_id)
+        upload = get_upload(session, org.id, upload_id)
         upload.status = STORING
     _remove(upload_id)
+
+
+# --- what the console shows of a list ------------------------------------------------------------
+
+LISTED_UPLOADS = 100  # a scenario's lists shown on its page, newest first
+
+
+def list_uploads(session: Session, org_id: int, setting_id: int) -> list[PnpUpload]:
+    """A scenario's stored lists, newest first (at most LISTED_UPLOADS)."""
+    return list(session.scalars(select(PnpUpload).where(
+        PnpUpload.organization_id == org_id, PnpUpload.pnp_setting_id == setting_id, PnpUpload.status != STORING)
+        .order_by(PnpUpload.id.desc()).limit(LISTED_UPLOADS)))
+
+
+def default_mapping(setting: Any, upload: PnpUpload) -> dict[str, dict[str, str | None]]:
+    """A first guess of "Choose Imported List Columns Matching Parameters": each parameter's
+    column of the same name (case-insensitive), if the list has one; what was chosen at send
+    time for a list already sent."""
+    if upload.mapping:
+        return {"pnp": dict(upload.mapping.get("pnp") or {}), "sms": dict(upload.mapping.get("sms") or {})}
+    by_name = {str(column).casefold(): column for column in upload.columns}
+    return {"pnp": {name: by_name.get(name.casefold()) for name in (setting.parameters or [])},
+            "sms": {name: by_name.get(name.casefold()) for name in (setting.sms_parameters or [])}}
+
+
+JOIN_LINK_PREVIEW = "https://…/j/…"
+
+
+def _fill(node: Any, params: dict[str, str]) -> Any:
+    if isinstance(node, str):
+        return svc.render_text(node, params, {svc.JOIN_LINK: JOIN_LINK_PREVIEW})
+    if isinstance(node, dict):
+        return {key: _fill(value, params) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_fill(item, params) for item in node]
+    return node
+
+
+def filled_contents(setting: Any, row: dict[str, Any] | None, mapping: dict[str, dict[str, str | None]]
+                    ) -> dict[str, Any]:
+    """The scenario's PNP messages and SMS text filled from ``row`` (a list's first row) through
+    ``mapping`` (parameter -> column): the template preview before sending. A parameter with no
+    column stays ``{{name}}``."""
+    row = row or {}
+
+    def params(kind: str, names: list[str]) -> dict[str, str]:
+        chosen = mapping.get(kind) or {}
+        filled: dict[str, str] = {}
+        for name in names:
+            column = chosen.get(name)
+            filled[name] = str(row.get(column, "")) if column else "{{" + name + "}}"
+        return filled
+
+    return {"pnp_messages": _fill(list(setting.pnp_messages or []), params("pnp", list(setting.parameters or [])))
+            if setting.pnp_enabled else [],
+            "sms_text": svc.render_text(setting.sms_text or "", params("sms", list(setting.sms_parameters or [])),
+                                        {svc.JOIN_LINK: JOIN_LINK_PREVIEW}) if setting.fallback_enabled else None}
+
+
+@dataclass
+class Progress:
+    """The delivery of a sent list: messages created so far and where they stand."""
+
+    upload: dict[str, Any]
+    messages: int
+    finished: int
+    line_delivered: int
+    sms_delivered: int
+    whatsapp_delivered: int
+    failed: int
+
+    @property
+    def in_progress(self) -> int:
+        return self.messages - self.finished
+
+    @property
+    def final(self) -> bool:
+        """Nothing will change any more: every row became a message and every message ended."""
+        return self.upload["status"] == "sent" and self.finished >= self.messages
+
+    @property
+    def percent(self) -> int:
+        rows = max(int(self.upload["imported_rows"]), 1)
+        return min(100, self.finished * 100 // rows)
+
+
+def progress(session: Session, org_id: int, upload_id: int) -> Progress:
+    """One grouped count of the list's messages (the scenario's index, then its upload id)."""
+    upload = get_upload(session, org_id, upload_id)
+    line = or_(PnpMessage.line_push_status == svc.LINE_PUSH_DELIVERED, PnpMessage.pnp_status == svc.PNP_DELIVERED)
+    sms = PnpMessage.sms_status == svc.SMS_DELIVERED
+    whatsapp = PnpMessage.whatsapp_status == svc.WHATSAPP_DELIVERED
+
+    def count(condition: Any) -> Any:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    row = session.execute(select(
+        func.count(), count(PnpMessage.finished.is_(True)), count(line), count(sms), count(whatsapp),
+        count(PnpMessage.finished.is_(True) & ~or_(line, sms, whatsapp)),
+    ).where(PnpMessage.organization_id == org_id, PnpMessage.pnp_setting_id == upload.pnp_setting_id,
+            PnpMessage.upload_id == upload_id)).one()
+    return Progress(upload=serialize(upload), messages=int(row[0]), finished=int(row[1]), line_delivered=int(row[2]),
+                    sms_delivered=int(row[3]), whatsapp_delivered=int(row[4]), failed=int(row[5]))

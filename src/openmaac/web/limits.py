@@ -61,6 +61,8 @@ ROUTE_CLASSES: tuple[RouteClass, ...] = (
                UPLOAD_FILE_BYTES + MULTIPART_ENVELOPE_BYTES),
     RouteClass("SMS+ recipient list upload", re.compile(r"^/openapi/v1/pnp/setting/[^/]+/upload/$"),
                UPLOAD_FILE_BYTES + MULTIPART_ENVELOPE_BYTES),
+    RouteClass("Console SMS+ recipient list upload", re.compile(r"^/console/sms-plus/[^/]+/uploads$"),
+               UPLOAD_FILE_BYTES + MULTIPART_ENVELOPE_BYTES),
     RouteClass("SMS+ message sending", re.compile(r"^/openapi/v1/pnp/message/(push|multicast)/"), 4 * MIB,
                plain_text=True),
     # The built-in upstream simulators (development and tests only; off in production):
