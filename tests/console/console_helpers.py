@@ -18,7 +18,18 @@ def screenshot(page: Any, name: str, *, full_page: bool = True) -> Path:
     """Saves ``tests/console/screenshots/<name>.png`` (look at it)."""
     SCREENSHOTS.mkdir(exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=full_page)
+    viewport = page.viewport_size
+    if full_page and viewport:
+        # a full-page capture keeps the viewport's height, so the sticky sidebar (100vh) would
+        # sit where the page was scrolled to: grow the viewport to the whole page instead
+        height = page.evaluate("() => document.documentElement.scrollHeight")
+        page.set_viewport_size({"width": viewport["width"], "height": max(height, viewport["height"])})
+        try:
+            page.screenshot(path=str(path))
+        finally:
+            page.set_viewport_size(viewport)
+    else:
+        page.screenshot(path=str(path), full_page=full_page)
     return path
 
 

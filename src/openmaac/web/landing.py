@@ -6,8 +6,15 @@ from html import escape
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
 
 from openmaac import __version__
+
+
+class ApiRoot(BaseModel):
+    documentation: str = "/docs"
+    openapi: str = "/openapi.json"
+    authentication: str = "Authorization: Bearer <token> (openmaac token create, or the console's API token page)"
 
 
 def landing_router(*, simulators: bool) -> APIRouter:
@@ -39,5 +46,15 @@ def landing_router(*, simulators: bool) -> APIRouter:
     @router.get("/", include_in_schema=False, response_class=HTMLResponse)
     def landing() -> HTMLResponse:
         return HTMLResponse(page)
+
+    @router.get(
+        "/openapi/v1/", tags=["openmaac"], response_model=ApiRoot,
+        summary="Where the API's documents are (openmaac extension; no token needed)",
+        description="The base URL the server's banner prints answers too: it names the API documentation, "
+                    "the OpenAPI document and how to authenticate. Every other path under it needs a token.",
+        openapi_extra={"x-openmaac-extension": True},
+    )
+    def api_root() -> ApiRoot:
+        return ApiRoot()
 
     return router
