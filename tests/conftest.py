@@ -103,6 +103,18 @@ def server() -> Iterator[ServerThread]:
 
 
 @pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """Debian's chromium under Playwright, one per test process: Playwright's sync API runs an
+    event loop of its own, so a second ``sync_playwright()`` in the same process is refused."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
 def base_url(server: ServerThread) -> str:
     return BASE_URL
 

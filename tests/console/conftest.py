@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from console_helpers import CHROMIUM
 from console_helpers import assert_accessible as _assert_accessible
 from console_helpers import screenshot as _screenshot
 
@@ -67,13 +66,8 @@ def _loopback_sign_ins_unthrottled(server: Any) -> None:
 
 
 @pytest.fixture(scope="session")
-def browser(server: Any) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
+def browser(server: Any, chromium: Any) -> Any:
+    return chromium
 
 
 @pytest.fixture

@@ -32,13 +32,13 @@ def test_redirect_followed_reaches_the_endpoint(tenant) -> None:  # type: ignore
 
 
 def test_no_redirect_where_the_slash_path_matches_nothing(base_url: str) -> None:
-    for path in ("/openapi/v1/nothing", "/openapi/v1", "/healthz/", "/line/webhook/123/"):
+    for path in ("/openapi/v1/nothing", "/openapi/v1/nothing/else", "/healthz/", "/line/webhook/123/"):
         response = httpx.get(f"{base_url}{path}")
         assert response.status_code == 404, path
         assert response.json() == {"detail": "Not found."}, path
 
 
-def test_bare_api_root_answers_drf_not_found(base_url: str) -> None:
-    response = httpx.get(f"{base_url}/openapi/v1/")
-    assert response.status_code == 404
-    assert response.json() == {"detail": "Not found."}
+def test_bare_api_root_leads_to_the_api_root(base_url: str) -> None:
+    # /openapi/v1/ answers (the base URL the banner prints), so the slashless form is redirected to it
+    response = httpx.get(f"{base_url}/openapi/v1")
+    assert response.status_code == 301 and response.headers["location"] == "/openapi/v1/"
