@@ -138,8 +138,26 @@ def drf_errors(errors: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
     return 400, tree
 
 
-async def validation_error_handler(_request: Request, exc: RequestValidationError) -> Response:
+# The CDH API (CDH OpenAPI 2.0.1) is a FastAPI service: its validation errors are FastAPI's own,
+# 422 with {"detail": [{"loc", "msg", "type"}]}, not Django REST framework's.
+FASTAPI_STYLE_PREFIXES = ("/cdh/",)
+
+
+def fastapi_style(path: str) -> bool:
+    return path.startswith(FASTAPI_STYLE_PREFIXES)
+
+
+def fastapi_validation_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    from fastapi.encoders import jsonable_encoder
+
+    return {"detail": jsonable_encoder([{key: error[key] for key in ("type", "loc", "msg", "input", "ctx")
+                                         if key in error} for error in errors])}
+
+
+async def validation_error_handler(request: Request, exc: RequestValidationError) -> Response:
     errors = list(exc.errors())
+    if fastapi_style(request.url.path):
+        return OrjsonResponse(fastapi_validation_body(errors), status_code=422)
     if any(tuple(error.get("loc", ()))[:1] == ("path",) for error in errors):
         # A path naming something that cannot exist (an id past 2**63 - 1, or not a number)
         # is Not found, as Django's URL resolver and lookup answer it; the body is not looked at.
