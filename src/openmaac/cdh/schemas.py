@@ -206,14 +206,13 @@ class EngagementEventIn(BaseModel):
     geography: Annotated[str, StringConstraints(max_length=64)] | None = None
     params: PageParam | ItemsParam | TransactionParam | UserEngagementParam | Params
 
-    @model_validator(mode="before")
+    @field_validator("params", mode="before")
     @classmethod
-    def _params_of_behavior(cls, data: Any) -> Any:
+    def _params_of_behavior(cls, value: Any, info: ValidationInfo) -> Any:
         """Params are checked against the schema of the behaviour (a custom one: any object)."""
-        if isinstance(data, dict) and isinstance(data.get("params"), dict):
-            model = PARAMS_BY_BEHAVIOR.get(str(data.get("behavior")), Params)
-            data = {**data, "params": model.model_validate(data["params"])}
-        return data
+        behavior = info.data.get("behavior")
+        name = behavior.value if isinstance(behavior, EngagementBehavior) else str(behavior)
+        return PARAMS_BY_BEHAVIOR.get(name, Params).model_validate(value)
 
 
 class EventId(BaseModel):
