@@ -13,8 +13,8 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from openmaac.cdh.models import CHANNEL_TYPES
