@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from openmaac.auth.service import OrgContext
@@ -71,10 +71,10 @@ def list_custom_fields(session: Session, org: OrgContext, active: bool | None) -
 
 
 def create_custom_field(session: Session, org: OrgContext, key: str, name: str, type_: str) -> dict[str, Any]:
-    result = session.execute(insert_ignoring_conflicts(session, CustomField, ["organization_id", "key"]).values(
+    created = session.execute(insert_ignoring_conflicts(session, CustomField, ["organization_id", "key"]).values(
         organization_id=org.id, key=key, name=name, type=type_, active=True, created_at=utcnow(),
-        updated_at=utcnow()))
-    if not result.rowcount:  # type: ignore[attr-defined]
+        updated_at=utcnow()).returning(CustomField.id)).first()
+    if created is None:
         raise detail(409, f"Custom field {key} already exists")
     field = session.scalars(select(CustomField).where(CustomField.organization_id == org.id,
                                                       CustomField.key == key)).one()
@@ -343,8 +343,8 @@ def submit_record(session: Session, org: OrgContext, kind: str, record: RecordBa
         inserted = session.execute(insert_ignoring_conflicts(
             session, CommerceRecord, ["organization_id", "kind", "record_key"]
         ).values(organization_id=org.id, kind=kind, record_key=key, event_id=event_id, contact_id=contact_id,
-                 data=data, created_at=now, updated_at=now)).rowcount  # type: ignore[attr-defined]
-        if not inserted:  # a concurrent first submission won: update it
+                 data=data, created_at=now, updated_at=now).returning(CommerceRecord.id)).first()
+        if inserted is None:  # a concurrent first submission won: update it
             existing = session.scalar(select(CommerceRecord).where(
                 CommerceRecord.organization_id == org.id, CommerceRecord.kind == kind,
                 CommerceRecord.record_key == key).with_for_update())
@@ -379,4 +379,3 @@ __all__ = [
     "submit_event", "submit_record", "update_custom_field", "update_member",
 ]
 
-_unused = update
