@@ -1,7 +1,14 @@
 """Imports every domain's models so the metadata (and Alembic) sees all tables. Wiring only."""
 
 from openmaac.auth.models import AccessToken, Organization
-from openmaac.cdh.models import CdhApiKey, CdhTask, ChannelIdentity, CommerceRecord, CustomField, EngagementEvent
+from openmaac.cdh.models import (
+    CdhApiKey,
+    CdhTask,
+    ChannelIdentity,
+    CommerceRecord,
+    CustomField,
+    EngagementEvent,
+)
 from openmaac.channels.models import LineChannel
 from openmaac.contacts.import_models import ImportTask
 from openmaac.contacts.models import Contact

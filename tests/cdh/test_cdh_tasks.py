@@ -148,7 +148,7 @@ def test_two_hours_fifty_nine_is_not_a_timeout(tenant, cdh, gate, clock):
 
 def test_unknown_and_foreign_tasks_are_404(tenant, make_tenant, cdh):
     assert cdh.get("/cdh/v1/task/999999999").status_code == 404
-    assert cdh.get("/cdh/v1/task/abc").status_code == 422
+    assert cdh.get("/cdh/v1/task/abc").json() == {"detail": "Not Found"}
     [uid] = seed_contacts(tenant, 1)
     created = start_import(cdh, "line_uid", [{"line_uid": uid}])
     from openmaac.cdh.keys import create_cdh_key

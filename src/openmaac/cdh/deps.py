@@ -17,14 +17,18 @@ apikey_header = APIKeyHeader(name="apikey", auto_error=False,
                              description="CDH API key: `apikey: {API key}` (`openmaac cdh-key create`)")
 
 
+# what FastAPI's own APIKeyHeader answers with its 401
+CHALLENGE = {"WWW-Authenticate": "APIKey"}
+
+
 def current_cdh_org(request: Request, key: Annotated[str | None, Depends(apikey_header)]) -> OrgContext:
     """The organisation of the ``apikey`` header, or 401 ``{"detail": ...}`` (FastAPI's shape)."""
     if not key:
-        raise APIError(401, {"detail": "Not authenticated"})
+        raise APIError(401, {"detail": "Not authenticated"}, headers=CHALLENGE)
     with get_database().read() as session:
         org = authenticate_cdh_key(session, key)
     if org is None:
-        raise APIError(401, {"detail": "Invalid API key"})
+        raise APIError(401, {"detail": "Invalid API key"}, headers=CHALLENGE)
     set_organization(org.id)
     request.state.org = org
     return org

@@ -152,7 +152,7 @@ class Item(BaseModel):
     item_id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     item_name: Annotated[str, StringConstraints(max_length=256)] | None = None
     price: float | None = None
-    quantity: Annotated[int, Field(ge=0)] | None = None
+    quantity: Annotated[int, Field(ge=0, le=2_147_483_647)] | None = None
 
     _check_price = field_validator("price")(classmethod(lambda cls, v: _finite(v)))
 
@@ -185,7 +185,7 @@ class TransactionParam(Params):
 
 
 class UserEngagementParam(Params):
-    engagement_time_msec: Annotated[int, Field(ge=0)]
+    engagement_time_msec: Annotated[int, Field(ge=0, le=2**53)]
     page_view_id: Annotated[str, StringConstraints(max_length=256)] | None = None
 
 

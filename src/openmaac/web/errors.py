@@ -156,12 +156,13 @@ def fastapi_validation_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def validation_error_handler(request: Request, exc: RequestValidationError) -> Response:
     errors = list(exc.errors())
-    if fastapi_style(request.url.path):
-        return OrjsonResponse(fastapi_validation_body(errors), status_code=422)
+    cdh = fastapi_style(request.url.path)
     if any(tuple(error.get("loc", ()))[:1] == ("path",) for error in errors):
         # A path naming something that cannot exist (an id past 2**63 - 1, or not a number)
         # is Not found, as Django's URL resolver and lookup answer it; the body is not looked at.
-        return OrjsonResponse({"detail": "Not found."}, status_code=404)
+        return OrjsonResponse({"detail": "Not Found" if cdh else "Not found."}, status_code=404)
+    if cdh:
+        return OrjsonResponse(fastapi_validation_body(errors), status_code=422)
     status_code, body = drf_errors(errors)
     return OrjsonResponse(body, status_code=status_code)
 
