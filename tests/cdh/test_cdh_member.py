@@ -260,3 +260,31 @@ def test_custom_values_set_clear_and_refuse_unknown_or_archived(tenant, cdh):
     assert refused.status_code == 422 and "archived" in refused.json()["detail"][0]["msg"]
     # a refused request changes nothing
     assert patch(cdh, uid, {"city": "X"}).json() == {"updated_fields": ["city"]}
+
+
+@pytest.mark.parametrize("path", ["/cdh/v1/member", "/cdh/v1/engagement/event", "/cdh/v1/engagement/point",
+                                  "/cdh/v1/member/import"])
+def test_lone_surrogates_are_refused_not_a_server_error(tenant, cdh, path):
+    [uid] = seed_contacts(tenant, 1)
+    bodies = {
+        "/cdh/v1/member": '{"channel_type": "line", "external_channel_id": "x", "external_member_id": "%s", '
+                          '"data": {"full_name": "a\\ud800b"}}' % uid,
+        "/cdh/v1/engagement/event": '{"behavior": "page_view", "utm_term": "lm:1", '
+                                    '"params": {"page_path": "/\\udc00"}}',
+        "/cdh/v1/engagement/point": '{"timestamp": "2024-01-01T00:00:00Z", "source_platform_name": "\\ud800", '
+                                    '"source_store_type": "online_store", "source_store_id": "s", '
+                                    '"source_platform_customer_id": "c", "balance": 1, "type": "loyalty_point"}',
+        "/cdh/v1/member/import": '{"import_key": "line_uid", "data": [{"line_uid": "%s", "city": "\\ud800"}]}' % uid,
+    }
+    method = "PATCH" if path == "/cdh/v1/member" else "POST"
+    response = cdh.request(method, path, content=bodies[path].encode(), headers={"Content-Type": "application/json"})
+    if path.endswith("/import"):  # rows are checked by the task: the row is an error
+        task_id = response.json()["id"]
+        done = wait_for(lambda: (t := cdh.get(f"/cdh/v1/task/{task_id}").json())["status"] != "pending"
+                        and t["status"] != "processing" and t, 30)
+        assert (done["status"], done["result"]["error_count"]) == ("success", 1)
+    else:
+        assert response.status_code == 422, response.text
+    # a proper pair is a character like any other
+    assert cdh.post("/cdh/v1/engagement/event", json={"behavior": "page_view", "utm_term": "lm:1",
+                                                      "params": {"page_path": "/\U0001F600"}}).status_code == 200

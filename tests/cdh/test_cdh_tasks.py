@@ -203,3 +203,20 @@ def test_one_export_at_a_time(tenant, cdh, gate):
     gate.set()
     assert finished(cdh, first.json()["id"])["status"] == "success"
     assert cdh.post("/cdh/v1/member/export").status_code == 200
+
+
+def test_download_link_with_foreign_characters_or_no_signature_is_404(cdh):
+    response = cdh.get("/cdh/v1/task/1/download", params={"expires": 1, "signature": "a\u00d0\u00ab"})
+    assert response.status_code == 404
+    assert cdh.get("/cdh/v1/task/1/download").status_code == 422
+
+
+def test_huge_integers_in_refused_input_are_answered(tenant, cdh):
+    body = '{"import_key": "nope", "data": [{"x": 21036392267149737239494262784}]}'
+    response = cdh.post("/cdh/v1/member/import", content=body.encode(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "import_key"]
+    [uid] = seed_contacts(tenant, 1)
+    body = '{"import_key": "line_uid", "data": [{"line_uid": "%s", "x": 21036392267149737239494262784}]}' % uid
+    created = cdh.post("/cdh/v1/member/import", content=body.encode(), headers={"Content-Type": "application/json"})
+    assert created.status_code == 200
+    assert finished(cdh, created.json()["id"])["result"]["error_count"] == 1

@@ -13,11 +13,11 @@ import csv
 import hashlib
 import hmac
 import io
+import json
 import zlib
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -88,7 +88,7 @@ def create_import(session: Session, org: OrgContext, import_key: str, rows: list
         raise detail(409, f"Too many concurrent import tasks: at most {MAX_CONCURRENT_IMPORTS} per organization")
     now = clock.now()
     task = CdhTask(organization_id=org.id, category="import_member", status="pending", import_key=import_key,
-                   row_count=len(rows), payload=zlib.compress(orjson.dumps(rows), 1), result={},
+                   row_count=len(rows), payload=zlib.compress(json.dumps(rows).encode(), 1), result={},
                    deadline=now + TASK_TIMEOUT, created_at=now, updated_at=now)
     session.add(task)
     session.flush()
@@ -166,7 +166,7 @@ def run_import(task_id: int) -> None:
 
         region = session.scalar(select(Organization.region).where(Organization.id == organization_id)) or "TW"
         types = custom_field_types(session, organization_id)
-    rows: list[dict[str, Any]] = orjson.loads(zlib.decompress(payload)) if payload else []
+    rows: list[dict[str, Any]] = json.loads(zlib.decompress(payload)) if payload else []
     counts = {"total_count": len(rows), "success_count": 0, "skipped_count": 0, "error_count": 0}
     column = KEY_COLUMNS[import_key]
     for start in range(0, len(rows), CHUNK):
@@ -195,8 +195,9 @@ def _apply_chunk(session: Session, organization_id: int, import_key: str, column
         try:
             if not isinstance(raw, dict):
                 raise ValueError("not an object")
+            json.dumps(raw, ensure_ascii=False).encode()  # lone surrogates cannot be stored
             row = ImportRow.model_validate(raw)
-        except (ValidationError, ValueError):
+        except (ValidationError, ValueError, UnicodeEncodeError):
             counts["error_count"] += 1
             continue
         key = _key_value(import_key, row, raw, region)
@@ -312,7 +313,7 @@ def download_link(task_id: int, expires_at: datetime) -> str:
 
 def download(session: Session, task_id: int, expires: int, signature: str) -> bytes:
     """The export's CSV for a valid, unexpired link (404 otherwise; 410 once expired)."""
-    if not hmac.compare_digest(signature, _signature(task_id, expires)):
+    if not hmac.compare_digest(signature.encode("utf-8", "surrogatepass"), _signature(task_id, expires).encode()):
         raise detail(404, "Not Found")
     row = session.execute(select(CdhTask.expires_at, CdhTask.file).where(
         CdhTask.id == task_id, CdhTask.category == "export_member", CdhTask.status == "success")).first()

@@ -150,8 +150,10 @@ def fastapi_style(path: str) -> bool:
 def fastapi_validation_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
     from fastapi.encoders import jsonable_encoder
 
-    return {"detail": jsonable_encoder([{key: error[key] for key in ("type", "loc", "msg", "input", "ctx")
-                                         if key in error} for error in errors])}
+    # without FastAPI's "input": it echoes what was sent, any JSON at all (integers past 64 bits,
+    # lone surrogates) that the answer could then not encode
+    return {"detail": jsonable_encoder([{key: error[key] for key in ("type", "loc", "msg", "ctx") if key in error}
+                                        for error in errors])}
 
 
 async def validation_error_handler(request: Request, exc: RequestValidationError) -> Response:
