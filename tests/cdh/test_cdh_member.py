@@ -267,14 +267,15 @@ def test_custom_values_set_clear_and_refuse_unknown_or_archived(tenant, cdh):
 def test_lone_surrogates_are_refused_not_a_server_error(tenant, cdh, path):
     [uid] = seed_contacts(tenant, 1)
     bodies = {
-        "/cdh/v1/member": '{"channel_type": "line", "external_channel_id": "x", "external_member_id": "%s", '
-                          '"data": {"full_name": "a\\ud800b"}}' % uid,
+        "/cdh/v1/member": ('{"channel_type": "line", "external_channel_id": "x", "external_member_id": "UID", '
+                           '"data": {"full_name": "a\\ud800b"}}').replace("UID", uid),
         "/cdh/v1/engagement/event": '{"behavior": "page_view", "utm_term": "lm:1", '
                                     '"params": {"page_path": "/\\udc00"}}',
         "/cdh/v1/engagement/point": '{"timestamp": "2024-01-01T00:00:00Z", "source_platform_name": "\\ud800", '
                                     '"source_store_type": "online_store", "source_store_id": "s", '
                                     '"source_platform_customer_id": "c", "balance": 1, "type": "loyalty_point"}',
-        "/cdh/v1/member/import": '{"import_key": "line_uid", "data": [{"line_uid": "%s", "city": "\\ud800"}]}' % uid,
+        "/cdh/v1/member/import": ('{"import_key": "line_uid", "data": [{"line_uid": "UID", "city": "\\ud800"}]}'
+                                  ).replace("UID", uid),
     }
     method = "PATCH" if path == "/cdh/v1/member" else "POST"
     response = cdh.request(method, path, content=bodies[path].encode(), headers={"Content-Type": "application/json"})

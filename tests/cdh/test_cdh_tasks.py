@@ -216,7 +216,8 @@ def test_huge_integers_in_refused_input_are_answered(tenant, cdh):
     response = cdh.post("/cdh/v1/member/import", content=body.encode(), headers={"Content-Type": "application/json"})
     assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "import_key"]
     [uid] = seed_contacts(tenant, 1)
-    body = '{"import_key": "line_uid", "data": [{"line_uid": "%s", "x": 21036392267149737239494262784}]}' % uid
+    body = '{"import_key": "line_uid", "data": [{"line_uid": "UID", "x": 21036392267149737239494262784}]}'.replace(
+        "UID", uid)
     created = cdh.post("/cdh/v1/member/import", content=body.encode(), headers={"Content-Type": "application/json"})
     assert created.status_code == 200
     assert finished(cdh, created.json()["id"])["result"]["error_count"] == 1
