@@ -222,3 +222,22 @@ def test_huge_integers_in_refused_input_are_answered(tenant, cdh):
     created = cdh.post("/cdh/v1/member/import", content=body.encode(), headers={"Content-Type": "application/json"})
     assert created.status_code == 200
     assert finished(cdh, created.json()["id"])["result"]["error_count"] == 1
+
+
+def test_import_moves_a_customer_id_from_its_holder(tenant, cdh, hooks):
+    receiver, url = hooks
+    add_cdh_webhook(tenant, url + "/cdh", ["contact.profile.customer_id.update"])
+    holder, taker, other = seed_contacts(tenant, 3)
+    cdh.patch("/cdh/v1/member", json={"channel_type": "line", "external_channel_id": "@oa",
+                                      "external_member_id": holder, "data": {"customer_id": "C-7"}})
+    done = finished(cdh, start_import(cdh, "line_uid", [{"line_uid": taker, "customer_id": "C-7"},
+                                                        {"line_uid": other, "customer_id": "C-8"},
+                                                        {"line_uid": other, "customer_id": "C-9"}])["id"])
+    assert done["result"]["success_count"] == 3
+    assert (contact(holder).customer_id, contact(taker).customer_id, contact(other).customer_id) == (
+        None, "C-7", "C-9")
+    wait_for(lambda: len(receiver.at("/cdh")) >= 4, 20)
+    events = sorted(((b["data"]["line_uid"], b["data"]["old_value"], b["data"]["new_value"])
+                     for b in received(receiver, "/cdh")), key=repr)
+    assert events == sorted([(holder, None, "C-7"), (holder, "C-7", None), (taker, None, "C-7"),
+                             (other, None, "C-9")], key=repr)

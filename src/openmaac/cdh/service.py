@@ -239,6 +239,7 @@ def update_member(session: Session, org: OrgContext, body: UpdateMember) -> dict
     contact = find_member(session, org, body.channel_type, body.external_channel_id, body.external_member_id,
                           unify=profile)
     updated = apply_member_changes(session, contact, profile, custom)
+    session.flush()
     return {"updated_fields": updated}
 
 
@@ -252,7 +253,6 @@ def apply_member_changes(session: Session, contact: Contact, profile: dict[str, 
     custom_changed = apply_custom_fields(contact, custom)
     if custom_changed and not changes:
         contact.updated_at = utcnow()
-    session.flush()
     return updated + custom_changed
 
 

@@ -19,21 +19,23 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from openmaac.auth.service import OrgContext
 from openmaac.cdh import clock
 from openmaac.cdh.models import CdhTask, ChannelIdentity
 from openmaac.cdh.schemas import PROFILE_COLUMNS, UpdateMemberData
-from openmaac.cdh.service import apply_member_changes, clean_custom_fields, custom_field_types, detail, iso
+from openmaac.cdh.service import clean_custom_fields, custom_field_types, detail, iso
 from openmaac.common.phones import to_e164
 from openmaac.config import get_settings
 from openmaac.contacts.models import Contact
+from openmaac.db.base import utcnow
 from openmaac.db.engine import get_database
 from openmaac.db.locks import lock_for_update
 from openmaac.jobs.queue import enqueue
 from openmaac.jobs.registry import JobContext, handler
+from openmaac.webhooks.events import emit_many, profile_event
 
 MAX_CONCURRENT_IMPORTS = 10
 TASK_TIMEOUT = timedelta(hours=3)
@@ -210,19 +212,92 @@ def _apply_chunk(session: Session, organization_id: int, import_key: str, column
     if not parsed:
         return
     keys = list({key for key, _, _ in parsed})
-    contacts: dict[Any, list[Contact]] = {}
-    for contact in session.scalars(select(Contact).where(Contact.organization_id == organization_id,
-                                                         getattr(Contact, column).in_(keys))
-                                   .order_by(Contact.id).with_for_update()):
-        contacts.setdefault(getattr(contact, column), []).append(contact)
+    apply_rows(session, organization_id, column, keys, parsed, counts)
+
+
+# The contacts columns an import may write, by CDH field name.
+WRITABLE = {name: PROFILE_COLUMNS[name] for name in PROFILE_COLUMNS}
+_COLUMNS = tuple(dict.fromkeys(WRITABLE.values()))
+
+
+def apply_rows(session: Session, organization_id: int, column: str, keys: list[Any],
+               parsed: list[tuple[Any, dict[str, Any], dict[str, Any]]], counts: dict[str, int]) -> None:
+    """Set-based: read the matched contacts' columns once, work out each one's final values,
+    write the changed ones with one executemany UPDATE, queue contact.profile.<field>.update
+    for each changed field. One customer_id stays with one contact (the last row giving it)."""
+    table = Contact.__table__
+    selected = [table.c.id, table.c.line_uid, table.c.custom_fields, *(table.c[c] for c in _COLUMNS)]
+    matched: dict[Any, list[dict[str, Any]]] = {}
+    by_id: dict[int, dict[str, Any]] = {}
+    for record in session.execute(select(*selected).where(table.c.organization_id == organization_id,
+                                                          table.c[column].in_(keys)).order_by(table.c.id)).mappings():
+        row = dict(record)
+        matched.setdefault(row[column], []).append(row)
+        by_id[row["id"]] = row
+    original = {contact_id: dict(row) for contact_id, row in by_id.items()}
+    touched: set[int] = set()
+    given_customer: dict[str, int] = {}
     for key, profile, custom in parsed:
-        matched = contacts.get(key)
-        if not matched:
+        targets = matched.get(key)
+        if not targets:
             counts["skipped_count"] += 1
             continue
-        for contact in matched:
-            apply_member_changes(session, contact, profile, custom)
+        for row in targets:
+            for name, value in profile.items():
+                field = WRITABLE[name]
+                if row[field] != value:
+                    row[field] = value
+                    touched.add(row["id"])
+                if field == "customer_id" and value is not None:
+                    holder = given_customer.get(value)
+                    if holder is not None and holder != row["id"] and by_id[holder]["customer_id"] == value:
+                        by_id[holder]["customer_id"] = None
+                        touched.add(holder)
+                    given_customer[value] = row["id"]
+            if custom:
+                values = dict(row["custom_fields"] or {})
+                for custom_key, value in custom.items():
+                    if value is None:
+                        values.pop(custom_key, None)
+                    else:
+                        values[custom_key] = value
+                values_or_none = values or None
+                if values_or_none != row["custom_fields"]:
+                    row["custom_fields"] = values_or_none
+                    touched.add(row["id"])
         counts["success_count"] += 1
+    now = utcnow()
+    pending: list[Any] = []
+    if given_customer:
+        # whoever else held a customer id given here loses it (a change of theirs too)
+        for holder_id, line_uid, customer_id in session.execute(
+            select(table.c.id, table.c.line_uid, table.c.customer_id).where(
+                table.c.organization_id == organization_id, table.c.customer_id.in_(list(given_customer)))
+        ).all():
+            if holder_id in by_id:
+                continue
+            session.execute(update(table).where(table.c.id == holder_id).values(customer_id=None, updated_at=now))
+            pending.append(profile_event(line_uid=line_uid, customer_id=None, field="customer_id",
+                                         old=customer_id, new=None))
+    if not touched:
+        if pending:
+            emit_many(session, organization_id, pending)
+        return
+    updates = []
+    for contact_id in touched:
+        row, before = by_id[contact_id], original[contact_id]
+        for field in _COLUMNS:
+            if row[field] != before[field]:
+                pending.append(profile_event(line_uid=row["line_uid"], customer_id=row["customer_id"], field=field,
+                                             old=before[field], new=row[field]))
+        updates.append({"_id": contact_id, "_updated_at": now, "_custom_fields": row["custom_fields"],
+                        **{f"_{field}": row[field] for field in _COLUMNS}})
+    statement = update(table).where(table.c.id == bindparam("_id")).values(
+        updated_at=bindparam("_updated_at"), custom_fields=bindparam("_custom_fields"),
+        **{field: bindparam(f"_{field}") for field in _COLUMNS})
+    session.execute(statement, updates)
+    if pending:
+        emit_many(session, organization_id, pending)
 
 
 def _give_up(session: Session, payload: dict[str, Any], _context: JobContext, _error: str) -> None:
