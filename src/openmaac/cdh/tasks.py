@@ -15,6 +15,7 @@ import hmac
 import io
 import json
 import zlib
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -283,21 +284,23 @@ def apply_rows(session: Session, organization_id: int, column: str, keys: list[A
         if pending:
             emit_many(session, organization_id, pending)
         return
-    updates = []
-    for contact_id in touched:
-        row, before = by_id[contact_id], original[contact_id]
-        for field in _COLUMNS:
-            if row[field] != before[field]:
-                pending.append(profile_event(line_uid=row["line_uid"], customer_id=row["customer_id"], field=field,
-                                             old=before[field], new=row[field]))
-        updates.append({"_id": contact_id, "_updated_at": now, "_custom_fields": row["custom_fields"],
-                        **{f"_{field}": row[field] for field in _COLUMNS}})
+    updates = [{"_id": contact_id, "_updated_at": now, "_custom_fields": by_id[contact_id]["custom_fields"],
+                **{f"_{field}": by_id[contact_id][field] for field in _COLUMNS}} for contact_id in touched]
     statement = update(table).where(table.c.id == bindparam("_id")).values(
         updated_at=bindparam("_updated_at"), custom_fields=bindparam("_custom_fields"),
         **{field: bindparam(f"_{field}") for field in _COLUMNS})
     session.execute(statement, updates)
-    if pending:
-        emit_many(session, organization_id, pending)
+
+    def changes() -> Iterator[Any]:  # built only when an endpoint listens (emit_many looks first)
+        yield from pending
+        for contact_id in touched:
+            row, before = by_id[contact_id], original[contact_id]
+            for field in _COLUMNS:
+                if row[field] != before[field]:
+                    yield profile_event(line_uid=row["line_uid"], customer_id=row["customer_id"], field=field,
+                                        old=before[field], new=row[field])
+
+    emit_many(session, organization_id, changes())
 
 
 def _give_up(session: Session, payload: dict[str, Any], _context: JobContext, _error: str) -> None:
