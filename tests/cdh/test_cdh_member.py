@@ -255,6 +255,11 @@ def test_custom_values_set_clear_and_refuse_unknown_or_archived(tenant, cdh):
     assert patch(cdh, uid, {"custom_fields": {"cl_custom_tier": None}}).json() == {
         "updated_fields": ["cl_custom_tier"]}
     assert patch(cdh, uid, {"custom_fields": {"cl_custom_nope": 1}}).status_code == 422
+    lone = cdh.patch("/cdh/v1/member", content=(
+        '{"channel_type": "line", "external_channel_id": "x", "external_member_id": "UID", '
+        '"data": {"custom_fields": {"cl_custom_tier": "\\ud800"}}}').replace("UID", uid).encode(),
+        headers={"Content-Type": "application/json"})
+    assert lone.status_code == 422 and lone.json()["detail"][0]["loc"][-1] == "cl_custom_tier"
     cdh.patch(f"/cdh/v1/custom_field/{field['id']}", json={"active": False})
     refused = patch(cdh, uid, {"custom_fields": {"cl_custom_tier": "vip"}, "city": "X"})
     assert refused.status_code == 422 and "archived" in refused.json()["detail"][0]["msg"]

@@ -112,6 +112,10 @@ def custom_value_error(type_: str, value: Any) -> tuple[Any, str | None]:
             return None, "Input should be a valid string"
         if len(value) > CUSTOM_TEXT_MAX:
             return None, f"String should have at most {CUSTOM_TEXT_MAX} characters"
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return None, "Input should be a valid string (no lone surrogates)"
         return value, None
     if type_ == "number":
         if isinstance(value, bool) or not isinstance(value, int | float):

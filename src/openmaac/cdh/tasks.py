@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
@@ -59,6 +59,9 @@ class ImportRow(UpdateMemberData):
     """One row: the import key's value and the fields to write (unknown fields: the row is skipped)."""
 
     line_uid: str | None = None
+
+
+_ROWS = TypeAdapter(list[ImportRow])
 
 
 def view(task: CdhTask) -> dict[str, Any]:
@@ -194,13 +197,17 @@ def run_import(task_id: int) -> None:
 def _apply_chunk(session: Session, organization_id: int, import_key: str, column: str, raw_rows: list[Any],
                  region: str, types: dict[str, tuple[str, bool]], counts: dict[str, int]) -> None:
     parsed: list[tuple[Any, dict[str, Any], dict[str, Any]]] = []  # (key value, profile, custom)
-    for raw in raw_rows:
-        try:
-            if not isinstance(raw, dict):
-                raise ValueError("not an object")
-            json.dumps(raw, ensure_ascii=False).encode()  # lone surrogates cannot be stored
-            row = ImportRow.model_validate(raw)
-        except (ValidationError, ValueError, UnicodeEncodeError):
+    try:  # the whole chunk at once; row by row only when some row is invalid
+        checked: list[ImportRow | None] = list(_ROWS.validate_python(raw_rows))
+    except ValidationError:
+        checked = []
+        for raw in raw_rows:
+            try:
+                checked.append(ImportRow.model_validate(raw))
+            except ValidationError:
+                checked.append(None)
+    for raw, row in zip(raw_rows, checked, strict=True):
+        if row is None:
             counts["error_count"] += 1
             continue
         key = _key_value(import_key, row, raw, region)
