@@ -41,8 +41,7 @@ def export_member(org: CdhOrg) -> Any:
 
 @router.get("/task/{task_id}", response_model=schemas.Task, tags=["CDH Task"], summary="Get Task")
 def get_task(org: CdhOrg, task_id: TaskId) -> Any:
-    with get_database().write() as session:
-        return tasks.get_task(session, org, task_id)
+    return tasks.get_task(get_database(), org, task_id)
 
 
 @router.get("/task/{task_id}/download", tags=["CDH Task"], summary="Download an export (the task's download_url)",

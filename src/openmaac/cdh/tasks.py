@@ -118,11 +118,24 @@ def create_export(session: Session, org: OrgContext) -> dict[str, Any]:
     return view(task)
 
 
-def get_task(session: Session, org: OrgContext, task_id: int) -> dict[str, Any]:
-    expire_overdue(session, org.id)
-    task = session.scalar(select(CdhTask).where(CdhTask.id == task_id, CdhTask.organization_id == org.id))
+def get_task(database: Any, org: OrgContext, task_id: int) -> dict[str, Any]:
+    """The task, read without taking the writer; a running task past its deadline is failed
+    first (in a write transaction of its own)."""
+    def read() -> CdhTask | None:
+        with database.read() as session:
+            task = session.scalar(select(CdhTask).where(CdhTask.id == task_id, CdhTask.organization_id == org.id))
+            if task is not None:
+                session.expunge(task)
+            return task
+
+    task = read()
     if task is None:
         raise detail(404, "Task not found")
+    if task.status in RUNNING and task.deadline <= clock.now():
+        with database.write() as session:
+            expire_overdue(session, org.id)
+        task = read()
+        assert task is not None
     return view(task)
 
 
