@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from openmaac.cdh import schemas, service, tasks
 from openmaac.cdh.deps import CdhOrg
@@ -51,8 +51,8 @@ def download_export(task_id: TaskId, expires: Annotated[int, Query(ge=0, le=2**6
                     signature: Annotated[str, Query(max_length=64)]) -> Response:
     with get_database().read() as session:
         body = tasks.download(session, task_id, expires, signature)
-    return Response(body, media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="members-{task_id}.csv"'})
+    return StreamingResponse(body, media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": f'attachment; filename="members-{task_id}.csv"'})
 
 
 @router.post("/engagement/event", response_model=schemas.EventId, tags=["CDH Engagement"], summary="Submit Event")

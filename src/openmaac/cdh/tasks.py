@@ -409,8 +409,9 @@ def download_link(task_id: int, expires_at: datetime) -> str:
     return f"{base}/cdh/v1/task/{task_id}/download?expires={expires}&signature={_signature(task_id, expires)}"
 
 
-def download(session: Session, task_id: int, expires: int, signature: str) -> bytes:
-    """The export's CSV for a valid, unexpired link (404 otherwise; 410 once expired)."""
+def download(session: Session, task_id: int, expires: int, signature: str) -> Iterator[bytes]:
+    """The export's CSV, decompressed piece by piece, for a valid, unexpired link (404
+    otherwise; 410 once expired)."""
     if not hmac.compare_digest(signature.encode("utf-8", "surrogatepass"), _signature(task_id, expires).encode()):
         raise detail(404, "Not Found")
     row = session.execute(select(CdhTask.expires_at, CdhTask.file).where(
@@ -419,7 +420,20 @@ def download(session: Session, task_id: int, expires: int, signature: str) -> by
         raise detail(404, "Not Found")
     if clock.now() >= row[0]:
         raise detail(410, "The download link has expired")
-    return zlib.decompress(row[1])
+    return _decompressed(row[1])
+
+
+def _decompressed(blob: bytes, piece: int = 1 << 20) -> Iterator[bytes]:
+    """The CSV in pieces of at most ``piece`` bytes: a large export is never whole in memory."""
+    decompressor = zlib.decompressobj()
+    for start in range(0, len(blob), piece // 8):
+        data = decompressor.decompress(blob[start:start + piece // 8], piece)
+        while data:
+            yield data
+            data = decompressor.decompress(decompressor.unconsumed_tail, piece)
+    rest = decompressor.flush()
+    if rest:
+        yield rest
 
 
 __all__ = ["create_export", "create_import", "download", "get_task", "run_export", "run_import"]
