@@ -294,3 +294,9 @@ def test_lone_surrogates_are_refused_not_a_server_error(tenant, cdh, path):
     # a proper pair is a character like any other
     assert cdh.post("/cdh/v1/engagement/event", json={"behavior": "page_view", "utm_term": "lm:1",
                                                       "params": {"page_path": "/\U0001F600"}}).status_code == 200
+
+
+def test_unknown_cdh_path_and_method_answer_in_fastapi_words(cdh):
+    assert cdh.get("/cdh/v1/nothing").json() == {"detail": "Not Found"}
+    response = cdh.delete("/cdh/v1/member")
+    assert (response.status_code, response.json()) == (405, {"detail": "Method Not Allowed"})

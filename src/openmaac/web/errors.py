@@ -174,8 +174,10 @@ async def api_error_handler(_request: Request, exc: APIError) -> Response:
 
 
 async def http_error_handler(request: Request, exc: StarletteHTTPException) -> Response:
-    if exc.status_code == 404:
-        body: Any = {"detail": "Not found."}
+    if fastapi_style(request.url.path):  # FastAPI's own words: "Not Found", "Method Not Allowed"
+        body: Any = {"detail": exc.detail}
+    elif exc.status_code == 404:
+        body = {"detail": "Not found."}
     elif exc.status_code == 405:
         body = {"detail": f'Method "{request.method}" not allowed.'}
     else:
