@@ -216,9 +216,12 @@ def find_member(session: Session, org: OrgContext, channel_type: str, external_c
         for key in ("customer_id", "connect_id"):
             value = (unify or {}).get(key)
             if value:
-                contact = session.scalar(select(Contact).where(Contact.organization_id == org.id,
-                                                               getattr(Contact, key) == value)
-                                         .order_by(Contact.id.desc()).limit(1).with_for_update())
+                # the newest holder; max() rather than ORDER BY id, which SQLite would answer by
+                # walking the organisation's (organization_id, id) index
+                newest = session.scalar(select(func.max(Contact.id)).where(Contact.organization_id == org.id,
+                                                                           getattr(Contact, key) == value))
+                contact = (session.scalar(select(Contact).where(Contact.id == newest).with_for_update())
+                           if newest is not None else None)
                 if contact is not None:
                     break
         if contact is None:

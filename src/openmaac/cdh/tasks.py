@@ -250,8 +250,11 @@ def apply_rows(session: Session, organization_id: int, column: str, keys: list[A
     selected = [table.c.id, table.c.line_uid, table.c.custom_fields, *(table.c[c] for c in _COLUMNS)]
     matched: dict[Any, list[dict[str, Any]]] = {}
     by_id: dict[int, dict[str, Any]] = {}
-    for record in session.execute(select(*selected).where(table.c.organization_id == organization_id,
-                                                          table.c[column].in_(keys)).order_by(table.c.id)).mappings():
+    # No ORDER BY id: SQLite would walk the organisation by its (organization_id, id) index
+    # instead of looking the keys up (sorted here, so several matches apply in id order)
+    records = session.execute(select(*selected).where(table.c.organization_id == organization_id,
+                                                      table.c[column].in_(keys))).mappings().all()
+    for record in sorted(records, key=lambda r: r["id"]):
         row = dict(record)
         matched.setdefault(row[column], []).append(row)
         by_id[row["id"]] = row
