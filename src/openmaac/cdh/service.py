@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from openmaac.auth.service import OrgContext
@@ -279,12 +279,9 @@ def submit_event(session: Session, org: OrgContext, body: EngagementEventIn) -> 
     if behavior in CONVERSION_BEHAVIORS and body.utm_term.startswith("lm:"):
         click_id = int(body.utm_term[3:])
         if click_id < 2**63:
-            click = session.execute(
-                select(TrackingEvent.id, TrackingEvent.event_id, TrackingEvent.tracked_link_id, TrackingEvent.line_uid)
-                .where(TrackingEvent.id == click_id, TrackingEvent.organization_id == org.id,
-                       TrackingEvent.kind == "click", TrackingEvent.occurred_at >= now - ATTRIBUTION_WINDOW,
-                       TrackingEvent.occurred_at <= now + timedelta(minutes=5))
-            ).first()
+            click = session.execute(_CLICK, {"click_id": click_id, "org_id": org.id,
+                                             "since": now - ATTRIBUTION_WINDOW,
+                                             "until": now + timedelta(minutes=5)}).first()
         if click is not None and transaction_id is not None and session.scalar(
             select(EngagementEvent.id).where(EngagementEvent.organization_id == org.id,
                                              EngagementEvent.transaction_id == transaction_id,
@@ -292,17 +289,26 @@ def submit_event(session: Session, org: OrgContext, body: EngagementEventIn) -> 
         ) is not None:
             click = None
     event_id = str(uuid.uuid4())
-    session.execute(EngagementEvent.__table__.insert().values(
-        event_id=event_id, organization_id=org.id, behavior=behavior, utm_campaign=body.utm_campaign,
-        utm_source=body.utm_source, utm_medium=body.utm_medium, utm_content=body.utm_content,
-        utm_term=body.utm_term, language=body.language, geography=body.geography, params=params,
-        transaction_id=transaction_id, revenue=revenue,
-        click_id=click.id if click is not None else None,
-        message_event_id=click.event_id if click is not None else None,
-        tracked_link_id=click.tracked_link_id if click is not None else None,
-        contact_line_uid=click.line_uid if click is not None else None, occurred_at=now,
-    ))
+    # one statement built once (its parameters bound per call): building it per event cost
+    # about half of this function's time
+    session.execute(_EVENT_INSERT, {
+        "event_id": event_id, "organization_id": org.id, "behavior": behavior, "utm_campaign": body.utm_campaign,
+        "utm_source": body.utm_source, "utm_medium": body.utm_medium, "utm_content": body.utm_content,
+        "utm_term": body.utm_term, "language": body.language, "geography": body.geography, "params": params,
+        "transaction_id": transaction_id, "revenue": revenue,
+        "click_id": click.id if click is not None else None,
+        "message_event_id": click.event_id if click is not None else None,
+        "tracked_link_id": click.tracked_link_id if click is not None else None,
+        "contact_line_uid": click.line_uid if click is not None else None, "occurred_at": now,
+    })
     return event_id
+
+
+_EVENT_INSERT = EngagementEvent.__table__.insert()
+_CLICK = (select(TrackingEvent.id, TrackingEvent.event_id, TrackingEvent.tracked_link_id, TrackingEvent.line_uid)
+          .where(TrackingEvent.id == bindparam("click_id"), TrackingEvent.organization_id == bindparam("org_id"),
+                 TrackingEvent.kind == "click", TrackingEvent.occurred_at >= bindparam("since"),
+                 TrackingEvent.occurred_at <= bindparam("until")))
 
 
 def conversions(session: Session, organization_id: int, message_event_id: int, window: list[Any]
