@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
 from openmaac.auth.service import OrgContext
-from openmaac.cdh.keys import authenticate_cdh_key
+from openmaac.cdh.keys import authenticate_cdh_key, cached_cdh_key
 from openmaac.db.engine import get_database
 from openmaac.telemetry.context import set_organization
 from openmaac.web.errors import APIError
@@ -25,8 +25,10 @@ def current_cdh_org(request: Request, key: Annotated[str | None, Depends(apikey_
     """The organisation of the ``apikey`` header, or 401 ``{"detail": ...}`` (FastAPI's shape)."""
     if not key:
         raise APIError(401, {"detail": "Not authenticated"}, headers=CHALLENGE)
-    with get_database().read() as session:
-        org = authenticate_cdh_key(session, key)
+    org = cached_cdh_key(key)  # most requests: no database session at all
+    if org is None:
+        with get_database().read() as session:
+            org = authenticate_cdh_key(session, key)
     if org is None:
         raise APIError(401, {"detail": "Invalid API key"}, headers=CHALLENGE)
     set_organization(org.id)

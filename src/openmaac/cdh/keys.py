@@ -91,6 +91,11 @@ class _KeyCache:
 _cache = _KeyCache()
 
 
+def cached_cdh_key(key: str) -> OrgContext | None:
+    """The organisation of a key authenticated within the last TTL seconds, if any."""
+    return _cache.get(hash_token(key))
+
+
 def authenticate_cdh_key(session: Session, key: str) -> OrgContext | None:
     digest = hash_token(key)
     cached = _cache.get(digest)
