@@ -8,12 +8,14 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -86,9 +88,20 @@ class UpdatedFields(BaseModel):
     updated_fields: list[str]
 
 
+def _an_object(value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise ValueError("Input should be a valid dictionary")
+    return value
+
+
+# A row is checked to be an object and kept as parsed (not copied): ten concurrent 10,000-row
+# imports would otherwise hold every row twice. Its fields are checked by the task.
+ImportRowObject = Annotated[Any, AfterValidator(_an_object), WithJsonSchema({"type": "object"})]
+
+
 class ImportMember(BaseModel):
     import_key: ImportKey
-    data: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=10_000)]
+    data: Annotated[list[ImportRowObject], Field(min_length=1, max_length=10_000)]
 
 
 class Task(BaseModel):
