@@ -103,7 +103,9 @@ def test_no_422_anywhere_and_drf_error_schemas(anon):
     document = _document(anon)
     schemas = document["components"]["schemas"]
     assert "HTTPValidationError" not in schemas
-    assert [(m, p) for m, p, op in _operations(document) if "422" in op["responses"]] == []
+    # the CDH API alone answers FastAPI's 422 (CDH OpenAPI 2.0.1)
+    assert [(m, p) for m, p, op in _operations(document) if "422" in op["responses"]
+            and not p.startswith("/cdh/")] == []
     nested = {"data": {"0": {"line_uid": ["This field is required."]}}, "tags": [{}, {"tag_id": ["Invalid pk"]}]}
     assert _matches(document, {"$ref": "#/components/schemas/ValidationError"}, nested)
     assert not _matches(document, {"$ref": "#/components/schemas/ValidationError"}, {"name": "not a list"})

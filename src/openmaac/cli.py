@@ -28,6 +28,7 @@ app.add_typer(__import__("openmaac.sms_plus.cli", fromlist=["app"]).app, name="p
 app.add_typer(__import__("openmaac.contacts.cli", fromlist=["app"]).app, name="contacts")
 app.add_typer(__import__("openmaac.sms_plus.upload_cli", fromlist=["app"]).app, name="sms-plus")
 app.add_typer(__import__("openmaac.console.cli", fromlist=["app"]).app, name="user")
+app.add_typer(__import__("openmaac.cdh.cli", fromlist=["app"]).app, name="cdh-key")
 
 err = Console(stderr=True, soft_wrap=True)  # tokens and URLs must never be wrapped
 SWITCH_INTERVAL_SECONDS = 0.001

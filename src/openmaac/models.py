@@ -1,6 +1,14 @@
 """Imports every domain's models so the metadata (and Alembic) sees all tables. Wiring only."""
 
 from openmaac.auth.models import AccessToken, Organization
+from openmaac.cdh.models import (
+    CdhApiKey,
+    CdhTask,
+    ChannelIdentity,
+    CommerceRecord,
+    CustomField,
+    EngagementEvent,
+)
 from openmaac.channels.models import LineChannel
 from openmaac.console.models import ConsoleMembership, ConsoleSession, ConsoleUser, SignInThrottle
 from openmaac.contacts.import_models import ImportTask
@@ -32,6 +40,12 @@ __all__ = [
     "ConsoleMembership",
     "ConsoleSession",
     "ConsoleUser",
+    "CdhApiKey",
+    "CdhTask",
+    "ChannelIdentity",
+    "CommerceRecord",
+    "CustomField",
+    "EngagementEvent",
     "Contact",
     "ContactTag",
     "ImportTask",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 def load_domains() -> None:
+    import openmaac.cdh.tasks  # noqa: F401  (cdh.import_member / cdh.export_member)
     import openmaac.contacts.imports  # noqa: F401  (member.import)
     import openmaac.line_inbound.service  # noqa: F401  (contact.fetch_line_profile)
     import openmaac.messaging.sending  # noqa: F401  (direct_message.send)

@@ -17,6 +17,7 @@ SAMPLE_PATHS = {
     "LINE webhook receiver": "/line/webhook/{channel_id}",
     "SMS and WhatsApp provider callbacks": "/sms_plus/callbacks/twilio/{org_id}",
     "Contact import": "/openapi/v1/member/import/",
+    "CDH member import": "/cdh/v1/member/import",
     "Custom segment upload": "/openapi/v1/custom_segment/",
     "SMS+ recipient list upload": "/openapi/v1/pnp/setting/1/upload/",
     "Console SMS+ recipient list upload": "/console/sms-plus/1/uploads",

@@ -23,6 +23,9 @@ from openmaac.web.times import end_of_day, render, start_of_day
 from openmaac.webhooks.events import emit_many, profile_event
 
 PROFILE_FIELDS = ("display_name", "customer_id", "email", "mobile", "gender", "birthday")
+MEMBER_VIEW_COLUMNS = tuple(Contact.__table__.c[name] for name in (
+    "id", "line_uid", "line_display_name", "display_name", "email", "mobile", "customer_id", "gender", "birthday",
+    "status", "updated_at", "created_at", "blocked_at"))
 
 
 @dataclass
@@ -120,8 +123,9 @@ def normalize_mobile_query(raw: str, region: str) -> str:
 
 
 def list_contacts(session: Session, org: OrgContext, filters: ContactFilters, start: str | None) -> dict[str, Any]:
-    # Plain rows of the columns, not ORM objects: a page is read-only and 300 rows long.
-    stmt = select(*Contact.__table__.c).where(Contact.organization_id == org.id)
+    # Plain rows of the columns the member view shows, not ORM objects: a page is read-only
+    # and 300 rows long (the CDH-only profile columns are not read).
+    stmt = select(*MEMBER_VIEW_COLUMNS).where(Contact.organization_id == org.id)
     if filters.member_id is not None:
         stmt = stmt.where(Contact.id == filters.member_id)
     if filters.line_uid:

@@ -161,8 +161,12 @@ def _with_query(url: str, extra: dict[str, str]) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
-def destination(link: TrackedLink, contact_id: int | None, append_clid: bool) -> str:
+def destination(link: TrackedLink, contact_id: int | None, append_clid: bool, click_id: int | None = None) -> str:
     extra = {name: value for name in UTM_FIELDS if (value := getattr(link, name))}
+    if click_id is not None:
+        # names this click (CDH OpenAPI 2.0.1's utm_term "lm:<id>"): the brand's site sends it
+        # back with its engagement events, which credits their conversions to the click
+        extra["utm_term"] = f"lm:{click_id}"
     if append_clid and contact_id is not None:
         extra["clid"] = str(contact_id)
     return _with_query(link.url, extra)
@@ -185,15 +189,15 @@ def record_click(database: Any, code: str) -> str | None:
         if dm is None:
             return None
         recipient = session.get(DirectMessageRecipient, short.recipient_id) if short.recipient_id else None
-        session.execute(insert(TrackingEvent).values(
+        click_id = session.execute(insert(TrackingEvent).values(
             organization_id=short.organization_id, event_id=dm.event_id, direct_message_id=dm.id,
             recipient_id=recipient.id if recipient else None, line_uid=recipient.line_uid if recipient else None,
             kind="click", tracked_link_id=link.id, tracked_action_id=None, occurred_at=at,
-        ))
+        ).returning(TrackingEvent.id)).scalar_one()
         if recipient is not None:
             notify.clicked(session, dm, recipient, link.url, at)
         contact_id = recipient.contact_id if recipient else None
-    return destination(link, contact_id, bool(setting and setting.append_clid))
+    return destination(link, contact_id, bool(setting and setting.append_clid), click_id)
 
 
 def record_open(database: Any, code: str, index: int) -> str | None:

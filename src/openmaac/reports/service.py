@@ -5,8 +5,9 @@ organisation's zone, both inclusive; either may be left out). ``opens`` counts o
 messages (the first time a recipient's client loaded one of its tracked images; reloads do
 not count again); ``clicks`` every click; ``unique_clicks`` distinct contacts who clicked
 (null when the event has no personalised links: enhanced multicast tracks per message).
-Conversions (``adds_to_cart``, ``transactions``, ``transaction_revenue``) stay 0 until
-engagement events are recorded.
+Conversions (``adds_to_cart``, ``transactions``, ``transaction_revenue``) are the CDH
+engagement events (``add_to_cart``, ``purchase``) credited to the event's tracked clicks
+(``cdh.service.submit_event``), counted by the day they arrived.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
 from openmaac.auth.service import OrgContext
+from openmaac.cdh.models import EngagementEvent
+from openmaac.cdh.service import conversions
 from openmaac.links.models import TrackedAction, TrackedLink, TrackingEvent
 from openmaac.messaging.events import get_event
 from openmaac.messaging.models import DirectMessage
@@ -108,6 +111,23 @@ def event_report(session: Session, org: OrgContext, event_id: int, start_date: s
             url_users[key] |= users_per_link.get(link_id, set())
             row["unique_clicks"] = len(url_users[key])
 
+    conversion_window = []
+    if window_start is not None:
+        conversion_window.append(EngagementEvent.occurred_at >= window_start)
+    if window_end is not None:
+        conversion_window.append(EngagementEvent.occurred_at < window_end)
+    converted, converted_per_link = conversions(session, org.id, event.id, conversion_window)
+    link_keys = {link_id: (url, campaign, source, medium, content)
+                 for link_id, url, campaign, source, medium, content, _category in link_rows}
+    for link_id, counts in converted_per_link.items():
+        link_key = link_keys.get(link_id)
+        if link_key is None:
+            continue
+        row = urls[link_key]
+        row["adds_to_cart"] += counts["adds_to_cart"]
+        row["transactions"] += counts["transactions"]
+        row["transaction_revenue"] = round(row["transaction_revenue"] + counts["transaction_revenue"], 4)
+
     # message / postback actions: one row per keyword
     action_rows = session.execute(
         select(TrackedAction.id, TrackedAction.kind, TrackedAction.value, TrackedAction.keyword)
@@ -125,6 +145,6 @@ def event_report(session: Session, org: OrgContext, event_id: int, start_date: s
         row["clicks"] += int(per_action.get(action_id) or 0)
 
     total = {"opens": int(opens), "clicks": int(clicks),
-             "unique_clicks": int(unique_clicks) if personalised else None, **_zero()}
+             "unique_clicks": int(unique_clicks) if personalised else None, **converted}
     return {"id": event.id, "report": {"total": total, "urls": list(urls.values()),
                                        "messages": list(messages.values())}}

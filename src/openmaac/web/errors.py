@@ -138,12 +138,33 @@ def drf_errors(errors: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
     return 400, tree
 
 
-async def validation_error_handler(_request: Request, exc: RequestValidationError) -> Response:
+# The CDH API (CDH OpenAPI 2.0.1) is a FastAPI service: its validation errors are FastAPI's own,
+# 422 with {"detail": [{"loc", "msg", "type"}]}, not Django REST framework's.
+FASTAPI_STYLE_PREFIXES = ("/cdh/",)
+
+
+def fastapi_style(path: str) -> bool:
+    return path.startswith(FASTAPI_STYLE_PREFIXES)
+
+
+def fastapi_validation_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
+    from fastapi.encoders import jsonable_encoder
+
+    # without FastAPI's "input": it echoes what was sent, any JSON at all (integers past 64 bits,
+    # lone surrogates) that the answer could then not encode
+    return {"detail": jsonable_encoder([{key: error[key] for key in ("type", "loc", "msg", "ctx") if key in error}
+                                        for error in errors])}
+
+
+async def validation_error_handler(request: Request, exc: RequestValidationError) -> Response:
     errors = list(exc.errors())
+    cdh = fastapi_style(request.url.path)
     if any(tuple(error.get("loc", ()))[:1] == ("path",) for error in errors):
         # A path naming something that cannot exist (an id past 2**63 - 1, or not a number)
         # is Not found, as Django's URL resolver and lookup answer it; the body is not looked at.
-        return OrjsonResponse({"detail": "Not found."}, status_code=404)
+        return OrjsonResponse({"detail": "Not Found" if cdh else "Not found."}, status_code=404)
+    if cdh:
+        return OrjsonResponse(fastapi_validation_body(errors), status_code=422)
     status_code, body = drf_errors(errors)
     return OrjsonResponse(body, status_code=status_code)
 
@@ -153,8 +174,10 @@ async def api_error_handler(_request: Request, exc: APIError) -> Response:
 
 
 async def http_error_handler(request: Request, exc: StarletteHTTPException) -> Response:
-    if exc.status_code == 404:
-        body: Any = {"detail": "Not found."}
+    if fastapi_style(request.url.path):  # FastAPI's own words: "Not Found", "Method Not Allowed"
+        body: Any = {"detail": exc.detail}
+    elif exc.status_code == 404:
+        body = {"detail": "Not found."}
     elif exc.status_code == 405:
         body = {"detail": f'Method "{request.method}" not allowed.'}
     else:

@@ -56,6 +56,9 @@ ROUTE_CLASSES: tuple[RouteClass, ...] = (
                checks_input=False),
     # "Maximum 10 MB request body size" (MAAC OpenAPI, Import member with tag).
     RouteClass("Contact import", re.compile(r"^/openapi/v1/member/import/$"), 10 * MIB),
+    # CDH member import: 10,000 rows of up to 14 profile fields and custom fields (CDH OpenAPI
+    # 2.0.1 states no size); the MAAC import's 10 MB
+    RouteClass("CDH member import", re.compile(r"^/cdh/v1/member/import$"), 10 * MIB),
     # custom segment CSV: at most 25 MB (MAAC OpenAPI, Segment)
     RouteClass("Custom segment upload", re.compile(r"^/openapi/v1/custom_segment/"),
                UPLOAD_FILE_BYTES + MULTIPART_ENVELOPE_BYTES),

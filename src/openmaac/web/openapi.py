@@ -71,6 +71,17 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
 }
 
+SCHEMAS["FastAPIValidationError"] = {
+    "title": "FastAPIValidationError",
+    "description": "The CDH API's validation errors (422), in FastAPI's shape (CDH OpenAPI 2.0.1).",
+    "type": "object",
+    "required": ["detail"],
+    "properties": {"detail": {"type": "array", "items": {
+        "type": "object", "required": ["loc", "msg", "type"],
+        "properties": {"loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+                       "msg": {"type": "string"}, "type": {"type": "string"}}}}},
+}
+
 DETAIL = {"$ref": REF + "Detail"}
 BAD_REQUEST = {"anyOf": [{"$ref": REF + "ValidationError"}, DETAIL]}
 TEXT_BODY = {"type": "string"}
@@ -81,7 +92,10 @@ AUTH_ANSWERS: dict[str, tuple[int, str]] = {
     "current_org": (401, JSON),
     "current_org_plain_text": (403, TEXT),   # SMS+ (MAAC SMS+ API): 403 text/plain
     "current_org_json_403": (403, JSON),     # SMS+ sending records: 403 JSON
+    "current_cdh_org": (401, JSON),          # the CDH API's apikey header
 }
+# The CDH API (CDH OpenAPI 2.0.1) is a FastAPI service: its validation errors are 422.
+FASTAPI_STYLE = re.compile(r"^/cdh/")
 
 DESCRIPTIONS = {
     400: "Invalid input: field errors (`{\"field\": [\"message\"]}`) or `{\"detail\": \"...\"}`",
@@ -125,6 +139,14 @@ OVERRIDES: dict[tuple[str, str], dict[int, dict[str, Any]]] = {
     ("post", "/sms_plus/callbacks/{provider_name}/{organization_id}"): {
         400: {JSON: BAD_REQUEST, TEXT: TEXT_BODY}, 403: {TEXT: TEXT_BODY}, 404: {JSON: DETAIL, TEXT: TEXT_BODY}},
     ("post", "/sms_plus/callbacks/whatsapp"): {400: {TEXT: TEXT_BODY}, 403: {TEXT: TEXT_BODY}},
+    # CDH: at most 10 running imports and one export per organisation; a custom field's key once
+    ("post", "/cdh/v1/member/import"): {409: {JSON: DETAIL}},
+    ("post", "/cdh/v1/member/export"): {409: {JSON: DETAIL}},
+    ("post", "/cdh/v1/custom_field"): {409: {JSON: DETAIL}},
+    # a member openmaac does not know
+    ("patch", "/cdh/v1/member"): {404: {JSON: DETAIL}},
+    # the export's signed link: unknown or tampered 404, expired 410
+    ("get", "/cdh/v1/task/{task_id}/download"): {410: {JSON: DETAIL}},
 }
 # Redirects answer 302 only; FastAPI's default 200 would be a lie.
 REDIRECTS = {("get", "/r/{code}"), ("get", "/o/{code}/{rest}"), ("get", "/sms_plus/j/{code}")}
@@ -190,13 +212,17 @@ def _describe(operation: dict[str, Any], route: APIRoute, key: tuple[str, str]) 
     auth = _auth_answer(route)
     if auth is not None:
         status, media = auth
-        headers = {"WWW-Authenticate": {"description": "`Bearer`", "required": True, "schema": {"type": "string"}}}
+        scheme = "`APIKey`" if FASTAPI_STYLE.match(key[1]) else "`Bearer`"
+        headers = {"WWW-Authenticate": {"description": scheme, "required": True, "schema": {"type": "string"}}}
         _answer(responses, status, {media: DETAIL if media == JSON else TEXT_BODY},
                 headers=headers if status == 401 else None)
     if dependant.path_params:
         _answer(responses, 404, {JSON: DETAIL})
     if has_body:
         _answer(responses, 413, {JSON: DETAIL})
+    if takes_input and FASTAPI_STYLE.match(key[1]):
+        _answer(responses, 422, {JSON: {"$ref": REF + "FastAPIValidationError"}},
+                description="Invalid input (FastAPI's `detail` list of `loc`, `msg`, `type`)")
     for name in _rate_limits(route):
         count, period = LIMITS[name]
         per = "second" if period == 1 else ("minute" if period == 60 else f"{period:g} seconds")

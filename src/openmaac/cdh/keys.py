@@ -1,0 +1,115 @@
+"""CDH API keys: one organisation may hold several; only their SHA-256 is stored.
+
+A key is ``cdh_`` + 43 random URL-safe characters. The console's API page and the
+``openmaac cdh-key`` commands call these functions.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from openmaac.auth.models import Organization
+from openmaac.auth.service import OrgContext, hash_token, org_context
+from openmaac.cdh.models import CdhApiKey
+from openmaac.db.base import utcnow
+from openmaac.web.times import render
+
+KEY_PREFIX = "cdh_"
+PREFIX_LENGTH = 12
+
+
+def create_cdh_key(session: Session, organization_id: int, label: str | None = None) -> str:
+    """A new key for the organisation; the only time the whole key is seen."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    session.add(CdhApiKey(organization_id=organization_id, key_hash=hash_token(key), prefix=key[:PREFIX_LENGTH],
+                          label=label, created_at=utcnow()))
+    session.flush()
+    return key
+
+
+def list_cdh_keys(session: Session, org: OrgContext) -> list[dict[str, Any]]:
+    """The organisation's keys, newest first (prefix, label, times; never the key)."""
+    rows = session.scalars(select(CdhApiKey).where(CdhApiKey.organization_id == org.id)
+                           .order_by(CdhApiKey.id.desc())).all()
+    return [{"id": row.id, "prefix": row.prefix, "label": row.label, "created_at": render(row.created_at, org.tz),
+             "revoked_at": render(row.revoked_at, org.tz) if row.revoked_at else None} for row in rows]
+
+
+def revoke_cdh_key(session: Session, key_or_prefix: str, organization_id: int | None = None) -> int:
+    """Revoke by the whole key or its shown prefix (within one organisation when given).
+    Returns how many keys were revoked."""
+    condition = (CdhApiKey.key_hash == hash_token(key_or_prefix) if len(key_or_prefix) > PREFIX_LENGTH
+                 else CdhApiKey.prefix == key_or_prefix)
+    statement = update(CdhApiKey).where(condition, CdhApiKey.revoked_at.is_(None))
+    if organization_id is not None:
+        statement = statement.where(CdhApiKey.organization_id == organization_id)
+    result = session.execute(statement.values(revoked_at=utcnow()))
+    _cache.clear()
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def revoke_cdh_key_by_id(session: Session, org: OrgContext, key_id: int) -> bool:
+    """The console's revoke button: one key of the organisation, by its id."""
+    result = session.execute(update(CdhApiKey).where(CdhApiKey.id == key_id, CdhApiKey.organization_id == org.id,
+                                                     CdhApiKey.revoked_at.is_(None)).values(revoked_at=utcnow()))
+    _cache.clear()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+class _KeyCache:
+    """Recent successful look-ups for a couple of seconds (a revocation applies within TTL)."""
+
+    TTL = 2.0
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, OrgContext]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> OrgContext | None:
+        with self._lock:
+            entry = self._entries.get(digest)
+        return entry[1] if entry and entry[0] > time.monotonic() else None
+
+    def put(self, digest: str, org: OrgContext) -> None:
+        with self._lock:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[digest] = (time.monotonic() + self.TTL, org)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_cache = _KeyCache()
+
+
+def cached_cdh_key(key: str) -> OrgContext | None:
+    """The organisation of a key authenticated within the last TTL seconds, if any."""
+    return _cache.get(hash_token(key))
+
+
+def authenticate_cdh_key(session: Session, key: str) -> OrgContext | None:
+    digest = hash_token(key)
+    cached = _cache.get(digest)
+    if cached is not None:
+        return cached
+    row = session.execute(
+        select(CdhApiKey.key_hash, Organization).join(Organization, Organization.id == CdhApiKey.organization_id)
+        .where(CdhApiKey.key_hash == digest, CdhApiKey.revoked_at.is_(None))
+    ).first()
+    if row is None or not hmac.compare_digest(row[0], digest):
+        return None
+    context = org_context(row[1])
+    _cache.put(digest, context)
+    return context
+
+
+__all__ = ["authenticate_cdh_key", "create_cdh_key", "list_cdh_keys", "revoke_cdh_key", "revoke_cdh_key_by_id"]
