@@ -196,3 +196,10 @@ def simulated_friends(tenant: Any, count: int, name_prefix: str = "user") -> lis
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return list(pool.map(lambda i: simulated_friend(tenant, f"{name_prefix}{i}"), range(count)))
+
+
+def org_of(tenant: Any, role: str = "admin") -> Any:
+    """The service layer's ``OrgContext`` of a test tenant (``admin`` unless told)."""
+    from openmaac.auth.service import OrgContext
+
+    return OrgContext(tenant.id, tenant.name, tenant.timezone, tenant.region, role)

@@ -53,11 +53,12 @@ def test_served_document_conformance(base_url, tenant):
 
     started = time.monotonic()
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", timeout=30)
+    from helpers import org_of
     from openmaac.cdh.keys import create_cdh_key
     from openmaac.db.engine import get_database
 
     with get_database().write() as session:  # the CDH API's own key (header apikey)
-        cdh_key = create_cdh_key(session, tenant.id)
+        cdh_key = create_cdh_key(session, org_of(tenant))
     headers = {"Authorization": f"Bearer {tenant.token}", "apikey": cdh_key}
     failures: list[str] = []
     operations = 0

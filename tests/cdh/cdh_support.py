@@ -16,11 +16,12 @@ from helpers import CallbackReceiver, ServedApp
 @pytest.fixture
 def cdh(tenant: Any) -> Iterator[httpx.Client]:
     """An httpx client of the tenant's organisation with a fresh CDH key (header apikey)."""
+    from helpers import org_of
     from openmaac.cdh.keys import create_cdh_key
     from openmaac.db.engine import get_database
 
     with get_database().write() as session:
-        key = create_cdh_key(session, tenant.id, "tests")
+        key = create_cdh_key(session, org_of(tenant), "tests")
     with httpx.Client(base_url=BASE_URL, headers={"apikey": key}, timeout=30) as client:
         client.key = key  # type: ignore[attr-defined]
         yield client

@@ -132,12 +132,13 @@ def test_conversion_story_click_then_purchase_shows_in_the_event_report(tenant, 
 def test_conversions_after_the_attribution_window_or_foreign_clicks_do_not_count(tenant, make_tenant, cdh, clock):
     event_id, utm_term, _uid = tracked_click(tenant)
     # another organisation's CDH key cannot claim this organisation's click
+    from helpers import org_of
     from openmaac.cdh.keys import create_cdh_key
     from openmaac.db.engine import get_database
 
     other = make_tenant()
     with get_database().write() as session:
-        other_key = create_cdh_key(session, other.id)
+        other_key = create_cdh_key(session, org_of(other))
     foreign = cdh.post("/cdh/v1/engagement/event", headers={"apikey": other_key}, json={
         "behavior": "purchase", "utm_term": utm_term, "params": {"transaction_id": "F", "revenue": 9}})
     assert foreign.status_code == 200

@@ -152,12 +152,13 @@ def test_unknown_and_foreign_tasks_are_404(tenant, make_tenant, cdh):
     assert cdh.get("/cdh/v1/task/abc").json() == {"detail": "Not Found"}
     [uid] = seed_contacts(tenant, 1)
     created = start_import(cdh, "line_uid", [{"line_uid": uid}])
+    from helpers import org_of
     from openmaac.cdh.keys import create_cdh_key
     from openmaac.db.engine import get_database
 
     other = make_tenant()
     with get_database().write() as session:
-        key = create_cdh_key(session, other.id)
+        key = create_cdh_key(session, org_of(other))
     assert cdh.get(f"/cdh/v1/task/{created['id']}", headers={"apikey": key}).status_code == 404
 
 

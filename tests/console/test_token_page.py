@@ -8,7 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from helpers import wait_for
+from helpers import org_of, wait_for
 
 BASE_URL = __import__("os").environ["OPENMAAC_PUBLIC_BASE_URL"]
 
@@ -36,7 +36,7 @@ def test_get_a_token_use_it_and_revoke_it(signed_in, tenant, screenshot, assert_
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     page.get_by_role("navigation", name="Main").get_by_role("link", name="API token").click()
     page.wait_for_url("**/console/tokens/")
-    page.get_by_label("Label (optional)").fill("Insider")
+    page.get_by_label("Label (optional)", exact=True).fill("Insider")
     page.get_by_role("button", name="Get token").click()
 
     token = page.locator("#new-token").input_value()
@@ -144,3 +144,135 @@ def test_label_too_long_keeps_the_input(signed_in, tenant, screenshot):
     assert page.locator("#new-token").count() == 0
     screenshot(page, "tokens_label_too_long")
     assert active_tokens(tenant.id) == 1
+
+
+# -- CDH API keys (header apikey of /cdh/v1) on the same page ---------------------------------
+
+def active_cdh_keys(organization_id: int) -> int:
+    from openmaac.cdh.models import CdhApiKey
+    from openmaac.db.engine import get_database
+
+    with get_database().read() as session:
+        return int(session.scalar(select(func.count()).select_from(CdhApiKey).where(
+            CdhApiKey.organization_id == organization_id, CdhApiKey.revoked_at.is_(None))) or 0)
+
+
+def custom_fields(key: str) -> httpx.Response:
+    return httpx.get(f"{BASE_URL}/cdh/v1/custom_field", headers={"apikey": key}, timeout=10)
+
+
+def test_create_a_cdh_key_use_it_and_revoke_it(signed_in, tenant, screenshot, assert_accessible):
+    page = signed_in("admin")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.goto("/console/tokens/")
+    assert "No active CDH API keys" in page.locator("#cdh-keys").inner_text()
+    page.get_by_label("Key label (optional)").fill("CRM sync")
+    with page.expect_response(lambda r: r.url.endswith("/console/tokens/cdh-keys/")) as answer:
+        page.get_by_role("button", name="Create key").click()
+    assert answer.value.status == 200 and answer.value.headers["cache-control"] == "no-store"
+
+    key = page.locator("#new-cdh-key").input_value()
+    assert key.startswith("cdh_") and len(key) == 47
+    once = page.locator(".cdh-key-once")
+    assert "shown only once" in once.inner_text()
+    assert page.locator("#new-token").count() == 0  # no OpenAPI token was made
+    once.get_by_role("button", name="Copy").click()
+    once.get_by_text("Copied").first.wait_for()
+    assert page.evaluate("navigator.clipboard.readText()") == key
+    row = page.locator(f"tr[data-cdh-key-prefix='{key[:12]}']")
+    assert "CRM sync" in row.inner_text() and key not in row.inner_text()
+    assert_accessible(page)
+    screenshot(page, "tokens_new_cdh_key")
+
+    response = custom_fields(key)
+    assert response.status_code == 200, response.text
+    assert members(key).status_code == 401  # a CDH key is not an OpenAPI token
+
+    page.goto("/console/tokens/")
+    assert page.locator("#new-cdh-key").count() == 0  # shown once: not on a later visit
+    row = page.locator(f"tr[data-cdh-key-prefix='{key[:12]}']")
+    row.get_by_role("button", name="Revoke").click()
+    dialog = row.locator("dialog")
+    assert dialog.is_visible() and key[:12] in dialog.inner_text()
+    screenshot(page, "tokens_cdh_key_revoke_dialog")
+    dialog.get_by_role("button", name="Revoke").click()
+    page.wait_for_url("**/console/tokens/?revoked_cdh=*")
+    assert f"CDH API key {key[:12]}… was revoked" in page.locator(".alert").inner_text()
+    assert page.locator(f"tr[data-cdh-key-prefix='{key[:12]}']").count() == 0
+    screenshot(page, "tokens_cdh_key_revoked")
+
+    # running servers cache a successful look-up for up to 2 s
+    wait_for(lambda: custom_fields(key).status_code == 401, timeout=10, interval=0.2)
+    assert custom_fields(key).json() == {"detail": "Invalid API key"}
+    assert members(tenant.token).status_code == 200  # the OpenAPI token is untouched
+
+
+def test_marketer_cannot_create_or_revoke_cdh_keys(signed_in, tenant, screenshot):
+    from openmaac.cdh.keys import create_cdh_key
+    from openmaac.cdh.models import CdhApiKey
+    from openmaac.db.engine import get_database
+
+    with get_database().write() as session:
+        key = create_cdh_key(session, org_of(tenant), "existing")
+    page = signed_in("marketer")
+    response = page.goto("/console/tokens/")
+    assert response is not None and response.status == 403
+    assert page.get_by_role("button", name="Create key").count() == 0
+    assert key[:12] not in page.content()
+    screenshot(page, "tokens_cdh_keys_marketer_refused")
+
+    csrf = csrf_of(page)
+    refused = page.request.post("/console/tokens/cdh-keys/", form={"csrf_token": csrf, "label": "sneaky"})
+    assert refused.status == 403
+    assert "cdh_" not in refused.text()
+    assert active_cdh_keys(tenant.id) == 1
+
+    with get_database().read() as session:
+        key_id = session.scalar(select(CdhApiKey.id).where(CdhApiKey.organization_id == tenant.id))
+    refused = page.request.post(f"/console/tokens/cdh-keys/{key_id}/revoke/", form={"csrf_token": csrf})
+    assert refused.status == 403
+    assert active_cdh_keys(tenant.id) == 1 and custom_fields(key).status_code == 200
+
+
+def test_cdh_key_service_refuses_non_admins(tenant):
+    from openmaac.cdh.keys import create_cdh_key, list_cdh_keys, revoke_cdh_key_by_id
+    from openmaac.db.engine import get_database
+    from openmaac.web.errors import APIError
+
+    calls = (lambda s, org: create_cdh_key(s, org), list_cdh_keys, lambda s, org: revoke_cdh_key_by_id(s, org, 1))
+    for role in ("viewer", "marketer"):
+        for call in calls:
+            with pytest.raises(APIError) as refused, get_database().write() as session:
+                call(session, org_of(tenant, role))
+            assert refused.value.status_code == 403
+    assert active_cdh_keys(tenant.id) == 0
+
+
+def test_admin_of_another_organisation_cannot_revoke_a_cdh_key(signed_in, tenant, other_tenant, screenshot):
+    from openmaac.cdh.keys import create_cdh_key
+    from openmaac.cdh.models import CdhApiKey
+    from openmaac.db.engine import get_database
+
+    with get_database().write() as session:
+        key = create_cdh_key(session, org_of(tenant))
+    with get_database().read() as session:
+        key_id = session.scalar(select(CdhApiKey.id).where(CdhApiKey.organization_id == tenant.id))
+    page = signed_in("admin", tenant=other_tenant)
+    page.goto("/console/tokens/")
+    assert key[:12] not in page.content()
+    response = page.request.post(f"/console/tokens/cdh-keys/{key_id}/revoke/", form={"csrf_token": csrf_of(page)})
+    assert response.status == 404
+    assert active_cdh_keys(tenant.id) == 1 and custom_fields(key).status_code == 200
+
+
+def test_cdh_key_label_too_long_keeps_the_input(signed_in, tenant):
+    page = signed_in("admin")
+    page.goto("/console/tokens/")
+    page.locator("#field-cdh-label").evaluate("input => input.removeAttribute('maxlength')")
+    page.locator("#field-cdh-label").fill("y" * 300)
+    page.get_by_role("button", name="Create key").click()
+    page.locator("#field-cdh-label-errors").wait_for()
+    assert "Ensure this field has no more than 255 characters." in page.locator("#field-cdh-label-errors").inner_text()
+    assert page.locator("#field-cdh-label").input_value() == "y" * 300
+    assert page.locator("#new-cdh-key").count() == 0
+    assert active_cdh_keys(tenant.id) == 0

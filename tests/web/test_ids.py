@@ -54,11 +54,12 @@ def _url(path: str, name: str, value: int) -> str:
 def test_path_id_that_cannot_exist_is_not_found(tenant, method, path, name):
     headers, answer = {}, {"detail": "Not found."}
     if path.startswith("/cdh/"):  # the CDH API: its own key, FastAPI's words
+        from helpers import org_of
         from openmaac.cdh.keys import create_cdh_key
         from openmaac.db.engine import get_database
 
         with get_database().write() as session:
-            headers, answer = {"apikey": create_cdh_key(session, tenant.id)}, {"detail": "Not Found"}
+            headers, answer = {"apikey": create_cdh_key(session, org_of(tenant))}, {"detail": "Not Found"}
     for value in OUT_OF_RANGE:
         response = tenant.client.request(method, _url(path, name, value), json={}, headers=headers)
         assert response.status_code == 404, (value, response.text)

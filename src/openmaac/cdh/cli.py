@@ -21,7 +21,7 @@ def create(org: Annotated[str, typer.Option("--org", help="Organisation name")],
            label: Annotated[str | None, typer.Option("--label", help="A note to recognise the key by")] = None,
            data_dir: DataDir = None) -> None:
     """Create a CDH API key for ORG and print it (only it) on stdout. It is shown once."""
-    from openmaac.auth.service import get_org_by_name
+    from openmaac.auth.service import get_org_by_name, org_context
     from openmaac.cdh.keys import create_cdh_key
 
     database = migrated_database(data_dir)
@@ -29,7 +29,7 @@ def create(org: Annotated[str, typer.Option("--org", help="Organisation name")],
         organization = get_org_by_name(session, org.strip())
         if organization is None:
             fail(f"no organisation named {org.strip()!r} (openmaac org list)")
-        key = create_cdh_key(session, organization.id, label)
+        key = create_cdh_key(session, org_context(organization), label)  # the command line acts as admin
     sys.stdout.write(key + "\n")
 
 

@@ -53,8 +53,11 @@ class ConsoleHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                # replaced, not repeated: a view that sets one of these (the API token page's
+                # Cache-Control) must not answer it twice
+                replaced = {h for h, _ in _HEADERS} | (set() if static else {b"cache-control"})
                 headers = [(name, value) for name, value in message.get("headers", [])
-                           if name.lower() not in {h for h, _ in _HEADERS}]
+                           if name.lower() not in replaced]
                 headers.extend(_HEADERS)
                 if not static:
                     headers.append((b"cache-control", b"no-store"))

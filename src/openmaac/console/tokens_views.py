@@ -1,7 +1,9 @@
-"""The API token page: get a token (shown once), see the organisation's tokens, revoke one.
+"""The API token page: get a token (shown once), see the organisation's tokens, revoke one;
+the same for the organisation's CDH API keys (header ``apikey`` of ``/cdh/v1``).
 
-The same tokens as ``openmaac token create``; the service functions check that the user is an
-admin of the organisation, so a hand-made request from anyone else is refused there.
+The same tokens as ``openmaac token create`` and keys as ``openmaac cdh-key create``; the
+service functions check that the user is an admin of the organisation, so a hand-made request
+from anyone else is refused there.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from openmaac.auth import service
+from openmaac.cdh import keys as cdh_keys
 from openmaac.console.rendering import render
 from openmaac.console.session import Actor, CurrentActor
 from openmaac.db.engine import get_database
@@ -22,26 +25,33 @@ from openmaac.web.limits import MAX_ID
 router = APIRouter()
 
 
-def _tokens(actor: Actor) -> list[dict[str, Any]]:
+def _listed(actor: Actor) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     with get_database().read() as session:
-        return [service.describe_token(row) for row in service.list_org_tokens(session, actor.org)]
+        tokens = [service.describe_token(row) for row in service.list_org_tokens(session, actor.org)]
+        return tokens, cdh_keys.list_cdh_keys(session, actor.org, active_only=True)
 
 
 def _page(request: Request, actor: Actor, *, new_token: str | None = None, label: str = "",
           errors: dict[str, list[str]] | None = None, revoked: str | None = None,
-          status_code: int = 200) -> HTMLResponse:
+          new_cdh_key: str | None = None, cdh_label: str = "", cdh_errors: dict[str, list[str]] | None = None,
+          revoked_cdh: str | None = None, status_code: int = 200) -> HTMLResponse:
+    tokens, keys = _listed(actor)
     response = render(request, actor, "tokens/index.html", {
-        "section": "tokens", "tokens": _tokens(actor), "new_token": new_token, "label": label,
+        "section": "tokens", "tokens": tokens, "new_token": new_token, "label": label,
         "errors": errors or {}, "revoked": revoked, "label_max": service.TOKEN_LABEL_MAX,
+        "cdh_keys": keys, "new_cdh_key": new_cdh_key, "cdh_label": cdh_label, "cdh_errors": cdh_errors or {},
+        "revoked_cdh": revoked_cdh, "cdh_label_max": cdh_keys.LABEL_MAX,
     }, status_code=status_code)
-    # The page may hold a new token: keep it out of caches and the back-forward history.
+    # The page may hold a new token or key: keep it out of caches and the back-forward history.
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
 @router.get("/tokens/", response_class=HTMLResponse)
-def tokens_page(request: Request, actor: CurrentActor, revoked: str | None = None) -> Response:
-    return _page(request, actor, revoked=revoked[:16] if revoked else None)
+def tokens_page(request: Request, actor: CurrentActor, revoked: str | None = None,
+                revoked_cdh: str | None = None) -> Response:
+    return _page(request, actor, revoked=revoked[:16] if revoked else None,
+                 revoked_cdh=revoked_cdh[:16] if revoked_cdh else None)
 
 
 def _create(actor: Actor, label: str) -> str:
@@ -52,9 +62,7 @@ def _create(actor: Actor, label: str) -> str:
 
 @router.post("/tokens/", response_class=HTMLResponse)
 async def create_token(request: Request, actor: CurrentActor) -> Response:
-    form = await request.form()
-    label = form.get("label")
-    label = label if isinstance(label, str) else ""
+    label = await _form_label(request)
     try:
         token = await run_in_threadpool(_create, actor, label)
     except APIError as exc:
@@ -64,6 +72,31 @@ async def create_token(request: Request, actor: CurrentActor) -> Response:
         return await run_in_threadpool(lambda: _page(request, actor, label=label, errors=errors, status_code=400))
     # Answered here, not after a redirect: the token is shown once and never travels in a URL.
     return await run_in_threadpool(lambda: _page(request, actor, new_token=token))
+
+
+async def _form_label(request: Request) -> str:
+    label = (await request.form()).get("label")
+    return label if isinstance(label, str) else ""
+
+
+def _create_cdh_key(actor: Actor, label: str) -> str:
+    with get_database().write() as session:
+        return cdh_keys.create_cdh_key(session, actor.org, label)
+
+
+@router.post("/tokens/cdh-keys/", response_class=HTMLResponse)
+async def create_cdh_key(request: Request, actor: CurrentActor) -> Response:
+    label = await _form_label(request)
+    try:
+        key = await run_in_threadpool(_create_cdh_key, actor, label)
+    except APIError as exc:
+        if exc.status_code != 400 or not isinstance(exc.body, dict):
+            raise
+        errors = exc.body
+        return await run_in_threadpool(
+            lambda: _page(request, actor, cdh_label=label, cdh_errors=errors, status_code=400))
+    # As for tokens: shown once, in this answer, never in a URL.
+    return await run_in_threadpool(lambda: _page(request, actor, new_cdh_key=key))
 
 
 def _revoke(actor: Actor, token_id: int) -> str:
@@ -82,3 +115,15 @@ def path_id(value: str) -> int:
 def revoke_token(request: Request, actor: CurrentActor, token_id: str) -> Response:
     prefix = _revoke(actor, path_id(token_id))
     return RedirectResponse(f"{request.scope.get('root_path', '')}/console/tokens/?revoked={prefix}", status_code=303)
+
+
+def _revoke_cdh_key(actor: Actor, key_id: int) -> str:
+    with get_database().write() as session:
+        return cdh_keys.revoke_cdh_key_by_id(session, actor.org, key_id)
+
+
+@router.post("/tokens/cdh-keys/{key_id}/revoke/")
+def revoke_cdh_key(request: Request, actor: CurrentActor, key_id: str) -> Response:
+    prefix = _revoke_cdh_key(actor, path_id(key_id))
+    return RedirectResponse(f"{request.scope.get('root_path', '')}/console/tokens/?revoked_cdh={prefix}",
+                            status_code=303)
