@@ -45,3 +45,12 @@ def test_unknown_organisation_fails_in_words(tmp_path):
     result = run("cdh-key", "create", "--org", "nobody", data_dir=tmp_path)
     assert result.returncode == 1 and result.stdout == "" and "no organisation named 'nobody'" in result.stderr
     assert run("cdh-key", "create", data_dir=tmp_path).returncode == 2  # --org is required
+
+
+def test_label_longer_than_255_characters_fails_in_words(tmp_path):
+    assert run("token", "create", "--org", "acme", data_dir=tmp_path).returncode == 0
+    result = run("cdh-key", "create", "--org", "acme", "--label", "x" * 256, data_dir=tmp_path)
+    assert result.returncode == 1 and result.stdout == "" and "Traceback" not in result.stderr
+    assert "no more than 255 characters" in result.stderr
+    with sqlite3.connect(tmp_path / "openmaac.sqlite3") as db:
+        assert db.execute("SELECT count(*) FROM cdh_api_keys").fetchone() == (0,)
