@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-# two test processes: each runs its own server and database (tests/conftest.py)
-PYTEST_ARGS ?= -n 2
+# four test processes on two cores: each runs its own server and database (tests/conftest.py);
+# most tests wait on sockets, browsers and workers, so four finish sooner than two (docs/decisions.md)
+PYTEST_ARGS ?= -n 4
 
 .PHONY: install run test test-sqlite test-postgres lint bench clean
 

@@ -102,10 +102,11 @@ def server() -> Iterator[ServerThread]:
     srv.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """Debian's chromium under Playwright, one per test process: Playwright's sync API runs an
-    event loop of its own, so a second ``sync_playwright()`` in the same process is refused."""
+    """Debian's chromium under Playwright, for one test module at a time: Playwright's sync API
+    runs an event loop in this thread while it lives, so a second ``sync_playwright()`` is refused
+    and a later module's ``asyncio.run()`` would be too (it must be gone by then)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

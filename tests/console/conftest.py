@@ -65,7 +65,7 @@ def _loopback_sign_ins_unthrottled(server: Any) -> None:
         session.execute(delete(SignInThrottle).where(SignInThrottle.key == "address:127.0.0.1"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(server: Any, chromium: Any) -> Any:
     return chromium
 
