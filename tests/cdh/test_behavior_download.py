@@ -9,7 +9,7 @@ import io
 from datetime import datetime, timedelta
 
 import httpx
-from cdh_support import cdh  # noqa: F401  (fixture)
+from cdh_support import cdh, clock  # noqa: F401  (fixtures)
 from test_cdh_engagement import PARAMS, event, tracked_click
 
 from conftest import BASE_URL
@@ -119,6 +119,9 @@ def test_bad_dates_are_400_and_change_nothing(tenant):
         response = tenant.client.get(f"/openapi/v1/behavior/download/{day}/pageview/")
         assert response.status_code == 400, (day, response.text)
         assert response.json() == {"date": ["Date has wrong format. Use one of these formats instead: YYYY-MM-DD."]}
+    # the first day of year 1 starts before year 1 in UTC east of Greenwich (Asia/Taipei here)
+    response = tenant.client.get("/openapi/v1/behavior/download/0001-01-01/pageview/")
+    assert response.status_code == 400 and response.json() == {"date": ["Date value out of range."]}
     response = tenant.client.get("/openapi/v1/behavior/download/2026-01-01/clicks/")
     assert response.status_code == 404
 
@@ -132,3 +135,16 @@ def test_a_token_is_required(tenant):
             response = anonymous.get(f"/openapi/v1/behavior/download/2026-01-01/{kind}/",
                                      headers={"Authorization": "Bearer om_not-a-token"})
             assert response.status_code == 401 and response.json() == {"detail": "Invalid token."}
+
+
+def test_events_after_the_attribution_window_belong_to_nobody(tenant, cdh, clock):
+    _event_id, utm_term, _uid = tracked_click(tenant)
+    clock.advance(timedelta(days=7, minutes=1))
+    assert event(cdh, "page_view", PARAMS["page_view"], utm_term=utm_term).status_code == 200
+    assert event(cdh, "purchase", PARAMS["purchase"], utm_term=utm_term).status_code == 200
+    late = (datetime.now(org_of(tenant).tz) + timedelta(days=7, minutes=1)).date().isoformat()
+    for kind in COLUMNS:
+        assert download(tenant.client, late, kind) == []
+    clock.reset()
+    assert event(cdh, "page_view", PARAMS["page_view"], utm_term=utm_term).status_code == 200
+    assert len(download(tenant.client, today(tenant), "pageview")) == 1
