@@ -16,6 +16,8 @@ OPENAPI = {
     ("post", "direct_message/enhanced_multicast/"), ("get", "direct_message/{direct_message_id}/"),
     ("get", "pnp/setting/"), ("get", "pnp/setting/{pnp_setting_id}/"),
     ("post", "pnp/message/push/"), ("post", "pnp/message/multicast/"), ("get", "pnp/message/"),
+    ("get", "behavior/download/{date}/pageview/"), ("get", "behavior/download/{date}/product/"),
+    ("get", "behavior/download/{date}/transaction/"),
 }
 # openmaac's own additions: each must say so with x-openmaac-extension
 EXTENSIONS = {

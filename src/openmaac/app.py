@@ -103,6 +103,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
     app.include_router(segments_router)
     app.include_router(sms_plus_router)
     app.include_router(__import__("openmaac.cdh.router", fromlist=["router"]).router)  # /cdh/v1
+    app.include_router(__import__("openmaac.cdh.behavior_router", fromlist=["router"]).router)  # behavior/download
     install_openapi_document(app)
     install_api_docs(app)
     install_append_slash(app)  # Django's APPEND_SLASH (301) instead of Starlette's 307

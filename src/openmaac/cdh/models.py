@@ -109,6 +109,8 @@ class EngagementEvent(Base):
     __table_args__ = (
         Index("ix_cdh_engagement_events_org_event", "organization_id", "message_event_id", "behavior"),
         Index("ix_cdh_engagement_events_org_tx", "organization_id", "transaction_id"),
+        # the behaviour downloads (cdh/behavior.py) read one organisation's day of events
+        Index("ix_cdh_engagement_events_org_occurred", "organization_id", "occurred_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

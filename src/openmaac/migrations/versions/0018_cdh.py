@@ -138,6 +138,9 @@ def upgrade() -> None:
                     ["organization_id", "message_event_id", "behavior"], unique=False)
     op.create_index("ix_cdh_engagement_events_org_tx", "cdh_engagement_events",
                     ["organization_id", "transaction_id"], unique=False)
+    # the behaviour downloads read one organisation's day of events
+    op.create_index("ix_cdh_engagement_events_org_occurred", "cdh_engagement_events",
+                    ["organization_id", "occurred_at"], unique=False)
 
     op.create_table(
         "cdh_commerce_records",
@@ -158,6 +161,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("cdh_commerce_records")
+    op.drop_index("ix_cdh_engagement_events_org_occurred", table_name="cdh_engagement_events")
     op.drop_index("ix_cdh_engagement_events_org_tx", table_name="cdh_engagement_events")
     op.drop_index("ix_cdh_engagement_events_org_event", table_name="cdh_engagement_events")
     op.drop_table("cdh_engagement_events")
