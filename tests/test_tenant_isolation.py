@@ -8,6 +8,7 @@ the day it lands.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable
 from functools import cached_property
@@ -108,6 +109,10 @@ class Organisation:
 # every /openapi/v1 route must be here.
 Reader = Callable[[Organisation], Any]
 FACTORIES: dict[str, tuple[Callable[[Organisation], Any], Reader]] = {
+    # not an id: a day of the organisation's own events (the wall with events on both sides is
+    # tests/cdh/test_behavior_download.py)
+    "date": (lambda a: datetime.date.today().isoformat(),
+             lambda a: a.client.get(f"{API}/behavior/download/{datetime.date.today().isoformat()}/pageview/").text),
     "line_uid": (lambda a: a.line_uid,
                  lambda a: a.client.get(f"{API}/member/", params={"line_uid": a.line_uid, "all_tag": 1}).json()),
     "tag_id": (lambda a: a.tag_id, lambda a: a.client.get(f"{API}/tag/{a.tag_id}/").json()),
@@ -150,6 +155,9 @@ REQUESTS: dict[tuple[str, str], dict[str, Any]] = {
 
 # Routes that are not scoped by the token, with the answer another organisation gets instead.
 NOT_TOKEN_SCOPED: dict[tuple[str, str], tuple[int, str]] = {
+    **{("GET", f"{API}/behavior/download/{{date}}/{kind}/"):
+       (200, "a date, not an id: another organisation gets its own (empty) CSV of that day")
+       for kind in ("pageview", "product", "transaction")},
     ("GET", f"{API}/member/import/{{task_id}}/mismatch/"):
         (403, "a signed, expiring link (the signature is the capability): without it, 403"),
 }
