@@ -33,7 +33,7 @@ def _dm_fk(table: str) -> sa.ForeignKeyConstraint:
 
 
 def upgrade() -> None:
-    # --- messaging (helper "messaging"): direct messages, LINE calls, tracking, reports ----
+    # --- messaging: direct messages, LINE calls, tracking, reports ----
     op.create_table(
         "direct_messages",
         sa.Column("id", BIG_ID, nullable=False),
@@ -207,7 +207,7 @@ def upgrade() -> None:
     )
     # --- end messaging -------------------------------------------------------------------
 
-    # --- line-upstream (helper "line-upstream"): the shared LINE rate limiter --------------
+    # --- line upstream: the shared LINE rate limiter --------------
     # channels/models.py LineRateBucket; one GCRA row per (LINE channel, endpoint), see
     # channels/line_rate.py.  Keep this block at the END of upgrade().
     import sqlalchemy as _sa
