@@ -107,13 +107,33 @@ class ServerProcess:
         while time.monotonic() < deadline:
             try:
                 if httpx.get(self.base_url + "/healthz", timeout=1).status_code == 200:
+                    self._start_profiler()
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
         raise RuntimeError("openmaac did not start")
 
+    def _start_profiler(self) -> None:
+        """BENCH_PYSPY=<dir>: py-spy samples this server (subprocesses included) into
+        ``<dir>/serve-<pid>.txt``, collapsed stacks of the thread holding the GIL (CPU, not waits) (``benchmarks.profile_summary`` reads them)."""
+        out = os.environ.get("BENCH_PYSPY")
+        if not out or self.process is None:
+            return
+        Path(out).mkdir(parents=True, exist_ok=True)
+        self._profiler = subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(self.process.pid), "--format", "raw", "--rate", "250", "--gil",
+             "--nonblocking", "--subprocesses", "-o", str(Path(out) / f"serve-{self.process.pid}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     def stop(self) -> None:
+        profiler = getattr(self, "_profiler", None)
+        if profiler is not None and profiler.poll() is None:
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            try:
+                profiler.wait(30)
+            except subprocess.TimeoutExpired:
+                profiler.kill()
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
