@@ -14,6 +14,7 @@ import secrets
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -419,3 +420,51 @@ def test_clients_sharing_a_limiter_stay_under_the_simulators_limit(channel: Chan
     assert errors == []
     assert [r["status"] for r in channel.requests()] == [200] * 50
     assert len(channel.inbox(user)) == 50
+
+
+def test_a_slot_prefetched_in_a_write_needs_no_lease_transaction_of_its_own(database: Any, monkeypatch: Any) -> None:
+    """A push leases its rate slot inside the write it makes anyway; acquiring it afterwards
+    opens no transaction (the lease used to cost one per push on a quiet channel)."""
+    channel_id = f"rate-{secrets.token_hex(4)}"
+    own = Database(database.url)
+    try:
+        with own.write() as session:
+            line_rate.prefetch(session.connection(), own, channel_id, "push", rate=100.0, batch=5)
+
+        def no_transaction(*_args: Any) -> float:
+            raise AssertionError("acquire leased in a transaction of its own")
+
+        monkeypatch.setattr(line_rate, "_lease", no_transaction)
+        slot = line_rate.acquire(own, channel_id, "push", rate=100.0, batch=5)
+        assert abs(slot - time.time()) < 1.0
+    finally:
+        own.dispose()
+
+
+def test_prefetched_and_leased_slots_share_the_rate(database: Any) -> None:
+    """One worker prefetches in its writes, another leases plainly: together within the rate."""
+    channel_id = f"rate-{secrets.token_hex(4)}"
+    rate, per_worker = 100.0, 60
+    slots: list[float] = []
+    lock = threading.Lock()
+
+    def worker(prefetching: bool) -> None:
+        own = Database(database.url)
+        try:
+            for _ in range(per_worker):
+                if prefetching:
+                    with own.write() as session:
+                        line_rate.prefetch(session.connection(), own, channel_id, "push", rate=rate, batch=5)
+                slot = line_rate.acquire(own, channel_id, "push", rate=rate, batch=5)
+                with lock:
+                    slots.append(slot)
+        finally:
+            own.dispose()
+
+    threads = [threading.Thread(target=worker, args=(flag,)) for flag in (True, False)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(slots) == 2 * per_worker
+    assert _max_in_window(slots, 0.2) <= int(rate * 0.2 + rate * line_rate.TOLERANCE) + 1

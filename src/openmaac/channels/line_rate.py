@@ -23,7 +23,9 @@ whose next slot has fallen more than ``2 * tolerance`` behind the clock is dropp
 used late, so bursts stay within about ``3 * tolerance * rate`` requests above the steady rate
 (300 for push; LINE measures per second).
 
-Never call :func:`acquire` inside an open write transaction (it opens its own short one).
+Never call :func:`acquire` inside an open write transaction (it opens its own short one); a
+caller that writes just before calling LINE uses :func:`prefetch` in that transaction instead,
+so the lease costs no transaction of its own.
 """
 
 from __future__ import annotations
@@ -117,30 +119,65 @@ def limiter(database: Database, channel_id: str, *, rates: dict[str, float] | No
     return wait_for_slot
 
 
-def _lease(database: Database, channel_id: str, endpoint: str, count: int, interval: float) -> float:
-    """Take ``count`` consecutive slots from the shared row; the local time of the first."""
+# One statement takes the slots (creating the row on first use): a single round trip, and on
+# SQLite a single statement inside whatever write transaction is open.
+_TAKE = {
+    True: text(
+        "INSERT INTO line_rate_buckets (channel_id, endpoint, next_free) "
+        "VALUES (:c, :e, EXTRACT(EPOCH FROM clock_timestamp())::float8 - :tol + :span) "
+        "ON CONFLICT (channel_id, endpoint) DO UPDATE SET next_free = GREATEST(line_rate_buckets.next_free, "
+        "EXTRACT(EPOCH FROM clock_timestamp())::float8 - :tol) + :span "
+        "RETURNING next_free, EXTRACT(EPOCH FROM clock_timestamp())::float8"),
+    False: text(
+        "INSERT INTO line_rate_buckets (channel_id, endpoint, next_free) VALUES (:c, :e, :now - :tol + :span) "
+        "ON CONFLICT (channel_id, endpoint) DO UPDATE SET next_free = MAX(next_free, :now - :tol) + :span "
+        "RETURNING next_free, :now"),
+}
+
+
+def _take(conn: Any, postgres: bool, channel_id: str, endpoint: str, count: int, interval: float) -> float:
+    """Take ``count`` consecutive slots from the shared row in ``conn``'s transaction; the local
+    time of the first."""
     span = count * interval
-    postgres = not database.is_sqlite
-    with database.write() as session:
-        params: dict[str, Any] = {"c": channel_id, "e": endpoint, "span": span, "tol": TOLERANCE}
-        if postgres:
-            session.execute(text(
-                "INSERT INTO line_rate_buckets (channel_id, endpoint, next_free) VALUES (:c, :e, 0) "
-                "ON CONFLICT DO NOTHING"), params)
-            row = session.execute(text(
-                "UPDATE line_rate_buckets SET next_free = GREATEST(next_free, "
-                "EXTRACT(EPOCH FROM clock_timestamp())::float8 - :tol) + :span "
-                "WHERE channel_id = :c AND endpoint = :e "
-                "RETURNING next_free, EXTRACT(EPOCH FROM clock_timestamp())::float8"), params).one()
-            local_now = time.time()
-        else:
-            local_now = params["now"] = time.time()
-            session.execute(text(
-                "INSERT INTO line_rate_buckets (channel_id, endpoint, next_free) VALUES (:c, :e, 0) "
-                "ON CONFLICT DO NOTHING"), params)
-            row = session.execute(text(
-                "UPDATE line_rate_buckets SET next_free = MAX(next_free, :now - :tol) + :span "
-                "WHERE channel_id = :c AND endpoint = :e RETURNING next_free, :now"), params).one()
+    local_now = time.time()
+    row = conn.execute(_TAKE[postgres], {"c": channel_id, "e": endpoint, "span": span, "tol": TOLERANCE,
+                                         "now": local_now}).one()
+    if postgres:
+        local_now = time.time()
     next_free, db_now = float(row[0]), float(row[1])
     start = next_free - span  # in the database's clock
     return start - db_now + local_now
+
+
+def _lease(database: Database, channel_id: str, endpoint: str, count: int, interval: float) -> float:
+    """Take ``count`` consecutive slots in a short transaction of its own."""
+    with database.write() as session:
+        return _take(session.connection(), not database.is_sqlite, channel_id, endpoint, count, interval)
+
+
+def prefetch(conn: Any, database: Database, channel_id: str, endpoint: str, *, rate: float | None = None,
+             batch: int | None = None) -> None:
+    """Make sure this process holds a fresh slot for ``endpoint`` of the channel, leasing a batch
+    in the caller's open write transaction ``conn`` if it does not.
+
+    A caller about to commit a write and then call LINE (a push) saves the lease its own
+    transaction: :func:`acquire` then finds the slot locally. It never waits: a slot in the
+    future is simply waited for by :func:`acquire`; if another thread takes the slot first,
+    :func:`acquire` leases as usual. The slots are taken when ``conn`` commits; should it roll
+    back instead, this process may still use that one batch (``LEASE_SECONDS`` worth) which the
+    row no longer shows: a burst within the limiter's tolerance, and only after a failed write."""
+    rate = float(rate or rate_of(endpoint))
+    interval = 1.0 / rate
+    if batch is None:
+        batch = max(1, int(rate * LEASE_SECONDS))
+    key = (id(database), channel_id, endpoint)
+    with _registry_lock:
+        lock = _locks.setdefault(key, threading.Lock())
+        lease = _leases.setdefault(key, _Lease())
+    with lock:
+        now = time.time()
+        if lease.remaining and lease.interval == interval and lease.next_slot >= now - TOLERANCE:
+            return  # a fresh slot is here (with TOLERANCE to spare before acquire would drop it)
+        lease.next_slot = _take(conn, not database.is_sqlite, channel_id, endpoint, batch, interval)
+        lease.remaining = batch
+        lease.interval = interval

@@ -9,12 +9,14 @@ connections and never block the writer under WAL.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from openmaac.config import get_settings
@@ -56,6 +58,41 @@ def _sqlite_engine(url: str, begin_statement: str, pool_size: int, temp_store: s
     return engine
 
 
+# A pooled PostgreSQL connection idle longer than this is pinged before use (a server restart or
+# an idle timeout may have closed it). Pinging EVERY checkout (``pool_pre_ping``) cost a round
+# trip per transaction, several per API request; a connection reused within seconds is alive,
+# and should one still fail mid-use SQLAlchemy invalidates the pool on the disconnect error.
+IDLE_PING_SECONDS = 5.0
+
+
+def postgres_pool_size() -> int:
+    """Connections each process keeps open to PostgreSQL (``OPENMAAC_DB_POOL_SIZE``, default 20;
+    up to as many again overflow under bursts). Below the request threads' concurrency the
+    overflow connections were opened and closed per request (a connect costs ~5 ms of CPU)."""
+    return max(1, int(os.environ.get("OPENMAAC_DB_POOL_SIZE", "20")))
+
+
+def _postgres_engine(url: str) -> Engine:
+    size = postgres_pool_size()
+    engine = create_engine(url, pool_size=size, max_overflow=size, pool_pre_ping=False)
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < IDLE_PING_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:  # the pool retries the checkout on a fresh connection
+            raise exc.DisconnectionError() from error
+
+    return engine
+
+
 class Database:
     """One per process and database URL."""
 
@@ -74,9 +111,13 @@ class Database:
             self.write_engine = _sqlite_engine(url, "BEGIN IMMEDIATE", pool_size=2, temp_store="FILE")
             self.read_engine = _sqlite_engine(url, "BEGIN", pool_size=8)
         else:
-            engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+            engine = _postgres_engine(url)
             self.write_engine = engine
             self.read_engine = engine
+        # Hot-path lookups of independent rows: on PostgreSQL in autocommit (no BEGIN and
+        # ROLLBACK round trips around a single SELECT); each statement sees committed data.
+        self._lookup_engine = (self.read_engine if self.is_sqlite
+                               else self.read_engine.execution_options(isolation_level="AUTOCOMMIT"))
         self._write_lock = threading.RLock() if self.is_sqlite else None
         self._writer = sessionmaker(self.write_engine, expire_on_commit=False)
         self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
@@ -109,6 +150,14 @@ class Database:
         # objects, so callers may use them after the block.
         with self._reader() as session:
             yield session
+
+    @contextmanager
+    def lookup(self) -> Iterator[Connection]:
+        """A Core connection for a few independent reads on a hot path (no ORM session, and on
+        PostgreSQL no transaction: each statement reads what is committed at its start). Not
+        for streamed results or reads that must agree with each other: use :meth:`read`."""
+        with self._lookup_engine.connect() as conn:
+            yield conn
 
     def on_commit(self, hook: Any) -> None:
         """Run ``hook()`` after a committed write that enqueued jobs (wakes the embedded worker)."""

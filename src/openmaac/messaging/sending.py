@@ -40,9 +40,10 @@ from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from openmaac.auth.models import Organization
 from openmaac.auth.service import OrgContext
 from openmaac.channels import line_rate
 from openmaac.channels.line_client import (
@@ -63,7 +64,7 @@ from openmaac.jobs.registry import JobContext, RetryLater, handler
 from openmaac.links import rewrite
 from openmaac.links import service as links
 from openmaac.messaging import direct, notify
-from openmaac.messaging.models import DirectMessage, DirectMessageRecipient, DirectMessageSend
+from openmaac.messaging.models import DirectMessage, DirectMessageRecipient, DirectMessageSend, MessageEvent
 from openmaac.templates.models import MessageTemplate
 from openmaac.templates.service import render
 from openmaac.web.errors import field_errors
@@ -419,41 +420,72 @@ def finalize(session: Session, dm_id: int, *, sending: bool = False, recipient_r
 
 # -- push (synchronous) ---------------------------------------------------------------------------
 
+def _push_lookup_statement() -> Any:
+    org, template, contact = Organization.__table__, MessageTemplate.__table__, Contact.__table__
+    event = MessageEvent.__table__
+    return (select(template.c.id, template.c.messages, template.c.parameters, event.c.id, event.c.name,
+                   _C.c.api_base_url, _C.c.access_token, _C.c.channel_id, contact.c.id,
+                   *[contact.c[name] for name in direct.CONTACT_FIELDS])
+            .select_from(org.outerjoin(template, and_(template.c.organization_id == org.c.id,
+                                                      template.c.id == bindparam("template")))
+                         .outerjoin(event, and_(event.c.organization_id == org.c.id, event.c.id == bindparam("event")))
+                         .outerjoin(_C, _C.c.organization_id == org.c.id)
+                         .outerjoin(contact, and_(contact.c.organization_id == org.c.id,
+                                                  contact.c.line_uid == bindparam("uid"))))
+            .where(org.c.id == bindparam("org")).limit(1))
+
+
+# everything a push reads, in one statement (one round trip on PostgreSQL): the template, the
+# event, the channel and the recipient's contact; a missing one comes back as NULLs
+_PUSH_LOOKUP = _push_lookup_statement()
+
+
 def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str, Any]) -> dict[str, Any]:
     database = get_database()
     errors: dict[str, Any] = {}
-    with database.read() as session:
-        template = direct.load_template(session, org.id, template_id)
-        event = direct.load_event(session, org.id, event_id)
-        line_uid = direct.line_uid_of(data, errors)
-        params, param_errors = direct.clean_params(template, data)
-        errors.update(param_errors)
-        contact = direct.contact_row(session, org.id, line_uid) if line_uid else None
-        if line_uid and contact is None and "line_uid" not in errors:
-            errors["line_uid"] = [direct.CONTACT_NOT_FOUND + "."]
-        if not errors:
-            rendered = render(template.messages, params, contact[1] if contact else None)
-            errors.update(direct.check_images(direct.image_slots(template), rendered))
-        if errors:
-            raise field_errors({"data": errors})
-        line = _line_of(session, org.id)
+    line_uid = direct.line_uid_of(data, errors)
+    with database.lookup() as conn:
+        found = conn.execute(_PUSH_LOOKUP, {"org": org.id, "template": template_id, "event": event_id,
+                                            "uid": line_uid}).first()
+    if found is None or found[0] is None:
+        raise field_errors({"template_id": direct.pk_error(template_id)})
+    template = direct.TemplateRow(int(found[0]), list(found[1]), list(found[2] or []))
+    if event_id is not None and found[3] is None:
+        raise field_errors({"event_id": direct.pk_error(event_id)})
+    event_ref = int(found[3]) if found[3] is not None else None
+    event_name = found[4]
+    line = Line(found[5], found[6], found[7]) if found[7] is not None else None
+    contact: tuple[int, dict[str, Any]] | None = None
+    if found[8] is not None:
+        fields = dict(zip(direct.CONTACT_FIELDS, found[9:], strict=True))
+        if fields["birthday"] is not None:
+            fields["birthday"] = fields["birthday"].isoformat()
+        contact = int(found[8]), fields
+    params, param_errors = direct.clean_params(template, data)
+    errors.update(param_errors)
+    if line_uid and contact is None and "line_uid" not in errors:
+        errors["line_uid"] = [direct.CONTACT_NOT_FOUND + "."]
+    if not errors:
+        rendered = render(template.messages, params, contact[1] if contact else None)
+        errors.update(direct.check_images(direct.image_slots(template), rendered))
+    if errors:
+        raise field_errors({"data": errors})
     assert contact is not None and line_uid is not None
     now = utcnow()
     lease = send_lease()
     recovery = f"{JOB_KIND}:{{}}"
     with database.write() as session:
         conn = session.connection()
-        event_ref = event.id if event else None
         dm_id = int(conn.execute(_INSERT_MESSAGE, {
             "organization_id": org.id, "category": "push", "template_id": template.id, "event_id": event_ref,
-            "status": "sending", "tracked": event is not None, "total_count": 1, "fail_count": 0,
+            "status": "sending", "tracked": event_ref is not None, "total_count": 1, "fail_count": 0,
             "created_at": now, "updated_at": now}).scalar_one())
         dm = MessageRef(dm_id, org.id, "push", event_ref)
         recipient_id = int(conn.execute(_INSERT_RECIPIENT, {
             "direct_message_id": dm_id, "organization_id": org.id, "mark": 0, "line_uid": line_uid,
             "contact_id": contact[0], "params": params, "status": "pending"}).scalar_one())
         messages = rendered
-        if event is not None:
+        if event_ref is not None:
             tracker = links.Tracker(session, dm, links.get_setting(session, org.id))  # type: ignore[arg-type]
             messages = tracker.track(rendered, recipient_id)
             tracker.save()
@@ -467,6 +499,8 @@ def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str
             "kind": JOB_KIND, "payload": {"id": dm_id}, "organization_id": org.id,
             "run_at": now + lease + timedelta(seconds=1), "priority": 100, "max_attempts": 10,
             "unique_key": recovery.format(dm_id), "status": "ready", "attempts": 0, "created_at": now})
+        if line is not None:  # the LINE call's rate slot, leased in this transaction
+            line_rate.prefetch(conn, database, line.channel_id, "push")
     if line is None:
         outcome = Outcome("error")
     else:
@@ -484,8 +518,7 @@ def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str
         if done:
             # nothing left for the recovery job (unless a worker already holds it)
             conn.execute(_DROP_RECOVERY, {"key": recovery.format(dm_id)})
-    return {"id": dm_id, "event_id": event_ref, "event": event.name if event else None,
-            "result": outcome.push_result()}
+    return {"id": dm_id, "event_id": event_ref, "event": event_name, "result": outcome.push_result()}
 
 
 # -- multicast and enhanced multicast (asynchronous) ---------------------------------------------
