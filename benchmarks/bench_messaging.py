@@ -61,7 +61,7 @@ from benchmarks.common import (
 
 ORGS = 24
 FRIENDS = 50
-PUSH_CLIENTS = 32
+PUSH_CLIENTS = int(os.environ.get("BENCH_PUSH_CLIENTS", "32"))  # fewer: CPU per request with less thread contention
 FANOUT_CLIENTS = 8
 PER_REQUEST = 500
 LINE_MULTICAST_RATE = 200.0

@@ -9,6 +9,7 @@ connections and never block the writer under WAL.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,6 +31,19 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_CACHE_KIB = 16_384
 
 
+def _json_dumps(value: Any) -> str:
+    """JSON columns written by orjson (several times faster than ``json.dumps`` for a 500-id
+    list); what orjson refuses (an integer beyond 64 bits) falls back to ``json``."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+# reading stays ``json.loads``: orjson turns an integer beyond 64 bits into a float
+JSON_OPTIONS: dict[str, Any] = {"json_serializer": _json_dumps}
+
+
 def _sqlite_engine(url: str, begin_statement: str, pool_size: int, temp_store: str = "MEMORY") -> Engine:
     engine = create_engine(
         url,
@@ -36,6 +51,7 @@ def _sqlite_engine(url: str, begin_statement: str, pool_size: int, temp_store: s
         pool_size=pool_size,
         max_overflow=pool_size * 2,
         pool_pre_ping=False,
+        **JSON_OPTIONS,
     )
 
     @event.listens_for(engine, "connect")
@@ -74,7 +90,7 @@ def postgres_pool_size() -> int:
 
 def _postgres_engine(url: str) -> Engine:
     size = postgres_pool_size()
-    engine = create_engine(url, pool_size=size, max_overflow=size, pool_pre_ping=False)
+    engine = create_engine(url, pool_size=size, max_overflow=size, pool_pre_ping=False, **JSON_OPTIONS)
 
     @event.listens_for(engine, "checkin")
     def _idle_from(_dbapi_connection: Any, record: Any) -> None:

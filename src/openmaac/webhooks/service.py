@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from openmaac.auth.models import Organization
@@ -300,6 +300,18 @@ class _Target:
     topics: frozenset[str]
 
 
+def _targets_statement(postgres: bool) -> Any:
+    endpoints = WebhookEndpoint.__table__
+    stmt = select(endpoints.c.id, endpoints.c.style, endpoints.c.topics).where(
+        endpoints.c.organization_id == bindparam("org"), endpoints.c.is_active.is_(True))
+    return stmt.with_for_update(read=True) if postgres else stmt
+
+
+# prebuilt: every recorded send asks this, usually to learn there is nothing to announce
+_TARGETS = {postgres: _targets_statement(postgres) for postgres in (False, True)}
+_TIMEZONE = select(Organization.__table__.c.timezone).where(Organization.__table__.c.id == bindparam("org"))
+
+
 def _targets(session: Session, organization_id: int) -> tuple[str, list[_Target]]:
     """The organisation's active endpoints (cached for the transaction) and its time zone.
 
@@ -310,15 +322,12 @@ def _targets(session: Session, organization_id: int) -> tuple[str, list[_Target]
     cached = cache.get(organization_id)
     if cached is not None:
         return cached
-    stmt = select(WebhookEndpoint.id, WebhookEndpoint.style, WebhookEndpoint.topics).where(
-        WebhookEndpoint.organization_id == organization_id, WebhookEndpoint.is_active.is_(True)
-    )
-    if _is_postgres(session):
-        stmt = stmt.with_for_update(read=True)
-    targets = [_Target(int(i), str(s), frozenset(t or ())) for i, s, t in session.execute(stmt)]
+    conn = session.connection()
+    targets = [_Target(int(i), str(s), frozenset(t or ()))
+               for i, s, t in conn.execute(_TARGETS[conn.dialect.name == "postgresql"], {"org": organization_id})]
     tz_name = "UTC"
     if targets:
-        tz_name = session.scalar(select(Organization.timezone).where(Organization.id == organization_id)) or "UTC"
+        tz_name = conn.execute(_TIMEZONE, {"org": organization_id}).scalar() or "UTC"
     cache[organization_id] = (tz_name, targets)
     return tz_name, targets
 
