@@ -31,7 +31,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 SQLITE_CACHE_KIB = 16_384
 
 
-def _json_dumps(value: Any) -> str:
+def json_dumps(value: Any) -> str:
     """JSON columns written by orjson (several times faster than ``json.dumps`` for a 500-id
     list); what orjson refuses (an integer beyond 64 bits) falls back to ``json``."""
     try:
@@ -41,7 +41,7 @@ def _json_dumps(value: Any) -> str:
 
 
 # reading stays ``json.loads``: orjson turns an integer beyond 64 bits into a float
-JSON_OPTIONS: dict[str, Any] = {"json_serializer": _json_dumps}
+JSON_OPTIONS: dict[str, Any] = {"json_serializer": json_dumps}
 
 
 def _sqlite_engine(url: str, begin_statement: str, pool_size: int, temp_store: str = "MEMORY") -> Engine:

@@ -13,6 +13,7 @@ from openmaac.messaging import direct, sending
 from openmaac.web.input import InputRoute
 from openmaac.web.params import BodyId, PathId
 from openmaac.web.ratelimit import limiter
+from openmaac.web.responses import OrjsonResponse
 
 router = APIRouter(prefix="/openapi/v1", tags=["Send message"], route_class=InputRoute)
 
@@ -88,14 +89,15 @@ class DirectMessageOut(BaseModel):
              description="Synchronous: LINE is called before answering." + TRACKING_NOTE)
 def push(org: Org, body: PushIn) -> Any:
     limiter.check(org.id, "push")
-    return sending.push(org, body.template_id, body.event_id, body.data)
+    # rendered as is: the service builds exactly PushOut's fields (the model documents them)
+    return OrjsonResponse(sending.push(org, body.template_id, body.event_id, body.data))
 
 
 @router.post("/direct_message/multicast/", response_model=Pending, summary="Send multicast message",
              description="Asynchronous (`pending`); see `GET direct_message/{id}/`." + TRACKING_NOTE)
 def multicast(org: Org, body: MulticastIn) -> Any:
     limiter.check(org.id, "multicast")
-    return sending.multicast(org, body.template_id, body.event_id, body.data)
+    return OrjsonResponse(sending.multicast(org, body.template_id, body.event_id, body.data))
 
 
 @router.post("/direct_message/enhanced_multicast/", response_model=Pending,
@@ -104,7 +106,7 @@ def multicast(org: Org, body: MulticastIn) -> Any:
                           "message (no per-recipient opens or clicks)."))
 def enhanced_multicast(org: Org, body: EnhancedMulticastIn) -> Any:
     limiter.check(org.id, "enhanced_multicast")
-    return sending.enhanced_multicast(org, body.template_id, body.event_id, body.line_uids, body.data)
+    return OrjsonResponse(sending.enhanced_multicast(org, body.template_id, body.event_id, body.line_uids, body.data))
 
 
 @router.get("/direct_message/{direct_message_id}/", response_model=DirectMessageOut,

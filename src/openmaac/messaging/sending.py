@@ -40,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from openmaac.auth.models import Organization
@@ -58,7 +58,7 @@ from openmaac.channels.service import line_api_base_url
 from openmaac.common.validation import char_field
 from openmaac.contacts.models import LINE_UID_MAX_LENGTH, Contact
 from openmaac.db.base import JSONType, UTCDateTime, utcnow
-from openmaac.db.engine import get_database
+from openmaac.db.engine import get_database, json_dumps
 from openmaac.jobs.models import Job
 from openmaac.jobs.registry import JobContext, RetryLater, handler
 from openmaac.links import rewrite
@@ -306,6 +306,47 @@ _MARK_PUSH_SENT = (update(_D).where(_D.c.id == bindparam("dm"), _D.c.status != "
 _INSERT_JOB = insert(_J)
 _DROP_RECOVERY = delete(_J).where(_J.c.unique_key == bindparam("key"), _J.c.status == "ready")
 
+# PostgreSQL: an untracked push's acceptance (message, recipient, LINE call row, recovery job)
+# and its recording (call, recipient, message, recovery job) are each ONE statement of
+# data-modifying CTEs: a round trip each instead of four (what the generic path writes, in
+# the same columns; SQLite has no DML in CTEs and no round trips to save).
+_PG_ACCEPT_PUSH = text("""
+WITH dm AS (
+  INSERT INTO direct_messages (organization_id, category, template_id, event_id, status, tracked, params,
+                               recipient_rows, total_count, fail_count, created_at, updated_at)
+  VALUES (:org, 'push', :template, NULL, 'sending', false, NULL, true, 1, 0, :now, :now) RETURNING id),
+rcp AS (
+  INSERT INTO direct_message_recipients (direct_message_id, organization_id, mark, line_uid, contact_id, params,
+                                         status)
+  SELECT dm.id, :org, 0, :uid, :contact, CAST(:params AS jsonb), 'pending' FROM dm RETURNING id, direct_message_id),
+snd AS (
+  INSERT INTO direct_message_sends (direct_message_id, organization_id, method, retry_key, recipient_ids, "to",
+                                    messages, status, locked_until, created_at)
+  SELECT rcp.direct_message_id, :org, 'push', :retry_key, jsonb_build_array(rcp.id), CAST(:to AS jsonb),
+         CAST(:messages AS jsonb), 'pending', :until, :now FROM rcp RETURNING id),
+job AS (
+  INSERT INTO jobs (kind, payload, organization_id, run_at, priority, max_attempts, unique_key, status, attempts,
+                    created_at)
+  SELECT :kind, jsonb_build_object('id', dm.id), :org, :run_at, 100, 10, :key_prefix || dm.id, 'ready', 0, :now
+  FROM dm RETURNING id)
+SELECT dm.id, rcp.id, snd.id FROM dm, rcp, snd, job""")
+_PG_RECORD_PUSH = text("""
+WITH snd AS (
+  UPDATE direct_message_sends SET status = 'done', outcome = :outcome, status_code = :code,
+         response_body = CAST(:body AS jsonb), completed_at = :now, locked_until = NULL
+  WHERE id = :sid AND status = 'pending' RETURNING id),
+rcp AS (
+  UPDATE direct_message_recipients SET status = :recipient_status, sent_at = :sent_at, response = :response
+  WHERE id = :rid AND EXISTS (SELECT 1 FROM snd) RETURNING id),
+dm AS (
+  UPDATE direct_messages SET status = 'sent', sent_at = :now, updated_at = :now, total_count = 1,
+         fail_count = :failed
+  WHERE id = :dm AND status <> 'sent' AND EXISTS (SELECT 1 FROM snd) RETURNING id),
+job AS (
+  DELETE FROM jobs WHERE unique_key = :key AND status = 'ready' AND EXISTS (SELECT 1 FROM snd) RETURNING id)
+SELECT (SELECT count(*) FROM snd), (SELECT count(*) FROM rcp), (SELECT count(*) FROM dm),
+       (SELECT count(*) FROM job)""")
+
 
 def claim(session: Session, dm_id: int, limit: int, now: datetime) -> list[Claimed]:
     """Lease up to ``limit`` pending calls of the message whose lease is free (in the caller's
@@ -476,47 +517,68 @@ def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str
     recovery = f"{JOB_KIND}:{{}}"
     with database.write() as session:
         conn = session.connection()
-        dm_id = int(conn.execute(_INSERT_MESSAGE, {
-            "organization_id": org.id, "category": "push", "template_id": template.id, "event_id": event_ref,
-            "status": "sending", "tracked": event_ref is not None, "total_count": 1, "fail_count": 0,
-            "created_at": now, "updated_at": now}).scalar_one())
-        dm = MessageRef(dm_id, org.id, "push", event_ref)
-        recipient_id = int(conn.execute(_INSERT_RECIPIENT, {
-            "direct_message_id": dm_id, "organization_id": org.id, "mark": 0, "line_uid": line_uid,
-            "contact_id": contact[0], "params": params, "status": "pending"}).scalar_one())
+        postgres = conn.dialect.name == "postgresql"
         messages = rendered
-        if event_ref is not None:
-            tracker = links.Tracker(session, dm, links.get_setting(session, org.id))  # type: ignore[arg-type]
-            messages = tracker.track(rendered, recipient_id)
-            tracker.save()
-        row = _send_row(dm, "push", [(recipient_id, line_uid)], messages, now + lease, now)
-        send_id = int(conn.execute(_INSERT_SEND, row).scalar_one())
-        # The recovery job: finishes the push should this process die before recording LINE's
-        # answer. A plain prebuilt INSERT (what jobs.queue.enqueue writes; its key is new, so
-        # there is no conflict to handle); due only after the lease, so the worker needs no
-        # wake-up at commit (it looks at least every half second).
-        conn.execute(_INSERT_JOB, {
-            "kind": JOB_KIND, "payload": {"id": dm_id}, "organization_id": org.id,
-            "run_at": now + lease + timedelta(seconds=1), "priority": 100, "max_attempts": 10,
-            "unique_key": recovery.format(dm_id), "status": "ready", "attempts": 0, "created_at": now})
+        if postgres and event_ref is None:
+            retry_key = new_retry_key()
+            dm_id, recipient_id, send_id = (int(i) for i in conn.execute(_PG_ACCEPT_PUSH, {
+                "org": org.id, "template": template.id, "now": now, "uid": line_uid, "contact": contact[0],
+                "params": json_dumps(params), "retry_key": retry_key, "to": json_dumps([line_uid]),
+                "messages": json_dumps(messages), "until": now + lease, "kind": JOB_KIND, "key_prefix": f"{JOB_KIND}:",
+                "run_at": now + lease + timedelta(seconds=1)}).one())
+            dm = MessageRef(dm_id, org.id, "push", None)
+        else:
+            dm_id = int(conn.execute(_INSERT_MESSAGE, {
+                "organization_id": org.id, "category": "push", "template_id": template.id, "event_id": event_ref,
+                "status": "sending", "tracked": event_ref is not None, "total_count": 1, "fail_count": 0,
+                "created_at": now, "updated_at": now}).scalar_one())
+            dm = MessageRef(dm_id, org.id, "push", event_ref)
+            recipient_id = int(conn.execute(_INSERT_RECIPIENT, {
+                "direct_message_id": dm_id, "organization_id": org.id, "mark": 0, "line_uid": line_uid,
+                "contact_id": contact[0], "params": params, "status": "pending"}).scalar_one())
+            if event_ref is not None:
+                tracker = links.Tracker(session, dm, links.get_setting(session, org.id))  # type: ignore[arg-type]
+                messages = tracker.track(rendered, recipient_id)
+                tracker.save()
+            row = _send_row(dm, "push", [(recipient_id, line_uid)], messages, now + lease, now)
+            retry_key = row["retry_key"]
+            send_id = int(conn.execute(_INSERT_SEND, row).scalar_one())
+            # The recovery job: finishes the push should this process die before recording
+            # LINE's answer. A plain prebuilt INSERT (what jobs.queue.enqueue writes; its key is
+            # new, so there is no conflict to handle); due only after the lease, so the worker
+            # needs no wake-up at commit (it looks at least every half second).
+            conn.execute(_INSERT_JOB, {
+                "kind": JOB_KIND, "payload": {"id": dm_id}, "organization_id": org.id,
+                "run_at": now + lease + timedelta(seconds=1), "priority": 100, "max_attempts": 10,
+                "unique_key": recovery.format(dm_id), "status": "ready", "attempts": 0, "created_at": now})
         if line is not None:  # the LINE call's rate slot, leased in this transaction
             line_rate.prefetch(conn, database, line.channel_id, "push")
     if line is None:
         outcome = Outcome("error")
     else:
-        outcome = call_line(line.client(), "push", [line_uid], messages, row["retry_key"])
-    send = Claimed(send_id, "push", [line_uid], messages, row["retry_key"], [recipient_id])
+        outcome = call_line(line.client(), "push", [line_uid], messages, retry_key)
+    send = Claimed(send_id, "push", [line_uid], messages, retry_key, [recipient_id])
+    success = outcome.outcome == "success"
     with database.write() as session:
         conn = session.connection()
-        if record(session, dm, [(send, outcome)]):
+        if postgres:
+            at = utcnow()
+            recorded = conn.execute(_PG_RECORD_PUSH, {
+                "sid": send_id, "outcome": outcome.outcome, "code": outcome.status_code,
+                "body": None if success or outcome.body is None else json_dumps(outcome.body), "now": at,
+                "rid": recipient_id, "recipient_status": "sent" if success else "failed",
+                "sent_at": at if success else None, "response": None if success else outcome.failure_text(),
+                "dm": dm_id, "failed": 0 if success else 1, "key": recovery.format(dm_id)}).scalar()
+            if recorded:  # the message is sent and its recovery job gone (same statement)
+                notify.sent(session, dm, [recipient_id] if success else [], at)
+            elif finalize(session, dm_id):  # the recovery job recorded it first
+                conn.execute(_DROP_RECOVERY, {"key": recovery.format(dm_id)})
+        elif record(session, dm, [(send, outcome)]):
             # the message's one call, recorded here: sent, with its one recipient's outcome
-            conn.execute(_MARK_PUSH_SENT, {"dm": dm_id, "b_now": utcnow(),
-                                           "b_failed": 0 if outcome.outcome == "success" else 1})
-            done = True
-        else:  # the recovery job recorded it first
-            done = finalize(session, dm_id)
-        if done:
+            conn.execute(_MARK_PUSH_SENT, {"dm": dm_id, "b_now": utcnow(), "b_failed": 0 if success else 1})
             # nothing left for the recovery job (unless a worker already holds it)
+            conn.execute(_DROP_RECOVERY, {"key": recovery.format(dm_id)})
+        elif finalize(session, dm_id):  # the recovery job recorded it first
             conn.execute(_DROP_RECOVERY, {"key": recovery.format(dm_id)})
     return {"id": dm_id, "event_id": event_ref, "event": event_name, "result": outcome.push_result()}
 
