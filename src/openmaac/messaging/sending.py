@@ -55,7 +55,7 @@ from openmaac.channels.line_client import (
 )
 from openmaac.channels.models import LineChannel
 from openmaac.channels.service import line_api_base_url
-from openmaac.common.validation import char_field
+from openmaac.common.validation import char_fields
 from openmaac.contacts.models import LINE_UID_MAX_LENGTH, Contact
 from openmaac.db.base import JSONType, UTCDateTime, utcnow
 from openmaac.db.engine import get_database, json_dumps
@@ -670,9 +670,8 @@ def multicast(org: OrgContext, template_id: int, event_id: int | None, data: lis
 def enhanced_multicast(org: OrgContext, template_id: int, event_id: int | None, line_uids: list[str],
                        data: dict[str, Any]) -> dict[str, Any]:
     """Accepted with its LINE calls planned: one shared rendering, so nothing is left to plan."""
-    with get_database().read() as session:
-        template = direct.load_template(session, org.id, template_id)
-        event = direct.load_event(session, org.id, event_id)
+    with get_database().lookup() as conn:
+        template, event = direct.template_and_event(conn, org.id, template_id, event_id)
         params, errors = direct.clean_params(template, data)
         rendered = render(template.messages, params, None) if not errors else []
         if not errors:
@@ -680,12 +679,13 @@ def enhanced_multicast(org: OrgContext, template_id: int, event_id: int | None, 
         if errors:
             raise field_errors({"data": errors})
         # each as DRF's CharField(max_length=LINE_UID_MAX_LENGTH) would take it
-        checked = [char_field(uid, max_length=LINE_UID_MAX_LENGTH) for uid in line_uids]
+        checked = char_fields(line_uids, max_length=LINE_UID_MAX_LENGTH)
         problems = {str(i): errors for i, (_uid, errors) in enumerate(checked) if errors}
         if problems:
             raise field_errors({"line_uids": problems})
         uids = [uid or "" for uid, _errors in checked]
-        contact_ids = direct.contact_ids_by_uid(session, org.id, uids)
+        contact_ids = direct.contact_ids_by_uid(conn, org.id, uids)
+    event_ref = event[0] if event else None
     # Rows per recipient only when a recipient will be looked up later: a tap on one of a
     # tracked message's actions (message / postback) is attributed through them (links.record_tap).
     # Otherwise the call rows, which list the recipients, are their record: no 500 rows and
@@ -694,7 +694,7 @@ def enhanced_multicast(org: OrgContext, template_id: int, event_id: int | None, 
     unknown = [(mark, uid, None) for mark, uid in enumerate(uids) if uid not in contact_ids]
     now = utcnow()
     with get_database().write() as session:
-        dm = _insert_message(session, org, "enhanced_multicast", template, event.id if event else None, len(uids),
+        dm = _insert_message(session, org, "enhanced_multicast", template, event_ref, len(uids),
                              params, now, recipient_rows, 0 if recipient_rows else len(unknown))
         messages = rendered
         if event is not None:  # per-message links only
