@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from helpers import metric_value, simulator_process, wait_for
 from openmaac.simulators import twilio as twilio_sim
@@ -287,3 +287,89 @@ def _pnp_records(org: Org, setting_id: int) -> list[dict[str, Any]]:
         start = page["next"]
         if not start:
             return rows
+
+
+KILLED_REQUESTS = 24  # enhanced multicasts of 500: more than the two workers' 16 slots hold at once
+ACCEPTED_THEN_SECONDS = 5.0  # every LINE call is accepted at once and answered this much later
+
+
+def test_a_worker_killed_mid_send_is_taken_over_by_the_others_and_nobody_gets_two(cluster: Cluster) -> None:
+    """A third worker, SIGKILLed while LINE has accepted calls it made and not yet answered them:
+    the two others take its jobs over once their lease passes (15 s for a send job) and finish
+    those calls with their stored retry keys (LINE answers 409: already done), so every recipient
+    still gets one message."""
+    org = _org(cluster, "scale-out-kill")
+    uids = _friends(cluster, org, KILLED_REQUESTS * ENHANCED_PER_REQUEST)
+    template = org.client.post("template/", json={"name": "sale", "messages": [{"type": "text", "text": "Sale"}]})
+    assert template.status_code == 201, template.text
+    victim = Process(cluster.space, "worker", **ENV, OPENMAAC_PUBLIC_BASE_URL=cluster.serve.base_url)
+    try:
+        pid = victim.process.pid
+        wait_for(lambda: _beating(cluster, pid, victim), timeout=60, interval=0.1)
+        httpx.post(f"{cluster.line}/_admin/faults", json={
+            "kind": "timeout_after_accept", "endpoint": "multicast", "channel_id": org.channel_id,
+            "count": KILLED_REQUESTS, "seconds": ACCEPTED_THEN_SECONDS}).raise_for_status()
+        recipients: dict[int, list[str]] = {}
+        for start in range(0, len(uids), ENHANCED_PER_REQUEST):
+            chunk = uids[start:start + ENHANCED_PER_REQUEST]
+            response = org.client.post("direct_message/enhanced_multicast/", json={
+                "template_id": template.json()["id"], "line_uids": chunk, "data": {}})
+            assert response.status_code == 200, response.text
+            recipients[int(response.json()["id"])] = chunk
+
+        def victim_call_accepted() -> list[int]:
+            """The victim's messages whose LINE call LINE has accepted (and not yet answered)."""
+            received = _received(cluster, org)["users"]
+            return [dm_id for dm_id in _running_jobs_of(cluster, pid)
+                    if recipients[dm_id][0] in received
+                    and org.client.get(f"direct_message/{dm_id}/").json()["status"] != "sent"]
+
+        cut_off = wait_for(victim_call_accepted, timeout=60, interval=0.05)
+        victim.kill()  # SIGKILL
+    finally:
+        victim.kill()
+    httpx.delete(f"{cluster.line}/_admin/faults", params={"channel_id": org.channel_id}).raise_for_status()
+    assert _received(cluster, org)["total"] < len(uids)  # the kill came mid-send
+
+    def unsent() -> list[int]:
+        return [dm_id for dm_id in recipients
+                if org.client.get(f"direct_message/{dm_id}/").json()["status"] != "sent"]
+
+    try:
+        wait_for(lambda: not unsent(), timeout=180, interval=1.0)
+    except AssertionError:
+        raise AssertionError(f"not sent: {unsent()}") from None
+    record = _received(cluster, org)
+    assert set(record["users"]) == set(uids)
+    twice = {uid: n for uid, n in record["users"].items() if n != 1}
+    assert not twice, f"{len(twice)} recipients got more than one message: {list(twice.items())[:5]}"
+    for dm_id in recipients:
+        result = org.client.get(f"direct_message/{dm_id}/").json()["result"]
+        assert result["total_count"] == ENHANCED_PER_REQUEST and result["fail_count"] == 0, (dm_id, result)
+    # the calls the victim had in flight were finished by another worker with their retry keys
+    log = httpx.get(f"{cluster.line}/_admin/requests", timeout=60,
+                    params={"channel_id": org.channel_id, "endpoint": "multicast"}).json()
+    accepted = [entry for entry in log if entry["status"] == 200]
+    assert len(accepted) == KILLED_REQUESTS
+    conflicts = {entry["retry_key"] for entry in log if entry["status"] == 409}
+    assert conflicts and conflicts <= {entry["retry_key"] for entry in accepted}
+    assert cut_off
+
+
+def _beating(cluster: Cluster, pid: int, process: Process) -> bool:
+    from openmaac.jobs.models import WorkerHeartbeat
+
+    if process.process.poll() is not None:
+        raise AssertionError(f"worker exited with {process.process.returncode}: {process.output()}")
+    with cluster.space.database.read() as session:
+        return bool(session.scalars(select(WorkerHeartbeat).where(WorkerHeartbeat.pid == pid)).first())
+
+
+def _running_jobs_of(cluster: Cluster, pid: int) -> list[int]:
+    """The direct messages whose send job the worker with this process id holds."""
+    from openmaac.jobs.models import Job
+
+    with cluster.space.database.read() as session:
+        payloads = session.scalars(select(Job.payload).where(
+            Job.kind == "direct_message.send", Job.status == "running", Job.locked_by.like(f"%:{pid}:%")))
+        return [int(payload["id"]) for payload in payloads]
