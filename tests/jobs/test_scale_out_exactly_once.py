@@ -1,6 +1,8 @@
 """Scale-out: ``openmaac serve --no-worker`` and two ``openmaac worker`` processes on one fresh
-database send a 20,000-recipient enhanced multicast (40 requests of 500), a personalised
-multicast (requests of 150) and an SMS+ campaign, and every recipient gets exactly one message.
+database send a 20,000-recipient enhanced multicast (40 requests of 500), personalised
+multicasts (requests of 150) and an SMS+ campaign (PNP, SMS after the fallback period), and
+every recipient gets exactly one message; so they do when a third worker is SIGKILLed while
+LINE has accepted its calls but not yet answered them.
 
 All real processes: the API server takes the requests and LINE's delivery webhooks, the two
 workers share the jobs (each serves its own ``/metrics``, which says how many send jobs it ran),
@@ -60,7 +62,8 @@ class Cluster:
 
 ENV = {"OPENMAAC_OUTBOUND_ALLOW_HOSTS": "127.0.0.1,localhost", "OPENMAAC_SMS_PLUS_MINUTE_SECONDS": MINUTE_SECONDS,
        # the API's own per-organisation limits are not what this test is about
-       "OPENMAAC_API_RATE_LIMITS": "multicast=1000/1,enhanced_multicast=1000/1,pnp_multicast=1000/1"}
+       "OPENMAAC_API_RATE_LIMITS": "multicast=1000/1,enhanced_multicast=1000/1,pnp_multicast=1000/1",
+       "PROMETHEUS_MULTIPROC_DIR": ""}  # each worker's /metrics counts its own jobs only
 
 
 @pytest.fixture(scope="module")
