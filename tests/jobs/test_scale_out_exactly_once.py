@@ -62,8 +62,7 @@ class Cluster:
 
 ENV = {"OPENMAAC_OUTBOUND_ALLOW_HOSTS": "127.0.0.1,localhost", "OPENMAAC_SMS_PLUS_MINUTE_SECONDS": MINUTE_SECONDS,
        # the API's own per-organisation limits are not what this test is about
-       "OPENMAAC_API_RATE_LIMITS": "multicast=1000/1,enhanced_multicast=1000/1,pnp_multicast=1000/1",
-       "PROMETHEUS_MULTIPROC_DIR": ""}  # each worker's /metrics counts its own jobs only
+       "OPENMAAC_API_RATE_LIMITS": "multicast=1000/1,enhanced_multicast=1000/1,pnp_multicast=1000/1"}
 
 
 @pytest.fixture(scope="module")
