@@ -6,8 +6,10 @@ import base64
 import hashlib
 import hmac
 import secrets
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -203,3 +205,54 @@ def org_of(tenant: Any, role: str = "admin") -> Any:
     from openmaac.auth.service import OrgContext
 
     return OrgContext(tenant.id, tenant.name, tenant.timezone, tenant.region, role)
+
+
+# -- processes of their own (simulators, metrics of another process) ---------------------------
+
+_SIMULATOR_APPS = {"line": ("openmaac.simulators.line.app", "/_admin/channels"),
+                   "twilio": ("openmaac.simulators.twilio", "/_admin/faults")}
+
+
+@contextmanager
+def simulator_process(name: str) -> Iterator[str]:
+    """The ``line`` or ``twilio`` simulator served by a process of its own, for tests whose
+    openmaac runs in other processes (and may be killed): its admin record outlives them and it
+    takes none of their CPU. Yields its base URL."""
+    import subprocess
+    import sys
+
+    module, health = _SIMULATOR_APPS[name]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    code = (f"import uvicorn; from {module} import create_app; "
+            f"uvicorn.run(create_app(), host='127.0.0.1', port={port}, log_level='warning')")
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the {name} simulator exited with {process.returncode}")
+        try:
+            return httpx.get(url + health, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, timeout=60, interval=0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples ``name`` (Prometheus text) whose labels include ``labels``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))

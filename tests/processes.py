@@ -98,7 +98,8 @@ class Space:
 
 
 class Process:
-    """One ``openmaac`` command running in the background."""
+    """One ``openmaac`` command running in the background (``env`` may override its
+    ``OPENMAAC_PUBLIC_BASE_URL``: a worker's is the server's)."""
 
     def __init__(self, space: Space, *args: str, **env: str) -> None:
         self.space = space
@@ -109,7 +110,7 @@ class Process:
         space.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "w") as log:
             self.process = subprocess.Popen([sys.executable, "-c", LAUNCH, *command],
-                                            env=space.env(OPENMAAC_PUBLIC_BASE_URL=self.base_url, **env),
+                                            env=space.env(**{"OPENMAAC_PUBLIC_BASE_URL": self.base_url, **env}),
                                             stdout=log, stderr=subprocess.STDOUT)
 
     def output(self) -> str:
