@@ -271,6 +271,12 @@ def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> It
                      f"{ok_rps / max(up_rps, 1e-9):.0%} of it; the goal 2,000/s = {2000 / max(up_rps, 1e-9):.0%} of "
                      f"it; {up.rows:,} of {up.requests:,} success; other answers {up_others or 'none'}; LINE 429s "
                      f"{up_line.get('push 429', 0)}; the simulator delivered {up_delivered:,} {up_check}")
+        cpu_ratio = ours.server_cpu_ms_per_request / max(up.server_cpu_ms_per_request, 1e-9)
+        yield Result(f"{label}: push ÷ bare FastAPI + the same LINE call, requests/s", ok_rps / max(up_rps, 1e-9),
+                     "×", f"goal ≥ {0.6 if label == 'SQLite' else 0.5}× ({ok_rps:,.0f} vs {up_rps:,.0f} req/s, "
+                     "measured in alternating rounds of this run)")
+        yield Result(f"{label}: push server CPU ÷ bare + LINE call CPU, per request", cpu_ratio, "×",
+                     f"goal ≤ 2×; {ours.server_cpu_ms_per_request:.2f} vs {up.server_cpu_ms_per_request:.2f} ms")
         yield Result(f"{label}: push, server CPU per request", ours.server_cpu_ms_per_request, "ms",
                      f"bare FastAPI {ceiling.server_cpu_ms_per_request:.2f} ms, bare + LINE call "
                      f"{up.server_cpu_ms_per_request:.2f} ms; ≈ "
@@ -372,9 +378,12 @@ def measure_fanout(label: str, url: str | None, size: Sizes) -> Iterable[Result]
             yield Result(f"{label}: fan-out of {n:,} STALLED", last, "delivered", f"statuses {statuses}")
             return
         total = delivered_at - started
+        yield Result(f"{label}: fan-out time ÷ the time LINE's 200 multicast/s allows", total / allowed, "×",
+                     f"goal ≤ 1.5×; {total:.1f} s vs {allowed:g} s; acceptance of the {requests:,} requests "
+                     f"{accept_seconds:.1f} s ({accept_seconds / allowed:.2f}× the allowed time)")
         yield Result(f"{label}: enhanced multicast fan-out, {n:,} recipients ({requests:,} requests of "
                      f"{PER_REQUEST})", total, "s",
-                     f"{total / allowed:.2f}× the {allowed:g} s LINE's 200 multicast/s allows (goal ≤ 1.2×); "
+                     f"{total / allowed:.2f}× the {allowed:g} s LINE's 200 multicast/s allows (goal ≤ 1.5×); "
                      f"first request → last recipient delivered; all {requests:,} posted in {accept_seconds:.1f} s "
                      f"(answers {statuses}); all recorded sent after {recorded_at - started:.1f} s")
         yield Result(f"{label}: fan-out, LINE calls", float(stats.get("multicast 200", 0)), "calls",

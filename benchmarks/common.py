@@ -34,6 +34,8 @@ class Result:
 
     def render(self) -> str:
         figure = f"{self.value:,.1f}" if self.value < 1000 else f"{self.value:,.0f}"
+        if self.unit == "×":  # ratios: two decimals
+            figure = f"{self.value:,.2f}"
         return f"| {self.name} | {figure} {self.unit} | {self.note} |"
 
 
