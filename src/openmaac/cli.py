@@ -193,6 +193,11 @@ def worker(
     _announce(settings, [f"[bold green]openmaac worker[/] {job_worker.worker_id} running (concurrency {concurrency})"])
     if serving_metrics is not None:
         _announce(settings, [f"  Metrics          : http://{metrics_host}:{metrics_port}/metrics"])
+    if not os.environ.get("OPENMAAC_PUBLIC_BASE_URL"):
+        # serve fills it from its own address; a worker cannot know where clients reach the API,
+        # and builds SMS status callbacks and tracked links from it
+        _announce(settings, [f"[yellow]OPENMAAC_PUBLIC_BASE_URL is not set: links and SMS status reports "
+                             f"will point at {settings.public_base_url}[/]"])
     while not stopping:
         time.sleep(0.2)
     job_worker.stop()

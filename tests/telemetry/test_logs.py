@@ -398,3 +398,24 @@ def test_a_misspelt_log_setting_stops_the_command_naming_it(tmp_path, name, valu
                             env=_command_env(tmp_path, **{name: value}), timeout=60)
     assert result.returncode == 1
     assert result.stderr.startswith(f"openmaac: {name} must be") and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("public_base_url", [None, "https://maac.example.com"])
+def test_a_worker_without_a_public_base_url_says_where_its_links_will_point(tmp_path, public_base_url):
+    """serve knows its own address; a worker does not, and builds SMS status callbacks and
+    tracked links from OPENMAAC_PUBLIC_BASE_URL: without it, it says so when it starts."""
+    env = _command_env(tmp_path, OPENMAAC_LOG_FORMAT="json")
+    env.pop("OPENMAAC_PUBLIC_BASE_URL", None)
+    if public_base_url:
+        env["OPENMAAC_PUBLIC_BASE_URL"] = public_base_url
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "openmaac.cli", "worker"], stderr=stderr,
+                                   stdout=subprocess.DEVNULL, env=env)
+    try:
+        wait_for(lambda: "running (concurrency" in log_path.read_text(), timeout=60, interval=0.1)
+    finally:  # the warning is written before the worker waits for a signal, so it is in the log now
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+    warned = "OPENMAAC_PUBLIC_BASE_URL is not set" in log_path.read_text()
+    assert warned is (public_base_url is None)
