@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
+from openmaac.auth.cache import TTLCache
 from openmaac.auth.models import AccessToken, Organization
 from openmaac.channels.models import LineChannel
 from openmaac.channels.service import BUILTIN_LINE_SIMULATOR
@@ -133,34 +134,7 @@ def revoke_token(session: Session, token_or_prefix: str) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-class _TokenCache:
-    """Remembers recent successful look-ups for a few seconds (revocation applies within TTL)."""
-
-    TTL = 2.0
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, OrgContext]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, digest: str) -> OrgContext | None:
-        with self._lock:
-            entry = self._entries.get(digest)
-        if entry and entry[0] > time.monotonic():
-            return entry[1]
-        return None
-
-    def put(self, digest: str, org: OrgContext) -> None:
-        with self._lock:
-            if len(self._entries) > 10_000:
-                self._entries.clear()
-            self._entries[digest] = (time.monotonic() + self.TTL, org)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-_cache = _TokenCache()
+_cache: TTLCache[OrgContext] = TTLCache(ttl=2.0)  # a revocation elsewhere applies within 2 s
 
 
 class _LastUse:
