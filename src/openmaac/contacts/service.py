@@ -178,28 +178,23 @@ def _member_page_statement(filters: tuple[str, ...], below: bool, window: tuple[
     )
 
 
-def _local_times(dialect: str, tz: ZoneInfo) -> Callable[[Any], datetime | None]:
-    """Stored time -> aware datetime in ``tz``, each distinct value converted once a page.
-    SQLite stores naive UTC text; PostgreSQL's driver returns aware datetimes."""
-    converted: dict[Any, datetime] = {}
-    sqlite_text = dialect == "sqlite"
-
-    def local(stored: Any) -> datetime | None:
+def _local_times(stored_times: set[Any], dialect: str, tz: ZoneInfo) -> dict[Any, datetime | None]:
+    """Each distinct stored time of a page -> an aware datetime in ``tz`` (None -> None), for
+    the page's rows to look up. SQLite stores naive UTC text; PostgreSQL's driver returns
+    aware datetimes."""
+    local: dict[Any, datetime | None] = {None: None}
+    for stored in stored_times:
         if stored is None:
-            return None
-        value = converted.get(stored)
-        if value is None:
-            if sqlite_text and isinstance(stored, str):
-                try:
-                    # "+00:00" parsed rather than .replace(tzinfo=UTC): a third of the cost
-                    utc = datetime.fromisoformat(stored + "+00:00")
-                except ValueError:  # a form fromisoformat does not read: SQLAlchemy's parser
-                    utc = _SQLITE_DATETIME(stored).replace(tzinfo=UTC)
-            else:
-                utc = stored if stored.tzinfo is not None else stored.replace(tzinfo=UTC)
-            value = converted[stored] = utc.astimezone(tz)
-        return value
-
+            continue
+        if dialect == "sqlite" and isinstance(stored, str):
+            try:
+                # "+00:00" parsed rather than .replace(tzinfo=UTC): a third of the cost
+                utc = datetime.fromisoformat(stored + "+00:00")
+            except ValueError:  # a form fromisoformat does not read: SQLAlchemy's parser
+                utc = _SQLITE_DATETIME(stored).replace(tzinfo=UTC)
+        else:
+            utc = stored if stored.tzinfo is not None else stored.replace(tzinfo=UTC)
+        local[stored] = utc.astimezone(tz)
     return local
 
 
@@ -237,7 +232,8 @@ def list_contacts(session: Session, org: OrgContext, filters: ContactFilters, st
         ("window_from" in values, "window_to" in values), ("tagged_from" in values, "tagged_before" in values))
     connection = session.connection()
     rows = connection.execute(statement, values).fetchall()
-    local = _local_times(connection.dialect.name, org.tz)
+    local = _local_times({time for row in rows for time in (row[10], row[11], row[12], row[14])},
+                         connection.dialect.name, org.tz)
     results: list[dict[str, Any]] = []
     last_id, more = None, False
     names: list[str] = []
@@ -254,11 +250,11 @@ def list_contacts(session: Session, org: OrgContext, filters: ContactFilters, st
                 "email": email, "mobile": mobile, "customer_id": customer_id, "gender": gender,
                 # SQLite: the stored "YYYY-MM-DD"; PostgreSQL: a date (orjson writes the same)
                 "birthday": birthday, "tags": names, "tags_detail": details, "status": status,
-                "updated_at": local(updated_at), "created_at": local(created_at), "blocked_at": local(blocked_at),
+                "updated_at": local[updated_at], "created_at": local[created_at], "blocked_at": local[blocked_at],
             })
         if tag_name is not None:
             names.append(tag_name)
-            details.append({"name": tag_name, "tagged_at": local(tagged_at)})
+            details.append({"name": tag_name, "tagged_at": local[tagged_at]})
     return {"results": results, "next": encode_token(scope, {"id": last_id}) if more else None}
 
 
