@@ -14,7 +14,8 @@ rounds between them so background load on the machine hits both alike:
   permanent tag.
 
 Measured on SQLite, and on PostgreSQL when benchmarks.common.postgres_url() is set
-(``ANALYZE`` after the bulk load there, as autovacuum would do).
+(``ANALYZE`` after the bulk load there, as autovacuum would do); BENCH_BACKENDS=sqlite or
+=postgresql runs one. The member pages' figure is server CPU per page ÷ bare FastAPI's.
 """
 
 from __future__ import annotations
@@ -39,8 +40,7 @@ from benchmarks.common import (
     PeakMemory,
     Result,
     ServerProcess,
-    fresh_postgres_database,
-    postgres_url,
+    backends,
     process_cpu_seconds,
     run_load,
     sqlalchemy_url,
@@ -48,6 +48,7 @@ from benchmarks.common import (
 
 CONCURRENCY = 8
 PAGE_SIZE = 300
+PAGE_CPU_GOAL = 15.0  # × bare FastAPI, server CPU per member page
 ORG = "bench-api"
 
 
@@ -202,6 +203,21 @@ def tagging(uids: list[str], tag_id: int) -> Callable[[Target], Callable[[int], 
     return scenario
 
 
+def page_cpu_ratio(label: str, ours: list[LoadStats], bare: list[LoadStats]) -> Result:
+    """The member-page goal's figure: openmaac's server CPU per 300-row page ÷ bare FastAPI's
+    rendering the same page, over both page scenarios of the same run."""
+    ours_total, bare_total = LoadStats(), LoadStats()
+    for stats in ours:
+        ours_total.add(stats)
+    for stats in bare:
+        bare_total.add(stats)
+    ratio = ours_total.server_cpu_ms_per_request / bare_total.server_cpu_ms_per_request
+    return Result(f"{label}: GET member/ server CPU per {PAGE_SIZE}-row page ÷ bare FastAPI's", ratio, "×",
+                  f"openmaac {ours_total.server_cpu_ms_per_request:.2f} ms, bare FastAPI "
+                  f"{bare_total.server_cpu_ms_per_request:.2f} ms a page ({ours_total.requests:,} and "
+                  f"{bare_total.requests:,} pages); goal ≤ {PAGE_CPU_GOAL:.0f}×")
+
+
 def ratio_lines(name: str, ours: LoadStats, bare: LoadStats, *, rows: bool, expected: int) -> Iterator[Result]:
     unexpected = {s: n for s, n in ours.statuses.items() if s != expected}
     errors = f"; answers other than {expected}: {unexpected}" if unexpected else f"; all {ours.requests:,} answered {expected}"
@@ -217,15 +233,6 @@ def ratio_lines(name: str, ours: LoadStats, bare: LoadStats, *, rows: bool, expe
     for q, label in ((0.5, "p50"), (0.99, "p99")):
         yield Result(f"{name}: {label} latency", ours.p(q), "ms",
                      f"{ours.p(q) / bare.p(q):.1f}× bare FastAPI ({bare.p(q):.1f} ms)")
-
-
-def backends() -> Iterator[tuple[str, ServerProcess]]:
-    """SQLite, then PostgreSQL (a fresh database, dropped afterwards) when one is configured."""
-    yield "SQLite", ServerProcess()
-    admin = postgres_url()
-    if admin:
-        with fresh_postgres_database(admin) as url:
-            yield "PostgreSQL", ServerProcess(database_url=url)
 
 
 async def measure(label: str, server: ServerProcess, bare_app: ChildApp, uids: list[str],
@@ -258,6 +265,7 @@ async def measure(label: str, server: ServerProcess, bare_app: ChildApp, uids: l
         pages, bare_pages = await alternate([(ours, random_pages), (bare, random_pages)], size.rounds, size.seconds)
         results += ratio_lines(f"{label}: GET member/ random pages, {CONCURRENCY} clients", pages, bare_pages,
                                rows=True, expected=200)
+        results.append(page_cpu_ratio(label, [walk, pages], [bare_walk_stats, bare_pages]))
 
         created = await ours.client.post("/openapi/v1/tag/", json={"name": "bench-post", "available_days": None})
         created.raise_for_status()
@@ -284,7 +292,8 @@ def run(args: Any) -> Iterable[Result]:
     bare_command = [sys.executable, "-m", "benchmarks.bare_app", "{port}"]
     os.environ["BARE_APP_PAGES"] = str(pages)
     with ChildApp(bare_command) as bare:
-        for label, server in backends():
+        for label, url in backends():
+            server = ServerProcess(database_url=url)
             server.cli("token", "create", "--org", ORG)  # migrates and creates the organisation
             uids, seconds = seed(server.database_url or f"sqlite:///{server.data_dir / 'data' / 'openmaac.sqlite3'}",
                                  size.contacts)

@@ -256,3 +256,44 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 
     return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+def free_port() -> int:
+    """A loopback port nothing listens on at the moment."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def serve_at_a_terminal(env: dict[str, str], until: str, timeout: float = 60.0) -> tuple[int, str]:
+    """Run ``openmaac serve --no-worker`` with a pseudo-terminal as its output, read what it
+    shows until ``until`` appears (or ``timeout``), stop it, and return its port and the text
+    without the colours Rich adds at a terminal."""
+    import os
+    import pty
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    port = free_port()
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen([str(Path(sys.executable).with_name("openmaac")), "serve", "--port", str(port),
+                                "--no-worker"], env=env, stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary)
+    os.close(secondary)
+    seen = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while until.encode() not in seen and time.monotonic() < deadline:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        process.terminate()
+        process.wait(20)
+        os.close(primary)
+    return port, re.sub(r"\x1b\[[0-9;]*m", "", seen.decode(errors="replace"))

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from helpers import free_port, serve_at_a_terminal
+
 OPENMAAC = str(Path(sys.executable).with_name("openmaac"))
 
 
@@ -29,12 +31,6 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
 def _run(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run([OPENMAAC, *args], env=_env(data_dir), capture_output=True, text=True,
                           timeout=60, check=check)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_token_create_before_first_serve_prints_only_the_token(tmp_path):
@@ -61,7 +57,7 @@ def test_revoke_unknown_token_fails(tmp_path):
 
 @pytest.fixture
 def served(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = _env(tmp_path, OPENMAAC_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}")
     process = subprocess.Popen(
         [OPENMAAC, "serve", "--port", str(port), "--data-dir", str(tmp_path)],
@@ -129,7 +125,7 @@ def test_simulate_on_a_busy_port_says_so_in_one_line(tmp_path):
 
 
 def test_simulate_serves_the_line_simulator(tmp_path):
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen([OPENMAAC, "simulate", "--port", str(port)], env=_env(tmp_path),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
@@ -147,38 +143,8 @@ def test_simulate_serves_the_line_simulator(tmp_path):
         process.wait(10)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_serve_at_a_terminal_prints_the_token_itself(tmp_path):
     """`make run` in a terminal shows the token (and its file); a log file only gets the file's name."""
-    import pty
-
-    port = _free_port()
-    primary, secondary = pty.openpty()
-    process = subprocess.Popen([OPENMAAC, "serve", "--port", str(port), "--no-worker"], env=_env(tmp_path),
-                               stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary)
-    os.close(secondary)
-    seen = b""
-    deadline = time.monotonic() + 60
-    try:
-        while b"Try it" not in seen and time.monotonic() < deadline:
-            try:
-                chunk = os.read(primary, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-    finally:
-        process.terminate()
-        process.wait(20)
-        os.close(primary)
-    import re
-
-    text = re.sub(r"\x1b\[[0-9;]*m", "", seen.decode(errors="replace"))  # Rich's colours at a terminal
+    _, text = serve_at_a_terminal(_env(tmp_path), until="Try it")
     token = (tmp_path / "default-token.txt").read_text().strip()
     assert token in text and str(tmp_path / "default-token.txt") in text, text

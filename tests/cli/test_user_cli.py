@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import stat
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from helpers import free_port, serve_at_a_terminal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "console"))
 from console_helpers import csrf_of, http_sign_in  # noqa: E402
@@ -108,12 +109,6 @@ def test_create_prompts_for_the_password_twice_at_a_terminal(tenant, base_url):
     assert _signs_in(base_url, email, "typed at a terminal")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _fresh_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENMAAC_")}
     env["OPENMAAC_DATA_DIR"] = str(data_dir)
@@ -133,7 +128,7 @@ def _wait_healthy(port: int, process: subprocess.Popen[bytes]) -> None:
 
 
 def test_serve_makes_a_first_admin_whose_password_only_a_terminal_sees(tmp_path):
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     with log.open("w") as handle:
         process = subprocess.Popen([OPENMAAC, "serve", "--port", str(port), "--no-worker"], env=_fresh_env(tmp_path),
@@ -159,34 +154,8 @@ def test_serve_makes_a_first_admin_whose_password_only_a_terminal_sees(tmp_path)
         process.terminate()
         process.wait(20)
     # a second start: no second admin, and the same way in
-    _, shown = _serve_at_a_terminal(tmp_path)
+    _, shown = serve_at_a_terminal(_fresh_env(tmp_path), until="LINE simulator")
     assert saved["password"] in shown and str(tmp_path / "console-admin.txt") in shown
     listing = subprocess.run([OPENMAAC, "user", "list"], env=_fresh_env(tmp_path), capture_output=True, text=True,
                              timeout=60).stdout
     assert listing.count("@") == 1
-
-
-def _serve_at_a_terminal(data_dir: Path) -> tuple[int, str]:
-    import pty
-
-    port = _free_port()
-    primary, secondary = pty.openpty()
-    process = subprocess.Popen([OPENMAAC, "serve", "--port", str(port), "--no-worker"], env=_fresh_env(data_dir),
-                               stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary)
-    os.close(secondary)
-    seen = b""
-    deadline = time.monotonic() + 60
-    try:
-        while b"LINE simulator" not in seen and time.monotonic() < deadline:
-            try:
-                chunk = os.read(primary, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-    finally:
-        process.terminate()
-        process.wait(20)
-        os.close(primary)
-    return port, re.sub(r"\x1b\[[0-9;]*m", "", seen.decode(errors="replace"))

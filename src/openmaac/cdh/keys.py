@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hmac
 import secrets
-import threading
-import time
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from openmaac.auth.cache import TTLCache
 from openmaac.auth.models import Organization
 from openmaac.auth.service import OrgContext, hash_token, org_context, require_role
 from openmaac.cdh.models import CdhApiKey
@@ -82,32 +81,7 @@ def revoke_cdh_key_by_id(session: Session, org: OrgContext, key_id: int) -> str:
     return row.prefix
 
 
-class _KeyCache:
-    """Recent successful look-ups for a couple of seconds (a revocation applies within TTL)."""
-
-    TTL = 2.0
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, OrgContext]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, digest: str) -> OrgContext | None:
-        with self._lock:
-            entry = self._entries.get(digest)
-        return entry[1] if entry and entry[0] > time.monotonic() else None
-
-    def put(self, digest: str, org: OrgContext) -> None:
-        with self._lock:
-            if len(self._entries) > 10_000:
-                self._entries.clear()
-            self._entries[digest] = (time.monotonic() + self.TTL, org)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-_cache = _KeyCache()
+_cache: TTLCache[OrgContext] = TTLCache(ttl=2.0)  # a revocation elsewhere applies within 2 s
 
 
 def cached_cdh_key(key: str) -> OrgContext | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+import orjson
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from openmaac.auth.deps import Org
@@ -14,7 +15,6 @@ from openmaac.db.engine import get_database
 from openmaac.web.input import InputRoute
 from openmaac.web.limits import MAX_QUERY_TEXT
 from openmaac.web.params import QueryId, QueryText
-from openmaac.web.responses import OrjsonResponse
 
 router = APIRouter(prefix="/openapi/v1", tags=["Contact"], route_class=InputRoute)
 
@@ -81,9 +81,10 @@ def list_members(
     )
     with get_database().read() as session:
         page = service.list_contacts(session, org, filters, start)
-    # Rendered straight by orjson: the service builds exactly ContactPage (response_model stays
-    # for the OpenAPI schema); re-validating 300 contacts cost ~3 ms of CPU a page.
-    return OrjsonResponse(page)
+    # Rendered straight by orjson (its datetimes as isoformat writes them): the service builds
+    # exactly ContactPage, which response_model keeps describing in the OpenAPI document;
+    # validating 300 contacts through it cost ~3 ms of CPU a page.
+    return Response(orjson.dumps(page), media_type="application/json")
 
 
 @router.patch("/member/{line_uid}/", response_model=ContactOut, summary="Update contact")

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from functools import lru_cache
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, type_coerce, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.sqltypes import NullType
 
 from openmaac.auth.service import OrgContext
 from openmaac.common.phones import to_e164
@@ -17,15 +20,12 @@ from openmaac.common.validation import MSG_DATE, MSG_EMAIL, MSG_PHONE, choice_er
 from openmaac.contacts.models import CONTACT_STATUSES, GENDERS, Contact
 from openmaac.db.base import utcnow
 from openmaac.tags.models import ContactTag, Tag
-from openmaac.web.errors import APIError, field_errors, not_found
-from openmaac.web.pagination import PAGE_SIZE, Page, decode_token, encode_token
+from openmaac.web.errors import field_errors, not_found
+from openmaac.web.pagination import PAGE_SIZE, encode_token, position_after
 from openmaac.web.times import end_of_day, render, start_of_day
 from openmaac.webhooks.events import emit_many, profile_event
 
 PROFILE_FIELDS = ("display_name", "customer_id", "email", "mobile", "gender", "birthday")
-MEMBER_VIEW_COLUMNS = tuple(Contact.__table__.c[name] for name in (
-    "id", "line_uid", "line_display_name", "display_name", "email", "mobile", "customer_id", "gender", "birthday",
-    "status", "updated_at", "created_at", "blocked_at"))
 
 
 @dataclass
@@ -122,49 +122,149 @@ def normalize_mobile_query(raw: str, region: str) -> str:
     return to_e164(text, region) or text
 
 
+# -- the member list (GET member/): one prebuilt statement a filter shape, plain rows ------------
+#
+# A page is 300 contacts with their tags: read as one statement (the page of contacts, its
+# tags joined on), its columns taken as the driver returns them (no per-value type
+# processing), and its times converted to the organisation's zone once per distinct value and
+# left as datetimes for orjson to render (byte for byte what ``isoformat`` gives, in a
+# fraction of the time).
+
+_CONTACTS = Contact.__table__
+_LINKS = ContactTag.__table__
+_TAGS = Tag.__table__
+_SHOWN = ("line_uid", "line_display_name", "display_name", "email", "mobile", "customer_id", "gender", "birthday",
+          "status", "updated_at", "created_at", "blocked_at")
+_TIMES = ("updated_at", "created_at", "blocked_at")
+# filter -> the column it matches exactly
+_FILTER_COLUMNS = {"member_id": "id", "line_uid": "line_uid", "email": "email", "mobile": "mobile",
+                   "customer_id": "customer_id", "status": "status"}
+
+
+def _as_stored(column: Any, name: str | None = None) -> Any:
+    """``column`` as the database driver returns it, with no per-value type processing."""
+    return type_coerce(column, NullType()).label(name or column.name)
+
+
+def _utc_text(column: Any, dialect: str) -> Any:
+    """A time column as naive UTC text, ``YYYY-MM-DD HH:MM:SS.ffffff``: SQLite's stored form,
+    and PostgreSQL's ``to_char`` of it (whatever the session's DateStyle and TimeZone), which
+    Python parses in a quarter of the time psycopg's timestamptz loader takes."""
+    if dialect == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD HH24:MI:SS.US").label(column.name)
+    return _as_stored(column)
+
+
+@lru_cache(maxsize=128)
+def _member_page_statement(dialect: str, filters: tuple[str, ...], below: bool, window: tuple[bool, bool],
+                           tag_window: tuple[bool, bool]) -> Any:
+    """The page's statement for one shape of request (which filters, a start, which window
+    bounds): built once, its values bound at execution. Rows: the contact's id and shown
+    columns, then one of its active tags (name, tagged_at) or two NULLs; newest contact first,
+    each contact's tags in the order they were put on."""
+    contacts = _CONTACTS.c
+    page = select(contacts.id, *(_utc_text(contacts[name], dialect) if name in _TIMES else _as_stored(contacts[name])
+                                 for name in _SHOWN)).where(
+        contacts.organization_id == bindparam("organization_id"))
+    for name in filters:
+        page = page.where(contacts[_FILTER_COLUMNS[name]] == bindparam(name))
+    if below:
+        page = page.where(contacts.id < bindparam("below_id"))
+    if window[0]:
+        page = page.where(contacts.updated_at >= bindparam("window_from"))
+    if window[1]:
+        page = page.where(contacts.updated_at < bindparam("window_to"))
+    rows = page.order_by(contacts.id.desc()).limit(PAGE_SIZE + 1).subquery("page")
+    links = _LINKS.c
+    tagged = and_(links.contact_id == rows.c.id,
+                  or_(links.expired_at.is_(None), links.expired_at > bindparam("now")))
+    if tag_window[0]:
+        tagged = and_(tagged, links.tagged_at >= bindparam("tagged_from"))
+    if tag_window[1]:
+        tagged = and_(tagged, links.tagged_at < bindparam("tagged_before"))
+    return (
+        select(*rows.c, _as_stored(_TAGS.c.name, "tag_name"), _utc_text(links.tagged_at, dialect))
+        .select_from(rows.outerjoin(_LINKS, tagged).outerjoin(_TAGS, _TAGS.c.id == links.tag_id))
+        .order_by(rows.c.id.desc(), links.tagged_at, _TAGS.c.id)
+    )
+
+
+def _local_times(stored_times: set[Any], tz: ZoneInfo) -> dict[Any, datetime | None]:
+    """Each distinct time of a page (naive UTC text, see ``_utc_text``) -> an aware datetime in
+    ``tz`` (None -> None), for the page's rows to look up."""
+    local: dict[Any, datetime | None] = {None: None}
+    for stored in stored_times:
+        if stored is None:
+            continue
+        if isinstance(stored, str):
+            try:
+                # "+00:00" parsed rather than .replace(tzinfo=UTC): a third of the cost
+                utc = datetime.fromisoformat(stored + "+00:00")
+            except ValueError:  # a form fromisoformat does not read: SQLAlchemy's SQLite parser
+                utc = _SQLITE_DATETIME(stored).replace(tzinfo=UTC)
+        else:
+            utc = stored if stored.tzinfo is not None else stored.replace(tzinfo=UTC)
+        local[stored] = utc.astimezone(tz)
+    return local
+
+
+_SQLITE_DATETIME = cast(Callable[[str], datetime], sqlite.DATETIME().result_processor(sqlite.dialect(), None))
+
+
 def list_contacts(session: Session, org: OrgContext, filters: ContactFilters, start: str | None) -> dict[str, Any]:
-    # Plain rows of the columns the member view shows, not ORM objects: a page is read-only
-    # and 300 rows long (the CDH-only profile columns are not read).
-    stmt = select(*MEMBER_VIEW_COLUMNS).where(Contact.organization_id == org.id)
+    """A page of the member list: ``{"results": [...], "next": token or None}``, each contact
+    shaped as ``serialize`` shapes it, except that its times are aware datetimes in the
+    organisation's zone (render the page with orjson: it writes them as ``render`` does)."""
+    values: dict[str, Any] = {"organization_id": org.id, "now": utcnow()}
     if filters.member_id is not None:
-        stmt = stmt.where(Contact.id == filters.member_id)
-    if filters.line_uid:
-        stmt = stmt.where(Contact.line_uid == filters.line_uid)
+        values["member_id"] = filters.member_id
+    for name in ("line_uid", "customer_id", "status"):
+        if getattr(filters, name):
+            values[name] = getattr(filters, name)
     if filters.email:
-        stmt = stmt.where(Contact.email == filters.email.strip())
+        values["email"] = filters.email.strip()
     if filters.mobile:
-        stmt = stmt.where(Contact.mobile == normalize_mobile_query(filters.mobile, org.region))
-    if filters.customer_id:
-        stmt = stmt.where(Contact.customer_id == filters.customer_id)
-    if filters.status:
-        stmt = stmt.where(Contact.status == filters.status)
-    window_from = (start_of_day(filters.updated_at_min, org.tz, field="updated_at_min")
-                   if filters.updated_at_min else None)
-    window_to = end_of_day(filters.updated_at_max, org.tz, field="updated_at_max") if filters.updated_at_max else None
-    if window_from is not None:
-        stmt = stmt.where(Contact.updated_at >= window_from)
-    if window_to is not None:
-        stmt = stmt.where(Contact.updated_at < window_to)
-    page = _page_of_rows(session, stmt, scope=f"member:{org.id}", start=start)
-    # all_tag=0: only tags put on within the updated_at window (when one is given); 1: all tags.
-    tag_window = {} if filters.all_tag else {"tagged_from": window_from, "tagged_before": window_to}
-    tags = tags_for(session, [c.id for c in page.rows], **tag_window)
-    render_time = page_renderer(org.tz)
-    return {"results": [serialize(c, tags[c.id], org, render_time) for c in page.rows], "next": page.next}
-
-
-def _page_of_rows(session: Session, stmt: Any, *, scope: str, start: str | None) -> Page:
-    """``paginate_by_id`` for a select of columns (rows, not entities): same order, same tokens."""
+        values["mobile"] = normalize_mobile_query(filters.mobile, org.region)
+    scope = f"member:{org.id}"
     if start:
-        last_id = decode_token(scope, start).get("id")
-        if not isinstance(last_id, int):
-            raise APIError(400, {"detail": "Invalid cursor"})
-        stmt = stmt.where(Contact.id < last_id)
-    rows = session.execute(stmt.order_by(Contact.id.desc()).limit(PAGE_SIZE + 1)).all()
-    if len(rows) <= PAGE_SIZE:
-        return Page(rows=list(rows), next=None)
-    rows = rows[:PAGE_SIZE]
-    return Page(rows=list(rows), next=encode_token(scope, {"id": rows[-1].id}))
+        values["below_id"] = position_after(scope, start)
+    if filters.updated_at_min:
+        values["window_from"] = start_of_day(filters.updated_at_min, org.tz, field="updated_at_min")
+    if filters.updated_at_max:
+        values["window_to"] = end_of_day(filters.updated_at_max, org.tz, field="updated_at_max")
+    # all_tag=0: only tags put on within the updated_at window (when one is given); 1: all tags.
+    if not filters.all_tag and "window_from" in values:
+        values["tagged_from"] = values["window_from"]
+    if not filters.all_tag and "window_to" in values:
+        values["tagged_before"] = values["window_to"]
+    connection = session.connection()
+    statement = _member_page_statement(
+        connection.dialect.name, tuple(name for name in _FILTER_COLUMNS if name in values), "below_id" in values,
+        ("window_from" in values, "window_to" in values), ("tagged_from" in values, "tagged_before" in values))
+    rows = connection.execute(statement, values).fetchall()
+    local = _local_times({time for row in rows for time in (row[10], row[11], row[12], row[14])}, org.tz)
+    results: list[dict[str, Any]] = []
+    last_id, more = None, False
+    names: list[str] = []
+    details: list[dict[str, Any]] = []
+    for (contact_id, line_uid, line_display_name, display_name, email, mobile, customer_id, gender, birthday,
+         status, updated_at, created_at, blocked_at, tag_name, tagged_at) in rows:
+        if contact_id != last_id:
+            if len(results) == PAGE_SIZE:
+                more = True
+                break
+            last_id, names, details = contact_id, [], []
+            results.append({
+                "line_uid": line_uid, "line_display_name": line_display_name, "display_name": display_name,
+                "email": email, "mobile": mobile, "customer_id": customer_id, "gender": gender,
+                # SQLite: the stored "YYYY-MM-DD"; PostgreSQL: a date (orjson writes the same)
+                "birthday": birthday, "tags": names, "tags_detail": details, "status": status,
+                "updated_at": local[updated_at], "created_at": local[created_at], "blocked_at": local[blocked_at],
+            })
+        if tag_name is not None:
+            names.append(tag_name)
+            details.append({"name": tag_name, "tagged_at": local[tagged_at]})
+    return {"results": results, "next": encode_token(scope, {"id": last_id}) if more else None}
 
 
 def get_contact_by_line_uid(session: Session, org_id: int, line_uid: str) -> Contact | None:

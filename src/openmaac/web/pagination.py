@@ -56,6 +56,14 @@ def decode_token(scope: str, token: str) -> dict[str, Any]:
         raise APIError(400, {"detail": "Invalid cursor"}) from exc
 
 
+def position_after(scope: str, start: str) -> int:
+    """The id a next-page token of ``scope`` continues below (400 for anything else)."""
+    last_id = decode_token(scope, start).get("id")
+    if not isinstance(last_id, int):
+        raise APIError(400, {"detail": "Invalid cursor"})
+    return last_id
+
+
 @dataclass
 class Page:
     rows: list[Any]
@@ -66,10 +74,7 @@ def paginate_by_id(session: Session, stmt: Select[Any], id_column: Any, *, scope
                    start: str | None, page_size: int = PAGE_SIZE) -> Page:
     """Run ``stmt`` (selecting one entity with an ``id``) newest first, one page from ``start``."""
     if start:
-        last_id = decode_token(scope, start).get("id")
-        if not isinstance(last_id, int):
-            raise APIError(400, {"detail": "Invalid cursor"})
-        stmt = stmt.where(id_column < last_id)
+        stmt = stmt.where(id_column < position_after(scope, start))
     rows = list(session.scalars(stmt.order_by(id_column.desc()).limit(page_size + 1)))
     if len(rows) <= page_size:
         return Page(rows=rows, next=None)
