@@ -59,6 +59,7 @@ from openmaac.common.validation import char_fields
 from openmaac.contacts.models import LINE_UID_MAX_LENGTH, Contact
 from openmaac.db.base import JSONType, UTCDateTime, utcnow
 from openmaac.db.engine import get_database, json_dumps
+from openmaac.db.group_commit import group_commit
 from openmaac.jobs.models import Job
 from openmaac.jobs.registry import JobContext, RetryLater, handler
 from openmaac.links import rewrite
@@ -481,6 +482,34 @@ def _push_lookup_statement() -> Any:
 _PUSH_LOOKUP = _push_lookup_statement()
 
 
+def _record_push(session: Session, dm: MessageRef, send: Claimed, outcome: Outcome) -> None:
+    """Record a push's one LINE call: the call, its recipient, the message sent, and its
+    recovery job gone (unless that job recorded the call first)."""
+    conn = session.connection()
+    success = outcome.outcome == "success"
+    recovery = f"{JOB_KIND}:{dm.id}"
+    recipient_id = int(send.recipient_ids[0])  # type: ignore[arg-type]
+    if conn.dialect.name == "postgresql":
+        at = utcnow()
+        recorded = conn.execute(_PG_RECORD_PUSH, {
+            "sid": send.id, "outcome": outcome.outcome, "code": outcome.status_code,
+            "body": None if success or outcome.body is None else json_dumps(outcome.body), "now": at,
+            "rid": recipient_id, "recipient_status": "sent" if success else "failed",
+            "sent_at": at if success else None, "response": None if success else outcome.failure_text(),
+            "dm": dm.id, "failed": 0 if success else 1, "key": recovery}).scalar()
+        if recorded:  # the message is sent and its recovery job gone (same statement)
+            notify.sent(session, dm, [recipient_id] if success else [], at)
+        elif finalize(session, dm.id):  # the recovery job recorded it first
+            conn.execute(_DROP_RECOVERY, {"key": recovery})
+    elif record(session, dm, [(send, outcome)]):
+        # the message's one call, recorded here: sent, with its one recipient's outcome
+        conn.execute(_MARK_PUSH_SENT, {"dm": dm.id, "b_now": utcnow(), "b_failed": 0 if success else 1})
+        # nothing left for the recovery job (unless a worker already holds it)
+        conn.execute(_DROP_RECOVERY, {"key": recovery})
+    elif finalize(session, dm.id):  # the recovery job recorded it first
+        conn.execute(_DROP_RECOVERY, {"key": recovery})
+
+
 def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str, Any]) -> dict[str, Any]:
     database = get_database()
     errors: dict[str, Any] = {}
@@ -558,28 +587,8 @@ def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str
     else:
         outcome = call_line(line.client(), "push", [line_uid], messages, retry_key)
     send = Claimed(send_id, "push", [line_uid], messages, retry_key, [recipient_id])
-    success = outcome.outcome == "success"
-    with database.write() as session:
-        conn = session.connection()
-        if postgres:
-            at = utcnow()
-            recorded = conn.execute(_PG_RECORD_PUSH, {
-                "sid": send_id, "outcome": outcome.outcome, "code": outcome.status_code,
-                "body": None if success or outcome.body is None else json_dumps(outcome.body), "now": at,
-                "rid": recipient_id, "recipient_status": "sent" if success else "failed",
-                "sent_at": at if success else None, "response": None if success else outcome.failure_text(),
-                "dm": dm_id, "failed": 0 if success else 1, "key": recovery.format(dm_id)}).scalar()
-            if recorded:  # the message is sent and its recovery job gone (same statement)
-                notify.sent(session, dm, [recipient_id] if success else [], at)
-            elif finalize(session, dm_id):  # the recovery job recorded it first
-                conn.execute(_DROP_RECOVERY, {"key": recovery.format(dm_id)})
-        elif record(session, dm, [(send, outcome)]):
-            # the message's one call, recorded here: sent, with its one recipient's outcome
-            conn.execute(_MARK_PUSH_SENT, {"dm": dm_id, "b_now": utcnow(), "b_failed": 0 if success else 1})
-            # nothing left for the recovery job (unless a worker already holds it)
-            conn.execute(_DROP_RECOVERY, {"key": recovery.format(dm_id)})
-        elif finalize(session, dm_id):  # the recovery job recorded it first
-            conn.execute(_DROP_RECOVERY, {"key": recovery.format(dm_id)})
+    # recorded together with the other pushes answered meanwhile (one transaction for all)
+    group_commit(database, "push.record").run(lambda session: _record_push(session, dm, send, outcome))
     return {"id": dm_id, "event_id": event_ref, "event": event_name, "result": outcome.push_result()}
 
 

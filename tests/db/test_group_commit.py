@@ -1,0 +1,101 @@
+"""Group commit: many threads' writes in one transaction, each answered after its commit."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from openmaac.db.engine import Database
+from openmaac.db.group_commit import GroupCommit
+
+
+@pytest.fixture
+def own(database: Any) -> Any:
+    db = Database(database.url)
+    with db.write() as session:
+        session.execute(text("CREATE TABLE IF NOT EXISTS group_commit_test (n INTEGER NOT NULL)"))
+        session.execute(text("DELETE FROM group_commit_test"))
+    yield db
+    with db.write() as session:
+        session.execute(text("DROP TABLE group_commit_test"))
+    db.dispose()
+
+
+def _insert(n: int) -> Any:
+    def work(session: Any) -> int:
+        session.execute(text("INSERT INTO group_commit_test (n) VALUES (:n)"), {"n": n})
+        return n * 10
+    return work
+
+
+def _count(db: Database) -> int:
+    with db.read() as session:
+        return int(session.execute(text("SELECT count(*) FROM group_commit_test")).scalar_one())
+
+
+def test_writes_waiting_while_a_batch_commits_go_together_in_the_next(own: Any) -> None:
+    group = GroupCommit(own)
+    first_running, others_waiting = threading.Event(), threading.Event()
+    results: dict[int, Any] = {}
+
+    def slow_first(session: Any) -> int:
+        first_running.set()
+        assert others_waiting.wait(30)  # hold the first batch until the others are queued
+        return _insert(0)(session)
+
+    def call(n: int) -> None:
+        results[n] = group.run(slow_first if n == 0 else _insert(n))
+
+    leader = threading.Thread(target=call, args=(0,))
+    leader.start()
+    assert first_running.wait(30)
+    followers = [threading.Thread(target=call, args=(n,)) for n in range(1, 9)]
+    for thread in followers:
+        thread.start()
+    while len(group._pending) < 8:  # every follower has queued its write
+        threading.Event().wait(0.01)
+    others_waiting.set()
+    for thread in [leader, *followers]:
+        thread.join(30)
+    assert results == {n: n * 10 for n in range(9)}
+    assert group.batches == 2  # the first alone, then the eight together
+    assert _count(own) == 9
+
+
+def test_a_failing_write_fails_only_its_caller(own: Any) -> None:
+    group = GroupCommit(own)
+    gate = threading.Event()
+    outcomes: dict[int, Any] = {}
+
+    def bad(session: Any) -> None:
+        session.execute(text("INSERT INTO group_commit_test (n) VALUES (NULL)"))  # NOT NULL
+
+    def first(session: Any) -> int:
+        assert gate.wait(30)
+        return _insert(0)(session)
+
+    def call(n: int, work: Any) -> None:
+        try:
+            outcomes[n] = group.run(work)
+        except Exception as error:  # noqa: BLE001
+            outcomes[n] = error
+
+    threads = [threading.Thread(target=call, args=(0, first))]
+    threads[0].start()
+    while not group._leader.locked():
+        threading.Event().wait(0.01)
+    threads += [threading.Thread(target=call, args=(1, _insert(1))), threading.Thread(target=call, args=(2, bad)),
+                threading.Thread(target=call, args=(3, _insert(3)))]
+    for thread in threads[1:]:
+        thread.start()
+    while len(group._pending) < 3:
+        threading.Event().wait(0.01)
+    gate.set()
+    for thread in threads:
+        thread.join(30)
+    assert outcomes[0] == 0 and outcomes[1] == 10 and outcomes[3] == 30
+    assert isinstance(outcomes[2], Exception)
+    assert _count(own) == 3  # the batch was rolled back and the good writes made one by one
