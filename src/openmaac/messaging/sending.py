@@ -482,6 +482,53 @@ def _push_lookup_statement() -> Any:
 _PUSH_LOOKUP = _push_lookup_statement()
 
 
+def _accept_push(session: Session, org: OrgContext, template_id: int, event_ref: int | None, line_uid: str,
+                 contact_id: int, params: dict[str, str], rendered: list[dict[str, Any]],
+                 line: Line | None) -> tuple[MessageRef, int, int, str, list[dict[str, Any]]]:
+    """Record an accepted push before LINE is called: the message, its recipient, the LINE
+    call row with its retry key (leased to this caller) and a recovery job, and lease the
+    call's rate slot. ``(message, recipient id, call id, retry key, messages as sent)``."""
+    conn = session.connection()
+    now = utcnow()
+    lease = send_lease()
+    messages = rendered
+    if conn.dialect.name == "postgresql" and event_ref is None:
+        retry_key = new_retry_key()
+        dm_id, recipient_id, send_id = (int(i) for i in conn.execute(_PG_ACCEPT_PUSH, {
+            "org": org.id, "template": template_id, "now": now, "uid": line_uid, "contact": contact_id,
+            "params": json_dumps(params), "retry_key": retry_key, "to": json_dumps([line_uid]),
+            "messages": json_dumps(messages), "until": now + lease, "kind": JOB_KIND, "key_prefix": f"{JOB_KIND}:",
+            "run_at": now + lease + timedelta(seconds=1)}).one())
+        dm = MessageRef(dm_id, org.id, "push", None)
+    else:
+        dm_id = int(conn.execute(_INSERT_MESSAGE, {
+            "organization_id": org.id, "category": "push", "template_id": template_id, "event_id": event_ref,
+            "status": "sending", "tracked": event_ref is not None, "total_count": 1, "fail_count": 0,
+            "created_at": now, "updated_at": now}).scalar_one())
+        dm = MessageRef(dm_id, org.id, "push", event_ref)
+        recipient_id = int(conn.execute(_INSERT_RECIPIENT, {
+            "direct_message_id": dm_id, "organization_id": org.id, "mark": 0, "line_uid": line_uid,
+            "contact_id": contact_id, "params": params, "status": "pending"}).scalar_one())
+        if event_ref is not None:
+            tracker = links.Tracker(session, dm, links.get_setting(session, org.id))  # type: ignore[arg-type]
+            messages = tracker.track(rendered, recipient_id)
+            tracker.save()
+        row = _send_row(dm, "push", [(recipient_id, line_uid)], messages, now + lease, now)
+        retry_key = row["retry_key"]
+        send_id = int(conn.execute(_INSERT_SEND, row).scalar_one())
+        # The recovery job: finishes the push should this process die before recording
+        # LINE's answer. A plain prebuilt INSERT (what jobs.queue.enqueue writes; its key is
+        # new, so there is no conflict to handle); due only after the lease, so the worker
+        # needs no wake-up at commit (it looks at least every half second).
+        conn.execute(_INSERT_JOB, {
+            "kind": JOB_KIND, "payload": {"id": dm_id}, "organization_id": org.id,
+            "run_at": now + lease + timedelta(seconds=1), "priority": 100, "max_attempts": 10,
+            "unique_key": f"{JOB_KIND}:{dm_id}", "status": "ready", "attempts": 0, "created_at": now})
+    if line is not None:  # the LINE call's rate slot, leased in this transaction
+        line_rate.prefetch(conn, get_database(), line.channel_id, "push")
+    return dm, recipient_id, send_id, retry_key, messages
+
+
 def _record_push(session: Session, dm: MessageRef, send: Claimed, outcome: Outcome) -> None:
     """Record a push's one LINE call: the call, its recipient, the message sent, and its
     recovery job gone (unless that job recorded the call first)."""
@@ -541,47 +588,11 @@ def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str
     if errors:
         raise field_errors({"data": errors})
     assert contact is not None and line_uid is not None
-    now = utcnow()
-    lease = send_lease()
-    recovery = f"{JOB_KIND}:{{}}"
-    with database.write() as session:
-        conn = session.connection()
-        postgres = conn.dialect.name == "postgresql"
-        messages = rendered
-        if postgres and event_ref is None:
-            retry_key = new_retry_key()
-            dm_id, recipient_id, send_id = (int(i) for i in conn.execute(_PG_ACCEPT_PUSH, {
-                "org": org.id, "template": template.id, "now": now, "uid": line_uid, "contact": contact[0],
-                "params": json_dumps(params), "retry_key": retry_key, "to": json_dumps([line_uid]),
-                "messages": json_dumps(messages), "until": now + lease, "kind": JOB_KIND, "key_prefix": f"{JOB_KIND}:",
-                "run_at": now + lease + timedelta(seconds=1)}).one())
-            dm = MessageRef(dm_id, org.id, "push", None)
-        else:
-            dm_id = int(conn.execute(_INSERT_MESSAGE, {
-                "organization_id": org.id, "category": "push", "template_id": template.id, "event_id": event_ref,
-                "status": "sending", "tracked": event_ref is not None, "total_count": 1, "fail_count": 0,
-                "created_at": now, "updated_at": now}).scalar_one())
-            dm = MessageRef(dm_id, org.id, "push", event_ref)
-            recipient_id = int(conn.execute(_INSERT_RECIPIENT, {
-                "direct_message_id": dm_id, "organization_id": org.id, "mark": 0, "line_uid": line_uid,
-                "contact_id": contact[0], "params": params, "status": "pending"}).scalar_one())
-            if event_ref is not None:
-                tracker = links.Tracker(session, dm, links.get_setting(session, org.id))  # type: ignore[arg-type]
-                messages = tracker.track(rendered, recipient_id)
-                tracker.save()
-            row = _send_row(dm, "push", [(recipient_id, line_uid)], messages, now + lease, now)
-            retry_key = row["retry_key"]
-            send_id = int(conn.execute(_INSERT_SEND, row).scalar_one())
-            # The recovery job: finishes the push should this process die before recording
-            # LINE's answer. A plain prebuilt INSERT (what jobs.queue.enqueue writes; its key is
-            # new, so there is no conflict to handle); due only after the lease, so the worker
-            # needs no wake-up at commit (it looks at least every half second).
-            conn.execute(_INSERT_JOB, {
-                "kind": JOB_KIND, "payload": {"id": dm_id}, "organization_id": org.id,
-                "run_at": now + lease + timedelta(seconds=1), "priority": 100, "max_attempts": 10,
-                "unique_key": recovery.format(dm_id), "status": "ready", "attempts": 0, "created_at": now})
-        if line is not None:  # the LINE call's rate slot, leased in this transaction
-            line_rate.prefetch(conn, database, line.channel_id, "push")
+    accepted = group_commit(database, "push.accept").run(
+        lambda session: _accept_push(session, org, template.id, event_ref, line_uid, contact[0], params, rendered,
+                                     line))
+    dm, recipient_id, send_id, retry_key, messages = accepted
+    dm_id = dm.id
     if line is None:
         outcome = Outcome("error")
     else:
