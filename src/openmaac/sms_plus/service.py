@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, bindparam, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from openmaac.auth.service import OrgContext, require_role
@@ -169,10 +169,11 @@ def serialize_setting(setting: PnpSetting, *, metric: dict[str, int] | None = No
     return body
 
 
+_SETTING = select(PnpSetting).where(PnpSetting.organization_id == bindparam("org"), PnpSetting.id == bindparam("id"))
+
+
 def get_setting(session: Session, organization_id: int, setting_id: int) -> PnpSetting | None:
-    return session.scalar(
-        select(PnpSetting).where(PnpSetting.organization_id == organization_id, PnpSetting.id == setting_id)
-    )
+    return session.scalar(_SETTING, {"org": organization_id, "id": setting_id})
 
 
 def list_settings(session: Session, org: OrgContext, start: str | None) -> dict[str, Any]:
@@ -589,8 +590,22 @@ def create_messages(session: Session, org_id: int, setting: PnpSetting, recipien
                              "unique_key": f"{engine.DISPATCH}:{message.id}"})
             else:
                 batch.append(message.id)
-        jobs.append({"kind": engine.FALLBACK, "payload": {"message_id": message.id}, "organization_id": org_id,
-                     "run_at": message.fallback_at, "unique_key": f"{engine.FALLBACK}:{message.id}"})
+    # the fallback timers: one job for the messages due at the same time (engine.run_fallback_batch),
+    # a message alone keeps a job of its own (dropped when it ends early)
+    due: dict[datetime, list[PnpMessage]] = {}
+    for message in messages:
+        due.setdefault(message.fallback_at or now, []).append(message)
+    for run_at, messages_due in due.items():
+        for start in range(0, len(messages_due), MULTICAST_MAX):  # a job's work stays well within its lease
+            group = messages_due[start:start + MULTICAST_MAX]
+            if len(group) == 1:
+                jobs.append({"kind": engine.FALLBACK, "payload": {"message_id": group[0].id},
+                             "organization_id": org_id, "run_at": run_at,
+                             "unique_key": f"{engine.FALLBACK}:{group[0].id}"})
+                continue
+            jobs.append({"kind": engine.FALLBACK, "payload": {"message_ids": [m.id for m in group]},
+                         "organization_id": org_id, "run_at": run_at,
+                         "unique_key": f"{engine.FALLBACK}:batch:{group[0].id}"})
     for start in range(0, len(batch), MULTICAST_MAX):
         ids = batch[start:start + MULTICAST_MAX]
         jobs.append({"kind": engine.DISPATCH, "payload": {"message_ids": ids}, "organization_id": org_id,
