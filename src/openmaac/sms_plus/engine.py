@@ -17,6 +17,7 @@ and acts only from the state it expects. No network call happens inside a transa
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -1175,6 +1176,12 @@ def _report_changes_nothing(message: PnpMessage | None, report: DeliveryReport) 
         return True
     if report.reference and message.sms_reference and report.reference != message.sms_reference:
         return True
+    if report.status is DeliveryStatus.SENT and message.sms_status == svc.SMS_PREPARING \
+            and message.send_started_at is not None \
+            and (utcnow() - message.send_started_at).total_seconds() < SEND_GRACE_SECONDS:
+        # the send is under way and its own answer (acceptance, provider id) is about to be
+        # recorded; should its process die first, the recovery looks the send up at the provider
+        return True
     if not message.sms_provider_message_id and report.provider_message_id:
         return False
     if message.sms_status in SMS_FINAL:
@@ -1186,63 +1193,141 @@ def _report_changes_nothing(message: PnpMessage | None, report: DeliveryReport) 
 def apply_sms_report(organization_id: int, report: DeliveryReport) -> bool:
     """Apply one provider delivery report. True when it matched a message.
 
-    Read first: about half the reports (Twilio's ``sent`` once the send was recorded) change
-    nothing, and need no write transaction."""
+    Read first: many reports (Twilio's ``sent`` once the send was recorded, or while the send's
+    own answer is being recorded) change nothing and need no write. The others are written by
+    ``_REPORTS``: reports arriving together share one transaction, each answered once it committed."""
     database = get_database()
     with database.read() as session:
         seen = _report_message(session, organization_id, report, lock=False)
         if _report_changes_nothing(seen, report):
             return seen is not None
-    with database.write() as session:
-        message = _report_message(session, organization_id, report, lock=True)
-        if message is None:
-            return False
-        if report.reference and message.sms_reference and report.reference != message.sms_reference:
-            return True  # a report about an earlier attempt
-        setting = session.get(PnpSetting, message.pnp_setting_id)
-        if setting is None:
-            return False
-        if not message.sms_provider_message_id and report.provider_message_id:
-            message.sms_provider_message_id = report.provider_message_id
-        if message.sms_status in SMS_FINAL:
-            return True
-        if report.status is DeliveryStatus.SENT:
-            if message.sms_status in (svc.SMS_PREPARING, svc.SMS_TEMPORARY_ERROR):
-                message.points_held = 0
-                change(session, message, setting, status=svc.SMS_ACCEPTED, sms_status=svc.SMS_ACCEPTED,
-                       sms_error_category=None)
-                # the send's own answer may never be recorded (its process died): the callback
-                # deadline starts here too (one job per reference, whoever comes first)
-                from openmaac.sms_plus import providers
+    return _REPORTS.apply(organization_id, report)
 
-                config = providers.config_of(session, organization_id)
-                enqueue(session, SMS_TIMEOUT, {"message_id": message.id, "reference": message.sms_reference},
-                        organization_id=organization_id,
-                        run_at=utcnow() + minutes(config.callback_timeout_minutes),
-                        unique_key=f"{SMS_TIMEOUT}:{message.sms_reference}")
-            return True
-        message.points_held = 0  # the provider took it
-        if report.status is DeliveryStatus.DELIVERED:
-            change(session, message, setting, status=svc.SMS_DELIVERED, sms_status=svc.SMS_DELIVERED,
-                   sms_delivered_at=utcnow(), sms_error_category=None)
-            finish(session, message, setting)
-            return True
-        if report.status is DeliveryStatus.TEMPORARY_ERROR and message.sms_retry_until is not None \
-                and utcnow() < message.sms_retry_until:
-            change(session, message, setting, status=svc.SMS_TEMPORARY_ERROR, sms_status=svc.SMS_TEMPORARY_ERROR,
-                   sms_error_category=None)
-            enqueue(session, FALLBACK, {"message_id": message.id}, organization_id=organization_id,
-                    run_at=utcnow() + minutes(SMS_RETRY_INTERVAL_MINUTES),
-                    unique_key=f"{FALLBACK}:{message.id}:{message.sms_reference}")
-            return True
-        if report.status is DeliveryStatus.TEMPORARY_ERROR:
-            fields = {"sms_status": svc.SMS_FAILED, "sms_error_category": "target_reception_issue"}
-        else:
-            fields = _sms_error_fields(report.error_category, at_send=False)
-        fields["status"] = fields["sms_status"]
-        change(session, message, setting, **fields)
-        finish(session, message, setting)
+
+def _apply_sms_report_alone(organization_id: int, report: DeliveryReport) -> bool:
+    with get_database().write() as session:
+        ended: list[PnpMessage] = []
+        matched = _apply_report(session, organization_id, report, ended)
+        finish_many(session, ended)
+        return matched
+
+
+def _apply_report(session: Session, organization_id: int, report: DeliveryReport, ended: list[PnpMessage]) -> bool:
+    """One report in the caller's write transaction; the messages it ends go to ``ended``."""
+    message = _report_message(session, organization_id, report, lock=True)
+    if message is None:
+        return False
+    if report.reference and message.sms_reference and report.reference != message.sms_reference:
+        return True  # a report about an earlier attempt
+    setting = session.get(PnpSetting, message.pnp_setting_id)
+    if setting is None:
+        return False
+    if not message.sms_provider_message_id and report.provider_message_id:
+        message.sms_provider_message_id = report.provider_message_id
+    if message.sms_status in SMS_FINAL:
         return True
+    if report.status is DeliveryStatus.SENT:
+        if message.sms_status in (svc.SMS_PREPARING, svc.SMS_TEMPORARY_ERROR):
+            message.points_held = 0
+            change(session, message, setting, status=svc.SMS_ACCEPTED, sms_status=svc.SMS_ACCEPTED,
+                   sms_error_category=None)
+            # the send's own answer may never be recorded (its process died): the callback
+            # deadline starts here too (one job per reference, whoever comes first)
+            from openmaac.sms_plus import providers
+
+            config = providers.config_of(session, organization_id)
+            enqueue(session, SMS_TIMEOUT, {"message_id": message.id, "reference": message.sms_reference},
+                    organization_id=organization_id,
+                    run_at=utcnow() + minutes(config.callback_timeout_minutes),
+                    unique_key=f"{SMS_TIMEOUT}:{message.sms_reference}")
+        return True
+    message.points_held = 0  # the provider took it
+    if report.status is DeliveryStatus.DELIVERED:
+        change(session, message, setting, status=svc.SMS_DELIVERED, sms_status=svc.SMS_DELIVERED,
+               sms_delivered_at=utcnow(), sms_error_category=None)
+        ended.append(message)
+        return True
+    if report.status is DeliveryStatus.TEMPORARY_ERROR and message.sms_retry_until is not None \
+            and utcnow() < message.sms_retry_until:
+        change(session, message, setting, status=svc.SMS_TEMPORARY_ERROR, sms_status=svc.SMS_TEMPORARY_ERROR,
+               sms_error_category=None)
+        enqueue(session, FALLBACK, {"message_id": message.id}, organization_id=organization_id,
+                run_at=utcnow() + minutes(SMS_RETRY_INTERVAL_MINUTES),
+                unique_key=f"{FALLBACK}:{message.id}:{message.sms_reference}")
+        return True
+    if report.status is DeliveryStatus.TEMPORARY_ERROR:
+        fields = {"sms_status": svc.SMS_FAILED, "sms_error_category": "target_reception_issue"}
+    else:
+        fields = _sms_error_fields(report.error_category, at_send=False)
+    fields["status"] = fields["sms_status"]
+    change(session, message, setting, **fields)
+    ended.append(message)
+    return True
+
+
+@dataclass
+class _PendingReport:
+    organization_id: int
+    report: DeliveryReport
+    done: threading.Event
+    matched: bool = False
+    error: BaseException | None = None
+
+
+class _ReportWriter:
+    """Group commit for delivery reports: a request that finds no write under way writes every
+    report waiting (its own and those that arrived meanwhile) in one transaction, and again
+    while more arrive; the others wait for the transaction that holds theirs. Each caller returns
+    once its report is committed, as when each wrote its own. A transaction that fails is
+    retried report by report, so one report's error is its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: list[_PendingReport] = []
+        self._writing = False
+
+    def apply(self, organization_id: int, report: DeliveryReport) -> bool:
+        item = _PendingReport(organization_id, report, threading.Event())
+        with self._lock:
+            self._waiting.append(item)
+            lead = not self._writing
+            self._writing = True
+        if lead:
+            while True:
+                with self._lock:
+                    batch, self._waiting = self._waiting, []
+                    if not batch:
+                        self._writing = False
+                        break
+                self._write(batch)
+        item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return item.matched
+
+    def _write(self, batch: list[_PendingReport]) -> None:
+        try:
+            with get_database().write() as session:
+                ended: list[PnpMessage] = []
+                matched = [_apply_report(session, i.organization_id, i.report, ended) for i in batch]
+                finish_many(session, ended)
+            for item, found in zip(batch, matched, strict=True):
+                item.matched = found
+        except Exception:
+            if len(batch) == 1:
+                batch[0].error = sys.exc_info()[1]
+            else:
+                for item in batch:
+                    try:
+                        item.matched = _apply_sms_report_alone(item.organization_id, item.report)
+                    except Exception as exc:  # noqa: BLE001 - handed to the caller that sent it
+                        item.error = exc
+        finally:
+            for item in batch:
+                item.done.set()
+
+
+_REPORTS = _ReportWriter()
 
 
 # --- WhatsApp status webhooks ----------------------------------------------------------------------
