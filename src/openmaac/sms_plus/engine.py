@@ -573,6 +573,9 @@ _BY_TAGS = (select(PnpMessage).where(PnpMessage.organization_id == bindparam("or
                                      PnpMessage.delivery_tag.in_(bindparam("tags", expanding=True)))
             .order_by(PnpMessage.id))
 _BY_TAGS_LOCKED = _BY_TAGS.with_for_update()
+_CONTACT_MOBILES = select(Contact.__table__.c.line_uid, Contact.__table__.c.mobile).where(
+    Contact.__table__.c.organization_id == bindparam("org"),
+    Contact.__table__.c.line_uid.in_(bindparam("uids", expanding=True)))
 
 
 def record_pnp_deliveries(session: Session, organization_id: int,
@@ -619,8 +622,15 @@ def record_pnp_deliveries(session: Session, organization_id: int,
     if binds:
         from openmaac.sms_plus.join_links import bind_phone
 
+        # one look-up for the lot: a PNP binds only a friend whose number is not this one yet
+        mobiles: dict[str, str | None] = {}
+        uids = sorted({line_uid for _setting, _message, line_uid in binds})
+        for start in range(0, len(uids), 500):
+            mobiles.update((str(uid), mobile) for uid, mobile in session.connection().execute(
+                _CONTACT_MOBILES, {"org": organization_id, "uids": uids[start:start + 500]}))
         for setting, message, line_uid in binds:
-            bind_phone(session, organization_id, setting, message, line_uid, "pnp", only_if_new=True)
+            if line_uid in mobiles and mobiles[line_uid] != message.phone_number:
+                bind_phone(session, organization_id, setting, message, line_uid, "pnp", only_if_new=True)
     return sum(len(messages) for messages in changed.values())
 
 
