@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from openmaac.auth.models import Organization
 from openmaac.channels.models import LineChannel
-from openmaac.channels.service import channel_of, line_api_base_url
+from openmaac.channels.service import line_api_base_url
 from openmaac.channels.sms.base import DeliveryReport, DeliveryStatus, ErrorCategory
 from openmaac.contacts.models import Contact
 from openmaac.db.base import utcnow
@@ -205,24 +205,27 @@ def _delete_waiting_jobs(session: Session, keys: list[str]) -> None:
     answered ``unique_key IN (...) AND status = 'ready'`` (and even ``id IN (...) AND status =
     'ready'``) through the (status, run_at, priority) index, i.e. by scanning every waiting job —
     the 100,000 fallback timers of a campaign, once per finished message."""
+    if session.get_bind().dialect.name == "postgresql":
+        # one statement (PostgreSQL plans it by the unique index); never a job being claimed
+        for start in range(0, len(keys), 500):
+            session.execute(_DELETE_READY_BY_KEY, {"keys": keys[start:start + 500]})
+        return
     found: list[int] = []
     for start in range(0, len(keys), 500):
         found += [int(job_id) for job_id, status in session.execute(
             _JOBS_BY_KEY, {"keys": keys[start:start + 500]}) if status == "ready"]
     if not found:
         return
-    postgres = session.get_bind().dialect.name == "postgresql"
-    # PostgreSQL, concurrent workers: never one being claimed. (SQLite: this transaction holds
-    # the only write lock, the rows are still waiting.)
-    statement = _DELETE_READY_JOBS if postgres else _DELETE_JOBS
+    # (SQLite: this transaction holds the only write lock, the rows are still waiting)
     for start in range(0, len(found), 500):
-        session.execute(statement, {"ids": found[start:start + 500]})
+        session.execute(_DELETE_JOBS, {"ids": found[start:start + 500]})
 
 
 _JOBS_BY_KEY = select(Job.__table__.c.id, Job.__table__.c.status).where(
     Job.__table__.c.unique_key.in_(bindparam("keys", expanding=True)))
 _DELETE_JOBS = delete(Job.__table__).where(Job.__table__.c.id.in_(bindparam("ids", expanding=True)))
-_DELETE_READY_JOBS = _DELETE_JOBS.where(Job.__table__.c.status == "ready")
+_DELETE_READY_BY_KEY = delete(Job.__table__).where(Job.__table__.c.unique_key.in_(bindparam("keys", expanding=True)),
+                                                   Job.__table__.c.status == "ready")
 
 
 def sms_possible(message: PnpMessage, setting: PnpSetting) -> bool:
@@ -238,11 +241,13 @@ def line_pending(message: PnpMessage) -> bool:
         svc.PNP_PREPARING, svc.PNP_ACCEPTED)
 
 
+def nothing_left(message: PnpMessage, setting: PnpSetting) -> bool:
+    return delivered(message) or (not line_pending(message) and not sms_possible(message, setting)
+                                  and not whatsapp_possible(message, setting))
+
+
 def finish_if_nothing_left(session: Session, message: PnpMessage, setting: PnpSetting) -> None:
-    if delivered(message):
-        finish(session, message, setting)
-    elif not line_pending(message) and not sms_possible(message, setting) \
-            and not whatsapp_possible(message, setting):
+    if nothing_left(message, setting):
         finish(session, message, setting)
 
 
@@ -489,15 +494,14 @@ def run_pnp_batch(message_ids: list[int]) -> None:
     """
     database = get_database()
     with database.read() as session:
-        messages = list(session.scalars(select(PnpMessage).where(PnpMessage.id.in_(message_ids))
-                                        .order_by(PnpMessage.id)))
+        messages = list(session.scalars(_MESSAGES_BY_ID, {"ids": sorted(set(message_ids))}))
         if not messages:
             return
-        settings = {s.id: s for s in session.scalars(select(PnpSetting).where(
-            PnpSetting.id.in_({m.pnp_setting_id for m in messages})))}
-        channel = channel_of(session, messages[0].organization_id)
-    if channel is None:
+        settings = _settings_of(session, messages)
+        endpoint = _line_endpoint(session, messages[0].organization_id)
+    if endpoint is None:
         return
+    base_url, token, channel_id = endpoint
     singles = [m.id for m in messages if m.line_push_status == svc.LINE_PUSH_PREPARING]
     for message_id in singles:  # not made by multicast; the general path handles it
         run_line_steps(message_id)
@@ -510,9 +514,7 @@ def run_pnp_batch(message_ids: list[int]) -> None:
         bodies: dict[int, list[dict[str, Any]]] = {}
         now = utcnow()
         with database.write() as session:
-            stmt = select(PnpMessage).where(PnpMessage.id.in_(ids)).order_by(PnpMessage.id)
-            rows = list(session.scalars(stmt if database.is_sqlite else stmt.with_for_update()))
-            for message in rows:
+            for message in _locked_messages(session, ids):
                 setting = settings[message.pnp_setting_id]
                 if message.pnp_status != svc.PNP_PREPARING or message.finished:
                     continue
@@ -537,9 +539,9 @@ def run_pnp_batch(message_ids: list[int]) -> None:
             message, body = item
             tag = message.delivery_tag or f"openmaac-pnp-{message.id}-tag-padding"
             return _line_call(
-                line_api_base_url(channel.api_base_url), channel.access_token, "/bot/pnp/push",
+                base_url, token, "/bot/pnp/push",
                 {"to": message.phone_hash, "messages": body}, {"X-Line-Delivery-Tag": tag},
-                "pnp_push", channel.channel_id, to=message.phone_hash, messages=body, delivery_tag=tag)
+                "pnp_push", channel_id, to=message.phone_hash, messages=body, delivery_tag=tag)
 
         sending = [(message, bodies[message.id]) for message in chunk if message.id in bodies]
         # several calls in flight (the LINE round trip, not our CPU, bounds one at a time)
@@ -547,16 +549,25 @@ def run_pnp_batch(message_ids: list[int]) -> None:
             [m.id for m, _body in sending], _pnp_pool().map(call, sending) if len(sending) > 1 else map(call, sending),
             strict=True))
         with database.write() as session:
-            stmt = select(PnpMessage).where(PnpMessage.id.in_(list(outcomes))).order_by(PnpMessage.id)
             # locked on PostgreSQL: a delivery webhook recorded meanwhile must not be overwritten
-            for message in session.scalars(stmt if database.is_sqlite else stmt.with_for_update()):
+            now = utcnow()
+            emitted: dict[int, list[PnpMessage]] = {}
+            ended: list[PnpMessage] = []
+            for message in _locked_messages(session, sorted(outcomes)):
                 setting = settings[message.pnp_setting_id]
                 message.send_started_at = None
                 if message.pnp_status == svc.PNP_PREPARING:
                     status = svc.PNP_ACCEPTED if outcomes[message.id].ok else svc.PNP_FAILED
-                    change(session, message, setting, status=status, pnp_status=status)
-                    finish_if_nothing_left(session, message, setting)
-                    _wake_overdue_fallback(session, message)
+                    _set(message, {"status": status, "pnp_status": status}, now)
+                    emitted.setdefault(setting.id, []).append(message)
+                    if nothing_left(message, setting):
+                        ended.append(message)
+                    else:
+                        _wake_overdue_fallback(session, message)
+            # the chunk's events and ends together (one look-up of webhook targets, of timers)
+            for setting_id, changed in emitted.items():
+                emit_status(session, settings[setting_id], changed)
+            finish_many(session, ended)
 
 
 @handler(DISPATCH)

@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import and_, bindparam, case, func, or_, select
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from openmaac.auth.service import OrgContext, require_role
@@ -546,6 +546,9 @@ def initial_status(setting: PnpSetting, recipient: Recipient, *, line_push: bool
     return {"status": SMS_PREPARING, "sms_status": SMS_PREPARING}
 
 
+_INSERT_MESSAGES = insert(PnpMessage.__table__).returning(PnpMessage.__table__.c.id, sort_by_parameter_order=True)
+
+
 def create_messages(session: Session, org_id: int, setting: PnpSetting, recipients: list[Recipient],
                     event_id: int | None, *, line_push: bool, upload_id: int | None = None,
                     safety_net: bool = False) -> list[PnpMessage]:
@@ -558,10 +561,10 @@ def create_messages(session: Session, org_id: int, setting: PnpSetting, recipien
         raise text_error(NO_POINTS)
     now = utcnow()
     fallback_at = now + minutes(setting.fallback_period)
-    messages: list[PnpMessage] = []
+    rows: list[dict[str, Any]] = []
     for recipient in recipients:
         first = initial_status(setting, recipient, line_push=line_push)
-        message = PnpMessage(
+        rows.append(dict(
             organization_id=org_id, pnp_setting_id=setting.id, event_id=event_id,
             customized_id=recipient.customized_id, phone_number=recipient.phone_number,
             phone_hash=phone_hash(recipient.phone_number), hashed_input=recipient.hashed, upload_id=upload_id,
@@ -574,11 +577,14 @@ def create_messages(session: Session, org_id: int, setting: PnpSetting, recipien
             # LINE echoes it in the delivery webhook (16-100 characters); set before the insert
             delivery_tag=f"openmaac-pnp-{secrets.token_hex(16)}",
             fallback_at=now if first["status"] in (SMS_PREPARING, WHATSAPP_PREPARING) else fallback_at,
-            created_at=now, updated_at=now, **first,
-        )
-        session.add(message)
-        messages.append(message)
-    session.flush()
+            created_at=now, updated_at=now,
+            # every row names the same columns (one executemany)
+            **{"line_push_status": None, "pnp_status": None, "whatsapp_status": None, "sms_status": None, **first},
+        ))
+    # one multi-row INSERT ... RETURNING (the ORM's unit of work cost more than the insert); the
+    # objects handed back are built from the same values, not attached to the session
+    ids = [row[0] for row in session.connection().execute(_INSERT_MESSAGES, rows)]
+    messages = [PnpMessage(id=message_id, **row) for message_id, row in zip(ids, rows, strict=True)]
     jobs: list[dict[str, Any]] = []
     batch: list[int] = []  # PNP steps of a multicast / upload: one job for the lot (engine.run_pnp_batch)
     for message in messages:
