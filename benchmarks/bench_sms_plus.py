@@ -325,7 +325,7 @@ def campaign_state(server: ServerProcess, org_id: int) -> tuple[dict[str, int], 
     return final, open_, line
 
 
-CEILING_CLIENTS = 16  # the bare clients hammering each simulator (openmaac: 8 calls in flight per job)
+CEILING_CLIENTS = 16  # the bare clients hammering each simulator (openmaac: 16 PNP calls, 16 SMS sends in flight)
 CEILING_TO_PREFIX = "+1500555"  # the Twilio ceiling's numbers (left out of the exactly-once check)
 
 

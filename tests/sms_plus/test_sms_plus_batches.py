@@ -96,11 +96,16 @@ def test_one_fallback_timer_per_multicast_fires_for_every_message(tenant: Any, b
 
 
 def test_a_message_line_delivered_before_the_timer_is_not_texted(tenant: Any, base_url: str) -> None:
+    from openmaac.sms_plus import engine
+
     line_phone = "+886912310001"
     httpx.post(sim(base_url, "line") + "/_admin/users", json={"phone": line_phone}).raise_for_status()
-    setting_id = scenario(tenant, fallback_period=20)  # 1 s: LINE's delivery webhook comes first
+    setting_id = scenario(tenant, fallback_period=43200)  # the batch's timer is run by hand below
     phones = [line_phone, "+886912310002", "+886912310003"]
     ids = multicast(tenant, setting_id, phones)
+    wait_all(tenant, setting_id, ids[:1], {"pnp_delivered"})  # LINE's delivery webhook came first
+    wait_all(tenant, setting_id, ids[1:], {"pnp_failed"})
+    engine.run_fallback_batch(ids)  # the timer fires
     found = wait_all(tenant, setting_id, ids, {"pnp_delivered", "sms_delivered"})
     assert found[ids[0]]["status"] == "pnp_delivered" and found[ids[0]]["sms_status"] is None
     assert [found[i]["status"] for i in ids[1:]] == ["sms_delivered", "sms_delivered"]

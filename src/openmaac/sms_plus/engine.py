@@ -470,7 +470,7 @@ def drop_safety_net(message_ids: list[int]) -> None:
 
 
 PNP_CHUNK = 50  # PNP sends marked in flight, then recorded, together
-PNP_CONCURRENCY = 8  # PNP calls of one chunk in flight at once
+PNP_CONCURRENCY = 16  # PNP calls in flight at once, all chunks of this process together
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -945,7 +945,7 @@ def fallback_job(payload: dict[str, Any], context: JobContext) -> None:
 # --- the fallback of a batch (a multicast or an upload: one timer for its messages) ----------------
 
 SMS_CHUNK = 50  # SMS sends marked under way, then recorded, together
-SMS_CONCURRENCY = 8  # SMS sends of one chunk in flight at once
+SMS_CONCURRENCY = 16  # SMS sends in flight at once, all chunks of this process together
 _sms_pool: ThreadPoolExecutor | None = None
 
 
