@@ -229,3 +229,30 @@ def test_reports_arriving_together_are_each_answered_after_the_write_holding_the
         thread.join(10)
     assert transactions[0] == ["a"] and sorted(transactions[1]) == ["b", "c", "d"]  # one write for the three
     assert results == {"a": True, "b": True, "c": True, "d": True}
+
+
+def test_two_reports_about_one_message_in_one_write(tenant: Any, base_url: str, database: Any) -> None:
+    from openmaac.sms_plus import engine
+    from openmaac.sms_plus.models import PnpMessage
+
+    phone = "+886912340001"
+    httpx.post(sim(base_url, "twilio") + "/_admin/faults", json={"no_callback_numbers": [phone]}).raise_for_status()
+    try:
+        setting_id = scenario(tenant, pnp_enabled=False, pnp_messages=[])
+        ids = multicast(tenant, setting_id, [phone, "+886912340002"])
+        wait_all(tenant, setting_id, ids[:1], {"sms_accepted"})
+    finally:
+        httpx.delete(sim(base_url, "twilio") + "/_admin/faults")
+    with database.read() as session:
+        message = session.scalars(select(PnpMessage).where(PnpMessage.id == ids[0])).one()
+        provider_id, reference = str(message.sms_provider_message_id), str(message.sms_reference)
+    reports = [DeliveryReport(provider_message_id=provider_id, status=status, raw_status=status.value,
+                              reference=reference) for status in (DeliveryStatus.SENT, DeliveryStatus.DELIVERED)]
+    items = [engine._PendingReport(tenant.id, report, threading.Event()) for report in reports]
+    engine._ReportWriter()._write(items)
+    assert [(item.matched, item.error) for item in items] == [(True, None), (True, None)]
+    found = wait_all(tenant, setting_id, ids, {"sms_delivered"})
+    assert found[ids[0]]["sms_delivered_at"] is not None
+    with database.read() as session:
+        ended = session.scalars(select(PnpMessage).where(PnpMessage.id == ids[0])).one()
+        assert ended.finished and ended.points_held == 0

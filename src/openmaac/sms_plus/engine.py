@@ -1330,7 +1330,11 @@ class _ReportWriter:
         try:
             with get_database().write() as session:
                 ended: list[PnpMessage] = []
-                matched = [_apply_report(session, i.organization_id, i.report, ended) for i in batch]
+                # one flush at the end, not one before each report's look-up: a message two
+                # reports name is found by its reference (in every callback URL) and is then
+                # the same object, with the first report's changes
+                with session.no_autoflush:
+                    matched = [_apply_report(session, i.organization_id, i.report, ended) for i in batch]
                 finish_many(session, ended)
             for item, found in zip(batch, matched, strict=True):
                 item.matched = found
