@@ -28,6 +28,10 @@ are LINE users at the simulator (PNP accepted, then delivered by webhook), 30% a
 API minute, made long enough for the LINE phase to finish first). The figure is the time from the first
 request to every message being final (``finished``, read from the server's database every
 ``POLL_SECONDS``), with the server's peak RSS sampled meanwhile; the Twilio simulator's record is checked for exactly one SMS per fallback number.
+Beside it, the campaign's two phases in numbers/s (LINE: every number over every PNP answered and
+delivery recorded; SMS: the SMS the Twilio simulator took, first to last) and the ceiling of each
+simulator in the same run: ``CEILING_CLIENTS`` bare clients calling LINE's PNP push, then Twilio's
+send, directly. ``BENCH_SMS_PLUS_NUMBERS`` sets the campaign's size (e.g. 20000).
 
 Measured on SQLite, and on PostgreSQL when benchmarks.common.postgres_url() is set.
 ``BENCH_SMS_PLUS_ONLY=push`` (or ``campaign``) runs one half only.
@@ -52,6 +56,7 @@ import orjson
 
 from benchmarks.common import (
     ChildApp,
+    LoadStats,
     PeakMemory,
     PushTarget,
     Result,
@@ -68,6 +73,7 @@ CAMPAIGN_CLIENTS = 8
 PER_REQUEST = 150
 POLL_SECONDS = 3.0  # the campaign's progress is read from the server's database this often
 SMS_SHARE = 0.3
+BARE_PNP_CPU_MS: dict[str, float] = {}  # by backend label: bare + PNP call CPU per request (the push half)
 
 
 def campaign_fallback_seconds(numbers: int, postgres: bool = False) -> float:
@@ -152,7 +158,12 @@ def line_users(line_sim: str, channel_id: str, phones: list[str]) -> None:
 def configure(server: ServerProcess, org: Org, twilio_sim: str, fallback_period: int) -> None:
     """SMS through the Twilio simulator, points, and the scenario (PNP approved + SMS)."""
     client = httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {org.token}"}, timeout=60)
-    client.put("/openapi/v1/pnp/sms_provider/", json={"provider": "twilio", "base_url": twilio_sim}).raise_for_status()
+    from openmaac.simulators import twilio as twilio_app
+
+    client.put("/openapi/v1/pnp/sms_provider/", json={
+        "provider": "twilio", "base_url": twilio_sim,
+        "credentials": {"account_sid": twilio_app.DEFAULT_ACCOUNT_SID, "auth_token": twilio_app.DEFAULT_AUTH_TOKEN,
+                        "from_number": "+15005550006"}}).raise_for_status()
     client.post("/openapi/v1/pnp/points/", json={"amount": 1_000_000_000}).raise_for_status()
     response = client.post("/openapi/v1/pnp/setting/", json={
         "name": "到貨通知", "pnp_enabled": True, "pnp_messages": PNP_CONTENT, "pnp_approval_status": "approved",
@@ -254,8 +265,10 @@ def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> It
                      f"that allows at most ≈ {cores * 1000 / max(targets[0].cpu_ms_per_request(), 1e-9):,.0f} req/s "
                      f"for openmaac and ≈ {cores * 1000 / max(targets[2].cpu_ms_per_request(), 1e-9):,.0f} req/s "
                      f"for bare + LINE call (CPU-bound estimate, unmoved by other load)")
+        BARE_PNP_CPU_MS[label] = up.server_cpu_ms_per_request
+        cpu_ratio = ours.server_cpu_ms_per_request / max(up.server_cpu_ms_per_request, 1e-9)
         yield Result(f"{label}: push, openmaac CPU per request", ours.server_cpu_ms_per_request, "ms",
-                     f"bare FastAPI {ceiling.server_cpu_ms_per_request:.2f} ms, bare + LINE call "
+                     f"{cpu_ratio:.1f}x bare + LINE call (goal ≤ 2x); bare FastAPI {ceiling.server_cpu_ms_per_request:.2f} ms, bare + LINE call "
                      f"{up.server_cpu_ms_per_request:.2f} ms; ≈ "
                      f"{1000 / max(ours.server_cpu_ms_per_request, 1e-9):,.0f} req/s per free core; the LINE "
                      f"simulator used {ours_sim * 1000 / max(ours.requests, 1):.2f} ms per push besides "
@@ -312,6 +325,63 @@ def campaign_state(server: ServerProcess, org_id: int) -> tuple[dict[str, int], 
     return final, open_, line
 
 
+CEILING_CLIENTS = 16  # the bare clients hammering each simulator (openmaac: 16 PNP calls, 16 SMS sends in flight)
+CEILING_TO_PREFIX = "+1500555"  # the Twilio ceiling's numbers (left out of the exactly-once check)
+
+
+async def simulator_ceilings(line_sim: str, twilio_sim: str, line_phones: list[str],
+                             seconds: float) -> tuple[LoadStats, LoadStats]:
+    """Each simulator hammered directly by a bare aiohttp client (``CEILING_CLIENTS`` at once): LINE's
+    ``POST /bot/pnp/push`` (a channel of its own, no webhook URL: the simulator still schedules the
+    delivery, it has nowhere to post it) to known users, and Twilio's ``Messages.json`` (no
+    StatusCallback). The most numbers/s each phase of the campaign could reach on this machine now."""
+    import hashlib
+
+    import aiohttp
+
+    from openmaac.simulators import twilio as twilio_app
+
+    token = secrets.token_urlsafe(32)
+    httpx.post(f"{line_sim}/_admin/channels", json={"channel_id": "ceiling", "channel_secret": secrets.token_hex(16),
+                                                     "access_token": token}, timeout=30).raise_for_status()
+    hashes = [hashlib.sha256(phone.encode()).hexdigest() for phone in line_phones[:5_000]]
+    counter = iter(range(10**9))
+    line_headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    auth = aiohttp.BasicAuth(twilio_app.DEFAULT_ACCOUNT_SID, twilio_app.DEFAULT_AUTH_TOKEN)
+    twilio_url = f"{twilio_sim}/2010-04-01/Accounts/{twilio_app.DEFAULT_ACCOUNT_SID}/Messages.json"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CEILING_CLIENTS * 2),
+                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async def pnp(_worker: int) -> tuple[int, int]:
+            i = next(counter)
+            body = orjson.dumps({"to": hashes[i % len(hashes)],
+                                 "messages": [{"type": "text", "text": f"Order AJ{i:07d} has arrived"}]})
+            async with session.post(f"{line_sim}/bot/pnp/push", data=body, headers={
+                    **line_headers, "X-Line-Delivery-Tag": f"ceiling-pnp-{i}-tag-padding"}) as response:
+                await response.read()
+            return response.status, int(response.status == 200)
+
+        async def sms(_worker: int) -> tuple[int, int]:
+            i = next(counter)
+            form = {"To": f"{CEILING_TO_PREFIX}{i % 10_000:04d}", "From": "+15005550006",
+                    "Body": f"Order AJ{i:07d} has arrived"}
+            async with session.post(twilio_url, data=form, auth=auth) as response:
+                await response.read()
+            return response.status, int(response.status == 201)
+
+        line = await run_load(pnp, concurrency=CEILING_CLIENTS, duration=seconds)
+        twilio = await run_load(sms, concurrency=CEILING_CLIENTS, duration=seconds)
+    return line, twilio
+
+
+def _epoch(value: Any) -> float | None:
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return None
+
+
 def measure_campaign(label: str, url: str | None, size: Sizes) -> Iterable[Result]:
     n = size.numbers
     requests = -(-n // PER_REQUEST)
@@ -331,11 +401,15 @@ def measure_campaign(label: str, url: str | None, size: Sizes) -> Iterable[Resul
         with server:
             assert server.process is not None
             configure(server, org, twilio_sim.base_url, fallback_period=1)
+            line_ceiling, sms_ceiling = asyncio.run(simulator_ceilings(
+                line_sim.base_url, twilio_sim.base_url, [p for i, p in enumerate(phones) if i not in fallback],
+                size.push_seconds))
             bodies = [body.replace(b'"pnp_setting_id":0', b'"pnp_setting_id":%d' % org.setting_id) for body in bodies]
             cpu = process_cpu_seconds(server.process.pid)
             # sampling and polling kept light: this process shares the 2 cores with the server
             with PeakMemory(server.process.pid, interval=0.5) as memory:
                 started = time.perf_counter()
+                started_wall = time.time()
                 statuses, accept_seconds = asyncio.run(post_all(server.base_url, org.token, bodies))
                 counts: dict[str, int] = {}
                 last, last_change = -1, time.perf_counter()
@@ -359,8 +433,13 @@ def measure_campaign(label: str, url: str | None, size: Sizes) -> Iterable[Resul
             time.sleep(1.0)
             texts = httpx.get(f"{twilio_sim.base_url}/_admin/messages", timeout=300).json()["results"]
         per_number: dict[str, int] = {}
+        sent_at: list[float] = []
         for text in texts:
+            if str(text["to"]).startswith(CEILING_TO_PREFIX):
+                continue  # the ceiling's, not the campaign's
             per_number[text["to"]] = per_number.get(text["to"], 0) + 1
+            if (at := _epoch(text.get("created"))) is not None:
+                sent_at.append(at)
         expected = {phones[i] for i in fallback}
         once = sum(1 for phone in expected if per_number.get(phone) == 1)
         extra = sum(c for p, c in per_number.items() if p not in expected) + sum(
@@ -373,17 +452,38 @@ def measure_campaign(label: str, url: str | None, size: Sizes) -> Iterable[Resul
         line_note = (f"LINE phase (every PNP answered, every delivery webhook recorded) done after "
                      f"{line_done_at - started:.1f} s = {n / (line_done_at - started):,.0f} numbers/s"
                      if line_done_at else "LINE phase not seen done")
+        line_rate = n / (line_done_at - started) if line_done_at else 0.0
+        line_ceiling_rate = line_ceiling.rows / max(line_ceiling.seconds, 1e-9)
+        sms_ceiling_rate = sms_ceiling.rows / max(sms_ceiling.seconds, 1e-9)
+        # the SMS phase: from the first SMS the simulator took to the last one (its own clock)
+        sms_rate = (len(sent_at) - 1) / (max(sent_at) - min(sent_at)) if len(sent_at) > 1 and \
+            max(sent_at) > min(sent_at) else 0.0
+        sms_to_final = (final_at - started) - (min(sent_at) - started_wall) if sent_at else 0.0
         yield Result(f"{label}: campaign of {n:,} numbers ({requests:,} multicasts of {PER_REQUEST}), "
                      f"{len(fallback):,} fall back to SMS: time to all final", total, "s",
                      f"first request → every message final; fallback_period = {minute_seconds:g} s here; "
                      f"all {requests:,} requests answered in {accept_seconds:.1f} s ({statuses}); {line_note}"
                      f"{sms_phase}; "
                      f"final statuses {counts}")
+        yield Result(f"{label}: campaign, LINE phase", line_rate, "numbers/s",
+                     f"{line_rate / max(line_ceiling_rate, 1e-9):.2f}x of the LINE simulator's ceiling in this run: "
+                     f"{line_ceiling_rate:,.0f} PNP calls/s by a bare client ({CEILING_CLIENTS} at once, "
+                     f"{line_ceiling.rows:,} of {line_ceiling.requests:,} accepted); goal ≥ 0.5x; the phase ends "
+                     f"when every PNP is answered and every delivery webhook recorded (polled every {POLL_SECONDS:g} s)")
+        yield Result(f"{label}: campaign, SMS phase", sms_rate, "numbers/s",
+                     f"{sms_rate / max(sms_ceiling_rate, 1e-9):.2f}x of the Twilio simulator's ceiling in this run: "
+                     f"{sms_ceiling_rate:,.0f} sends/s by a bare client ({CEILING_CLIENTS} at once, "
+                     f"{sms_ceiling.rows:,} of {sms_ceiling.requests:,} taken); goal ≥ 0.5x; first to last SMS the "
+                     f"simulator took ({len(sent_at):,}); first SMS to every message final "
+                     f"{sms_to_final:.1f} s = {len(sent_at) / max(sms_to_final, 1e-9):,.0f} numbers/s")
         yield Result(f"{label}: campaign, SMS sent exactly once", float(once), "numbers",
                      f"of {len(expected):,} fallback numbers; SMS to other numbers or repeated: {extra} (goal 0)")
         yield Result(f"{label}: campaign, server peak RSS", memory.peak_mb, "MB", "openmaac serve process")
+        bare_cpu = BARE_PNP_CPU_MS.get(label)
+        ratio = (f"; {cpu * 1000 / n / bare_cpu:.1f}x the bare + PNP call CPU per request ({bare_cpu:.2f} ms, the "
+                 f"push half of this run; goal ≤ 2x)") if bare_cpu else ""
         yield Result(f"{label}: campaign, server CPU per message", cpu * 1000 / n, "ms",
-                     f"{cpu:.1f} s CPU in all (requests, PNP calls, delivery webhooks, timers, SMS, reports)")
+                     f"{cpu:.1f} s CPU in all (requests, PNP calls, delivery webhooks, timers, SMS, reports){ratio}")
 
 
 def run(args: Any) -> Iterable[Result]:
@@ -399,7 +499,9 @@ def run(args: Any) -> Iterable[Result]:
             if only in (None, "", "push"):
                 yield from measure_push(label, url, bare, size)
             if only in (None, "", "campaign"):
-                numbers = os.environ.get("BENCH_SMS_PLUS_PG_NUMBERS") if url else None
+                # BENCH_SMS_PLUS_NUMBERS: the campaign's size (e.g. 20000: a mid-size run)
+                numbers = (os.environ.get("BENCH_SMS_PLUS_PG_NUMBERS") if url else None) \
+                    or os.environ.get("BENCH_SMS_PLUS_NUMBERS")
                 # BENCH_SMS_PLUS_PG_NUMBERS: a smaller PostgreSQL campaign when time is short (its label says so)
                 yield from measure_campaign(label, url, size if not numbers else Sizes(
                     push_seconds=size.push_seconds, rounds=size.rounds, numbers=int(numbers)))

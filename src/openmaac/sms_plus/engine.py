@@ -17,6 +17,7 @@ and acts only from the state it expects. No network call happens inside a transa
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
@@ -30,7 +31,8 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from openmaac.auth.models import Organization
-from openmaac.channels.service import channel_of, line_api_base_url
+from openmaac.channels.models import LineChannel
+from openmaac.channels.service import line_api_base_url
 from openmaac.channels.sms.base import DeliveryReport, DeliveryStatus, ErrorCategory
 from openmaac.contacts.models import Contact
 from openmaac.db.base import utcnow
@@ -118,14 +120,28 @@ def emit_status(session: Session, setting: PnpSetting, messages: Iterable[PnpMes
 
 # --- transitions ----------------------------------------------------------------------------------
 
+# Built once with bound parameters (each state change runs them; building them cost more
+# than running them)
+_MESSAGE = select(PnpMessage).where(PnpMessage.id == bindparam("id"))
+_MESSAGE_LOCKED = _MESSAGE.with_for_update()
+_CHANNEL = select(LineChannel.__table__.c.api_base_url, LineChannel.__table__.c.access_token,
+                  LineChannel.__table__.c.channel_id).where(LineChannel.__table__.c.organization_id == bindparam("org"))
+
+
+def _line_endpoint(session: Session, organization_id: int) -> tuple[str, str, str] | None:
+    """The organisation's LINE API base URL, access token and channel id (one Core read)."""
+    row = session.connection().execute(_CHANNEL, {"org": organization_id}).first()
+    if row is None:
+        return None
+    return line_api_base_url(row[0]), str(row[1]), str(row[2])
+
+
 def _load(session: Session, message_id: int, *, lock: bool = False,
           setting: PnpSetting | None = None) -> tuple[PnpMessage, PnpSetting] | None:
     """The message (locked on PostgreSQL) and its scenario (``setting`` when the caller has it:
     only read, never changed, so a copy loaded earlier serves)."""
-    stmt = select(PnpMessage).where(PnpMessage.id == message_id)
-    if lock and session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    message = session.scalar(stmt)
+    locked = lock and session.get_bind().dialect.name == "postgresql"
+    message = session.scalar(_MESSAGE_LOCKED if locked else _MESSAGE, {"id": message_id})
     if message is None:
         return None
     if setting is None or setting.id != message.pnp_setting_id:
@@ -155,7 +171,8 @@ def finish(session: Session, message: PnpMessage, setting: PnpSetting) -> None:
 
 
 def _timer_keys(message: PnpMessage) -> list[str]:
-    keys = [f"{FALLBACK}:{message.id}", f"{FALLBACK}:{message.id}:whatsapp", f"{FALLBACK}:{message.id}:line"]
+    keys = [f"{FALLBACK}:{message.id}", f"{FALLBACK}:{message.id}:whatsapp", f"{FALLBACK}:{message.id}:line",
+            f"{FALLBACK}:{message.id}:single"]
     if message.sms_reference:
         keys += [f"{FALLBACK}:{message.id}:{message.sms_reference}", f"{SMS_TIMEOUT}:{message.sms_reference}"]
     return keys
@@ -188,24 +205,27 @@ def _delete_waiting_jobs(session: Session, keys: list[str]) -> None:
     answered ``unique_key IN (...) AND status = 'ready'`` (and even ``id IN (...) AND status =
     'ready'``) through the (status, run_at, priority) index, i.e. by scanning every waiting job —
     the 100,000 fallback timers of a campaign, once per finished message."""
+    if session.get_bind().dialect.name == "postgresql":
+        # one statement (PostgreSQL plans it by the unique index); never a job being claimed
+        for start in range(0, len(keys), 500):
+            session.execute(_DELETE_READY_BY_KEY, {"keys": keys[start:start + 500]})
+        return
     found: list[int] = []
     for start in range(0, len(keys), 500):
         found += [int(job_id) for job_id, status in session.execute(
             _JOBS_BY_KEY, {"keys": keys[start:start + 500]}) if status == "ready"]
     if not found:
         return
-    postgres = session.get_bind().dialect.name == "postgresql"
-    # PostgreSQL, concurrent workers: never one being claimed. (SQLite: this transaction holds
-    # the only write lock, the rows are still waiting.)
-    statement = _DELETE_READY_JOBS if postgres else _DELETE_JOBS
+    # (SQLite: this transaction holds the only write lock, the rows are still waiting)
     for start in range(0, len(found), 500):
-        session.execute(statement, {"ids": found[start:start + 500]})
+        session.execute(_DELETE_JOBS, {"ids": found[start:start + 500]})
 
 
 _JOBS_BY_KEY = select(Job.__table__.c.id, Job.__table__.c.status).where(
     Job.__table__.c.unique_key.in_(bindparam("keys", expanding=True)))
 _DELETE_JOBS = delete(Job.__table__).where(Job.__table__.c.id.in_(bindparam("ids", expanding=True)))
-_DELETE_READY_JOBS = _DELETE_JOBS.where(Job.__table__.c.status == "ready")
+_DELETE_READY_BY_KEY = delete(Job.__table__).where(Job.__table__.c.unique_key.in_(bindparam("keys", expanding=True)),
+                                                   Job.__table__.c.status == "ready")
 
 
 def sms_possible(message: PnpMessage, setting: PnpSetting) -> bool:
@@ -221,11 +241,13 @@ def line_pending(message: PnpMessage) -> bool:
         svc.PNP_PREPARING, svc.PNP_ACCEPTED)
 
 
+def nothing_left(message: PnpMessage, setting: PnpSetting) -> bool:
+    return delivered(message) or (not line_pending(message) and not sms_possible(message, setting)
+                                  and not whatsapp_possible(message, setting))
+
+
 def finish_if_nothing_left(session: Session, message: PnpMessage, setting: PnpSetting) -> None:
-    if delivered(message):
-        finish(session, message, setting)
-    elif not line_pending(message) and not sms_possible(message, setting) \
-            and not whatsapp_possible(message, setting):
+    if nothing_left(message, setting):
         finish(session, message, setting)
 
 
@@ -319,10 +341,10 @@ def run_line_steps(message_id: int, *, known: tuple[PnpMessage, PnpSetting] | No
         if loaded is None:
             return RESULT_FAILED
         message, setting = loaded
-        channel = channel_of(session, message.organization_id)
-        if channel is None:
+        endpoint = _line_endpoint(session, message.organization_id)
+        if endpoint is None:
             return RESULT_FAILED
-        base_url, token, channel_id = line_api_base_url(channel.api_base_url), channel.access_token, channel.channel_id
+        base_url, token, channel_id = endpoint
         contacts: list[tuple[str | None, str]] = []
         template_messages: list[dict[str, Any]] | None = None
         if message.line_push_status == svc.LINE_PUSH_PREPARING and not message.hashed_input:
@@ -448,7 +470,7 @@ def drop_safety_net(message_ids: list[int]) -> None:
 
 
 PNP_CHUNK = 50  # PNP sends marked in flight, then recorded, together
-PNP_CONCURRENCY = 8  # PNP calls of one chunk in flight at once
+PNP_CONCURRENCY = 16  # PNP calls in flight at once, all chunks of this process together
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -472,15 +494,14 @@ def run_pnp_batch(message_ids: list[int]) -> None:
     """
     database = get_database()
     with database.read() as session:
-        messages = list(session.scalars(select(PnpMessage).where(PnpMessage.id.in_(message_ids))
-                                        .order_by(PnpMessage.id)))
+        messages = list(session.scalars(_MESSAGES_BY_ID, {"ids": sorted(set(message_ids))}))
         if not messages:
             return
-        settings = {s.id: s for s in session.scalars(select(PnpSetting).where(
-            PnpSetting.id.in_({m.pnp_setting_id for m in messages})))}
-        channel = channel_of(session, messages[0].organization_id)
-    if channel is None:
+        settings = _settings_of(session, messages)
+        endpoint = _line_endpoint(session, messages[0].organization_id)
+    if endpoint is None:
         return
+    base_url, token, channel_id = endpoint
     singles = [m.id for m in messages if m.line_push_status == svc.LINE_PUSH_PREPARING]
     for message_id in singles:  # not made by multicast; the general path handles it
         run_line_steps(message_id)
@@ -493,9 +514,7 @@ def run_pnp_batch(message_ids: list[int]) -> None:
         bodies: dict[int, list[dict[str, Any]]] = {}
         now = utcnow()
         with database.write() as session:
-            stmt = select(PnpMessage).where(PnpMessage.id.in_(ids)).order_by(PnpMessage.id)
-            rows = list(session.scalars(stmt if database.is_sqlite else stmt.with_for_update()))
-            for message in rows:
+            for message in _locked_messages(session, ids):
                 setting = settings[message.pnp_setting_id]
                 if message.pnp_status != svc.PNP_PREPARING or message.finished:
                     continue
@@ -520,9 +539,9 @@ def run_pnp_batch(message_ids: list[int]) -> None:
             message, body = item
             tag = message.delivery_tag or f"openmaac-pnp-{message.id}-tag-padding"
             return _line_call(
-                line_api_base_url(channel.api_base_url), channel.access_token, "/bot/pnp/push",
+                base_url, token, "/bot/pnp/push",
                 {"to": message.phone_hash, "messages": body}, {"X-Line-Delivery-Tag": tag},
-                "pnp_push", channel.channel_id, to=message.phone_hash, messages=body, delivery_tag=tag)
+                "pnp_push", channel_id, to=message.phone_hash, messages=body, delivery_tag=tag)
 
         sending = [(message, bodies[message.id]) for message in chunk if message.id in bodies]
         # several calls in flight (the LINE round trip, not our CPU, bounds one at a time)
@@ -530,16 +549,25 @@ def run_pnp_batch(message_ids: list[int]) -> None:
             [m.id for m, _body in sending], _pnp_pool().map(call, sending) if len(sending) > 1 else map(call, sending),
             strict=True))
         with database.write() as session:
-            stmt = select(PnpMessage).where(PnpMessage.id.in_(list(outcomes))).order_by(PnpMessage.id)
             # locked on PostgreSQL: a delivery webhook recorded meanwhile must not be overwritten
-            for message in session.scalars(stmt if database.is_sqlite else stmt.with_for_update()):
+            now = utcnow()
+            emitted: dict[int, list[PnpMessage]] = {}
+            ended: list[PnpMessage] = []
+            for message in _locked_messages(session, sorted(outcomes)):
                 setting = settings[message.pnp_setting_id]
                 message.send_started_at = None
                 if message.pnp_status == svc.PNP_PREPARING:
                     status = svc.PNP_ACCEPTED if outcomes[message.id].ok else svc.PNP_FAILED
-                    change(session, message, setting, status=status, pnp_status=status)
-                    finish_if_nothing_left(session, message, setting)
-                    _wake_overdue_fallback(session, message)
+                    _set(message, {"status": status, "pnp_status": status}, now)
+                    emitted.setdefault(setting.id, []).append(message)
+                    if nothing_left(message, setting):
+                        ended.append(message)
+                    else:
+                        _wake_overdue_fallback(session, message)
+            # the chunk's events and ends together (one look-up of webhook targets, of timers)
+            for setting_id, changed in emitted.items():
+                emit_status(session, settings[setting_id], changed)
+            finish_many(session, ended)
 
 
 @handler(DISPATCH)
@@ -552,6 +580,15 @@ def dispatch_job(payload: dict[str, Any], _context: JobContext) -> None:
 
 # --- PNP delivery (LINE's ``delivery`` webhook) ----------------------------------------------------
 
+_BY_TAGS = (select(PnpMessage).where(PnpMessage.organization_id == bindparam("org"),
+                                     PnpMessage.delivery_tag.in_(bindparam("tags", expanding=True)))
+            .order_by(PnpMessage.id))
+_BY_TAGS_LOCKED = _BY_TAGS.with_for_update()
+_CONTACT_MOBILES = select(Contact.__table__.c.line_uid, Contact.__table__.c.mobile).where(
+    Contact.__table__.c.organization_id == bindparam("org"),
+    Contact.__table__.c.line_uid.in_(bindparam("uids", expanding=True)))
+
+
 def record_pnp_deliveries(session: Session, organization_id: int,
                           deliveries: list[tuple[str | None, datetime, str | None]]) -> int:
     """LINE's ``delivery`` events of one webhook request ``(tag, occurred_at, line_uid)``, in the
@@ -563,15 +600,12 @@ def record_pnp_deliveries(session: Session, organization_id: int,
     postgres = session.get_bind().dialect.name == "postgresql"
     by_tag: dict[str, PnpMessage] = {}
     for start in range(0, len(tags), 500):
-        stmt = (select(PnpMessage).where(PnpMessage.organization_id == organization_id,
-                                         PnpMessage.delivery_tag.in_(tags[start:start + 500]))
-                .order_by(PnpMessage.id))
-        for message in session.scalars(stmt.with_for_update() if postgres else stmt):
+        for message in session.scalars(_BY_TAGS_LOCKED if postgres else _BY_TAGS,
+                                       {"org": organization_id, "tags": tags[start:start + 500]}):
             by_tag[str(message.delivery_tag)] = message
     if not by_tag:
         return 0
-    settings = {s.id: s for s in session.scalars(select(PnpSetting).where(
-        PnpSetting.id.in_({m.pnp_setting_id for m in by_tag.values()})))}
+    settings = _settings_of(session, by_tag.values())
     now = utcnow()
     changed: dict[int, list[PnpMessage]] = {}
     ended: list[PnpMessage] = []
@@ -599,8 +633,15 @@ def record_pnp_deliveries(session: Session, organization_id: int,
     if binds:
         from openmaac.sms_plus.join_links import bind_phone
 
+        # one look-up for the lot: a PNP binds only a friend whose number is not this one yet
+        mobiles: dict[str, str | None] = {}
+        uids = sorted({line_uid for _setting, _message, line_uid in binds})
+        for start in range(0, len(uids), 500):
+            mobiles.update((str(uid), mobile) for uid, mobile in session.connection().execute(
+                _CONTACT_MOBILES, {"org": organization_id, "uids": uids[start:start + 500]}))
         for setting, message, line_uid in binds:
-            bind_phone(session, organization_id, setting, message, line_uid, "pnp", only_if_new=True)
+            if line_uid in mobiles and mobiles[line_uid] != message.phone_number:
+                bind_phone(session, organization_id, setting, message, line_uid, "pnp", only_if_new=True)
     return sum(len(messages) for messages in changed.values())
 
 
@@ -832,61 +873,283 @@ def _record_sms_send(message_id: int, config: Any, reference: str, result: Any) 
         if loaded is None:
             return None
         message, setting = loaded
-        if message.sms_reference != reference:
+        again = _record_sms_outcome(session, message, setting, config, reference, result, timeouts=None)
+        session.flush()
+        return again
+
+
+def _record_sms_outcome(session: Session, message: PnpMessage, setting: PnpSetting, config: Any, reference: str,
+                        result: Any, *, timeouts: list[tuple[int, str]] | None) -> float | None:
+    """Record one send's answer on the (locked) message. Returns seconds until its fallback must
+    run again (a temporary error or no answer), or None. ``timeouts``: where an accepted send's
+    callback deadline goes (one job for a batch); None: a job of its own, enqueued here."""
+    if message.sms_reference != reference:
+        return None
+    if not result.accepted and result.outcome_unknown \
+            and message.sms_status in (svc.SMS_PREPARING, svc.SMS_TEMPORARY_ERROR) \
+            and message.sms_retry_until is not None and utcnow() < message.sms_retry_until:
+        # no answer (it may have been taken): keep the attempt open, look it up next time
+        message.send_started_at = utcnow() - timedelta(seconds=SEND_GRACE_SECONDS)
+        if message.sms_status != svc.SMS_TEMPORARY_ERROR:
+            change(session, message, setting, status=svc.SMS_TEMPORARY_ERROR,
+                   sms_status=svc.SMS_TEMPORARY_ERROR, sms_error_category=None)
+        return max(minutes(SMS_RETRY_INTERVAL_MINUTES).total_seconds(), 0.05)
+    message.send_started_at = None
+    message.sms_provider = config.provider
+    if result.provider_message_id and not message.sms_provider_message_id:
+        message.sms_provider_message_id = result.provider_message_id
+    if result.accepted:
+        message.points_held = 0  # the hold is now a charge
+        if message.sms_status in (svc.SMS_PREPARING, svc.SMS_TEMPORARY_ERROR):
+            change(session, message, setting, status=svc.SMS_ACCEPTED, sms_status=svc.SMS_ACCEPTED,
+                   sms_error_category=None)
+        if timeouts is not None:
+            timeouts.append((message.id, reference))
             return None
-        if not result.accepted and result.outcome_unknown \
-                and message.sms_status in (svc.SMS_PREPARING, svc.SMS_TEMPORARY_ERROR) \
-                and message.sms_retry_until is not None and utcnow() < message.sms_retry_until:
-            # no answer (it may have been taken): keep the attempt open, look it up next time
-            message.send_started_at = utcnow() - timedelta(seconds=SEND_GRACE_SECONDS)
+        session.flush()
+        enqueue(session, SMS_TIMEOUT, {"message_id": message.id, "reference": reference},
+                organization_id=message.organization_id,
+                run_at=utcnow() + minutes(config.callback_timeout_minutes),
+                unique_key=f"{SMS_TIMEOUT}:{reference}")
+        return None
+    if message.sms_status not in (svc.SMS_PREPARING, svc.SMS_TEMPORARY_ERROR):
+        return None  # a report got there first
+    retry_until = message.sms_retry_until
+    if result.error_category is ErrorCategory.TEMPORARY:
+        if retry_until is not None and utcnow() < retry_until:
             if message.sms_status != svc.SMS_TEMPORARY_ERROR:
                 change(session, message, setting, status=svc.SMS_TEMPORARY_ERROR,
                        sms_status=svc.SMS_TEMPORARY_ERROR, sms_error_category=None)
             return max(minutes(SMS_RETRY_INTERVAL_MINUTES).total_seconds(), 0.05)
-        message.send_started_at = None
-        message.sms_provider = config.provider
-        if result.provider_message_id and not message.sms_provider_message_id:
-            message.sms_provider_message_id = result.provider_message_id
-        if result.accepted:
-            message.points_held = 0  # the hold is now a charge
-            if message.sms_status in (svc.SMS_PREPARING, svc.SMS_TEMPORARY_ERROR):
-                change(session, message, setting, status=svc.SMS_ACCEPTED, sms_status=svc.SMS_ACCEPTED,
-                       sms_error_category=None)
-            session.flush()
-            enqueue(session, SMS_TIMEOUT, {"message_id": message.id, "reference": reference},
-                    organization_id=message.organization_id,
-                    run_at=utcnow() + minutes(config.callback_timeout_minutes),
-                    unique_key=f"{SMS_TIMEOUT}:{reference}")
-            return None
-        if message.sms_status not in (svc.SMS_PREPARING, svc.SMS_TEMPORARY_ERROR):
-            return None  # a report got there first
-        retry_until = message.sms_retry_until
-        if result.error_category is ErrorCategory.TEMPORARY:
-            if retry_until is not None and utcnow() < retry_until:
-                if message.sms_status != svc.SMS_TEMPORARY_ERROR:
-                    change(session, message, setting, status=svc.SMS_TEMPORARY_ERROR,
-                           sms_status=svc.SMS_TEMPORARY_ERROR, sms_error_category=None)
-                return max(minutes(SMS_RETRY_INTERVAL_MINUTES).total_seconds(), 0.05)
-            change(session, message, setting, status=svc.SMS_FAILED, sms_status=svc.SMS_FAILED,
-                   sms_error_category="others")
-            finish(session, message, setting)
-            return None
-        fields = _sms_error_fields(result.error_category, at_send=True)
-        fields["status"] = fields["sms_status"]
-        change(session, message, setting, **fields)
+        change(session, message, setting, status=svc.SMS_FAILED, sms_status=svc.SMS_FAILED,
+               sms_error_category="others")
         finish(session, message, setting)
+        return None
+    fields = _sms_error_fields(result.error_category, at_send=True)
+    fields["status"] = fields["sms_status"]
+    change(session, message, setting, **fields)
+    finish(session, message, setting)
     return None
 
 
 @handler(FALLBACK)
-def fallback_job(payload: dict[str, Any], _context: JobContext) -> None:
+def fallback_job(payload: dict[str, Any], context: JobContext) -> None:
+    if "message_ids" in payload:
+        run_fallback_batch([int(i) for i in payload["message_ids"]], context)
+        return
     again = run_fallback(int(payload["message_id"]))
     if again is not None:
         raise RetryLater(again, "SMS+ fallback: waiting for an outcome or retrying")
 
 
+# --- the fallback of a batch (a multicast or an upload: one timer for its messages) ----------------
+
+SMS_CHUNK = 50  # SMS sends marked under way, then recorded, together
+SMS_CONCURRENCY = 16  # SMS sends in flight at once, all chunks of this process together
+_sms_pool: ThreadPoolExecutor | None = None
+
+
+def _sms_send_pool() -> ThreadPoolExecutor:
+    global _sms_pool
+    with _pool_lock:
+        if _sms_pool is None:
+            _sms_pool = ThreadPoolExecutor(max_workers=SMS_CONCURRENCY, thread_name_prefix="openmaac-sms")
+        return _sms_pool
+
+
+def single_fallback_key(message_id: int) -> str:
+    """The unique key of a message's own fallback job when its batch's timer hands it over."""
+    return f"{FALLBACK}:{message_id}:single"
+
+
+@dataclass
+class _SmsSend:
+    message_id: int
+    phone: str
+    text: str
+    reference: str
+
+
+_MESSAGES_BY_ID = select(PnpMessage).where(PnpMessage.id.in_(bindparam("ids", expanding=True))).order_by(PnpMessage.id)
+_MESSAGES_BY_ID_LOCKED = _MESSAGES_BY_ID.with_for_update()
+_SETTINGS_BY_ID = select(PnpSetting).where(PnpSetting.id.in_(bindparam("ids", expanding=True)))
+
+
+def _locked_messages(session: Session, ids: list[int]) -> list[PnpMessage]:
+    """The messages (locked on PostgreSQL, in id order: concurrent lockers never deadlock)."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    return list(session.scalars(_MESSAGES_BY_ID_LOCKED if postgres else _MESSAGES_BY_ID, {"ids": ids}))
+
+
+def _settings_of(session: Session, messages: Iterable[PnpMessage]) -> dict[int, PnpSetting]:
+    return {s.id: s for s in session.scalars(_SETTINGS_BY_ID, {"ids": sorted({m.pnp_setting_id for m in messages})})}
+
+
+def _hand_over(session: Session, message: PnpMessage, run_at: datetime) -> None:
+    """Leave this message to a fallback job of its own (``run_fallback``): its case is not the
+    plain first SMS (WhatsApp, a LINE step under way, a send whose outcome is unknown, a retry)."""
+    enqueue(session, FALLBACK, {"message_id": message.id}, organization_id=message.organization_id,
+            run_at=run_at, unique_key=single_fallback_key(message.id))
+
+
+def run_fallback_batch(message_ids: list[int], context: JobContext | None = None) -> None:
+    """The fallback timer of a batch of messages (created together, so due together).
+
+    By chunks of ``SMS_CHUNK``: one transaction takes the messages that go to SMS now (state
+    ``sms_preparing``, a new reference, ``send_started_at`` set, as ``run_fallback`` does one),
+    finishes those delivered meanwhile and hands every other case to a job of its own; the sends
+    go out with no transaction open (``SMS_CONCURRENCY`` at once); one transaction records their
+    answers, with one callback-deadline job for the chunk. A crash between the two leaves the
+    messages marked under way: the batch runs again once its lease passes, and hands them over
+    to ``run_fallback``, which looks the send up at the provider before sending again."""
+    from openmaac.sms_plus import providers
+
+    database = get_database()
+    ids = sorted(set(message_ids))
+    chunks = [ids[start:start + SMS_CHUNK] for start in range(0, len(ids), SMS_CHUNK)] or [[]]
+    for number, chunk in enumerate(chunks):
+        last = number == len(chunks) - 1
+        plans: list[_SmsSend] = []
+        config: Any = None
+        with database.write() as session:
+            messages = _locked_messages(session, chunk) if chunk else []
+            settings = _settings_of(session, messages) if messages else {}
+            now = utcnow()
+            ended: list[PnpMessage] = []
+            emitted: dict[int, list[PnpMessage]] = {}
+            for message in messages:
+                setting = settings.get(message.pnp_setting_id)
+                if setting is None or message.finished or message.sms_status in SMS_FINAL \
+                        or message.sms_status == svc.SMS_ACCEPTED:
+                    continue
+                if delivered(message):
+                    ended.append(message)
+                    continue
+                in_flight = message.pnp_status == svc.PNP_PREPARING \
+                    or message.line_push_status == svc.LINE_PUSH_PREPARING
+                if in_flight:
+                    # the LINE step wakes the message's timer when it is done; failing that (its
+                    # worker died), its own job looks again once the grace is over
+                    age = (now - message.updated_at).total_seconds()
+                    _hand_over(session, message, now + timedelta(seconds=max(LINE_STEP_GRACE_SECONDS - age, 0.0)))
+                    continue
+                if message.send_started_at is not None or message.sms_status == svc.SMS_TEMPORARY_ERROR \
+                        or (message.sms_status is None and message.whatsapp_status not in svc.WHATSAPP_FINAL
+                            and whatsapp_possible(message, setting)):
+                    _hand_over(session, message, now)
+                    continue
+                if not sms_possible(message, setting):
+                    fields = _leaving_line(message)
+                    if "pnp_status" in fields:
+                        fields["status"] = fields["pnp_status"]
+                    elif "line_push_status" in fields:
+                        fields["status"] = fields["line_push_status"]
+                    if fields:
+                        _set(message, fields, now)
+                        emitted.setdefault(setting.id, []).append(message)
+                    ended.append(message)
+                    continue
+                if config is None:
+                    config = providers.config_of(session, message.organization_id)
+                if message.sms_status is None or message.sms_reference is None:
+                    fields = {"status": svc.SMS_PREPARING, "sms_status": svc.SMS_PREPARING, "sms_attempts": 1,
+                              "sms_reference": f"pnp{message.id}r1",
+                              "sms_retry_until": now + minutes(config.retry_window_minutes),
+                              **_leaving_line(message)}
+                    if message.sms_status != svc.SMS_PREPARING:  # an SMS-only message emitted it when created
+                        emitted.setdefault(setting.id, []).append(message)
+                    _set(message, fields, now)
+                message.send_started_at = now
+                text = message.sms_text or ""
+                if "{{" in text:
+                    from openmaac.sms_plus.join_links import links_for
+
+                    text = svc.render_text(text, {}, {svc.JOIN_LINK: links_for(
+                        session, message.organization_id, message.id, "sms")})
+                    message.sms_text = text
+                assert message.sms_reference is not None
+                plans.append(_SmsSend(message.id, message.phone_number, text, message.sms_reference))
+            for setting_id, changed in emitted.items():
+                emit_status(session, settings[setting_id], changed)
+            finish_many(session, ended)
+            if last and not plans and context is not None:
+                context.complete_in(session)
+        if plans:
+            _send_and_record(plans, config, context if last else None)
+
+
+def _set(message: PnpMessage, fields: dict[str, Any], now: datetime) -> None:
+    """A status change whose events the caller emits (for many messages at once)."""
+    for key, value in fields.items():
+        setattr(message, key, value)
+    message.updated_at = now
+
+
+def _send_and_record(plans: list[_SmsSend], config: Any, context: JobContext | None) -> None:
+    """Send the SMS of ``plans`` (no transaction open), then record every answer in one transaction."""
+    from openmaac.sms_plus import providers
+
+    with providers.open_provider(config) as provider:
+        callback = providers.callback_url(config)
+
+        def send(plan: _SmsSend) -> Any:
+            return provider.send(plan.phone, plan.text, reference=plan.reference, callback_url=callback)
+
+        results = list(_sms_send_pool().map(send, plans) if len(plans) > 1 else map(send, plans))
+    by_id = {plan.message_id: (plan, result) for plan, result in zip(plans, results, strict=True)}
+    with get_database().write() as session:
+        messages = _locked_messages(session, sorted(by_id))
+        settings = _settings_of(session, messages)
+        timeouts: list[tuple[int, str]] = []
+        now = utcnow()
+        for message in messages:
+            setting = settings.get(message.pnp_setting_id)
+            if setting is None:
+                continue
+            plan, result = by_id[message.id]
+            again = _record_sms_outcome(session, message, setting, config, plan.reference, result, timeouts=timeouts)
+            if again is not None:
+                _hand_over(session, message, now + timedelta(seconds=again))
+        if timeouts:
+            session.flush()
+            enqueue(session, SMS_TIMEOUT, {"items": [[i, ref] for i, ref in timeouts]},
+                    organization_id=config.organization_id,
+                    run_at=now + minutes(config.callback_timeout_minutes),
+                    unique_key=f"{SMS_TIMEOUT}:batch:{timeouts[0][1]}")
+        if context is not None:
+            context.complete_in(session)
+
+
+def run_sms_timeouts(items: list[tuple[int, str]], context: JobContext | None = None) -> None:
+    """The callback deadline of a chunk of accepted SMS: those still without a final report end
+    ``sms_callback_timeout`` (one transaction)."""
+    references = dict(items)
+    with get_database().write() as session:
+        messages = _locked_messages(session, sorted(references))
+        settings = _settings_of(session, messages) if messages else {}
+        now = utcnow()
+        emitted: dict[int, list[PnpMessage]] = {}
+        ended: list[PnpMessage] = []
+        for message in messages:
+            setting = settings.get(message.pnp_setting_id)
+            if setting is not None and message.sms_status == svc.SMS_ACCEPTED \
+                    and message.sms_reference == references[message.id]:
+                _set(message, {"status": svc.SMS_CALLBACK_TIMEOUT, "sms_status": svc.SMS_CALLBACK_TIMEOUT,
+                               "sms_error_category": None}, now)
+                emitted.setdefault(setting.id, []).append(message)
+                ended.append(message)
+        for setting_id, changed in emitted.items():
+            emit_status(session, settings[setting_id], changed)
+        finish_many(session, ended)
+        if context is not None:
+            context.complete_in(session)
+
+
 @handler(SMS_TIMEOUT)
-def sms_timeout_job(payload: dict[str, Any], _context: JobContext) -> None:
+def sms_timeout_job(payload: dict[str, Any], context: JobContext) -> None:
+    if "items" in payload:
+        run_sms_timeouts([(int(i), str(ref)) for i, ref in payload["items"]], context)
+        return
     with get_database().write() as session:
         loaded = _load(session, int(payload["message_id"]), lock=True)
         if loaded is None:
@@ -907,67 +1170,189 @@ def report_is_storable(report: DeliveryReport) -> bool:
     return len(ids[0]) <= PROVIDER_MESSAGE_ID_MAX and not any("\x00" in value for value in ids)
 
 
-def apply_sms_report(organization_id: int, report: DeliveryReport) -> bool:
-    """Apply one provider delivery report. True when it matched a message."""
-    with get_database().write() as session:
-        message = None
-        postgres = session.get_bind().dialect.name == "postgresql"
-        if report.provider_message_id:
-            stmt = select(PnpMessage).where(PnpMessage.organization_id == organization_id,
-                                            PnpMessage.sms_provider_message_id == report.provider_message_id)
-            message = session.scalar(stmt.with_for_update() if postgres else stmt)
-        if message is None and report.reference:
-            stmt = select(PnpMessage).where(PnpMessage.organization_id == organization_id,
-                                            PnpMessage.sms_reference == report.reference)
-            message = session.scalar(stmt.with_for_update() if postgres else stmt)
-        if message is None:
-            return False
-        if report.reference and message.sms_reference and report.reference != message.sms_reference:
-            return True  # a report about an earlier attempt
-        setting = session.get(PnpSetting, message.pnp_setting_id)
-        if setting is None:
-            return False
-        if not message.sms_provider_message_id and report.provider_message_id:
-            message.sms_provider_message_id = report.provider_message_id
-        if message.sms_status in SMS_FINAL:
-            return True
-        if report.status is DeliveryStatus.SENT:
-            if message.sms_status in (svc.SMS_PREPARING, svc.SMS_TEMPORARY_ERROR):
-                message.points_held = 0
-                change(session, message, setting, status=svc.SMS_ACCEPTED, sms_status=svc.SMS_ACCEPTED,
-                       sms_error_category=None)
-                # the send's own answer may never be recorded (its process died): the callback
-                # deadline starts here too (one job per reference, whoever comes first)
-                from openmaac.sms_plus import providers
+_BY_PROVIDER_ID = select(PnpMessage).where(PnpMessage.organization_id == bindparam("org"),
+                                           PnpMessage.sms_provider_message_id == bindparam("value"))
+_BY_REFERENCE = select(PnpMessage).where(PnpMessage.organization_id == bindparam("org"),
+                                         PnpMessage.sms_reference == bindparam("value"))
+_REPORT_LOOKUPS = {False: (_BY_PROVIDER_ID, _BY_REFERENCE),
+                   True: (_BY_PROVIDER_ID.with_for_update(), _BY_REFERENCE.with_for_update())}
 
-                config = providers.config_of(session, organization_id)
-                enqueue(session, SMS_TIMEOUT, {"message_id": message.id, "reference": message.sms_reference},
-                        organization_id=organization_id,
-                        run_at=utcnow() + minutes(config.callback_timeout_minutes),
-                        unique_key=f"{SMS_TIMEOUT}:{message.sms_reference}")
-            return True
-        message.points_held = 0  # the provider took it
-        if report.status is DeliveryStatus.DELIVERED:
-            change(session, message, setting, status=svc.SMS_DELIVERED, sms_status=svc.SMS_DELIVERED,
-                   sms_delivered_at=utcnow(), sms_error_category=None)
-            finish(session, message, setting)
-            return True
-        if report.status is DeliveryStatus.TEMPORARY_ERROR and message.sms_retry_until is not None \
-                and utcnow() < message.sms_retry_until:
-            change(session, message, setting, status=svc.SMS_TEMPORARY_ERROR, sms_status=svc.SMS_TEMPORARY_ERROR,
-                   sms_error_category=None)
-            enqueue(session, FALLBACK, {"message_id": message.id}, organization_id=organization_id,
-                    run_at=utcnow() + minutes(SMS_RETRY_INTERVAL_MINUTES),
-                    unique_key=f"{FALLBACK}:{message.id}:{message.sms_reference}")
-            return True
-        if report.status is DeliveryStatus.TEMPORARY_ERROR:
-            fields = {"sms_status": svc.SMS_FAILED, "sms_error_category": "target_reception_issue"}
-        else:
-            fields = _sms_error_fields(report.error_category, at_send=False)
-        fields["status"] = fields["sms_status"]
-        change(session, message, setting, **fields)
-        finish(session, message, setting)
+
+def _report_message(session: Session, organization_id: int, report: DeliveryReport, *,
+                    lock: bool) -> PnpMessage | None:
+    by_provider_id, by_reference = _REPORT_LOOKUPS[lock and session.get_bind().dialect.name == "postgresql"]
+    message = None
+    if report.provider_message_id:
+        message = session.scalar(by_provider_id, {"org": organization_id, "value": report.provider_message_id})
+    if message is None and report.reference:
+        message = session.scalar(by_reference, {"org": organization_id, "value": report.reference})
+    return message
+
+
+def _report_changes_nothing(message: PnpMessage | None, report: DeliveryReport) -> bool:
+    """Whether the report would leave the message as it is (states only move forward, so what a
+    read without the write lock saw stays true): Twilio's ``sent`` after the send's own answer
+    was recorded, a report about an earlier attempt, or about a message already final."""
+    if message is None:
         return True
+    if report.reference and message.sms_reference and report.reference != message.sms_reference:
+        return True
+    if report.status is DeliveryStatus.SENT and message.sms_status == svc.SMS_PREPARING \
+            and message.send_started_at is not None \
+            and (utcnow() - message.send_started_at).total_seconds() < SEND_GRACE_SECONDS:
+        # the send is under way and its own answer (acceptance, provider id) is about to be
+        # recorded; should its process die first, the recovery looks the send up at the provider
+        return True
+    if not message.sms_provider_message_id and report.provider_message_id:
+        return False
+    if message.sms_status in SMS_FINAL:
+        return True
+    return report.status is DeliveryStatus.SENT and message.sms_status not in (
+        svc.SMS_PREPARING, svc.SMS_TEMPORARY_ERROR)
+
+
+def apply_sms_report(organization_id: int, report: DeliveryReport) -> bool:
+    """Apply one provider delivery report. True when it matched a message.
+
+    Read first: many reports (Twilio's ``sent`` once the send was recorded, or while the send's
+    own answer is being recorded) change nothing and need no write. The others are written by
+    ``_REPORTS``: reports arriving together share one transaction, each answered once it committed."""
+    database = get_database()
+    with database.read() as session:
+        seen = _report_message(session, organization_id, report, lock=False)
+        if _report_changes_nothing(seen, report):
+            return seen is not None
+    return _REPORTS.apply(organization_id, report)
+
+
+def _apply_sms_report_alone(organization_id: int, report: DeliveryReport) -> bool:
+    with get_database().write() as session:
+        ended: list[PnpMessage] = []
+        matched = _apply_report(session, organization_id, report, ended)
+        finish_many(session, ended)
+        return matched
+
+
+def _apply_report(session: Session, organization_id: int, report: DeliveryReport, ended: list[PnpMessage]) -> bool:
+    """One report in the caller's write transaction; the messages it ends go to ``ended``."""
+    message = _report_message(session, organization_id, report, lock=True)
+    if message is None:
+        return False
+    if report.reference and message.sms_reference and report.reference != message.sms_reference:
+        return True  # a report about an earlier attempt
+    setting = session.get(PnpSetting, message.pnp_setting_id)
+    if setting is None:
+        return False
+    if not message.sms_provider_message_id and report.provider_message_id:
+        message.sms_provider_message_id = report.provider_message_id
+    if message.sms_status in SMS_FINAL:
+        return True
+    if report.status is DeliveryStatus.SENT:
+        if message.sms_status in (svc.SMS_PREPARING, svc.SMS_TEMPORARY_ERROR):
+            message.points_held = 0
+            change(session, message, setting, status=svc.SMS_ACCEPTED, sms_status=svc.SMS_ACCEPTED,
+                   sms_error_category=None)
+            # the send's own answer may never be recorded (its process died): the callback
+            # deadline starts here too (one job per reference, whoever comes first)
+            from openmaac.sms_plus import providers
+
+            config = providers.config_of(session, organization_id)
+            enqueue(session, SMS_TIMEOUT, {"message_id": message.id, "reference": message.sms_reference},
+                    organization_id=organization_id,
+                    run_at=utcnow() + minutes(config.callback_timeout_minutes),
+                    unique_key=f"{SMS_TIMEOUT}:{message.sms_reference}")
+        return True
+    message.points_held = 0  # the provider took it
+    if report.status is DeliveryStatus.DELIVERED:
+        change(session, message, setting, status=svc.SMS_DELIVERED, sms_status=svc.SMS_DELIVERED,
+               sms_delivered_at=utcnow(), sms_error_category=None)
+        ended.append(message)
+        return True
+    if report.status is DeliveryStatus.TEMPORARY_ERROR and message.sms_retry_until is not None \
+            and utcnow() < message.sms_retry_until:
+        change(session, message, setting, status=svc.SMS_TEMPORARY_ERROR, sms_status=svc.SMS_TEMPORARY_ERROR,
+               sms_error_category=None)
+        enqueue(session, FALLBACK, {"message_id": message.id}, organization_id=organization_id,
+                run_at=utcnow() + minutes(SMS_RETRY_INTERVAL_MINUTES),
+                unique_key=f"{FALLBACK}:{message.id}:{message.sms_reference}")
+        return True
+    if report.status is DeliveryStatus.TEMPORARY_ERROR:
+        fields = {"sms_status": svc.SMS_FAILED, "sms_error_category": "target_reception_issue"}
+    else:
+        fields = _sms_error_fields(report.error_category, at_send=False)
+    fields["status"] = fields["sms_status"]
+    change(session, message, setting, **fields)
+    ended.append(message)
+    return True
+
+
+@dataclass
+class _PendingReport:
+    organization_id: int
+    report: DeliveryReport
+    done: threading.Event
+    matched: bool = False
+    error: BaseException | None = None
+
+
+class _ReportWriter:
+    """Group commit for delivery reports: a request that finds no write under way writes every
+    report waiting (its own and those that arrived meanwhile) in one transaction, and again
+    while more arrive; the others wait for the transaction that holds theirs. Each caller returns
+    once its report is committed, as when each wrote its own. A transaction that fails is
+    retried report by report, so one report's error is its own."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: list[_PendingReport] = []
+        self._writing = False
+
+    def apply(self, organization_id: int, report: DeliveryReport) -> bool:
+        item = _PendingReport(organization_id, report, threading.Event())
+        with self._lock:
+            self._waiting.append(item)
+            lead = not self._writing
+            self._writing = True
+        if lead:
+            while True:
+                with self._lock:
+                    batch, self._waiting = self._waiting, []
+                    if not batch:
+                        self._writing = False
+                        break
+                self._write(batch)
+        item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return item.matched
+
+    def _write(self, batch: list[_PendingReport]) -> None:
+        try:
+            with get_database().write() as session:
+                ended: list[PnpMessage] = []
+                # one flush at the end, not one before each report's look-up: a message two
+                # reports name is found by its reference (in every callback URL) and is then
+                # the same object, with the first report's changes
+                with session.no_autoflush:
+                    matched = [_apply_report(session, i.organization_id, i.report, ended) for i in batch]
+                finish_many(session, ended)
+            for item, found in zip(batch, matched, strict=True):
+                item.matched = found
+        except Exception:
+            if len(batch) == 1:
+                batch[0].error = sys.exc_info()[1]
+            else:
+                for item in batch:
+                    try:
+                        item.matched = _apply_sms_report_alone(item.organization_id, item.report)
+                    except Exception as exc:  # noqa: BLE001 - handed to the caller that sent it
+                        item.error = exc
+        finally:
+            for item in batch:
+                item.done.set()
+
+
+_REPORTS = _ReportWriter()
 
 
 # --- WhatsApp status webhooks ----------------------------------------------------------------------

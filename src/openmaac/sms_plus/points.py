@@ -7,10 +7,12 @@ when the message ends without one (delivered through LINE, or the SMS was never 
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from typing import Any
+
+from sqlalchemy import Integer, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from openmaac.db.base import insert_ignoring_conflicts, utcnow
+from openmaac.db.base import UTCDateTime, insert_ignoring_conflicts, utcnow
 from openmaac.sms_plus.models import SmsPointBalance, SmsPointEntry
 
 # The balance is an INTEGER column (at most 2,147,483,647 on PostgreSQL). Top-ups stop at
@@ -40,24 +42,41 @@ def balance(session: Session, organization_id: int) -> int:
     return int(value or 0)
 
 
+_BALANCES = SmsPointBalance.__table__.c
+_ENTRIES = SmsPointEntry.__table__
+
+
+def _balance_update(*, funds: bool, limit: bool) -> Any:
+    amount = bindparam("amount", type_=Integer())
+    condition = [_BALANCES.organization_id == bindparam("org")]
+    if funds:
+        condition.append(_BALANCES.balance >= -amount)
+    if limit:
+        condition.append(_BALANCES.balance <= bindparam("limit", type_=Integer()) - amount)
+    return (update(SmsPointBalance.__table__).where(*condition)
+            .values(balance=_BALANCES.balance + amount, updated_at=bindparam("now", type_=UTCDateTime()))
+            .returning(_BALANCES.balance))
+
+
+# Built once with bound parameters: every SMS+ request holds points and every ended message
+# releases them (building the statement cost more than running it).
+_BALANCE_UPDATES = {(funds, limit): _balance_update(funds=funds, limit=limit)
+                    for funds in (False, True) for limit in (False, True)}
+
+
 def _apply(session: Session, organization_id: int, amount: int, *, require_funds: bool,
            limit: int | None = None) -> int | None:
     """Add ``amount`` (negative: debit) to the balance in one atomic statement. Returns the new
     balance, or None when funds are short or the new balance would exceed ``limit``."""
-    condition = [SmsPointBalance.organization_id == organization_id]
-    if require_funds and amount < 0:
-        condition.append(SmsPointBalance.balance >= -amount)
-    if limit is not None:
-        condition.append(SmsPointBalance.balance <= limit - amount)
-    statement = (update(SmsPointBalance).where(*condition)
-                 .values(balance=SmsPointBalance.balance + amount, updated_at=utcnow())
-                 .returning(SmsPointBalance.balance).execution_options(synchronize_session=False))
-    row = session.execute(statement).first()
+    statement = _BALANCE_UPDATES[(require_funds and amount < 0, limit is not None)]
+    params = {"org": organization_id, "amount": amount, "now": utcnow(), "limit": limit}
+    connection = session.connection()
+    row = connection.execute(statement, params).first()
     if row is None:
         if require_funds and amount < 0:
             return None  # too few points (or no balance at all: zero)
         _ensure_row(session, organization_id)  # the organisation's first top-up or release
-        row = session.execute(statement).first()
+        row = connection.execute(statement, params).first()
         if row is None:
             return None  # over the limit
     return int(row[0])
@@ -70,7 +89,7 @@ def _change(session: Session, organization_id: int, amount: int, *, kind: str, r
     new_balance = _apply(session, organization_id, amount, require_funds=require_funds, limit=limit)
     if new_balance is None:
         return None
-    session.execute(SmsPointEntry.__table__.insert(), [{
+    session.connection().execute(_ENTRIES.insert(), [{
         "organization_id": organization_id, "kind": kind, "amount": amount, "balance_after": new_balance,
         "pnp_message_id": pnp_message_id, "note": note, "created_at": utcnow()}])
     return new_balance
@@ -109,4 +128,4 @@ def release_many(session: Session, organization_id: int, releases: list[tuple[in
         running += amount
         entries.append({"organization_id": organization_id, "kind": "release", "amount": amount,
                         "balance_after": running, "pnp_message_id": message_id, "note": None, "created_at": now})
-    session.execute(SmsPointEntry.__table__.insert(), entries)
+    session.connection().execute(_ENTRIES.insert(), entries)

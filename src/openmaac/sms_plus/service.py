@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from openmaac.auth.service import OrgContext, require_role
@@ -169,10 +169,11 @@ def serialize_setting(setting: PnpSetting, *, metric: dict[str, int] | None = No
     return body
 
 
+_SETTING = select(PnpSetting).where(PnpSetting.organization_id == bindparam("org"), PnpSetting.id == bindparam("id"))
+
+
 def get_setting(session: Session, organization_id: int, setting_id: int) -> PnpSetting | None:
-    return session.scalar(
-        select(PnpSetting).where(PnpSetting.organization_id == organization_id, PnpSetting.id == setting_id)
-    )
+    return session.scalar(_SETTING, {"org": organization_id, "id": setting_id})
 
 
 def list_settings(session: Session, org: OrgContext, start: str | None) -> dict[str, Any]:
@@ -545,6 +546,9 @@ def initial_status(setting: PnpSetting, recipient: Recipient, *, line_push: bool
     return {"status": SMS_PREPARING, "sms_status": SMS_PREPARING}
 
 
+_INSERT_MESSAGES = insert(PnpMessage.__table__).returning(PnpMessage.__table__.c.id, sort_by_parameter_order=True)
+
+
 def create_messages(session: Session, org_id: int, setting: PnpSetting, recipients: list[Recipient],
                     event_id: int | None, *, line_push: bool, upload_id: int | None = None,
                     safety_net: bool = False) -> list[PnpMessage]:
@@ -557,10 +561,10 @@ def create_messages(session: Session, org_id: int, setting: PnpSetting, recipien
         raise text_error(NO_POINTS)
     now = utcnow()
     fallback_at = now + minutes(setting.fallback_period)
-    messages: list[PnpMessage] = []
+    rows: list[dict[str, Any]] = []
     for recipient in recipients:
         first = initial_status(setting, recipient, line_push=line_push)
-        message = PnpMessage(
+        rows.append(dict(
             organization_id=org_id, pnp_setting_id=setting.id, event_id=event_id,
             customized_id=recipient.customized_id, phone_number=recipient.phone_number,
             phone_hash=phone_hash(recipient.phone_number), hashed_input=recipient.hashed, upload_id=upload_id,
@@ -573,11 +577,14 @@ def create_messages(session: Session, org_id: int, setting: PnpSetting, recipien
             # LINE echoes it in the delivery webhook (16-100 characters); set before the insert
             delivery_tag=f"openmaac-pnp-{secrets.token_hex(16)}",
             fallback_at=now if first["status"] in (SMS_PREPARING, WHATSAPP_PREPARING) else fallback_at,
-            created_at=now, updated_at=now, **first,
-        )
-        session.add(message)
-        messages.append(message)
-    session.flush()
+            created_at=now, updated_at=now,
+            # every row names the same columns (one executemany)
+            **{"line_push_status": None, "pnp_status": None, "whatsapp_status": None, "sms_status": None, **first},
+        ))
+    # one multi-row INSERT ... RETURNING (the ORM's unit of work cost more than the insert); the
+    # objects handed back are built from the same values, not attached to the session
+    ids = [row[0] for row in session.connection().execute(_INSERT_MESSAGES, rows)]
+    messages = [PnpMessage(id=message_id, **row) for message_id, row in zip(ids, rows, strict=True)]
     jobs: list[dict[str, Any]] = []
     batch: list[int] = []  # PNP steps of a multicast / upload: one job for the lot (engine.run_pnp_batch)
     for message in messages:
@@ -589,8 +596,22 @@ def create_messages(session: Session, org_id: int, setting: PnpSetting, recipien
                              "unique_key": f"{engine.DISPATCH}:{message.id}"})
             else:
                 batch.append(message.id)
-        jobs.append({"kind": engine.FALLBACK, "payload": {"message_id": message.id}, "organization_id": org_id,
-                     "run_at": message.fallback_at, "unique_key": f"{engine.FALLBACK}:{message.id}"})
+    # the fallback timers: one job for the messages due at the same time (engine.run_fallback_batch),
+    # a message alone keeps a job of its own (dropped when it ends early)
+    due: dict[datetime, list[PnpMessage]] = {}
+    for message in messages:
+        due.setdefault(message.fallback_at or now, []).append(message)
+    for run_at, messages_due in due.items():
+        for start in range(0, len(messages_due), MULTICAST_MAX):  # a job's work stays well within its lease
+            group = messages_due[start:start + MULTICAST_MAX]
+            if len(group) == 1:
+                jobs.append({"kind": engine.FALLBACK, "payload": {"message_id": group[0].id},
+                             "organization_id": org_id, "run_at": run_at,
+                             "unique_key": f"{engine.FALLBACK}:{group[0].id}"})
+                continue
+            jobs.append({"kind": engine.FALLBACK, "payload": {"message_ids": [m.id for m in group]},
+                         "organization_id": org_id, "run_at": run_at,
+                         "unique_key": f"{engine.FALLBACK}:batch:{group[0].id}"})
     for start in range(0, len(batch), MULTICAST_MAX):
         ids = batch[start:start + MULTICAST_MAX]
         jobs.append({"kind": engine.DISPATCH, "payload": {"message_ids": ids}, "organization_id": org_id,
