@@ -468,3 +468,28 @@ def test_prefetched_and_leased_slots_share_the_rate(database: Any) -> None:
         t.join(60)
     assert len(slots) == 2 * per_worker
     assert _max_in_window(slots, 0.2) <= int(rate * 0.2 + rate * line_rate.TOLERANCE) + 1
+
+
+def test_prefetch_never_waits_for_a_lease_held_by_a_caller_waiting_for_the_database(database: Any) -> None:
+    """A push prefetches its slot inside its write; another thread may hold the channel's
+    lease while it waits for that very write (SQLite's write lock, PostgreSQL's bucket row).
+    Prefetch must then step aside, not wait: waiting was a deadlock."""
+    channel_id = f"rate-{secrets.token_hex(4)}"
+    own = Database(database.url)
+    line_rate.acquire(own, channel_id, "push", rate=100.0, batch=5)  # the lease exists
+    lock = line_rate._locks[(id(own), channel_id, "push")]
+    finished = threading.Event()
+
+    def prefetch_in_a_write() -> None:
+        with own.write() as session:
+            line_rate.prefetch(session.connection(), own, channel_id, "push", rate=100.0, batch=5)
+        finished.set()
+
+    try:
+        with lock:  # as a thread inside acquire() would hold it
+            thread = threading.Thread(target=prefetch_in_a_write, daemon=True)
+            thread.start()
+            assert finished.wait(10), "prefetch waited for the lease"
+        thread.join(10)
+    finally:
+        own.dispose()

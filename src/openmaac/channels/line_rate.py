@@ -174,10 +174,16 @@ def prefetch(conn: Any, database: Database, channel_id: str, endpoint: str, *, r
     with _registry_lock:
         lock = _locks.setdefault(key, threading.Lock())
         lease = _leases.setdefault(key, _Lease())
-    with lock:
+    # Never wait for the lease here: its holder may be in acquire(), waiting for the write
+    # lock (SQLite) or the bucket row (PostgreSQL) that the caller's transaction holds.
+    if not lock.acquire(blocking=False):
+        return  # someone is leasing right now; acquire() will find or take a slot
+    try:
         now = time.time()
         if lease.remaining and lease.interval == interval and lease.next_slot >= now - TOLERANCE:
             return  # a fresh slot is here (with TOLERANCE to spare before acquire would drop it)
         lease.next_slot = _take(conn, not database.is_sqlite, channel_id, endpoint, batch, interval)
         lease.remaining = batch
         lease.interval = interval
+    finally:
+        lock.release()
