@@ -63,6 +63,8 @@ ORGS = 24
 FRIENDS = 50
 PUSH_CLIENTS = int(os.environ.get("BENCH_PUSH_CLIENTS", "32"))  # fewer: CPU per request with less thread contention
 FANOUT_CLIENTS = 8
+# BENCH_FANOUT_WORKERS=N: the fan-out with N `openmaac worker` processes beside `serve`
+FANOUT_WORKERS = int(os.environ.get("BENCH_FANOUT_WORKERS", "0"))
 PER_REQUEST = 500
 LINE_MULTICAST_RATE = 200.0
 TEXT = [{"type": "text", "text": "Hello {{name}}, your order has shipped."}]
@@ -332,13 +334,34 @@ def sent_count(server: ServerProcess, org_id: int) -> int:
             DirectMessage.organization_id == org_id, DirectMessage.status == "sent")) or 0)
 
 
+@contextmanager
+def workers(server: ServerProcess, count: int) -> Iterator[list[int]]:
+    """``count`` ``openmaac worker`` processes beside ``serve`` (its embedded worker off):
+    the sending runs on other cores than the acceptance (one Python process uses one)."""
+    import subprocess
+
+    env = {**server.env(), "OPENMAAC_PUBLIC_BASE_URL": server.base_url}
+    processes = [subprocess.Popen([sys.executable, "-m", "openmaac.cli", "worker"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
+    try:
+        yield [p.pid for p in processes]
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(30)
+
+
 def measure_fanout(label: str, url: str | None, size: Sizes) -> Iterable[Result]:
     n = size.recipients
     requests = n // PER_REQUEST
     allowed = requests / LINE_MULTICAST_RATE
+    worker_count = FANOUT_WORKERS
+    if worker_count:
+        label = f"{label} + {worker_count} worker process{'es' if worker_count > 1 else ''}"
     with simulator() as sim:
         server = ServerProcess(database_url=url, extra_env={
-            "OPENMAAC_SIMULATORS": "0",
+            "OPENMAAC_SIMULATORS": "0", "OPENMAAC_EMBEDDED_WORKER": "0" if worker_count else "1",
             "OPENMAAC_API_RATE_LIMITS": "enhanced_multicast=100000/1"})
         server.cli("migrate")
         began = time.perf_counter()
@@ -347,11 +370,12 @@ def measure_fanout(label: str, url: str | None, size: Sizes) -> Iterable[Result]
                      time.perf_counter() - began, "s")
         bodies = [orjson.dumps({"template_id": 0, "line_uids": org.friends[i:i + PER_REQUEST],
                                 "data": {"what": "Summer"}}) for i in range(0, n, PER_REQUEST)]
-        with server:
+        with server, workers(server, worker_count) as worker_pids:
             assert server.process is not None
             template_id = create_template(server, org, SALE)
             bodies = [body.replace(b'"template_id":0', b'"template_id":%d' % template_id) for body in bodies]
-            cpu = process_cpu_seconds(server.process.pid)
+            pids = [server.process.pid, *worker_pids]
+            cpu = sum(process_cpu_seconds(pid) for pid in pids)
             with PeakMemory(server.process.pid) as memory:
                 started = time.perf_counter()
                 statuses, ids, accept_seconds = asyncio.run(post_all(server.base_url, org.token, bodies))
@@ -371,7 +395,7 @@ def measure_fanout(label: str, url: str | None, size: Sizes) -> Iterable[Result]
                 while sent_count(server, org.id) < len(ids) and time.perf_counter() - started < 600:
                     time.sleep(0.1)
                 recorded_at = time.perf_counter()
-            cpu = process_cpu_seconds(server.process.pid) - cpu
+            cpu = sum(process_cpu_seconds(pid) for pid in pids) - cpu
             stats = sim_stats(sim.base_url, org.channel_id)
         _remove(server)
         if delivered_at is None:

@@ -212,19 +212,24 @@ def contact_ids_by_uid(session: Session | Connection, org_id: int, uids: list[st
     """``{line_uid: contact id}`` for the uids that are contacts of the organisation (read
     through the driver: for 500 uids SQLAlchemy's expanding IN cost more than the query)."""
     conn = session.connection() if isinstance(session, Session) else session
+    postgres = conn.dialect.name == "postgresql"
+    # the driver's own cursor: SQLAlchemy's result rows cost more than the 500 index seeks
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     found: dict[str, int] = {}
     unique = sorted(set(uids))
-    for chunk in range(0, len(unique), 500):
-        part = unique[chunk:chunk + 500]
-        if conn.dialect.name == "postgresql":  # one array parameter, not 500 placeholders
-            rows = conn.exec_driver_sql("SELECT line_uid, id FROM contacts WHERE organization_id = %s "
-                                        "AND line_uid = ANY(%s)", (org_id, part)).all()
-        else:  # one JSON text walked in order, each uid one index seek (~20% less than a 500-value IN)
-            rows = conn.exec_driver_sql("SELECT c.line_uid, c.id FROM json_each(?) AS j CROSS JOIN contacts AS c "
-                                        "ON c.organization_id = ? AND c.line_uid = j.value",
-                                        (orjson.dumps(part).decode(), org_id)).all()
-        for uid, contact_id in rows:
-            found[str(uid)] = int(contact_id)
+    try:
+        for chunk in range(0, len(unique), 500):
+            part = unique[chunk:chunk + 500]
+            if postgres:  # one array parameter, not 500 placeholders
+                cursor.execute("SELECT line_uid, id FROM contacts WHERE organization_id = %s "
+                               "AND line_uid = ANY(%s)", (org_id, part))
+            else:  # one JSON text walked in order, each uid one index seek (~20% less than a 500-value IN)
+                cursor.execute("SELECT c.line_uid, c.id FROM json_each(?) AS j CROSS JOIN contacts AS c "
+                               "ON c.organization_id = ? AND c.line_uid = j.value",
+                               (orjson.dumps(part).decode(), org_id))
+            found.update(cursor.fetchall())
+    finally:
+        cursor.close()
     return found
 
 
