@@ -297,3 +297,20 @@ def serve_at_a_terminal(env: dict[str, str], until: str, timeout: float = 60.0) 
         process.wait(20)
         os.close(primary)
     return port, re.sub(r"\x1b\[[0-9;]*m", "", seen.decode(errors="replace"))
+
+
+def pnp_message_rows(client: httpx.Client, path: str, setting_id: int) -> list[dict[str, Any]]:
+    """Every SMS+ message of a scenario, through ``GET pnp/message/`` page by page (``path``:
+    that endpoint as ``client`` reaches it)."""
+    rows: list[dict[str, Any]] = []
+    start = None
+    while True:
+        params: dict[str, Any] = {"pnp_setting_id": setting_id, "updated_at_min": "2000-01-01T00:00:00Z",
+                                  "updated_at_max": "2999-01-01T00:00:00Z"}
+        if start:
+            params["start"] = start
+        page = client.get(path, params=params).json()
+        rows += page["results"]
+        start = page["next"]
+        if not start:
+            return rows

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from sqlalchemy import bindparam, select, text
 
-from helpers import metric_value, simulator_process, wait_for
+from helpers import metric_value, pnp_message_rows, simulator_process, wait_for
 from openmaac.simulators import twilio as twilio_sim
 from processes import Process, Space, free_port, own_database
 
@@ -228,13 +228,14 @@ def test_two_workers_run_an_sms_plus_campaign_each_pnp_and_each_sms_once(cluster
         assert response.status_code == 200, response.text
 
     def all_final() -> list[dict[str, Any]] | None:
-        rows = _pnp_records(org, setting_id)
+        rows = pnp_message_rows(org.client, "pnp/message/", setting_id)
         return rows if len(rows) == len(phones) and all(_final(row) for row in rows) else None
 
     try:
         rows = wait_for(all_final, timeout=240, interval=2.0)
     except AssertionError:
-        raise AssertionError(f"not final: {Counter(r['status'] for r in _pnp_records(org, setting_id))}") from None
+        statuses = Counter(r["status"] for r in pnp_message_rows(org.client, "pnp/message/", setting_id))
+        raise AssertionError(f"not final: {statuses}") from None
     by_phone = {row["phone_number"]: row for row in rows}
     assert set(by_phone) == set(phones)
 
@@ -274,21 +275,6 @@ def _interleaved(first: list[str], second: list[str]) -> list[str]:
 
 def _final(row: dict[str, Any]) -> bool:
     return row["status"] == "pnp_delivered" or row["status"] in SMS_FINAL
-
-
-def _pnp_records(org: Org, setting_id: int) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    start = None
-    while True:
-        params: dict[str, Any] = {"pnp_setting_id": setting_id, "updated_at_min": "2000-01-01T00:00:00Z",
-                                  "updated_at_max": "2999-01-01T00:00:00Z"}
-        if start:
-            params["start"] = start
-        page = org.client.get("pnp/message/", params=params).json()
-        rows += page["results"]
-        start = page["next"]
-        if not start:
-            return rows
 
 
 KILLED_REQUESTS = 24  # enhanced multicasts of 500: more than the two workers' 16 slots hold at once

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from helpers import wait_for
+from helpers import pnp_message_rows, simulator_process, wait_for
 from openmaac.simulators import twilio as twilio_sim
 
 MINUTE_SECONDS = "0.5"  # one API minute of fallback_period / callback timeout lasts 0.5 s here
@@ -60,25 +60,6 @@ def _database_url() -> Iterator[str | None]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@contextmanager
-def _twilio_simulator() -> Iterator[str]:
-    """The Twilio simulator in a process of its own."""
-    port = _free_port()
-    code = ("import uvicorn; from openmaac.simulators.twilio import create_app; "
-            f"uvicorn.run(create_app(), host='127.0.0.1', port={port}, log_level='warning')")
-    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _up(url + "/_admin/faults"), timeout=60, interval=0.1)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 class Child:
@@ -121,21 +102,6 @@ class Child:
                 self.process.kill()
 
 
-def _records(client: httpx.Client, setting_id: int) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    start = None
-    while True:
-        params: dict[str, Any] = {"pnp_setting_id": setting_id, "updated_at_min": "2000-01-01T00:00:00Z",
-                                  "updated_at_max": "2999-01-01T00:00:00Z"}
-        if start:
-            params["start"] = start
-        page = client.get("/openapi/v1/pnp/message/", params=params).json()
-        rows += page["results"]
-        start = page["next"]
-        if not start:
-            return rows
-
-
 def _in_flight_sends(database_url: str | None, data_dir: str) -> int:
     """Messages whose SMS send was under way when the process died (read from its database)."""
     from sqlalchemy import create_engine, text
@@ -153,7 +119,7 @@ def _in_flight_sends(database_url: str | None, data_dir: str) -> int:
 
 def test_killed_with_pending_fallback_timers_every_message_ends_and_each_sms_goes_once() -> None:
     phones = [f"+8869160{index:05d}" for index in range(MESSAGES)]
-    with _database_url() as database_url, _twilio_simulator() as twilio:
+    with _database_url() as database_url, simulator_process("twilio") as twilio:
         child = Child(Path(tempfile.mkdtemp(prefix="openmaac-smscrash-")) / "data", database_url)
         child.start()
         try:
@@ -200,13 +166,13 @@ def test_killed_with_pending_fallback_timers_every_message_ends_and_each_sms_goe
                                   timeout=30)
 
             def all_final() -> list[dict[str, Any]] | None:
-                rows = _records(client, setting_id)
+                rows = pnp_message_rows(client, "/openapi/v1/pnp/message/", setting_id)
                 return rows if len(rows) == MESSAGES and all(r["status"] in FINAL for r in rows) else None
 
             try:
                 rows = wait_for(all_final, timeout=240, interval=1.0)
             except AssertionError:
-                rows = _records(client, setting_id)
+                rows = pnp_message_rows(client, "/openapi/v1/pnp/message/", setting_id)
                 raise AssertionError(f"not final: {Counter(r['status'] for r in rows)}") from None
             assert {r["phone_number"] for r in rows} == set(phones)
             time.sleep(1.0)  # a duplicate would show up now

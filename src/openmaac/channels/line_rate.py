@@ -71,6 +71,17 @@ def rate_of(endpoint: str) -> float:
     return RATES.get(endpoint, DEFAULT_RATE)
 
 
+def _local(database: Database, channel_id: str, endpoint: str, rate: float | None,
+           batch: int | None) -> tuple[float, int, threading.Lock, _Lease]:
+    """This process's lease of the channel's endpoint: (slot interval, lease size, its lock, it)."""
+    rate = float(rate or rate_of(endpoint))
+    if batch is None:
+        batch = max(1, int(rate * LEASE_SECONDS))
+    key = (id(database), channel_id, endpoint)
+    with _registry_lock:
+        return 1.0 / rate, batch, _locks.setdefault(key, threading.Lock()), _leases.setdefault(key, _Lease())
+
+
 def acquire(database: Database, channel_id: str, endpoint: str, cost: int = 1, *,
             rate: float | None = None, batch: int | None = None,
             sleep: Callable[[float], None] = time.sleep) -> float:
@@ -81,14 +92,7 @@ def acquire(database: Database, channel_id: str, endpoint: str, cost: int = 1, *
     """
     if cost < 1:
         raise ValueError("cost must be at least 1")
-    rate = float(rate or rate_of(endpoint))
-    interval = 1.0 / rate
-    if batch is None:
-        batch = max(1, int(rate * LEASE_SECONDS))
-    key = (id(database), channel_id, endpoint)
-    with _registry_lock:
-        lock = _locks.setdefault(key, threading.Lock())
-        lease = _leases.setdefault(key, _Lease())
+    interval, batch, lock, lease = _local(database, channel_id, endpoint, rate, batch)
     with lock:
         now = time.time()
         # a fresh lease may start up to TOLERANCE in the past (GCRA burst), hence 2 x TOLERANCE
@@ -166,14 +170,7 @@ def prefetch(conn: Any, database: Database, channel_id: str, endpoint: str, *, r
     :func:`acquire` leases as usual. The slots are taken when ``conn`` commits; should it roll
     back instead, this process may still use that one batch (``LEASE_SECONDS`` worth) which the
     row no longer shows: a burst within the limiter's tolerance, and only after a failed write."""
-    rate = float(rate or rate_of(endpoint))
-    interval = 1.0 / rate
-    if batch is None:
-        batch = max(1, int(rate * LEASE_SECONDS))
-    key = (id(database), channel_id, endpoint)
-    with _registry_lock:
-        lock = _locks.setdefault(key, threading.Lock())
-        lease = _leases.setdefault(key, _Lease())
+    interval, batch, lock, lease = _local(database, channel_id, endpoint, rate, batch)
     # Never wait for the lease here: its holder may be in acquire(), waiting for the write
     # lock (SQLite) or the bucket row (PostgreSQL) that the caller's transaction holds.
     if not lock.acquire(blocking=False):

@@ -664,6 +664,16 @@ def _sms_error_fields(category: ErrorCategory | None, *, at_send: bool) -> dict[
 SEND_GRACE_SECONDS = 30.0  # an upstream send not finished after this long died with its process
 
 
+def _leaving_line_with_status(message: PnpMessage) -> dict[str, Any]:
+    """:func:`_leaving_line`'s fields, with the message's status following the LINE step's."""
+    fields = _leaving_line(message)
+    if "pnp_status" in fields:
+        fields["status"] = fields["pnp_status"]
+    elif "line_push_status" in fields:
+        fields["status"] = fields["line_push_status"]
+    return fields
+
+
 def _leaving_line(message: PnpMessage) -> dict[str, Any]:
     """The LINE fields of a message moving on to WhatsApp or SMS (no delivery by now)."""
     fields: dict[str, Any] = {}
@@ -796,11 +806,7 @@ def run_fallback(message_id: int) -> float | None:
             whatsapp_plan = None
         if whatsapp_plan is None:
             if not sms_possible(message, setting):
-                fields = _leaving_line(message)
-                if "pnp_status" in fields:
-                    fields["status"] = fields["pnp_status"]
-                elif "line_push_status" in fields:
-                    fields["status"] = fields["line_push_status"]
+                fields = _leaving_line_with_status(message)
                 if fields:
                     change(session, message, setting, **fields)
                 message.send_started_at = None
@@ -1039,11 +1045,7 @@ def run_fallback_batch(message_ids: list[int], context: JobContext | None = None
                     _hand_over(session, message, now)
                     continue
                 if not sms_possible(message, setting):
-                    fields = _leaving_line(message)
-                    if "pnp_status" in fields:
-                        fields["status"] = fields["pnp_status"]
-                    elif "line_push_status" in fields:
-                        fields["status"] = fields["line_push_status"]
+                    fields = _leaving_line_with_status(message)
                     if fields:
                         _set(message, fields, now)
                         emitted.setdefault(setting.id, []).append(message)
