@@ -260,7 +260,8 @@ def test_retry_schedule_1_2_4_seconds_same_key(tenant, receiver, database):
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
     for gap, expected in zip(gaps, (1.0, 2.0, 4.0), strict=True):
         assert expected - 0.05 <= gap <= expected + 1.5, gaps
-    [log] = deliveries(tenant, created["id"])
+    # the receiver has answered 200; the dispatcher records it just after (wait for that)
+    [log] = wait_for(lambda: [d for d in deliveries(tenant, created["id"]) if d["status"] not in ("pending", "waiting")], timeout=30)
     assert log["status"] == "succeeded" and log["attempts"] == 4 and log["last_status_code"] == 200
     assert log["next_attempt_at"] is None and log["max_attempts"] == MAX_ATTEMPTS
 
