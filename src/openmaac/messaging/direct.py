@@ -48,18 +48,6 @@ class TemplateRow:
     parameters: list[str]
 
 
-_TEMPLATE = select(MessageTemplate.__table__.c.id, MessageTemplate.__table__.c.messages,
-                   MessageTemplate.__table__.c.parameters).where(
-    MessageTemplate.__table__.c.organization_id == bindparam("org"), MessageTemplate.__table__.c.id == bindparam("id"))
-
-
-def load_template(session: Session, org_id: int, template_id: int) -> TemplateRow:
-    row = session.connection().execute(_TEMPLATE, {"org": org_id, "id": template_id}).first()
-    if row is None:
-        raise field_errors({"template_id": pk_error(template_id)})
-    return TemplateRow(int(row[0]), list(row[1]), list(row[2] or []))
-
-
 def _template_and_event_statement() -> Any:
     org, template, event = Organization.__table__, MessageTemplate.__table__, MessageEvent.__table__
     return (select(template.c.id, template.c.messages, template.c.parameters, event.c.id, event.c.name)
@@ -69,14 +57,21 @@ def _template_and_event_statement() -> Any:
             .where(org.c.id == bindparam("org")))
 
 
-_TEMPLATE_AND_EVENT = _template_and_event_statement()
+# the template and the event of a send (a missing one comes back as NULLs); the push extends it
+TEMPLATE_AND_EVENT = _template_and_event_statement()
 
 
 def template_and_event(conn: Connection, org_id: int, template_id: int,
                        event_id: int | None) -> tuple[TemplateRow, tuple[int, str] | None]:
     """The template and the event (``(id, name)``) of a send, in one statement; 400 in DRF's
     words for a template or event the organisation does not have."""
-    row = conn.execute(_TEMPLATE_AND_EVENT, {"org": org_id, "template": template_id, "event": event_id}).first()
+    row = conn.execute(TEMPLATE_AND_EVENT, {"org": org_id, "template": template_id, "event": event_id}).first()
+    return template_and_event_of(row, template_id, event_id)
+
+
+def template_and_event_of(row: Any, template_id: int, event_id: int | None) -> tuple[TemplateRow, tuple[int, str] | None]:
+    """The template and event of a row of ``TEMPLATE_AND_EVENT`` (or a statement extending it:
+    its first five columns), or the 400 for the one missing."""
     if row is None or row[0] is None:
         raise field_errors({"template_id": pk_error(template_id)})
     if event_id is not None and row[3] is None:
@@ -85,25 +80,11 @@ def template_and_event(conn: Connection, org_id: int, template_id: int,
     return TemplateRow(int(row[0]), list(row[1]), list(row[2] or [])), event
 
 
-def load_event(session: Session, org_id: int, event_id: int | None) -> MessageEvent | None:
-    if event_id is None:
-        return None
-    event = session.scalar(select(MessageEvent).where(MessageEvent.organization_id == org_id,
-                                                      MessageEvent.id == event_id))
-    if event is None:
-        raise field_errors({"event_id": pk_error(event_id)})
-    return event
-
-
 def contact_fields(contact: Contact | None) -> dict[str, Any] | None:
+    """The ``{{contact.*}}`` placeholder values of a contact (None: no contact)."""
     if contact is None:
         return None
-    return {
-        "line_uid": contact.line_uid, "line_display_name": contact.line_display_name,
-        "display_name": contact.display_name, "customer_id": contact.customer_id, "email": contact.email,
-        "mobile": contact.mobile, "gender": contact.gender,
-        "birthday": contact.birthday.isoformat() if contact.birthday else None,
-    }
+    return contact_fields_of([getattr(contact, name) for name in CONTACT_FIELDS])
 
 
 @dataclass(frozen=True)
@@ -192,20 +173,12 @@ CONTACT_FIELDS = ("line_uid", "line_display_name", "display_name", "customer_id"
                   "birthday")
 
 
-_CONTACT = (select(Contact.__table__.c.id, *[Contact.__table__.c[name] for name in CONTACT_FIELDS])
-            .where(Contact.__table__.c.organization_id == bindparam("org"), Contact.__table__.c.line_uid == bindparam("uid"))
-            .limit(1))
-
-
-def contact_row(session: Session, org_id: int, uid: str) -> tuple[int, dict[str, Any]] | None:
-    """One contact's id and its placeholder fields (``contact_fields``), read as plain columns."""
-    row = session.connection().execute(_CONTACT, {"org": org_id, "uid": uid}).first()
-    if row is None:
-        return None
-    fields = dict(zip(CONTACT_FIELDS, row[1:], strict=True))
+def contact_fields_of(values: Any) -> dict[str, Any]:
+    """``contact_fields`` from the ``CONTACT_FIELDS`` columns of a row, in that order."""
+    fields = dict(zip(CONTACT_FIELDS, values, strict=True))
     if fields["birthday"] is not None:
         fields["birthday"] = fields["birthday"].isoformat()
-    return int(row[0]), fields
+    return fields
 
 
 def contact_ids_by_uid(session: Session | Connection, org_id: int, uids: list[str]) -> dict[str, int]:

@@ -65,7 +65,7 @@ from openmaac.jobs.registry import JobContext, RetryLater, handler
 from openmaac.links import rewrite
 from openmaac.links import service as links
 from openmaac.messaging import direct, notify
-from openmaac.messaging.models import DirectMessage, DirectMessageRecipient, DirectMessageSend, MessageEvent
+from openmaac.messaging.models import DirectMessage, DirectMessageRecipient, DirectMessageSend
 from openmaac.templates.models import MessageTemplate
 from openmaac.templates.service import render
 from openmaac.web.errors import field_errors
@@ -103,15 +103,6 @@ class Line:
         # cheap: the HTTP connection pool is shared per process (line_client._shared_http)
         return LineClient(line_api_base_url(self.base_url), self.access_token, timeout=line_timeout(), max_attempts=line_attempts(),
                           limiter=line_rate.limiter(get_database(), self.channel_id))
-
-
-_LINE = (select(LineChannel.__table__.c.api_base_url, LineChannel.__table__.c.access_token,
-                LineChannel.__table__.c.channel_id).where(LineChannel.__table__.c.organization_id == bindparam("org")))
-
-
-def _line_of(session: Session, organization_id: int) -> Line | None:
-    row = session.connection().execute(_LINE, {"org": organization_id}).first()
-    return Line(*row) if row else None
 
 
 @dataclass(frozen=True)
@@ -345,8 +336,7 @@ dm AS (
   WHERE id = :dm AND status <> 'sent' AND EXISTS (SELECT 1 FROM snd) RETURNING id),
 job AS (
   DELETE FROM jobs WHERE unique_key = :key AND status = 'ready' AND EXISTS (SELECT 1 FROM snd) RETURNING id)
-SELECT (SELECT count(*) FROM snd), (SELECT count(*) FROM rcp), (SELECT count(*) FROM dm),
-       (SELECT count(*) FROM job)""")
+SELECT count(*) FROM snd""")  # PostgreSQL runs every data-modifying CTE, read or not
 
 
 def claim(session: Session, dm_id: int, limit: int, now: datetime) -> list[Claimed]:
@@ -463,18 +453,13 @@ def finalize(session: Session, dm_id: int, *, sending: bool = False, recipient_r
 # -- push (synchronous) ---------------------------------------------------------------------------
 
 def _push_lookup_statement() -> Any:
-    org, template, contact = Organization.__table__, MessageTemplate.__table__, Contact.__table__
-    event = MessageEvent.__table__
-    return (select(template.c.id, template.c.messages, template.c.parameters, event.c.id, event.c.name,
-                   _C.c.api_base_url, _C.c.access_token, _C.c.channel_id, contact.c.id,
-                   *[contact.c[name] for name in direct.CONTACT_FIELDS])
-            .select_from(org.outerjoin(template, and_(template.c.organization_id == org.c.id,
-                                                      template.c.id == bindparam("template")))
-                         .outerjoin(event, and_(event.c.organization_id == org.c.id, event.c.id == bindparam("event")))
-                         .outerjoin(_C, _C.c.organization_id == org.c.id)
-                         .outerjoin(contact, and_(contact.c.organization_id == org.c.id,
-                                                  contact.c.line_uid == bindparam("uid"))))
-            .where(org.c.id == bindparam("org")).limit(1))
+    org, contact = Organization.__table__, Contact.__table__
+    return (direct.TEMPLATE_AND_EVENT
+            .add_columns(_C.c.api_base_url, _C.c.access_token, _C.c.channel_id, contact.c.id,
+                         *[contact.c[name] for name in direct.CONTACT_FIELDS])
+            .outerjoin(_C, _C.c.organization_id == org.c.id)
+            .outerjoin(contact, and_(contact.c.organization_id == org.c.id, contact.c.line_uid == bindparam("uid")))
+            .limit(1))
 
 
 # everything a push reads, in one statement (one round trip on PostgreSQL): the template, the
@@ -564,20 +549,11 @@ def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str
     with database.lookup() as conn:
         found = conn.execute(_PUSH_LOOKUP, {"org": org.id, "template": template_id, "event": event_id,
                                             "uid": line_uid}).first()
-    if found is None or found[0] is None:
-        raise field_errors({"template_id": direct.pk_error(template_id)})
-    template = direct.TemplateRow(int(found[0]), list(found[1]), list(found[2] or []))
-    if event_id is not None and found[3] is None:
-        raise field_errors({"event_id": direct.pk_error(event_id)})
-    event_ref = int(found[3]) if found[3] is not None else None
-    event_name = found[4]
+    template, event = direct.template_and_event_of(found, template_id, event_id)
+    assert found is not None  # else template_and_event_of answered the 400
+    event_ref, event_name = event if event else (None, None)
     line = Line(found[5], found[6], found[7]) if found[7] is not None else None
-    contact: tuple[int, dict[str, Any]] | None = None
-    if found[8] is not None:
-        fields = dict(zip(direct.CONTACT_FIELDS, found[9:], strict=True))
-        if fields["birthday"] is not None:
-            fields["birthday"] = fields["birthday"].isoformat()
-        contact = int(found[8]), fields
+    contact = (int(found[8]), direct.contact_fields_of(found[9:])) if found[8] is not None else None
     params, param_errors = direct.clean_params(template, data)
     errors.update(param_errors)
     if line_uid and contact is None and "line_uid" not in errors:
@@ -592,7 +568,6 @@ def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str
         lambda session: _accept_push(session, org, template.id, event_ref, line_uid, contact[0], params, rendered,
                                      line))
     dm, recipient_id, send_id, retry_key, messages = accepted
-    dm_id = dm.id
     if line is None:
         outcome = Outcome("error")
     else:
@@ -600,7 +575,7 @@ def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str
     send = Claimed(send_id, "push", [line_uid], messages, retry_key, [recipient_id])
     # recorded together with the other pushes answered meanwhile (one transaction for all)
     group_commit(database, "push.record").run(lambda session: _record_push(session, dm, send, outcome))
-    return {"id": dm_id, "event_id": event_ref, "event": event_name, "result": outcome.push_result()}
+    return {"id": dm.id, "event_id": event_ref, "event": event_name, "result": outcome.push_result()}
 
 
 # -- multicast and enhanced multicast (asynchronous) ---------------------------------------------
@@ -653,8 +628,7 @@ def write_recipients(conn: Any, dm: MessageRef, recipients: Sequence[tuple[int, 
 
 def multicast(org: OrgContext, template_id: int, event_id: int | None, data: list[dict[str, Any]]) -> dict[str, Any]:
     with get_database().read() as session:
-        template = direct.load_template(session, org.id, template_id)
-        event = direct.load_event(session, org.id, event_id)
+        template, event = direct.template_and_event(session.connection(), org.id, template_id, event_id)
         slots = direct.image_slots(template)
         all_errors: list[dict[str, Any]] = []
         cleaned: list[tuple[str, dict[str, str]]] = []
@@ -675,7 +649,7 @@ def multicast(org: OrgContext, template_id: int, event_id: int | None, data: lis
     entries = [(uid, params, contacts[uid].id if uid in contacts else None) for uid, params in cleaned]
     now = utcnow()
     with get_database().write() as session:
-        dm = _insert_message(session, org, "multicast", template, event.id if event else None, len(entries), None,
+        dm = _insert_message(session, org, "multicast", template, event[0] if event else None, len(entries), None,
                              now)
         # rows now: the job tracks links and images per recipient (by row id)
         session.connection().execute(insert(DirectMessageRecipient), [
