@@ -25,6 +25,7 @@ class Received:
     body: bytes
     status: int
     successful: bool = False
+    answered_at: float | None = None
 
     @property
     def key(self) -> str:
@@ -97,6 +98,7 @@ class Receiver:
                     self.end_headers()
                     self.wfile.write(payload)
                     self.wfile.flush()
+                    record.answered_at = time.monotonic()
                     record.successful = 200 <= status < 300
                 finally:
                     with receiver._lock:
