@@ -38,6 +38,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from openmaac.db.driver import DriverStatement
 from openmaac.db.engine import Database
 
 # requests per second, per channel, per endpoint (LINE's published limits)
@@ -125,7 +126,7 @@ def limiter(database: Database, channel_id: str, *, rates: dict[str, float] | No
 
 # One statement takes the slots (creating the row on first use): a single round trip, and on
 # SQLite a single statement inside whatever write transaction is open.
-_TAKE = {
+_TAKE = {postgres: DriverStatement(statement) for postgres, statement in {
     True: text(
         "INSERT INTO line_rate_buckets (channel_id, endpoint, next_free) "
         "VALUES (:c, :e, EXTRACT(EPOCH FROM clock_timestamp())::float8 - :tol + :span) "
@@ -136,7 +137,7 @@ _TAKE = {
         "INSERT INTO line_rate_buckets (channel_id, endpoint, next_free) VALUES (:c, :e, :now - :tol + :span) "
         "ON CONFLICT (channel_id, endpoint) DO UPDATE SET next_free = MAX(next_free, :now - :tol) + :span "
         "RETURNING next_free, :now"),
-}
+}.items()}
 
 
 def _take(conn: Any, postgres: bool, channel_id: str, endpoint: str, count: int, interval: float) -> float:
@@ -144,7 +145,7 @@ def _take(conn: Any, postgres: bool, channel_id: str, endpoint: str, count: int,
     time of the first."""
     span = count * interval
     local_now = time.time()
-    row = conn.execute(_TAKE[postgres], {"c": channel_id, "e": endpoint, "span": span, "tol": TOLERANCE,
+    row = _TAKE[postgres].execute(conn, {"c": channel_id, "e": endpoint, "span": span, "tol": TOLERANCE,
                                          "now": local_now}).one()
     if postgres:
         local_now = time.time()

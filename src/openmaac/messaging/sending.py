@@ -58,6 +58,7 @@ from openmaac.channels.service import line_api_base_url
 from openmaac.common.validation import char_fields
 from openmaac.contacts.models import LINE_UID_MAX_LENGTH, Contact
 from openmaac.db.base import JSONType, UTCDateTime, utcnow
+from openmaac.db.driver import DriverStatement
 from openmaac.db.engine import get_database, json_dumps
 from openmaac.db.group_commit import group_commit
 from openmaac.jobs.models import Job
@@ -338,6 +339,19 @@ job AS (
   DELETE FROM jobs WHERE unique_key = :key AND status = 'ready' AND EXISTS (SELECT 1 FROM snd) RETURNING id)
 SELECT count(*) FROM snd""")  # PostgreSQL runs every data-modifying CTE, read or not
 
+# A push's statements run on the driver's cursor (db/driver.py): the same SQL and conversions
+# without SQLAlchemy's per-statement execution machinery, a large share of a push's CPU.
+_PUSH_ACCEPT_PG = DriverStatement(_PG_ACCEPT_PUSH)
+_PUSH_RECORD_PG = DriverStatement(_PG_RECORD_PUSH)
+_PUSH_INSERT_MESSAGE = DriverStatement(_INSERT_MESSAGE)
+_PUSH_INSERT_RECIPIENT = DriverStatement(_INSERT_RECIPIENT)
+_PUSH_INSERT_SEND = DriverStatement(_INSERT_SEND)
+_PUSH_INSERT_JOB = DriverStatement(_INSERT_JOB)
+_PUSH_RECORD_SEND = DriverStatement(_RECORD_SEND)
+_PUSH_RECIPIENT = {True: DriverStatement(_RANGE_SENT), False: DriverStatement(_RANGE_FAILED)}
+_PUSH_MARK_SENT = DriverStatement(_MARK_PUSH_SENT)
+_PUSH_DROP_RECOVERY = DriverStatement(_DROP_RECOVERY)
+
 
 def claim(session: Session, dm_id: int, limit: int, now: datetime) -> list[Claimed]:
     """Lease up to ``limit`` pending calls of the message whose lease is free (in the caller's
@@ -464,7 +478,7 @@ def _push_lookup_statement() -> Any:
 
 # everything a push reads, in one statement (one round trip on PostgreSQL): the template, the
 # event, the channel and the recipient's contact; a missing one comes back as NULLs
-_PUSH_LOOKUP = _push_lookup_statement()
+_PUSH_LOOKUP = DriverStatement(_push_lookup_statement())
 
 
 def _accept_push(session: Session, org: OrgContext, template_id: int, event_ref: int | None, line_uid: str,
@@ -479,19 +493,19 @@ def _accept_push(session: Session, org: OrgContext, template_id: int, event_ref:
     messages = rendered
     if conn.dialect.name == "postgresql" and event_ref is None:
         retry_key = new_retry_key()
-        dm_id, recipient_id, send_id = (int(i) for i in conn.execute(_PG_ACCEPT_PUSH, {
+        dm_id, recipient_id, send_id = (int(i) for i in _PUSH_ACCEPT_PG.execute(conn, {
             "org": org.id, "template": template_id, "now": now, "uid": line_uid, "contact": contact_id,
             "params": json_dumps(params), "retry_key": retry_key, "to": json_dumps([line_uid]),
             "messages": json_dumps(messages), "until": now + lease, "kind": JOB_KIND, "key_prefix": f"{JOB_KIND}:",
             "run_at": now + lease + timedelta(seconds=1)}).one())
         dm = MessageRef(dm_id, org.id, "push", None)
     else:
-        dm_id = int(conn.execute(_INSERT_MESSAGE, {
+        dm_id = int(_PUSH_INSERT_MESSAGE.execute(conn, {
             "organization_id": org.id, "category": "push", "template_id": template_id, "event_id": event_ref,
-            "status": "sending", "tracked": event_ref is not None, "total_count": 1, "fail_count": 0,
-            "created_at": now, "updated_at": now}).scalar_one())
+            "status": "sending", "tracked": event_ref is not None, "recipient_rows": True, "total_count": 1,
+            "fail_count": 0, "created_at": now, "updated_at": now}).scalar_one())
         dm = MessageRef(dm_id, org.id, "push", event_ref)
-        recipient_id = int(conn.execute(_INSERT_RECIPIENT, {
+        recipient_id = int(_PUSH_INSERT_RECIPIENT.execute(conn, {
             "direct_message_id": dm_id, "organization_id": org.id, "mark": 0, "line_uid": line_uid,
             "contact_id": contact_id, "params": params, "status": "pending"}).scalar_one())
         if event_ref is not None:
@@ -500,12 +514,12 @@ def _accept_push(session: Session, org: OrgContext, template_id: int, event_ref:
             tracker.save()
         row = _send_row(dm, "push", [(recipient_id, line_uid)], messages, now + lease, now)
         retry_key = row["retry_key"]
-        send_id = int(conn.execute(_INSERT_SEND, row).scalar_one())
+        send_id = int(_PUSH_INSERT_SEND.execute(conn, row).scalar_one())
         # The recovery job: finishes the push should this process die before recording
         # LINE's answer. A plain prebuilt INSERT (what jobs.queue.enqueue writes; its key is
         # new, so there is no conflict to handle); due only after the lease, so the worker
         # needs no wake-up at commit (it looks at least every half second).
-        conn.execute(_INSERT_JOB, {
+        _PUSH_INSERT_JOB.execute(conn, {
             "kind": JOB_KIND, "payload": {"id": dm_id}, "organization_id": org.id,
             "run_at": now + lease + timedelta(seconds=1), "priority": 100, "max_attempts": 10,
             "unique_key": f"{JOB_KIND}:{dm_id}", "status": "ready", "attempts": 0, "created_at": now})
@@ -521,23 +535,26 @@ def _record_push(session: Session, dm: MessageRef, send: Claimed, outcome: Outco
     success = outcome.outcome == "success"
     recovery = f"{JOB_KIND}:{dm.id}"
     recipient_id = int(send.recipient_ids[0])  # type: ignore[arg-type]
+    at = utcnow()
     if conn.dialect.name == "postgresql":
-        at = utcnow()
-        recorded = conn.execute(_PG_RECORD_PUSH, {
+        recorded = _PUSH_RECORD_PG.execute(conn, {
             "sid": send.id, "outcome": outcome.outcome, "code": outcome.status_code,
             "body": None if success or outcome.body is None else json_dumps(outcome.body), "now": at,
             "rid": recipient_id, "recipient_status": "sent" if success else "failed",
             "sent_at": at if success else None, "response": None if success else outcome.failure_text(),
             "dm": dm.id, "failed": 0 if success else 1, "key": recovery}).scalar()
-        if recorded:  # the message is sent and its recovery job gone (same statement)
-            notify.sent(session, dm, [recipient_id] if success else [], at)
-        elif finalize(session, dm.id):  # the recovery job recorded it first
-            conn.execute(_DROP_RECOVERY, {"key": recovery})
-    elif record(session, dm, [(send, outcome)]):
-        # the message's one call, recorded here: sent, with its one recipient's outcome
-        conn.execute(_MARK_PUSH_SENT, {"dm": dm.id, "b_now": utcnow(), "b_failed": 0 if success else 1})
-        # nothing left for the recovery job (unless a worker already holds it)
-        conn.execute(_DROP_RECOVERY, {"key": recovery})
+    else:  # the same four writes, one statement each
+        recorded = _PUSH_RECORD_SEND.execute(conn, {
+            "sid": send.id, "b_outcome": outcome.outcome, "b_code": outcome.status_code,
+            "b_body": None if success else outcome.body, "b_now": at}).rowcount
+        if recorded:
+            _PUSH_RECIPIENT[success].execute(conn, {"lo": recipient_id, "hi": recipient_id, "b_now": at} if success
+                                             else {"lo": recipient_id, "hi": recipient_id,
+                                                   "b_response": outcome.failure_text()})
+            _PUSH_MARK_SENT.execute(conn, {"dm": dm.id, "b_now": at, "b_failed": 0 if success else 1})
+            _PUSH_DROP_RECOVERY.execute(conn, {"key": recovery})
+    if recorded:  # the message is sent and its recovery job gone
+        notify.sent(session, dm, [recipient_id] if success else [], at)
     elif finalize(session, dm.id):  # the recovery job recorded it first
         conn.execute(_DROP_RECOVERY, {"key": recovery})
 
@@ -547,7 +564,7 @@ def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str
     errors: dict[str, Any] = {}
     line_uid = direct.line_uid_of(data, errors)
     with database.lookup() as conn:
-        found = conn.execute(_PUSH_LOOKUP, {"org": org.id, "template": template_id, "event": event_id,
+        found = _PUSH_LOOKUP.execute(conn, {"org": org.id, "template": template_id, "event": event_id,
                                             "uid": line_uid}).first()
     template, event = direct.template_and_event_of(found, template_id, event_id)
     assert found is not None  # else template_and_event_of answered the 400

@@ -24,6 +24,7 @@ from openmaac.auth.models import Organization
 from openmaac.auth.service import OrgContext
 from openmaac.channels import destinations
 from openmaac.db.base import utcnow
+from openmaac.db.driver import DriverStatement
 from openmaac.jobs.models import Job
 from openmaac.web.errors import APIError, field_errors, not_found
 from openmaac.web.pagination import paginate_by_id
@@ -308,8 +309,10 @@ def _targets_statement(postgres: bool) -> Any:
 
 
 # prebuilt: every recorded send asks this, usually to learn there is nothing to announce
-_TARGETS = {postgres: _targets_statement(postgres) for postgres in (False, True)}
-_TIMEZONE = select(Organization.__table__.c.timezone).where(Organization.__table__.c.id == bindparam("org"))
+# (on the driver's cursor, db/driver.py: no SQLAlchemy execution machinery per send)
+_TARGETS = {postgres: DriverStatement(_targets_statement(postgres)) for postgres in (False, True)}
+_TIMEZONE = DriverStatement(select(Organization.__table__.c.timezone)
+                            .where(Organization.__table__.c.id == bindparam("org")))
 
 
 def _targets(session: Session, organization_id: int) -> tuple[str, list[_Target]]:
@@ -324,10 +327,10 @@ def _targets(session: Session, organization_id: int) -> tuple[str, list[_Target]
         return cached
     conn = session.connection()
     targets = [_Target(int(i), str(s), frozenset(t or ()))
-               for i, s, t in conn.execute(_TARGETS[conn.dialect.name == "postgresql"], {"org": organization_id})]
+               for i, s, t in _TARGETS[conn.dialect.name == "postgresql"].execute(conn, {"org": organization_id}).rows]
     tz_name = "UTC"
     if targets:
-        tz_name = conn.execute(_TIMEZONE, {"org": organization_id}).scalar() or "UTC"
+        tz_name = _TIMEZONE.execute(conn, {"org": organization_id}).scalar() or "UTC"
     cache[organization_id] = (tz_name, targets)
     return tz_name, targets
 

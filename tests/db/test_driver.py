@@ -1,0 +1,82 @@
+"""Driver statements write and read exactly what SQLAlchemy's own execution does."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, delete, insert, select, update
+
+from openmaac.db.base import utcnow
+from openmaac.db.driver import DriverStatement
+from openmaac.jobs.models import Job
+
+_J = Job.__table__
+_INSERT = DriverStatement(insert(_J).returning(_J.c.id))
+_READ = DriverStatement(select(_J.c.id, _J.c.payload, _J.c.run_at, _J.c.last_error)
+                        .where(_J.c.unique_key == bindparam("key")).limit(1))
+# one parameter bound twice (converted once)
+_RESCHEDULE = DriverStatement(update(_J).where(_J.c.unique_key == bindparam("key"), _J.c.status == "ready")
+                              .values(run_at=bindparam("at", type_=_J.c.run_at.type),
+                                      locked_until=bindparam("at", type_=_J.c.locked_until.type)))
+_DROP = DriverStatement(delete(_J).where(_J.c.unique_key == bindparam("key")))
+
+
+def _row(key: str, payload: Any) -> dict[str, Any]:
+    return {"kind": "test.driver", "payload": payload, "run_at": utcnow(), "priority": 0, "max_attempts": 1,
+            "unique_key": key, "status": "ready", "attempts": 0, "created_at": utcnow(), "last_error": None}
+
+
+@pytest.mark.parametrize("payload", [{"big": 2**70, "text": "王小明 🎉", "nested": [None, True, 1.5]}, None, [1, "a"]])
+def test_a_driver_insert_reads_back_as_sqlalchemy_writes_it(database: Any, payload: Any) -> None:
+    mine, theirs = f"driver:{time.time_ns()}:a", f"driver:{time.time_ns()}:b"
+    row = _row(mine, payload)
+    with database.write() as session:
+        conn = session.connection()
+        new_id = _INSERT.execute(conn, row).scalar_one()
+        other_id = conn.execute(insert(_J).returning(_J.c.id), {**row, "unique_key": theirs}).scalar_one()
+    assert isinstance(new_id, int) and new_id != other_id
+    with database.lookup() as conn:
+        by_driver = _READ.execute(conn, {"key": mine}).one()
+        by_sqlalchemy = conn.execute(_READ.statement, {"key": theirs}).one()
+    assert by_driver[1:] == tuple(by_sqlalchemy)[1:]
+    assert by_driver[1] == payload
+    assert by_driver[2] == row["run_at"] and by_driver[2].tzinfo is not None  # aware UTC, as written
+    with database.write() as session:
+        assert _DROP.execute(session.connection(), {"key": mine}).rowcount == 1
+        session.execute(_DROP.statement, {"key": theirs})
+
+
+def test_updates_count_rows_and_run_inside_the_callers_transaction(database: Any) -> None:
+    key = f"driver:{time.time_ns()}"
+    with database.write() as session:
+        _INSERT.execute(session.connection(), _row(key, {"n": 1}))
+    later = utcnow() + timedelta(hours=1)
+    with pytest.raises(RuntimeError), database.write() as session:
+        assert _RESCHEDULE.execute(session.connection(), {"key": key, "at": later}).rowcount == 1
+        raise RuntimeError("roll back")
+    with database.lookup() as conn:  # the rolled-back transaction took the driver's update with it
+        assert _READ.execute(conn, {"key": key}).one()[2] != later
+    with database.write() as session:
+        assert _RESCHEDULE.execute(session.connection(), {"key": key, "at": later}).rowcount == 1
+        assert _RESCHEDULE.execute(session.connection(), {"key": "nothing", "at": later}).rowcount == 0
+    with database.lookup() as conn:
+        assert _READ.execute(conn, {"key": key}).one()[2] == later
+        assert _READ.execute(conn, {"key": "nothing"}).first() is None
+    with database.write() as session:
+        _DROP.execute(session.connection(), {"key": key})
+
+
+def test_statements_that_need_rendering_per_execution_are_refused(database: Any) -> None:
+    expanding = DriverStatement(select(_J.c.id).where(_J.c.id.in_(bindparam("ids", expanding=True))))
+    with database.lookup() as conn, pytest.raises(ValueError, match="per-execution rendering"):
+        expanding.execute(conn, {"ids": [1, 2]})
+
+
+def test_an_insert_missing_a_python_side_default_is_refused_rather_than_written_null(database: Any) -> None:
+    row = _row(f"driver:{time.time_ns()}", {})
+    del row["created_at"]  # SQLAlchemy would call utcnow(); the driver statement cannot
+    with pytest.raises(ValueError, match="created_at"), database.write() as session:
+        _INSERT.execute(session.connection(), row)
