@@ -4,13 +4,23 @@ sent: the user gets the message once."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 
 import httpx
+import pytest
 
 from conftest import SIMULATOR_URL
-from helpers import create_template, inbox, simulated_friend, wait_for
+from helpers import (
+    CallbackReceiver,
+    ServedApp,
+    create_event,
+    create_template,
+    inbox,
+    simulated_friend,
+    wait_for,
+)
 
 
 def test_crashed_push_is_finished_with_its_stored_retry_key(tenant, database):
@@ -50,3 +60,86 @@ def test_crashed_push_is_finished_with_its_stored_retry_key(tenant, database):
     log = httpx.get(f"{SIMULATOR_URL}/_admin/requests", params={"channel_id": tenant.channel_id,
                                                                  "endpoint": "push"}).json()
     assert [r["status"] for r in log if r["retry_key"] == retry_key] == [200, 409]
+
+
+@pytest.fixture
+def cdh_hook(tenant):
+    receiver = CallbackReceiver()
+    served = ServedApp(receiver.app)
+    response = tenant.client.post(tenant.api("webhook/"), json={"url": served.url + "/cdh", "topics": ["message.send"],
+                                                                  "style": "cdh"})
+    assert response.status_code == 201, response.text
+    yield receiver
+    served.stop()
+
+
+def _sent_events(receiver):
+    return [json.loads(r["body"]) for r in receiver.at("/cdh")]
+
+
+@pytest.mark.parametrize("tracked", [False, True], ids=["untracked", "tracked"])
+def test_a_push_accepted_then_never_called_is_sent_by_its_recovery_job(tenant, database, monkeypatch, cdh_hook,
+                                                                         tracked):
+    """What the push writes before calling LINE, alone (the process died right after the
+    commit): the recovery job sends it once, the status reads as the push's, and the CDH
+    ``message.send`` carries the contact's customer id. An untracked push keeps no recipient
+    row (its call row lists the recipient); a tracked one does."""
+    from sqlalchemy import select, update
+
+    from openmaac.auth.service import OrgContext
+    from openmaac.contacts.models import Contact
+    from openmaac.messaging import sending
+    from openmaac.messaging.models import DirectMessageRecipient
+
+    uid = simulated_friend(tenant)
+    with database.write() as session:
+        session.execute(update(Contact).where(Contact.organization_id == tenant.id, Contact.line_uid == uid)
+                        .values(customer_id="C-42"))
+        contact_id = session.scalar(select(Contact.id).where(Contact.organization_id == tenant.id,
+                                                             Contact.line_uid == uid))
+    template = create_template(tenant, [{"type": "text", "text": "hello"}])
+    event_id = create_event(tenant, "recovered") if tracked else None
+    monkeypatch.setattr(sending, "send_lease", lambda: timedelta(seconds=-2))  # already lapsed: the job is due
+    org = OrgContext(id=tenant.id, name="t", timezone="Asia/Taipei", region="tw")
+    with database.write() as session:
+        dm, _send_id, retry_key, _refs, _messages = sending._accept_push(
+            session, org, template["id"], event_id, uid, contact_id, {}, [{"type": "text", "text": "hello"}], None)
+    with database.read() as session:
+        rows = session.scalars(select(DirectMessageRecipient.id)
+                               .where(DirectMessageRecipient.direct_message_id == dm.id)).all()
+    assert len(rows) == (1 if tracked else 0)
+
+    record = wait_for(lambda: (b := tenant.client.get(tenant.api(f"direct_message/{dm.id}/")).json())["status"] == "sent"
+                      and b, timeout=30)
+    assert record["category"] == "push" and record["event_id"] == event_id
+    assert record["result"]["to"] == {"line_ids": [uid]}
+    assert record["result"]["total_count"] == 1 and record["result"]["fail_count"] == 0
+    assert record["result"]["fail_info"] == []
+    assert len(inbox(uid)) == 1
+    log = httpx.get(f"{SIMULATOR_URL}/_admin/requests", params={"channel_id": tenant.channel_id,
+                                                                 "endpoint": "push"}).json()
+    assert [r["status"] for r in log if r["retry_key"] == retry_key] == [200]
+    wait_for(lambda: _sent_events(cdh_hook), timeout=30)
+    [event] = _sent_events(cdh_hook)
+    assert event["event"] == "message.send"
+    assert event["data"]["line_uid"] == uid and event["data"]["customer_id"] == "C-42"
+    assert event["data"]["direct_message_id"] == dm.id and event["data"]["campaign_id"] == event_id
+
+
+def test_an_answered_push_announces_its_send_with_the_customer_id(tenant, database, cdh_hook):
+    from sqlalchemy import update
+
+    from openmaac.contacts.models import Contact
+
+    uid = simulated_friend(tenant)
+    with database.write() as session:
+        session.execute(update(Contact).where(Contact.organization_id == tenant.id, Contact.line_uid == uid)
+                        .values(customer_id="C-7"))
+    template = create_template(tenant, [{"type": "text", "text": "hello"}])
+    response = tenant.client.post(tenant.api("direct_message/push/"),
+                                  json={"template_id": template["id"], "data": {"line_uid": uid}})
+    assert response.status_code == 200 and response.json()["result"] == "success", response.text
+    wait_for(lambda: _sent_events(cdh_hook), timeout=30)
+    [event] = _sent_events(cdh_hook)
+    assert event["data"]["line_uid"] == uid and event["data"]["customer_id"] == "C-7"
+    assert event["data"]["direct_message_id"] == response.json()["id"] and event["data"]["campaign_id"] is None

@@ -299,38 +299,32 @@ _MARK_PUSH_SENT = (update(_D).where(_D.c.id == bindparam("dm"), _D.c.status != "
 _INSERT_JOB = insert(_J)
 _DROP_RECOVERY = delete(_J).where(_J.c.unique_key == bindparam("key"), _J.c.status == "ready")
 
-# PostgreSQL: an untracked push's acceptance (message, recipient, LINE call row, recovery job)
-# and its recording (call, recipient, message, recovery job) are each ONE statement of
-# data-modifying CTEs: a round trip each instead of four (what the generic path writes, in
-# the same columns; SQLite has no DML in CTEs and no round trips to save).
+# PostgreSQL: an untracked push's acceptance (message, LINE call row, recovery job) and its
+# recording (call, message, recovery job) are each ONE statement of data-modifying CTEs: a
+# round trip each instead of three (what the generic path writes, in the same columns; SQLite
+# has no DML in CTEs and no round trips to save).
 _PG_ACCEPT_PUSH = text("""
 WITH dm AS (
   INSERT INTO direct_messages (organization_id, category, template_id, event_id, status, tracked, params,
                                recipient_rows, total_count, fail_count, created_at, updated_at)
-  VALUES (:org, 'push', :template, NULL, 'sending', false, NULL, true, 1, 0, :now, :now) RETURNING id),
-rcp AS (
-  INSERT INTO direct_message_recipients (direct_message_id, organization_id, mark, line_uid, contact_id, params,
-                                         status)
-  SELECT dm.id, :org, 0, :uid, :contact, CAST(:params AS jsonb), 'pending' FROM dm RETURNING id, direct_message_id),
+  VALUES (:org, 'push', :template, NULL, 'sending', false, CAST(:params AS jsonb), false, 1, 0, :now, :now)
+  RETURNING id),
 snd AS (
   INSERT INTO direct_message_sends (direct_message_id, organization_id, method, retry_key, recipient_ids, "to",
                                     messages, status, locked_until, created_at)
-  SELECT rcp.direct_message_id, :org, 'push', :retry_key, jsonb_build_array(rcp.id), CAST(:to AS jsonb),
-         CAST(:messages AS jsonb), 'pending', :until, :now FROM rcp RETURNING id),
+  SELECT dm.id, :org, 'push', :retry_key, CAST(:recipients AS jsonb), CAST(:to AS jsonb),
+         CAST(:messages AS jsonb), 'pending', :until, :now FROM dm RETURNING id),
 job AS (
   INSERT INTO jobs (kind, payload, organization_id, run_at, priority, max_attempts, unique_key, status, attempts,
                     created_at)
   SELECT :kind, jsonb_build_object('id', dm.id), :org, :run_at, 100, 10, :key_prefix || dm.id, 'ready', 0, :now
   FROM dm RETURNING id)
-SELECT dm.id, rcp.id, snd.id FROM dm, rcp, snd, job""")
+SELECT dm.id, snd.id FROM dm, snd, job""")
 _PG_RECORD_PUSH = text("""
 WITH snd AS (
   UPDATE direct_message_sends SET status = 'done', outcome = :outcome, status_code = :code,
          response_body = CAST(:body AS jsonb), completed_at = :now, locked_until = NULL
   WHERE id = :sid AND status = 'pending' RETURNING id),
-rcp AS (
-  UPDATE direct_message_recipients SET status = :recipient_status, sent_at = :sent_at, response = :response
-  WHERE id = :rid AND EXISTS (SELECT 1 FROM snd) RETURNING id),
 dm AS (
   UPDATE direct_messages SET status = 'sent', sent_at = :now, updated_at = :now, total_count = 1,
          fail_count = :failed
@@ -483,79 +477,105 @@ _PUSH_LOOKUP = DriverStatement(_push_lookup_statement())
 
 def _accept_push(session: Session, org: OrgContext, template_id: int, event_ref: int | None, line_uid: str,
                  contact_id: int, params: dict[str, str], rendered: list[dict[str, Any]],
-                 line: Line | None) -> tuple[MessageRef, int, int, str, list[dict[str, Any]]]:
-    """Record an accepted push before LINE is called: the message, its recipient, the LINE
-    call row with its retry key (leased to this caller) and a recovery job, and lease the
-    call's rate slot. ``(message, recipient id, call id, retry key, messages as sent)``."""
+                 line: Line | None) -> tuple[MessageRef, int, str, list[RecipientRef], list[dict[str, Any]]]:
+    """Record an accepted push before LINE is called: the message, the LINE call row with its
+    retry key (leased to this caller) and a recovery job, and lease the call's rate slot.
+    ``(message, call id, retry key, the call's recipient refs, messages as sent)``.
+
+    An untracked push (no ``event_id``) has no recipient row: like an untracked enhanced
+    multicast, its call row lists its one recipient (``[mark, contact id]``) and is its record
+    (``GET direct_message/{id}/`` reads it there), and its parameters are the message's. A
+    tracked push keeps the row its opens and clicks are attributed to."""
     conn = session.connection()
     now = utcnow()
     lease = send_lease()
     messages = rendered
-    if conn.dialect.name == "postgresql" and event_ref is None:
+    recovery = {"kind": JOB_KIND, "organization_id": org.id, "run_at": now + lease + timedelta(seconds=1)}
+    if event_ref is None:
         retry_key = new_retry_key()
-        dm_id, recipient_id, send_id = (int(i) for i in _PUSH_ACCEPT_PG.execute(conn, {
-            "org": org.id, "template": template_id, "now": now, "uid": line_uid, "contact": contact_id,
-            "params": json_dumps(params), "retry_key": retry_key, "to": json_dumps([line_uid]),
-            "messages": json_dumps(messages), "until": now + lease, "kind": JOB_KIND, "key_prefix": f"{JOB_KIND}:",
-            "run_at": now + lease + timedelta(seconds=1)}).one())
-        dm = MessageRef(dm_id, org.id, "push", None)
+        refs: list[RecipientRef] = [[0, contact_id]]
+        if conn.dialect.name == "postgresql":
+            dm_id, send_id = (int(i) for i in _PUSH_ACCEPT_PG.execute(conn, {
+                "org": org.id, "template": template_id, "now": now, "params": json_dumps(params),
+                "retry_key": retry_key, "recipients": json_dumps(refs), "to": json_dumps([line_uid]),
+                "messages": json_dumps(messages), "until": now + lease, "kind": JOB_KIND,
+                "key_prefix": f"{JOB_KIND}:", "run_at": recovery["run_at"]}).one())
+            dm = MessageRef(dm_id, org.id, "push", None, recipient_rows=False)
+        else:
+            dm = _insert_push(conn, org, template_id, None, params, now, recipient_rows=False)
+            send_id = _insert_push_call(conn, dm, refs, line_uid, messages, retry_key, now + lease, now, recovery)
     else:
-        dm_id = int(_PUSH_INSERT_MESSAGE.execute(conn, {
-            "organization_id": org.id, "category": "push", "template_id": template_id, "event_id": event_ref,
-            "status": "sending", "tracked": event_ref is not None, "recipient_rows": True, "total_count": 1,
-            "fail_count": 0, "created_at": now, "updated_at": now}).scalar_one())
-        dm = MessageRef(dm_id, org.id, "push", event_ref)
+        dm = _insert_push(conn, org, template_id, event_ref, None, now, recipient_rows=True)
         recipient_id = int(_PUSH_INSERT_RECIPIENT.execute(conn, {
-            "direct_message_id": dm_id, "organization_id": org.id, "mark": 0, "line_uid": line_uid,
+            "direct_message_id": dm.id, "organization_id": org.id, "mark": 0, "line_uid": line_uid,
             "contact_id": contact_id, "params": params, "status": "pending"}).scalar_one())
-        if event_ref is not None:
-            tracker = links.Tracker(session, dm, links.get_setting(session, org.id))  # type: ignore[arg-type]
-            messages = tracker.track(rendered, recipient_id)
-            tracker.save()
-        row = _send_row(dm, "push", [(recipient_id, line_uid)], messages, now + lease, now)
-        retry_key = row["retry_key"]
-        send_id = int(_PUSH_INSERT_SEND.execute(conn, row).scalar_one())
-        # The recovery job: finishes the push should this process die before recording
-        # LINE's answer. A plain prebuilt INSERT (what jobs.queue.enqueue writes; its key is
-        # new, so there is no conflict to handle); due only after the lease, so the worker
-        # needs no wake-up at commit (it looks at least every half second).
-        _PUSH_INSERT_JOB.execute(conn, {
-            "kind": JOB_KIND, "payload": {"id": dm_id}, "organization_id": org.id,
-            "run_at": now + lease + timedelta(seconds=1), "priority": 100, "max_attempts": 10,
-            "unique_key": f"{JOB_KIND}:{dm_id}", "status": "ready", "attempts": 0, "created_at": now})
+        refs = [recipient_id]
+        tracker = links.Tracker(session, dm, links.get_setting(session, org.id))  # type: ignore[arg-type]
+        messages = tracker.track(rendered, recipient_id)
+        tracker.save()
+        retry_key = new_retry_key()
+        send_id = _insert_push_call(conn, dm, refs, line_uid, messages, retry_key, now + lease, now, recovery)
     if line is not None:  # the LINE call's rate slot, leased in this transaction
         line_rate.prefetch(conn, get_database(), line.channel_id, "push")
-    return dm, recipient_id, send_id, retry_key, messages
+    return dm, send_id, retry_key, refs, messages
+
+
+def _insert_push(conn: Any, org: OrgContext, template_id: int, event_ref: int | None, params: dict[str, str] | None,
+                 now: datetime, *, recipient_rows: bool) -> MessageRef:
+    dm_id = int(_PUSH_INSERT_MESSAGE.execute(conn, {
+        "organization_id": org.id, "category": "push", "template_id": template_id, "event_id": event_ref,
+        "status": "sending", "tracked": event_ref is not None, "params": params, "recipient_rows": recipient_rows,
+        "total_count": 1, "fail_count": 0, "created_at": now, "updated_at": now}).scalar_one())
+    return MessageRef(dm_id, org.id, "push", event_ref, recipient_rows)
+
+
+def _insert_push_call(conn: Any, dm: MessageRef, refs: list[RecipientRef], line_uid: str,
+                      messages: list[dict[str, Any]], retry_key: str, until: datetime, now: datetime,
+                      recovery: dict[str, Any]) -> int:
+    """The push's LINE call row, and its recovery job: finishes the push should this process
+    die before recording LINE's answer. A plain prebuilt INSERT (what jobs.queue.enqueue
+    writes; its key is new, so there is no conflict to handle); due only after the lease, so
+    the worker needs no wake-up at commit (it looks at least every half second)."""
+    send_id = int(_PUSH_INSERT_SEND.execute(conn, {
+        "direct_message_id": dm.id, "organization_id": dm.organization_id, "method": "push",
+        "retry_key": retry_key, "recipient_ids": refs, "to": [line_uid], "messages": messages,
+        "status": "pending", "locked_until": until, "created_at": now}).scalar_one())
+    _PUSH_INSERT_JOB.execute(conn, {
+        **recovery, "payload": {"id": dm.id}, "priority": 100, "max_attempts": 10,
+        "unique_key": f"{JOB_KIND}:{dm.id}", "status": "ready", "attempts": 0, "created_at": now})
+    return send_id
 
 
 def _record_push(session: Session, dm: MessageRef, send: Claimed, outcome: Outcome) -> None:
-    """Record a push's one LINE call: the call, its recipient, the message sent, and its
-    recovery job gone (unless that job recorded the call first)."""
+    """Record a push's one LINE call: the call, its recipient's row if it has one, the message
+    sent, and its recovery job gone (unless that job recorded the call first)."""
     conn = session.connection()
     success = outcome.outcome == "success"
     recovery = f"{JOB_KIND}:{dm.id}"
-    recipient_id = int(send.recipient_ids[0])  # type: ignore[arg-type]
     at = utcnow()
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql" and not dm.recipient_rows:
         recorded = _PUSH_RECORD_PG.execute(conn, {
             "sid": send.id, "outcome": outcome.outcome, "code": outcome.status_code,
             "body": None if success or outcome.body is None else json_dumps(outcome.body), "now": at,
-            "rid": recipient_id, "recipient_status": "sent" if success else "failed",
-            "sent_at": at if success else None, "response": None if success else outcome.failure_text(),
             "dm": dm.id, "failed": 0 if success else 1, "key": recovery}).scalar()
-    else:  # the same four writes, one statement each
+    else:  # one statement each
         recorded = _PUSH_RECORD_SEND.execute(conn, {
             "sid": send.id, "b_outcome": outcome.outcome, "b_code": outcome.status_code,
             "b_body": None if success else outcome.body, "b_now": at}).rowcount
         if recorded:
-            _PUSH_RECIPIENT[success].execute(conn, {"lo": recipient_id, "hi": recipient_id, "b_now": at} if success
-                                             else {"lo": recipient_id, "hi": recipient_id,
-                                                   "b_response": outcome.failure_text()})
+            if dm.recipient_rows:
+                rid = int(send.recipient_ids[0])  # type: ignore[arg-type]
+                _PUSH_RECIPIENT[success].execute(conn, {"lo": rid, "hi": rid, "b_now": at} if success else
+                                                 {"lo": rid, "hi": rid, "b_response": outcome.failure_text()})
             _PUSH_MARK_SENT.execute(conn, {"dm": dm.id, "b_now": at, "b_failed": 0 if success else 1})
             _PUSH_DROP_RECOVERY.execute(conn, {"key": recovery})
-    if recorded:  # the message is sent and its recovery job gone
-        notify.sent(session, dm, [recipient_id] if success else [], at)
-    elif finalize(session, dm.id):  # the recovery job recorded it first
+    if recorded and success:  # the message is sent and its recovery job gone: announce it
+        ref = send.recipient_ids[0]
+        if isinstance(ref, list):  # [mark, contact id]: no recipient row
+            notify.sent(session, dm, [], at, contacts=[(send.to[0], ref[1])])
+        else:
+            notify.sent(session, dm, [int(ref)], at)
+    elif not recorded and finalize(session, dm.id):  # the recovery job recorded it first
         conn.execute(_DROP_RECOVERY, {"key": recovery})
 
 
@@ -581,17 +601,17 @@ def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str
     if errors:
         raise field_errors({"data": errors})
     assert contact is not None and line_uid is not None
-    accepted = group_commit(database, "push.accept").run(
+    accepted = group_commit(database, "push").run(
         lambda session: _accept_push(session, org, template.id, event_ref, line_uid, contact[0], params, rendered,
                                      line))
-    dm, recipient_id, send_id, retry_key, messages = accepted
+    dm, send_id, retry_key, refs, messages = accepted
     if line is None:
         outcome = Outcome("error")
     else:
         outcome = call_line(line.client(), "push", [line_uid], messages, retry_key)
-    send = Claimed(send_id, "push", [line_uid], messages, retry_key, [recipient_id])
+    send = Claimed(send_id, "push", [line_uid], messages, retry_key, refs)
     # recorded together with the other pushes answered meanwhile (one transaction for all)
-    group_commit(database, "push.record").run(lambda session: _record_push(session, dm, send, outcome))
+    group_commit(database, "push").run(lambda session: _record_push(session, dm, send, outcome))
     return {"id": dm.id, "event_id": event_ref, "event": event_name, "result": outcome.push_result()}
 
 
