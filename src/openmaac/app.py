@@ -91,17 +91,19 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool | None
     app.add_exception_handler(RequestValidationError, validation_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(APIError, api_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error_handler)  # type: ignore[arg-type]
+    # The sending endpoints first: routing tries the routers in order, and these take the
+    # volume (their paths share no prefix with any other router's, so the order changes no match).
+    app.include_router(direct_message_router)  # LINE messaging: direct messages
+    app.include_router(sms_plus_router)
     for router in (contacts_router, tags_router, templates_router, events_router, line_inbound_router):
         app.include_router(router)
     app.include_router(webhooks_router)
-    # LINE messaging: direct messages, event reports, tracked links and open images
-    app.include_router(direct_message_router)
+    # event reports, tracked links and open images
     app.include_router(reports_router)
     app.include_router(tracking_setting_router)
     app.include_router(links_router)
     app.include_router(contact_import_router)
     app.include_router(segments_router)
-    app.include_router(sms_plus_router)
     app.include_router(__import__("openmaac.cdh.router", fromlist=["router"]).router)  # /cdh/v1
     app.include_router(__import__("openmaac.cdh.behavior_router", fromlist=["router"]).router)  # behavior/download
     install_openapi_document(app)
