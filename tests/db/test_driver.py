@@ -80,3 +80,41 @@ def test_an_insert_missing_a_python_side_default_is_refused_rather_than_written_
     del row["created_at"]  # SQLAlchemy would call utcnow(); the driver statement cannot
     with pytest.raises(ValueError, match="created_at"), database.write() as session:
         _INSERT.execute(session.connection(), row)
+
+
+def test_a_driver_error_is_raised_as_sqlalchemy_raises_it_and_rolls_back(database: Any) -> None:
+    """Callers catch SQLAlchemy's wrappers (an SMS+ push answers 503 on ``DBAPIError``)."""
+    from sqlalchemy.exc import IntegrityError
+
+    key = f"driver:{time.time_ns()}"
+    with pytest.raises(IntegrityError), database.write() as session:
+        _INSERT.execute(session.connection(), _row(key, {"first": True}))
+        _INSERT.execute(session.connection(), _row(key, {"again": True}))  # the unique key, twice
+    with database.lookup() as conn:
+        assert _READ.execute(conn, {"key": key}).first() is None
+
+
+def test_a_locked_sqlite_database_refuses_a_write_as_sqlalchemy_operational_error(database: Any,
+                                                                                   monkeypatch: Any) -> None:
+    """BEGIN IMMEDIATE runs on the driver too: a write lock held elsewhere past the busy
+    timeout is SQLAlchemy's OperationalError, as before."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    from openmaac.db import engine as engine_module
+    from openmaac.db.engine import Database
+
+    if not database.is_sqlite:
+        pytest.skip("SQLite's single writer")
+    monkeypatch.setattr(engine_module, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    own = Database(database.url)
+    holder = sqlite3.connect(database.url.split("///", 1)[-1], isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(OperationalError, match="locked"), own.write() as session:
+            session.connection()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        own.dispose()

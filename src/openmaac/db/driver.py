@@ -24,8 +24,34 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql import ClauseElement
+
+
+def run_on_driver(conn: Connection, sql: str, arguments: Sequence[Any] | dict[str, Any]) -> tuple[list[tuple[Any, ...]], int]:
+    """Execute ``sql`` on ``conn``'s driver cursor: ``(rows, rowcount)``. A driver error is
+    raised as SQLAlchemy's wrapper (``OperationalError``, ``IntegrityError``... with the
+    driver's as ``orig``), exactly as ``Connection.execute`` raises it, and a lost connection
+    is invalidated so the pool does not hand it out again."""
+    dialect = conn.dialect
+    driver = conn.connection.dbapi_connection
+    cursor = driver.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, arguments)
+        rows: list[tuple[Any, ...]] = list(cursor.fetchall()) if cursor.description is not None else []
+        return rows, cursor.rowcount
+    except dialect.loaded_dbapi.Error as error:
+        lost = dialect.is_disconnect(error, driver, cursor)
+        if lost:
+            conn.invalidate(error)
+        raise exc.DBAPIError.instance(sql, arguments, error, dialect.loaded_dbapi.Error,
+                                      connection_invalidated=lost, dialect=dialect) from error
+    finally:
+        try:
+            cursor.close()
+        except dialect.loaded_dbapi.Error:
+            pass  # a cursor of a lost connection
 
 
 @dataclass(frozen=True)
@@ -120,13 +146,7 @@ class DriverStatement:
         arguments: Sequence[Any] | dict[str, Any] = (
             tuple(values[name] for name in compiled.names) if compiled.positional
             else {name: values[name] for name in compiled.names})
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(compiled.sql, arguments)
-            rows: list[tuple[Any, ...]] = list(cursor.fetchall()) if cursor.description is not None else []
-            rowcount = cursor.rowcount
-        finally:
-            cursor.close()
+        rows, rowcount = run_on_driver(conn, compiled.sql, arguments)
         if compiled.results is not None and rows:
             processors = compiled.results
             rows = [tuple(convert(value) if convert is not None else value
