@@ -24,8 +24,8 @@ bearer = HTTPBearer(auto_error=False, description="MAAC OpenAPI access token: `A
 def _look_up(token: str) -> OrgContext | None:
     org = authenticate_cached(token)
     if org is None:
-        with get_database().read() as session:
-            org = authenticate(session, token)
+        with get_database().lookup() as conn:
+            org = authenticate(conn, token)
     return org
 
 
