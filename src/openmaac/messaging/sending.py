@@ -57,7 +57,7 @@ from openmaac.channels.line_client import (
 )
 from openmaac.channels.models import LineChannel
 from openmaac.channels.service import line_api_base_url
-from openmaac.common.validation import char_fields
+from openmaac.common.validation import char_fields, plain_char_fields
 from openmaac.contacts.models import LINE_UID_MAX_LENGTH, Contact
 from openmaac.db.base import JSONType, UTCDateTime, utcnow
 from openmaac.db.engine import get_database, json_dumps
@@ -309,6 +309,31 @@ _MARK_PUSH_SENT = (update(_D).where(_D.c.id == bindparam("dm"), _D.c.status != "
                            updated_at=bindparam("b_now", type_=UTCDateTime()), total_count=1,
                            fail_count=bindparam("b_failed")))
 _INSERT_JOB = insert(_J)
+# a LINE call row whose JSON columns come encoded (SQLite: stored as the text they are)
+_INSERT_CALL_ENCODED = insert(_S).values(
+    direct_message_id=bindparam("dm"), organization_id=bindparam("org"), method=bindparam("method"),
+    retry_key=bindparam("retry_key"), recipient_ids=bindparam("refs", type_=Text()),
+    to=bindparam("to", type_=Text()), messages=bindparam("messages", type_=Text()), status="pending",
+    locked_until=None, created_at=bindparam("now", type_=UTCDateTime()))
+# PostgreSQL: an untracked enhanced multicast's message, its LINE call (unless no recipient is
+# a contact) and its job in one statement (the same rows as SQLite's three inserts)
+_PG_ACCEPT_ENHANCED = text("""
+WITH dm AS (
+  INSERT INTO direct_messages (organization_id, category, template_id, event_id, status, tracked, params,
+                               recipient_rows, total_count, fail_count, created_at, updated_at)
+  VALUES (:org, 'enhanced_multicast', :template, NULL, 'pending', false, CAST(:params AS jsonb), false, :total,
+          :failed, :now, :now) RETURNING id),
+snd AS (
+  INSERT INTO direct_message_sends (direct_message_id, organization_id, method, retry_key, recipient_ids, "to",
+                                    messages, status, locked_until, created_at)
+  SELECT dm.id, :org, :method, :retry_key, CAST(:refs AS jsonb), CAST(:to AS jsonb), CAST(:messages AS jsonb),
+         'pending', NULL, :now FROM dm WHERE :with_call RETURNING id),
+job AS (
+  INSERT INTO jobs (kind, payload, organization_id, run_at, priority, max_attempts, unique_key, status, attempts,
+                    created_at)
+  SELECT :kind, jsonb_build_object('id', dm.id), :org, :now, 100, 10, :key_prefix || dm.id, 'ready', 0, :now
+  FROM dm RETURNING id)
+SELECT dm.id FROM dm""")
 _DROP_RECOVERY = delete(_J).where(_J.c.unique_key == bindparam("key"), _J.c.status == "ready")
 
 # PostgreSQL: an untracked push's acceptance (message, recipient, LINE call row, recovery job)
@@ -695,12 +720,17 @@ def enhanced_multicast(org: OrgContext, template_id: int, event_id: int | None, 
         if errors:
             raise field_errors({"data": errors})
         # each as DRF's CharField(max_length=LINE_UID_MAX_LENGTH) would take it
-        checked = char_fields(line_uids, max_length=LINE_UID_MAX_LENGTH)
-        problems = {str(i): errors for i, (_uid, errors) in enumerate(checked) if errors}
-        if problems:
-            raise field_errors({"line_uids": problems})
-        uids = [uid or "" for uid, _errors in checked]
+        if plain_char_fields(line_uids, max_length=LINE_UID_MAX_LENGTH):
+            uids = line_uids  # taken as they are (no list of 500 (value, errors) pairs)
+        else:
+            checked = char_fields(line_uids, max_length=LINE_UID_MAX_LENGTH)
+            problems = {str(i): errors for i, (_uid, errors) in enumerate(checked) if errors}
+            if problems:
+                raise field_errors({"line_uids": problems})
+            uids = [uid or "" for uid, _errors in checked]
         contact_ids = direct.contact_ids_by_uid(conn, org.id, uids)
+    if event is None and len(uids) <= MULTICAST_MAX_RECIPIENTS:
+        return _accept_untracked(org, template.id, params, rendered, uids, contact_ids)
     event_ref = event[0] if event else None
     # Rows per recipient only when a recipient will be looked up later: a tap on one of a
     # tracked message's actions (message / postback) is attributed through them (links.record_tap).
@@ -725,6 +755,52 @@ def enhanced_multicast(org: OrgContext, template_id: int, event_id: int | None, 
             session.connection().execute(_INSERT_SENDS, _send_rows(dm, recipients, messages, now))
         _enqueue_send(session, dm, now)
     return {"id": dm.id, "result": "pending"}
+
+
+def _accept_untracked(org: OrgContext, template_id: int, params: dict[str, str], messages: list[dict[str, Any]],
+                      uids: list[str], contact_ids: dict[str, int]) -> dict[str, Any]:
+    """An enhanced multicast without an event (no links to track, no recipient rows): its one
+    LINE call encoded before the write (the write lock is not held while 500 ids become JSON),
+    then written together with those of the other requests accepted meanwhile (group commit:
+    one transaction for all, each request answering once its own write is committed); on
+    PostgreSQL the message, its call and its job are one statement."""
+    database = get_database()
+    unknown = [(mark, uid, None) for mark, uid in enumerate(uids) if uid not in contact_ids]
+    if unknown:
+        listed = [(mark, uid) for mark, uid in enumerate(uids) if uid in contact_ids]
+        to = [uid for _mark, uid in listed]
+        refs = [[mark, contact_ids[uid]] for mark, uid in listed]
+    else:
+        to = uids
+        refs = [[mark, contact_ids[uid]] for mark, uid in enumerate(uids)]
+    call = {"method": "push" if len(to) == 1 else "multicast", "retry_key": new_retry_key(),
+            "refs": json_dumps(refs), "to": json_dumps(to), "messages": json_dumps(messages)}
+    del refs
+    now = utcnow()
+
+    def write(session: Session) -> int:
+        conn = session.connection()
+        if conn.dialect.name == "postgresql":
+            dm_id = int(conn.execute(_PG_ACCEPT_ENHANCED, {
+                "org": org.id, "template": template_id, "params": json_dumps(params), "total": len(uids),
+                "failed": len(unknown), "now": now, "with_call": bool(to), **call, "kind": JOB_KIND,
+                "key_prefix": f"{JOB_KIND}:"}).scalar_one())
+            dm = MessageRef(dm_id, org.id, "enhanced_multicast", None, False)
+        else:
+            dm = MessageRef(int(conn.execute(_INSERT_MESSAGE, {
+                "organization_id": org.id, "category": "enhanced_multicast", "template_id": template_id,
+                "event_id": None, "status": "pending", "tracked": False, "params": params, "recipient_rows": False,
+                "total_count": len(uids), "fail_count": len(unknown), "created_at": now,
+                "updated_at": now}).scalar_one()), org.id, "enhanced_multicast", None, False)
+            if to:
+                conn.execute(_INSERT_CALL_ENCODED, {"dm": dm.id, "org": org.id, "now": now, **call})
+            _enqueue_send(session, dm, now)
+        # the uids that are not contacts fail now
+        write_recipients(conn, dm, unknown, "failed", direct.CONTACT_NOT_FOUND, None)
+        session.info["jobs_enqueued"] = True  # wakes the embedded worker at commit
+        return dm.id
+
+    return {"id": group_commit(database, "enhanced_multicast.accept").run(write), "result": "pending"}
 
 
 # -- the job --------------------------------------------------------------------------------------
