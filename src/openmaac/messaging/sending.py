@@ -761,9 +761,10 @@ def _accept_untracked(org: OrgContext, template_id: int, params: dict[str, str],
                       uids: list[str], contact_ids: dict[str, int]) -> dict[str, Any]:
     """An enhanced multicast without an event (no links to track, no recipient rows): its one
     LINE call encoded before the write (the write lock is not held while 500 ids become JSON),
-    then written together with those of the other requests accepted meanwhile (group commit:
-    one transaction for all, each request answering once its own write is committed); on
-    PostgreSQL the message, its call and its job are one statement."""
+    then written. On SQLite, whose writes queue for one lock anyway, together with those of
+    the other requests accepted meanwhile (group commit: one transaction for all, each request
+    answering once its own write is committed); on PostgreSQL the message, its call and its job
+    are one statement, in a transaction of the request's own."""
     database = get_database()
     unknown = [(mark, uid, None) for mark, uid in enumerate(uids) if uid not in contact_ids]
     if unknown:
@@ -800,6 +801,11 @@ def _accept_untracked(org: OrgContext, template_id: int, params: dict[str, str],
         session.info["jobs_enqueued"] = True  # wakes the embedded worker at commit
         return dm.id
 
+    if not database.is_sqlite:
+        # PostgreSQL runs the writes of concurrent requests side by side (and groups their WAL
+        # flushes itself): one group would queue these ~40 KB writes behind each other
+        with database.write() as session:
+            return {"id": write(session), "result": "pending"}
     return {"id": group_commit(database, "enhanced_multicast.accept").run(write), "result": "pending"}
 
 
