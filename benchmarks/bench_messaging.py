@@ -27,7 +27,11 @@ over 11.8 s, so the benchmark lifts it (``OPENMAAC_API_RATE_LIMITS``) to measure
 engine against LINE's limit. Peak RSS of the server process during the fan-out is sampled.
 
 Measured on SQLite, and on PostgreSQL when benchmarks.common.postgres_url() is set.
-``BENCH_MESSAGING_ONLY=push`` (or ``fanout``) runs one half only.
+``BENCH_MESSAGING_ONLY=push`` (or ``fanout``) runs one half only; ``BENCH_FANOUT_RECIPIENTS=N``
+fans out to N recipients instead (e.g. 200,000 to iterate faster); ``BENCH_FANOUT_WORKERS=N``
+sends from N ``openmaac worker`` processes. The fan-out prints the CPU each process spent per
+request of 500 (serve, workers, the simulator, the load generator); with ``BENCH_PYSPY`` the
+workers and the simulator are profiled too.
 """
 
 from __future__ import annotations
@@ -55,8 +59,11 @@ from benchmarks.common import (
     ServerProcess,
     backends,
     database_url,
+    own_cpu_seconds,
     process_cpu_seconds,
     run_load,
+    start_profiler,
+    stop_profiler,
 )
 
 ORGS = 24
@@ -65,6 +72,8 @@ PUSH_CLIENTS = int(os.environ.get("BENCH_PUSH_CLIENTS", "32"))  # fewer: CPU per
 FANOUT_CLIENTS = 8
 # BENCH_FANOUT_WORKERS=N: the fan-out with N `openmaac worker` processes beside `serve`
 FANOUT_WORKERS = int(os.environ.get("BENCH_FANOUT_WORKERS", "0"))
+# BENCH_FANOUT_RECIPIENTS=N: a smaller (or larger) fan-out than the million, to iterate faster
+FANOUT_RECIPIENTS = int(os.environ.get("BENCH_FANOUT_RECIPIENTS", "0"))
 PER_REQUEST = 500
 LINE_MULTICAST_RATE = 200.0
 TEXT = [{"type": "text", "text": "Hello {{name}}, your order has shipped."}]
@@ -79,8 +88,11 @@ class Sizes:
 
 
 def sizes(quick: bool) -> Sizes:
-    return Sizes(push_seconds=3.0, rounds=1, recipients=50_000) if quick else \
+    size = Sizes(push_seconds=3.0, rounds=1, recipients=50_000) if quick else \
         Sizes(push_seconds=8.0, rounds=3, recipients=1_000_000)
+    if FANOUT_RECIPIENTS:
+        size.recipients = FANOUT_RECIPIENTS
+    return size
 
 
 @dataclass
@@ -162,8 +174,10 @@ def create_template(server: ServerProcess, org: Org, messages: list[dict[str, An
     return int(response.json()["id"])
 
 
-def sim_stats(sim: str, channel_id: str) -> dict[str, int]:
-    response = httpx.get(f"{sim}/_admin/channels/{channel_id}/stats", timeout=30)
+def sim_stats(sim: str, channel_id: str, client: httpx.Client | None = None) -> dict[str, int]:
+    """The simulator's counters for the channel (``client``: a kept connection, for polling;
+    ``httpx.get`` builds a client, and its TLS context, per call: ~10 ms of CPU)."""
+    response = (client or httpx).get(f"{sim}/_admin/channels/{channel_id}/stats", timeout=30)
     response.raise_for_status()
     return dict(response.json())
 
@@ -344,12 +358,28 @@ def workers(server: ServerProcess, count: int) -> Iterator[list[int]]:
     processes = [subprocess.Popen([sys.executable, "-m", "openmaac.cli", "worker"], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
     try:
+        if count:
+            _wait_for_workers(server, count)  # their start-up (imports, migrations) is not the fan-out's CPU
         yield [p.pid for p in processes]
     finally:
         for process in processes:
             process.terminate()
         for process in processes:
             process.wait(30)
+
+
+def _wait_for_workers(server: ServerProcess, count: int) -> None:
+    """Until ``count`` workers beat (their heartbeat rows: they are claiming jobs)."""
+    from openmaac.db.engine import get_database
+    from openmaac.jobs.heartbeat import fresh_workers
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with get_database(database_url(server)).read() as session:
+            if fresh_workers(session) >= count:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{count} openmaac worker process(es) did not start")
 
 
 def measure_fanout(label: str, url: str | None, size: Sizes) -> Iterable[Result]:
@@ -374,15 +404,22 @@ def measure_fanout(label: str, url: str | None, size: Sizes) -> Iterable[Result]
             assert server.process is not None
             template_id = create_template(server, org, SALE)
             bodies = [body.replace(b'"template_id":0', b'"template_id":%d' % template_id) for body in bodies]
-            pids = [server.process.pid, *worker_pids]
-            cpu = sum(process_cpu_seconds(pid) for pid in pids)
+            assert sim.process is not None
+            # the CPU of each process during the fan-out: serve, the workers, the simulator, the load generator
+            pids = {"serve": server.process.pid, **{f"worker {i + 1}": pid for i, pid in enumerate(worker_pids)},
+                    "LINE simulator": sim.process.pid}
+            profilers = [start_profiler(pid, name.split()[0] if name != "LINE simulator" else "simulator")
+                         for name, pid in pids.items() if name != "serve"]  # serve's runs since its start
+            cpu_before = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
+            load_before = own_cpu_seconds()
             with PeakMemory(server.process.pid) as memory:
                 started = time.perf_counter()
                 statuses, ids, accept_seconds = asyncio.run(post_all(server.base_url, org.token, bodies))
                 delivered_at = None
                 last, last_change = -1, time.perf_counter()
+                poll = httpx.Client()
                 while True:
-                    delivered = sim_stats(sim.base_url, org.channel_id).get("delivered", 0)
+                    delivered = sim_stats(sim.base_url, org.channel_id, poll).get("delivered", 0)
                     now = time.perf_counter()
                     if delivered >= n:
                         delivered_at = now
@@ -392,10 +429,15 @@ def measure_fanout(label: str, url: str | None, size: Sizes) -> Iterable[Result]
                     elif now - last_change > 60:
                         break  # stalled
                     time.sleep(0.05)
+                poll.close()
                 while sent_count(server, org.id) < len(ids) and time.perf_counter() - started < 600:
                     time.sleep(0.1)
                 recorded_at = time.perf_counter()
-            cpu = sum(process_cpu_seconds(pid) for pid in pids) - cpu
+            cpus = {name: process_cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+            cpus["load generator"] = own_cpu_seconds() - load_before
+            for profiler in profilers:
+                stop_profiler(profiler)
+            cpu = sum(seconds for name, seconds in cpus.items() if name.startswith(("serve", "worker")))
             stats = sim_stats(sim.base_url, org.channel_id)
         _remove(server)
         if delivered_at is None:
@@ -414,8 +456,12 @@ def measure_fanout(label: str, url: str | None, size: Sizes) -> Iterable[Result]
                      f"429 answers {stats.get('multicast 429', 0)} (goal 0); delivered {stats.get('delivered', 0):,}")
         yield Result(f"{label}: fan-out, server peak RSS", memory.peak_mb, "MB", "goal < 300 MB")
         yield Result(f"{label}: fan-out, server CPU per request of 500", cpu * 1000 / requests, "ms",
-                     f"{cpu:.1f} s CPU in all; {requests / cpu if cpu else 0:,.0f} requests/s per free core "
-                     f"(LINE allows 200/s)")
+                     f"{cpu:.1f} s CPU in all (serve and workers); {requests / cpu if cpu else 0:,.0f} requests/s "
+                     f"per free core (LINE allows 200/s)")
+        machine = sum(cpus.values())
+        yield Result(f"{label}: fan-out, machine CPU per request of 500 (all processes)", machine * 1000 / requests,
+                     "ms", "; ".join(f"{name} {seconds * 1000 / requests:.1f} ms" for name, seconds in cpus.items())
+                     + f"; {machine:.1f} s CPU in {total:.1f} s on {os.cpu_count()} cores")
 
 
 def run(args: Any) -> Iterable[Result]:

@@ -119,23 +119,11 @@ class ServerProcess:
     def _start_profiler(self) -> None:
         """BENCH_PYSPY=<dir>: py-spy samples this server (subprocesses included) into
         ``<dir>/serve-<pid>.txt``, collapsed stacks of the thread holding the GIL (CPU, not waits) (``benchmarks.profile_summary`` reads them)."""
-        out = os.environ.get("BENCH_PYSPY")
-        if not out or self.process is None:
-            return
-        Path(out).mkdir(parents=True, exist_ok=True)
-        self._profiler = subprocess.Popen(
-            [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(self.process.pid), "--format", "raw", "--rate", "250", "--gil",
-             "--nonblocking", "--subprocesses", "-o", str(Path(out) / f"serve-{self.process.pid}.txt")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if self.process is not None:
+            self._profiler = start_profiler(self.process.pid, "serve")
 
     def stop(self) -> None:
-        profiler = getattr(self, "_profiler", None)
-        if profiler is not None and profiler.poll() is None:
-            profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-            try:
-                profiler.wait(30)
-            except subprocess.TimeoutExpired:
-                profiler.kill()
+        stop_profiler(getattr(self, "_profiler", None))
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -150,6 +138,29 @@ class ServerProcess:
         self.stop()
         # A million-contact run leaves gigabytes behind; nothing reads the directory afterwards.
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def start_profiler(pid: int, name: str) -> subprocess.Popen[bytes] | None:
+    """BENCH_PYSPY=<dir>: py-spy samples process ``pid`` (subprocesses included) into
+    ``<dir>/<name>-<pid>.txt``, collapsed stacks of the thread holding the GIL (CPU, not
+    waits); ``stop_profiler`` makes it write the file. None when BENCH_PYSPY is unset."""
+    out = os.environ.get("BENCH_PYSPY")
+    if not out:
+        return None
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw", "--rate", "250",
+         "--gil", "--nonblocking", "--subprocesses", "-o", str(Path(out) / f"{name}-{pid}.txt")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is not None and profiler.poll() is None:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        try:
+            profiler.wait(30)
+        except subprocess.TimeoutExpired:
+            profiler.kill()
 
 
 class PeakMemory:

@@ -173,6 +173,9 @@ def worker(
 
     load_domains()
     job_worker = Worker(get_database(settings.database_url), concurrency=concurrency, kind="standalone")
+    from openmaac.common.collector import settle_after_start
+
+    settle_after_start()  # as serve does
     stopping = False
 
     def stop(_signum: int, _frame: object) -> None:

@@ -155,6 +155,21 @@ def test_two_claimers_never_share_a_job(database, server):
     assert len(everything) == len(set(everything))
 
 
+def test_a_kind_with_a_lease_of_its_own_is_claimed_with_it(database, server):
+    """One claim gives each kind its lease: the listed kind its own, any other the default."""
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    with database.write() as session:  # enqueued and claimed in one transaction: no worker sees them
+        enqueue(session, "test.unhandled_short", {}, run_at=past, priority=-1)
+        enqueue(session, "test.unhandled_default", {}, run_at=past, priority=-1)
+        before = datetime.now(UTC)
+        jobs = claim(session, "lease-claimer", 2, 60, {"test.unhandled_short": 5.0, "test.other": 1.0})
+        after = datetime.now(UTC)
+        leases = dict(session.execute(select(Job.kind, Job.locked_until).where(Job.id.in_([j.id for j in jobs]))).all())
+    assert sorted(leases) == ["test.unhandled_default", "test.unhandled_short"]
+    assert before + timedelta(seconds=5) <= leases["test.unhandled_short"] <= after + timedelta(seconds=5)
+    assert before + timedelta(seconds=60) <= leases["test.unhandled_default"] <= after + timedelta(seconds=60)
+
+
 def _job_row(database, kind, key):
     with database.read() as session:
         return next(job for job in session.scalars(select(Job).where(Job.kind == kind)) if job.payload["key"] == key)

@@ -74,3 +74,32 @@ def test_untracked_enhanced_multicast_is_recorded_by_its_calls(tenant, database)
     assert (result["total_count"], result["fail_count"]) == (4, 1)
     assert result["fail_info"] == [{"line_uid": unknown, "mark": 1, "response": "Contact not found"}]
     assert recipient_rows(database, dm_id) == 1  # the one that is no contact
+
+
+def test_concurrent_enhanced_multicasts_each_keep_their_own_message(tenant, database):
+    """Requests accepted at the same time are written together (one transaction on SQLite):
+    each still answers its own message, with its own recipients, sent once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    friends = [simulated_friend(tenant) for _ in range(4)]
+    template = create_template(tenant, [{"type": "text", "text": "Sale {{when}}"}])
+    requests = [[friends[i % 4], new_line_uid(), friends[(i + 1) % 4]] for i in range(12)]
+
+    def post(uids):
+        response = tenant.client.post(tenant.api("direct_message/enhanced_multicast/"), json={
+            "template_id": template["id"], "line_uids": uids, "data": {"when": "now"}})
+        assert response.status_code == 200, response.text
+        return response.json()["id"]
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        ids = list(pool.map(post, requests))
+    assert len(set(ids)) == 12
+    for dm_id, uids in zip(ids, requests, strict=True):
+        result = sent(tenant, dm_id)["result"]
+        assert result["to"]["line_ids"] == uids
+        assert (result["total_count"], result["fail_count"]) == (3, 1)
+        assert result["fail_info"] == [{"line_uid": uids[1], "mark": 1, "response": "Contact not found"}]
+    for friend in friends:  # each friend is in 6 of the requests
+        inbox = httpx.get(f"{SIMULATOR_URL}/_admin/users/{friend}/messages",
+                          params={"channel_id": tenant.channel_id}, timeout=30).json()
+        assert len(inbox) == 6

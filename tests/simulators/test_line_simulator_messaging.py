@@ -355,6 +355,30 @@ def test_multicast_limits(oa: Oa, api: Spec) -> None:
     assert [len(oa.inbox(u)) for u in users] == [1, 1]
 
 
+def test_multicast_recipients_each_hold_their_own_entries(oa: Oa, site: Site) -> None:
+    """A multicast is recorded once for its recipients (a shared record); what each inbox shows
+    is still the recipient's own: its own message ids, kept from one read to the next, and its
+    own clicks."""
+    users = [oa.user() for _ in range(3)]
+    blocked = oa.user(follow=False)
+    messages = [{"type": "text", "text": f"sale {site.url}/r/sale"}, {"type": "text", "text": "bye"}]
+    assert oa.call("/v2/bot/message/multicast", {"to": [*users, blocked], "messages": messages}).status_code == 200
+    inboxes = [oa.inbox(u) for u in users]
+    assert all([e["message"] for e in inbox] == messages for inbox in inboxes)
+    assert all(e["endpoint"] == "multicast" and e["opens"] == [] and e["clicks"] == [] for inbox in inboxes
+               for e in inbox)
+    ids = [e["message_id"] for inbox in inboxes for e in inbox]
+    assert len(set(ids)) == 6 and all(len(i) == 18 and i.isdigit() for i in ids)
+    assert [[e["message_id"] for e in oa.inbox(u)] for u in users] == [[e["message_id"] for e in inbox]
+                                                                        for inbox in inboxes]
+    assert oa.inbox(blocked) == []
+    counts = HTTP.get(f"{oa.sim}/_admin/channels/{oa.channel_id}/received").json()
+    assert counts == {"total": 6, "users": {u: 2 for u in users}}
+    clicked = HTTP.post(f"{oa.sim}/_admin/users/{users[1]}/click", json={}).json()
+    assert clicked["message_id"] == inboxes[1][0]["message_id"] and clicked["url"] == f"{site.url}/r/sale"
+    assert [[len(e["clicks"]) for e in oa.inbox(u)] for u in users] == [[0, 0], [1, 0], [0, 0]]
+
+
 def test_rate_limit_and_monthly_quota(oa: Oa, api: Spec) -> None:
     friends = [oa.user() for _ in range(3)]
     assert oa.limits(push={"rate": 0.001, "burst": 2})["push"] == {"rate": 0.001, "burst": 2.0}

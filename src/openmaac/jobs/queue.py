@@ -8,11 +8,12 @@ never claim the same job; on SQLite the single writer lock gives the same guaran
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from openmaac.db.base import UTCDateTime, insert_ignoring_conflicts, utcnow
@@ -96,7 +97,9 @@ class ClaimedJob:
     max_attempts: int
 
 
-def _claim_statement(postgres: bool) -> Any:
+def _claim_statement(postgres: bool, kinds: tuple[str, ...] = ()) -> Any:
+    """The claim; each kind of ``kinds`` gets its lease from the parameter ``until_<i>`` (a
+    lease of its own, see ``claim``), every other kind ``until``."""
     job = _jobs_table().c
     now = bindparam("now", type_=UTCDateTime())
     candidates = (select(job.id).where(or_(and_(job.status == "ready", job.run_at <= now),
@@ -104,18 +107,20 @@ def _claim_statement(postgres: bool) -> Any:
                   .order_by(job.priority, job.run_at, job.id).limit(bindparam("lim")))
     if postgres:
         candidates = candidates.with_for_update(skip_locked=True)
+    until: Any = bindparam("until", type_=UTCDateTime())
+    if kinds:
+        until = case(*[(job.kind == kind, bindparam(f"until_{i}", type_=UTCDateTime()))
+                       for i, kind in enumerate(kinds)], else_=until)
     return (update(_jobs_table()).where(job.id.in_(candidates.scalar_subquery()))
-            .values(status="running", locked_by=bindparam("worker"),
-                    locked_until=bindparam("until", type_=UTCDateTime()), attempts=job.attempts + 1)
+            .values(status="running", locked_by=bindparam("worker"), locked_until=until,
+                    attempts=job.attempts + 1)
             .returning(job.id, job.kind, job.payload, job.organization_id, job.attempts, job.max_attempts))
 
 
 # Built once with bound parameters (the worker runs them for every job: building the
-# expressions each time cost more than running them).
-_CLAIM = {postgres: _claim_statement(postgres) for postgres in (False, True)}
-_SHORTEN = (update(_jobs_table()).where(_jobs_table().c.id.in_(bindparam("ids", expanding=True)),
-                                        _jobs_table().c.status == "running")
-            .values(locked_until=bindparam("until", type_=UTCDateTime())))
+# expressions each time cost more than running them), per dialect and set of kinds with a
+# lease of their own (fixed once the domains are loaded).
+_CLAIM: dict[tuple[bool, tuple[str, ...]], Any] = {}
 _RENEW = (update(_jobs_table()).where(_jobs_table().c.id.in_(bindparam("ids", expanding=True)),
                                       _jobs_table().c.status == "running",
                                       _jobs_table().c.locked_by == bindparam("worker"))
@@ -124,11 +129,22 @@ _COMPLETE = delete(_jobs_table()).where(_jobs_table().c.id == bindparam("job"),
                                         _jobs_table().c.locked_by == bindparam("worker"))
 
 
-def claim(session: Session, worker_id: str, limit: int, lease_seconds: float) -> list[ClaimedJob]:
+def claim(session: Session, worker_id: str, limit: int, lease_seconds: float,
+          leases: Mapping[str, float] | None = None) -> list[ClaimedJob]:
+    """Claim up to ``limit`` due jobs for ``worker_id``, leased for ``lease_seconds``, or for
+    ``leases[kind]`` seconds for a kind listed there: one statement."""
     now = utcnow()
     conn = session.connection()
-    rows = conn.execute(_CLAIM[conn.dialect.name == "postgresql"], {
-        "now": now, "lim": limit, "worker": worker_id, "until": now + timedelta(seconds=lease_seconds)}).all()
+    kinds = tuple(sorted(leases)) if leases else ()
+    key = (conn.dialect.name == "postgresql", kinds)
+    statement = _CLAIM.get(key)
+    if statement is None:
+        statement = _CLAIM[key] = _claim_statement(*key)
+    params: dict[str, Any] = {"now": now, "lim": limit, "worker": worker_id,
+                              "until": now + timedelta(seconds=lease_seconds)}
+    for i, kind in enumerate(kinds):
+        params[f"until_{i}"] = now + timedelta(seconds=leases[kind])  # type: ignore[index]
+    rows = conn.execute(statement, params).all()
     return sorted((ClaimedJob(*row) for row in rows), key=lambda job: job.id)
 
 
@@ -141,11 +157,6 @@ def _set_leases(session: Session, statement: Any, leases: dict[int, float], **pa
     conn = session.connection()
     for seconds, ids in by_lease.items():
         conn.execute(statement, {"ids": ids, "until": now + timedelta(seconds=seconds), **params})
-
-
-def shorten_leases(session: Session, leases: dict[int, float]) -> None:
-    """Set the lease of just-claimed jobs to ``leases[job_id]`` seconds from now."""
-    _set_leases(session, _SHORTEN, leases)
 
 
 def renew_leases(session: Session, worker_id: str, leases: dict[int, float]) -> None:

@@ -97,6 +97,11 @@ def lease_of(kind: str) -> float | None:
     return _leases.get(kind)
 
 
+def leases() -> dict[str, float]:
+    """The kinds that asked for a lease of their own, with it."""
+    return dict(_leases)
+
+
 def renews_lease(kind: str) -> bool:
     """Whether the worker keeps ``kind``'s lease alive while its handler runs."""
     return kind in _renewed

@@ -37,6 +37,7 @@ from openmaac.jobs.registry import (
     get_handler,
     give_up_handler,
     lease_of,
+    leases,
     renews_lease,
 )
 from openmaac.telemetry.context import job_context
@@ -284,10 +285,9 @@ class Worker:
         try:
             with self.database.write() as session:
                 # checked in the claiming transaction: once stop_claiming() returned, no claim starts
-                jobs = [] if self._stop.is_set() else queue.claim(session, self.worker_id, free, LEASE_SECONDS)
-                short = {job.id: lease for job in jobs if (lease := lease_of(job.kind)) is not None}
-                if short:
-                    queue.shorten_leases(session, short)
+                # each kind with a lease of its own gets it in the claim itself
+                jobs = [] if self._stop.is_set() else queue.claim(session, self.worker_id, free, LEASE_SECONDS,
+                                                                  leases())
         except Exception:
             for _ in range(free):
                 self._slots.release()

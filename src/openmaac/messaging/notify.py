@@ -50,13 +50,14 @@ def _cdh(dm: Any, event_name: str | None, line_uid: str | None, customer_id: str
 
 
 def sent(session: Session, dm: Any, recipient_ids: list[int], at: datetime | None = None, *,
-         contacts: list[tuple[str, int | None]] | None = None) -> None:
+         contacts: Iterable[tuple[str, int | None]] | None = None) -> None:
     """``message.send`` for each recipient LINE accepted (``dm``: id, organization_id, event_id):
-    the recipients by row id, and/or by ``contacts`` ``(line_uid, contact_id)``.
+    the recipients by row id, and/or by ``contacts`` ``(line_uid, contact_id)`` (an iterable
+    read only when the events are built).
 
     The events are built only when some endpoint of the organisation is subscribed: with
     none, this costs one (cached) query, not a read of the recipients."""
-    if not recipient_ids and not contacts:
+    if not recipient_ids and contacts is None:
         return
 
     def events() -> Iterator[Event]:
@@ -69,7 +70,7 @@ def sent(session: Session, dm: Any, recipient_ids: list[int], at: datetime | Non
                 .order_by(DirectMessageRecipient.id)).all()
             for line_uid, customer_id in rows:
                 yield Event("message.send", _cdh(dm, name, line_uid, customer_id), line_uid)
-        pairs = contacts or []
+        pairs = list(contacts) if contacts is not None else []
         for chunk in range(0, len(pairs), 1000):
             part = pairs[chunk:chunk + 1000]
             customers = _customer_ids(session, (contact_id for _uid, contact_id in part))

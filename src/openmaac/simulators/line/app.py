@@ -163,7 +163,7 @@ def received_counts(channel_id: str, request: Request) -> Any:
     with sim.lock:
         users: dict[str, int] = {}
         for user in sim.users.values():
-            n = sum(1 for entry in user.inbox if entry["channel_id"] == channel_id)
+            n = user.received_from(channel_id)
             if n:
                 users[user.user_id] = n
     return {"total": sum(users.values()), "users": users}
@@ -317,4 +317,7 @@ def create_app(state: SimulatorState | None = None, *, directory: ChannelDirecto
 def serve(host: str = "127.0.0.1", port: int = 8100) -> None:
     import uvicorn
 
+    from openmaac.simulators.line import validation
+
+    validation.document()  # LINE's OpenAPI document, read now rather than by the first send
     uvicorn.run(create_app(), host=host, port=port, log_level="warning")

@@ -8,6 +8,7 @@ with what it checks hides both bugs.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 import time
@@ -41,6 +42,10 @@ LINE_TIME = timezone(timedelta(hours=9))
 
 def current_month() -> str:
     return datetime.now(LINE_TIME).strftime("%Y-%m")
+
+
+# what LINE's user ids look like; a send to anything else fails
+LINE_USER_ID = re.compile(r"^U[0-9a-f]{32}$")
 
 
 def new_user_id() -> str:
@@ -94,6 +99,23 @@ class Channel:
         }
 
 
+class SharedDelivery:
+    """One message object of one multicast, as each of its recipients received it: kept once for
+    the call, and each recipient's inbox holds a reference to it until the inbox is read, when
+    it becomes that recipient's own entry (its message id drawn then; a multicast answers no
+    ids, so nobody saw one before). 500 recipients then cost 500 list appends, not 500 entries,
+    ids and their lists; what the inbox shows is the same."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields  # an entry's fields but its message id, opens and clicks
+
+    @property
+    def channel_id(self) -> str:
+        return str(self.fields["channel_id"])
+
+
 @dataclass
 class User:
     user_id: str
@@ -102,8 +124,24 @@ class User:
     status_message: str | None = None
     language: str = "zh-TW"
     phone: str | None = None  # E.164, for LINE notification messages (PNP)
-    # every message the user received, in order (see messaging.py Received.public())
+    # every message the user received, in order: entries (dicts, see messaging.deliver) or
+    # SharedDelivery references, which ``entries()`` turns into entries; read it through that
     inbox: list[Any] = field(default_factory=list)
+
+    def entries(self, new_message_id: Callable[[], str]) -> list[dict[str, Any]]:
+        """The inbox, every message an entry of its own (call under the lock): a multicast's
+        shared record becomes this user's entry, with an id of ``new_message_id()``, once."""
+        inbox = self.inbox
+        for index, entry in enumerate(inbox):
+            if type(entry) is SharedDelivery:
+                inbox[index] = {"message_id": new_message_id(), **entry.fields, "opens": [], "clicks": []}
+        return inbox
+
+    def received_from(self, channel_id: str) -> int:
+        """How many messages of the channel the user received (without turning shared records
+        into entries)."""
+        return sum(1 for entry in self.inbox
+                   if (entry.channel_id if type(entry) is SharedDelivery else entry["channel_id"]) == channel_id)
 
     def public(self) -> dict[str, Any]:
         return {
@@ -180,6 +218,8 @@ class SimulatorState:
         self.request_log: list[dict[str, Any]] = []
         # message id -> (user id, index in the user's inbox)
         self.message_index: dict[str, tuple[str, int]] = {}
+        # users made with an id LINE would never issue (an admin's choice): no send reaches them
+        self.unaddressable: set[str] = set()
 
     def upsert_channel(self, channel_id: str, channel_secret: str, access_token: str,
                        webhook_url: str | None) -> Channel:
@@ -254,6 +294,8 @@ class SimulatorState:
             user_id = attributes.pop("user_id", None) or new_user_id()
             user = User(user_id=user_id, display_name=display_name or f"Simulated {user_id[1:7]}", **attributes)
             self.users[user.user_id] = user
+            if not LINE_USER_ID.match(user.user_id):
+                self.unaddressable.add(user.user_id)
             return user
 
     def reset(self) -> None:
@@ -264,3 +306,4 @@ class SimulatorState:
             self.faults.clear()
             self.request_log.clear()
             self.message_index.clear()
+            self.unaddressable.clear()
