@@ -17,10 +17,9 @@ and acts only from the state it expects. No network call happens inside a transa
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,7 +35,8 @@ from openmaac.channels.service import line_api_base_url
 from openmaac.channels.sms.base import DeliveryReport, DeliveryStatus, ErrorCategory
 from openmaac.contacts.models import Contact
 from openmaac.db.base import utcnow
-from openmaac.db.engine import get_database
+from openmaac.db.engine import Database, get_database
+from openmaac.db.group_commit import GroupCommit, group_commit
 from openmaac.jobs.models import Job
 from openmaac.jobs.queue import enqueue
 from openmaac.jobs.registry import JobContext, RetryLater, handler
@@ -1218,21 +1218,13 @@ def apply_sms_report(organization_id: int, report: DeliveryReport) -> bool:
 
     Read first: many reports (Twilio's ``sent`` once the send was recorded, or while the send's
     own answer is being recorded) change nothing and need no write. The others are written by
-    ``_REPORTS``: reports arriving together share one transaction, each answered once it committed."""
+    ``report_writes``: reports arriving together share one transaction, each answered once it committed."""
     database = get_database()
     with database.read() as session:
         seen = _report_message(session, organization_id, report, lock=False)
         if _report_changes_nothing(seen, report):
             return seen is not None
-    return _REPORTS.apply(organization_id, report)
-
-
-def _apply_sms_report_alone(organization_id: int, report: DeliveryReport) -> bool:
-    with get_database().write() as session:
-        ended: list[PnpMessage] = []
-        matched = _apply_report(session, organization_id, report, ended)
-        finish_many(session, ended)
-        return matched
+    return report_writes(database).run(_report_work(organization_id, report))
 
 
 def _apply_report(session: Session, organization_id: int, report: DeliveryReport, ended: list[PnpMessage]) -> bool:
@@ -1288,73 +1280,29 @@ def _apply_report(session: Session, organization_id: int, report: DeliveryReport
     return True
 
 
-@dataclass
-class _PendingReport:
-    organization_id: int
-    report: DeliveryReport
-    done: threading.Event
-    matched: bool = False
-    error: BaseException | None = None
+_ENDED = "sms_plus_ended"  # session.info: the messages a batch of reports ended
 
 
-class _ReportWriter:
-    """Group commit for delivery reports: a request that finds no write under way writes every
-    report waiting (its own and those that arrived meanwhile) in one transaction, and again
-    while more arrive; the others wait for the transaction that holds theirs. Each caller returns
-    once its report is committed, as when each wrote its own. A transaction that fails is
-    retried report by report, so one report's error is its own."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiting: list[_PendingReport] = []
-        self._writing = False
-
-    def apply(self, organization_id: int, report: DeliveryReport) -> bool:
-        item = _PendingReport(organization_id, report, threading.Event())
-        with self._lock:
-            self._waiting.append(item)
-            lead = not self._writing
-            self._writing = True
-        if lead:
-            while True:
-                with self._lock:
-                    batch, self._waiting = self._waiting, []
-                    if not batch:
-                        self._writing = False
-                        break
-                self._write(batch)
-        item.done.wait()
-        if item.error is not None:
-            raise item.error
-        return item.matched
-
-    def _write(self, batch: list[_PendingReport]) -> None:
-        try:
-            with get_database().write() as session:
-                ended: list[PnpMessage] = []
-                # one flush at the end, not one before each report's look-up: a message two
-                # reports name is found by its reference (in every callback URL) and is then
-                # the same object, with the first report's changes
-                with session.no_autoflush:
-                    matched = [_apply_report(session, i.organization_id, i.report, ended) for i in batch]
-                finish_many(session, ended)
-            for item, found in zip(batch, matched, strict=True):
-                item.matched = found
-        except Exception:
-            if len(batch) == 1:
-                batch[0].error = sys.exc_info()[1]
-            else:
-                for item in batch:
-                    try:
-                        item.matched = _apply_sms_report_alone(item.organization_id, item.report)
-                    except Exception as exc:  # noqa: BLE001 - handed to the caller that sent it
-                        item.error = exc
-        finally:
-            for item in batch:
-                item.done.set()
+def _report_work(organization_id: int, report: DeliveryReport) -> Callable[[Session], bool]:
+    """One report as a write of the reports' group commit (the messages it ends are finished
+    together at the batch's end)."""
+    def work(session: Session) -> bool:
+        return _apply_report(session, organization_id, report, session.info.setdefault(_ENDED, []))
+    return work
 
 
-_REPORTS = _ReportWriter()
+def _finish_ended(session: Session) -> None:
+    finish_many(session, session.info.pop(_ENDED, []))
+
+
+def report_writes(database: Database) -> GroupCommit:
+    """Group commit for delivery reports: reports arriving together share one transaction, each
+    caller answered once it committed; a failing transaction is retried report by report. The
+    reports run without autoflush (one flush at the end, not one before each report's look-up:
+    a message two reports name is found by its reference and is then the same object, with the
+    first report's changes), and the batch ends with one ``finish_many`` over the messages its
+    reports ended."""
+    return group_commit(database, "sms_plus.reports", on_batch_end=_finish_ended, autoflush=False)
 
 
 # --- WhatsApp status webhooks ----------------------------------------------------------------------
