@@ -136,7 +136,7 @@ def _line_endpoint(session: Session, organization_id: int) -> tuple[str, str, st
     return line_api_base_url(row[0]), str(row[1]), str(row[2])
 
 
-def _load(session: Session, message_id: int, *, lock: bool = False,
+def load_message(session: Session, message_id: int, *, lock: bool = False,
           setting: PnpSetting | None = None) -> tuple[PnpMessage, PnpSetting] | None:
     """The message (locked on PostgreSQL) and its scenario (``setting`` when the caller has it:
     only read, never changed, so a copy loaded earlier serves)."""
@@ -261,7 +261,7 @@ class LineOutcome:
     timeout: bool = False
 
 
-def _line_call(base_url: str, token: str, path: str, body: dict[str, Any], headers: dict[str, str],
+def line_call(base_url: str, token: str, path: str, body: dict[str, Any], headers: dict[str, str],
                method_name: str, channel_id: str = "", **client_kwargs: Any) -> LineOutcome:
     """Call LINE through ``LineClient`` (shared per-channel rate limit, LINE's retry policy)."""
     from openmaac.channels import line_client
@@ -337,7 +337,7 @@ def run_line_steps(message_id: int, *, known: tuple[PnpMessage, PnpSetting] | No
     removes the job that would have re-run them had the request died."""
     database = get_database()
     with database.read() as session:
-        loaded = known or _load(session, message_id)
+        loaded = known or load_message(session, message_id)
         if loaded is None:
             return RESULT_FAILED
         message, setting = loaded
@@ -377,7 +377,7 @@ def run_line_steps(message_id: int, *, known: tuple[PnpMessage, PnpSetting] | No
             rendered = render_template(template_messages, dict((message.params or {}).get("line_push") or {}),
                                        contact_values)
             retry_key = str(uuid.uuid5(RETRY_NAMESPACE, f"line-push:{message.id}"))
-            outcome = _line_call(base_url, token, "/v2/bot/message/push", {"to": line_uid, "messages": rendered},
+            outcome = line_call(base_url, token, "/v2/bot/message/push", {"to": line_uid, "messages": rendered},
                                  {"X-Line-Retry-Key": retry_key}, "push", channel_id, to=line_uid, messages=rendered,
                                  retry_key=retry_key)
             if outcome.ok or outcome.status_code == 409:
@@ -395,7 +395,7 @@ def run_line_steps(message_id: int, *, known: tuple[PnpMessage, PnpSetting] | No
                 fields = {"line_push_status": svc.LINE_PUSH_FAILED, "line_push_error_category": "others"}
                 result = result_of(outcome)
         with database.write() as session:
-            loaded = _load(session, message_id, lock=True, setting=setting)
+            loaded = load_message(session, message_id, lock=True, setting=setting)
             if loaded is None:
                 return RESULT_FAILED
             message, setting = loaded
@@ -411,7 +411,7 @@ def run_line_steps(message_id: int, *, known: tuple[PnpMessage, PnpSetting] | No
                     change(session, message, setting, status=svc.PNP_PREPARING, pnp_status=svc.PNP_PREPARING)
                 finish_if_nothing_left(session, message, setting)
                 if message.pnp_status != svc.PNP_PREPARING:
-                    _wake_overdue_fallback(session, message)
+                    wake_overdue_fallback(session, message)
         if message.line_push_status == svc.LINE_PUSH_DELIVERED:
             return RESULT_SUCCESS
 
@@ -424,12 +424,12 @@ def run_line_steps(message_id: int, *, known: tuple[PnpMessage, PnpSetting] | No
                 pnp_params[svc.JOIN_LINK] = links_for(session, message.organization_id, message.id, "pnp")
         pnp_messages = render_template(list(setting.pnp_messages or []), pnp_params, None)
         tag = message.delivery_tag or f"openmaac-pnp-{message.id}-tag-padding"
-        outcome = _line_call(base_url, token, "/bot/pnp/push", {"to": message.phone_hash, "messages": pnp_messages},
+        outcome = line_call(base_url, token, "/bot/pnp/push", {"to": message.phone_hash, "messages": pnp_messages},
                              {"X-Line-Delivery-Tag": tag}, "pnp_push", channel_id, to=message.phone_hash,
                              messages=pnp_messages, delivery_tag=tag)
         pnp_result = result_of(outcome)
         with database.write() as session:
-            loaded = _load(session, message_id, lock=True, setting=setting)
+            loaded = load_message(session, message_id, lock=True, setting=setting)
             if loaded is None:
                 return RESULT_FAILED
             message, setting = loaded
@@ -440,14 +440,14 @@ def run_line_steps(message_id: int, *, known: tuple[PnpMessage, PnpSetting] | No
                 status = svc.PNP_ACCEPTED if outcome.ok else svc.PNP_FAILED
                 change(session, message, setting, status=status, pnp_status=status)
                 finish_if_nothing_left(session, message, setting)
-                _wake_overdue_fallback(session, message)
+                wake_overdue_fallback(session, message)
         result = pnp_result if result is None or pnp_result == RESULT_SUCCESS else pnp_result
     if safety_net:
         drop_safety_net([message_id])
     return result or RESULT_SUCCESS
 
 
-def _wake_overdue_fallback(session: Session, message: PnpMessage) -> None:
+def wake_overdue_fallback(session: Session, message: PnpMessage) -> None:
     """The LINE steps are done; a fallback timer that came due meanwhile (and is waiting for
     them, see run_fallback) can run now."""
     if message.finished or message.fallback_at is None or message.fallback_at > utcnow():
@@ -524,7 +524,7 @@ def run_pnp_batch(message_ids: list[int]) -> None:
                     # sent or not before its worker died: never twice; as if accepted
                     message.send_started_at = None
                     change(session, message, setting, status=svc.PNP_ACCEPTED, pnp_status=svc.PNP_ACCEPTED)
-                    _wake_overdue_fallback(session, message)
+                    wake_overdue_fallback(session, message)
                     continue
                 params = dict((message.params or {}).get("pnp") or {})
                 if svc.JOIN_LINK in svc.placeholder_names(setting.pnp_messages):
@@ -538,7 +538,7 @@ def run_pnp_batch(message_ids: list[int]) -> None:
         def call(item: tuple[PnpMessage, list[dict[str, Any]]]) -> LineOutcome:
             message, body = item
             tag = message.delivery_tag or f"openmaac-pnp-{message.id}-tag-padding"
-            return _line_call(
+            return line_call(
                 base_url, token, "/bot/pnp/push",
                 {"to": message.phone_hash, "messages": body}, {"X-Line-Delivery-Tag": tag},
                 "pnp_push", channel_id, to=message.phone_hash, messages=body, delivery_tag=tag)
@@ -563,7 +563,7 @@ def run_pnp_batch(message_ids: list[int]) -> None:
                     if nothing_left(message, setting):
                         ended.append(message)
                     else:
-                        _wake_overdue_fallback(session, message)
+                        wake_overdue_fallback(session, message)
             # the chunk's events and ends together (one look-up of webhook targets, of timers)
             for setting_id, changed in emitted.items():
                 emit_status(session, settings[setting_id], changed)
@@ -738,7 +738,7 @@ def _send_whatsapp(message_id: int, config: Any, plan: _WhatsAppSend) -> float |
         result = client.send_template(plan.phone, plan.template["template_name"], plan.template["language"],
                                       wa.components(plan.template.get("template_data")), reference=plan.reference)
     with get_database().write() as session:
-        loaded = _load(session, message_id, lock=True)
+        loaded = load_message(session, message_id, lock=True)
         if loaded is None:
             return None
         message, setting = loaded
@@ -774,7 +774,7 @@ def run_fallback(message_id: int) -> float | None:
 
     database = get_database()
     with database.write() as session:
-        loaded = _load(session, message_id, lock=True)
+        loaded = load_message(session, message_id, lock=True)
         if loaded is None:
             return None
         message, setting = loaded
@@ -875,7 +875,7 @@ def _start_sms_attempt(session: Session, message: PnpMessage, setting: PnpSettin
 
 def _record_sms_send(message_id: int, config: Any, reference: str, result: Any) -> float | None:
     with get_database().write() as session:
-        loaded = _load(session, message_id, lock=True)
+        loaded = load_message(session, message_id, lock=True)
         if loaded is None:
             return None
         message, setting = loaded
@@ -1153,7 +1153,7 @@ def sms_timeout_job(payload: dict[str, Any], context: JobContext) -> None:
         run_sms_timeouts([(int(i), str(ref)) for i, ref in payload["items"]], context)
         return
     with get_database().write() as session:
-        loaded = _load(session, int(payload["message_id"]), lock=True)
+        loaded = load_message(session, int(payload["message_id"]), lock=True)
         if loaded is None:
             return
         message, setting = loaded
@@ -1338,7 +1338,7 @@ def apply_whatsapp_report(organization_id: int, report: DeliveryReport) -> bool:
                 PnpMessage.whatsapp_message_id == report.provider_message_id).limit(1))
         if message is None:
             return False
-        loaded = _load(session, message.id, lock=True)
+        loaded = load_message(session, message.id, lock=True)
         if loaded is None:
             return False
         message, setting = loaded
