@@ -13,18 +13,28 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from openmaac.channels.line_client import LineClient
 from openmaac.channels.models import LineChannel
 from openmaac.channels.service import channel_of, line_api_base_url
 from openmaac.contacts import service as contacts
-from openmaac.db.base import insert_ignoring_conflicts
 from openmaac.db.engine import get_database
 from openmaac.jobs.queue import enqueue
 from openmaac.jobs.registry import JobContext, handler
 from openmaac.line_inbound.events import AcceptedEvent
 from openmaac.line_inbound.models import LineWebhookEvent
+
+
+def _store_statement(postgres: bool) -> Any:
+    dialect = postgresql if postgres else sqlite
+    return dialect.insert(LineWebhookEvent.__table__).on_conflict_do_nothing(
+        index_elements=["organization_id", "webhook_event_id"])
+
+
+# built once (each event runs it; building it cost more than running it)
+_STORE = {postgres: _store_statement(postgres) for postgres in (False, True)}
 
 
 def _store(session: Session, organization_id: int, accepted: AcceptedEvent, occurred_at: datetime) -> bool:
@@ -35,19 +45,11 @@ def _store(session: Session, organization_id: int, accepted: AcceptedEvent, occu
     if event_id is None:
         # Without an id we cannot de-duplicate; derive one from the content.
         event_id = "sha1:" + hashlib.sha1(json.dumps(accepted.raw, sort_keys=True).encode()).hexdigest()[:40]
-    statement = (
-        insert_ignoring_conflicts(session, LineWebhookEvent, ["organization_id", "webhook_event_id"])
-        .values(
-            organization_id=organization_id,
-            webhook_event_id=event_id,
-            event_type=event.type,
-            line_uid=event.user_id,
-            payload=accepted.raw,
-            occurred_at=occurred_at,
-            received_at=datetime.now(UTC),
-        )
-    )
-    return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+    conn = session.connection()
+    return bool(conn.execute(_STORE[conn.dialect.name == "postgresql"], {
+        "organization_id": organization_id, "webhook_event_id": event_id, "event_type": event.type,
+        "line_uid": event.user_id, "payload": accepted.raw, "occurred_at": occurred_at,
+        "received_at": datetime.now(UTC)}).rowcount)
 
 
 def handle_events(session: Session, channel: LineChannel, events: list[AcceptedEvent]) -> int:

@@ -201,29 +201,23 @@ def finish_many(session: Session, messages: Iterable[PnpMessage]) -> None:
 def _delete_waiting_jobs(session: Session, keys: list[str]) -> None:
     """Delete the jobs under these unique keys that are waiting (not running).
 
-    Found by their unique keys first, then deleted by id: SQLite, which keeps no statistics,
-    answered ``unique_key IN (...) AND status = 'ready'`` (and even ``id IN (...) AND status =
-    'ready'``) through the (status, run_at, priority) index, i.e. by scanning every waiting job —
-    the 100,000 fallback timers of a campaign, once per finished message."""
-    if session.get_bind().dialect.name == "postgresql":
-        # one statement (PostgreSQL plans it by the unique index); never a job being claimed
+    On SQLite, one equality per key (an executemany of one prepared statement): SQLite, which
+    keeps no statistics, answered ``unique_key IN (...) AND status = 'ready'`` with a long list
+    through the (status, run_at, priority) index, i.e. by scanning every waiting job (the
+    100,000 fallback timers of a campaign), while an equality is always planned by the unique
+    index. On PostgreSQL one statement (planned by the unique index); never a job being claimed."""
+    if not keys:
+        return
+    conn = session.connection()  # no autoflush: the jobs table has no ORM objects here
+    if conn.dialect.name == "postgresql":
         for start in range(0, len(keys), 500):
-            session.execute(_DELETE_READY_BY_KEY, {"keys": keys[start:start + 500]})
+            conn.execute(_DELETE_READY_BY_KEY, {"keys": keys[start:start + 500]})
         return
-    found: list[int] = []
-    for start in range(0, len(keys), 500):
-        found += [int(job_id) for job_id, status in session.execute(
-            _JOBS_BY_KEY, {"keys": keys[start:start + 500]}) if status == "ready"]
-    if not found:
-        return
-    # (SQLite: this transaction holds the only write lock, the rows are still waiting)
-    for start in range(0, len(found), 500):
-        session.execute(_DELETE_JOBS, {"ids": found[start:start + 500]})
+    conn.execute(_DELETE_READY_BY_ONE_KEY, [{"key": key} for key in keys])
 
 
-_JOBS_BY_KEY = select(Job.__table__.c.id, Job.__table__.c.status).where(
-    Job.__table__.c.unique_key.in_(bindparam("keys", expanding=True)))
-_DELETE_JOBS = delete(Job.__table__).where(Job.__table__.c.id.in_(bindparam("ids", expanding=True)))
+_DELETE_READY_BY_ONE_KEY = delete(Job.__table__).where(Job.__table__.c.unique_key == bindparam("key"),
+                                                       Job.__table__.c.status == "ready")
 _DELETE_READY_BY_KEY = delete(Job.__table__).where(Job.__table__.c.unique_key.in_(bindparam("keys", expanding=True)),
                                                    Job.__table__.c.status == "ready")
 
@@ -824,13 +818,7 @@ def run_fallback(message_id: int) -> float | None:
                 message.send_started_at = None
                 _start_sms_attempt(session, message, setting, config, now)
                 message.send_started_at = now
-            text = message.sms_text or ""
-            if "{{" in text:
-                from openmaac.sms_plus.join_links import links_for
-
-                text = svc.render_text(text, {}, {svc.JOIN_LINK: links_for(session, message.organization_id,
-                                                                            message.id, "sms")})
-                message.sms_text = text
+            text = _sms_text_to_send(session, message)
             reference = message.sms_reference
             phone = message.phone_number
         session.flush()
@@ -856,10 +844,7 @@ def _start_sms_attempt(session: Session, message: PnpMessage, setting: PnpSettin
     """A new SMS attempt: the first (``sms_preparing``, a new reference) or a retry after a
     temporary error (the next reference)."""
     if message.sms_status is None or message.sms_reference is None:
-        fields: dict[str, Any] = {"status": svc.SMS_PREPARING, "sms_status": svc.SMS_PREPARING, "sms_attempts": 1,
-                                  "sms_reference": f"pnp{message.id}r1",
-                                  "sms_retry_until": now + minutes(config.retry_window_minutes),
-                                  **_leaving_line(message)}
+        fields = _first_sms_attempt(message, config, now)
         if message.sms_status == svc.SMS_PREPARING:
             # an SMS-only scenario starts in sms_preparing: no second status event
             for key, value in fields.items():
@@ -871,6 +856,26 @@ def _start_sms_attempt(session: Session, message: PnpMessage, setting: PnpSettin
         message.sms_attempts = attempt
         message.sms_reference = f"pnp{message.id}r{attempt}"
         message.sms_provider_message_id = None
+
+
+def _first_sms_attempt(message: PnpMessage, config: Any, now: datetime) -> dict[str, Any]:
+    """The fields of a message's first SMS attempt (``sms_preparing``, its first reference, the
+    retry window from now; its LINE step left undelivered)."""
+    return {"status": svc.SMS_PREPARING, "sms_status": svc.SMS_PREPARING, "sms_attempts": 1,
+            "sms_reference": f"pnp{message.id}r1", "sms_retry_until": now + minutes(config.retry_window_minutes),
+            **_leaving_line(message)}
+
+
+def _sms_text_to_send(session: Session, message: PnpMessage) -> str:
+    """The SMS text, its join link filled in (and kept: a retry sends the same link)."""
+    text = message.sms_text or ""
+    if "{{" in text:
+        from openmaac.sms_plus.join_links import links_for
+
+        text = svc.render_text(text, {}, {svc.JOIN_LINK: links_for(session, message.organization_id, message.id,
+                                                                    "sms")})
+        message.sms_text = text
+    return text
 
 
 def _record_sms_send(message_id: int, config: Any, reference: str, result: Any) -> float | None:
@@ -1054,21 +1059,11 @@ def run_fallback_batch(message_ids: list[int], context: JobContext | None = None
                 if config is None:
                     config = providers.config_of(session, message.organization_id)
                 if message.sms_status is None or message.sms_reference is None:
-                    fields = {"status": svc.SMS_PREPARING, "sms_status": svc.SMS_PREPARING, "sms_attempts": 1,
-                              "sms_reference": f"pnp{message.id}r1",
-                              "sms_retry_until": now + minutes(config.retry_window_minutes),
-                              **_leaving_line(message)}
                     if message.sms_status != svc.SMS_PREPARING:  # an SMS-only message emitted it when created
                         emitted.setdefault(setting.id, []).append(message)
-                    _set(message, fields, now)
+                    _set(message, _first_sms_attempt(message, config, now), now)
                 message.send_started_at = now
-                text = message.sms_text or ""
-                if "{{" in text:
-                    from openmaac.sms_plus.join_links import links_for
-
-                    text = svc.render_text(text, {}, {svc.JOIN_LINK: links_for(
-                        session, message.organization_id, message.id, "sms")})
-                    message.sms_text = text
+                text = _sms_text_to_send(session, message)
                 assert message.sms_reference is not None
                 plans.append(_SmsSend(message.id, message.phone_number, text, message.sms_reference))
             for setting_id, changed in emitted.items():

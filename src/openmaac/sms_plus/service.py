@@ -648,7 +648,9 @@ def create_messages(session: Session, org_id: int, setting: PnpSetting, recipien
     return messages
 
 
-_INSERT_JOBS = insert(Job.__table__)
+# RETURNING makes SQLAlchemy send the rows as ONE multi-row INSERT ("insertmanyvalues")
+# rather than an executemany (on PostgreSQL a pipelined statement per row)
+_INSERT_JOBS = insert(Job.__table__).returning(Job.__table__.c.id)
 
 
 def enqueue_jobs(session: Session, rows: list[dict[str, Any]], now: datetime) -> None:
