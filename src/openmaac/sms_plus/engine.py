@@ -1186,7 +1186,18 @@ def _report_message(session: Session, organization_id: int, report: DeliveryRepo
     return message
 
 
-def _report_changes_nothing(message: PnpMessage | None, report: DeliveryReport) -> bool:
+# what deciding whether a report changes anything reads (one Core row, no ORM object)
+_SEEN_COLUMNS = [PnpMessage.__table__.c[name] for name in (
+    "sms_reference", "sms_status", "send_started_at", "sms_provider_message_id")]
+_SEEN_BY_PROVIDER_ID = select(*_SEEN_COLUMNS).where(
+    PnpMessage.__table__.c.organization_id == bindparam("org"),
+    PnpMessage.__table__.c.sms_provider_message_id == bindparam("value")).limit(1)
+_SEEN_BY_REFERENCE = select(*_SEEN_COLUMNS).where(
+    PnpMessage.__table__.c.organization_id == bindparam("org"),
+    PnpMessage.__table__.c.sms_reference == bindparam("value")).limit(1)
+
+
+def _report_changes_nothing(message: Any, report: DeliveryReport) -> bool:
     """Whether the report would leave the message as it is (states only move forward, so what a
     read without the write lock saw stays true): Twilio's ``sent`` after the send's own answer
     was recorded, a report about an earlier attempt, or about a message already final."""
@@ -1215,10 +1226,15 @@ def apply_sms_report(organization_id: int, report: DeliveryReport) -> bool:
     own answer is being recorded) change nothing and need no write. The others are written by
     ``report_writes``: reports arriving together share one transaction, each answered once it committed."""
     database = get_database()
-    with database.read() as session:
-        seen = _report_message(session, organization_id, report, lock=False)
-        if _report_changes_nothing(seen, report):
-            return seen is not None
+    with database.lookup() as conn:
+        seen = None
+        if report.provider_message_id:
+            seen = conn.execute(_SEEN_BY_PROVIDER_ID, {"org": organization_id,
+                                                       "value": report.provider_message_id}).first()
+        if seen is None and report.reference:
+            seen = conn.execute(_SEEN_BY_REFERENCE, {"org": organization_id, "value": report.reference}).first()
+    if _report_changes_nothing(seen, report):
+        return seen is not None
     return report_writes(database).run(_report_work(organization_id, report))
 
 

@@ -278,8 +278,8 @@ def _known_org(organization_id: int) -> bool:
 def _apply_callback(provider_name: str, organization_id: int, inbound: InboundRequest) -> Response:
     if not _known_org(organization_id):
         return PlainTextResponse("unknown callback", status_code=404)
-    with get_database().read() as session:
-        config = providers.config_of(session, organization_id)
+    with get_database().lookup() as conn:
+        config = providers.config_of(conn, organization_id)
     if config.provider != provider_name:
         return PlainTextResponse("unknown callback", status_code=404)
     with providers.open_provider(config) as provider:
