@@ -983,7 +983,7 @@ class _SmsSend:
 
 _MESSAGES_BY_ID = select(PnpMessage).where(PnpMessage.id.in_(bindparam("ids", expanding=True))).order_by(PnpMessage.id)
 _MESSAGES_BY_ID_LOCKED = _MESSAGES_BY_ID.with_for_update()
-_SETTINGS_BY_ID = select(PnpSetting).where(PnpSetting.id.in_(bindparam("ids", expanding=True)))
+_SETTINGS_BY_ID = select(*PnpSetting.__table__.c).where(PnpSetting.__table__.c.id.in_(bindparam("ids", expanding=True)))
 
 
 def _locked_messages(session: Session, ids: list[int]) -> list[PnpMessage]:
@@ -993,7 +993,10 @@ def _locked_messages(session: Session, ids: list[int]) -> list[PnpMessage]:
 
 
 def _settings_of(session: Session, messages: Iterable[PnpMessage]) -> dict[int, PnpSetting]:
-    return {s.id: s for s in session.scalars(_SETTINGS_BY_ID, {"ids": sorted({m.pnp_setting_id for m in messages})})}
+    """The scenarios of these messages, read through Core (no autoflush, no identity map): plain
+    objects of the values read, which the state machine only reads."""
+    rows = session.connection().execute(_SETTINGS_BY_ID, {"ids": sorted({m.pnp_setting_id for m in messages})})
+    return {int(row.id): PnpSetting(**row._mapping) for row in rows}
 
 
 def _hand_over(session: Session, message: PnpMessage, run_at: datetime) -> None:
