@@ -57,6 +57,7 @@ from benchmarks.common import (
     database_url,
     process_cpu_seconds,
     run_load,
+    workers,
 )
 
 ORGS = 24
@@ -332,24 +333,6 @@ def sent_count(server: ServerProcess, org_id: int) -> int:
     with get_database(database_url(server)).read() as session:
         return int(session.scalar(select(func.count()).select_from(DirectMessage).where(
             DirectMessage.organization_id == org_id, DirectMessage.status == "sent")) or 0)
-
-
-@contextmanager
-def workers(server: ServerProcess, count: int) -> Iterator[list[int]]:
-    """``count`` ``openmaac worker`` processes beside ``serve`` (its embedded worker off):
-    the sending runs on other cores than the acceptance (one Python process uses one)."""
-    import subprocess
-
-    env = {**server.env(), "OPENMAAC_PUBLIC_BASE_URL": server.base_url}
-    processes = [subprocess.Popen([sys.executable, "-m", "openmaac.cli", "worker"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
-    try:
-        yield [p.pid for p in processes]
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(30)
 
 
 def measure_fanout(label: str, url: str | None, size: Sizes) -> Iterable[Result]:

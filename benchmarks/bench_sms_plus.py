@@ -65,6 +65,7 @@ from benchmarks.common import (
     database_url,
     process_cpu_seconds,
     run_load,
+    workers,
 )
 
 PUSH_CLIENTS = 32
@@ -387,23 +388,6 @@ def _epoch(value: Any) -> float | None:
         return datetime.fromisoformat(str(value)).timestamp()
     except ValueError:
         return None
-
-
-@contextmanager
-def workers(server: ServerProcess, count: int) -> Iterator[list[int]]:
-    """``count`` ``openmaac worker`` processes beside ``serve`` (same database and settings)."""
-    import subprocess
-
-    env = {**server.env(), "OPENMAAC_PUBLIC_BASE_URL": server.base_url}
-    processes = [subprocess.Popen([sys.executable, "-m", "openmaac.cli", "worker"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
-    try:
-        yield [p.pid for p in processes]
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(30)
 
 
 def measure_campaign(label: str, url: str | None, size: Sizes) -> Iterable[Result]:

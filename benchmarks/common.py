@@ -366,3 +366,19 @@ def backends() -> Iterator[tuple[str, str | None]]:
     if admin:
         with fresh_postgres_database(admin) as url:
             yield "PostgreSQL", url
+
+
+@contextmanager
+def workers(server: ServerProcess, count: int) -> Iterator[list[int]]:
+    """``count`` ``openmaac worker`` processes beside ``serve`` (its embedded worker off):
+    the sending runs on other cores than the acceptance (one Python process uses one)."""
+    env = {**server.env(), "OPENMAAC_PUBLIC_BASE_URL": server.base_url}
+    processes = [subprocess.Popen([sys.executable, "-m", "openmaac.cli", "worker"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
+    try:
+        yield [p.pid for p in processes]
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(30)
