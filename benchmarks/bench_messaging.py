@@ -64,6 +64,7 @@ from benchmarks.common import (
     run_load,
     start_profiler,
     stop_profiler,
+    workers,
 )
 
 ORGS = 24
@@ -346,40 +347,6 @@ def sent_count(server: ServerProcess, org_id: int) -> int:
     with get_database(database_url(server)).read() as session:
         return int(session.scalar(select(func.count()).select_from(DirectMessage).where(
             DirectMessage.organization_id == org_id, DirectMessage.status == "sent")) or 0)
-
-
-@contextmanager
-def workers(server: ServerProcess, count: int) -> Iterator[list[int]]:
-    """``count`` ``openmaac worker`` processes beside ``serve`` (its embedded worker off):
-    the sending runs on other cores than the acceptance (one Python process uses one)."""
-    import subprocess
-
-    env = {**server.env(), "OPENMAAC_PUBLIC_BASE_URL": server.base_url}
-    processes = [subprocess.Popen([sys.executable, "-m", "openmaac.cli", "worker"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
-    try:
-        if count:
-            _wait_for_workers(server, count)  # their start-up (imports, migrations) is not the fan-out's CPU
-        yield [p.pid for p in processes]
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(30)
-
-
-def _wait_for_workers(server: ServerProcess, count: int) -> None:
-    """Until ``count`` workers beat (their heartbeat rows: they are claiming jobs)."""
-    from openmaac.db.engine import get_database
-    from openmaac.jobs.heartbeat import fresh_workers
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        with get_database(database_url(server)).read() as session:
-            if fresh_workers(session) >= count:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{count} openmaac worker process(es) did not start")
 
 
 def measure_fanout(label: str, url: str | None, size: Sizes) -> Iterable[Result]:

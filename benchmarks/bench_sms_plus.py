@@ -65,6 +65,7 @@ from benchmarks.common import (
     database_url,
     process_cpu_seconds,
     run_load,
+    workers,
 )
 
 PUSH_CLIENTS = 32
@@ -120,10 +121,17 @@ def simulators() -> Iterator[tuple[ChildApp, ChildApp]]:
         yield line_sim, twilio_sim
 
 
-def server_for(url: str | None, minute_seconds: float) -> ServerProcess:
+# BENCH_SMS_PLUS_WORKERS=N: the campaign with N `openmaac worker` processes beside `serve` (its
+# embedded worker off): the PNP calls, timers and SMS sends run on other cores than the requests,
+# delivery webhooks and status callbacks (one Python process uses one core)
+CAMPAIGN_WORKERS = int(os.environ.get("BENCH_SMS_PLUS_WORKERS", "0"))
+
+
+def server_for(url: str | None, minute_seconds: float, embedded_worker: bool = True) -> ServerProcess:
     server = ServerProcess(database_url=url, extra_env={
         "OPENMAAC_SIMULATORS": "0", "OPENMAAC_API_RATE_LIMITS": LIFTED,
-        "OPENMAAC_SMS_PLUS_MINUTE_SECONDS": str(minute_seconds)})
+        "OPENMAAC_SMS_PLUS_MINUTE_SECONDS": str(minute_seconds),
+        "OPENMAAC_EMBEDDED_WORKER": "1" if embedded_worker else "0"})
     server.cli("migrate")
     return server
 
@@ -385,9 +393,12 @@ def _epoch(value: Any) -> float | None:
 def measure_campaign(label: str, url: str | None, size: Sizes) -> Iterable[Result]:
     n = size.numbers
     requests = -(-n // PER_REQUEST)
+    worker_count = CAMPAIGN_WORKERS
+    if worker_count:
+        label = f"{label} + {worker_count} worker process{'es' if worker_count > 1 else ''}"
     with simulators() as (line_sim, twilio_sim):
         minute_seconds = campaign_fallback_seconds(n, postgres=url is not None)
-        server = server_for(url, minute_seconds)
+        server = server_for(url, minute_seconds, embedded_worker=not worker_count)
         org = make_org(server, line_sim.base_url, "bench-sms-plus-campaign")
         phones = [f"+8869{i:08d}" for i in range(n)]
         rng = random.Random(3)
@@ -398,14 +409,15 @@ def measure_campaign(label: str, url: str | None, size: Sizes) -> Iterable[Resul
                      "(not timed below)", time.perf_counter() - began, "s")
         bodies = [orjson.dumps({"pnp_setting_id": 0, "data": [entry(phones[i], i) for i in range(s, min(s + PER_REQUEST, n))]})
                   for s in range(0, n, PER_REQUEST)]
-        with server:
+        with server, workers(server, worker_count) as worker_pids:
             assert server.process is not None
             configure(server, org, twilio_sim.base_url, fallback_period=1)
             line_ceiling, sms_ceiling = asyncio.run(simulator_ceilings(
                 line_sim.base_url, twilio_sim.base_url, [p for i, p in enumerate(phones) if i not in fallback],
                 size.push_seconds))
             bodies = [body.replace(b'"pnp_setting_id":0', b'"pnp_setting_id":%d' % org.setting_id) for body in bodies]
-            cpu = process_cpu_seconds(server.process.pid)
+            pids = [server.process.pid, *worker_pids]
+            cpu = sum(process_cpu_seconds(pid) for pid in pids)
             # sampling and polling kept light: this process shares the 2 cores with the server
             with PeakMemory(server.process.pid, interval=0.5) as memory:
                 started = time.perf_counter()
@@ -429,7 +441,7 @@ def measure_campaign(label: str, url: str | None, size: Sizes) -> Iterable[Resul
                         # (nothing moves while the SMS numbers wait out the fallback period: not a stall)
                         break  # stalled
                     time.sleep(POLL_SECONDS)
-            cpu = process_cpu_seconds(server.process.pid) - cpu
+            cpu = sum(process_cpu_seconds(pid) for pid in pids) - cpu
             time.sleep(1.0)
             texts = httpx.get(f"{twilio_sim.base_url}/_admin/messages", timeout=300).json()["results"]
         per_number: dict[str, int] = {}
@@ -479,11 +491,12 @@ def measure_campaign(label: str, url: str | None, size: Sizes) -> Iterable[Resul
         yield Result(f"{label}: campaign, SMS sent exactly once", float(once), "numbers",
                      f"of {len(expected):,} fallback numbers; SMS to other numbers or repeated: {extra} (goal 0)")
         yield Result(f"{label}: campaign, server peak RSS", memory.peak_mb, "MB", "openmaac serve process")
-        bare_cpu = BARE_PNP_CPU_MS.get(label)
+        bare_cpu = BARE_PNP_CPU_MS.get(label.split(" + ")[0])
         ratio = (f"; {cpu * 1000 / n / bare_cpu:.1f}x the bare + PNP call CPU per request ({bare_cpu:.2f} ms, the "
                  f"push half of this run; goal ≤ 2x)") if bare_cpu else ""
         yield Result(f"{label}: campaign, server CPU per message", cpu * 1000 / n, "ms",
-                     f"{cpu:.1f} s CPU in all (requests, PNP calls, delivery webhooks, timers, SMS, reports){ratio}")
+                     f"{cpu:.1f} s CPU in all (requests, PNP calls, delivery webhooks, timers, SMS, reports"
+                     f"{'; serve and the worker processes' if worker_count else ''}){ratio}")
 
 
 def run(args: Any) -> Iterable[Result]:

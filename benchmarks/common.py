@@ -377,3 +377,35 @@ def backends() -> Iterator[tuple[str, str | None]]:
     if admin:
         with fresh_postgres_database(admin) as url:
             yield "PostgreSQL", url
+
+
+@contextmanager
+def workers(server: ServerProcess, count: int) -> Iterator[list[int]]:
+    """``count`` ``openmaac worker`` processes beside ``serve`` (its embedded worker off):
+    the sending runs on other cores than the acceptance (one Python process uses one)."""
+    env = {**server.env(), "OPENMAAC_PUBLIC_BASE_URL": server.base_url}
+    processes = [subprocess.Popen([sys.executable, "-m", "openmaac.cli", "worker"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
+    try:
+        if count:
+            _wait_for_workers(server, count)  # their start-up (imports, migrations) is not the measured CPU
+        yield [p.pid for p in processes]
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(30)
+
+
+def _wait_for_workers(server: ServerProcess, count: int) -> None:
+    """Until ``count`` workers beat (their heartbeat rows: they are claiming jobs)."""
+    from openmaac.db.engine import get_database
+    from openmaac.jobs.heartbeat import fresh_workers
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with get_database(database_url(server)).read() as session:
+            if fresh_workers(session) >= count:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{count} openmaac worker process(es) did not start")

@@ -99,3 +99,36 @@ def test_a_failing_write_fails_only_its_caller(own: Any) -> None:
     assert outcomes[0] == 0 and outcomes[1] == 10 and outcomes[3] == 30
     assert isinstance(outcomes[2], Exception)
     assert _count(own) == 3  # the batch was rolled back and the good writes made one by one
+
+
+def test_the_batch_end_runs_once_per_transaction_after_its_writes(own: Any) -> None:
+    ends: list[list[int]] = []
+
+    def noted(n: int) -> Any:
+        def work(session: Any) -> int:
+            session.info.setdefault("noted", []).append(n)
+            return _insert(n)(session)
+        return work
+
+    def end(session: Any) -> None:
+        noted_here = session.info.pop("noted", [])
+        ends.append(noted_here)
+        session.execute(text("INSERT INTO group_commit_test (n) VALUES (:n)"), {"n": 100 + len(noted_here)})
+
+    def bad(session: Any) -> None:
+        session.info.setdefault("noted", []).append(-1)
+        session.execute(text("INSERT INTO group_commit_test (n) VALUES (NULL)"))  # NOT NULL
+
+    group = GroupCommit(own, on_batch_end=end, autoflush=False)
+    from openmaac.db.group_commit import _Write
+
+    together = [_Write(noted(1)), _Write(noted(2))]
+    group._commit(together)
+    assert [w.result for w in together] == [10, 20] and ends == [[1, 2]]
+    failing = [_Write(noted(3)), _Write(bad), _Write(noted(4))]
+    group._commit(failing)  # rolled back, then each alone with its own batch end
+    assert ends[1:] == [[3], [4]]  # a failed write never reaches its batch's end
+    assert failing[0].result == 30 and failing[2].result == 40 and isinstance(failing[1].error, Exception)
+    with own.read() as session:
+        rows = sorted(int(n) for n in session.execute(text("SELECT n FROM group_commit_test")).scalars())
+    assert rows == [1, 2, 3, 4, 101, 101, 102]

@@ -163,7 +163,9 @@ def test_a_batch_that_died_between_its_sends_and_their_record_sends_nothing_twic
     assert texts_to(base_url, phones) == Counter({phone: 1 for phone in phones})
 
 
-def test_reports_written_together_keep_each_ones_error_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reports_written_together_keep_each_ones_error_its_own(monkeypatch: pytest.MonkeyPatch,
+                                                                database: Any) -> None:
+    from openmaac.db.group_commit import _Write
     from openmaac.sms_plus import engine
 
     reports = [DeliveryReport(provider_message_id=f"SM{i}", status=DeliveryStatus.DELIVERED, raw_status="delivered",
@@ -177,44 +179,45 @@ def test_reports_written_together_keep_each_ones_error_its_own(monkeypatch: pyte
         applied.append(str(report.reference))
         return True
 
-    def alone(org: int, report: DeliveryReport) -> bool:
-        return apply_report(None, org, report, [])
-
     monkeypatch.setattr(engine, "_apply_report", apply_report)
-    monkeypatch.setattr(engine, "_apply_sms_report_alone", alone)
-    writer = engine._ReportWriter()
-    items = [engine._PendingReport(1, report, threading.Event()) for report in reports]
-    writer._write(items)  # the shared transaction fails on r1: each is written alone
-    assert [item.done.is_set() for item in items] == [True, True, True]
-    assert [item.matched for item in items] == [True, False, True]
+    group = engine.report_writes(database)
+    items = [_Write(engine._report_work(1, report)) for report in reports]
+    group._commit(items)  # the shared transaction fails on r1: each is written alone
+    assert [item.done for item in items] == [True, True, True]
+    assert [item.result for item in items] == [True, None, True]
     assert isinstance(items[1].error, RuntimeError) and items[0].error is None and items[2].error is None
     assert applied == ["r0", "r0", "r2"]  # r0's share rolled back, then written alone
 
 
 def test_reports_arriving_together_are_each_answered_after_the_write_holding_them(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, database: Any) -> None:
+    from openmaac.db.group_commit import GroupCommit
     from openmaac.sms_plus import engine
 
     entered = threading.Event()
     release = threading.Event()
     transactions: list[list[str]] = []
+    real_run = GroupCommit._run
 
-    def write(self: Any, batch: list[Any]) -> None:
+    def run(self: Any, session: Any, writes: list[Any]) -> list[Any]:
         if not transactions:
             entered.set()
             release.wait(10)  # the first write is under way while the others arrive
-        transactions.append([str(item.report.reference) for item in batch])
-        for item in batch:
-            item.matched = True
-            item.done.set()
+        transactions.append([str(write.work.reference) for write in writes])
+        return [True for _write in writes]
 
-    monkeypatch.setattr(engine._ReportWriter, "_write", write)
-    writer = engine._ReportWriter()
+    def work(reference: str) -> Any:
+        def apply(_session: Any) -> bool:
+            raise AssertionError("not run: the batch is answered by the patched run")
+        apply.reference = reference  # type: ignore[attr-defined]
+        return apply
+
+    monkeypatch.setattr(GroupCommit, "_run", run)
+    group = GroupCommit(database, on_batch_end=engine._finish_ended, autoflush=False)
     results: dict[str, bool] = {}
 
     def send(reference: str) -> None:
-        results[reference] = writer.apply(1, DeliveryReport(provider_message_id="", status=DeliveryStatus.DELIVERED, raw_status="delivered",
-                                                            reference=reference))
+        results[reference] = group.run(work(reference))
 
     first = threading.Thread(target=send, args=("a",))
     first.start()
@@ -222,16 +225,18 @@ def test_reports_arriving_together_are_each_answered_after_the_write_holding_the
     others = [threading.Thread(target=send, args=(ref,)) for ref in ("b", "c", "d")]
     for thread in others:
         thread.start()
-    wait_for(lambda: len(writer._waiting) == 3 or None, timeout=10, interval=0.01)
+    wait_for(lambda: len(group._pending) == 3 or None, timeout=10, interval=0.01)
     assert not results  # nobody answered before the write holding its report
     release.set()
     for thread in [first, *others]:
         thread.join(10)
+    monkeypatch.setattr(GroupCommit, "_run", real_run)
     assert transactions[0] == ["a"] and sorted(transactions[1]) == ["b", "c", "d"]  # one write for the three
     assert results == {"a": True, "b": True, "c": True, "d": True}
 
 
 def test_two_reports_about_one_message_in_one_write(tenant: Any, base_url: str, database: Any) -> None:
+    from openmaac.db.group_commit import _Write
     from openmaac.sms_plus import engine
     from openmaac.sms_plus.models import PnpMessage
 
@@ -248,9 +253,10 @@ def test_two_reports_about_one_message_in_one_write(tenant: Any, base_url: str, 
         provider_id, reference = str(message.sms_provider_message_id), str(message.sms_reference)
     reports = [DeliveryReport(provider_message_id=provider_id, status=status, raw_status=status.value,
                               reference=reference) for status in (DeliveryStatus.SENT, DeliveryStatus.DELIVERED)]
-    items = [engine._PendingReport(tenant.id, report, threading.Event()) for report in reports]
-    engine._ReportWriter()._write(items)
-    assert [(item.matched, item.error) for item in items] == [(True, None), (True, None)]
+    group = engine.report_writes(database)
+    items = [_Write(engine._report_work(tenant.id, report)) for report in reports]
+    group._commit(items)
+    assert [(item.result, item.error) for item in items] == [(True, None), (True, None)]
     found = wait_all(tenant, setting_id, ids, {"sms_delivered"})
     assert found[ids[0]]["sms_delivered_at"] is not None
     with database.read() as session:

@@ -13,6 +13,11 @@ Each caller still returns only after its own write is committed, so what it answ
 durable, exactly as with its own transaction. Should a batch fail, it is rolled back and each
 write is retried in a transaction of its own, so one bad write fails only its caller.
 Writes must therefore be safe to run again after a rollback (plain statements are).
+
+A group may end each batch with ``on_batch_end(session)``, in the batch's transaction after its
+writes (and after each write retried alone): work the writes leave for the batch as a whole,
+e.g. in ``session.info``, done once. ``autoflush=False`` runs the writes under the session's
+``no_autoflush`` (ORM objects the writes change are flushed once, at the batch's end).
 """
 
 from __future__ import annotations
@@ -40,8 +45,11 @@ class _Write(Generic[R]):
 class GroupCommit:
     """Batches writes against one database (one instance per database and purpose)."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, *, on_batch_end: Callable[[Session], None] | None = None,
+                 autoflush: bool = True) -> None:
         self.database = database
+        self.on_batch_end = on_batch_end
+        self.autoflush = autoflush
         self._pending: list[_Write[Any]] = []
         self._pending_lock = threading.Lock()
         self._leader = threading.Lock()
@@ -64,10 +72,8 @@ class GroupCommit:
         self.batches += 1
         if len(batch) > 1:
             try:
-                results = []
                 with self.database.write() as session:
-                    for write in batch:
-                        results.append(write.work(session))
+                    results = self._run(session, batch)
             except Exception:  # noqa: BLE001 - retried one by one below, each failing alone
                 pass
             except BaseException as error:  # an interrupt: every waiting caller hears of it
@@ -81,21 +87,35 @@ class GroupCommit:
         for write in batch:
             try:
                 with self.database.write() as session:
-                    write.result = write.work(session)
+                    write.result = self._run(session, [write])[0]
             except BaseException as error:  # noqa: BLE001 - handed to the thread that owns it
                 write.error = error
             write.done = True
+
+
+    def _run(self, session: Session, writes: list[_Write[Any]]) -> list[Any]:
+        """The writes, then the batch's end, in ``session``'s transaction."""
+        if self.autoflush:
+            results = [write.work(session) for write in writes]
+        else:
+            with session.no_autoflush:
+                results = [write.work(session) for write in writes]
+        if self.on_batch_end is not None:
+            self.on_batch_end(session)
+        return results
 
 
 _instances: dict[tuple[int, str], GroupCommit] = {}
 _instances_lock = threading.Lock()
 
 
-def group_commit(database: Database, purpose: str) -> GroupCommit:
-    """The process's group commit for ``purpose`` on ``database``."""
+def group_commit(database: Database, purpose: str, *, on_batch_end: Callable[[Session], None] | None = None,
+                 autoflush: bool = True) -> GroupCommit:
+    """The process's group commit for ``purpose`` on ``database`` (the options apply when it is
+    first made: one purpose, one way of batching)."""
     key = (id(database), purpose)
     with _instances_lock:
         instance = _instances.get(key)
         if instance is None or instance.database is not database:
-            instance = _instances[key] = GroupCommit(database)
+            instance = _instances[key] = GroupCommit(database, on_batch_end=on_batch_end, autoflush=autoflush)
         return instance

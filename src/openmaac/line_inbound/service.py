@@ -13,18 +13,27 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from openmaac.channels.line_client import LineClient
-from openmaac.channels.models import LineChannel
 from openmaac.channels.service import channel_of, line_api_base_url
 from openmaac.contacts import service as contacts
-from openmaac.db.base import insert_ignoring_conflicts
 from openmaac.db.engine import get_database
 from openmaac.jobs.queue import enqueue
 from openmaac.jobs.registry import JobContext, handler
 from openmaac.line_inbound.events import AcceptedEvent
 from openmaac.line_inbound.models import LineWebhookEvent
+
+
+def _store_statement(postgres: bool) -> Any:
+    dialect = postgresql if postgres else sqlite
+    return dialect.insert(LineWebhookEvent.__table__).on_conflict_do_nothing(
+        index_elements=["organization_id", "webhook_event_id"])
+
+
+# built once (each event runs it; building it cost more than running it)
+_STORE = {postgres: _store_statement(postgres) for postgres in (False, True)}
 
 
 def _store(session: Session, organization_id: int, accepted: AcceptedEvent, occurred_at: datetime) -> bool:
@@ -35,30 +44,22 @@ def _store(session: Session, organization_id: int, accepted: AcceptedEvent, occu
     if event_id is None:
         # Without an id we cannot de-duplicate; derive one from the content.
         event_id = "sha1:" + hashlib.sha1(json.dumps(accepted.raw, sort_keys=True).encode()).hexdigest()[:40]
-    statement = (
-        insert_ignoring_conflicts(session, LineWebhookEvent, ["organization_id", "webhook_event_id"])
-        .values(
-            organization_id=organization_id,
-            webhook_event_id=event_id,
-            event_type=event.type,
-            line_uid=event.user_id,
-            payload=accepted.raw,
-            occurred_at=occurred_at,
-            received_at=datetime.now(UTC),
-        )
-    )
-    return bool(session.execute(statement).rowcount)  # type: ignore[attr-defined]
+    conn = session.connection()
+    return bool(conn.execute(_STORE[conn.dialect.name == "postgresql"], {
+        "organization_id": organization_id, "webhook_event_id": event_id, "event_type": event.type,
+        "line_uid": event.user_id, "payload": accepted.raw, "occurred_at": occurred_at,
+        "received_at": datetime.now(UTC)}).rowcount)
 
 
-def handle_events(session: Session, channel: LineChannel, events: list[AcceptedEvent]) -> int:
-    """Apply a webhook delivery's events (as ``accept_events`` let them through). Returns how
-    many were new."""
+def handle_events(session: Session, organization_id: int, events: list[AcceptedEvent]) -> int:
+    """Apply a webhook delivery's events (as ``accept_events`` let them through) for the
+    channel's organisation. Returns how many were new."""
     new = 0
     deliveries: list[tuple[str | None, datetime, str | None]] = []
     for accepted in events:
         event = accepted.event
         occurred_at = datetime.fromtimestamp(event.timestamp / 1000, UTC)
-        if not _store(session, channel.organization_id, accepted, occurred_at):
+        if not _store(session, organization_id, accepted, occurred_at):
             continue
         new += 1
         user_id = event.user_id
@@ -71,29 +72,29 @@ def handle_events(session: Session, channel: LineChannel, events: list[AcceptedE
         if not user_id:
             continue
         if kind == "follow":
-            contacts.record_follow(session, channel.organization_id, user_id, occurred_at)
+            contacts.record_follow(session, organization_id, user_id, occurred_at)
             enqueue(
                 session,
                 "contact.fetch_line_profile",
-                {"organization_id": channel.organization_id, "line_uid": user_id},
-                organization_id=channel.organization_id,
+                {"organization_id": organization_id, "line_uid": user_id},
+                organization_id=organization_id,
             )
         elif kind == "unfollow":
-            contacts.record_unfollow(session, channel.organization_id, user_id, occurred_at)
+            contacts.record_unfollow(session, organization_id, user_id, occurred_at)
         elif kind == "message" and event.message is not None and "#join" in (event.message.text or ""):
             # SMS+ join link: the prefilled "#join <code>" text binds the phone number
             from openmaac.sms_plus.join_links import handle_join_text
 
-            handle_join_text(session, channel.organization_id, user_id, event.message.text or "")
+            handle_join_text(session, organization_id, user_id, event.message.text or "")
         if kind in ("message", "postback"):
             # a tap on a message / postback action of a tracked direct message (event report)
             from openmaac.links.service import record_tap
 
-            record_tap(session, channel.organization_id, user_id, accepted.raw, occurred_at)
+            record_tap(session, organization_id, user_id, accepted.raw, occurred_at)
     if deliveries:
         from openmaac.sms_plus.engine import record_pnp_deliveries
 
-        record_pnp_deliveries(session, channel.organization_id, deliveries)
+        record_pnp_deliveries(session, organization_id, deliveries)
     return new
 
 

@@ -17,10 +17,9 @@ and acts only from the state it expects. No network call happens inside a transa
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,7 +35,8 @@ from openmaac.channels.service import line_api_base_url
 from openmaac.channels.sms.base import DeliveryReport, DeliveryStatus, ErrorCategory
 from openmaac.contacts.models import Contact
 from openmaac.db.base import utcnow
-from openmaac.db.engine import get_database
+from openmaac.db.engine import Database, get_database
+from openmaac.db.group_commit import GroupCommit, group_commit
 from openmaac.jobs.models import Job
 from openmaac.jobs.queue import enqueue
 from openmaac.jobs.registry import JobContext, RetryLater, handler
@@ -136,7 +136,7 @@ def _line_endpoint(session: Session, organization_id: int) -> tuple[str, str, st
     return line_api_base_url(row[0]), str(row[1]), str(row[2])
 
 
-def _load(session: Session, message_id: int, *, lock: bool = False,
+def load_message(session: Session, message_id: int, *, lock: bool = False,
           setting: PnpSetting | None = None) -> tuple[PnpMessage, PnpSetting] | None:
     """The message (locked on PostgreSQL) and its scenario (``setting`` when the caller has it:
     only read, never changed, so a copy loaded earlier serves)."""
@@ -201,29 +201,23 @@ def finish_many(session: Session, messages: Iterable[PnpMessage]) -> None:
 def _delete_waiting_jobs(session: Session, keys: list[str]) -> None:
     """Delete the jobs under these unique keys that are waiting (not running).
 
-    Found by their unique keys first, then deleted by id: SQLite, which keeps no statistics,
-    answered ``unique_key IN (...) AND status = 'ready'`` (and even ``id IN (...) AND status =
-    'ready'``) through the (status, run_at, priority) index, i.e. by scanning every waiting job —
-    the 100,000 fallback timers of a campaign, once per finished message."""
-    if session.get_bind().dialect.name == "postgresql":
-        # one statement (PostgreSQL plans it by the unique index); never a job being claimed
+    On SQLite, one equality per key (an executemany of one prepared statement): SQLite, which
+    keeps no statistics, answered ``unique_key IN (...) AND status = 'ready'`` with a long list
+    through the (status, run_at, priority) index, i.e. by scanning every waiting job (the
+    100,000 fallback timers of a campaign), while an equality is always planned by the unique
+    index. On PostgreSQL one statement (planned by the unique index); never a job being claimed."""
+    if not keys:
+        return
+    conn = session.connection()  # no autoflush: the jobs table has no ORM objects here
+    if conn.dialect.name == "postgresql":
         for start in range(0, len(keys), 500):
-            session.execute(_DELETE_READY_BY_KEY, {"keys": keys[start:start + 500]})
+            conn.execute(_DELETE_READY_BY_KEY, {"keys": keys[start:start + 500]})
         return
-    found: list[int] = []
-    for start in range(0, len(keys), 500):
-        found += [int(job_id) for job_id, status in session.execute(
-            _JOBS_BY_KEY, {"keys": keys[start:start + 500]}) if status == "ready"]
-    if not found:
-        return
-    # (SQLite: this transaction holds the only write lock, the rows are still waiting)
-    for start in range(0, len(found), 500):
-        session.execute(_DELETE_JOBS, {"ids": found[start:start + 500]})
+    conn.execute(_DELETE_READY_BY_ONE_KEY, [{"key": key} for key in keys])
 
 
-_JOBS_BY_KEY = select(Job.__table__.c.id, Job.__table__.c.status).where(
-    Job.__table__.c.unique_key.in_(bindparam("keys", expanding=True)))
-_DELETE_JOBS = delete(Job.__table__).where(Job.__table__.c.id.in_(bindparam("ids", expanding=True)))
+_DELETE_READY_BY_ONE_KEY = delete(Job.__table__).where(Job.__table__.c.unique_key == bindparam("key"),
+                                                       Job.__table__.c.status == "ready")
 _DELETE_READY_BY_KEY = delete(Job.__table__).where(Job.__table__.c.unique_key.in_(bindparam("keys", expanding=True)),
                                                    Job.__table__.c.status == "ready")
 
@@ -261,7 +255,7 @@ class LineOutcome:
     timeout: bool = False
 
 
-def _line_call(base_url: str, token: str, path: str, body: dict[str, Any], headers: dict[str, str],
+def line_call(base_url: str, token: str, path: str, body: dict[str, Any], headers: dict[str, str],
                method_name: str, channel_id: str = "", **client_kwargs: Any) -> LineOutcome:
     """Call LINE through ``LineClient`` (shared per-channel rate limit, LINE's retry policy)."""
     from openmaac.channels import line_client
@@ -337,7 +331,7 @@ def run_line_steps(message_id: int, *, known: tuple[PnpMessage, PnpSetting] | No
     removes the job that would have re-run them had the request died."""
     database = get_database()
     with database.read() as session:
-        loaded = known or _load(session, message_id)
+        loaded = known or load_message(session, message_id)
         if loaded is None:
             return RESULT_FAILED
         message, setting = loaded
@@ -377,7 +371,7 @@ def run_line_steps(message_id: int, *, known: tuple[PnpMessage, PnpSetting] | No
             rendered = render_template(template_messages, dict((message.params or {}).get("line_push") or {}),
                                        contact_values)
             retry_key = str(uuid.uuid5(RETRY_NAMESPACE, f"line-push:{message.id}"))
-            outcome = _line_call(base_url, token, "/v2/bot/message/push", {"to": line_uid, "messages": rendered},
+            outcome = line_call(base_url, token, "/v2/bot/message/push", {"to": line_uid, "messages": rendered},
                                  {"X-Line-Retry-Key": retry_key}, "push", channel_id, to=line_uid, messages=rendered,
                                  retry_key=retry_key)
             if outcome.ok or outcome.status_code == 409:
@@ -395,7 +389,7 @@ def run_line_steps(message_id: int, *, known: tuple[PnpMessage, PnpSetting] | No
                 fields = {"line_push_status": svc.LINE_PUSH_FAILED, "line_push_error_category": "others"}
                 result = result_of(outcome)
         with database.write() as session:
-            loaded = _load(session, message_id, lock=True, setting=setting)
+            loaded = load_message(session, message_id, lock=True, setting=setting)
             if loaded is None:
                 return RESULT_FAILED
             message, setting = loaded
@@ -411,7 +405,7 @@ def run_line_steps(message_id: int, *, known: tuple[PnpMessage, PnpSetting] | No
                     change(session, message, setting, status=svc.PNP_PREPARING, pnp_status=svc.PNP_PREPARING)
                 finish_if_nothing_left(session, message, setting)
                 if message.pnp_status != svc.PNP_PREPARING:
-                    _wake_overdue_fallback(session, message)
+                    wake_overdue_fallback(session, message)
         if message.line_push_status == svc.LINE_PUSH_DELIVERED:
             return RESULT_SUCCESS
 
@@ -424,12 +418,12 @@ def run_line_steps(message_id: int, *, known: tuple[PnpMessage, PnpSetting] | No
                 pnp_params[svc.JOIN_LINK] = links_for(session, message.organization_id, message.id, "pnp")
         pnp_messages = render_template(list(setting.pnp_messages or []), pnp_params, None)
         tag = message.delivery_tag or f"openmaac-pnp-{message.id}-tag-padding"
-        outcome = _line_call(base_url, token, "/bot/pnp/push", {"to": message.phone_hash, "messages": pnp_messages},
+        outcome = line_call(base_url, token, "/bot/pnp/push", {"to": message.phone_hash, "messages": pnp_messages},
                              {"X-Line-Delivery-Tag": tag}, "pnp_push", channel_id, to=message.phone_hash,
                              messages=pnp_messages, delivery_tag=tag)
         pnp_result = result_of(outcome)
         with database.write() as session:
-            loaded = _load(session, message_id, lock=True, setting=setting)
+            loaded = load_message(session, message_id, lock=True, setting=setting)
             if loaded is None:
                 return RESULT_FAILED
             message, setting = loaded
@@ -440,14 +434,14 @@ def run_line_steps(message_id: int, *, known: tuple[PnpMessage, PnpSetting] | No
                 status = svc.PNP_ACCEPTED if outcome.ok else svc.PNP_FAILED
                 change(session, message, setting, status=status, pnp_status=status)
                 finish_if_nothing_left(session, message, setting)
-                _wake_overdue_fallback(session, message)
+                wake_overdue_fallback(session, message)
         result = pnp_result if result is None or pnp_result == RESULT_SUCCESS else pnp_result
     if safety_net:
         drop_safety_net([message_id])
     return result or RESULT_SUCCESS
 
 
-def _wake_overdue_fallback(session: Session, message: PnpMessage) -> None:
+def wake_overdue_fallback(session: Session, message: PnpMessage) -> None:
     """The LINE steps are done; a fallback timer that came due meanwhile (and is waiting for
     them, see run_fallback) can run now."""
     if message.finished or message.fallback_at is None or message.fallback_at > utcnow():
@@ -524,7 +518,7 @@ def run_pnp_batch(message_ids: list[int]) -> None:
                     # sent or not before its worker died: never twice; as if accepted
                     message.send_started_at = None
                     change(session, message, setting, status=svc.PNP_ACCEPTED, pnp_status=svc.PNP_ACCEPTED)
-                    _wake_overdue_fallback(session, message)
+                    wake_overdue_fallback(session, message)
                     continue
                 params = dict((message.params or {}).get("pnp") or {})
                 if svc.JOIN_LINK in svc.placeholder_names(setting.pnp_messages):
@@ -538,7 +532,7 @@ def run_pnp_batch(message_ids: list[int]) -> None:
         def call(item: tuple[PnpMessage, list[dict[str, Any]]]) -> LineOutcome:
             message, body = item
             tag = message.delivery_tag or f"openmaac-pnp-{message.id}-tag-padding"
-            return _line_call(
+            return line_call(
                 base_url, token, "/bot/pnp/push",
                 {"to": message.phone_hash, "messages": body}, {"X-Line-Delivery-Tag": tag},
                 "pnp_push", channel_id, to=message.phone_hash, messages=body, delivery_tag=tag)
@@ -563,7 +557,7 @@ def run_pnp_batch(message_ids: list[int]) -> None:
                     if nothing_left(message, setting):
                         ended.append(message)
                     else:
-                        _wake_overdue_fallback(session, message)
+                        wake_overdue_fallback(session, message)
             # the chunk's events and ends together (one look-up of webhook targets, of timers)
             for setting_id, changed in emitted.items():
                 emit_status(session, settings[setting_id], changed)
@@ -738,7 +732,7 @@ def _send_whatsapp(message_id: int, config: Any, plan: _WhatsAppSend) -> float |
         result = client.send_template(plan.phone, plan.template["template_name"], plan.template["language"],
                                       wa.components(plan.template.get("template_data")), reference=plan.reference)
     with get_database().write() as session:
-        loaded = _load(session, message_id, lock=True)
+        loaded = load_message(session, message_id, lock=True)
         if loaded is None:
             return None
         message, setting = loaded
@@ -774,7 +768,7 @@ def run_fallback(message_id: int) -> float | None:
 
     database = get_database()
     with database.write() as session:
-        loaded = _load(session, message_id, lock=True)
+        loaded = load_message(session, message_id, lock=True)
         if loaded is None:
             return None
         message, setting = loaded
@@ -824,13 +818,7 @@ def run_fallback(message_id: int) -> float | None:
                 message.send_started_at = None
                 _start_sms_attempt(session, message, setting, config, now)
                 message.send_started_at = now
-            text = message.sms_text or ""
-            if "{{" in text:
-                from openmaac.sms_plus.join_links import links_for
-
-                text = svc.render_text(text, {}, {svc.JOIN_LINK: links_for(session, message.organization_id,
-                                                                            message.id, "sms")})
-                message.sms_text = text
+            text = _sms_text_to_send(session, message)
             reference = message.sms_reference
             phone = message.phone_number
         session.flush()
@@ -856,10 +844,7 @@ def _start_sms_attempt(session: Session, message: PnpMessage, setting: PnpSettin
     """A new SMS attempt: the first (``sms_preparing``, a new reference) or a retry after a
     temporary error (the next reference)."""
     if message.sms_status is None or message.sms_reference is None:
-        fields: dict[str, Any] = {"status": svc.SMS_PREPARING, "sms_status": svc.SMS_PREPARING, "sms_attempts": 1,
-                                  "sms_reference": f"pnp{message.id}r1",
-                                  "sms_retry_until": now + minutes(config.retry_window_minutes),
-                                  **_leaving_line(message)}
+        fields = _first_sms_attempt(message, config, now)
         if message.sms_status == svc.SMS_PREPARING:
             # an SMS-only scenario starts in sms_preparing: no second status event
             for key, value in fields.items():
@@ -873,9 +858,29 @@ def _start_sms_attempt(session: Session, message: PnpMessage, setting: PnpSettin
         message.sms_provider_message_id = None
 
 
+def _first_sms_attempt(message: PnpMessage, config: Any, now: datetime) -> dict[str, Any]:
+    """The fields of a message's first SMS attempt (``sms_preparing``, its first reference, the
+    retry window from now; its LINE step left undelivered)."""
+    return {"status": svc.SMS_PREPARING, "sms_status": svc.SMS_PREPARING, "sms_attempts": 1,
+            "sms_reference": f"pnp{message.id}r1", "sms_retry_until": now + minutes(config.retry_window_minutes),
+            **_leaving_line(message)}
+
+
+def _sms_text_to_send(session: Session, message: PnpMessage) -> str:
+    """The SMS text, its join link filled in (and kept: a retry sends the same link)."""
+    text = message.sms_text or ""
+    if "{{" in text:
+        from openmaac.sms_plus.join_links import links_for
+
+        text = svc.render_text(text, {}, {svc.JOIN_LINK: links_for(session, message.organization_id, message.id,
+                                                                    "sms")})
+        message.sms_text = text
+    return text
+
+
 def _record_sms_send(message_id: int, config: Any, reference: str, result: Any) -> float | None:
     with get_database().write() as session:
-        loaded = _load(session, message_id, lock=True)
+        loaded = load_message(session, message_id, lock=True)
         if loaded is None:
             return None
         message, setting = loaded
@@ -978,7 +983,7 @@ class _SmsSend:
 
 _MESSAGES_BY_ID = select(PnpMessage).where(PnpMessage.id.in_(bindparam("ids", expanding=True))).order_by(PnpMessage.id)
 _MESSAGES_BY_ID_LOCKED = _MESSAGES_BY_ID.with_for_update()
-_SETTINGS_BY_ID = select(PnpSetting).where(PnpSetting.id.in_(bindparam("ids", expanding=True)))
+_SETTINGS_BY_ID = select(*PnpSetting.__table__.c).where(PnpSetting.__table__.c.id.in_(bindparam("ids", expanding=True)))
 
 
 def _locked_messages(session: Session, ids: list[int]) -> list[PnpMessage]:
@@ -988,7 +993,10 @@ def _locked_messages(session: Session, ids: list[int]) -> list[PnpMessage]:
 
 
 def _settings_of(session: Session, messages: Iterable[PnpMessage]) -> dict[int, PnpSetting]:
-    return {s.id: s for s in session.scalars(_SETTINGS_BY_ID, {"ids": sorted({m.pnp_setting_id for m in messages})})}
+    """The scenarios of these messages, read through Core (no autoflush, no identity map): plain
+    objects of the values read, which the state machine only reads."""
+    rows = session.connection().execute(_SETTINGS_BY_ID, {"ids": sorted({m.pnp_setting_id for m in messages})})
+    return {int(row.id): PnpSetting(**row._mapping) for row in rows}
 
 
 def _hand_over(session: Session, message: PnpMessage, run_at: datetime) -> None:
@@ -1054,21 +1062,11 @@ def run_fallback_batch(message_ids: list[int], context: JobContext | None = None
                 if config is None:
                     config = providers.config_of(session, message.organization_id)
                 if message.sms_status is None or message.sms_reference is None:
-                    fields = {"status": svc.SMS_PREPARING, "sms_status": svc.SMS_PREPARING, "sms_attempts": 1,
-                              "sms_reference": f"pnp{message.id}r1",
-                              "sms_retry_until": now + minutes(config.retry_window_minutes),
-                              **_leaving_line(message)}
                     if message.sms_status != svc.SMS_PREPARING:  # an SMS-only message emitted it when created
                         emitted.setdefault(setting.id, []).append(message)
-                    _set(message, fields, now)
+                    _set(message, _first_sms_attempt(message, config, now), now)
                 message.send_started_at = now
-                text = message.sms_text or ""
-                if "{{" in text:
-                    from openmaac.sms_plus.join_links import links_for
-
-                    text = svc.render_text(text, {}, {svc.JOIN_LINK: links_for(
-                        session, message.organization_id, message.id, "sms")})
-                    message.sms_text = text
+                text = _sms_text_to_send(session, message)
                 assert message.sms_reference is not None
                 plans.append(_SmsSend(message.id, message.phone_number, text, message.sms_reference))
             for setting_id, changed in emitted.items():
@@ -1153,7 +1151,7 @@ def sms_timeout_job(payload: dict[str, Any], context: JobContext) -> None:
         run_sms_timeouts([(int(i), str(ref)) for i, ref in payload["items"]], context)
         return
     with get_database().write() as session:
-        loaded = _load(session, int(payload["message_id"]), lock=True)
+        loaded = load_message(session, int(payload["message_id"]), lock=True)
         if loaded is None:
             return
         message, setting = loaded
@@ -1191,7 +1189,18 @@ def _report_message(session: Session, organization_id: int, report: DeliveryRepo
     return message
 
 
-def _report_changes_nothing(message: PnpMessage | None, report: DeliveryReport) -> bool:
+# what deciding whether a report changes anything reads (one Core row, no ORM object)
+_SEEN_COLUMNS = [PnpMessage.__table__.c[name] for name in (
+    "sms_reference", "sms_status", "send_started_at", "sms_provider_message_id")]
+_SEEN_BY_PROVIDER_ID = select(*_SEEN_COLUMNS).where(
+    PnpMessage.__table__.c.organization_id == bindparam("org"),
+    PnpMessage.__table__.c.sms_provider_message_id == bindparam("value")).limit(1)
+_SEEN_BY_REFERENCE = select(*_SEEN_COLUMNS).where(
+    PnpMessage.__table__.c.organization_id == bindparam("org"),
+    PnpMessage.__table__.c.sms_reference == bindparam("value")).limit(1)
+
+
+def _report_changes_nothing(message: Any, report: DeliveryReport) -> bool:
     """Whether the report would leave the message as it is (states only move forward, so what a
     read without the write lock saw stays true): Twilio's ``sent`` after the send's own answer
     was recorded, a report about an earlier attempt, or about a message already final."""
@@ -1218,21 +1227,18 @@ def apply_sms_report(organization_id: int, report: DeliveryReport) -> bool:
 
     Read first: many reports (Twilio's ``sent`` once the send was recorded, or while the send's
     own answer is being recorded) change nothing and need no write. The others are written by
-    ``_REPORTS``: reports arriving together share one transaction, each answered once it committed."""
+    ``report_writes``: reports arriving together share one transaction, each answered once it committed."""
     database = get_database()
-    with database.read() as session:
-        seen = _report_message(session, organization_id, report, lock=False)
-        if _report_changes_nothing(seen, report):
-            return seen is not None
-    return _REPORTS.apply(organization_id, report)
-
-
-def _apply_sms_report_alone(organization_id: int, report: DeliveryReport) -> bool:
-    with get_database().write() as session:
-        ended: list[PnpMessage] = []
-        matched = _apply_report(session, organization_id, report, ended)
-        finish_many(session, ended)
-        return matched
+    with database.lookup() as conn:
+        seen = None
+        if report.provider_message_id:
+            seen = conn.execute(_SEEN_BY_PROVIDER_ID, {"org": organization_id,
+                                                       "value": report.provider_message_id}).first()
+        if seen is None and report.reference:
+            seen = conn.execute(_SEEN_BY_REFERENCE, {"org": organization_id, "value": report.reference}).first()
+    if _report_changes_nothing(seen, report):
+        return seen is not None
+    return report_writes(database).run(_report_work(organization_id, report))
 
 
 def _apply_report(session: Session, organization_id: int, report: DeliveryReport, ended: list[PnpMessage]) -> bool:
@@ -1288,73 +1294,29 @@ def _apply_report(session: Session, organization_id: int, report: DeliveryReport
     return True
 
 
-@dataclass
-class _PendingReport:
-    organization_id: int
-    report: DeliveryReport
-    done: threading.Event
-    matched: bool = False
-    error: BaseException | None = None
+_ENDED = "sms_plus_ended"  # session.info: the messages a batch of reports ended
 
 
-class _ReportWriter:
-    """Group commit for delivery reports: a request that finds no write under way writes every
-    report waiting (its own and those that arrived meanwhile) in one transaction, and again
-    while more arrive; the others wait for the transaction that holds theirs. Each caller returns
-    once its report is committed, as when each wrote its own. A transaction that fails is
-    retried report by report, so one report's error is its own."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiting: list[_PendingReport] = []
-        self._writing = False
-
-    def apply(self, organization_id: int, report: DeliveryReport) -> bool:
-        item = _PendingReport(organization_id, report, threading.Event())
-        with self._lock:
-            self._waiting.append(item)
-            lead = not self._writing
-            self._writing = True
-        if lead:
-            while True:
-                with self._lock:
-                    batch, self._waiting = self._waiting, []
-                    if not batch:
-                        self._writing = False
-                        break
-                self._write(batch)
-        item.done.wait()
-        if item.error is not None:
-            raise item.error
-        return item.matched
-
-    def _write(self, batch: list[_PendingReport]) -> None:
-        try:
-            with get_database().write() as session:
-                ended: list[PnpMessage] = []
-                # one flush at the end, not one before each report's look-up: a message two
-                # reports name is found by its reference (in every callback URL) and is then
-                # the same object, with the first report's changes
-                with session.no_autoflush:
-                    matched = [_apply_report(session, i.organization_id, i.report, ended) for i in batch]
-                finish_many(session, ended)
-            for item, found in zip(batch, matched, strict=True):
-                item.matched = found
-        except Exception:
-            if len(batch) == 1:
-                batch[0].error = sys.exc_info()[1]
-            else:
-                for item in batch:
-                    try:
-                        item.matched = _apply_sms_report_alone(item.organization_id, item.report)
-                    except Exception as exc:  # noqa: BLE001 - handed to the caller that sent it
-                        item.error = exc
-        finally:
-            for item in batch:
-                item.done.set()
+def _report_work(organization_id: int, report: DeliveryReport) -> Callable[[Session], bool]:
+    """One report as a write of the reports' group commit (the messages it ends are finished
+    together at the batch's end)."""
+    def work(session: Session) -> bool:
+        return _apply_report(session, organization_id, report, session.info.setdefault(_ENDED, []))
+    return work
 
 
-_REPORTS = _ReportWriter()
+def _finish_ended(session: Session) -> None:
+    finish_many(session, session.info.pop(_ENDED, []))
+
+
+def report_writes(database: Database) -> GroupCommit:
+    """Group commit for delivery reports: reports arriving together share one transaction, each
+    caller answered once it committed; a failing transaction is retried report by report. The
+    reports run without autoflush (one flush at the end, not one before each report's look-up:
+    a message two reports name is found by its reference and is then the same object, with the
+    first report's changes), and the batch ends with one ``finish_many`` over the messages its
+    reports ended."""
+    return group_commit(database, "sms_plus.reports", on_batch_end=_finish_ended, autoflush=False)
 
 
 # --- WhatsApp status webhooks ----------------------------------------------------------------------
@@ -1390,7 +1352,7 @@ def apply_whatsapp_report(organization_id: int, report: DeliveryReport) -> bool:
                 PnpMessage.whatsapp_message_id == report.provider_message_id).limit(1))
         if message is None:
             return False
-        loaded = _load(session, message.id, lock=True)
+        loaded = load_message(session, message.id, lock=True)
         if loaded is None:
             return False
         message, setting = loaded

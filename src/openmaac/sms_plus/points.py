@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, select, update
+from sqlalchemy import Integer, bindparam, select, text, update
 from sqlalchemy.orm import Session
 
 from openmaac.db.base import UTCDateTime, insert_ignoring_conflicts, utcnow
@@ -105,10 +105,24 @@ def top_up(session: Session, organization_id: int, amount: int, note: str | None
     return result
 
 
+# PostgreSQL: a hold's debit and its ledger row in one statement (one round trip, not two); no
+# row comes back when the funds are short (or the organisation has no balance yet)
+_PG_HOLD = text("""
+WITH bal AS (UPDATE sms_point_balances SET balance = balance - :amount, updated_at = :now
+             WHERE organization_id = :org AND balance >= :amount RETURNING balance)
+INSERT INTO sms_point_entries (organization_id, kind, amount, balance_after, pnp_message_id, note, created_at)
+SELECT :org, 'hold', -:amount, bal.balance, NULL, :note, :now FROM bal
+RETURNING balance_after""").bindparams(bindparam("now", type_=UTCDateTime()))
+
+
 def hold(session: Session, organization_id: int, amount: int, note: str | None = None) -> bool:
     """Reserve ``amount`` points; False (nothing changed) when the balance is too low."""
     if amount <= 0:
         return True
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        return connection.execute(_PG_HOLD, {"org": organization_id, "amount": amount, "now": utcnow(),
+                                             "note": note}).first() is not None
     return _change(session, organization_id, -amount, kind="hold", require_funds=True, note=note) is not None
 
 

@@ -26,7 +26,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from openmaac.channels import destinations
@@ -106,11 +106,13 @@ def _is_builtin(url: object, name: str) -> bool:
 _CONFIG = select(SmsProviderConfig.__table__).where(SmsProviderConfig.__table__.c.organization_id == bindparam("org"))
 
 
-def config_of(session: Session, organization_id: int) -> ProviderConfig:
-    """The organisation's configuration. The simulators' demo credentials fill in only what it
-    sends to the built-in simulators; a gateway of its own gets exactly the stored credentials."""
+def config_of(session: Session | Connection, organization_id: int) -> ProviderConfig:
+    """The organisation's configuration (read in a session, or on a ``Database.lookup()``
+    connection). The simulators' demo credentials fill in only what it sends to the built-in
+    simulators; a gateway of its own gets exactly the stored credentials."""
     demo = simulator_accounts()
-    row = session.connection().execute(_CONFIG, {"org": organization_id}).first()
+    conn = session if isinstance(session, Connection) else session.connection()
+    row = conn.execute(_CONFIG, {"org": organization_id}).first()
     if row is None:
         return ProviderConfig(organization_id, "twilio", simulator_url("twilio"), demo["twilio"],
                               whatsapp={**demo["whatsapp"], "base_url": simulator_url("whatsapp")})

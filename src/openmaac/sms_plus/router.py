@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 
-from openmaac.auth.deps import _resolve, bearer, current_org_plain_text
+from openmaac.auth.deps import _resolve_on_loop, bearer, current_org_plain_text
 from openmaac.auth.service import OrgContext
 from openmaac.channels.line_client import LineAPIError, LineClient
 from openmaac.channels.service import channel_of, line_api_base_url
@@ -23,21 +23,24 @@ from openmaac.common.validation import DB_ID_MAX, char_field, integer_field
 from openmaac.config import get_settings
 from openmaac.db.engine import get_database
 from openmaac.sms_plus import engine, join_links, points, providers, uploads
+from openmaac.sms_plus import push as sms_push
 from openmaac.sms_plus import service as svc
 from openmaac.web.errors import APIError, field_errors, not_found
 from openmaac.web.input import InputRoute
 from openmaac.web.params import PathId
 from openmaac.web.ratelimit import limiter
+from openmaac.web.responses import OrjsonResponse
 
 router = APIRouter(tags=["SMS+"], route_class=InputRoute)
 EXTENSION = {"x-openmaac-extension": True}
 API = "/openapi/v1"
 
 
-def current_org_json_403(request: Request,
-                         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> OrgContext:
-    """The status query answers a bad token with 403 JSON (MAAC OpenAPI v1.1.48)."""
-    org = _resolve(credentials)
+async def current_org_json_403(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> OrgContext:
+    """The status query answers a bad token with 403 JSON (MAAC OpenAPI v1.1.48). Answered from
+    the token cache on the event loop, as every bearer dependency (``auth.deps``)."""
+    org = await _resolve_on_loop(credentials)
     if org is None:
         raise APIError(403, {"detail": "You do not have permission to perform this action."})
     request.state.org = org
@@ -123,38 +126,14 @@ def _check_approval(setting: Any) -> None:
         raise svc.text_error(svc.NOT_APPROVED)
 
 
-def push_message(org: OrgContext, body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise svc.required("pnp_setting_id")
-    setting_id = svc.parse_setting_id(body.get("pnp_setting_id"))
-    try:
-        with get_database().write() as session:
-            setting = svc.usable_setting(session, org.id, setting_id)
-            data = body.get("data")
-            if data is None:
-                raise svc.required("data")
-            event_id = svc.parse_event_id(session, org.id, body.get("event_id"))
-            recipient = svc.parse_recipient(session, org.id, setting, data, allow_line_push=True, templates={})
-            _check_approval(setting)
-            message = svc.create_messages(session, org.id, setting, [recipient], event_id, line_push=True,
-                                          safety_net=True)[0]
-            message_id, first = message.id, message.status
-    except DBAPIError as exc:
-        raise svc.text_error(svc.EMIT_FAILED, 503) from exc
-    result = engine.RESULT_SUCCESS
-    if first not in (svc.SMS_PREPARING, svc.WHATSAPP_PREPARING):
-        # the message and scenario as just committed (expire_on_commit is off): no re-read
-        result = engine.run_line_steps(message_id, known=(message, setting), safety_net=True)
-    return {"id": message_id, "result": result}
-
-
 @router.post(f"{API}/pnp/message/push/", summary="Send an SMS+ message to one phone number",
              responses={400: {"content": {"text/plain": {}}}, 403: {"content": {"text/plain": {}}},
                         503: {"content": {"text/plain": {}}}})
 async def push(org: PlainOrg, request: Request) -> Any:
     limiter.check(org.id, "pnp_push")
     body = await _json_body(request, plain=True)
-    return await run_in_threadpool(push_message, org, body)
+    # rendered by orjson as it is (no response model to check it against)
+    return OrjsonResponse(await run_in_threadpool(sms_push.push_message, org, body))
 
 
 def multicast_messages(org: OrgContext, body: Any) -> list[dict[str, Any]]:
@@ -299,8 +278,8 @@ def _known_org(organization_id: int) -> bool:
 def _apply_callback(provider_name: str, organization_id: int, inbound: InboundRequest) -> Response:
     if not _known_org(organization_id):
         return PlainTextResponse("unknown callback", status_code=404)
-    with get_database().read() as session:
-        config = providers.config_of(session, organization_id)
+    with get_database().lookup() as conn:
+        config = providers.config_of(conn, organization_id)
     if config.provider != provider_name:
         return PlainTextResponse("unknown callback", status_code=404)
     with providers.open_provider(config) as provider:

@@ -23,7 +23,8 @@ from openmaac.auth.service import OrgContext, require_role
 from openmaac.channels.sms.segments import sms_segments
 from openmaac.common.validation import char_field
 from openmaac.db.base import utcnow
-from openmaac.jobs.queue import enqueue_many
+from openmaac.jobs.models import Job
+from openmaac.jobs.worker import IDLE_POLL_SECONDS
 from openmaac.messaging.models import MessageEvent
 from openmaac.sms_plus import points
 from openmaac.sms_plus.models import PnpMessage, PnpSetting
@@ -436,22 +437,45 @@ def usable_setting(session: Session, org_id: int, setting_id: int) -> PnpSetting
     return setting
 
 
-def parse_event_id(session: Session, org_id: int, value: Any) -> int | None:
+def event_id_candidate(value: Any) -> int | None:
+    """The event id ``value`` names, when it is well formed (for a look-up made before the checks)."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+        return None
+    return parse_id(value)
+
+
+def check_event_id(value: Any, exists: Any) -> int | None:
+    """``event_id`` checked in the spec's order: its pattern, then whether the organisation has
+    it (``exists(event_id)``)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
         raise text_error(PATTERN)
     event_id = parse_id(value)
-    if event_id is None:
-        raise text_error(EVENT_NOT_FOUND)
-    if session.scalar(select(MessageEvent.id).where(MessageEvent.organization_id == org_id,
-                                                    MessageEvent.id == event_id)) is None:
+    if event_id is None or not exists(event_id):
         raise text_error(EVENT_NOT_FOUND)
     return event_id
 
 
-def parse_recipient(session: Session, org_id: int, setting: PnpSetting, entry: Any, *,
+def parse_event_id(session: Session, org_id: int, value: Any) -> int | None:
+    return check_event_id(value, lambda event_id: session.scalar(select(MessageEvent.id).where(
+        MessageEvent.organization_id == org_id, MessageEvent.id == event_id)) is not None)
+
+
+def line_push_template_candidate(entry: Any) -> int | None:
+    """The LINE push template id an entry names, when it is well formed (for a look-up made
+    before ``parse_recipient``)."""
+    raw = entry.get("line_push_template_id") if isinstance(entry, dict) else None
+    if raw is None or isinstance(raw, bool) or not str(raw).isdigit():
+        return None
+    return parse_id(raw)
+
+
+def parse_recipient(session: Session | None, org_id: int, setting: PnpSetting, entry: Any, *,
                     allow_line_push: bool, templates: dict[int, list[str]]) -> Recipient:
+    """One entry checked. ``templates``: the parameters of LINE push templates known to exist;
+    one not among them is looked up with ``session`` (None: the caller looked it up already,
+    so it does not exist)."""
     if not isinstance(entry, dict):
         raise required("data")
     phone = entry.get("phone_number")
@@ -488,6 +512,8 @@ def parse_recipient(session: Session, org_id: int, setting: PnpSetting, entry: A
         if template_id is None:
             raise text_error(TEMPLATE_NOT_FOUND)
         if template_id not in templates:
+            if session is None:
+                raise text_error(TEMPLATE_NOT_FOUND)
             row = session.execute(select(MessageTemplate.parameters).where(
                 MessageTemplate.organization_id == org_id, MessageTemplate.id == template_id)).first()
             if row is None:
@@ -616,10 +642,32 @@ def create_messages(session: Session, org_id: int, setting: PnpSetting, recipien
         ids = batch[start:start + MULTICAST_MAX]
         jobs.append({"kind": engine.DISPATCH, "payload": {"message_ids": ids}, "organization_id": org_id,
                      "run_at": now, "unique_key": f"{engine.DISPATCH}:batch:{ids[0]}"})
-    enqueue_many(session, jobs)
+    enqueue_jobs(session, jobs, now)
     session.flush()
     engine.emit_status(session, setting, messages)
     return messages
+
+
+# RETURNING makes SQLAlchemy send the rows as ONE multi-row INSERT ("insertmanyvalues")
+# rather than an executemany (on PostgreSQL a pipelined statement per row)
+_INSERT_JOBS = insert(Job.__table__).returning(Job.__table__.c.id)
+
+
+def enqueue_jobs(session: Session, rows: list[dict[str, Any]], now: datetime) -> None:
+    """New jobs (their unique keys are new: no conflict to handle), as ``jobs.queue.enqueue_many``
+    writes them, through a prebuilt INSERT. The embedded worker is woken at commit only when one
+    is due before it would look anyway (it looks at least every ``IDLE_POLL_SECONDS``): a wake-up
+    costs it a claiming transaction, and a push's safety net and fallback timer are due minutes
+    later."""
+    if not rows:
+        return
+    soon = now + timedelta(seconds=IDLE_POLL_SECONDS)
+    if any(row["run_at"] <= soon for row in rows):
+        session.info["jobs_enqueued"] = True
+    session.connection().execute(_INSERT_JOBS, [
+        {"kind": row["kind"], "payload": row["payload"], "organization_id": row["organization_id"],
+         "run_at": row["run_at"], "priority": 100, "max_attempts": 10, "unique_key": row["unique_key"],
+         "status": "ready", "attempts": 0, "created_at": now} for row in rows])
 
 
 # --- status query -------------------------------------------------------------------------------
