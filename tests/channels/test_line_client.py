@@ -441,6 +441,34 @@ def test_a_slot_prefetched_in_a_write_needs_no_lease_transaction_of_its_own(data
         own.dispose()
 
 
+def test_slots_taken_in_the_callers_own_statement_serve_acquire(database: Any, monkeypatch: Any) -> None:
+    """A PostgreSQL push takes its batch of slots in its accepting statement (``PG_TAKE`` as a
+    CTE): once it reports the row's answer, acquire needs no lease of its own."""
+    if database.is_sqlite:
+        pytest.skip("PostgreSQL: the slots ride in the caller's data-modifying CTE")
+    from sqlalchemy import text
+
+    channel_id = f"rate-{secrets.token_hex(4)}"
+    own = Database(database.url)
+    try:
+        with own.write() as session, line_rate.lease_in_statement(own, channel_id, "push", rate=100.0,
+                                                                   batch=5) as taking:
+            assert taking is not None
+            row = session.execute(text(f"WITH rate AS ({line_rate.PG_TAKE}) SELECT next_free, db_now FROM rate"),
+                                  taking.params).one()
+            taking.taken(row[0], row[1])
+
+        def no_transaction(*_args: Any) -> float:
+            raise AssertionError("acquire leased in a transaction of its own")
+
+        monkeypatch.setattr(line_rate, "_lease", no_transaction)
+        slots = [line_rate.acquire(own, channel_id, "push", rate=100.0, batch=5) for _ in range(5)]
+        assert all(abs(slot - time.time()) < 1.0 for slot in slots)
+        assert [round(b - a, 3) for a, b in zip(slots, slots[1:], strict=False)] == [0.01] * 4  # 100/s apart
+    finally:
+        own.dispose()
+
+
 def test_prefetched_and_leased_slots_share_the_rate(database: Any) -> None:
     """One worker prefetches in its writes, another leases plainly: together within the rate."""
     channel_id = f"rate-{secrets.token_hex(4)}"

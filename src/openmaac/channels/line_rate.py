@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,14 +126,16 @@ def limiter(database: Database, channel_id: str, *, rates: dict[str, float] | No
 
 
 # One statement takes the slots (creating the row on first use): a single round trip, and on
-# SQLite a single statement inside whatever write transaction is open.
+# SQLite a single statement inside whatever write transaction is open. On PostgreSQL the
+# INSERT is also offered as a fragment, for a caller's data-modifying CTE (see lease_in_statement).
+PG_TAKE = (
+    "INSERT INTO line_rate_buckets (channel_id, endpoint, next_free) "
+    "VALUES (:c, :e, EXTRACT(EPOCH FROM clock_timestamp())::float8 - :tol + :span) "
+    "ON CONFLICT (channel_id, endpoint) DO UPDATE SET next_free = GREATEST(line_rate_buckets.next_free, "
+    "EXTRACT(EPOCH FROM clock_timestamp())::float8 - :tol) + :span "
+    "RETURNING next_free, EXTRACT(EPOCH FROM clock_timestamp())::float8 AS db_now")
 _TAKE = {postgres: DriverStatement(statement) for postgres, statement in {
-    True: text(
-        "INSERT INTO line_rate_buckets (channel_id, endpoint, next_free) "
-        "VALUES (:c, :e, EXTRACT(EPOCH FROM clock_timestamp())::float8 - :tol + :span) "
-        "ON CONFLICT (channel_id, endpoint) DO UPDATE SET next_free = GREATEST(line_rate_buckets.next_free, "
-        "EXTRACT(EPOCH FROM clock_timestamp())::float8 - :tol) + :span "
-        "RETURNING next_free, EXTRACT(EPOCH FROM clock_timestamp())::float8"),
+    True: text(PG_TAKE),
     False: text(
         "INSERT INTO line_rate_buckets (channel_id, endpoint, next_free) VALUES (:c, :e, :now - :tol + :span) "
         "ON CONFLICT (channel_id, endpoint) DO UPDATE SET next_free = MAX(next_free, :now - :tol) + :span "
@@ -160,28 +163,65 @@ def _lease(database: Database, channel_id: str, endpoint: str, count: int, inter
         return _take(session.connection(), not database.is_sqlite, channel_id, endpoint, count, interval)
 
 
-def prefetch(conn: Any, database: Database, channel_id: str, endpoint: str, *, rate: float | None = None,
-             batch: int | None = None) -> None:
-    """Make sure this process holds a fresh slot for ``endpoint`` of the channel, leasing a batch
-    in the caller's open write transaction ``conn`` if it does not.
+class StatementLease:
+    """A batch of slots to take in the caller's own statement: ``params`` are the bind values
+    of ``PG_TAKE`` (``:c``, ``:e``, ``:span``, ``:tol``); ``taken(next_free, db_now)`` hands
+    the statement's answer back."""
 
-    A caller about to commit a write and then call LINE (a push) saves the lease its own
-    transaction: :func:`acquire` then finds the slot locally. It never waits: a slot in the
-    future is simply waited for by :func:`acquire`; if another thread takes the slot first,
-    :func:`acquire` leases as usual. The slots are taken when ``conn`` commits; should it roll
-    back instead, this process may still use that one batch (``LEASE_SECONDS`` worth) which the
-    row no longer shows: a burst within the limiter's tolerance, and only after a failed write."""
+    def __init__(self, channel_id: str, endpoint: str, span: float) -> None:
+        self.params: dict[str, Any] = {"c": channel_id, "e": endpoint, "span": span, "tol": TOLERANCE}
+        self.answer: tuple[float, float] | None = None
+
+    def taken(self, next_free: Any, db_now: Any) -> None:
+        self.answer = (float(next_free), float(db_now))
+
+
+@contextmanager
+def lease_in_statement(database: Database, channel_id: str, endpoint: str, *, rate: float | None = None,
+                       batch: int | None = None) -> Iterator[StatementLease | None]:
+    """Make sure this process holds a fresh slot for ``endpoint`` of the channel: yields None
+    when it does (or when another thread is leasing right now), else a :class:`StatementLease`
+    whose slots the caller takes in a statement of its open write transaction (``PG_TAKE``, or
+    ``prefetch``'s own) and reports with ``taken``.
+
+    It never waits: the channel's local lease may be held by a thread in :func:`acquire`,
+    waiting for the write lock (SQLite) or the bucket row (PostgreSQL) that the caller's
+    transaction holds. A slot in the future is simply waited for by :func:`acquire`; if another
+    thread takes the slot first, :func:`acquire` leases as usual. The slots are taken when the
+    caller's transaction commits; should it roll back instead, this process may still use that
+    one batch (``LEASE_SECONDS`` worth) which the row no longer shows: a burst within the
+    limiter's tolerance, and only after a failed write."""
     interval, batch, lock, lease = _local(database, channel_id, endpoint, rate, batch)
-    # Never wait for the lease here: its holder may be in acquire(), waiting for the write
-    # lock (SQLite) or the bucket row (PostgreSQL) that the caller's transaction holds.
     if not lock.acquire(blocking=False):
-        return  # someone is leasing right now; acquire() will find or take a slot
+        yield None  # someone is leasing right now; acquire() will find or take a slot
+        return
     try:
         now = time.time()
         if lease.remaining and lease.interval == interval and lease.next_slot >= now - TOLERANCE:
-            return  # a fresh slot is here (with TOLERANCE to spare before acquire would drop it)
-        lease.next_slot = _take(conn, not database.is_sqlite, channel_id, endpoint, batch, interval)
-        lease.remaining = batch
-        lease.interval = interval
+            yield None  # a fresh slot is here (with TOLERANCE to spare before acquire would drop it)
+            return
+        taking = StatementLease(channel_id, endpoint, batch * interval)
+        yield taking
+        if taking.answer is not None:
+            next_free, db_now = taking.answer
+            start = next_free - batch * interval  # in the database's clock
+            lease.next_slot = start - db_now + time.time()
+            lease.remaining = batch
+            lease.interval = interval
     finally:
         lock.release()
+
+
+def prefetch(conn: Any, database: Database, channel_id: str, endpoint: str, *, rate: float | None = None,
+             batch: int | None = None) -> None:
+    """Make sure this process holds a fresh slot for ``endpoint`` of the channel, leasing a batch
+    in the caller's open write transaction ``conn`` if it does not (one statement of its own;
+    :func:`lease_in_statement` says when, and how the slots behave).
+
+    A caller about to commit a write and then call LINE (a push) saves the lease its own
+    transaction: :func:`acquire` then finds the slot locally."""
+    with lease_in_statement(database, channel_id, endpoint, rate=rate, batch=batch) as taking:
+        if taking is not None:
+            postgres = not database.is_sqlite
+            row = _TAKE[postgres].execute(conn, {**taking.params, "now": time.time()}).one()
+            taking.taken(row[0], row[1])

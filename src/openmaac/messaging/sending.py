@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -358,6 +359,11 @@ job AS (
   SELECT :kind, jsonb_build_object('id', dm.id), :org, :run_at, 100, 10, :key_prefix || dm.id, 'ready', 0, :now
   FROM dm RETURNING id)
 SELECT dm.id, snd.id FROM dm, snd, job""")
+# ... and, when this process needs a fresh batch of the channel's LINE rate slots, the same
+# statement takes it too (line_rate.lease_in_statement): no round trip of its own
+_PG_ACCEPT_PUSH_WITH_RATE = text(_PG_ACCEPT_PUSH.text.replace(
+    "\nSELECT dm.id, snd.id FROM dm, snd, job",
+    f",\nrate AS ({line_rate.PG_TAKE})\nSELECT dm.id, snd.id, rate.next_free, rate.db_now FROM dm, snd, job, rate"))
 _PG_RECORD_PUSH = text("""
 WITH snd AS (
   UPDATE direct_message_sends SET status = 'done', outcome = :outcome, status_code = :code,
@@ -373,7 +379,7 @@ SELECT count(*) FROM snd""")  # PostgreSQL runs every data-modifying CTE, read o
 
 # A push's statements run on the driver's cursor (db/driver.py): the same SQL and conversions
 # without SQLAlchemy's per-statement execution machinery, a large share of a push's CPU.
-_PUSH_ACCEPT_PG = DriverStatement(_PG_ACCEPT_PUSH)
+_PUSH_ACCEPT_PG = {False: DriverStatement(_PG_ACCEPT_PUSH), True: DriverStatement(_PG_ACCEPT_PUSH_WITH_RATE)}
 _PUSH_RECORD_PG = DriverStatement(_PG_RECORD_PUSH)
 _PUSH_INSERT_MESSAGE = DriverStatement(_INSERT_MESSAGE)
 _PUSH_INSERT_RECIPIENT = DriverStatement(_INSERT_RECIPIENT)
@@ -542,12 +548,19 @@ def _accept_push(session: Session, org: OrgContext, template_id: int, event_ref:
         retry_key = new_retry_key()
         refs: list[RecipientRef] = [[0, contact_id]]
         if conn.dialect.name == "postgresql":
-            dm_id, send_id = (int(i) for i in _PUSH_ACCEPT_PG.execute(conn, {
-                "org": org.id, "template": template_id, "now": now, "params": json_dumps(params),
-                "retry_key": retry_key, "recipients": json_dumps(refs), "to": json_dumps([line_uid]),
-                "messages": json_dumps(messages), "until": now + lease, "kind": JOB_KIND,
-                "key_prefix": f"{JOB_KIND}:", "run_at": recovery["run_at"]}).one())
-            dm = MessageRef(dm_id, org.id, "push", None, recipient_rows=False)
+            slots = (line_rate.lease_in_statement(get_database(), line.channel_id, "push") if line is not None
+                     else nullcontext())
+            with slots as taking:
+                row = _PUSH_ACCEPT_PG[taking is not None].execute(conn, {
+                    "org": org.id, "template": template_id, "now": now, "params": json_dumps(params),
+                    "retry_key": retry_key, "recipients": json_dumps(refs), "to": json_dumps([line_uid]),
+                    "messages": json_dumps(messages), "until": now + lease, "kind": JOB_KIND,
+                    "key_prefix": f"{JOB_KIND}:", "run_at": recovery["run_at"],
+                    **(taking.params if taking is not None else {})}).one()
+                if taking is not None:
+                    taking.taken(row[2], row[3])
+            dm = MessageRef(int(row[0]), org.id, "push", None, recipient_rows=False)
+            return dm, int(row[1]), retry_key, refs, messages  # the rate slot came with it
         else:
             dm = _insert_push(conn, org, template_id, None, params, now, recipient_rows=False)
             send_id = _insert_push_call(conn, dm, refs, line_uid, messages, retry_key, now + lease, now, recovery)
