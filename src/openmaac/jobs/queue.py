@@ -61,30 +61,39 @@ def _jobs_table() -> Table:
     return cast(Table, Job.__table__)
 
 
+# The worker looks for due jobs at least this often without being woken (seconds).
+IDLE_POLL_SECONDS = 0.5
+
+# RETURNING makes SQLAlchemy send the rows as ONE multi-row INSERT ("insertmanyvalues")
+# rather than an executemany (on PostgreSQL a pipelined statement per row)
+_INSERT_MANY = Job.__table__.insert().returning(Job.__table__.c.id)
+
+
 def enqueue_many(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Bulk enqueue: each row has kind, payload and optionally organization_id, run_at, priority."""
+    """Bulk enqueue, in one multi-row INSERT: each row has kind, payload and optionally
+    organization_id, run_at, priority, max_attempts and a NEW unique_key (no conflict is
+    handled). The embedded worker is woken at commit only when a job is due before it would
+    look anyway (it looks at least every ``IDLE_POLL_SECONDS``): a wake-up costs it a claiming
+    transaction, and jobs due minutes later (an SMS+ push's safety net and fallback timer)
+    need none."""
     if not rows:
         return
     now = utcnow()
-    session.info["jobs_enqueued"] = True
-    session.execute(
-        _jobs_table().insert(),
-        [
-            {
-                "kind": row["kind"],
-                "payload": row.get("payload") or {},
-                "organization_id": row.get("organization_id"),
-                "run_at": row.get("run_at") or now,
-                "priority": row.get("priority", 100),
-                "max_attempts": row.get("max_attempts", 10),
-                "unique_key": row.get("unique_key"),
-                "status": "ready",
-                "attempts": 0,
-                "created_at": now,
-            }
-            for row in rows
-        ],
-    )
+    values = [{
+        "kind": row["kind"],
+        "payload": row.get("payload") or {},
+        "organization_id": row.get("organization_id"),
+        "run_at": row.get("run_at") or now,
+        "priority": row.get("priority", 100),
+        "max_attempts": row.get("max_attempts", 10),
+        "unique_key": row.get("unique_key"),
+        "status": "ready",
+        "attempts": 0,
+        "created_at": now,
+    } for row in rows]
+    if any(value["run_at"] <= now + timedelta(seconds=IDLE_POLL_SECONDS) for value in values):
+        session.info["jobs_enqueued"] = True
+    session.connection().execute(_INSERT_MANY, values)
 
 
 @dataclass(frozen=True)

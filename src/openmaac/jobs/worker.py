@@ -46,7 +46,7 @@ from openmaac.telemetry.metrics import timed_job
 log = logging.getLogger("openmaac.worker")
 
 LEASE_SECONDS = 60.0
-IDLE_POLL_SECONDS = 0.5
+IDLE_POLL_SECONDS = queue.IDLE_POLL_SECONDS
 # After a wake-up (a commit that enqueued jobs, a job done), wait this long before claiming, so
 # the jobs of requests committing at about the same time are claimed by one transaction rather
 # than one claim each.

@@ -23,8 +23,7 @@ from openmaac.auth.service import OrgContext, require_role
 from openmaac.channels.sms.segments import sms_segments
 from openmaac.common.validation import char_field
 from openmaac.db.base import utcnow
-from openmaac.jobs.models import Job
-from openmaac.jobs.worker import IDLE_POLL_SECONDS
+from openmaac.jobs.queue import enqueue_many
 from openmaac.messaging.models import MessageEvent
 from openmaac.sms_plus import points
 from openmaac.sms_plus.models import PnpMessage, PnpSetting
@@ -642,32 +641,10 @@ def create_messages(session: Session, org_id: int, setting: PnpSetting, recipien
         ids = batch[start:start + MULTICAST_MAX]
         jobs.append({"kind": engine.DISPATCH, "payload": {"message_ids": ids}, "organization_id": org_id,
                      "run_at": now, "unique_key": f"{engine.DISPATCH}:batch:{ids[0]}"})
-    enqueue_jobs(session, jobs, now)
+    enqueue_many(session, jobs)
     session.flush()
     engine.emit_status(session, setting, messages)
     return messages
-
-
-# RETURNING makes SQLAlchemy send the rows as ONE multi-row INSERT ("insertmanyvalues")
-# rather than an executemany (on PostgreSQL a pipelined statement per row)
-_INSERT_JOBS = insert(Job.__table__).returning(Job.__table__.c.id)
-
-
-def enqueue_jobs(session: Session, rows: list[dict[str, Any]], now: datetime) -> None:
-    """New jobs (their unique keys are new: no conflict to handle), as ``jobs.queue.enqueue_many``
-    writes them, through a prebuilt INSERT. The embedded worker is woken at commit only when one
-    is due before it would look anyway (it looks at least every ``IDLE_POLL_SECONDS``): a wake-up
-    costs it a claiming transaction, and a push's safety net and fallback timer are due minutes
-    later."""
-    if not rows:
-        return
-    soon = now + timedelta(seconds=IDLE_POLL_SECONDS)
-    if any(row["run_at"] <= soon for row in rows):
-        session.info["jobs_enqueued"] = True
-    session.connection().execute(_INSERT_JOBS, [
-        {"kind": row["kind"], "payload": row["payload"], "organization_id": row["organization_id"],
-         "run_at": row["run_at"], "priority": 100, "max_attempts": 10, "unique_key": row["unique_key"],
-         "status": "ready", "attempts": 0, "created_at": now} for row in rows])
 
 
 # --- status query -------------------------------------------------------------------------------
