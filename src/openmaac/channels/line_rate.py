@@ -143,24 +143,27 @@ _TAKE = {postgres: DriverStatement(statement) for postgres, statement in {
 }.items()}
 
 
-def _take(conn: Any, postgres: bool, channel_id: str, endpoint: str, count: int, interval: float) -> float:
-    """Take ``count`` consecutive slots from the shared row in ``conn``'s transaction; the local
-    time of the first."""
-    span = count * interval
+def _first_slot(next_free: float, db_now: float, span: float, local_now: float) -> float:
+    """The local time of the first of the slots a take of ``span`` seconds answered
+    (``next_free`` after it, both in the database's clock)."""
+    return next_free - span - db_now + local_now
+
+
+def _take(conn: Any, postgres: bool, channel_id: str, endpoint: str, span: float) -> float:
+    """Take ``span`` seconds of consecutive slots from the shared row in ``conn``'s
+    transaction; the local time of the first."""
     local_now = time.time()
     row = _TAKE[postgres].execute(conn, {"c": channel_id, "e": endpoint, "span": span, "tol": TOLERANCE,
                                          "now": local_now}).one()
     if postgres:
         local_now = time.time()
-    next_free, db_now = float(row[0]), float(row[1])
-    start = next_free - span  # in the database's clock
-    return start - db_now + local_now
+    return _first_slot(float(row[0]), float(row[1]), span, local_now)
 
 
 def _lease(database: Database, channel_id: str, endpoint: str, count: int, interval: float) -> float:
     """Take ``count`` consecutive slots in a short transaction of its own."""
     with database.write() as session:
-        return _take(session.connection(), not database.is_sqlite, channel_id, endpoint, count, interval)
+        return _take(session.connection(), not database.is_sqlite, channel_id, endpoint, count * interval)
 
 
 class StatementLease:
@@ -170,10 +173,10 @@ class StatementLease:
 
     def __init__(self, channel_id: str, endpoint: str, span: float) -> None:
         self.params: dict[str, Any] = {"c": channel_id, "e": endpoint, "span": span, "tol": TOLERANCE}
-        self.answer: tuple[float, float] | None = None
+        self.first_slot: float | None = None  # local time, once taken
 
     def taken(self, next_free: Any, db_now: Any) -> None:
-        self.answer = (float(next_free), float(db_now))
+        self.first_slot = _first_slot(float(next_free), float(db_now), self.params["span"], time.time())
 
 
 @contextmanager
@@ -202,10 +205,8 @@ def lease_in_statement(database: Database, channel_id: str, endpoint: str, *, ra
             return
         taking = StatementLease(channel_id, endpoint, batch * interval)
         yield taking
-        if taking.answer is not None:
-            next_free, db_now = taking.answer
-            start = next_free - batch * interval  # in the database's clock
-            lease.next_slot = start - db_now + time.time()
+        if taking.first_slot is not None:
+            lease.next_slot = taking.first_slot
             lease.remaining = batch
             lease.interval = interval
     finally:
@@ -222,6 +223,4 @@ def prefetch(conn: Any, database: Database, channel_id: str, endpoint: str, *, r
     transaction: :func:`acquire` then finds the slot locally."""
     with lease_in_statement(database, channel_id, endpoint, rate=rate, batch=batch) as taking:
         if taking is not None:
-            postgres = not database.is_sqlite
-            row = _TAKE[postgres].execute(conn, {**taking.params, "now": time.time()}).one()
-            taking.taken(row[0], row[1])
+            taking.first_slot = _take(conn, not database.is_sqlite, channel_id, endpoint, taking.params["span"])
