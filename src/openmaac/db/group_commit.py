@@ -92,7 +92,6 @@ class GroupCommit:
                 write.error = error
             write.done = True
 
-
     def _run(self, session: Session, writes: list[_Write[Any]]) -> list[Any]:
         """The writes, then the batch's end, in ``session``'s transaction."""
         if self.autoflush:

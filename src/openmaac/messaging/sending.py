@@ -561,9 +561,8 @@ def _accept_push(session: Session, org: OrgContext, template_id: int, event_ref:
                     taking.taken(row[2], row[3])
             dm = MessageRef(int(row[0]), org.id, "push", None, recipient_rows=False)
             return dm, int(row[1]), retry_key, refs, messages  # the rate slot came with it
-        else:
-            dm = _insert_push(conn, org, template_id, None, params, now, recipient_rows=False)
-            send_id = _insert_push_call(conn, dm, refs, line_uid, messages, retry_key, now + lease, now, recovery)
+        dm = _insert_push(conn, org, template_id, None, params, now, recipient_rows=False)
+        send_id = _insert_push_call(conn, dm, refs, line_uid, messages, retry_key, now + lease, now, recovery)
     else:
         dm = _insert_push(conn, org, template_id, event_ref, None, now, recipient_rows=True)
         recipient_id = int(_PUSH_INSERT_RECIPIENT.execute(conn, {
