@@ -436,11 +436,17 @@ def usable_setting(session: Session, org_id: int, setting_id: int) -> PnpSetting
     return setting
 
 
+def _event_id_well_formed(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | str) and str(value).isdigit()
+
+
+def _template_id_well_formed(value: Any) -> bool:
+    return not isinstance(value, bool) and str(value).isdigit()
+
+
 def event_id_candidate(value: Any) -> int | None:
     """The event id ``value`` names, when it is well formed (for a look-up made before the checks)."""
-    if value is None or isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
-        return None
-    return parse_id(value)
+    return parse_id(value) if value is not None and _event_id_well_formed(value) else None
 
 
 def check_event_id(value: Any, exists: Any) -> int | None:
@@ -448,7 +454,7 @@ def check_event_id(value: Any, exists: Any) -> int | None:
     it (``exists(event_id)``)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+    if not _event_id_well_formed(value):
         raise text_error(PATTERN)
     event_id = parse_id(value)
     if event_id is None or not exists(event_id):
@@ -465,9 +471,7 @@ def line_push_template_candidate(entry: Any) -> int | None:
     """The LINE push template id an entry names, when it is well formed (for a look-up made
     before ``parse_recipient``)."""
     raw = entry.get("line_push_template_id") if isinstance(entry, dict) else None
-    if raw is None or isinstance(raw, bool) or not str(raw).isdigit():
-        return None
-    return parse_id(raw)
+    return parse_id(raw) if raw is not None and _template_id_well_formed(raw) else None
 
 
 def parse_recipient(session: Session | None, org_id: int, setting: PnpSetting, entry: Any, *,
@@ -505,7 +509,7 @@ def parse_recipient(session: Session | None, org_id: int, setting: PnpSetting, e
         raw_template = entry.get("line_push_template_id")
         if raw_template is None:
             raise required("line_push_template_id")
-        if isinstance(raw_template, bool) or not str(raw_template).isdigit():
+        if not _template_id_well_formed(raw_template):
             raise text_error(TEMPLATE_NOT_FOUND)
         template_id = parse_id(raw_template)
         if template_id is None:
