@@ -26,7 +26,12 @@ def insert_ignoring_conflicts(session: Any, table: Any, index_elements: list[str
     """``INSERT … ON CONFLICT (index_elements) DO NOTHING`` in the session's dialect: the way to
     create a row that a concurrent transaction may be creating too (its ``rowcount`` tells
     whether this one did)."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return insert_ignoring_conflicts_in(session.get_bind().dialect.name == "postgresql", table, index_elements)
+
+
+def insert_ignoring_conflicts_in(postgres: bool, table: Any, index_elements: list[str]) -> Any:
+    """:func:`insert_ignoring_conflicts` for a dialect named in advance (to prebuild it once)."""
+    dialect = postgresql if postgres else sqlite
     return dialect.insert(table).on_conflict_do_nothing(index_elements=index_elements)
 
 

@@ -13,27 +13,22 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from openmaac.channels.line_client import LineClient
 from openmaac.channels.service import channel_of, line_api_base_url
 from openmaac.contacts import service as contacts
+from openmaac.db.base import insert_ignoring_conflicts_in
 from openmaac.db.engine import get_database
 from openmaac.jobs.queue import enqueue
 from openmaac.jobs.registry import JobContext, handler
 from openmaac.line_inbound.events import AcceptedEvent
 from openmaac.line_inbound.models import LineWebhookEvent
 
-
-def _store_statement(postgres: bool) -> Any:
-    dialect = postgresql if postgres else sqlite
-    return dialect.insert(LineWebhookEvent.__table__).on_conflict_do_nothing(
-        index_elements=["organization_id", "webhook_event_id"])
-
-
 # built once (each event runs it; building it cost more than running it)
-_STORE = {postgres: _store_statement(postgres) for postgres in (False, True)}
+_STORE = {postgres: insert_ignoring_conflicts_in(postgres, LineWebhookEvent.__table__,
+                                                 ["organization_id", "webhook_event_id"])
+          for postgres in (False, True)}
 
 
 def _store(session: Session, organization_id: int, accepted: AcceptedEvent, occurred_at: datetime) -> bool:
