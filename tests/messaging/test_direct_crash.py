@@ -30,6 +30,7 @@ from helpers import wait_for
 
 RECIPIENTS = 20_000
 PER_REQUEST = 500
+HANG = 15.0  # seconds the simulator holds its answer to most multicast calls
 
 
 def _free_port() -> int:
@@ -156,8 +157,11 @@ def test_killed_mid_enhanced_multicast_then_restarted_sends_every_recipient_once
             assert template.status_code == 201, template.text
             # Every multicast call is accepted (delivered) at once and answered only later: the
             # first eight after half a second (so some are recorded before the kill), the rest
-            # after five seconds (so the kill finds calls LINE accepted but openmaac never heard of).
-            for count, seconds in ((8, 0.5), (RECIPIENTS // PER_REQUEST - 8, 5.0)):
+            # after HANG seconds (so the kill finds calls LINE accepted but openmaac never heard
+            # of). The embedded worker runs eight sends at once, so the window in which some are
+            # recorded, some accepted and unrecorded, and some not yet made lasts about
+            # 3 x HANG: wide enough for a slow, loaded machine to poll inside it.
+            for count, seconds in ((8, 0.5), (RECIPIENTS // PER_REQUEST - 8, HANG)):
                 httpx.post(f"{SIMULATOR_URL}/_admin/faults", json={
                     "kind": "timeout_after_accept", "endpoint": "multicast", "channel_id": channel_id,
                     "count": count, "seconds": seconds}).raise_for_status()
@@ -200,8 +204,14 @@ def test_killed_mid_enhanced_multicast_then_restarted_sends_every_recipient_once
                 result = client.get(f"/openapi/v1/direct_message/{dm_id}/").json()["result"]
                 assert result["total_count"] == PER_REQUEST and result["fail_count"] == 0, result
             # the calls cut off by the kill were finished with their stored retry key: LINE said 409
-            log = httpx.get(f"{SIMULATOR_URL}/_admin/requests", timeout=30,
-                            params={"channel_id": channel_id, "endpoint": "multicast"}).json()
+            # (a call cut off by the kill is logged 200 once its hang ends, which may be later)
+            def multicast_log() -> list[dict[str, Any]]:
+                return list(httpx.get(f"{SIMULATOR_URL}/_admin/requests", timeout=30,
+                                      params={"channel_id": channel_id, "endpoint": "multicast"}).json())
+
+            wait_for(lambda: sum(r["status"] == 200 for r in multicast_log()) >= RECIPIENTS // PER_REQUEST,
+                     timeout=HANG + 30, interval=0.5)
+            log = multicast_log()
             accepted = [r for r in log if r["status"] == 200]
             assert len(accepted) == RECIPIENTS // PER_REQUEST
             assert any(r["status"] == 409 for r in log)
