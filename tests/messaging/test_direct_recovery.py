@@ -143,3 +143,43 @@ def test_an_answered_push_announces_its_send_with_the_customer_id(tenant, databa
     [event] = _sent_events(cdh_hook)
     assert event["data"]["line_uid"] == uid and event["data"]["customer_id"] == "C-7"
     assert event["data"]["direct_message_id"] == response.json()["id"] and event["data"]["campaign_id"] is None
+
+
+def test_an_answered_push_is_queued_for_each_active_subscribed_endpoint_in_its_style(tenant, database):
+    """The push's recording reads the organisation's webhook targets (on PostgreSQL inside its
+    recording statement): every active endpoint subscribed to ``message.send`` gets the event,
+    a paused one does not, and a MAAC-style body carries the organisation's own offset."""
+    from sqlalchemy import select, update
+
+    from openmaac.auth.models import Organization
+    from openmaac.webhooks.models import WebhookDelivery
+
+    receiver = CallbackReceiver()
+    served = ServedApp(receiver.app)
+    try:
+        with database.write() as session:
+            session.execute(update(Organization).where(Organization.id == tenant.id).values(timezone="Asia/Tokyo"))
+        endpoints = {}
+        for name, style in (("cdh", "cdh"), ("maac", "maac"), ("paused", "cdh")):
+            response = tenant.client.post(tenant.api("webhook/"), json={
+                "url": f"{served.url}/{name}", "topics": ["message.send"], "style": style})
+            assert response.status_code == 201, response.text
+            endpoints[name] = response.json()["id"]
+        paused = tenant.client.patch(tenant.api(f"webhook/{endpoints['paused']}/"), json={"is_active": False})
+        assert paused.status_code == 200, paused.text
+        uid = simulated_friend(tenant)
+        template = create_template(tenant, [{"type": "text", "text": "hello"}])
+        response = tenant.client.post(tenant.api("direct_message/push/"),
+                                      json={"template_id": template["id"], "data": {"line_uid": uid}})
+        assert response.status_code == 200 and response.json()["result"] == "success", response.text
+        with database.read() as session:
+            queued = {endpoint_id: body for endpoint_id, body in session.execute(
+                select(WebhookDelivery.endpoint_id, WebhookDelivery.body)
+                .where(WebhookDelivery.organization_id == tenant.id, WebhookDelivery.topic == "message.send"))}
+        assert set(queued) == {endpoints["cdh"], endpoints["maac"]}
+        maac, cdh = json.loads(queued[endpoints["maac"]]), json.loads(queued[endpoints["cdh"]])
+        assert maac["timestamp"].endswith("+09:00") and cdh["timestamp"].endswith("+00:00")
+        assert maac["data"]["line_uid"] == uid == cdh["data"]["line_uid"]
+        assert maac["data"]["direct_message_id"] == response.json()["id"]
+    finally:
+        served.stop()

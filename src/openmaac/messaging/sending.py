@@ -73,6 +73,7 @@ from openmaac.messaging.models import DirectMessage, DirectMessageRecipient, Dir
 from openmaac.templates.models import MessageTemplate
 from openmaac.templates.service import render
 from openmaac.web.errors import field_errors
+from openmaac.webhooks import service as webhooks
 
 JOB_KIND = "direct_message.send"
 BATCH = 50  # LINE calls claimed (leased) together by a job
@@ -375,7 +376,10 @@ dm AS (
   WHERE id = :dm AND status <> 'sent' AND EXISTS (SELECT 1 FROM snd) RETURNING id),
 job AS (
   DELETE FROM jobs WHERE unique_key = :key AND status = 'ready' AND EXISTS (SELECT 1 FROM snd) RETURNING id)
-SELECT count(*) FROM snd""")  # PostgreSQL runs every data-modifying CTE, read or not
+SELECT (SELECT count(*) FROM snd), """ + webhooks.pg_targets_columns(":announce AND EXISTS (SELECT 1 FROM snd)"))
+# PostgreSQL runs every data-modifying CTE, read or not. A recorded success is announced
+# (message.send): the organisation's webhook targets come with the answer, not in a round
+# trip of their own.
 
 # A push's statements run on the driver's cursor (db/driver.py): the same SQL and conversions
 # without SQLAlchemy's per-statement execution machinery, a large share of a push's CPU.
@@ -613,10 +617,13 @@ def _record_push(session: Session, dm: MessageRef, send: Claimed, outcome: Outco
     recovery = f"{JOB_KIND}:{dm.id}"
     at = utcnow()
     if conn.dialect.name == "postgresql" and not dm.recipient_rows:
-        recorded = _PUSH_RECORD_PG.execute(conn, {
+        recorded, targets, tz_name = _PUSH_RECORD_PG.execute(conn, {
             "sid": send.id, "outcome": outcome.outcome, "code": outcome.status_code,
             "body": None if success or outcome.body is None else json_dumps(outcome.body), "now": at,
-            "dm": dm.id, "failed": 0 if success else 1, "key": recovery}).scalar()
+            "dm": dm.id, "failed": 0 if success else 1, "key": recovery, "org": dm.organization_id,
+            "announce": success}).one()
+        if recorded and success:
+            webhooks.remember_targets(session, dm.organization_id, targets, tz_name)
     else:  # one statement each
         recorded = _PUSH_RECORD_SEND.execute(conn, {
             "sid": send.id, "b_outcome": outcome.outcome, "b_code": outcome.status_code,
