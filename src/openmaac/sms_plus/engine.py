@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from openmaac.auth.models import Organization
@@ -35,6 +35,7 @@ from openmaac.channels.service import line_api_base_url
 from openmaac.channels.sms.base import DeliveryReport, DeliveryStatus, ErrorCategory
 from openmaac.contacts.models import Contact
 from openmaac.db.base import utcnow
+from openmaac.db.driver import DriverStatement
 from openmaac.db.engine import Database, get_database
 from openmaac.db.group_commit import GroupCommit, group_commit
 from openmaac.jobs.models import Job
@@ -43,7 +44,7 @@ from openmaac.jobs.registry import JobContext, RetryLater, handler
 from openmaac.sms_plus import points
 from openmaac.sms_plus import service as svc
 from openmaac.sms_plus import whatsapp as wa
-from openmaac.sms_plus.models import PnpMessage, PnpSetting
+from openmaac.sms_plus.models import AnyPnpMessage, PnpMessage, PnpMessageRow, PnpSetting
 from openmaac.sms_plus.settings import SMS_RETRY_INTERVAL_MINUTES, minutes
 from openmaac.templates.models import MessageTemplate
 from openmaac.templates.service import render as render_template
@@ -71,7 +72,7 @@ RESULT_TIMEOUT = "timeout"
 
 # --- emitting -------------------------------------------------------------------------------------
 
-def status_data(message: PnpMessage, setting: PnpSetting, tz: Any) -> dict[str, Any]:
+def status_data(message: AnyPnpMessage, setting: PnpSetting, tz: Any) -> dict[str, Any]:
     """The ``data`` of ``pnp.status_updated`` / ``sms_plus.status.update`` (MAAC OpenAPI v1.1.48, in order)."""
     return {
         "pnp_setting_id": setting.id,
@@ -101,7 +102,7 @@ def _tz(session: Session, organization_id: int) -> Any:
     return cache[organization_id]
 
 
-def emit_status(session: Session, setting: PnpSetting, messages: Iterable[PnpMessage]) -> None:
+def emit_status(session: Session, setting: PnpSetting, messages: Iterable[AnyPnpMessage]) -> None:
     items = list(messages)
     if not items:
         return
@@ -160,7 +161,7 @@ def change(session: Session, message: PnpMessage, setting: PnpSetting, **fields:
     emit_status(session, setting, [message])
 
 
-def delivered(message: PnpMessage) -> bool:
+def delivered(message: AnyPnpMessage) -> bool:
     return (message.line_push_status == svc.LINE_PUSH_DELIVERED or message.pnp_status == svc.PNP_DELIVERED
             or message.sms_status == svc.SMS_DELIVERED or message.whatsapp_status == svc.WHATSAPP_DELIVERED)
 
@@ -170,7 +171,7 @@ def finish(session: Session, message: PnpMessage, setting: PnpSetting) -> None:
     finish_many(session, [message])
 
 
-def _timer_keys(message: PnpMessage) -> list[str]:
+def _timer_keys(message: AnyPnpMessage) -> list[str]:
     keys = [f"{FALLBACK}:{message.id}", f"{FALLBACK}:{message.id}:whatsapp", f"{FALLBACK}:{message.id}:line",
             f"{FALLBACK}:{message.id}:single"]
     if message.sms_reference:
@@ -178,11 +179,13 @@ def _timer_keys(message: PnpMessage) -> list[str]:
     return keys
 
 
-def finish_many(session: Session, messages: Iterable[PnpMessage]) -> None:
+def finish_many(session: Session, messages: Iterable[AnyPnpMessage]) -> None:
     """Messages that reached their end: release their unused points (one balance update per
-    organisation), drop their waiting timers (one look-up and one delete)."""
+    organisation), drop their waiting timers (one look-up and one delete). A ``PnpMessage`` is
+    written with the session's flush; a ``PnpMessageRow`` (no ORM object) by a statement here."""
     releases: dict[int, list[tuple[int | None, int]]] = {}
     keys: list[str] = []
+    rows: list[int] = []
     for message in messages:
         if message.finished:
             continue
@@ -190,11 +193,15 @@ def finish_many(session: Session, messages: Iterable[PnpMessage]) -> None:
         if message.points_held:
             releases.setdefault(message.organization_id, []).append((message.id, message.points_held))
             message.points_held = 0
+        if isinstance(message, PnpMessageRow):
+            rows.append(message.id)
         # its fallback timer (and SMS callback deadline) would only find it finished: spare the
         # queue those runs (a timer running right now is left to complete itself)
         keys += _timer_keys(message)
     for organization_id, items in releases.items():
         points.release_many(session, organization_id, items)
+    if rows:
+        _MARK_FINISHED.execute_many(session.connection(), [{"b_id": message_id} for message_id in rows])
     _delete_waiting_jobs(session, keys)
 
 
@@ -216,26 +223,29 @@ def _delete_waiting_jobs(session: Session, keys: list[str]) -> None:
     conn.execute(_DELETE_READY_BY_ONE_KEY, [{"key": key} for key in keys])
 
 
+# a plain message row (no ORM object) that finish_many ended
+_MARK_FINISHED = DriverStatement(update(PnpMessage.__table__).where(PnpMessage.__table__.c.id == bindparam("b_id"))
+                                 .values(finished=True, points_held=0))
 _DELETE_READY_BY_ONE_KEY = delete(Job.__table__).where(Job.__table__.c.unique_key == bindparam("key"),
                                                        Job.__table__.c.status == "ready")
 _DELETE_READY_BY_KEY = delete(Job.__table__).where(Job.__table__.c.unique_key.in_(bindparam("keys", expanding=True)),
                                                    Job.__table__.c.status == "ready")
 
 
-def sms_possible(message: PnpMessage, setting: PnpSetting) -> bool:
+def sms_possible(message: AnyPnpMessage, setting: PnpSetting) -> bool:
     return bool(setting.fallback_enabled and not message.hashed_input and message.sms_text is not None)
 
 
-def whatsapp_possible(message: PnpMessage, setting: PnpSetting) -> bool:
+def whatsapp_possible(message: AnyPnpMessage, setting: PnpSetting) -> bool:
     return svc.whatsapp_template(setting, message.params, message.hashed_input) is not None
 
 
-def line_pending(message: PnpMessage) -> bool:
+def line_pending(message: AnyPnpMessage) -> bool:
     return message.line_push_status == svc.LINE_PUSH_PREPARING or message.pnp_status in (
         svc.PNP_PREPARING, svc.PNP_ACCEPTED)
 
 
-def nothing_left(message: PnpMessage, setting: PnpSetting) -> bool:
+def nothing_left(message: AnyPnpMessage, setting: PnpSetting) -> bool:
     return delivered(message) or (not line_pending(message) and not sms_possible(message, setting)
                                   and not whatsapp_possible(message, setting))
 
@@ -441,7 +451,7 @@ def run_line_steps(message_id: int, *, known: tuple[PnpMessage, PnpSetting] | No
     return result or RESULT_SUCCESS
 
 
-def wake_overdue_fallback(session: Session, message: PnpMessage) -> None:
+def wake_overdue_fallback(session: Session, message: AnyPnpMessage) -> None:
     """The LINE steps are done; a fallback timer that came due meanwhile (and is waiting for
     them, see run_fallback) can run now."""
     if message.finished or message.fallback_at is None or message.fallback_at > utcnow():
