@@ -212,3 +212,23 @@ def test_join_link_in_the_sms_binds_the_phone_number(tenant: Any, base_url: str,
     assert event["topic"] == "pnp.profile_updated"
     assert event["data"] == {"pnp_setting_id": scenario["id"], "pnp_setting_name": "到貨通知", "source": "sms",
                              "phone_number": phone, "line_uid": uid, "customer_id": None}
+
+
+def test_a_delivered_pnp_binds_its_number_to_the_friend_it_reached(tenant: Any, base_url: str, receiver: Any) -> None:
+    path = f"/pnp-profile-{tenant.id}"
+    tenant.client.post(tenant.api("webhook/"), json={"url": receiver.url + path, "topics": ["pnp.profile_updated"],
+                                                     "style": "maac"}).raise_for_status()
+    phone = "+886913000010"
+    uid = user(base_url, tenant, phone, follow=True)
+    assert wait_for(lambda: member(tenant, uid)).get("mobile") in (None, "")  # a friend, no number yet
+    scenario = setting(tenant, fallback_period=40000)
+    result = push(tenant, scenario["id"], phone)
+    assert result["result"] == "success"
+    wait_status(tenant, scenario["id"], result["id"], "pnp_delivered")
+    bound = wait_for(lambda: (lambda m: m if m and m.get("mobile") == phone else None)(member(tenant, uid)))
+    assert bound["line_uid"] == uid
+    event = json.loads(wait_for(lambda: receiver.at(path))[-1]["body"])
+    assert event["topic"] == "pnp.profile_updated"
+    assert event["data"] == {"pnp_setting_id": scenario["id"], "pnp_setting_name": "到貨通知", "source": "pnp",
+                             "phone_number": phone, "line_uid": uid, "customer_id": None}
+    assert tenant.client.get(tenant.api("pnp/points/")).json()["balance"] == 10  # hold released

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.orm import Session
 
 from openmaac.auth.models import Organization
@@ -36,7 +36,7 @@ from openmaac.channels.sms.base import DeliveryReport, DeliveryStatus, ErrorCate
 from openmaac.contacts.models import Contact
 from openmaac.db.base import utcnow
 from openmaac.db.driver import DriverStatement
-from openmaac.db.engine import Database, get_database
+from openmaac.db.engine import Database, get_database, json_dumps
 from openmaac.db.group_commit import GroupCommit, group_commit
 from openmaac.jobs.models import Job
 from openmaac.jobs.queue import enqueue
@@ -183,6 +183,14 @@ def finish_many(session: Session, messages: Iterable[AnyPnpMessage]) -> None:
     """Messages that reached their end: release their unused points (one balance update per
     organisation), drop their waiting timers (one look-up and one delete). A ``PnpMessage`` is
     written with the session's flush; a ``PnpMessageRow`` (no ORM object) by a statement here."""
+    rows = _end(session, messages)
+    if rows:
+        _MARK_FINISHED.execute_many(session.connection(), [{"b_id": message_id} for message_id in rows])
+
+
+def _end(session: Session, messages: Iterable[AnyPnpMessage]) -> list[int]:
+    """``finish_many`` but for writing the ``PnpMessageRow`` messages ended (``finished``,
+    ``points_held``), whose ids it returns: a caller writing those rows anyway writes them too."""
     releases: dict[int, list[tuple[int | None, int]]] = {}
     keys: list[str] = []
     rows: list[int] = []
@@ -200,9 +208,8 @@ def finish_many(session: Session, messages: Iterable[AnyPnpMessage]) -> None:
         keys += _timer_keys(message)
     for organization_id, items in releases.items():
         points.release_many(session, organization_id, items)
-    if rows:
-        _MARK_FINISHED.execute_many(session.connection(), [{"b_id": message_id} for message_id in rows])
     _delete_waiting_jobs(session, keys)
+    return rows
 
 
 def _delete_waiting_jobs(session: Session, keys: list[str]) -> None:
@@ -584,41 +591,62 @@ def dispatch_job(payload: dict[str, Any], _context: JobContext) -> None:
 
 # --- PNP delivery (LINE's ``delivery`` webhook) ----------------------------------------------------
 
-_BY_TAGS = (select(PnpMessage).where(PnpMessage.organization_id == bindparam("org"),
-                                     PnpMessage.delivery_tag.in_(bindparam("tags", expanding=True)))
-            .order_by(PnpMessage.id))
-_BY_TAGS_LOCKED = _BY_TAGS.with_for_update()
-_CONTACT_MOBILES = select(Contact.__table__.c.line_uid, Contact.__table__.c.mobile).where(
-    Contact.__table__.c.organization_id == bindparam("org"),
-    Contact.__table__.c.line_uid.in_(bindparam("uids", expanding=True)))
+_M = PnpMessage.__table__
+_MESSAGE_ROW = ", ".join(column.name for column in _M.c)  # a PnpMessageRow's columns, in order
+# the messages of a webhook request's delivery tags (a JSON array), by one prebuilt statement on
+# the driver's cursor: locked on PostgreSQL, in id order (concurrent lockers never deadlock)
+_BY_TAGS = {postgres: DriverStatement(text(
+    f"SELECT {_MESSAGE_ROW} FROM pnp_messages WHERE organization_id = :org AND delivery_tag "
+    + ("= ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(:tags AS jsonb)))) ORDER BY id FOR UPDATE" if postgres
+       else "IN (SELECT value FROM json_each(:tags)) ORDER BY id")).columns(*_M.c))
+    for postgres in (False, True)}
+_SETTING = DriverStatement(select(*PnpSetting.__table__.c).where(PnpSetting.__table__.c.id == bindparam("id")))
+# a delivered message: its PNP status (and overall status), and its end when there is one
+_DELIVERED = DriverStatement(update(_M).where(_M.c.id == bindparam("b_id")).values(
+    pnp_status=bindparam("b_pnp_status"), pnp_delivered_at=bindparam("b_at", type_=_M.c.pnp_delivered_at.type),
+    status=bindparam("b_status"), updated_at=bindparam("b_now", type_=_M.c.updated_at.type),
+    finished=bindparam("b_finished"), points_held=bindparam("b_points_held"), line_uid=bindparam("b_line_uid")))
+_CONTACT_MOBILES = {postgres: DriverStatement(text(
+    "SELECT line_uid, mobile FROM contacts WHERE organization_id = :org AND line_uid "
+    + ("= ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(:uids AS jsonb))))" if postgres
+       else "IN (SELECT value FROM json_each(:uids))")))
+    for postgres in (False, True)}
 
 
 def record_pnp_deliveries(session: Session, organization_id: int,
                           deliveries: list[tuple[str | None, datetime, str | None]]) -> int:
     """LINE's ``delivery`` events of one webhook request ``(tag, occurred_at, line_uid)``, in the
-    receiver's transaction: the messages read (and locked on PostgreSQL) by one query, their
-    changes emitted and their ends recorded together. Returns how many messages matched."""
+    receiver's transaction: the messages read (and locked on PostgreSQL) by one statement, their
+    changes emitted, their ends recorded and their rows written together, with prebuilt
+    statements on plain rows (no ORM objects: their load and flush cost more than the database's
+    work). Returns how many messages matched."""
     tags = sorted({tag for tag, _at, _uid in deliveries if tag})
     if not tags:
         return 0
-    postgres = session.get_bind().dialect.name == "postgresql"
-    by_tag: dict[str, PnpMessage] = {}
+    conn = session.connection()
+    postgres = conn.dialect.name == "postgresql"
+    by_tag: dict[str, PnpMessageRow] = {}
     for start in range(0, len(tags), 500):
-        for message in session.scalars(_BY_TAGS_LOCKED if postgres else _BY_TAGS,
-                                       {"org": organization_id, "tags": tags[start:start + 500]}):
+        for row in _BY_TAGS[postgres].execute(conn, {"org": organization_id,
+                                                     "tags": json_dumps(tags[start:start + 500])}).rows:
+            message = PnpMessageRow(*row)
             by_tag[str(message.delivery_tag)] = message
     if not by_tag:
         return 0
-    settings = _settings_of(session, by_tag.values())
+    settings: dict[int, PnpSetting] = {}
+    for setting_id in sorted({message.pnp_setting_id for message in by_tag.values()}):
+        found = _SETTING.execute(conn, {"id": setting_id}).first()
+        if found is not None:  # a plain object of the values read (only read)
+            settings[setting_id] = PnpSetting(**dict(zip(_SETTING_NAMES, found, strict=True)))
     now = utcnow()
-    changed: dict[int, list[PnpMessage]] = {}
-    ended: list[PnpMessage] = []
-    binds: list[tuple[PnpSetting, PnpMessage, str]] = []
+    changed: dict[int, list[PnpMessageRow]] = {}
+    ended: list[PnpMessageRow] = []
+    binds: list[tuple[PnpSetting, PnpMessageRow, str]] = []
     for tag, occurred_at, line_uid in deliveries:
-        found = by_tag.get(tag) if tag else None
-        if found is None or found.pnp_status == svc.PNP_DELIVERED:
+        found_message = by_tag.get(tag) if tag else None
+        if found_message is None or found_message.pnp_status == svc.PNP_DELIVERED:
             continue
-        message = found
+        message = found_message
         setting = settings.get(message.pnp_setting_id)
         if setting is None:
             continue
@@ -633,7 +661,7 @@ def record_pnp_deliveries(session: Session, organization_id: int,
             binds.append((setting, message, line_uid))
     for setting_id, messages in changed.items():
         emit_status(session, settings[setting_id], messages)
-    finish_many(session, ended)
+    _end(session, ended)  # their points and timers; the rows are written below
     if binds:
         from openmaac.sms_plus.join_links import bind_phone
 
@@ -641,11 +669,16 @@ def record_pnp_deliveries(session: Session, organization_id: int,
         mobiles: dict[str, str | None] = {}
         uids = sorted({line_uid for _setting, _message, line_uid in binds})
         for start in range(0, len(uids), 500):
-            mobiles.update((str(uid), mobile) for uid, mobile in session.connection().execute(
-                _CONTACT_MOBILES, {"org": organization_id, "uids": uids[start:start + 500]}))
+            mobiles.update((str(uid), mobile) for uid, mobile in _CONTACT_MOBILES[postgres].execute(
+                conn, {"org": organization_id, "uids": json_dumps(uids[start:start + 500])}).rows)
         for setting, message, line_uid in binds:
             if line_uid in mobiles and mobiles[line_uid] != message.phone_number:
                 bind_phone(session, organization_id, setting, message, line_uid, "pnp", only_if_new=True)
+    _DELIVERED.execute_many(conn, [
+        {"b_id": message.id, "b_pnp_status": message.pnp_status, "b_at": message.pnp_delivered_at,
+         "b_status": message.status, "b_now": message.updated_at, "b_finished": message.finished,
+         "b_points_held": message.points_held, "b_line_uid": message.line_uid}  # bind_phone sets line_uid
+        for messages in changed.values() for message in messages])
     return sum(len(messages) for messages in changed.values())
 
 
@@ -993,6 +1026,7 @@ class _SmsSend:
 
 _MESSAGES_BY_ID = select(PnpMessage).where(PnpMessage.id.in_(bindparam("ids", expanding=True))).order_by(PnpMessage.id)
 _MESSAGES_BY_ID_LOCKED = _MESSAGES_BY_ID.with_for_update()
+_SETTING_NAMES = [column.name for column in PnpSetting.__table__.c]
 _SETTINGS_BY_ID = select(*PnpSetting.__table__.c).where(PnpSetting.__table__.c.id.in_(bindparam("ids", expanding=True)))
 
 
