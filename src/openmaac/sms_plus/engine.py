@@ -123,6 +123,8 @@ def emit_status(session: Session, setting: PnpSetting, messages: Iterable[AnyPnp
 
 # Built once with bound parameters (each state change runs them; building them cost more
 # than running them)
+_M = PnpMessage.__table__
+_MESSAGE_ROW = ", ".join(column.name for column in _M.c)  # a PnpMessageRow's columns, in order
 _MESSAGE = select(PnpMessage).where(PnpMessage.id == bindparam("id"))
 _MESSAGE_LOCKED = _MESSAGE.with_for_update()
 _CHANNEL = select(LineChannel.__table__.c.api_base_url, LineChannel.__table__.c.access_token,
@@ -494,6 +496,54 @@ def _pnp_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+# the messages of a PNP batch by id (a JSON array), as plain rows on the driver's cursor; the
+# locking form (PostgreSQL) in id order: concurrent lockers never deadlock
+_BY_IDS = {(postgres, lock): DriverStatement(text(
+    f"SELECT {_MESSAGE_ROW} FROM pnp_messages WHERE id "
+    + ("= ANY(ARRAY(SELECT CAST(jsonb_array_elements_text(CAST(:ids AS jsonb)) AS bigint)))" if postgres
+       else "IN (SELECT value FROM json_each(:ids))")
+    + " ORDER BY id" + (" FOR UPDATE" if lock else "")).columns(*_M.c))
+    for postgres in (False, True) for lock in (False, True)}
+_LINE_ENDPOINT = DriverStatement(_CHANNEL)
+_PNP_IN_FLIGHT = DriverStatement(update(_M).where(_M.c.id == bindparam("b_id")).values(
+    send_started_at=bindparam("b_at", type_=_M.c.send_started_at.type)))
+# a PNP send's outcome (and what it ended), written back whole: the row is locked meanwhile
+_PNP_RECORDED = DriverStatement(update(_M).where(_M.c.id == bindparam("b_id")).values(
+    send_started_at=bindparam("b_at", type_=_M.c.send_started_at.type), status=bindparam("b_status"),
+    pnp_status=bindparam("b_pnp_status"), updated_at=bindparam("b_now", type_=_M.c.updated_at.type),
+    finished=bindparam("b_finished"), points_held=bindparam("b_points_held")))
+
+
+def _message_rows(conn: Any, ids: list[int], *, lock: bool) -> list[PnpMessageRow]:
+    """The messages ``ids`` as plain rows, in id order (``lock``: locked on PostgreSQL)."""
+    postgres = conn.dialect.name == "postgresql"
+    return [PnpMessageRow(*row) for start in range(0, len(ids), 500)
+            for row in _BY_IDS[(postgres, lock and postgres)].execute(conn, {"ids": json_dumps(ids[start:start + 500])}).rows]
+
+
+def _settings_by_id(conn: Any, setting_ids: Iterable[int]) -> dict[int, PnpSetting]:
+    """The scenarios, as plain objects of the values read (only read, never attached)."""
+    settings: dict[int, PnpSetting] = {}
+    for setting_id in sorted(set(setting_ids)):
+        found = _SETTING.execute(conn, {"id": setting_id}).first()
+        if found is not None:
+            settings[setting_id] = PnpSetting(**dict(zip(_SETTING_NAMES, found, strict=True)))
+    return settings
+
+
+def _set_fields(message: PnpMessageRow, fields: dict[str, Any], now: datetime) -> None:
+    """A status change of a plain row whose events the caller emits and whose row it writes."""
+    for key, value in fields.items():
+        setattr(message, key, value)
+    message.updated_at = now
+
+
+def _pnp_recorded(message: PnpMessageRow) -> dict[str, Any]:
+    return {"b_id": message.id, "b_at": message.send_started_at, "b_status": message.status,
+            "b_pnp_status": message.pnp_status, "b_now": message.updated_at, "b_finished": message.finished,
+            "b_points_held": message.points_held}
+
+
 def run_pnp_batch(message_ids: list[int]) -> None:
     """The PNP step of many messages (a multicast or an upload: no LINE push), in one job.
 
@@ -502,17 +552,18 @@ def run_pnp_batch(message_ids: list[int]) -> None:
     transaction records their outcomes. PNP has no retry key, so a message found marked by a
     later run (its worker died mid-chunk) is not sent again: it counts as accepted and waits
     for LINE's delivery webhook like any accepted PNP, the fallback timer deciding after that.
+    Messages are plain rows read and written by prebuilt statements on the driver's cursor.
     """
     database = get_database()
-    with database.read() as session:
-        messages = list(session.scalars(_MESSAGES_BY_ID, {"ids": sorted(set(message_ids))}))
+    with database.lookup() as conn:
+        messages = _message_rows(conn, sorted(set(message_ids)), lock=False)
         if not messages:
             return
-        settings = _settings_of(session, messages)
-        endpoint = _line_endpoint(session, messages[0].organization_id)
-    if endpoint is None:
+        settings = _settings_by_id(conn, (m.pnp_setting_id for m in messages))
+        found = _LINE_ENDPOINT.execute(conn, {"org": messages[0].organization_id}).first()
+    if found is None:
         return
-    base_url, token, channel_id = endpoint
+    base_url, token, channel_id = line_api_base_url(found[0]), str(found[1]), str(found[2])
     singles = [m.id for m in messages if m.line_push_status == svc.LINE_PUSH_PREPARING]
     for message_id in singles:  # not made by multicast; the general path handles it
         run_line_steps(message_id)
@@ -525,7 +576,10 @@ def run_pnp_batch(message_ids: list[int]) -> None:
         bodies: dict[int, list[dict[str, Any]]] = {}
         now = utcnow()
         with database.write() as session:
-            for message in _locked_messages(session, ids):
+            conn = session.connection()
+            in_flight: list[dict[str, Any]] = []
+            taken_over: list[PnpMessageRow] = []
+            for message in _message_rows(conn, ids, lock=True):
                 setting = settings[message.pnp_setting_id]
                 if message.pnp_status != svc.PNP_PREPARING or message.finished:
                     continue
@@ -534,8 +588,10 @@ def run_pnp_batch(message_ids: list[int]) -> None:
                         continue  # another run is sending it
                     # sent or not before its worker died: never twice; as if accepted
                     message.send_started_at = None
-                    change(session, message, setting, status=svc.PNP_ACCEPTED, pnp_status=svc.PNP_ACCEPTED)
+                    _set_fields(message, {"status": svc.PNP_ACCEPTED, "pnp_status": svc.PNP_ACCEPTED}, now)
+                    emit_status(session, setting, [message])
                     wake_overdue_fallback(session, message)
+                    taken_over.append(message)
                     continue
                 params = dict((message.params or {}).get("pnp") or {})
                 if svc.JOIN_LINK in svc.placeholder_names(setting.pnp_messages):
@@ -543,10 +599,12 @@ def run_pnp_batch(message_ids: list[int]) -> None:
 
                     params[svc.JOIN_LINK] = links_for(session, message.organization_id, message.id, "pnp")
                 bodies[message.id] = render_template(list(setting.pnp_messages or []), params, None)
-                message.send_started_at = now
+                in_flight.append({"b_id": message.id, "b_at": now})
+            _PNP_IN_FLIGHT.execute_many(conn, in_flight)
+            _PNP_RECORDED.execute_many(conn, [_pnp_recorded(message) for message in taken_over])
         if not bodies:
             continue
-        def call(item: tuple[PnpMessage, list[dict[str, Any]]]) -> LineOutcome:
+        def call(item: tuple[PnpMessageRow, list[dict[str, Any]]]) -> LineOutcome:
             message, body = item
             tag = message.delivery_tag or f"openmaac-pnp-{message.id}-tag-padding"
             return line_call(
@@ -560,16 +618,18 @@ def run_pnp_batch(message_ids: list[int]) -> None:
             [m.id for m, _body in sending], _pnp_pool().map(call, sending) if len(sending) > 1 else map(call, sending),
             strict=True))
         with database.write() as session:
+            conn = session.connection()
             # locked on PostgreSQL: a delivery webhook recorded meanwhile must not be overwritten
             now = utcnow()
-            emitted: dict[int, list[PnpMessage]] = {}
-            ended: list[PnpMessage] = []
-            for message in _locked_messages(session, sorted(outcomes)):
+            emitted: dict[int, list[PnpMessageRow]] = {}
+            ended: list[PnpMessageRow] = []
+            recorded = _message_rows(conn, sorted(outcomes), lock=True)
+            for message in recorded:
                 setting = settings[message.pnp_setting_id]
                 message.send_started_at = None
                 if message.pnp_status == svc.PNP_PREPARING:
                     status = svc.PNP_ACCEPTED if outcomes[message.id].ok else svc.PNP_FAILED
-                    _set(message, {"status": status, "pnp_status": status}, now)
+                    _set_fields(message, {"status": status, "pnp_status": status}, now)
                     emitted.setdefault(setting.id, []).append(message)
                     if nothing_left(message, setting):
                         ended.append(message)
@@ -578,7 +638,8 @@ def run_pnp_batch(message_ids: list[int]) -> None:
             # the chunk's events and ends together (one look-up of webhook targets, of timers)
             for setting_id, changed in emitted.items():
                 emit_status(session, settings[setting_id], changed)
-            finish_many(session, ended)
+            _end(session, ended)  # their points and timers; the rows are written here:
+            _PNP_RECORDED.execute_many(conn, [_pnp_recorded(message) for message in recorded])
 
 
 @handler(DISPATCH)
@@ -591,8 +652,6 @@ def dispatch_job(payload: dict[str, Any], _context: JobContext) -> None:
 
 # --- PNP delivery (LINE's ``delivery`` webhook) ----------------------------------------------------
 
-_M = PnpMessage.__table__
-_MESSAGE_ROW = ", ".join(column.name for column in _M.c)  # a PnpMessageRow's columns, in order
 # the messages of a webhook request's delivery tags (a JSON array), by one prebuilt statement on
 # the driver's cursor: locked on PostgreSQL, in id order (concurrent lockers never deadlock)
 _BY_TAGS = {postgres: DriverStatement(text(
