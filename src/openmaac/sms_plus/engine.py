@@ -227,18 +227,21 @@ def _delete_waiting_jobs(session: Session, keys: list[str]) -> None:
     conn = session.connection()  # no autoflush: the jobs table has no ORM objects here
     if conn.dialect.name == "postgresql":
         for start in range(0, len(keys), 500):
-            conn.execute(_DELETE_READY_BY_KEY, {"keys": keys[start:start + 500]})
+            _DELETE_READY_BY_KEYS.execute(conn, {"keys": json_dumps(keys[start:start + 500])})
         return
-    conn.execute(_DELETE_READY_BY_ONE_KEY, [{"key": key} for key in keys])
+    _DELETE_READY_BY_ONE_KEY.execute_many(conn, [{"key": key} for key in keys])
 
 
 # a plain message row (no ORM object) that finish_many ended
 _MARK_FINISHED = DriverStatement(update(PnpMessage.__table__).where(PnpMessage.__table__.c.id == bindparam("b_id"))
                                  .values(finished=True, points_held=0))
-_DELETE_READY_BY_ONE_KEY = delete(Job.__table__).where(Job.__table__.c.unique_key == bindparam("key"),
-                                                       Job.__table__.c.status == "ready")
-_DELETE_READY_BY_KEY = delete(Job.__table__).where(Job.__table__.c.unique_key.in_(bindparam("keys", expanding=True)),
-                                                   Job.__table__.c.status == "ready")
+# on the driver's cursor (db/driver.py); PostgreSQL's keys as one JSON array (a prebuilt
+# statement has no expanding IN), still planned by the unique index
+_DELETE_READY_BY_ONE_KEY = DriverStatement(delete(Job.__table__).where(
+    Job.__table__.c.unique_key == bindparam("key"), Job.__table__.c.status == "ready"))
+_DELETE_READY_BY_KEYS = DriverStatement(text(
+    "DELETE FROM jobs WHERE unique_key = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(:keys AS jsonb)))) "
+    "AND status = 'ready'"))
 
 
 def sms_possible(message: AnyPnpMessage, setting: PnpSetting) -> bool:
@@ -653,11 +656,16 @@ def dispatch_job(payload: dict[str, Any], _context: JobContext) -> None:
 # --- PNP delivery (LINE's ``delivery`` webhook) ----------------------------------------------------
 
 # the messages of a webhook request's delivery tags (a JSON array), by one prebuilt statement on
-# the driver's cursor: locked on PostgreSQL, in id order (concurrent lockers never deadlock)
+# the driver's cursor: locked on PostgreSQL, in id order (concurrent lockers never deadlock).
+# Both planned by the unique index on delivery_tag: on SQLite the organisation is compared as
+# ``+organization_id``, which no index serves (SQLite, without statistics, otherwise walked the
+# organisation's messages by its (organization_id, ...) index for the tags of a JSON list)
 _BY_TAGS = {postgres: DriverStatement(text(
-    f"SELECT {_MESSAGE_ROW} FROM pnp_messages WHERE organization_id = :org AND delivery_tag "
-    + ("= ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(:tags AS jsonb)))) ORDER BY id FOR UPDATE" if postgres
-       else "IN (SELECT value FROM json_each(:tags)) ORDER BY id")).columns(*_M.c))
+    f"SELECT {_MESSAGE_ROW} FROM pnp_messages WHERE "
+    + ("organization_id = :org AND delivery_tag = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(:tags AS jsonb))))"
+       " ORDER BY id FOR UPDATE" if postgres
+       else "delivery_tag IN (SELECT value FROM json_each(:tags)) AND +organization_id = :org ORDER BY id"))
+    .columns(*_M.c))
     for postgres in (False, True)}
 _SETTING = DriverStatement(select(*PnpSetting.__table__.c).where(PnpSetting.__table__.c.id == bindparam("id")))
 # a delivered message: its PNP status (and overall status), and its end when there is one
