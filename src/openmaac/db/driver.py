@@ -179,5 +179,7 @@ class DriverStatement:
         statement returns are not read."""
         if not params:
             return 0
+        if len(params) == 1:  # psycopg's pipeline costs more than one plain execute
+            return self.execute(conn, params[0]).rowcount
         compiled = self.compiled_for(conn.dialect, params[0])
         return run_on_driver(conn, compiled.sql, [self._arguments(compiled, each) for each in params], many=True)[1]
