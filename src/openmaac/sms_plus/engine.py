@@ -34,7 +34,7 @@ from openmaac.channels.models import LineChannel
 from openmaac.channels.service import line_api_base_url
 from openmaac.channels.sms.base import DeliveryReport, DeliveryStatus, ErrorCategory
 from openmaac.contacts.models import Contact
-from openmaac.db.base import utcnow
+from openmaac.db.base import UTCDateTime, utcnow
 from openmaac.db.driver import DriverStatement
 from openmaac.db.engine import Database, get_database, json_dumps
 from openmaac.db.group_commit import GroupCommit, group_commit
@@ -193,6 +193,17 @@ def finish_many(session: Session, messages: Iterable[AnyPnpMessage]) -> None:
 def _end(session: Session, messages: Iterable[AnyPnpMessage]) -> list[int]:
     """``finish_many`` but for writing the ``PnpMessageRow`` messages ended (``finished``,
     ``points_held``), whose ids it returns: a caller writing those rows anyway writes them too."""
+    releases, keys, rows = _ending(messages)
+    for organization_id, items in releases.items():
+        points.release_many(session, organization_id, items)
+    _delete_waiting_jobs(session, keys)
+    return rows
+
+
+def _ending(messages: Iterable[AnyPnpMessage]) -> tuple[dict[int, list[tuple[int | None, int]]], list[str], list[int]]:
+    """What ending these messages takes, their fields set (``finished``, ``points_held``): the
+    points to release per organisation ``(message id, amount)``, the keys of the timers to
+    drop, the ids of the ``PnpMessageRow`` messages (which no flush writes)."""
     releases: dict[int, list[tuple[int | None, int]]] = {}
     keys: list[str] = []
     rows: list[int] = []
@@ -208,10 +219,7 @@ def _end(session: Session, messages: Iterable[AnyPnpMessage]) -> list[int]:
         # its fallback timer (and SMS callback deadline) would only find it finished: spare the
         # queue those runs (a timer running right now is left to complete itself)
         keys += _timer_keys(message)
-    for organization_id, items in releases.items():
-        points.release_many(session, organization_id, items)
-    _delete_waiting_jobs(session, keys)
-    return rows
+    return releases, keys, rows
 
 
 def _delete_waiting_jobs(session: Session, keys: list[str]) -> None:
@@ -680,6 +688,52 @@ _CONTACT_MOBILES = {postgres: DriverStatement(text(
     for postgres in (False, True)}
 
 
+# PostgreSQL: a delivery webhook's writes in ONE statement of data-modifying CTEs: the delivered
+# rows (as computed in Python), their ends' points released (the balance, created if missing as
+# points.release_many does, and a ledger row per message with the balance after it, in order)
+# and their waiting timers dropped; what SQLite writes with the same statements one by one
+_PG_DELIVERIES = DriverStatement(text("""
+WITH v AS (
+  SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(id bigint, pnp_status text, pnp_delivered_at timestamptz,
+                                                              status text, updated_at timestamptz, finished boolean,
+                                                              points_held integer, line_uid text)),
+upd AS (
+  UPDATE pnp_messages m SET pnp_status = v.pnp_status, pnp_delivered_at = v.pnp_delivered_at, status = v.status,
+         updated_at = v.updated_at, finished = v.finished, points_held = v.points_held, line_uid = v.line_uid
+  FROM v WHERE m.id = v.id RETURNING m.id),
+job AS (
+  DELETE FROM jobs WHERE unique_key = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(:keys AS jsonb))))
+  AND status = 'ready' RETURNING id),
+bal AS (
+  INSERT INTO sms_point_balances (organization_id, balance, updated_at) SELECT :org, :released, :now WHERE :released > 0
+  ON CONFLICT (organization_id) DO UPDATE SET balance = sms_point_balances.balance + EXCLUDED.balance,
+                                              updated_at = EXCLUDED.updated_at
+  RETURNING balance),
+ent AS (
+  INSERT INTO sms_point_entries (organization_id, kind, amount, balance_after, pnp_message_id, note, created_at)
+  SELECT :org, 'release', e.amount, bal.balance - :released + e.running, e.message_id, NULL, :now
+  FROM bal, jsonb_to_recordset(CAST(:entries AS jsonb)) AS e(message_id bigint, amount integer, running integer)
+  ORDER BY e.running RETURNING id)
+SELECT count(*) FROM upd""").bindparams(bindparam("now", type_=UTCDateTime())))
+
+
+def _write_deliveries_pg(conn: Any, organization_id: int, delivered: list[PnpMessageRow],
+                         releases: dict[int, list[tuple[int | None, int]]], keys: list[str], now: datetime) -> None:
+    entries: list[dict[str, Any]] = []
+    running = 0
+    for message_id, amount in releases.get(organization_id, []):
+        if amount > 0:  # as points.release_many
+            running += amount
+            entries.append({"message_id": message_id, "amount": amount, "running": running})
+    assert set(releases) <= {organization_id}  # one webhook request, one organisation
+    _PG_DELIVERIES.execute(conn, {
+        "org": organization_id, "now": now, "released": running, "entries": json_dumps(entries),
+        "keys": json_dumps(keys), "rows": json_dumps([
+            {"id": m.id, "pnp_status": m.pnp_status, "pnp_delivered_at": m.pnp_delivered_at, "status": m.status,
+             "updated_at": m.updated_at, "finished": m.finished, "points_held": m.points_held, "line_uid": m.line_uid}
+            for m in delivered])})
+
+
 def record_pnp_deliveries(session: Session, organization_id: int,
                           deliveries: list[tuple[str | None, datetime, str | None]]) -> int:
     """LINE's ``delivery`` events of one webhook request ``(tag, occurred_at, line_uid)``, in the
@@ -728,7 +782,10 @@ def record_pnp_deliveries(session: Session, organization_id: int,
             binds.append((setting, message, line_uid))
     for setting_id, messages in changed.items():
         emit_status(session, settings[setting_id], messages)
-    _end(session, ended)  # their points and timers; the rows are written below
+    if postgres:
+        ending = _ending(ended)  # written below, with the rows, in one statement
+    else:
+        _end(session, ended)  # their points and timers; the rows are written below
     if binds:
         from openmaac.sms_plus.join_links import bind_phone
 
@@ -741,11 +798,15 @@ def record_pnp_deliveries(session: Session, organization_id: int,
         for setting, message, line_uid in binds:
             if line_uid in mobiles and mobiles[line_uid] != message.phone_number:
                 bind_phone(session, organization_id, setting, message, line_uid, "pnp", only_if_new=True)
-    _DELIVERED.execute_many(conn, [
-        {"b_id": message.id, "b_pnp_status": message.pnp_status, "b_at": message.pnp_delivered_at,
-         "b_status": message.status, "b_now": message.updated_at, "b_finished": message.finished,
-         "b_points_held": message.points_held, "b_line_uid": message.line_uid}  # bind_phone sets line_uid
-        for messages in changed.values() for message in messages])
+    delivered = [message for messages in changed.values() for message in messages]
+    if postgres:
+        _write_deliveries_pg(conn, organization_id, delivered, *ending[:2], now)
+    else:
+        _DELIVERED.execute_many(conn, [
+            {"b_id": message.id, "b_pnp_status": message.pnp_status, "b_at": message.pnp_delivered_at,
+             "b_status": message.status, "b_now": message.updated_at, "b_finished": message.finished,
+             "b_points_held": message.points_held, "b_line_uid": message.line_uid}  # bind_phone sets line_uid
+            for message in delivered])
     return sum(len(messages) for messages in changed.values())
 
 
