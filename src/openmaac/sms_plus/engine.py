@@ -800,7 +800,8 @@ def record_pnp_deliveries(session: Session, organization_id: int,
                 bind_phone(session, organization_id, setting, message, line_uid, "pnp", only_if_new=True)
     delivered = [message for messages in changed.values() for message in messages]
     if postgres:
-        _write_deliveries_pg(conn, organization_id, delivered, *ending[:2], now)
+        if delivered:  # (nothing delivered now: nothing ended either)
+            _write_deliveries_pg(conn, organization_id, delivered, *ending[:2], now)
     else:
         _DELIVERED.execute_many(conn, [
             {"b_id": message.id, "b_pnp_status": message.pnp_status, "b_at": message.pnp_delivered_at,
