@@ -118,3 +118,26 @@ def test_a_locked_sqlite_database_refuses_a_write_as_sqlalchemy_operational_erro
         holder.execute("ROLLBACK")
         holder.close()
         own.dispose()
+
+
+def test_execute_many_runs_each_parameter_set_in_the_callers_transaction(database: Any) -> None:
+    keys = [f"driver:{time.time_ns()}:{n}" for n in range(3)]
+    with database.write() as session:
+        for key in keys:
+            _INSERT.execute(session.connection(), _row(key, {"n": key}))
+    later = utcnow() + timedelta(hours=2)
+    with pytest.raises(RuntimeError), database.write() as session:
+        assert _RESCHEDULE.execute_many(session.connection(), [{"key": key, "at": later} for key in keys]) == 3
+        raise RuntimeError("roll back")
+    with database.lookup() as conn:
+        assert all(_READ.execute(conn, {"key": key}).one()[2] != later for key in keys)
+    with database.write() as session:
+        params = [{"key": key, "at": later} for key in keys[:2]] + [{"key": "nothing", "at": later}]
+        assert _RESCHEDULE.execute_many(session.connection(), params) == 2
+        assert _RESCHEDULE.execute_many(session.connection(), []) == 0
+    with database.lookup() as conn:
+        assert [_READ.execute(conn, {"key": key}).one()[2] == later for key in keys] == [True, True, False]
+    with database.write() as session:
+        _DROP.execute_many(session.connection(), [{"key": key} for key in keys])
+    with database.lookup() as conn:
+        assert all(_READ.execute(conn, {"key": key}).first() is None for key in keys)

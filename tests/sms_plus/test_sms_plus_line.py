@@ -212,3 +212,42 @@ def test_join_link_in_the_sms_binds_the_phone_number(tenant: Any, base_url: str,
     assert event["topic"] == "pnp.profile_updated"
     assert event["data"] == {"pnp_setting_id": scenario["id"], "pnp_setting_name": "到貨通知", "source": "sms",
                              "phone_number": phone, "line_uid": uid, "customer_id": None}
+
+
+def test_a_delivered_pnp_binds_its_number_to_the_friend_it_reached(tenant: Any, base_url: str, receiver: Any) -> None:
+    path = f"/pnp-profile-{tenant.id}"
+    tenant.client.post(tenant.api("webhook/"), json={"url": receiver.url + path, "topics": ["pnp.profile_updated"],
+                                                     "style": "maac"}).raise_for_status()
+    phone = "+886913000010"
+    uid = user(base_url, tenant, phone, follow=True)
+    assert wait_for(lambda: member(tenant, uid)).get("mobile") in (None, "")  # a friend, no number yet
+    scenario = setting(tenant, fallback_period=40000)
+    result = push(tenant, scenario["id"], phone)
+    assert result["result"] == "success"
+    wait_status(tenant, scenario["id"], result["id"], "pnp_delivered")
+    bound = wait_for(lambda: (lambda m: m if m and m.get("mobile") == phone else None)(member(tenant, uid)))
+    assert bound["line_uid"] == uid
+    event = json.loads(wait_for(lambda: receiver.at(path))[-1]["body"])
+    assert event["topic"] == "pnp.profile_updated"
+    assert event["data"] == {"pnp_setting_id": scenario["id"], "pnp_setting_name": "到貨通知", "source": "pnp",
+                             "phone_number": phone, "line_uid": uid, "customer_id": None}
+    assert tenant.client.get(tenant.api("pnp/points/")).json()["balance"] == 10  # hold released
+
+
+def test_the_points_of_delivered_pnps_are_released_in_the_ledger(tenant: Any, base_url: str, database: Any) -> None:
+    from sqlalchemy import text
+
+    phones = ["+886913000011", "+886913000012"]
+    for phone in phones:
+        user(base_url, tenant, phone)
+    scenario = setting(tenant, fallback_period=40000)
+    for phone in phones:
+        wait_status(tenant, scenario["id"], push(tenant, scenario["id"], phone)["id"], "pnp_delivered")
+    assert tenant.client.get(tenant.api("pnp/points/")).json()["balance"] == 10
+    with database.lookup() as conn:
+        entries = conn.execute(text("SELECT kind, amount, balance_after, pnp_message_id FROM sms_point_entries "
+                                    "WHERE organization_id = :org ORDER BY id"), {"org": tenant.id}).all()
+    assert [(kind, amount) for kind, amount, _after, _message in entries] == [
+        ("topup", 10), ("hold", -1), ("release", 1), ("hold", -1), ("release", 1)]
+    assert [after for _kind, _amount, after, _message in entries] == [10, 9, 10, 9, 10]
+    assert all(message is not None for kind, _amount, _after, message in entries if kind == "release")

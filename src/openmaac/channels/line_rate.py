@@ -134,6 +134,17 @@ PG_TAKE = (
     "ON CONFLICT (channel_id, endpoint) DO UPDATE SET next_free = GREATEST(line_rate_buckets.next_free, "
     "EXTRACT(EPOCH FROM clock_timestamp())::float8 - :tol) + :span "
     "RETURNING next_free, EXTRACT(EPOCH FROM clock_timestamp())::float8 AS db_now")
+_PG_TAKE_ROW = "VALUES (:c, :e, EXTRACT(EPOCH FROM clock_timestamp())::float8 - :tol + :span)"
+assert _PG_TAKE_ROW in PG_TAKE
+
+
+def pg_take_if(exists: str) -> str:
+    """``PG_TAKE`` for a caller's data-modifying CTE that takes the slots only when the query
+    ``exists`` finds a row (say, only when the caller's own insert happened): no row back otherwise."""
+    return PG_TAKE.replace(_PG_TAKE_ROW, "SELECT CAST(:c AS text), CAST(:e AS text), "
+                           f"EXTRACT(EPOCH FROM clock_timestamp())::float8 - :tol + :span WHERE EXISTS ({exists})")
+
+
 _TAKE = {postgres: DriverStatement(statement) for postgres, statement in {
     True: text(PG_TAKE),
     False: text(

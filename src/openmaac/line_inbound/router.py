@@ -11,7 +11,9 @@ from starlette.concurrency import run_in_threadpool
 
 from openmaac.channels.models import LineChannel
 from openmaac.channels.signature import verify_line_signature
+from openmaac.db.driver import DriverStatement
 from openmaac.db.engine import get_database
+from openmaac.db.group_commit import group_commit
 from openmaac.line_inbound.events import accept_events
 from openmaac.line_inbound.service import handle_events
 from openmaac.web.errors import APIError, not_found
@@ -20,8 +22,9 @@ from openmaac.web.responses import OrjsonResponse
 router = APIRouter(tags=["LINE webhook"])
 CHANNEL_ID_MAX_LENGTH = 64  # the column's width; LINE's channel ids are 10 digits
 # what a delivery needs of its channel: one prebuilt Core read (every webhook request makes it)
-_CHANNEL = (select(LineChannel.__table__.c.organization_id, LineChannel.__table__.c.channel_secret)
-            .where(LineChannel.__table__.c.channel_id == bindparam("channel_id")).limit(1))
+# (on the driver's cursor: db/driver.py)
+_CHANNEL = DriverStatement(select(LineChannel.__table__.c.organization_id, LineChannel.__table__.c.channel_secret)
+                           .where(LineChannel.__table__.c.channel_id == bindparam("channel_id")).limit(1))
 
 
 @router.post(
@@ -51,10 +54,11 @@ def receive(channel_id: str, body: bytes, signature: str | None) -> int:
     if len(channel_id) > CHANNEL_ID_MAX_LENGTH or not channel_id.isprintable():
         raise not_found()  # no channel has such an id (and PostgreSQL refuses a NUL in a query)
     with database.lookup() as conn:
-        channel = conn.execute(_CHANNEL, {"channel_id": channel_id}).first()
+        channel = _CHANNEL.execute(conn, {"channel_id": channel_id}).first()
     if channel is None:
         raise not_found()
-    if not verify_line_signature(channel.channel_secret, body, signature):
+    organization_id, channel_secret = channel
+    if not verify_line_signature(channel_secret, body, signature):
         raise APIError(401, {"detail": "Invalid signature."})
     try:
         payload = orjson.loads(body)
@@ -68,5 +72,11 @@ def receive(channel_id: str, body: bytes, signature: str | None) -> int:
     accepted = accept_events(events)
     if not accepted:
         return 0
+    if all(item.event.type == "delivery" for item in accepted):
+        # LINE's PNP delivery reports (SMS+; LINE sends several requests at once under load):
+        # written together with the other such requests of the moment, one transaction per
+        # batch (db/group_commit.py), each request answered after its own write is committed
+        return group_commit(database, "line.webhook.deliveries").run(
+            lambda session: handle_events(session, int(organization_id), accepted))
     with database.write() as session:
-        return handle_events(session, int(channel.organization_id), accepted)
+        return handle_events(session, int(organization_id), accepted)

@@ -19,15 +19,17 @@ from openmaac.channels.line_client import LineClient
 from openmaac.channels.service import channel_of, line_api_base_url
 from openmaac.contacts import service as contacts
 from openmaac.db.base import insert_ignoring_conflicts_in
+from openmaac.db.driver import DriverStatement
 from openmaac.db.engine import get_database
 from openmaac.jobs.queue import enqueue
 from openmaac.jobs.registry import JobContext, handler
 from openmaac.line_inbound.events import AcceptedEvent
 from openmaac.line_inbound.models import LineWebhookEvent
 
-# built once (each event runs it; building it cost more than running it)
-_STORE = {postgres: insert_ignoring_conflicts_in(postgres, LineWebhookEvent.__table__,
-                                                 ["organization_id", "webhook_event_id"])
+# built once (each event runs it; building it cost more than running it), on the driver's
+# cursor (db/driver.py: a delivery webhook stores up to a hundred events)
+_STORE = {postgres: DriverStatement(insert_ignoring_conflicts_in(postgres, LineWebhookEvent.__table__,
+                                                                 ["organization_id", "webhook_event_id"]))
           for postgres in (False, True)}
 
 
@@ -40,7 +42,7 @@ def _store(session: Session, organization_id: int, accepted: AcceptedEvent, occu
         # Without an id we cannot de-duplicate; derive one from the content.
         event_id = "sha1:" + hashlib.sha1(json.dumps(accepted.raw, sort_keys=True).encode()).hexdigest()[:40]
     conn = session.connection()
-    return bool(conn.execute(_STORE[conn.dialect.name == "postgresql"], {
+    return bool(_STORE[conn.dialect.name == "postgresql"].execute(conn, {
         "organization_id": organization_id, "webhook_event_id": event_id, "event_type": event.type,
         "line_uid": event.user_id, "payload": accepted.raw, "occurred_at": occurred_at,
         "received_at": datetime.now(UTC)}).rowcount)

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, select, text, update
 from sqlalchemy.orm import Session
 
 from openmaac.auth.models import Organization
@@ -34,8 +34,9 @@ from openmaac.channels.models import LineChannel
 from openmaac.channels.service import line_api_base_url
 from openmaac.channels.sms.base import DeliveryReport, DeliveryStatus, ErrorCategory
 from openmaac.contacts.models import Contact
-from openmaac.db.base import utcnow
-from openmaac.db.engine import Database, get_database
+from openmaac.db.base import UTCDateTime, utcnow
+from openmaac.db.driver import DriverStatement
+from openmaac.db.engine import Database, get_database, json_dumps
 from openmaac.db.group_commit import GroupCommit, group_commit
 from openmaac.jobs.models import Job
 from openmaac.jobs.queue import enqueue
@@ -43,7 +44,7 @@ from openmaac.jobs.registry import JobContext, RetryLater, handler
 from openmaac.sms_plus import points
 from openmaac.sms_plus import service as svc
 from openmaac.sms_plus import whatsapp as wa
-from openmaac.sms_plus.models import PnpMessage, PnpSetting
+from openmaac.sms_plus.models import AnyPnpMessage, PnpMessage, PnpMessageRow, PnpSetting
 from openmaac.sms_plus.settings import SMS_RETRY_INTERVAL_MINUTES, minutes
 from openmaac.templates.models import MessageTemplate
 from openmaac.templates.service import render as render_template
@@ -71,7 +72,7 @@ RESULT_TIMEOUT = "timeout"
 
 # --- emitting -------------------------------------------------------------------------------------
 
-def status_data(message: PnpMessage, setting: PnpSetting, tz: Any) -> dict[str, Any]:
+def status_data(message: AnyPnpMessage, setting: PnpSetting, tz: Any) -> dict[str, Any]:
     """The ``data`` of ``pnp.status_updated`` / ``sms_plus.status.update`` (MAAC OpenAPI v1.1.48, in order)."""
     return {
         "pnp_setting_id": setting.id,
@@ -101,7 +102,7 @@ def _tz(session: Session, organization_id: int) -> Any:
     return cache[organization_id]
 
 
-def emit_status(session: Session, setting: PnpSetting, messages: Iterable[PnpMessage]) -> None:
+def emit_status(session: Session, setting: PnpSetting, messages: Iterable[AnyPnpMessage]) -> None:
     items = list(messages)
     if not items:
         return
@@ -122,6 +123,8 @@ def emit_status(session: Session, setting: PnpSetting, messages: Iterable[PnpMes
 
 # Built once with bound parameters (each state change runs them; building them cost more
 # than running them)
+_M = PnpMessage.__table__
+_MESSAGE_ROW = ", ".join(column.name for column in _M.c)  # a PnpMessageRow's columns, in order
 _MESSAGE = select(PnpMessage).where(PnpMessage.id == bindparam("id"))
 _MESSAGE_LOCKED = _MESSAGE.with_for_update()
 _CHANNEL = select(LineChannel.__table__.c.api_base_url, LineChannel.__table__.c.access_token,
@@ -160,7 +163,7 @@ def change(session: Session, message: PnpMessage, setting: PnpSetting, **fields:
     emit_status(session, setting, [message])
 
 
-def delivered(message: PnpMessage) -> bool:
+def delivered(message: AnyPnpMessage) -> bool:
     return (message.line_push_status == svc.LINE_PUSH_DELIVERED or message.pnp_status == svc.PNP_DELIVERED
             or message.sms_status == svc.SMS_DELIVERED or message.whatsapp_status == svc.WHATSAPP_DELIVERED)
 
@@ -170,7 +173,7 @@ def finish(session: Session, message: PnpMessage, setting: PnpSetting) -> None:
     finish_many(session, [message])
 
 
-def _timer_keys(message: PnpMessage) -> list[str]:
+def _timer_keys(message: AnyPnpMessage) -> list[str]:
     keys = [f"{FALLBACK}:{message.id}", f"{FALLBACK}:{message.id}:whatsapp", f"{FALLBACK}:{message.id}:line",
             f"{FALLBACK}:{message.id}:single"]
     if message.sms_reference:
@@ -178,11 +181,32 @@ def _timer_keys(message: PnpMessage) -> list[str]:
     return keys
 
 
-def finish_many(session: Session, messages: Iterable[PnpMessage]) -> None:
+def finish_many(session: Session, messages: Iterable[AnyPnpMessage]) -> None:
     """Messages that reached their end: release their unused points (one balance update per
-    organisation), drop their waiting timers (one look-up and one delete)."""
+    organisation), drop their waiting timers (one look-up and one delete). A ``PnpMessage`` is
+    written with the session's flush; a ``PnpMessageRow`` (no ORM object) by a statement here."""
+    rows = _end(session, messages)
+    if rows:
+        _MARK_FINISHED.execute_many(session.connection(), [{"b_id": message_id} for message_id in rows])
+
+
+def _end(session: Session, messages: Iterable[AnyPnpMessage]) -> list[int]:
+    """``finish_many`` but for writing the ``PnpMessageRow`` messages ended (``finished``,
+    ``points_held``), whose ids it returns: a caller writing those rows anyway writes them too."""
+    releases, keys, rows = _ending(messages)
+    for organization_id, items in releases.items():
+        points.release_many(session, organization_id, items)
+    _delete_waiting_jobs(session, keys)
+    return rows
+
+
+def _ending(messages: Iterable[AnyPnpMessage]) -> tuple[dict[int, list[tuple[int | None, int]]], list[str], list[int]]:
+    """What ending these messages takes, their fields set (``finished``, ``points_held``): the
+    points to release per organisation ``(message id, amount)``, the keys of the timers to
+    drop, the ids of the ``PnpMessageRow`` messages (which no flush writes)."""
     releases: dict[int, list[tuple[int | None, int]]] = {}
     keys: list[str] = []
+    rows: list[int] = []
     for message in messages:
         if message.finished:
             continue
@@ -190,12 +214,12 @@ def finish_many(session: Session, messages: Iterable[PnpMessage]) -> None:
         if message.points_held:
             releases.setdefault(message.organization_id, []).append((message.id, message.points_held))
             message.points_held = 0
+        if isinstance(message, PnpMessageRow):
+            rows.append(message.id)
         # its fallback timer (and SMS callback deadline) would only find it finished: spare the
         # queue those runs (a timer running right now is left to complete itself)
         keys += _timer_keys(message)
-    for organization_id, items in releases.items():
-        points.release_many(session, organization_id, items)
-    _delete_waiting_jobs(session, keys)
+    return releases, keys, rows
 
 
 def _delete_waiting_jobs(session: Session, keys: list[str]) -> None:
@@ -211,31 +235,37 @@ def _delete_waiting_jobs(session: Session, keys: list[str]) -> None:
     conn = session.connection()  # no autoflush: the jobs table has no ORM objects here
     if conn.dialect.name == "postgresql":
         for start in range(0, len(keys), 500):
-            conn.execute(_DELETE_READY_BY_KEY, {"keys": keys[start:start + 500]})
+            _DELETE_READY_BY_KEYS.execute(conn, {"keys": json_dumps(keys[start:start + 500])})
         return
-    conn.execute(_DELETE_READY_BY_ONE_KEY, [{"key": key} for key in keys])
+    _DELETE_READY_BY_ONE_KEY.execute_many(conn, [{"key": key} for key in keys])
 
 
-_DELETE_READY_BY_ONE_KEY = delete(Job.__table__).where(Job.__table__.c.unique_key == bindparam("key"),
-                                                       Job.__table__.c.status == "ready")
-_DELETE_READY_BY_KEY = delete(Job.__table__).where(Job.__table__.c.unique_key.in_(bindparam("keys", expanding=True)),
-                                                   Job.__table__.c.status == "ready")
+# a plain message row (no ORM object) that finish_many ended
+_MARK_FINISHED = DriverStatement(update(PnpMessage.__table__).where(PnpMessage.__table__.c.id == bindparam("b_id"))
+                                 .values(finished=True, points_held=0))
+# on the driver's cursor (db/driver.py); PostgreSQL's keys as one JSON array (a prebuilt
+# statement has no expanding IN), still planned by the unique index
+_DELETE_READY_BY_ONE_KEY = DriverStatement(delete(Job.__table__).where(
+    Job.__table__.c.unique_key == bindparam("key"), Job.__table__.c.status == "ready"))
+_DELETE_READY_BY_KEYS = DriverStatement(text(
+    "DELETE FROM jobs WHERE unique_key = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(:keys AS jsonb)))) "
+    "AND status = 'ready'"))
 
 
-def sms_possible(message: PnpMessage, setting: PnpSetting) -> bool:
+def sms_possible(message: AnyPnpMessage, setting: PnpSetting) -> bool:
     return bool(setting.fallback_enabled and not message.hashed_input and message.sms_text is not None)
 
 
-def whatsapp_possible(message: PnpMessage, setting: PnpSetting) -> bool:
+def whatsapp_possible(message: AnyPnpMessage, setting: PnpSetting) -> bool:
     return svc.whatsapp_template(setting, message.params, message.hashed_input) is not None
 
 
-def line_pending(message: PnpMessage) -> bool:
+def line_pending(message: AnyPnpMessage) -> bool:
     return message.line_push_status == svc.LINE_PUSH_PREPARING or message.pnp_status in (
         svc.PNP_PREPARING, svc.PNP_ACCEPTED)
 
 
-def nothing_left(message: PnpMessage, setting: PnpSetting) -> bool:
+def nothing_left(message: AnyPnpMessage, setting: PnpSetting) -> bool:
     return delivered(message) or (not line_pending(message) and not sms_possible(message, setting)
                                   and not whatsapp_possible(message, setting))
 
@@ -441,7 +471,7 @@ def run_line_steps(message_id: int, *, known: tuple[PnpMessage, PnpSetting] | No
     return result or RESULT_SUCCESS
 
 
-def wake_overdue_fallback(session: Session, message: PnpMessage) -> None:
+def wake_overdue_fallback(session: Session, message: AnyPnpMessage) -> None:
     """The LINE steps are done; a fallback timer that came due meanwhile (and is waiting for
     them, see run_fallback) can run now."""
     if message.finished or message.fallback_at is None or message.fallback_at > utcnow():
@@ -477,6 +507,54 @@ def _pnp_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+# the messages of a PNP batch by id (a JSON array), as plain rows on the driver's cursor; the
+# locking form (PostgreSQL) in id order: concurrent lockers never deadlock
+_BY_IDS = {(postgres, lock): DriverStatement(text(
+    f"SELECT {_MESSAGE_ROW} FROM pnp_messages WHERE id "
+    + ("= ANY(ARRAY(SELECT CAST(jsonb_array_elements_text(CAST(:ids AS jsonb)) AS bigint)))" if postgres
+       else "IN (SELECT value FROM json_each(:ids))")
+    + " ORDER BY id" + (" FOR UPDATE" if lock else "")).columns(*_M.c))
+    for postgres in (False, True) for lock in (False, True)}
+_LINE_ENDPOINT = DriverStatement(_CHANNEL)
+_PNP_IN_FLIGHT = DriverStatement(update(_M).where(_M.c.id == bindparam("b_id")).values(
+    send_started_at=bindparam("b_at", type_=_M.c.send_started_at.type)))
+# a PNP send's outcome (and what it ended), written back whole: the row is locked meanwhile
+_PNP_RECORDED = DriverStatement(update(_M).where(_M.c.id == bindparam("b_id")).values(
+    send_started_at=bindparam("b_at", type_=_M.c.send_started_at.type), status=bindparam("b_status"),
+    pnp_status=bindparam("b_pnp_status"), updated_at=bindparam("b_now", type_=_M.c.updated_at.type),
+    finished=bindparam("b_finished"), points_held=bindparam("b_points_held")))
+
+
+def _message_rows(conn: Any, ids: list[int], *, lock: bool) -> list[PnpMessageRow]:
+    """The messages ``ids`` as plain rows, in id order (``lock``: locked on PostgreSQL)."""
+    postgres = conn.dialect.name == "postgresql"
+    return [PnpMessageRow(*row) for start in range(0, len(ids), 500)
+            for row in _BY_IDS[(postgres, lock and postgres)].execute(conn, {"ids": json_dumps(ids[start:start + 500])}).rows]
+
+
+def _settings_by_id(conn: Any, setting_ids: Iterable[int]) -> dict[int, PnpSetting]:
+    """The scenarios, as plain objects of the values read (only read, never attached)."""
+    settings: dict[int, PnpSetting] = {}
+    for setting_id in sorted(set(setting_ids)):
+        found = _SETTING.execute(conn, {"id": setting_id}).first()
+        if found is not None:
+            settings[setting_id] = PnpSetting(**dict(zip(_SETTING_NAMES, found, strict=True)))
+    return settings
+
+
+def _set_fields(message: PnpMessageRow, fields: dict[str, Any], now: datetime) -> None:
+    """A status change of a plain row whose events the caller emits and whose row it writes."""
+    for key, value in fields.items():
+        setattr(message, key, value)
+    message.updated_at = now
+
+
+def _pnp_recorded(message: PnpMessageRow) -> dict[str, Any]:
+    return {"b_id": message.id, "b_at": message.send_started_at, "b_status": message.status,
+            "b_pnp_status": message.pnp_status, "b_now": message.updated_at, "b_finished": message.finished,
+            "b_points_held": message.points_held}
+
+
 def run_pnp_batch(message_ids: list[int]) -> None:
     """The PNP step of many messages (a multicast or an upload: no LINE push), in one job.
 
@@ -485,17 +563,18 @@ def run_pnp_batch(message_ids: list[int]) -> None:
     transaction records their outcomes. PNP has no retry key, so a message found marked by a
     later run (its worker died mid-chunk) is not sent again: it counts as accepted and waits
     for LINE's delivery webhook like any accepted PNP, the fallback timer deciding after that.
+    Messages are plain rows read and written by prebuilt statements on the driver's cursor.
     """
     database = get_database()
-    with database.read() as session:
-        messages = list(session.scalars(_MESSAGES_BY_ID, {"ids": sorted(set(message_ids))}))
+    with database.lookup() as conn:
+        messages = _message_rows(conn, sorted(set(message_ids)), lock=False)
         if not messages:
             return
-        settings = _settings_of(session, messages)
-        endpoint = _line_endpoint(session, messages[0].organization_id)
-    if endpoint is None:
+        settings = _settings_by_id(conn, (m.pnp_setting_id for m in messages))
+        found = _LINE_ENDPOINT.execute(conn, {"org": messages[0].organization_id}).first()
+    if found is None:
         return
-    base_url, token, channel_id = endpoint
+    base_url, token, channel_id = line_api_base_url(found[0]), str(found[1]), str(found[2])
     singles = [m.id for m in messages if m.line_push_status == svc.LINE_PUSH_PREPARING]
     for message_id in singles:  # not made by multicast; the general path handles it
         run_line_steps(message_id)
@@ -508,7 +587,10 @@ def run_pnp_batch(message_ids: list[int]) -> None:
         bodies: dict[int, list[dict[str, Any]]] = {}
         now = utcnow()
         with database.write() as session:
-            for message in _locked_messages(session, ids):
+            conn = session.connection()
+            in_flight: list[dict[str, Any]] = []
+            taken_over: list[PnpMessageRow] = []
+            for message in _message_rows(conn, ids, lock=True):
                 setting = settings[message.pnp_setting_id]
                 if message.pnp_status != svc.PNP_PREPARING or message.finished:
                     continue
@@ -517,8 +599,10 @@ def run_pnp_batch(message_ids: list[int]) -> None:
                         continue  # another run is sending it
                     # sent or not before its worker died: never twice; as if accepted
                     message.send_started_at = None
-                    change(session, message, setting, status=svc.PNP_ACCEPTED, pnp_status=svc.PNP_ACCEPTED)
+                    _set_fields(message, {"status": svc.PNP_ACCEPTED, "pnp_status": svc.PNP_ACCEPTED}, now)
+                    emit_status(session, setting, [message])
                     wake_overdue_fallback(session, message)
+                    taken_over.append(message)
                     continue
                 params = dict((message.params or {}).get("pnp") or {})
                 if svc.JOIN_LINK in svc.placeholder_names(setting.pnp_messages):
@@ -526,10 +610,12 @@ def run_pnp_batch(message_ids: list[int]) -> None:
 
                     params[svc.JOIN_LINK] = links_for(session, message.organization_id, message.id, "pnp")
                 bodies[message.id] = render_template(list(setting.pnp_messages or []), params, None)
-                message.send_started_at = now
+                in_flight.append({"b_id": message.id, "b_at": now})
+            _PNP_IN_FLIGHT.execute_many(conn, in_flight)
+            _PNP_RECORDED.execute_many(conn, [_pnp_recorded(message) for message in taken_over])
         if not bodies:
             continue
-        def call(item: tuple[PnpMessage, list[dict[str, Any]]]) -> LineOutcome:
+        def call(item: tuple[PnpMessageRow, list[dict[str, Any]]]) -> LineOutcome:
             message, body = item
             tag = message.delivery_tag or f"openmaac-pnp-{message.id}-tag-padding"
             return line_call(
@@ -543,16 +629,18 @@ def run_pnp_batch(message_ids: list[int]) -> None:
             [m.id for m, _body in sending], _pnp_pool().map(call, sending) if len(sending) > 1 else map(call, sending),
             strict=True))
         with database.write() as session:
+            conn = session.connection()
             # locked on PostgreSQL: a delivery webhook recorded meanwhile must not be overwritten
             now = utcnow()
-            emitted: dict[int, list[PnpMessage]] = {}
-            ended: list[PnpMessage] = []
-            for message in _locked_messages(session, sorted(outcomes)):
+            emitted: dict[int, list[PnpMessageRow]] = {}
+            ended: list[PnpMessageRow] = []
+            recorded = _message_rows(conn, sorted(outcomes), lock=True)
+            for message in recorded:
                 setting = settings[message.pnp_setting_id]
                 message.send_started_at = None
                 if message.pnp_status == svc.PNP_PREPARING:
                     status = svc.PNP_ACCEPTED if outcomes[message.id].ok else svc.PNP_FAILED
-                    _set(message, {"status": status, "pnp_status": status}, now)
+                    _set_fields(message, {"status": status, "pnp_status": status}, now)
                     emitted.setdefault(setting.id, []).append(message)
                     if nothing_left(message, setting):
                         ended.append(message)
@@ -561,7 +649,8 @@ def run_pnp_batch(message_ids: list[int]) -> None:
             # the chunk's events and ends together (one look-up of webhook targets, of timers)
             for setting_id, changed in emitted.items():
                 emit_status(session, settings[setting_id], changed)
-            finish_many(session, ended)
+            _end(session, ended)  # their points and timers; the rows are written here:
+            _PNP_RECORDED.execute_many(conn, [_pnp_recorded(message) for message in recorded])
 
 
 @handler(DISPATCH)
@@ -574,41 +663,111 @@ def dispatch_job(payload: dict[str, Any], _context: JobContext) -> None:
 
 # --- PNP delivery (LINE's ``delivery`` webhook) ----------------------------------------------------
 
-_BY_TAGS = (select(PnpMessage).where(PnpMessage.organization_id == bindparam("org"),
-                                     PnpMessage.delivery_tag.in_(bindparam("tags", expanding=True)))
-            .order_by(PnpMessage.id))
-_BY_TAGS_LOCKED = _BY_TAGS.with_for_update()
-_CONTACT_MOBILES = select(Contact.__table__.c.line_uid, Contact.__table__.c.mobile).where(
-    Contact.__table__.c.organization_id == bindparam("org"),
-    Contact.__table__.c.line_uid.in_(bindparam("uids", expanding=True)))
+# the messages of a webhook request's delivery tags (a JSON array), by one prebuilt statement on
+# the driver's cursor: locked on PostgreSQL, in id order (concurrent lockers never deadlock).
+# Both planned by the unique index on delivery_tag: on SQLite the organisation is compared as
+# ``+organization_id``, which no index serves (SQLite, without statistics, otherwise walked the
+# organisation's messages by its (organization_id, ...) index for the tags of a JSON list)
+_BY_TAGS = {postgres: DriverStatement(text(
+    f"SELECT {_MESSAGE_ROW} FROM pnp_messages WHERE "
+    + ("organization_id = :org AND delivery_tag = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(:tags AS jsonb))))"
+       " ORDER BY id FOR UPDATE" if postgres
+       else "delivery_tag IN (SELECT value FROM json_each(:tags)) AND +organization_id = :org ORDER BY id"))
+    .columns(*_M.c))
+    for postgres in (False, True)}
+_SETTING = DriverStatement(select(*PnpSetting.__table__.c).where(PnpSetting.__table__.c.id == bindparam("id")))
+# a delivered message: its PNP status (and overall status), and its end when there is one
+_DELIVERED = DriverStatement(update(_M).where(_M.c.id == bindparam("b_id")).values(
+    pnp_status=bindparam("b_pnp_status"), pnp_delivered_at=bindparam("b_at", type_=_M.c.pnp_delivered_at.type),
+    status=bindparam("b_status"), updated_at=bindparam("b_now", type_=_M.c.updated_at.type),
+    finished=bindparam("b_finished"), points_held=bindparam("b_points_held"), line_uid=bindparam("b_line_uid")))
+_CONTACT_MOBILES = {postgres: DriverStatement(text(
+    "SELECT line_uid, mobile FROM contacts WHERE organization_id = :org AND line_uid "
+    + ("= ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(:uids AS jsonb))))" if postgres
+       else "IN (SELECT value FROM json_each(:uids))")))
+    for postgres in (False, True)}
+
+
+# PostgreSQL: a delivery webhook's writes in ONE statement of data-modifying CTEs: the delivered
+# rows (as computed in Python), their ends' points released (the balance, created if missing as
+# points.release_many does, and a ledger row per message with the balance after it, in order)
+# and their waiting timers dropped; what SQLite writes with the same statements one by one
+_PG_DELIVERIES = DriverStatement(text("""
+WITH v AS (
+  SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(id bigint, pnp_status text, pnp_delivered_at timestamptz,
+                                                              status text, updated_at timestamptz, finished boolean,
+                                                              points_held integer, line_uid text)),
+upd AS (
+  UPDATE pnp_messages m SET pnp_status = v.pnp_status, pnp_delivered_at = v.pnp_delivered_at, status = v.status,
+         updated_at = v.updated_at, finished = v.finished, points_held = v.points_held, line_uid = v.line_uid
+  FROM v WHERE m.id = v.id RETURNING m.id),
+job AS (
+  DELETE FROM jobs WHERE unique_key = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(:keys AS jsonb))))
+  AND status = 'ready' RETURNING id),
+bal AS (
+  INSERT INTO sms_point_balances (organization_id, balance, updated_at) SELECT :org, :released, :now WHERE :released > 0
+  ON CONFLICT (organization_id) DO UPDATE SET balance = sms_point_balances.balance + EXCLUDED.balance,
+                                              updated_at = EXCLUDED.updated_at
+  RETURNING balance),
+ent AS (
+  INSERT INTO sms_point_entries (organization_id, kind, amount, balance_after, pnp_message_id, note, created_at)
+  SELECT :org, 'release', e.amount, bal.balance - :released + e.running, e.message_id, NULL, :now
+  FROM bal, jsonb_to_recordset(CAST(:entries AS jsonb)) AS e(message_id bigint, amount integer, running integer)
+  ORDER BY e.running RETURNING id)
+SELECT count(*) FROM upd""").bindparams(bindparam("now", type_=UTCDateTime())))
+
+
+def _write_deliveries_pg(conn: Any, organization_id: int, delivered: list[PnpMessageRow],
+                         releases: dict[int, list[tuple[int | None, int]]], keys: list[str], now: datetime) -> None:
+    entries: list[dict[str, Any]] = []
+    running = 0
+    for message_id, amount in releases.get(organization_id, []):
+        if amount > 0:  # as points.release_many
+            running += amount
+            entries.append({"message_id": message_id, "amount": amount, "running": running})
+    assert set(releases) <= {organization_id}  # one webhook request, one organisation
+    _PG_DELIVERIES.execute(conn, {
+        "org": organization_id, "now": now, "released": running, "entries": json_dumps(entries),
+        "keys": json_dumps(keys), "rows": json_dumps([
+            {"id": m.id, "pnp_status": m.pnp_status, "pnp_delivered_at": m.pnp_delivered_at, "status": m.status,
+             "updated_at": m.updated_at, "finished": m.finished, "points_held": m.points_held, "line_uid": m.line_uid}
+            for m in delivered])})
 
 
 def record_pnp_deliveries(session: Session, organization_id: int,
                           deliveries: list[tuple[str | None, datetime, str | None]]) -> int:
     """LINE's ``delivery`` events of one webhook request ``(tag, occurred_at, line_uid)``, in the
-    receiver's transaction: the messages read (and locked on PostgreSQL) by one query, their
-    changes emitted and their ends recorded together. Returns how many messages matched."""
+    receiver's transaction: the messages read (and locked on PostgreSQL) by one statement, their
+    changes emitted, their ends recorded and their rows written together, with prebuilt
+    statements on plain rows (no ORM objects: their load and flush cost more than the database's
+    work). Returns how many messages matched."""
     tags = sorted({tag for tag, _at, _uid in deliveries if tag})
     if not tags:
         return 0
-    postgres = session.get_bind().dialect.name == "postgresql"
-    by_tag: dict[str, PnpMessage] = {}
+    conn = session.connection()
+    postgres = conn.dialect.name == "postgresql"
+    by_tag: dict[str, PnpMessageRow] = {}
     for start in range(0, len(tags), 500):
-        for message in session.scalars(_BY_TAGS_LOCKED if postgres else _BY_TAGS,
-                                       {"org": organization_id, "tags": tags[start:start + 500]}):
+        for row in _BY_TAGS[postgres].execute(conn, {"org": organization_id,
+                                                     "tags": json_dumps(tags[start:start + 500])}).rows:
+            message = PnpMessageRow(*row)
             by_tag[str(message.delivery_tag)] = message
     if not by_tag:
         return 0
-    settings = _settings_of(session, by_tag.values())
+    settings: dict[int, PnpSetting] = {}
+    for setting_id in sorted({message.pnp_setting_id for message in by_tag.values()}):
+        found = _SETTING.execute(conn, {"id": setting_id}).first()
+        if found is not None:  # a plain object of the values read (only read)
+            settings[setting_id] = PnpSetting(**dict(zip(_SETTING_NAMES, found, strict=True)))
     now = utcnow()
-    changed: dict[int, list[PnpMessage]] = {}
-    ended: list[PnpMessage] = []
-    binds: list[tuple[PnpSetting, PnpMessage, str]] = []
+    changed: dict[int, list[PnpMessageRow]] = {}
+    ended: list[PnpMessageRow] = []
+    binds: list[tuple[PnpSetting, PnpMessageRow, str]] = []
     for tag, occurred_at, line_uid in deliveries:
-        found = by_tag.get(tag) if tag else None
-        if found is None or found.pnp_status == svc.PNP_DELIVERED:
+        found_message = by_tag.get(tag) if tag else None
+        if found_message is None or found_message.pnp_status == svc.PNP_DELIVERED:
             continue
-        message = found
+        message = found_message
         setting = settings.get(message.pnp_setting_id)
         if setting is None:
             continue
@@ -623,7 +782,10 @@ def record_pnp_deliveries(session: Session, organization_id: int,
             binds.append((setting, message, line_uid))
     for setting_id, messages in changed.items():
         emit_status(session, settings[setting_id], messages)
-    finish_many(session, ended)
+    if postgres:
+        ending = _ending(ended)  # written below, with the rows, in one statement
+    else:
+        _end(session, ended)  # their points and timers; the rows are written below
     if binds:
         from openmaac.sms_plus.join_links import bind_phone
 
@@ -631,11 +793,21 @@ def record_pnp_deliveries(session: Session, organization_id: int,
         mobiles: dict[str, str | None] = {}
         uids = sorted({line_uid for _setting, _message, line_uid in binds})
         for start in range(0, len(uids), 500):
-            mobiles.update((str(uid), mobile) for uid, mobile in session.connection().execute(
-                _CONTACT_MOBILES, {"org": organization_id, "uids": uids[start:start + 500]}))
+            mobiles.update((str(uid), mobile) for uid, mobile in _CONTACT_MOBILES[postgres].execute(
+                conn, {"org": organization_id, "uids": json_dumps(uids[start:start + 500])}).rows)
         for setting, message, line_uid in binds:
             if line_uid in mobiles and mobiles[line_uid] != message.phone_number:
                 bind_phone(session, organization_id, setting, message, line_uid, "pnp", only_if_new=True)
+    delivered = [message for messages in changed.values() for message in messages]
+    if postgres:
+        if delivered:  # (nothing delivered now: nothing ended either)
+            _write_deliveries_pg(conn, organization_id, delivered, *ending[:2], now)
+    else:
+        _DELIVERED.execute_many(conn, [
+            {"b_id": message.id, "b_pnp_status": message.pnp_status, "b_at": message.pnp_delivered_at,
+             "b_status": message.status, "b_now": message.updated_at, "b_finished": message.finished,
+             "b_points_held": message.points_held, "b_line_uid": message.line_uid}  # bind_phone sets line_uid
+            for message in delivered])
     return sum(len(messages) for messages in changed.values())
 
 
@@ -983,6 +1155,7 @@ class _SmsSend:
 
 _MESSAGES_BY_ID = select(PnpMessage).where(PnpMessage.id.in_(bindparam("ids", expanding=True))).order_by(PnpMessage.id)
 _MESSAGES_BY_ID_LOCKED = _MESSAGES_BY_ID.with_for_update()
+_SETTING_NAMES = [column.name for column in PnpSetting.__table__.c]
 _SETTINGS_BY_ID = select(*PnpSetting.__table__.c).where(PnpSetting.__table__.c.id.in_(bindparam("ids", expanding=True)))
 
 

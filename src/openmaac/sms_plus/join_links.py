@@ -24,7 +24,7 @@ from openmaac.config import get_settings
 from openmaac.contacts import service as contacts
 from openmaac.contacts.models import Contact
 from openmaac.db.base import utcnow
-from openmaac.sms_plus.models import PnpJoinLink, PnpMessage, PnpSetting
+from openmaac.sms_plus.models import AnyPnpMessage, PnpJoinLink, PnpMessage, PnpSetting
 from openmaac.webhooks.events import emit
 
 CODE_LENGTH = 10
@@ -69,7 +69,7 @@ def oa_message_url(basic_id: str, code: str) -> str:
     return f"https://line.me/R/oaMessage/{quote(basic_id, safe='@')}/?{quote('#join ' + code)}"
 
 
-def bind_phone(session: Session, organization_id: int, setting: PnpSetting, message: PnpMessage, line_uid: str,
+def bind_phone(session: Session, organization_id: int, setting: PnpSetting, message: AnyPnpMessage, line_uid: str,
                source: str, *, only_if_new: bool = False) -> bool:
     """Bind the message's phone number to the contact ``line_uid``; emit pnp.profile_updated.
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Integer, bindparam, select, text, update
+from sqlalchemy import Integer, bindparam, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from openmaac.db.base import UTCDateTime, insert_ignoring_conflicts, utcnow
+from openmaac.db.driver import DriverStatement
 from openmaac.sms_plus.models import SmsPointBalance, SmsPointEntry
 
 # The balance is an INTEGER column (at most 2,147,483,647 on PostgreSQL). Top-ups stop at
@@ -59,9 +60,11 @@ def _balance_update(*, funds: bool, limit: bool) -> Any:
 
 
 # Built once with bound parameters: every SMS+ request holds points and every ended message
-# releases them (building the statement cost more than running it).
-_BALANCE_UPDATES = {(funds, limit): _balance_update(funds=funds, limit=limit)
+# releases them (building the statement cost more than running it); run on the driver's cursor
+# (db/driver.py: SQLAlchemy's per-statement machinery cost more than SQLite's own work)
+_BALANCE_UPDATES = {(funds, limit): DriverStatement(_balance_update(funds=funds, limit=limit))
                     for funds in (False, True) for limit in (False, True)}
+_INSERT_ENTRY = DriverStatement(insert(_ENTRIES))
 
 
 def _apply(session: Session, organization_id: int, amount: int, *, require_funds: bool,
@@ -69,14 +72,16 @@ def _apply(session: Session, organization_id: int, amount: int, *, require_funds
     """Add ``amount`` (negative: debit) to the balance in one atomic statement. Returns the new
     balance, or None when funds are short or the new balance would exceed ``limit``."""
     statement = _BALANCE_UPDATES[(require_funds and amount < 0, limit is not None)]
-    params = {"org": organization_id, "amount": amount, "now": utcnow(), "limit": limit}
+    params = {"org": organization_id, "amount": amount, "now": utcnow()}
+    if limit is not None:
+        params["limit"] = limit
     connection = session.connection()
-    row = connection.execute(statement, params).first()
+    row = statement.execute(connection, params).first()
     if row is None:
         if require_funds and amount < 0:
             return None  # too few points (or no balance at all: zero)
         _ensure_row(session, organization_id)  # the organisation's first top-up or release
-        row = connection.execute(statement, params).first()
+        row = statement.execute(connection, params).first()
         if row is None:
             return None  # over the limit
     return int(row[0])
@@ -89,9 +94,9 @@ def _change(session: Session, organization_id: int, amount: int, *, kind: str, r
     new_balance = _apply(session, organization_id, amount, require_funds=require_funds, limit=limit)
     if new_balance is None:
         return None
-    session.connection().execute(_ENTRIES.insert(), [{
+    _INSERT_ENTRY.execute(session.connection(), {
         "organization_id": organization_id, "kind": kind, "amount": amount, "balance_after": new_balance,
-        "pnp_message_id": pnp_message_id, "note": note, "created_at": utcnow()}])
+        "pnp_message_id": pnp_message_id, "note": note, "created_at": utcnow()})
     return new_balance
 
 
@@ -107,12 +112,12 @@ def top_up(session: Session, organization_id: int, amount: int, note: str | None
 
 # PostgreSQL: a hold's debit and its ledger row in one statement (one round trip, not two); no
 # row comes back when the funds are short (or the organisation has no balance yet)
-_PG_HOLD = text("""
+_PG_HOLD = DriverStatement(text("""
 WITH bal AS (UPDATE sms_point_balances SET balance = balance - :amount, updated_at = :now
              WHERE organization_id = :org AND balance >= :amount RETURNING balance)
 INSERT INTO sms_point_entries (organization_id, kind, amount, balance_after, pnp_message_id, note, created_at)
 SELECT :org, 'hold', -:amount, bal.balance, NULL, :note, :now FROM bal
-RETURNING balance_after""").bindparams(bindparam("now", type_=UTCDateTime()))
+RETURNING balance_after""").bindparams(bindparam("now", type_=UTCDateTime())))
 
 
 def hold(session: Session, organization_id: int, amount: int, note: str | None = None) -> bool:
@@ -121,7 +126,7 @@ def hold(session: Session, organization_id: int, amount: int, note: str | None =
         return True
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        return connection.execute(_PG_HOLD, {"org": organization_id, "amount": amount, "now": utcnow(),
+        return _PG_HOLD.execute(connection, {"org": organization_id, "amount": amount, "now": utcnow(),
                                              "note": note}).first() is not None
     return _change(session, organization_id, -amount, kind="hold", require_funds=True, note=note) is not None
 
@@ -142,4 +147,4 @@ def release_many(session: Session, organization_id: int, releases: list[tuple[in
         running += amount
         entries.append({"organization_id": organization_id, "kind": "release", "amount": amount,
                         "balance_after": running, "pnp_message_id": message_id, "note": None, "created_at": now})
-    session.connection().execute(_ENTRIES.insert(), entries)
+    _INSERT_ENTRY.execute_many(session.connection(), entries)

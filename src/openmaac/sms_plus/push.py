@@ -6,13 +6,18 @@ database must do around it is cut to the minimum:
 - **one read statement** for everything the checks need (the scenario, the event, the LINE
   channel, the LINE push template's parameters) on a ``Database.lookup()`` connection (no ORM
   session; autocommit on PostgreSQL);
-- **acceptance through group commit**: the message, its points hold, its safety-net and
-  fallback jobs and its first status event, written together with the other pushes accepted
-  at the same moment (one transaction per batch, each request answered after its own commit);
-  the LINE rate slot of its PNP call is leased in the same transaction;
+- **acceptance through group commit**: the message, its points hold and ledger row, its
+  safety-net and fallback jobs and its first status event, written together with the other
+  pushes accepted at the same moment (one transaction per batch, each request answered after its
+  own commit); the LINE rate slot of its PNP call is leased in the same transaction. On
+  PostgreSQL hold, message, jobs and rate slot are ONE statement of data-modifying CTEs;
 - **the PNP answer recorded through group commit**: one conditional ``UPDATE ... RETURNING``
   (the message moves on only from ``pnp_preparing``, as the state machine does everywhere) and
   the safety net dropped; on PostgreSQL both are one statement of data-modifying CTEs.
+
+Every statement is prebuilt and runs on the driver's cursor (``db/driver.py``), and the message
+is a plain ``PnpMessageRow``, never an ORM object: SQLAlchemy's per-statement execution and the
+ORM's instrumented objects cost more than the database's own work here.
 
 Everything else (a LINE push first, join links in the PNP content, no LINE channel) goes the
 general way, ``engine.run_line_steps``, with the same effects.
@@ -20,9 +25,11 @@ general way, ``engine.run_line_steps``, with the same effects.
 
 from __future__ import annotations
 
+import functools
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, select, text, update
+from sqlalchemy import and_, bindparam, delete, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -31,13 +38,16 @@ from openmaac.channels import line_rate
 from openmaac.channels.models import LineChannel
 from openmaac.channels.service import line_api_base_url
 from openmaac.db.base import UTCDateTime, utcnow
-from openmaac.db.engine import get_database
+from openmaac.db.driver import DriverStatement
+from openmaac.db.engine import get_database, json_dumps
 from openmaac.db.group_commit import group_commit
 from openmaac.jobs.models import Job
+from openmaac.jobs.queue import IDLE_POLL_SECONDS
 from openmaac.messaging.models import MessageEvent
 from openmaac.sms_plus import engine
 from openmaac.sms_plus import service as svc
-from openmaac.sms_plus.models import PnpMessage, PnpSetting
+from openmaac.sms_plus.models import PnpMessage, PnpMessageRow, PnpSetting
+from openmaac.sms_plus.settings import DISPATCH_SAFETY_NET_SECONDS, minutes
 from openmaac.templates.models import MessageTemplate
 from openmaac.templates.service import render as render_template
 from openmaac.web.errors import APIError
@@ -49,42 +59,99 @@ _C = LineChannel.__table__
 _T = MessageTemplate.__table__
 _J = Job.__table__
 _SETTING_COLUMNS = [column.name for column in _S.c]
+_SETTING_WIDTH = len(_SETTING_COLUMNS)
 
 # everything a push's checks read, in one statement: the scenario; the event, the channel and
-# the LINE push template come back as NULLs when missing
-_LOOKUP = (select(*_S.c, _E.c.id.label("found_event_id"), _C.c.api_base_url, _C.c.access_token, _C.c.channel_id,
-                  _T.c.id.label("found_template_id"), _T.c.parameters.label("template_parameters"))
-           .select_from(_S.outerjoin(_E, and_(_E.c.organization_id == _S.c.organization_id,
-                                              _E.c.id == bindparam("event")))
-                        .outerjoin(_C, _C.c.organization_id == _S.c.organization_id)
-                        .outerjoin(_T, and_(_T.c.organization_id == _S.c.organization_id,
-                                            _T.c.id == bindparam("template"))))
-           .where(_S.c.organization_id == bindparam("org"), _S.c.id == bindparam("setting"))
-           .limit(1))
+# the LINE push template come back as NULLs when missing (after the scenario's columns, in this order)
+_LOOKUP = DriverStatement(
+    select(*_S.c, _E.c.id.label("found_event_id"), _C.c.api_base_url, _C.c.access_token, _C.c.channel_id,
+           _T.c.id.label("found_template_id"), _T.c.parameters.label("template_parameters"))
+    .select_from(_S.outerjoin(_E, and_(_E.c.organization_id == _S.c.organization_id,
+                                       _E.c.id == bindparam("event")))
+                 .outerjoin(_C, _C.c.organization_id == _S.c.organization_id)
+                 .outerjoin(_T, and_(_T.c.organization_id == _S.c.organization_id,
+                                     _T.c.id == bindparam("template"))))
+    .where(_S.c.organization_id == bindparam("org"), _S.c.id == bindparam("setting"))
+    .limit(1))
+
+# acceptance of a push whose first step is PNP (SQLite: one statement each; the hold is points.hold's)
+_INSERT_MESSAGE = DriverStatement(insert(_M).returning(_M.c.id))
+_INSERT_JOB = DriverStatement(insert(_J))
+_MESSAGE_COLUMNS = [column.name for column in _M.c]
+_UNSET = {name: None for name in _MESSAGE_COLUMNS}  # the columns a new message leaves NULL
 
 # the PNP answer: the message moves on only from pnp_preparing (a delivery webhook, or a
 # fallback timer after the LINE step's grace, may have moved it first); the row as it is now
-_ANSWER = (update(_M).where(_M.c.id == bindparam("b_id"), _M.c.pnp_status == svc.PNP_PREPARING)
-           .values(status=bindparam("b_status"), pnp_status=bindparam("b_status"),
-                   updated_at=bindparam("b_now", type_=UTCDateTime()))
-           .returning(*_M.c))
+_ANSWER = DriverStatement(
+    update(_M).where(_M.c.id == bindparam("b_id"), _M.c.pnp_status == svc.PNP_PREPARING)
+    .values(status=bindparam("b_status"), pnp_status=bindparam("b_status"),
+            updated_at=bindparam("b_now", type_=UTCDateTime()))
+    .returning(*_M.c))
 # the safety net: by its unique key (SQLite plans an equality on the unique index by it)
-_DROP_JOB = delete(_J).where(_J.c.unique_key == bindparam("key"), _J.c.status == "ready")
+_DROP_JOB = DriverStatement(delete(_J).where(_J.c.unique_key == bindparam("key"), _J.c.status == "ready"))
 # PostgreSQL: the same two in one statement (every data-modifying CTE runs, read or not)
-_PG_ANSWER = text(f"""
+_PG_ANSWER = DriverStatement(text(f"""
 WITH job AS (DELETE FROM jobs WHERE unique_key = :key AND status = 'ready' RETURNING id),
 msg AS (UPDATE pnp_messages SET status = :b_status, pnp_status = :b_status, updated_at = :b_now
         WHERE id = :b_id AND pnp_status = '{svc.PNP_PREPARING}' RETURNING *)
 SELECT {", ".join(f"msg.{column.name}" for column in _M.c)} FROM msg""").bindparams(
-    bindparam("b_now", type_=UTCDateTime())).columns(*_M.c)
+    bindparam("b_now", type_=UTCDateTime())).columns(*_M.c))
+
+
+@functools.cache
+def _pg_accept(with_rate: bool) -> DriverStatement:
+    """PostgreSQL: a PNP-first push's acceptance in ONE statement of data-modifying CTEs: the
+    points hold (balance debit and ledger row, as ``points.hold``), the message (only when the
+    hold succeeded or none is needed), its safety-net and fallback jobs, and, when this process
+    needs a fresh batch of the channel's LINE rate slots, that batch (``line_rate.PG_TAKE``,
+    only with a message). No row: too few points, nothing written. Built on first use, when
+    every table's column types are known (the casts type the bare parameters of the SELECT)."""
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()
+    names = [name for name in _MESSAGE_COLUMNS if name in _ACCEPTED_COLUMNS]
+    values = ", ".join(f"CAST(:m_{name} AS {_M.c[name].type.compile(dialect=dialect)})" for name in names)
+    rate = ""
+    answer = "SELECT msg.id FROM msg"
+    if with_rate:
+        rate = f",\nrate AS ({line_rate.pg_take_if('SELECT 1 FROM msg')})"
+        answer = "SELECT msg.id, rate.next_free, rate.db_now FROM msg LEFT JOIN rate ON true"
+    return DriverStatement(text(f"""
+WITH bal AS (
+  UPDATE sms_point_balances SET balance = balance - :amount, updated_at = :now
+  WHERE organization_id = :org AND :amount > 0 AND balance >= :amount RETURNING balance),
+ent AS (
+  INSERT INTO sms_point_entries (organization_id, kind, amount, balance_after, pnp_message_id, note, created_at)
+  SELECT :org, 'hold', -:amount, bal.balance, NULL, :note, :now FROM bal RETURNING id),
+msg AS (
+  INSERT INTO pnp_messages ({", ".join(names)})
+  SELECT {values} WHERE :amount = 0 OR EXISTS (SELECT 1 FROM bal) RETURNING id),
+job AS (
+  INSERT INTO jobs (kind, payload, organization_id, run_at, priority, max_attempts, unique_key, status, attempts,
+                    created_at)
+  SELECT '{engine.DISPATCH}', jsonb_build_object('message_id', msg.id), :org, :dispatch_at, 100, 10,
+         '{engine.DISPATCH}:' || msg.id, 'ready', 0, :now FROM msg
+  UNION ALL
+  SELECT '{engine.FALLBACK}', jsonb_build_object('message_id', msg.id), :org, :fallback_at, 100, 10,
+         '{engine.FALLBACK}:' || msg.id, 'ready', 0, :now FROM msg
+  RETURNING id){rate}
+{answer}"""))
+
+
+# the columns acceptance writes (svc.message_values names them all, whatever the message)
+_ACCEPTED_COLUMNS = frozenset(_MESSAGE_COLUMNS) - {"id", "line_push_delivered_at", "line_push_error_category",
+                                                   "line_uid", "pnp_delivered_at", "sms_delivered_at",
+                                                   "sms_error_category", "sms_provider", "sms_provider_message_id",
+                                                   "sms_reference", "sms_retry_until", "whatsapp_message_id",
+                                                   "whatsapp_delivered_at", "whatsapp_error_category",
+                                                   "send_started_at"}
 
 
 def _setting_of(row: Any) -> PnpSetting | None:
     if row is None:
         return None
-    mapping = row._mapping
     # a plain object of the values read (never attached to a session: nothing writes it)
-    return PnpSetting(**{name: mapping[name] for name in _SETTING_COLUMNS})
+    return PnpSetting(**dict(zip(_SETTING_COLUMNS, row[:_SETTING_WIDTH], strict=True)))
 
 
 def push_message(org: OrgContext, body: Any) -> dict[str, Any]:
@@ -98,7 +165,7 @@ def push_message(org: OrgContext, body: Any) -> dict[str, Any]:
     database = get_database()
     try:
         with database.lookup() as conn:
-            row = conn.execute(_LOOKUP, {"org": org.id, "setting": setting_id,
+            row = _LOOKUP.execute(conn, {"org": org.id, "setting": setting_id,
                                          "event": svc.event_id_candidate(raw_event), "template": template_id}).first()
     except DBAPIError as exc:
         raise svc.text_error(svc.EMIT_FAILED, 503) from exc
@@ -106,19 +173,24 @@ def push_message(org: OrgContext, body: Any) -> dict[str, Any]:
     if setting is None or setting.status != "enable":
         raise svc.text_error(svc.NOT_FOUND)
     assert row is not None
+    found_event, api_base_url, access_token, found_channel, found_template, template_parameters = \
+        row[_SETTING_WIDTH:]
     if data is None:
         raise svc.required("data")
-    found_event = row.found_event_id
     event_id = svc.check_event_id(raw_event, lambda event: found_event is not None and int(found_event) == event)
-    templates = {int(row.found_template_id): list(row.template_parameters or [])} \
-        if row.found_template_id is not None else {}
+    templates = {int(found_template): list(template_parameters or [])} if found_template is not None else {}
     recipient = svc.parse_recipient(None, org.id, setting, data, allow_line_push=True, templates=templates)
     if setting.pnp_enabled and setting.pnp_approval_status != "approved":
         raise svc.text_error(svc.NOT_APPROVED)
-    channel_id = str(row.channel_id) if row.channel_id is not None else None
+    channel_id = str(found_channel) if found_channel is not None else None
+    # the usual push: PNP first, on a channel, without join links (which need the message's id
+    # before the content): the prebuilt acceptance; anything else the general one
+    pnp_first = channel_id is not None and svc.initial_status(setting, recipient, line_push=True)["status"] \
+        == svc.PNP_PREPARING and svc.JOIN_LINK not in svc.placeholder_names(setting.pnp_messages)
     try:
         accepted = group_commit(database, "sms_plus.push.accept").run(
-            lambda session: _accept(session, org.id, setting, recipient, event_id, channel_id))
+            lambda session: _accept_pnp(session, org.id, setting, recipient, event_id, str(channel_id)) if pnp_first
+            else _accept(session, org.id, setting, recipient, event_id, channel_id))
     except DBAPIError as exc:
         raise svc.text_error(svc.EMIT_FAILED, 503) from exc
     if isinstance(accepted, APIError):
@@ -126,20 +198,21 @@ def push_message(org: OrgContext, body: Any) -> dict[str, Any]:
     message = accepted
     if message.status in (svc.SMS_PREPARING, svc.WHATSAPP_PREPARING):
         return {"id": message.id, "result": engine.RESULT_SUCCESS}
-    pnp_first = message.status == svc.PNP_PREPARING and channel_id is not None \
-        and svc.JOIN_LINK not in svc.placeholder_names(setting.pnp_messages)
     if not pnp_first:
+        assert isinstance(message, PnpMessage)
         # the message and scenario as just committed: no re-read
         return {"id": message.id, "result": engine.run_line_steps(message.id, known=(message, setting),
                                                                    safety_net=True)}
-    base_url = line_api_base_url(row.api_base_url)
-    return {"id": message.id, "result": _pnp(message, setting, base_url, str(row.access_token), str(channel_id))}
+    assert isinstance(message, PnpMessageRow)
+    base_url = line_api_base_url(api_base_url)
+    return {"id": message.id, "result": _pnp(message, setting, base_url, str(access_token), str(channel_id))}
 
 
 def _accept(session: Session, organization_id: int, setting: PnpSetting, recipient: svc.Recipient,
             event_id: int | None, channel_id: str | None) -> PnpMessage | APIError:
-    """One push's acceptance in a group commit's transaction. A refusal (too few points) is
-    returned, not raised: it wrote nothing, and the other pushes of the batch commit."""
+    """One push's acceptance in a group commit's transaction, the general way (a LINE push
+    first, join links, no channel...). A refusal (too few points) is returned, not raised: it
+    wrote nothing, and the other pushes of the batch commit."""
     try:
         message = svc.create_messages(session, organization_id, setting, [recipient], event_id, line_push=True,
                                       safety_net=True)[0]
@@ -151,7 +224,51 @@ def _accept(session: Session, organization_id: int, setting: PnpSetting, recipie
     return message
 
 
-def _pnp(message: PnpMessage, setting: PnpSetting, base_url: str, token: str, channel_id: str) -> str:
+def _accept_pnp(session: Session, organization_id: int, setting: PnpSetting, recipient: svc.Recipient,
+                event_id: int | None, channel_id: str) -> PnpMessageRow | APIError:
+    """A PNP-first push's acceptance in a group commit's transaction, with prebuilt statements:
+    the same rows as ``create_messages`` (points hold and its ledger row, the message, its
+    safety-net and fallback jobs, the first status event) and the PNP call's rate slot."""
+    conn = session.connection()
+    database = get_database()
+    now = utcnow()
+    values = svc.message_values(organization_id, setting, recipient, event_id, line_push=True, upload_id=None,
+                                now=now, fallback_at=now + minutes(setting.fallback_period))
+    amount = recipient.sms_segments
+    note = "1 SMS+ message(s)"  # as create_messages writes it for one recipient
+    jobs_at = (now + timedelta(seconds=DISPATCH_SAFETY_NET_SECONDS), values["fallback_at"])
+    if conn.dialect.name == "postgresql":
+        with line_rate.lease_in_statement(database, channel_id, "pnp_push") as taking:
+            row = _pg_accept(taking is not None).execute(conn, {
+                "org": organization_id, "amount": amount, "note": note, "now": now, "dispatch_at": jobs_at[0],
+                "fallback_at": jobs_at[1], **{f"m_{name}": value for name, value in values.items()},
+                "m_params": json_dumps(values["params"]), **(taking.params if taking is not None else {})}).first()
+            if row is None:
+                return svc.text_error(svc.NO_POINTS)
+            if taking is not None and row[1] is not None:
+                taking.taken(row[1], row[2])
+        message_id = int(row[0])
+    else:
+        from openmaac.sms_plus import points
+
+        if amount and not points.hold(session, organization_id, amount, note=note):
+            return svc.text_error(svc.NO_POINTS)
+        message_id = int(_INSERT_MESSAGE.execute(conn, values).scalar_one())
+        for kind, run_at in zip((engine.DISPATCH, engine.FALLBACK), jobs_at, strict=True):
+            _INSERT_JOB.execute(conn, {
+                "kind": kind, "payload": {"message_id": message_id}, "organization_id": organization_id,
+                "run_at": run_at, "priority": 100, "max_attempts": 10, "unique_key": f"{kind}:{message_id}",
+                "status": "ready", "attempts": 0, "created_at": now})
+        # the PNP call's rate slot, leased in this transaction rather than one of its own
+        line_rate.prefetch(conn, database, channel_id, "pnp_push")
+    if min(jobs_at) <= now + timedelta(seconds=IDLE_POLL_SECONDS):
+        session.info["jobs_enqueued"] = True  # as enqueue_many: wake the worker only for a job due soon
+    message = PnpMessageRow(**{**_UNSET, **values, "id": message_id})
+    engine.emit_status(session, setting, [message])
+    return message
+
+
+def _pnp(message: PnpMessageRow, setting: PnpSetting, base_url: str, token: str, channel_id: str) -> str:
     """The PNP step of a just-accepted push: the call, then its answer recorded."""
     pnp_messages = render_template(list(setting.pnp_messages or []), dict((message.params or {}).get("pnp") or {}),
                                    None)
@@ -171,17 +288,15 @@ def _record(session: Session, message_id: int, setting: PnpSetting, status: str)
     conn = session.connection()
     params = {"b_id": message_id, "b_status": status, "b_now": utcnow(), "key": f"{engine.DISPATCH}:{message_id}"}
     if conn.dialect.name == "postgresql":
-        row = conn.execute(_PG_ANSWER, params).first()
+        row = _PG_ANSWER.execute(conn, params).first()
     else:
-        conn.execute(_DROP_JOB, params)
-        row = conn.execute(_ANSWER, params).first()
+        _DROP_JOB.execute(conn, {"key": params["key"]})
+        row = _ANSWER.execute(conn, {name: value for name, value in params.items() if name != "key"}).first()
     if row is None:
         return  # moved on meanwhile: nothing to record (as the general path)
-    message = PnpMessage(**row._mapping)  # the row as updated (a plain object)
+    message = PnpMessageRow(*row)  # the row as updated (a plain object)
     engine.emit_status(session, setting, [message])
     if engine.nothing_left(message, setting):
-        loaded = engine.load_message(session, message_id, lock=True, setting=setting)  # ended here: through the ORM
-        if loaded is not None:
-            engine.finish(session, loaded[0], setting)
+        engine.finish_many(session, [message])  # ended here (its points and timers; written by statement)
         return
     engine.wake_overdue_fallback(session, message)

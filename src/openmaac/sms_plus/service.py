@@ -26,7 +26,7 @@ from openmaac.db.base import utcnow
 from openmaac.jobs.queue import enqueue_many
 from openmaac.messaging.models import MessageEvent
 from openmaac.sms_plus import points
-from openmaac.sms_plus.models import PnpMessage, PnpSetting
+from openmaac.sms_plus.models import AnyPnpMessage, PnpMessage, PnpSetting
 from openmaac.sms_plus.settings import DISPATCH_SAFETY_NET_SECONDS, minutes
 from openmaac.templates.models import MessageTemplate
 from openmaac.templates.service import PLACEHOLDER, validate_template_messages
@@ -575,6 +575,29 @@ def initial_status(setting: PnpSetting, recipient: Recipient, *, line_push: bool
     return {"status": SMS_PREPARING, "sms_status": SMS_PREPARING}
 
 
+def message_values(org_id: int, setting: PnpSetting, recipient: Recipient, event_id: int | None, *, line_push: bool,
+                   upload_id: int | None, now: datetime, fallback_at: datetime) -> dict[str, Any]:
+    """The columns a new message is inserted with (``fallback_at``: when its fallback timer is
+    due unless it starts with SMS or WhatsApp); every message names the same columns."""
+    first = initial_status(setting, recipient, line_push=line_push)
+    return dict(
+        organization_id=org_id, pnp_setting_id=setting.id, event_id=event_id,
+        customized_id=recipient.customized_id, phone_number=recipient.phone_number,
+        phone_hash=phone_hash(recipient.phone_number), hashed_input=recipient.hashed, upload_id=upload_id,
+        params={"pnp": recipient.pnp, "sms": recipient.sms, "line_push": recipient.line_push,
+                "whatsapp": recipient.whatsapp},
+        line_push_template_id=recipient.line_push_template_id if first["status"] == LINE_PUSH_PREPARING
+        else None,
+        sms_text=recipient.sms_text, sms_segments=recipient.sms_segments, points_held=recipient.sms_segments,
+        sms_attempts=0, finished=False,
+        # LINE echoes it in the delivery webhook (16-100 characters); set before the insert
+        delivery_tag=f"openmaac-pnp-{secrets.token_hex(16)}",
+        fallback_at=now if first["status"] in (SMS_PREPARING, WHATSAPP_PREPARING) else fallback_at,
+        created_at=now, updated_at=now,
+        **{"line_push_status": None, "pnp_status": None, "whatsapp_status": None, "sms_status": None, **first},
+    )
+
+
 _INSERT_MESSAGES = insert(PnpMessage.__table__).returning(PnpMessage.__table__.c.id, sort_by_parameter_order=True)
 
 
@@ -590,26 +613,8 @@ def create_messages(session: Session, org_id: int, setting: PnpSetting, recipien
         raise text_error(NO_POINTS)
     now = utcnow()
     fallback_at = now + minutes(setting.fallback_period)
-    rows: list[dict[str, Any]] = []
-    for recipient in recipients:
-        first = initial_status(setting, recipient, line_push=line_push)
-        rows.append(dict(
-            organization_id=org_id, pnp_setting_id=setting.id, event_id=event_id,
-            customized_id=recipient.customized_id, phone_number=recipient.phone_number,
-            phone_hash=phone_hash(recipient.phone_number), hashed_input=recipient.hashed, upload_id=upload_id,
-            params={"pnp": recipient.pnp, "sms": recipient.sms, "line_push": recipient.line_push,
-                    "whatsapp": recipient.whatsapp},
-            line_push_template_id=recipient.line_push_template_id if first["status"] == LINE_PUSH_PREPARING
-            else None,
-            sms_text=recipient.sms_text, sms_segments=recipient.sms_segments, points_held=recipient.sms_segments,
-            sms_attempts=0, finished=False,
-            # LINE echoes it in the delivery webhook (16-100 characters); set before the insert
-            delivery_tag=f"openmaac-pnp-{secrets.token_hex(16)}",
-            fallback_at=now if first["status"] in (SMS_PREPARING, WHATSAPP_PREPARING) else fallback_at,
-            created_at=now, updated_at=now,
-            # every row names the same columns (one executemany)
-            **{"line_push_status": None, "pnp_status": None, "whatsapp_status": None, "sms_status": None, **first},
-        ))
+    rows = [message_values(org_id, setting, recipient, event_id, line_push=line_push, upload_id=upload_id, now=now,
+                           fallback_at=fallback_at) for recipient in recipients]
     # one multi-row INSERT ... RETURNING (the ORM's unit of work cost more than the insert); the
     # objects handed back are built from the same values, not attached to the session
     ids = [row[0] for row in session.connection().execute(_INSERT_MESSAGES, rows)]
@@ -678,7 +683,7 @@ def serialize_message(message: PnpMessage, tz: ZoneInfo, *, whatsapp: bool = Fal
     return body
 
 
-def whatsapp_fields(message: PnpMessage, tz: ZoneInfo) -> dict[str, Any]:
+def whatsapp_fields(message: AnyPnpMessage, tz: ZoneInfo) -> dict[str, Any]:
     return {"whatsapp_status": message.whatsapp_status,
             "whatsapp_delivered_at": render(message.whatsapp_delivered_at, tz),
             "whatsapp_error_category": message.whatsapp_error_category}
