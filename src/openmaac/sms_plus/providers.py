@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -46,6 +47,7 @@ from openmaac.channels.sms.twilio import TwilioProvider
 from openmaac.channels.whatsapp import DEFAULT_API_VERSION, WhatsAppClient
 from openmaac.config import SIMULATOR_ADMIN_HEADER, Settings, derived_secret, get_settings
 from openmaac.db.base import utcnow
+from openmaac.db.driver import DriverStatement
 from openmaac.sms_plus.models import SmsProviderConfig
 from openmaac.web.errors import field_errors
 from openmaac.web.limits import MAX_INT32
@@ -102,8 +104,10 @@ def _is_builtin(url: object, name: str) -> bool:
     return url is None or url == "" or (isinstance(url, str) and url.strip().rstrip("/") == simulator_url(name))
 
 
-# one Core read (every delivery report and SMS batch reads the configuration)
-_CONFIG = select(SmsProviderConfig.__table__).where(SmsProviderConfig.__table__.c.organization_id == bindparam("org"))
+# one read on the driver's cursor (every delivery report and SMS batch reads the configuration)
+_CONFIG_COLUMNS = tuple(SmsProviderConfig.__table__.c)
+_CONFIG = DriverStatement(select(*_CONFIG_COLUMNS).where(
+    SmsProviderConfig.__table__.c.organization_id == bindparam("org")))
 
 
 def config_of(session: Session | Connection, organization_id: int) -> ProviderConfig:
@@ -112,10 +116,11 @@ def config_of(session: Session | Connection, organization_id: int) -> ProviderCo
     simulators; a gateway of its own gets exactly the stored credentials."""
     demo = simulator_accounts()
     conn = session if isinstance(session, Connection) else session.connection()
-    row = conn.execute(_CONFIG, {"org": organization_id}).first()
-    if row is None:
+    found = _CONFIG.execute(conn, {"org": organization_id}).first()
+    if found is None:
         return ProviderConfig(organization_id, "twilio", simulator_url("twilio"), demo["twilio"],
                               whatsapp={**demo["whatsapp"], "base_url": simulator_url("whatsapp")})
+    row = SimpleNamespace(**{column.key: value for column, value in zip(_CONFIG_COLUMNS, found, strict=True)})
     builtin = _is_builtin(row.base_url, row.provider)
     credentials = {**(demo.get(row.provider, {}) if builtin else {}), **(row.credentials or {})}
     stored_whatsapp = dict(row.whatsapp or {})
