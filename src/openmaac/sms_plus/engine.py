@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.instrumentation import manager_of_class
 
 from openmaac.auth.models import Organization
 from openmaac.channels.models import LineChannel
@@ -1016,6 +1017,7 @@ _PLAIN_BY_IDS_LOCKED = _PLAIN_BY_IDS.with_for_update()
 _OPEN_IDS = select(_TABLE.c.id).where(_TABLE.c.id.in_(bindparam("ids", expanding=True)),
                                       _TABLE.c.finished.is_(False)).order_by(_TABLE.c.id)
 _UPDATE_BY_ID = update(_TABLE).where(_TABLE.c.id == bindparam("message_id"))
+_PNP_MESSAGE_CLASS = manager_of_class(PnpMessage)
 
 
 class PlainMessages:
@@ -1034,7 +1036,10 @@ class PlainMessages:
         message_id = int(values["id"])
         message = self.messages.get(message_id)
         if message is None:
-            message = self.messages[message_id] = PnpMessage(**values)
+            # as the ORM's loader does: the values straight into the instance's __dict__ (the
+            # constructor sets each through its instrumentation, several times the cost)
+            message = self.messages[message_id] = _PNP_MESSAGE_CLASS.new_instance()
+            message.__dict__.update(values)
             self._written[message_id] = values
         return message
 
@@ -1056,8 +1061,8 @@ class PlainMessages:
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for message_id, message in self.messages.items():
             written = self._written[message_id]
-            changed = {name: value for name in _COLUMN_NAMES
-                       if (value := getattr(message, name)) != written[name]}
+            current = message.__dict__  # (the instrumented attributes keep their values there)
+            changed = {name: value for name in _COLUMN_NAMES if (value := current.get(name)) != written[name]}
             if changed:
                 groups.setdefault(tuple(changed), []).append({"message_id": message_id, **changed})
                 self._written[message_id] = {**written, **changed}
