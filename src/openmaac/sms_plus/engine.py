@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -1113,7 +1114,7 @@ def run_fallback_batch(message_ids: list[int], context: JobContext | None = None
             plain = PlainMessages()
             messages = plain.read(session, chunk)
             settings = _settings_of(session, messages) if messages else {}
-            now = utcnow()
+            now, marked_at = utcnow(), time.monotonic()  # (the memo's mark is no later than the row's)
             ended: list[PnpMessage] = []
             emitted: dict[int, list[PnpMessage]] = {}
             for message in messages:
@@ -1161,6 +1162,8 @@ def run_fallback_batch(message_ids: list[int], context: JobContext | None = None
             if last and not plans and context is not None:
                 context.complete_in(session)
         if plans:
+            # committed: from now on the database says "under way" too
+            send_memo.under_way(config.organization_id, [plan.reference for plan in plans], marked_at)
             _send_and_record(plans, config, context if last else None)
 
 
@@ -1183,6 +1186,10 @@ def _send_and_record(plans: list[_SmsSend], config: Any, context: JobContext | N
 
         results = list(_sms_send_pool().map(send, plans) if len(plans) > 1 else map(send, plans))
     by_id = {plan.message_id: (plan, result) for plan, result in zip(plans, results, strict=True)}
+    accepted = [plan.reference for plan, result in by_id.values() if result.accepted and result.provider_message_id]
+    # while the answers are being recorded, and after, only acceptance is known: the rest is
+    # decided from the database again
+    send_memo.forget(config.organization_id, [plan.reference for plan in plans])
     with get_database().write() as session:
         plain = PlainMessages()
         messages = plain.read(session, sorted(by_id))
@@ -1210,6 +1217,7 @@ def _send_and_record(plans: list[_SmsSend], config: Any, context: JobContext | N
                     unique_key=f"{SMS_TIMEOUT}:batch:{timeouts[0][1]}")
         if context is not None:
             context.complete_in(session)
+    send_memo.accepted(config.organization_id, accepted)
 
 
 def run_sms_timeouts(items: list[tuple[int, str]], context: JobContext | None = None) -> None:
@@ -1254,6 +1262,61 @@ def sms_timeout_job(payload: dict[str, Any], context: JobContext) -> None:
             change(session, message, setting, status=svc.SMS_CALLBACK_TIMEOUT, sms_status=svc.SMS_CALLBACK_TIMEOUT,
                    sms_error_category=None)
             finish(session, message, setting)
+
+
+# --- what this process knows of its own SMS sends (Twilio's ``sent`` answered without the database) --
+
+class SendMemo:
+    """The SMS references this process's batches marked under way or saw accepted, so that a
+    provider's ``sent`` report about one (the first of the two status callbacks of every SMS)
+    is known to change nothing without reading the database, as :func:`_report_changes_nothing`
+    would decide from the row: under way (state ``sms_preparing``, ``send_started_at`` fresh:
+    the send's own answer is about to be recorded) until ``SEND_GRACE_SECONDS`` after the mark,
+    or accepted with the provider's id recorded (states only move forward from there, and a
+    report about an earlier attempt changes nothing either). An entry is dropped before a
+    send's answer other than acceptance is recorded, and "accepted" is noted only once that
+    record committed; what the memo does not know goes to the database as before. Another
+    process's sends are simply not in it. Bounded: the oldest entries go first."""
+
+    MAX_ENTRIES = 50_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[int, str], float | None] = {}  # None: accepted; else under way since (monotonic)
+
+    def _put(self, organization_id: int, references: Iterable[str], value: float | None) -> None:
+        with self._lock:
+            for reference in references:
+                key = (organization_id, reference)
+                self._entries.pop(key, None)  # re-inserted last: the newest is evicted last
+                self._entries[key] = value
+            while len(self._entries) > self.MAX_ENTRIES:
+                del self._entries[next(iter(self._entries))]
+
+    def under_way(self, organization_id: int, references: Iterable[str], since: float) -> None:
+        self._put(organization_id, references, since)
+
+    def accepted(self, organization_id: int, references: Iterable[str]) -> None:
+        self._put(organization_id, references, None)
+
+    def forget(self, organization_id: int, references: Iterable[str]) -> None:
+        with self._lock:
+            for reference in references:
+                self._entries.pop((organization_id, reference), None)
+
+    def sent_changes_nothing(self, organization_id: int, report: DeliveryReport) -> bool:
+        """True when ``report`` is a ``sent`` report about a send this process knows to be under
+        way or accepted (False: not known here; the database decides)."""
+        if report.status is not DeliveryStatus.SENT or not report.reference:
+            return False
+        with self._lock:
+            if (organization_id, report.reference) not in self._entries:
+                return False
+            since = self._entries[(organization_id, report.reference)]
+        return since is None or time.monotonic() - since < SEND_GRACE_SECONDS
+
+
+send_memo = SendMemo()
 
 
 # --- SMS delivery reports --------------------------------------------------------------------------
@@ -1360,6 +1423,8 @@ def apply_sms_report(organization_id: int, report: DeliveryReport) -> bool:
     Read first: many reports (Twilio's ``sent`` once the send was recorded, or while the send's
     own answer is being recorded) change nothing and need no write. The others are written by
     ``report_writes``: reports arriving together share one transaction, each answered once it committed."""
+    if send_memo.sent_changes_nothing(organization_id, report):
+        return True
     database = get_database()
     with database.lookup() as conn:
         seen = _seen(conn, organization_id, report)

@@ -18,6 +18,7 @@ the only unchecked destination, and one no tenant can aim elsewhere.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -133,6 +134,36 @@ def config_of(session: Session | Connection, organization_id: int) -> ProviderCo
                           retry_window_minutes=row.retry_window_minutes, stored=True,
                           whatsapp_wait_minutes=row.whatsapp_wait_minutes, builtin=builtin,
                           whatsapp_builtin=whatsapp_builtin)
+
+
+# --- the configuration as this process last read it (status callbacks answered on the event loop) --
+
+RECENT_CONFIG_SECONDS = 5.0
+_recent: dict[int, tuple[float, ProviderConfig]] = {}
+_recent_lock = threading.Lock()
+
+
+def remember(config: ProviderConfig) -> None:
+    """Note the configuration a callback was just verified with (see :func:`recent_config`)."""
+    with _recent_lock:
+        _recent[config.organization_id] = (time.monotonic(), config)
+
+
+def recent_config(organization_id: int) -> ProviderConfig | None:
+    """The organisation's configuration as this process read it less than
+    ``RECENT_CONFIG_SECONDS`` ago (saved since in this process: None). Only for answering a
+    status callback that changes nothing without a database read: anything else, and any
+    callback it does not verify, reads the configuration afresh."""
+    with _recent_lock:
+        found = _recent.get(organization_id)
+    if found is None or time.monotonic() - found[0] >= RECENT_CONFIG_SECONDS:
+        return None
+    return found[1]
+
+
+def _forget_recent(organization_id: int) -> None:
+    with _recent_lock:
+        _recent.pop(organization_id, None)
 
 
 def callback_secret(organization_id: int) -> str:
@@ -310,6 +341,7 @@ def save(session: Session, organization_id: int, cleaned: dict[str, Any]) -> Pro
         if cleaned.get("whatsapp_wait_minutes") is not None else DEFAULT_WHATSAPP_WAIT_MINUTES
     row.updated_at = utcnow()
     session.flush()
+    _forget_recent(organization_id)
     return config_of(session, organization_id)
 
 
