@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +27,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import bindparam, delete, select, text, update
+from sqlalchemy import Connection, bindparam, delete, select, text, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.instrumentation import manager_of_class
 
 from openmaac.auth.models import Organization
 from openmaac.channels.models import LineChannel
@@ -1062,10 +1064,20 @@ def _record_sms_send(message_id: int, config: Any, reference: str, result: Any) 
 
 
 def _record_sms_outcome(session: Session, message: PnpMessage, setting: PnpSetting, config: Any, reference: str,
-                        result: Any, *, timeouts: list[tuple[int, str]] | None) -> float | None:
+                        result: Any, *, timeouts: list[tuple[int, str]] | None,
+                        emitted: list[PnpMessage] | None = None) -> float | None:
     """Record one send's answer on the (locked) message. Returns seconds until its fallback must
     run again (a temporary error or no answer), or None. ``timeouts``: where an accepted send's
-    callback deadline goes (one job for a batch); None: a job of its own, enqueued here."""
+    callback deadline goes (one job for a batch); None: a job of its own, enqueued here.
+    ``emitted``: where a message whose status changed goes, its events emitted by the caller
+    together with others'; None: emitted here."""
+    def status_change(**fields: Any) -> None:
+        if emitted is None:
+            change(session, message, setting, **fields)
+        else:
+            _set(message, fields, utcnow())
+            emitted.append(message)
+
     if message.sms_reference != reference:
         return None
     if not result.accepted and result.outcome_unknown \
@@ -1074,8 +1086,7 @@ def _record_sms_outcome(session: Session, message: PnpMessage, setting: PnpSetti
         # no answer (it may have been taken): keep the attempt open, look it up next time
         message.send_started_at = utcnow() - timedelta(seconds=SEND_GRACE_SECONDS)
         if message.sms_status != svc.SMS_TEMPORARY_ERROR:
-            change(session, message, setting, status=svc.SMS_TEMPORARY_ERROR,
-                   sms_status=svc.SMS_TEMPORARY_ERROR, sms_error_category=None)
+            status_change(status=svc.SMS_TEMPORARY_ERROR, sms_status=svc.SMS_TEMPORARY_ERROR, sms_error_category=None)
         return max(minutes(SMS_RETRY_INTERVAL_MINUTES).total_seconds(), 0.05)
     message.send_started_at = None
     message.sms_provider = config.provider
@@ -1084,8 +1095,7 @@ def _record_sms_outcome(session: Session, message: PnpMessage, setting: PnpSetti
     if result.accepted:
         message.points_held = 0  # the hold is now a charge
         if message.sms_status in (svc.SMS_PREPARING, svc.SMS_TEMPORARY_ERROR):
-            change(session, message, setting, status=svc.SMS_ACCEPTED, sms_status=svc.SMS_ACCEPTED,
-                   sms_error_category=None)
+            status_change(status=svc.SMS_ACCEPTED, sms_status=svc.SMS_ACCEPTED, sms_error_category=None)
         if timeouts is not None:
             timeouts.append((message.id, reference))
             return None
@@ -1101,16 +1111,15 @@ def _record_sms_outcome(session: Session, message: PnpMessage, setting: PnpSetti
     if result.error_category is ErrorCategory.TEMPORARY:
         if retry_until is not None and utcnow() < retry_until:
             if message.sms_status != svc.SMS_TEMPORARY_ERROR:
-                change(session, message, setting, status=svc.SMS_TEMPORARY_ERROR,
-                       sms_status=svc.SMS_TEMPORARY_ERROR, sms_error_category=None)
+                status_change(status=svc.SMS_TEMPORARY_ERROR, sms_status=svc.SMS_TEMPORARY_ERROR,
+                              sms_error_category=None)
             return max(minutes(SMS_RETRY_INTERVAL_MINUTES).total_seconds(), 0.05)
-        change(session, message, setting, status=svc.SMS_FAILED, sms_status=svc.SMS_FAILED,
-               sms_error_category="others")
+        status_change(status=svc.SMS_FAILED, sms_status=svc.SMS_FAILED, sms_error_category="others")
         finish(session, message, setting)
         return None
     fields = _sms_error_fields(result.error_category, at_send=True)
     fields["status"] = fields["sms_status"]
-    change(session, message, setting, **fields)
+    status_change(**fields)
     finish(session, message, setting)
     return None
 
@@ -1172,6 +1181,79 @@ def _settings_of(session: Session, messages: Iterable[PnpMessage]) -> dict[int, 
     return {int(row.id): PnpSetting(**row._mapping) for row in rows}
 
 
+# --- plain messages: Core rows as unattached objects, written back column by column ------------------
+
+_TABLE = PnpMessage.__table__
+_COLUMN_NAMES = tuple(column.key for column in _TABLE.c)  # the attributes are named as their columns
+_PLAIN_BY_IDS = select(*_TABLE.c).where(_TABLE.c.id.in_(bindparam("ids", expanding=True))).order_by(_TABLE.c.id)
+_PLAIN_BY_IDS_LOCKED = _PLAIN_BY_IDS.with_for_update()
+_OPEN_IDS = select(_TABLE.c.id).where(_TABLE.c.id.in_(bindparam("ids", expanding=True)),
+                                      _TABLE.c.finished.is_(False)).order_by(_TABLE.c.id)
+_UPDATE_BY_ID = update(_TABLE).where(_TABLE.c.id == bindparam("message_id"))
+_PNP_MESSAGE_CLASS = manager_of_class(PnpMessage)
+
+
+class PlainMessages:
+    """Messages read through Core into unattached ``PnpMessage`` objects, which the state
+    machine's functions change as they would ORM ones; :meth:`write` then updates, per message,
+    only the columns that changed (one ``executemany`` per set of columns). Costs what the
+    statements cost, without the ORM's identity map, load events and unit of work, which made
+    most of an SMS batch's and a delivery report's CPU. A message read twice through one
+    instance is the same object (its first copy, with its changes), as in an ORM session."""
+
+    def __init__(self) -> None:
+        self.messages: dict[int, PnpMessage] = {}
+        self._written: dict[int, dict[str, Any]] = {}  # the values the database holds, by message
+
+    def adopt(self, values: dict[str, Any]) -> PnpMessage:
+        message_id = int(values["id"])
+        message = self.messages.get(message_id)
+        if message is None:
+            # as the ORM's loader does: the values straight into the instance's __dict__ (the
+            # constructor sets each through its instrumentation, several times the cost)
+            message = self.messages[message_id] = _PNP_MESSAGE_CLASS.new_instance()
+            message.__dict__.update(values)
+            self._written[message_id] = values
+        return message
+
+    def read(self, session: Session, ids: list[int], *, lock: bool = True) -> list[PnpMessage]:
+        """The messages of ``ids`` in id order (locked on PostgreSQL when ``lock``: in id order,
+        so concurrent lockers never deadlock)."""
+        if not ids:
+            return []
+        conn = session.connection()
+        statement = _PLAIN_BY_IDS_LOCKED if lock and conn.dialect.name == "postgresql" else _PLAIN_BY_IDS
+        found: list[PnpMessage] = []
+        for start in range(0, len(ids), 500):
+            found += [self.adopt(dict(zip(_COLUMN_NAMES, row, strict=True)))
+                      for row in conn.execute(statement, {"ids": ids[start:start + 500]})]
+        return found
+
+    def write(self, session: Session) -> None:
+        """Update the columns each message changed since it was read (or last written)."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for message_id, message in self.messages.items():
+            written = self._written[message_id]
+            current = message.__dict__  # (the instrumented attributes keep their values there)
+            changed = {name: value for name in _COLUMN_NAMES if (value := current.get(name)) != written[name]}
+            if changed:
+                groups.setdefault(tuple(changed), []).append({"message_id": message_id, **changed})
+                self._written[message_id] = {**written, **changed}
+        conn = session.connection()
+        for rows in groups.values():
+            conn.execute(_UPDATE_BY_ID, rows)
+
+
+def open_message_ids(ids: list[int]) -> list[int]:
+    """Which of ``ids`` are not finished yet (read without a lock: a finished message never
+    opens again, so what is seen finished here is finished for good)."""
+    found: list[int] = []
+    with get_database().lookup() as conn:
+        for start in range(0, len(ids), 500):
+            found += [int(row[0]) for row in conn.execute(_OPEN_IDS, {"ids": ids[start:start + 500]})]
+    return found
+
+
 def _hand_over(session: Session, message: PnpMessage, run_at: datetime) -> None:
     """Leave this message to a fallback job of its own (``run_fallback``): its case is not the
     plain first SMS (WhatsApp, a LINE step under way, a send whose outcome is unknown, a retry)."""
@@ -1182,26 +1264,29 @@ def _hand_over(session: Session, message: PnpMessage, run_at: datetime) -> None:
 def run_fallback_batch(message_ids: list[int], context: JobContext | None = None) -> None:
     """The fallback timer of a batch of messages (created together, so due together).
 
-    By chunks of ``SMS_CHUNK``: one transaction takes the messages that go to SMS now (state
-    ``sms_preparing``, a new reference, ``send_started_at`` set, as ``run_fallback`` does one),
-    finishes those delivered meanwhile and hands every other case to a job of its own; the sends
-    go out with no transaction open (``SMS_CONCURRENCY`` at once); one transaction records their
-    answers, with one callback-deadline job for the chunk. A crash between the two leaves the
-    messages marked under way: the batch runs again once its lease passes, and hands them over
-    to ``run_fallback``, which looks the send up at the provider before sending again."""
+    Only the messages still open are read (in a campaign most were delivered through LINE and
+    finished long before). By chunks of ``SMS_CHUNK`` of those: one transaction takes the
+    messages that go to SMS now (state ``sms_preparing``, a new reference, ``send_started_at``
+    set, as ``run_fallback`` does one), finishes those delivered meanwhile and hands every
+    other case to a job of its own; the sends go out with no transaction open
+    (``SMS_CONCURRENCY`` at once); one transaction records their answers, with one
+    callback-deadline job for the chunk. A crash between the two leaves the messages marked
+    under way: the batch runs again once its lease passes, and hands them over to
+    ``run_fallback``, which looks the send up at the provider before sending again."""
     from openmaac.sms_plus import providers
 
     database = get_database()
-    ids = sorted(set(message_ids))
+    ids = open_message_ids(sorted(set(message_ids)))
     chunks = [ids[start:start + SMS_CHUNK] for start in range(0, len(ids), SMS_CHUNK)] or [[]]
     for number, chunk in enumerate(chunks):
         last = number == len(chunks) - 1
         plans: list[_SmsSend] = []
         config: Any = None
         with database.write() as session:
-            messages = _locked_messages(session, chunk) if chunk else []
+            plain = PlainMessages()
+            messages = plain.read(session, chunk)
             settings = _settings_of(session, messages) if messages else {}
-            now = utcnow()
+            now, marked_at = utcnow(), time.monotonic()  # (the memo's mark is no later than the row's)
             ended: list[PnpMessage] = []
             emitted: dict[int, list[PnpMessage]] = {}
             for message in messages:
@@ -1245,9 +1330,12 @@ def run_fallback_batch(message_ids: list[int], context: JobContext | None = None
             for setting_id, changed in emitted.items():
                 emit_status(session, settings[setting_id], changed)
             finish_many(session, ended)
+            plain.write(session)
             if last and not plans and context is not None:
                 context.complete_in(session)
         if plans:
+            # committed: from now on the database says "under way" too
+            send_memo.under_way(config.organization_id, [plan.reference for plan in plans], marked_at)
             _send_and_record(plans, config, context if last else None)
 
 
@@ -1270,35 +1358,48 @@ def _send_and_record(plans: list[_SmsSend], config: Any, context: JobContext | N
 
         results = list(_sms_send_pool().map(send, plans) if len(plans) > 1 else map(send, plans))
     by_id = {plan.message_id: (plan, result) for plan, result in zip(plans, results, strict=True)}
+    accepted = [plan.reference for plan, result in by_id.values() if result.accepted and result.provider_message_id]
+    # while the answers are being recorded, and after, only acceptance is known: the rest is
+    # decided from the database again
+    send_memo.forget(config.organization_id, [plan.reference for plan in plans])
     with get_database().write() as session:
-        messages = _locked_messages(session, sorted(by_id))
+        plain = PlainMessages()
+        messages = plain.read(session, sorted(by_id))
         settings = _settings_of(session, messages)
         timeouts: list[tuple[int, str]] = []
+        emitted: dict[int, list[PnpMessage]] = {}
         now = utcnow()
         for message in messages:
             setting = settings.get(message.pnp_setting_id)
             if setting is None:
                 continue
             plan, result = by_id[message.id]
-            again = _record_sms_outcome(session, message, setting, config, plan.reference, result, timeouts=timeouts)
+            again = _record_sms_outcome(session, message, setting, config, plan.reference, result, timeouts=timeouts,
+                                        emitted=emitted.setdefault(setting.id, []))
             if again is not None:
                 _hand_over(session, message, now + timedelta(seconds=again))
+        # the chunk's events together (one look-up of the organisation's webhook endpoints)
+        for setting_id, changed in emitted.items():
+            emit_status(session, settings[setting_id], changed)
+        plain.write(session)
         if timeouts:
-            session.flush()
             enqueue(session, SMS_TIMEOUT, {"items": [[i, ref] for i, ref in timeouts]},
                     organization_id=config.organization_id,
                     run_at=now + minutes(config.callback_timeout_minutes),
                     unique_key=f"{SMS_TIMEOUT}:batch:{timeouts[0][1]}")
         if context is not None:
             context.complete_in(session)
+    send_memo.accepted(config.organization_id, accepted)
 
 
 def run_sms_timeouts(items: list[tuple[int, str]], context: JobContext | None = None) -> None:
     """The callback deadline of a chunk of accepted SMS: those still without a final report end
-    ``sms_callback_timeout`` (one transaction)."""
+    ``sms_callback_timeout`` (one transaction; those already final are not read)."""
     references = dict(items)
+    open_ids = open_message_ids(sorted(references))
     with get_database().write() as session:
-        messages = _locked_messages(session, sorted(references))
+        plain = PlainMessages()
+        messages = plain.read(session, open_ids)
         settings = _settings_of(session, messages) if messages else {}
         now = utcnow()
         emitted: dict[int, list[PnpMessage]] = {}
@@ -1314,6 +1415,7 @@ def run_sms_timeouts(items: list[tuple[int, str]], context: JobContext | None = 
         for setting_id, changed in emitted.items():
             emit_status(session, settings[setting_id], changed)
         finish_many(session, ended)
+        plain.write(session)
         if context is not None:
             context.complete_in(session)
 
@@ -1334,6 +1436,61 @@ def sms_timeout_job(payload: dict[str, Any], context: JobContext) -> None:
             finish(session, message, setting)
 
 
+# --- what this process knows of its own SMS sends (Twilio's ``sent`` answered without the database) --
+
+class SendMemo:
+    """The SMS references this process's batches marked under way or saw accepted, so that a
+    provider's ``sent`` report about one (the first of the two status callbacks of every SMS)
+    is known to change nothing without reading the database, as :func:`_report_changes_nothing`
+    would decide from the row: under way (state ``sms_preparing``, ``send_started_at`` fresh:
+    the send's own answer is about to be recorded) until ``SEND_GRACE_SECONDS`` after the mark,
+    or accepted with the provider's id recorded (states only move forward from there, and a
+    report about an earlier attempt changes nothing either). An entry is dropped before a
+    send's answer other than acceptance is recorded, and "accepted" is noted only once that
+    record committed; what the memo does not know goes to the database as before. Another
+    process's sends are simply not in it. Bounded: the oldest entries go first."""
+
+    MAX_ENTRIES = 50_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[int, str], float | None] = {}  # None: accepted; else under way since (monotonic)
+
+    def _put(self, organization_id: int, references: Iterable[str], value: float | None) -> None:
+        with self._lock:
+            for reference in references:
+                key = (organization_id, reference)
+                self._entries.pop(key, None)  # re-inserted last: the newest is evicted last
+                self._entries[key] = value
+            while len(self._entries) > self.MAX_ENTRIES:
+                del self._entries[next(iter(self._entries))]
+
+    def under_way(self, organization_id: int, references: Iterable[str], since: float) -> None:
+        self._put(organization_id, references, since)
+
+    def accepted(self, organization_id: int, references: Iterable[str]) -> None:
+        self._put(organization_id, references, None)
+
+    def forget(self, organization_id: int, references: Iterable[str]) -> None:
+        with self._lock:
+            for reference in references:
+                self._entries.pop((organization_id, reference), None)
+
+    def sent_changes_nothing(self, organization_id: int, report: DeliveryReport) -> bool:
+        """True when ``report`` is a ``sent`` report about a send this process knows to be under
+        way or accepted (False: not known here; the database decides)."""
+        if report.status is not DeliveryStatus.SENT or not report.reference:
+            return False
+        with self._lock:
+            if (organization_id, report.reference) not in self._entries:
+                return False
+            since = self._entries[(organization_id, report.reference)]
+        return since is None or time.monotonic() - since < SEND_GRACE_SECONDS
+
+
+send_memo = SendMemo()
+
+
 # --- SMS delivery reports --------------------------------------------------------------------------
 
 def report_is_storable(report: DeliveryReport) -> bool:
@@ -1343,34 +1500,71 @@ def report_is_storable(report: DeliveryReport) -> bool:
     return len(ids[0]) <= PROVIDER_MESSAGE_ID_MAX and not any("\x00" in value for value in ids)
 
 
-_BY_PROVIDER_ID = select(PnpMessage).where(PnpMessage.organization_id == bindparam("org"),
-                                           PnpMessage.sms_provider_message_id == bindparam("value"))
-_BY_REFERENCE = select(PnpMessage).where(PnpMessage.organization_id == bindparam("org"),
-                                         PnpMessage.sms_reference == bindparam("value"))
-_REPORT_LOOKUPS = {False: (_BY_PROVIDER_ID, _BY_REFERENCE),
-                   True: (_BY_PROVIDER_ID.with_for_update(), _BY_REFERENCE.with_for_update())}
+def _message_lookup(column: str, *, lock: bool) -> DriverStatement:
+    statement = select(*_TABLE.c).where(_TABLE.c.organization_id == bindparam("org"),
+                                        _TABLE.c[column] == bindparam("value")).limit(1)
+    return DriverStatement(statement.with_for_update() if lock else statement)
+
+
+# a report's message, whole, on the driver's cursor (locked on PostgreSQL)
+_REPORT_LOOKUPS = {lock: (_message_lookup("sms_provider_message_id", lock=lock),
+                          _message_lookup("sms_reference", lock=lock)) for lock in (False, True)}
+_REPORTED = "sms_plus_reported"  # session.info: the messages a batch of reports read (PlainMessages)
+_REPORT_SETTINGS = "sms_plus_report_settings"  # session.info: their scenarios, by id
 
 
 def _report_message(session: Session, organization_id: int, report: DeliveryReport, *,
                     lock: bool) -> PnpMessage | None:
-    by_provider_id, by_reference = _REPORT_LOOKUPS[lock and session.get_bind().dialect.name == "postgresql"]
-    message = None
+    """The message a report is about, by the provider's id, else by our reference: one of the
+    batch's plain messages (the same object when two reports of the batch name it)."""
+    conn = session.connection()
+    by_provider_id, by_reference = _REPORT_LOOKUPS[lock and conn.dialect.name == "postgresql"]
+    row = None
     if report.provider_message_id:
-        message = session.scalar(by_provider_id, {"org": organization_id, "value": report.provider_message_id})
-    if message is None and report.reference:
-        message = session.scalar(by_reference, {"org": organization_id, "value": report.reference})
-    return message
+        row = by_provider_id.execute(conn, {"org": organization_id, "value": report.provider_message_id}).first()
+    if row is None and report.reference:
+        row = by_reference.execute(conn, {"org": organization_id, "value": report.reference}).first()
+    if row is None:
+        return None
+    plain: PlainMessages = session.info.setdefault(_REPORTED, PlainMessages())
+    return plain.adopt(dict(zip(_COLUMN_NAMES, row, strict=True)))
 
 
-# what deciding whether a report changes anything reads (one Core row, no ORM object)
-_SEEN_COLUMNS = [PnpMessage.__table__.c[name] for name in (
-    "sms_reference", "sms_status", "send_started_at", "sms_provider_message_id")]
-_SEEN_BY_PROVIDER_ID = select(*_SEEN_COLUMNS).where(
-    PnpMessage.__table__.c.organization_id == bindparam("org"),
-    PnpMessage.__table__.c.sms_provider_message_id == bindparam("value")).limit(1)
-_SEEN_BY_REFERENCE = select(*_SEEN_COLUMNS).where(
-    PnpMessage.__table__.c.organization_id == bindparam("org"),
-    PnpMessage.__table__.c.sms_reference == bindparam("value")).limit(1)
+def _report_setting(session: Session, setting_id: int) -> PnpSetting | None:
+    """A report's scenario (read through Core once per batch of reports; only read)."""
+    cache: dict[int, PnpSetting | None] = session.info.setdefault(_REPORT_SETTINGS, {})
+    if setting_id not in cache:
+        row = session.connection().execute(_SETTINGS_BY_ID, {"ids": [setting_id]}).first()
+        cache[setting_id] = PnpSetting(**row._mapping) if row is not None else None
+    return cache[setting_id]
+
+
+# what deciding whether a report changes anything reads (one row on the driver's cursor, no ORM object)
+_SEEN_COLUMNS = [_TABLE.c[name] for name in ("sms_reference", "sms_status", "send_started_at",
+                                             "sms_provider_message_id")]
+
+
+@dataclass(frozen=True)
+class _Seen:
+    sms_reference: str | None
+    sms_status: str | None
+    send_started_at: datetime | None
+    sms_provider_message_id: str | None
+
+
+_SEEN_BY = {column: DriverStatement(select(*_SEEN_COLUMNS).where(
+    _TABLE.c.organization_id == bindparam("org"), _TABLE.c[column] == bindparam("value")).limit(1))
+    for column in ("sms_provider_message_id", "sms_reference")}
+
+
+def _seen(conn: Connection, organization_id: int, report: DeliveryReport) -> _Seen | None:
+    row = None
+    if report.provider_message_id:
+        row = _SEEN_BY["sms_provider_message_id"].execute(
+            conn, {"org": organization_id, "value": report.provider_message_id}).first()
+    if row is None and report.reference:
+        row = _SEEN_BY["sms_reference"].execute(conn, {"org": organization_id, "value": report.reference}).first()
+    return _Seen(*row) if row is not None else None
 
 
 def _report_changes_nothing(message: Any, report: DeliveryReport) -> bool:
@@ -1401,14 +1595,11 @@ def apply_sms_report(organization_id: int, report: DeliveryReport) -> bool:
     Read first: many reports (Twilio's ``sent`` once the send was recorded, or while the send's
     own answer is being recorded) change nothing and need no write. The others are written by
     ``report_writes``: reports arriving together share one transaction, each answered once it committed."""
+    if send_memo.sent_changes_nothing(organization_id, report):
+        return True
     database = get_database()
     with database.lookup() as conn:
-        seen = None
-        if report.provider_message_id:
-            seen = conn.execute(_SEEN_BY_PROVIDER_ID, {"org": organization_id,
-                                                       "value": report.provider_message_id}).first()
-        if seen is None and report.reference:
-            seen = conn.execute(_SEEN_BY_REFERENCE, {"org": organization_id, "value": report.reference}).first()
+        seen = _seen(conn, organization_id, report)
     if _report_changes_nothing(seen, report):
         return seen is not None
     return report_writes(database).run(_report_work(organization_id, report))
@@ -1421,7 +1612,7 @@ def _apply_report(session: Session, organization_id: int, report: DeliveryReport
         return False
     if report.reference and message.sms_reference and report.reference != message.sms_reference:
         return True  # a report about an earlier attempt
-    setting = session.get(PnpSetting, message.pnp_setting_id)
+    setting = _report_setting(session, message.pnp_setting_id)
     if setting is None:
         return False
     if not message.sms_provider_message_id and report.provider_message_id:
@@ -1479,16 +1670,21 @@ def _report_work(organization_id: int, report: DeliveryReport) -> Callable[[Sess
 
 
 def _finish_ended(session: Session) -> None:
+    """The end of a batch of reports: the messages they ended finished together, then every
+    message they changed written (the column values each changed)."""
     finish_many(session, session.info.pop(_ENDED, []))
+    plain: PlainMessages | None = session.info.pop(_REPORTED, None)
+    if plain is not None:
+        plain.write(session)
 
 
 def report_writes(database: Database) -> GroupCommit:
     """Group commit for delivery reports: reports arriving together share one transaction, each
     caller answered once it committed; a failing transaction is retried report by report. The
-    reports run without autoflush (one flush at the end, not one before each report's look-up:
-    a message two reports name is found by its reference and is then the same object, with the
-    first report's changes), and the batch ends with one ``finish_many`` over the messages its
-    reports ended."""
+    reports read their messages as plain objects (``PlainMessages``: a message two reports name
+    is found by its reference and is then the same object, with the first report's changes), and
+    the batch ends with one ``finish_many`` over the messages its reports ended and one write of
+    the columns they changed."""
     return group_commit(database, "sms_plus.reports", on_batch_end=_finish_ended, autoflush=False)
 
 

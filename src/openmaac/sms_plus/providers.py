@@ -18,11 +18,13 @@ the only unchecked destination, and one no tenant can aim elsewhere.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -46,6 +48,7 @@ from openmaac.channels.sms.twilio import TwilioProvider
 from openmaac.channels.whatsapp import DEFAULT_API_VERSION, WhatsAppClient
 from openmaac.config import SIMULATOR_ADMIN_HEADER, Settings, derived_secret, get_settings
 from openmaac.db.base import utcnow
+from openmaac.db.driver import DriverStatement
 from openmaac.sms_plus.models import SmsProviderConfig
 from openmaac.web.errors import field_errors
 from openmaac.web.limits import MAX_INT32
@@ -102,8 +105,10 @@ def _is_builtin(url: object, name: str) -> bool:
     return url is None or url == "" or (isinstance(url, str) and url.strip().rstrip("/") == simulator_url(name))
 
 
-# one Core read (every delivery report and SMS batch reads the configuration)
-_CONFIG = select(SmsProviderConfig.__table__).where(SmsProviderConfig.__table__.c.organization_id == bindparam("org"))
+# one read on the driver's cursor (every delivery report and SMS batch reads the configuration)
+_CONFIG_COLUMNS = tuple(SmsProviderConfig.__table__.c)
+_CONFIG = DriverStatement(select(*_CONFIG_COLUMNS).where(
+    SmsProviderConfig.__table__.c.organization_id == bindparam("org")))
 
 
 def config_of(session: Session | Connection, organization_id: int) -> ProviderConfig:
@@ -112,10 +117,11 @@ def config_of(session: Session | Connection, organization_id: int) -> ProviderCo
     simulators; a gateway of its own gets exactly the stored credentials."""
     demo = simulator_accounts()
     conn = session if isinstance(session, Connection) else session.connection()
-    row = conn.execute(_CONFIG, {"org": organization_id}).first()
-    if row is None:
+    found = _CONFIG.execute(conn, {"org": organization_id}).first()
+    if found is None:
         return ProviderConfig(organization_id, "twilio", simulator_url("twilio"), demo["twilio"],
                               whatsapp={**demo["whatsapp"], "base_url": simulator_url("whatsapp")})
+    row = SimpleNamespace(**{column.key: value for column, value in zip(_CONFIG_COLUMNS, found, strict=True)})
     builtin = _is_builtin(row.base_url, row.provider)
     credentials = {**(demo.get(row.provider, {}) if builtin else {}), **(row.credentials or {})}
     stored_whatsapp = dict(row.whatsapp or {})
@@ -128,6 +134,36 @@ def config_of(session: Session | Connection, organization_id: int) -> ProviderCo
                           retry_window_minutes=row.retry_window_minutes, stored=True,
                           whatsapp_wait_minutes=row.whatsapp_wait_minutes, builtin=builtin,
                           whatsapp_builtin=whatsapp_builtin)
+
+
+# --- the configuration as this process last read it (status callbacks answered on the event loop) --
+
+RECENT_CONFIG_SECONDS = 5.0
+_recent: dict[int, tuple[float, ProviderConfig]] = {}
+_recent_lock = threading.Lock()
+
+
+def remember(config: ProviderConfig) -> None:
+    """Note the configuration a callback was just verified with (see :func:`recent_config`)."""
+    with _recent_lock:
+        _recent[config.organization_id] = (time.monotonic(), config)
+
+
+def recent_config(organization_id: int) -> ProviderConfig | None:
+    """The organisation's configuration as this process read it less than
+    ``RECENT_CONFIG_SECONDS`` ago (saved since in this process: None). Only for answering a
+    status callback that changes nothing without a database read: anything else, and any
+    callback it does not verify, reads the configuration afresh."""
+    with _recent_lock:
+        found = _recent.get(organization_id)
+    if found is None or time.monotonic() - found[0] >= RECENT_CONFIG_SECONDS:
+        return None
+    return found[1]
+
+
+def _forget_recent(organization_id: int) -> None:
+    with _recent_lock:
+        _recent.pop(organization_id, None)
 
 
 def callback_secret(organization_id: int) -> str:
@@ -305,6 +341,7 @@ def save(session: Session, organization_id: int, cleaned: dict[str, Any]) -> Pro
         if cleaned.get("whatsapp_wait_minutes") is not None else DEFAULT_WHATSAPP_WAIT_MINUTES
     row.updated_at = utcnow()
     session.flush()
+    _forget_recent(organization_id)
     return config_of(session, organization_id)
 
 
