@@ -389,6 +389,9 @@ _PUSH_RECORD_SEND = DriverStatement(_RECORD_SEND)
 _PUSH_RECIPIENT = {True: DriverStatement(_RANGE_SENT), False: DriverStatement(_RANGE_FAILED)}
 _PUSH_MARK_SENT = DriverStatement(_MARK_PUSH_SENT)
 _PUSH_DROP_RECOVERY = DriverStatement(_DROP_RECOVERY)
+# an untracked enhanced multicast's acceptance (with _PUSH_INSERT_MESSAGE and _PUSH_INSERT_JOB)
+_ACCEPT_ENHANCED_PG = DriverStatement(_PG_ACCEPT_ENHANCED)
+_ACCEPT_CALL = DriverStatement(_INSERT_CALL_ENCODED)
 
 
 def claim(session: Session, dm_id: int, limit: int, now: datetime) -> list[Claimed]:
@@ -777,9 +780,17 @@ def enhanced_multicast(org: OrgContext, template_id: int, event_id: int | None, 
             if problems:
                 raise field_errors({"line_uids": problems})
             uids = [uid or "" for uid, _errors in checked]
-        contact_ids = direct.contact_ids_by_uid(conn, org.id, uids)
-    if event is None and len(uids) <= MULTICAST_MAX_RECIPIENTS:
-        return _accept_untracked(org, template.id, params, rendered, uids, contact_ids)
+        untracked = event is None and len(uids) <= MULTICAST_MAX_RECIPIENTS
+        listed = direct.listed_contacts(conn, org.id, uids) if untracked else None
+        contact_ids = direct.contact_ids_by_uid(conn, org.id, uids) if listed is None else {}
+    if untracked:
+        if listed is not None:  # every uid a contact: the call's lists as the database built them
+            return _accept_untracked(org, template.id, params, rendered, len(uids), *listed, len(uids), [])
+        unknown = [(mark, uid, None) for mark, uid in enumerate(uids) if uid not in contact_ids]
+        to = [uid for uid in uids if uid in contact_ids]
+        refs = json_dumps([[mark, contact_ids[uid]] for mark, uid in enumerate(uids) if uid in contact_ids])
+        return _accept_untracked(org, template.id, params, rendered, len(uids), refs, json_dumps(to), len(to),
+                                 unknown)
     event_ref = event[0] if event else None
     # Rows per recipient only when a recipient will be looked up later: a tap on one of a
     # tracked message's actions (message / postback) is attributed through them (links.record_tap).
@@ -807,44 +818,41 @@ def enhanced_multicast(org: OrgContext, template_id: int, event_id: int | None, 
 
 
 def _accept_untracked(org: OrgContext, template_id: int, params: dict[str, str], messages: list[dict[str, Any]],
-                      uids: list[str], contact_ids: dict[str, int]) -> dict[str, Any]:
+                      total: int, refs: str, to: str, listed: int,
+                      unknown: list[tuple[int, str, None]]) -> dict[str, Any]:
     """An enhanced multicast without an event (no links to track, no recipient rows): its one
-    LINE call encoded before the write (the write lock is not held while 500 ids become JSON),
-    then written. On SQLite, whose writes queue for one lock anyway, together with those of
-    the other requests accepted meanwhile (group commit: one transaction for all, each request
-    answering once its own write is committed); on PostgreSQL the message, its call and its job
-    are one statement, in a transaction of the request's own."""
+    LINE call (``listed`` recipients: ``refs`` and ``to`` as JSON text) encoded before the
+    write (the write lock is not held while 500 ids become JSON), then written; ``unknown``:
+    the uids that are no contact, failed at once. On SQLite, whose writes queue for one lock
+    anyway, together with those of the other requests accepted meanwhile (group commit: one
+    transaction for all, each request answering once its own write is committed); on
+    PostgreSQL the message, its call and its job are one statement, in a transaction of the
+    request's own. Every statement runs on the driver's cursor (``DriverStatement``)."""
     database = get_database()
-    unknown = [(mark, uid, None) for mark, uid in enumerate(uids) if uid not in contact_ids]
-    if unknown:
-        listed = [(mark, uid) for mark, uid in enumerate(uids) if uid in contact_ids]
-        to = [uid for _mark, uid in listed]
-        refs = [[mark, contact_ids[uid]] for mark, uid in listed]
-    else:
-        to = uids
-        refs = [[mark, contact_ids[uid]] for mark, uid in enumerate(uids)]
-    call = {"method": "push" if len(to) == 1 else "multicast", "retry_key": new_retry_key(),
-            "refs": json_dumps(refs), "to": json_dumps(to), "messages": json_dumps(messages)}
-    del refs
+    call = {"method": "push" if listed == 1 else "multicast", "retry_key": new_retry_key(),
+            "refs": refs, "to": to, "messages": json_dumps(messages)}
     now = utcnow()
 
     def write(session: Session) -> int:
         conn = session.connection()
         if conn.dialect.name == "postgresql":
-            dm_id = int(conn.execute(_PG_ACCEPT_ENHANCED, {
-                "org": org.id, "template": template_id, "params": json_dumps(params), "total": len(uids),
-                "failed": len(unknown), "now": now, "with_call": bool(to), **call, "kind": JOB_KIND,
+            dm_id = int(_ACCEPT_ENHANCED_PG.execute(conn, {
+                "org": org.id, "template": template_id, "params": json_dumps(params), "total": total,
+                "failed": len(unknown), "now": now, "with_call": listed > 0, **call, "kind": JOB_KIND,
                 "key_prefix": f"{JOB_KIND}:"}).scalar_one())
             dm = MessageRef(dm_id, org.id, "enhanced_multicast", None, False)
         else:
-            dm = MessageRef(int(conn.execute(_INSERT_MESSAGE, {
+            dm = MessageRef(int(_PUSH_INSERT_MESSAGE.execute(conn, {
                 "organization_id": org.id, "category": "enhanced_multicast", "template_id": template_id,
                 "event_id": None, "status": "pending", "tracked": False, "params": params, "recipient_rows": False,
-                "total_count": len(uids), "fail_count": len(unknown), "created_at": now,
+                "total_count": total, "fail_count": len(unknown), "created_at": now,
                 "updated_at": now}).scalar_one()), org.id, "enhanced_multicast", None, False)
-            if to:
-                conn.execute(_INSERT_CALL_ENCODED, {"dm": dm.id, "org": org.id, "now": now, **call})
-            _enqueue_send(session, dm, now)
+            if listed:
+                _ACCEPT_CALL.execute(conn, {"dm": dm.id, "org": org.id, "now": now, **call})
+            _PUSH_INSERT_JOB.execute(conn, {
+                "kind": JOB_KIND, "payload": {"id": dm.id}, "organization_id": org.id, "run_at": now,
+                "priority": 100, "max_attempts": 10, "unique_key": f"{JOB_KIND}:{dm.id}", "status": "ready",
+                "attempts": 0, "created_at": now})
         # the uids that are not contacts fail now
         write_recipients(conn, dm, unknown, "failed", direct.CONTACT_NOT_FOUND, None)
         session.info["jobs_enqueued"] = True  # wakes the embedded worker at commit
