@@ -905,33 +905,38 @@ def start(dm_id: int, context: JobContext | None = None) -> tuple[MessageRef | N
     """The first step of a run: (message, LINE, first batch, done). One write transaction that
     plans the message if needed and takes over the calls of a run that died; when there is
     nothing left to do, it also deletes the job (``context``)."""
-    now = utcnow()
     with get_database().write() as session:
-        conn = session.connection()
-        row = conn.execute(_MESSAGE_AND_LINE[conn.dialect.name == "postgresql"], {"dm": dm_id}).first()
-        if row is None:
-            if context is not None:
-                context.complete_in(session)
-            return None, None, [], True
-        organization_id, category, status, template_id, event_id, rows, base_url, access_token, channel_id = row
-        dm = MessageRef(dm_id, organization_id, category, event_id, bool(rows))
-        line = Line(base_url, access_token, channel_id) if channel_id is not None else None
-        if status == "sent":
-            if context is not None:
-                context.complete_in(session)
-            return dm, line, [], True
-        if status == "pending":
-            if category == "multicast":
-                plan(session, dm, template_id)
-            conn.execute(_MARK_SENDING, {"dm": dm_id, "b_now": now})
-        elif category != "push":
-            # This job is the only sender of a multicast's calls, and it runs once at a time
-            # (its lease): calls still leased belong to an earlier run that died mid-call.
-            conn.execute(_RELEASE, {"dm": dm_id})
-        batch = claim(session, dm_id, BATCH, now)
-        done = finalize(session, dm_id, sending=True, recipient_rows=dm.recipient_rows) if not batch else False
-        if done and context is not None:
+        return _start_in(session, dm_id, context, utcnow())
+
+
+def _start_in(session: Session, dm_id: int, context: JobContext | None,
+              now: datetime) -> tuple[MessageRef | None, Line | None, list[Claimed], bool]:
+    """``start`` in the caller's write transaction."""
+    conn = session.connection()
+    row = conn.execute(_MESSAGE_AND_LINE[conn.dialect.name == "postgresql"], {"dm": dm_id}).first()
+    if row is None:
+        if context is not None:
             context.complete_in(session)
+        return None, None, [], True
+    organization_id, category, status, template_id, event_id, rows, base_url, access_token, channel_id = row
+    dm = MessageRef(dm_id, organization_id, category, event_id, bool(rows))
+    line = Line(base_url, access_token, channel_id) if channel_id is not None else None
+    if status == "sent":
+        if context is not None:
+            context.complete_in(session)
+        return dm, line, [], True
+    if status == "pending":
+        if category == "multicast":
+            plan(session, dm, template_id)
+        conn.execute(_MARK_SENDING, {"dm": dm_id, "b_now": now})
+    elif category != "push":
+        # This job is the only sender of a multicast's calls, and it runs once at a time
+        # (its lease): calls still leased belong to an earlier run that died mid-call.
+        conn.execute(_RELEASE, {"dm": dm_id})
+    batch = claim(session, dm_id, BATCH, now)
+    done = finalize(session, dm_id, sending=True, recipient_rows=dm.recipient_rows) if not batch else False
+    if done and context is not None:
+        context.complete_in(session)
     return dm, line, batch, done
 
 
@@ -1001,7 +1006,80 @@ def call_all(line: Line | None, batch: list[Claimed]) -> list[Outcome]:
     return results
 
 
-@handler(JOB_KIND, lease_seconds=JOB_LEASE_SECONDS)
+@dataclass
+class _Run:
+    """One send job's message within a batch of them."""
+
+    dm_id: int
+    context: JobContext
+    dm: MessageRef | None = None
+    line: Line | None = None
+    batch: list[Claimed] | None = None
+    done: bool = False
+
+
+def _retry_when_released(dm_id: int) -> RetryLater:
+    """The job of a message with calls still leased by another caller (a push answering its
+    request) runs again once their lease has passed."""
+    with get_database().read() as session:
+        until = session.scalar(select(func.min(DirectMessageSend.locked_until)).where(
+            DirectMessageSend.direct_message_id == dm_id, DirectMessageSend.status == "pending"))
+    wait = (until - utcnow()).total_seconds() if until else 1.0
+    return RetryLater(max(1.0, wait + 0.5), "LINE calls still leased")
+
+
+def run_direct_messages(items: list[tuple[dict[str, Any], JobContext]]) -> list[BaseException | None]:
+    """The send jobs one claim took, together (the worker's batch handler): one write
+    transaction starts them all, their LINE calls go out side by side, and one write
+    transaction records the outcomes of all (and claims the next calls of those not done),
+    instead of two transactions per message. Each message's steps are those of
+    ``run_direct_message``, which takes over should the batch fail as a whole."""
+    runs = [_Run(int(payload["id"]), context) for payload, context in items]
+    database = get_database()
+    for run in runs:
+        heartbeat.add(run.context.job_id)
+    try:
+        with database.write() as session:
+            now = utcnow()
+            for run in runs:
+                run.dm, run.line, run.batch, run.done = _start_in(session, run.dm_id, run.context, now)
+        while active := [run for run in runs if run.batch]:
+            outcomes = _call_batches([(run.line, run.batch) for run in active if run.batch is not None])
+            with database.write() as session:
+                for run, results in zip(active, outcomes, strict=True):
+                    assert run.dm is not None and run.batch is not None
+                    record(session, run.dm, list(zip(run.batch, results, strict=True)))
+                    run.done = finalize(session, run.dm_id, sending=True, recipient_rows=run.dm.recipient_rows)
+                    if run.done:  # the job ends with the message marked sent
+                        run.context.complete_in(session)
+                    run.batch = [] if run.done else claim(session, run.dm_id, BATCH, utcnow())
+    finally:
+        for run in runs:
+            heartbeat.remove(run.context.job_id)
+    return [None if run.done else _retry_when_released(run.dm_id) for run in runs]
+
+
+def _call_batches(batches: list[tuple[Line | None, list[Claimed]]]) -> list[list[Outcome]]:
+    """The LINE calls of several messages' batches, side by side; the outcomes per batch."""
+    if len(batches) == 1:
+        return [call_all(*batches[0])]
+    calls = [(line.client() if line is not None else None, send) for line, batch in batches for send in batch]
+
+    def call(item: tuple[LineClient | None, Claimed]) -> Outcome:
+        client, send = item
+        if client is None:
+            return Outcome("error")
+        return call_line(client, send.method, send.to, send.messages, send.retry_key)
+
+    flat = list(_calls_pool().map(call, calls))
+    outcomes: list[list[Outcome]] = []
+    for _line, batch in batches:
+        outcomes.append(flat[:len(batch)])
+        flat = flat[len(batch):]
+    return outcomes
+
+
+@handler(JOB_KIND, lease_seconds=JOB_LEASE_SECONDS, batch=run_direct_messages)
 def run_direct_message(payload: dict[str, Any], context: JobContext) -> None:
     dm_id = int(payload["id"])
     database = get_database()
@@ -1020,11 +1098,5 @@ def run_direct_message(payload: dict[str, Any], context: JobContext) -> None:
                 batch = [] if done else claim(session, dm_id, BATCH, utcnow())
     finally:
         heartbeat.remove(job_id)
-    if done:
-        return
-    with database.read() as session:
-        # some call is still leased by another caller (a push answering its request)
-        until = session.scalar(select(func.min(DirectMessageSend.locked_until)).where(
-            DirectMessageSend.direct_message_id == dm_id, DirectMessageSend.status == "pending"))
-    wait = (until - utcnow()).total_seconds() if until else 1.0
-    raise RetryLater(max(1.0, wait + 0.5), "LINE calls still leased")
+    if not done:
+        raise _retry_when_released(dm_id)
