@@ -279,7 +279,7 @@ _MARK_LISTED_SENT = {
                        fail_count=_D.c.fail_count + func.coalesce(
                            select(func.sum((func.jsonb_array_length if postgres else func.json_array_length)(_S.c.to)))
                            .where(_S.c.direct_message_id == bindparam("dm"), _S.c.status == "done",
-                                  _S.c.outcome.not_in(["success", "split"]))
+                                  _S.c.outcome != "success", _S.c.outcome != "split")
                            .scalar_subquery(), 0)))
     for postgres in (False, True)}
 _DONE_SENDS = (select(_S.c.to, _S.c.recipient_ids, _S.c.outcome, _S.c.status_code, _S.c.response_body,
@@ -389,6 +389,12 @@ _PUSH_RECORD_SEND = DriverStatement(_RECORD_SEND)
 _PUSH_RECIPIENT = {True: DriverStatement(_RANGE_SENT), False: DriverStatement(_RANGE_FAILED)}
 _PUSH_MARK_SENT = DriverStatement(_MARK_PUSH_SENT)
 _PUSH_DROP_RECOVERY = DriverStatement(_DROP_RECOVERY)
+# the send job's statements, run for every message
+_CLAIM_DRIVER = {postgres: DriverStatement(statement) for postgres, statement in _CLAIM.items()}
+_MESSAGE_AND_LINE_DRIVER = {postgres: DriverStatement(statement) for postgres, statement in _MESSAGE_AND_LINE.items()}
+_MARK_SENDING_DRIVER = DriverStatement(_MARK_SENDING)
+_PENDING_SENDS_DRIVER = DriverStatement(_PENDING_SENDS)
+_MARK_LISTED_SENT_DRIVER = {postgres: DriverStatement(statement) for postgres, statement in _MARK_LISTED_SENT.items()}
 # an untracked enhanced multicast's acceptance (with _PUSH_INSERT_MESSAGE and _PUSH_INSERT_JOB)
 _ACCEPT_ENHANCED_PG = DriverStatement(_PG_ACCEPT_ENHANCED)
 _ACCEPT_CALL = DriverStatement(_INSERT_CALL_ENCODED)
@@ -398,8 +404,8 @@ def claim(session: Session, dm_id: int, limit: int, now: datetime) -> list[Claim
     """Lease up to ``limit`` pending calls of the message whose lease is free (in the caller's
     write): one ``UPDATE ... RETURNING``."""
     conn = session.connection()
-    rows = conn.execute(_CLAIM[conn.dialect.name == "postgresql"],
-                        {"dm": dm_id, "now": now, "lim": limit, "until": now + send_lease()}).all()
+    rows = _CLAIM_DRIVER[conn.dialect.name == "postgresql"].execute(
+        conn, {"dm": dm_id, "now": now, "lim": limit, "until": now + send_lease()}).rows
     # ``to`` (user ids: strings) read by orjson, the references when needed (Claimed)
     return sorted((Claimed(int(i), m, orjson.loads(to), msgs, key, refs)
                    for i, m, to, msgs, key, refs in rows), key=lambda c: c.id)
@@ -416,7 +422,7 @@ def record(session: Session, dm: MessageRef, results: Sequence[tuple[Claimed, Ou
     sent_listed: list[Claimed] = []  # sent calls whose recipients have no rows: the calls list them
     recorded = 0
     for send, outcome in results:
-        done = conn.execute(_RECORD_SEND, {
+        done = _PUSH_RECORD_SEND.execute(conn, {
             "sid": send.id, "b_outcome": outcome.outcome, "b_code": outcome.status_code,
             "b_body": outcome.body if outcome.outcome != "success" else None, "b_now": now}).rowcount
         if not done:
@@ -499,10 +505,10 @@ def finalize(session: Session, dm_id: int, *, sending: bool = False, recipient_r
         if row[0] == "pending":
             return False
         recipient_rows = bool(row[1])
-    if conn.scalar(_PENDING_SENDS, {"dm": dm_id}):
+    if _PENDING_SENDS_DRIVER.execute(conn, {"dm": dm_id}).scalar():
         return False
     if not recipient_rows:
-        conn.execute(_MARK_LISTED_SENT[conn.dialect.name == "postgresql"], {"dm": dm_id, "b_now": utcnow()})
+        _MARK_LISTED_SENT_DRIVER[conn.dialect.name == "postgresql"].execute(conn, {"dm": dm_id, "b_now": utcnow()})
         return True
     counts = {status: int(n) for status, n in conn.execute(_COUNTS, {"dm": dm_id})}
     if counts.get("pending"):
@@ -913,7 +919,7 @@ def _start_in(session: Session, dm_id: int, context: JobContext | None,
               now: datetime) -> tuple[MessageRef | None, Line | None, list[Claimed], bool]:
     """``start`` in the caller's write transaction."""
     conn = session.connection()
-    row = conn.execute(_MESSAGE_AND_LINE[conn.dialect.name == "postgresql"], {"dm": dm_id}).first()
+    row = _MESSAGE_AND_LINE_DRIVER[conn.dialect.name == "postgresql"].execute(conn, {"dm": dm_id}).first()
     if row is None:
         if context is not None:
             context.complete_in(session)
@@ -928,7 +934,7 @@ def _start_in(session: Session, dm_id: int, context: JobContext | None,
     if status == "pending":
         if category == "multicast":
             plan(session, dm, template_id)
-        conn.execute(_MARK_SENDING, {"dm": dm_id, "b_now": now})
+        _MARK_SENDING_DRIVER.execute(conn, {"dm": dm_id, "b_now": now})
     elif category != "push":
         # This job is the only sender of a multicast's calls, and it runs once at a time
         # (its lease): calls still leased belong to an earlier run that died mid-call.
