@@ -267,15 +267,3 @@ def test_a_failing_batch_runs_its_jobs_one_by_one(database, server):
 def _jobs_of(database, kind: str) -> list[Job]:
     with database.read() as session:
         return list(session.scalars(select(Job).where(Job.kind == kind)))
-
-
-def test_a_batch_takes_more_jobs_of_its_kind_than_the_worker_has_slots(database, server):
-    """The worker runs 8 jobs at once; a kind with a batch handler gets up to its batch size
-    (16) on one of them: a claim that filled every slot is topped up with jobs of that kind."""
-    keys = [f"wide-{i}" for i in range(12)]
-    with database.write() as session:  # one commit: due together
-        for key in keys:
-            enqueue(session, "test.batched", {"key": key})
-    wait_for(lambda: all(CALLS.get(key) for key in keys))
-    assert keys in BATCHES
-    wait_for(lambda: not _jobs_of(database, "test.batched"))

@@ -107,14 +107,13 @@ class ClaimedJob:
     max_attempts: int
 
 
-def _claim_statement(postgres: bool, kinds: tuple[str, ...] = (), of_kind: bool = False) -> Any:
+def _claim_statement(postgres: bool, kinds: tuple[str, ...] = ()) -> Any:
     """The claim; each kind of ``kinds`` gets its lease from the parameter ``until_<i>`` (a
-    lease of its own, see ``claim``), every other kind ``until``. ``of_kind``: only jobs of the
-    kind given as the parameter ``of_kind``."""
+    lease of its own, see ``claim``), every other kind ``until``."""
     job = _jobs_table().c
     now = bindparam("now", type_=UTCDateTime())
-    due = or_(and_(job.status == "ready", job.run_at <= now), and_(job.status == "running", job.locked_until < now))
-    candidates = (select(job.id).where(and_(job.kind == bindparam("of_kind"), due) if of_kind else due)
+    candidates = (select(job.id).where(or_(and_(job.status == "ready", job.run_at <= now),
+                                           and_(job.status == "running", job.locked_until < now)))
                   .order_by(job.priority, job.run_at, job.id).limit(bindparam("lim")))
     if postgres:
         candidates = candidates.with_for_update(skip_locked=True)
@@ -132,7 +131,7 @@ def _claim_statement(postgres: bool, kinds: tuple[str, ...] = (), of_kind: bool 
 # expressions each time cost more than running them), per dialect and set of kinds with a
 # lease of their own (fixed once the domains are loaded).
 # Run on the driver's cursor (db/driver.py).
-_CLAIM: dict[tuple[bool, tuple[str, ...], bool], DriverStatement] = {}
+_CLAIM: dict[tuple[bool, tuple[str, ...]], DriverStatement] = {}
 _RENEW = (update(_jobs_table()).where(_jobs_table().c.id.in_(bindparam("ids", expanding=True)),
                                       _jobs_table().c.status == "running",
                                       _jobs_table().c.locked_by == bindparam("worker"))
@@ -145,20 +144,18 @@ _COMPLETE_DRIVER = DriverStatement(_COMPLETE)
 
 
 def claim(session: Session, worker_id: str, limit: int, lease_seconds: float,
-          leases: Mapping[str, float] | None = None, kind: str | None = None) -> list[ClaimedJob]:
-    """Claim up to ``limit`` due jobs for ``worker_id`` (only of ``kind`` if given), leased for
-    ``lease_seconds``, or for ``leases[kind]`` seconds for a kind listed there: one statement."""
+          leases: Mapping[str, float] | None = None) -> list[ClaimedJob]:
+    """Claim up to ``limit`` due jobs for ``worker_id``, leased for ``lease_seconds``, or for
+    ``leases[kind]`` seconds for a kind listed there: one statement."""
     now = utcnow()
     conn = session.connection()
     kinds = tuple(sorted(leases)) if leases else ()
-    key = (conn.dialect.name == "postgresql", kinds, kind is not None)
+    key = (conn.dialect.name == "postgresql", kinds)
     statement = _CLAIM.get(key)
     if statement is None:
         statement = _CLAIM[key] = DriverStatement(_claim_statement(*key))
     params: dict[str, Any] = {"now": now, "lim": limit, "worker": worker_id,
                               "until": now + timedelta(seconds=lease_seconds)}
-    if kind is not None:
-        params["of_kind"] = kind
     for i, kind in enumerate(kinds):
         params[f"until_{i}"] = now + timedelta(seconds=leases[kind])  # type: ignore[index]
     rows = statement.execute(conn, params).rows

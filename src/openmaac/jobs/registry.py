@@ -72,21 +72,19 @@ class PermanentFailure(Exception):
 
 _leases: dict[str, float] = {}
 _renewed: set[str] = set()
-_batches: dict[str, tuple[BatchHandler, int]] = {}
+_batches: dict[str, BatchHandler] = {}
 
 
 def handler(kind: str, *, lease_seconds: float | None = None, renew_lease: bool = False,
-            on_give_up: GiveUpHandler | None = None, batch: BatchHandler | None = None,
-            batch_size: int = 16) -> Callable[[Handler], Handler]:
+            on_give_up: GiveUpHandler | None = None, batch: BatchHandler | None = None) -> Callable[[Handler], Handler]:
     """Register ``fn`` for ``kind``.
 
     ``lease_seconds``: claim its jobs with this (shorter) lease than the worker's default, so a
     dead worker's job is taken over sooner; the handler must then keep its lease alive, by
     itself or with ``renew_lease=True`` (the worker renews it every third of the lease while
     the handler runs). ``on_give_up``: see the module's docstring. ``batch``: runs the jobs of
-    ``kind`` one claim took together (see ``BatchHandler``), up to ``batch_size`` of them on one
-    of the worker's slots; the worker still settles each job on its own (retry, give up,
-    complete).
+    ``kind`` one claim took together (see ``BatchHandler``); the worker still settles each job
+    on its own (retry, give up, complete).
     """
     if renew_lease and lease_seconds is None:
         raise ValueError("renew_lease needs lease_seconds")
@@ -100,7 +98,7 @@ def handler(kind: str, *, lease_seconds: float | None = None, renew_lease: bool 
         if on_give_up is not None:
             _give_up[kind] = on_give_up
         if batch is not None:
-            _batches[kind] = (batch, max(1, batch_size))
+            _batches[kind] = batch
         return fn
 
     return register
@@ -122,14 +120,7 @@ def renews_lease(kind: str) -> bool:
 
 
 def batch_handler(kind: str) -> BatchHandler | None:
-    found = _batches.get(kind)
-    return found[0] if found is not None else None
-
-
-def batch_size(kind: str) -> int:
-    """How many jobs of ``kind`` its batch handler takes at once (1: no batch handler)."""
-    found = _batches.get(kind)
-    return found[1] if found is not None else 1
+    return _batches.get(kind)
 
 
 def give_up_handler(kind: str) -> GiveUpHandler | None:

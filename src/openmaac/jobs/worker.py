@@ -35,7 +35,6 @@ from openmaac.jobs.registry import (
     PermanentFailure,
     RetryLater,
     batch_handler,
-    batch_size,
     get_handler,
     give_up_handler,
     lease_of,
@@ -290,53 +289,40 @@ class Worker:
                 # each kind with a lease of its own gets it in the claim itself
                 jobs = [] if self._stop.is_set() else queue.claim(session, self.worker_id, free, LEASE_SECONDS,
                                                                   leases())
-                self._saturated = len(jobs) == free
-                if self._saturated:
-                    # more may be due: a kind with a batch handler takes up to its batch on one slot
-                    for kind in dict.fromkeys(job.kind for job in jobs):
-                        wanted = batch_size(kind) - sum(1 for job in jobs if job.kind == kind)
-                        if wanted > 0:
-                            jobs += queue.claim(session, self.worker_id, wanted, LEASE_SECONDS, leases(), kind=kind)
         except Exception:
             for _ in range(free):
                 self._slots.release()
             raise
+        self._saturated = len(jobs) == free
+        for _ in range(free - len(jobs)):
+            self._slots.release()
         batches: dict[str, list[queue.ClaimedJob]] = {}
-        singles: list[queue.ClaimedJob] = []
         for job in jobs:
             if batch_handler(job.kind) is not None and job.attempts <= job.max_attempts:
                 batches.setdefault(job.kind, []).append(job)
-            else:
-                singles.append(job)
-        for batch in batches.values():
-            if len(batch) == 1:
-                singles += batch
-        batches = {kind: batch for kind, batch in batches.items() if len(batch) > 1}
-        runs = len(singles) + len(batches)  # each takes one slot
-        for _ in range(free - runs):
-            self._slots.release()
-        # (a job of a topping-up claim past its attempts runs alone, to be given up: beyond the slots)
-        beyond = max(0, runs - free)
-        for index, job in enumerate(singles):
+                continue
             # each job in a context of its own: its log lines carry its kind and id; timed for /metrics
             self._track(self._pool.submit(job_context(job.kind, job.id, job.organization_id).run, timed_job,
-                                          job.kind, self._execute, job), slot=index >= beyond)
+                                          job.kind, self._execute, job), 1)
         for kind, batch in batches.items():
-            # one handler thread for the jobs of the kind claimed together
             first = batch[0]
-            self._track(self._pool.submit(job_context(kind, first.id, first.organization_id).run,
-                                          self._execute_batch, batch))
+            if len(batch) == 1:
+                self._track(self._pool.submit(job_context(kind, first.id, first.organization_id).run, timed_job, kind,
+                                              self._execute, first), 1)
+            else:  # one handler thread for the jobs of the kind claimed together (their slots with it)
+                self._track(self._pool.submit(job_context(kind, first.id, first.organization_id).run,
+                                              self._execute_batch, batch), len(batch))
         return len(jobs)
 
-    def _track(self, future: Future[None], slot: bool = True) -> None:
+    def _track(self, future: Future[None], slots: int) -> None:
         with self._lock:
             self._in_flight.add(future)
-        future.add_done_callback(functools.partial(self._done, slot=slot))
+        future.add_done_callback(functools.partial(self._done, slots=slots))
 
-    def _done(self, future: Future[None], slot: bool = True) -> None:
+    def _done(self, future: Future[None], slots: int = 1) -> None:
         with self._lock:
             self._in_flight.discard(future)
-        if slot:
+        for _ in range(slots):
             self._slots.release()
         self._wake.set()
 
