@@ -34,9 +34,10 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from http import HTTPStatus
@@ -78,6 +79,9 @@ JOB_KIND = "direct_message.send"
 BATCH = 50  # LINE calls claimed (leased) together by a job
 CONCURRENCY = 8  # LINE calls of one job in flight at once
 JOB_LEASE_SECONDS = 15.0  # a running send job's lease; the heartbeat renews it every third of it
+# send jobs run in batches: a message whose calls were all answered waits at most this long for
+# the other messages' calls before it is recorded (recording them together saves transactions)
+RECORD_WITHIN_SECONDS = 1.0
 
 
 def line_timeout() -> float:
@@ -1022,6 +1026,8 @@ class _Run:
     line: Line | None = None
     batch: list[Claimed] | None = None
     done: bool = False
+    outcomes: list[Outcome] = field(default_factory=list)  # of the batch's calls, by index
+    unanswered: int = 0
 
 
 def _retry_when_released(dm_id: int) -> RetryLater:
@@ -1036,10 +1042,12 @@ def _retry_when_released(dm_id: int) -> RetryLater:
 
 def run_direct_messages(items: list[tuple[dict[str, Any], JobContext]]) -> list[BaseException | None]:
     """The send jobs one claim took, together (the worker's batch handler): one write
-    transaction starts them all, their LINE calls go out side by side, and one write
-    transaction records the outcomes of all (and claims the next calls of those not done),
-    instead of two transactions per message. Each message's steps are those of
-    ``run_direct_message``, which takes over should the batch fail as a whole."""
+    transaction starts them all, their LINE calls go out side by side, and the outcomes are
+    recorded together (with the next calls of the messages not done claimed), instead of two
+    transactions per message. A message whose calls have all been answered waits at most
+    ``RECORD_WITHIN_SECONDS`` for the others' (one slow LINE call does not hold the rest).
+    Each message's steps are those of ``run_direct_message``, which takes over should the
+    batch fail as a whole."""
     runs = [_Run(int(payload["id"]), context) for payload, context in items]
     database = get_database()
     for run in runs:
@@ -1049,40 +1057,56 @@ def run_direct_messages(items: list[tuple[dict[str, Any], JobContext]]) -> list[
             now = utcnow()
             for run in runs:
                 run.dm, run.line, run.batch, run.done = _start_in(session, run.dm_id, run.context, now)
-        while active := [run for run in runs if run.batch]:
-            outcomes = _call_batches([(run.line, run.batch) for run in active if run.batch is not None])
-            with database.write() as session:
-                for run, results in zip(active, outcomes, strict=True):
-                    assert run.dm is not None and run.batch is not None
-                    record(session, run.dm, list(zip(run.batch, results, strict=True)))
-                    run.done = finalize(session, run.dm_id, sending=True, recipient_rows=run.dm.recipient_rows)
-                    if run.done:  # the job ends with the message marked sent
-                        run.context.complete_in(session)
-                    run.batch = [] if run.done else claim(session, run.dm_id, BATCH, utcnow())
+        calls: dict[Future[Outcome], tuple[_Run, int]] = {}
+        for run in runs:
+            _submit_calls(run, calls)
+        answered: list[_Run] = []  # every call of their batch answered, not yet recorded
+        oldest = 0.0  # when the first of them was
+        while calls or answered:
+            if answered and (not calls or time.monotonic() - oldest >= RECORD_WITHIN_SECONDS):
+                with database.write() as session:
+                    for run in answered:
+                        assert run.dm is not None and run.batch is not None
+                        record(session, run.dm, list(zip(run.batch, run.outcomes, strict=True)))
+                        run.done = finalize(session, run.dm_id, sending=True, recipient_rows=run.dm.recipient_rows)
+                        if run.done:  # the job ends with the message marked sent
+                            run.context.complete_in(session)
+                        run.batch = [] if run.done else claim(session, run.dm_id, BATCH, utcnow())
+                for run in answered:
+                    _submit_calls(run, calls)
+                answered = []
+                continue
+            timeout = max(0.0, oldest + RECORD_WITHIN_SECONDS - time.monotonic()) if answered else None
+            finished, _ = wait_for_futures(list(calls), timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in finished:
+                run, index = calls.pop(future)
+                run.outcomes[index] = future.result()
+                run.unanswered -= 1
+                if run.unanswered == 0:
+                    if not answered:
+                        oldest = time.monotonic()
+                    answered.append(run)
     finally:
         for run in runs:
             heartbeat.remove(run.context.job_id)
     return [None if run.done else _retry_when_released(run.dm_id) for run in runs]
 
 
-def _call_batches(batches: list[tuple[Line | None, list[Claimed]]]) -> list[list[Outcome]]:
-    """The LINE calls of several messages' batches, side by side; the outcomes per batch."""
-    if len(batches) == 1:
-        return [call_all(*batches[0])]
-    calls = [(line.client() if line is not None else None, send) for line, batch in batches for send in batch]
+def _submit_calls(run: _Run, calls: dict[Future[Outcome], tuple[_Run, int]]) -> None:
+    """Make the LINE calls of ``run``'s batch on the calls' pool (``calls``: future -> its run
+    and the call's index in the batch)."""
+    batch = run.batch or []
+    run.outcomes = [Outcome("error")] * len(batch)
+    run.unanswered = len(batch)
+    client = run.line.client() if run.line is not None else None
+    for index, send in enumerate(batch):
+        calls[_calls_pool().submit(_call_one, client, send)] = (run, index)
 
-    def call(item: tuple[LineClient | None, Claimed]) -> Outcome:
-        client, send = item
-        if client is None:
-            return Outcome("error")
-        return call_line(client, send.method, send.to, send.messages, send.retry_key)
 
-    flat = list(_calls_pool().map(call, calls))
-    outcomes: list[list[Outcome]] = []
-    for _line, batch in batches:
-        outcomes.append(flat[:len(batch)])
-        flat = flat[len(batch):]
-    return outcomes
+def _call_one(client: LineClient | None, send: Claimed) -> Outcome:
+    if client is None:
+        return Outcome("error")
+    return call_line(client, send.method, send.to, send.messages, send.retry_key)
 
 
 @handler(JOB_KIND, lease_seconds=JOB_LEASE_SECONDS, batch=run_direct_messages)
