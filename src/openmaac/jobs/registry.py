@@ -72,19 +72,21 @@ class PermanentFailure(Exception):
 
 _leases: dict[str, float] = {}
 _renewed: set[str] = set()
-_batches: dict[str, BatchHandler] = {}
+_batches: dict[str, tuple[BatchHandler, int]] = {}
 
 
 def handler(kind: str, *, lease_seconds: float | None = None, renew_lease: bool = False,
-            on_give_up: GiveUpHandler | None = None, batch: BatchHandler | None = None) -> Callable[[Handler], Handler]:
+            on_give_up: GiveUpHandler | None = None, batch: BatchHandler | None = None,
+            batch_size: int = 4) -> Callable[[Handler], Handler]:
     """Register ``fn`` for ``kind``.
 
     ``lease_seconds``: claim its jobs with this (shorter) lease than the worker's default, so a
     dead worker's job is taken over sooner; the handler must then keep its lease alive, by
     itself or with ``renew_lease=True`` (the worker renews it every third of the lease while
     the handler runs). ``on_give_up``: see the module's docstring. ``batch``: runs the jobs of
-    ``kind`` one claim took together (see ``BatchHandler``); the worker still settles each job
-    on its own (retry, give up, complete).
+    ``kind`` one claim took together (see ``BatchHandler``), ``batch_size`` at most per call (the
+    calls of one claim run side by side, so one batch's transactions overlap another's
+    waits); the worker still settles each job on its own (retry, give up, complete).
     """
     if renew_lease and lease_seconds is None:
         raise ValueError("renew_lease needs lease_seconds")
@@ -98,7 +100,7 @@ def handler(kind: str, *, lease_seconds: float | None = None, renew_lease: bool 
         if on_give_up is not None:
             _give_up[kind] = on_give_up
         if batch is not None:
-            _batches[kind] = batch
+            _batches[kind] = (batch, max(1, batch_size))
         return fn
 
     return register
@@ -120,7 +122,14 @@ def renews_lease(kind: str) -> bool:
 
 
 def batch_handler(kind: str) -> BatchHandler | None:
-    return _batches.get(kind)
+    found = _batches.get(kind)
+    return found[0] if found is not None else None
+
+
+def batch_size(kind: str) -> int:
+    """At most how many jobs of ``kind`` one call of its batch handler takes (1: none)."""
+    found = _batches.get(kind)
+    return found[1] if found is not None else 1
 
 
 def give_up_handler(kind: str) -> GiveUpHandler | None:

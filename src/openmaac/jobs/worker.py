@@ -35,6 +35,7 @@ from openmaac.jobs.registry import (
     PermanentFailure,
     RetryLater,
     batch_handler,
+    batch_size,
     get_handler,
     give_up_handler,
     lease_of,
@@ -304,7 +305,9 @@ class Worker:
             # each job in a context of its own: its log lines carry its kind and id; timed for /metrics
             self._track(self._pool.submit(job_context(job.kind, job.id, job.organization_id).run, timed_job,
                                           job.kind, self._execute, job), 1)
-        for kind, batch in batches.items():
+        chunks = [(kind, group[i:i + batch_size(kind)]) for kind, group in batches.items()
+                  for i in range(0, len(group), batch_size(kind))]
+        for kind, batch in chunks:
             first = batch[0]
             if len(batch) == 1:
                 self._track(self._pool.submit(job_context(kind, first.id, first.organization_id).run, timed_job, kind,
