@@ -213,3 +213,57 @@ def test_a_give_up_handler_that_raises_still_fails_the_job(database, server):
     job = wait_for(lambda: (row := _job_row(database, "test.give_up_raises", "raising")).status == "failed" and row,
                    timeout=10)
     assert job.last_error.endswith("(and its on_give_up failed)")
+
+
+BATCHES: list[list[str]] = []
+
+
+def _run_batched(items: list[tuple[dict, JobContext]]) -> list[BaseException | None]:
+    BATCHES.append([payload["key"] for payload, _context in items])
+    outcomes: list[BaseException | None] = []
+    for payload, context in items:
+        _record(payload["key"], context.attempt)
+        outcomes.append(RuntimeError("transient") if payload.get("fail") and context.attempt < 2 else None)
+    return outcomes
+
+
+@handler("test.batched", batch=_run_batched)
+def _batched_alone(payload, context: JobContext) -> None:
+    _record(f"alone:{payload['key']}", context.attempt)
+
+
+def _batch_breaks(items: list[tuple[dict, JobContext]]) -> list[BaseException | None]:
+    raise RuntimeError("the batch broke")
+
+
+@handler("test.batch_breaks", batch=_batch_breaks)
+def _breaking_batch_alone(payload, context: JobContext) -> None:
+    _record(payload["key"], context.attempt)
+
+
+def test_jobs_claimed_together_run_as_one_batch_and_are_settled_each(database, server):
+    """A kind with a batch handler gets the jobs one claim took in one call; each job's outcome
+    is then recorded on its own: the successes are gone, the failure is retried (alone: the
+    single handler)."""
+    with database.write() as session:  # one commit: one claim takes all three
+        for key in ("batch-1", "batch-2", "batch-3"):
+            enqueue(session, "test.batched", {"key": key, "fail": key == "batch-3"})
+    wait_for(lambda: CALLS.get("alone:batch-3"), timeout=10)
+    assert ["batch-1", "batch-2", "batch-3"] in BATCHES
+    assert CALLS["batch-1"] == CALLS["batch-2"] == CALLS["batch-3"] == [1]
+    assert CALLS["alone:batch-3"] == [2]
+    wait_for(lambda: not _jobs_of(database, "test.batched"))
+
+
+def test_a_failing_batch_runs_its_jobs_one_by_one(database, server):
+    with database.write() as session:
+        for key in ("broken-batch-1", "broken-batch-2"):
+            enqueue(session, "test.batch_breaks", {"key": key})
+    wait_for(lambda: CALLS.get("broken-batch-1") and CALLS.get("broken-batch-2"), timeout=10)
+    assert CALLS["broken-batch-1"] == CALLS["broken-batch-2"] == [1]
+    wait_for(lambda: not _jobs_of(database, "test.batch_breaks"))
+
+
+def _jobs_of(database, kind: str) -> list[Job]:
+    with database.read() as session:
+        return list(session.scalars(select(Job).where(Job.kind == kind)))

@@ -17,6 +17,7 @@ from sqlalchemy import Table, and_, bindparam, case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from openmaac.db.base import UTCDateTime, insert_ignoring_conflicts, utcnow
+from openmaac.db.driver import DriverStatement
 from openmaac.jobs.models import Job
 
 
@@ -129,13 +130,17 @@ def _claim_statement(postgres: bool, kinds: tuple[str, ...] = ()) -> Any:
 # Built once with bound parameters (the worker runs them for every job: building the
 # expressions each time cost more than running them), per dialect and set of kinds with a
 # lease of their own (fixed once the domains are loaded).
-_CLAIM: dict[tuple[bool, tuple[str, ...]], Any] = {}
+# Run on the driver's cursor (db/driver.py).
+_CLAIM: dict[tuple[bool, tuple[str, ...]], DriverStatement] = {}
 _RENEW = (update(_jobs_table()).where(_jobs_table().c.id.in_(bindparam("ids", expanding=True)),
                                       _jobs_table().c.status == "running",
                                       _jobs_table().c.locked_by == bindparam("worker"))
           .values(locked_until=bindparam("until", type_=UTCDateTime())))
 _COMPLETE = delete(_jobs_table()).where(_jobs_table().c.id == bindparam("job"),
                                         _jobs_table().c.locked_by == bindparam("worker"))
+
+# run on the driver's cursor (db/driver.py): a job's end, as frequent as its claim
+_COMPLETE_DRIVER = DriverStatement(_COMPLETE)
 
 
 def claim(session: Session, worker_id: str, limit: int, lease_seconds: float,
@@ -148,12 +153,12 @@ def claim(session: Session, worker_id: str, limit: int, lease_seconds: float,
     key = (conn.dialect.name == "postgresql", kinds)
     statement = _CLAIM.get(key)
     if statement is None:
-        statement = _CLAIM[key] = _claim_statement(*key)
+        statement = _CLAIM[key] = DriverStatement(_claim_statement(*key))
     params: dict[str, Any] = {"now": now, "lim": limit, "worker": worker_id,
                               "until": now + timedelta(seconds=lease_seconds)}
     for i, kind in enumerate(kinds):
         params[f"until_{i}"] = now + timedelta(seconds=leases[kind])  # type: ignore[index]
-    rows = conn.execute(statement, params).all()
+    rows = statement.execute(conn, params).rows
     return sorted((ClaimedJob(*row) for row in rows), key=lambda job: job.id)
 
 
@@ -175,7 +180,7 @@ def renew_leases(session: Session, worker_id: str, leases: dict[int, float]) -> 
 
 
 def complete(session: Session, job_id: int, worker_id: str) -> None:
-    session.connection().execute(_COMPLETE, {"job": job_id, "worker": worker_id})
+    _COMPLETE_DRIVER.execute(session.connection(), {"job": job_id, "worker": worker_id})
 
 
 def reschedule(session: Session, job_id: int, worker_id: str, delay: float, error: str | None,

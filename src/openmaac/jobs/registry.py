@@ -42,6 +42,13 @@ class JobContext:
 
 
 Handler = Callable[[dict[str, Any], JobContext], None]
+# batch(items) runs several claimed jobs of its kind together (``(payload, context)`` each) and
+# answers one outcome per item, in order: None when it succeeded (completed in its last
+# transaction through ``context.complete_in``, or left for the worker to complete), else the
+# exception the single handler would have raised for it (RetryLater, PermanentFailure, an
+# error). Should it raise itself, the worker runs each job through the single handler instead,
+# which must therefore pick up whatever the batch left half done (handlers are idempotent).
+BatchHandler = Callable[[list[tuple[dict[str, Any], JobContext]]], list[BaseException | None]]
 # on_give_up(session, payload, context, error): runs in the write transaction that marks the
 # job failed (``error`` is the job's last error, for logs: it may hold internal details).
 GiveUpHandler = Callable[[Any, dict[str, Any], JobContext, str], None]
@@ -65,16 +72,21 @@ class PermanentFailure(Exception):
 
 _leases: dict[str, float] = {}
 _renewed: set[str] = set()
+_batches: dict[str, tuple[BatchHandler, int]] = {}
 
 
 def handler(kind: str, *, lease_seconds: float | None = None, renew_lease: bool = False,
-            on_give_up: GiveUpHandler | None = None) -> Callable[[Handler], Handler]:
+            on_give_up: GiveUpHandler | None = None, batch: BatchHandler | None = None,
+            batch_size: int = 4) -> Callable[[Handler], Handler]:
     """Register ``fn`` for ``kind``.
 
     ``lease_seconds``: claim its jobs with this (shorter) lease than the worker's default, so a
     dead worker's job is taken over sooner; the handler must then keep its lease alive, by
     itself or with ``renew_lease=True`` (the worker renews it every third of the lease while
-    the handler runs). ``on_give_up``: see the module's docstring.
+    the handler runs). ``on_give_up``: see the module's docstring. ``batch``: runs the jobs of
+    ``kind`` one claim took together (see ``BatchHandler``), ``batch_size`` at most per call (the
+    calls of one claim run side by side, so one batch's transactions overlap another's
+    waits); the worker still settles each job on its own (retry, give up, complete).
     """
     if renew_lease and lease_seconds is None:
         raise ValueError("renew_lease needs lease_seconds")
@@ -87,6 +99,8 @@ def handler(kind: str, *, lease_seconds: float | None = None, renew_lease: bool 
             _renewed.add(kind)
         if on_give_up is not None:
             _give_up[kind] = on_give_up
+        if batch is not None:
+            _batches[kind] = (batch, max(1, batch_size))
         return fn
 
     return register
@@ -105,6 +119,17 @@ def leases() -> dict[str, float]:
 def renews_lease(kind: str) -> bool:
     """Whether the worker keeps ``kind``'s lease alive while its handler runs."""
     return kind in _renewed
+
+
+def batch_handler(kind: str) -> BatchHandler | None:
+    found = _batches.get(kind)
+    return found[0] if found is not None else None
+
+
+def batch_size(kind: str) -> int:
+    """At most how many jobs of ``kind`` one call of its batch handler takes (1: none)."""
+    found = _batches.get(kind)
+    return found[1] if found is not None else 1
 
 
 def give_up_handler(kind: str) -> GiveUpHandler | None:

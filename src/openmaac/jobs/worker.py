@@ -34,6 +34,8 @@ from openmaac.jobs.registry import (
     JobContext,
     PermanentFailure,
     RetryLater,
+    batch_handler,
+    batch_size,
     get_handler,
     give_up_handler,
     lease_of,
@@ -41,7 +43,7 @@ from openmaac.jobs.registry import (
     renews_lease,
 )
 from openmaac.telemetry.context import job_context
-from openmaac.telemetry.metrics import timed_job
+from openmaac.telemetry.metrics import observe_job, timed_job
 
 log = logging.getLogger("openmaac.worker")
 
@@ -295,19 +297,36 @@ class Worker:
         self._saturated = len(jobs) == free
         for _ in range(free - len(jobs)):
             self._slots.release()
+        batches: dict[str, list[queue.ClaimedJob]] = {}
         for job in jobs:
+            if batch_handler(job.kind) is not None and job.attempts <= job.max_attempts:
+                batches.setdefault(job.kind, []).append(job)
+                continue
             # each job in a context of its own: its log lines carry its kind and id; timed for /metrics
-            future = self._pool.submit(job_context(job.kind, job.id, job.organization_id).run, timed_job, job.kind,
-                                       self._execute, job)
-            with self._lock:
-                self._in_flight.add(future)
-            future.add_done_callback(self._done)
+            self._track(self._pool.submit(job_context(job.kind, job.id, job.organization_id).run, timed_job,
+                                          job.kind, self._execute, job), 1)
+        chunks = [(kind, group[i:i + batch_size(kind)]) for kind, group in batches.items()
+                  for i in range(0, len(group), batch_size(kind))]
+        for kind, batch in chunks:
+            first = batch[0]
+            if len(batch) == 1:
+                self._track(self._pool.submit(job_context(kind, first.id, first.organization_id).run, timed_job, kind,
+                                              self._execute, first), 1)
+            else:  # one handler thread for the jobs of the kind claimed together (their slots with it)
+                self._track(self._pool.submit(job_context(kind, first.id, first.organization_id).run,
+                                              self._execute_batch, batch), len(batch))
         return len(jobs)
 
-    def _done(self, future: Future[None]) -> None:
+    def _track(self, future: Future[None], slots: int) -> None:
+        with self._lock:
+            self._in_flight.add(future)
+        future.add_done_callback(functools.partial(self._done, slots=slots))
+
+    def _done(self, future: Future[None], slots: int = 1) -> None:
         with self._lock:
             self._in_flight.discard(future)
-        self._slots.release()
+        for _ in range(slots):
+            self._slots.release()
         self._wake.set()
 
     def _execute(self, job: queue.ClaimedJob) -> str:
@@ -326,34 +345,74 @@ class Worker:
             self._give_up(job, context, f"abandoned: {job.attempts - 1} attempts ended without an outcome "
                                         "(the worker stopped or the lease passed)")
             return "abandoned"
-        lease = lease_of(job.kind)
-        renewed = lease is not None and renews_lease(job.kind)
-        if renewed:
-            assert lease is not None
-            self._lease_keeper.add(job.id, lease)
+        renewed = self._keep_lease(job)
+        error: BaseException | None = None
         try:
             handler(job.payload, context)
-        except RetryLater as retry:
-            with self.database.write() as session:
-                queue.reschedule(session, job.id, self.worker_id, retry.delay, str(retry), count_attempt=False)
-            return "deferred"
         except Exception as exc:
-            error = "".join(traceback.format_exception_only(exc)).strip()
-            log.warning("job %s (%s) attempt %s failed: %s", job.id, job.kind, job.attempts, error)
-            if isinstance(exc, PermanentFailure) or job.attempts >= job.max_attempts:
-                self._give_up(job, context, error)
-                return "failed" if isinstance(exc, PermanentFailure) else "given_up"
-            with self.database.write() as session:
-                queue.reschedule(session, job.id, self.worker_id, backoff_seconds(job.attempts), error)
-            return "retry"
+            error = exc
         finally:
             if renewed:
                 self._lease_keeper.remove(job.id)
+        return self._settle(job, context, error)
+
+    def _keep_lease(self, job: queue.ClaimedJob) -> bool:
+        """Have the lease keeper renew the job's lease while it runs, if its kind asks for it."""
+        lease = lease_of(job.kind)
+        if lease is None or not renews_lease(job.kind):
+            return False
+        self._lease_keeper.add(job.id, lease)
+        return True
+
+    def _settle(self, job: queue.ClaimedJob, context: JobContext, error: BaseException | None) -> str:
+        """Record how the job's run ended (``error``: what its handler raised); answers the
+        outcome the metrics count."""
+        if isinstance(error, RetryLater):
+            with self.database.write() as session:
+                queue.reschedule(session, job.id, self.worker_id, error.delay, str(error), count_attempt=False)
+            return "deferred"
+        if error is not None:
+            text = "".join(traceback.format_exception_only(error)).strip()
+            log.warning("job %s (%s) attempt %s failed: %s", job.id, job.kind, job.attempts, text)
+            if isinstance(error, PermanentFailure) or job.attempts >= job.max_attempts:
+                self._give_up(job, context, text)
+                return "failed" if isinstance(error, PermanentFailure) else "given_up"
+            with self.database.write() as session:
+                queue.reschedule(session, job.id, self.worker_id, backoff_seconds(job.attempts), text)
+            return "retry"
         if context.completed:  # deleted in the handler's last transaction
             return "success"
         with self.database.write() as session:
             queue.complete(session, job.id, self.worker_id)
         return "success"
+
+    def _execute_batch(self, jobs: list[queue.ClaimedJob]) -> None:
+        """Run jobs of one kind claimed together through its batch handler, then settle each on
+        its own. Should the batch handler fail as a whole, each job runs alone instead."""
+        run_batch = batch_handler(jobs[0].kind)
+        assert run_batch is not None
+        contexts = [JobContext(job_id=job.id, kind=job.kind, organization_id=job.organization_id,
+                               attempt=job.attempts, worker_id=self.worker_id) for job in jobs]
+        renewed = [job.id for job in jobs if self._keep_lease(job)]
+        started = time.perf_counter()
+        try:
+            errors: list[BaseException | None] | None = run_batch(
+                [(job.payload, context) for job, context in zip(jobs, contexts, strict=True)])
+        except Exception:
+            log.warning("batch of %s %s jobs failed; running them one by one", len(jobs), jobs[0].kind,
+                        exc_info=True)
+            errors = None
+        finally:
+            for job_id in renewed:
+                self._lease_keeper.remove(job_id)
+        if errors is None:
+            for job in jobs:
+                job_context(job.kind, job.id, job.organization_id).run(timed_job, job.kind, self._execute, job)
+            return
+        seconds = time.perf_counter() - started
+        for job, context, error in zip(jobs, contexts, errors, strict=True):
+            observe_job(job.kind, job_context(job.kind, job.id, job.organization_id).run(
+                self._settle, job, context, error), seconds)
 
     def _give_up(self, job: queue.ClaimedJob, context: JobContext, error: str) -> None:
         """Mark the job failed and, in the same transaction, let its kind's ``on_give_up`` put the

@@ -34,9 +34,10 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from http import HTTPStatus
@@ -79,6 +80,9 @@ JOB_KIND = "direct_message.send"
 BATCH = 50  # LINE calls claimed (leased) together by a job
 CONCURRENCY = 8  # LINE calls of one job in flight at once
 JOB_LEASE_SECONDS = 15.0  # a running send job's lease; the heartbeat renews it every third of it
+# send jobs run in batches: a message whose calls were all answered waits at most this long for
+# the other messages' calls before it is recorded (recording them together saves transactions)
+RECORD_WITHIN_SECONDS = 1.0
 
 
 def line_timeout() -> float:
@@ -280,7 +284,7 @@ _MARK_LISTED_SENT = {
                        fail_count=_D.c.fail_count + func.coalesce(
                            select(func.sum((func.jsonb_array_length if postgres else func.json_array_length)(_S.c.to)))
                            .where(_S.c.direct_message_id == bindparam("dm"), _S.c.status == "done",
-                                  _S.c.outcome.not_in(["success", "split"]))
+                                  _S.c.outcome != "success", _S.c.outcome != "split")
                            .scalar_subquery(), 0)))
     for postgres in (False, True)}
 _DONE_SENDS = (select(_S.c.to, _S.c.recipient_ids, _S.c.outcome, _S.c.status_code, _S.c.response_body,
@@ -393,14 +397,23 @@ _PUSH_RECORD_SEND = DriverStatement(_RECORD_SEND)
 _PUSH_RECIPIENT = {True: DriverStatement(_RANGE_SENT), False: DriverStatement(_RANGE_FAILED)}
 _PUSH_MARK_SENT = DriverStatement(_MARK_PUSH_SENT)
 _PUSH_DROP_RECOVERY = DriverStatement(_DROP_RECOVERY)
+# the send job's statements, run for every message
+_CLAIM_DRIVER = {postgres: DriverStatement(statement) for postgres, statement in _CLAIM.items()}
+_MESSAGE_AND_LINE_DRIVER = {postgres: DriverStatement(statement) for postgres, statement in _MESSAGE_AND_LINE.items()}
+_MARK_SENDING_DRIVER = DriverStatement(_MARK_SENDING)
+_PENDING_SENDS_DRIVER = DriverStatement(_PENDING_SENDS)
+_MARK_LISTED_SENT_DRIVER = {postgres: DriverStatement(statement) for postgres, statement in _MARK_LISTED_SENT.items()}
+# an untracked enhanced multicast's acceptance (with _PUSH_INSERT_MESSAGE and _PUSH_INSERT_JOB)
+_ACCEPT_ENHANCED_PG = DriverStatement(_PG_ACCEPT_ENHANCED)
+_ACCEPT_CALL = DriverStatement(_INSERT_CALL_ENCODED)
 
 
 def claim(session: Session, dm_id: int, limit: int, now: datetime) -> list[Claimed]:
     """Lease up to ``limit`` pending calls of the message whose lease is free (in the caller's
     write): one ``UPDATE ... RETURNING``."""
     conn = session.connection()
-    rows = conn.execute(_CLAIM[conn.dialect.name == "postgresql"],
-                        {"dm": dm_id, "now": now, "lim": limit, "until": now + send_lease()}).all()
+    rows = _CLAIM_DRIVER[conn.dialect.name == "postgresql"].execute(
+        conn, {"dm": dm_id, "now": now, "lim": limit, "until": now + send_lease()}).rows
     # ``to`` (user ids: strings) read by orjson, the references when needed (Claimed)
     return sorted((Claimed(int(i), m, orjson.loads(to), msgs, key, refs)
                    for i, m, to, msgs, key, refs in rows), key=lambda c: c.id)
@@ -417,7 +430,7 @@ def record(session: Session, dm: MessageRef, results: Sequence[tuple[Claimed, Ou
     sent_listed: list[Claimed] = []  # sent calls whose recipients have no rows: the calls list them
     recorded = 0
     for send, outcome in results:
-        done = conn.execute(_RECORD_SEND, {
+        done = _PUSH_RECORD_SEND.execute(conn, {
             "sid": send.id, "b_outcome": outcome.outcome, "b_code": outcome.status_code,
             "b_body": outcome.body if outcome.outcome != "success" else None, "b_now": now}).rowcount
         if not done:
@@ -500,10 +513,10 @@ def finalize(session: Session, dm_id: int, *, sending: bool = False, recipient_r
         if row[0] == "pending":
             return False
         recipient_rows = bool(row[1])
-    if conn.scalar(_PENDING_SENDS, {"dm": dm_id}):
+    if _PENDING_SENDS_DRIVER.execute(conn, {"dm": dm_id}).scalar():
         return False
     if not recipient_rows:
-        conn.execute(_MARK_LISTED_SENT[conn.dialect.name == "postgresql"], {"dm": dm_id, "b_now": utcnow()})
+        _MARK_LISTED_SENT_DRIVER[conn.dialect.name == "postgresql"].execute(conn, {"dm": dm_id, "b_now": utcnow()})
         return True
     counts = {status: int(n) for status, n in conn.execute(_COUNTS, {"dm": dm_id})}
     if counts.get("pending"):
@@ -784,9 +797,17 @@ def enhanced_multicast(org: OrgContext, template_id: int, event_id: int | None, 
             if problems:
                 raise field_errors({"line_uids": problems})
             uids = [uid or "" for uid, _errors in checked]
-        contact_ids = direct.contact_ids_by_uid(conn, org.id, uids)
-    if event is None and len(uids) <= MULTICAST_MAX_RECIPIENTS:
-        return _accept_untracked(org, template.id, params, rendered, uids, contact_ids)
+        untracked = event is None and len(uids) <= MULTICAST_MAX_RECIPIENTS
+        listed = direct.listed_contacts(conn, org.id, uids) if untracked else None
+        contact_ids = direct.contact_ids_by_uid(conn, org.id, uids) if listed is None else {}
+    if untracked:
+        if listed is not None:  # every uid a contact: the call's lists as the database built them
+            return _accept_untracked(org, template.id, params, rendered, len(uids), *listed, len(uids), [])
+        unknown = [(mark, uid, None) for mark, uid in enumerate(uids) if uid not in contact_ids]
+        to = [uid for uid in uids if uid in contact_ids]
+        refs = json_dumps([[mark, contact_ids[uid]] for mark, uid in enumerate(uids) if uid in contact_ids])
+        return _accept_untracked(org, template.id, params, rendered, len(uids), refs, json_dumps(to), len(to),
+                                 unknown)
     event_ref = event[0] if event else None
     # Rows per recipient only when a recipient will be looked up later: a tap on one of a
     # tracked message's actions (message / postback) is attributed through them (links.record_tap).
@@ -814,44 +835,41 @@ def enhanced_multicast(org: OrgContext, template_id: int, event_id: int | None, 
 
 
 def _accept_untracked(org: OrgContext, template_id: int, params: dict[str, str], messages: list[dict[str, Any]],
-                      uids: list[str], contact_ids: dict[str, int]) -> dict[str, Any]:
+                      total: int, refs: str, to: str, listed: int,
+                      unknown: list[tuple[int, str, None]]) -> dict[str, Any]:
     """An enhanced multicast without an event (no links to track, no recipient rows): its one
-    LINE call encoded before the write (the write lock is not held while 500 ids become JSON),
-    then written. On SQLite, whose writes queue for one lock anyway, together with those of
-    the other requests accepted meanwhile (group commit: one transaction for all, each request
-    answering once its own write is committed); on PostgreSQL the message, its call and its job
-    are one statement, in a transaction of the request's own."""
+    LINE call (``listed`` recipients: ``refs`` and ``to`` as JSON text) encoded before the
+    write (the write lock is not held while 500 ids become JSON), then written; ``unknown``:
+    the uids that are no contact, failed at once. On SQLite, whose writes queue for one lock
+    anyway, together with those of the other requests accepted meanwhile (group commit: one
+    transaction for all, each request answering once its own write is committed); on
+    PostgreSQL the message, its call and its job are one statement, in a transaction of the
+    request's own. Every statement runs on the driver's cursor (``DriverStatement``)."""
     database = get_database()
-    unknown = [(mark, uid, None) for mark, uid in enumerate(uids) if uid not in contact_ids]
-    if unknown:
-        listed = [(mark, uid) for mark, uid in enumerate(uids) if uid in contact_ids]
-        to = [uid for _mark, uid in listed]
-        refs = [[mark, contact_ids[uid]] for mark, uid in listed]
-    else:
-        to = uids
-        refs = [[mark, contact_ids[uid]] for mark, uid in enumerate(uids)]
-    call = {"method": "push" if len(to) == 1 else "multicast", "retry_key": new_retry_key(),
-            "refs": json_dumps(refs), "to": json_dumps(to), "messages": json_dumps(messages)}
-    del refs
+    call = {"method": "push" if listed == 1 else "multicast", "retry_key": new_retry_key(),
+            "refs": refs, "to": to, "messages": json_dumps(messages)}
     now = utcnow()
 
     def write(session: Session) -> int:
         conn = session.connection()
         if conn.dialect.name == "postgresql":
-            dm_id = int(conn.execute(_PG_ACCEPT_ENHANCED, {
-                "org": org.id, "template": template_id, "params": json_dumps(params), "total": len(uids),
-                "failed": len(unknown), "now": now, "with_call": bool(to), **call, "kind": JOB_KIND,
+            dm_id = int(_ACCEPT_ENHANCED_PG.execute(conn, {
+                "org": org.id, "template": template_id, "params": json_dumps(params), "total": total,
+                "failed": len(unknown), "now": now, "with_call": listed > 0, **call, "kind": JOB_KIND,
                 "key_prefix": f"{JOB_KIND}:"}).scalar_one())
             dm = MessageRef(dm_id, org.id, "enhanced_multicast", None, False)
         else:
-            dm = MessageRef(int(conn.execute(_INSERT_MESSAGE, {
+            dm = MessageRef(int(_PUSH_INSERT_MESSAGE.execute(conn, {
                 "organization_id": org.id, "category": "enhanced_multicast", "template_id": template_id,
                 "event_id": None, "status": "pending", "tracked": False, "params": params, "recipient_rows": False,
-                "total_count": len(uids), "fail_count": len(unknown), "created_at": now,
+                "total_count": total, "fail_count": len(unknown), "created_at": now,
                 "updated_at": now}).scalar_one()), org.id, "enhanced_multicast", None, False)
-            if to:
-                conn.execute(_INSERT_CALL_ENCODED, {"dm": dm.id, "org": org.id, "now": now, **call})
-            _enqueue_send(session, dm, now)
+            if listed:
+                _ACCEPT_CALL.execute(conn, {"dm": dm.id, "org": org.id, "now": now, **call})
+            _PUSH_INSERT_JOB.execute(conn, {
+                "kind": JOB_KIND, "payload": {"id": dm.id}, "organization_id": org.id, "run_at": now,
+                "priority": 100, "max_attempts": 10, "unique_key": f"{JOB_KIND}:{dm.id}", "status": "ready",
+                "attempts": 0, "created_at": now})
         # the uids that are not contacts fail now
         write_recipients(conn, dm, unknown, "failed", direct.CONTACT_NOT_FOUND, None)
         session.info["jobs_enqueued"] = True  # wakes the embedded worker at commit
@@ -904,33 +922,38 @@ def start(dm_id: int, context: JobContext | None = None) -> tuple[MessageRef | N
     """The first step of a run: (message, LINE, first batch, done). One write transaction that
     plans the message if needed and takes over the calls of a run that died; when there is
     nothing left to do, it also deletes the job (``context``)."""
-    now = utcnow()
     with get_database().write() as session:
-        conn = session.connection()
-        row = conn.execute(_MESSAGE_AND_LINE[conn.dialect.name == "postgresql"], {"dm": dm_id}).first()
-        if row is None:
-            if context is not None:
-                context.complete_in(session)
-            return None, None, [], True
-        organization_id, category, status, template_id, event_id, rows, base_url, access_token, channel_id = row
-        dm = MessageRef(dm_id, organization_id, category, event_id, bool(rows))
-        line = Line(base_url, access_token, channel_id) if channel_id is not None else None
-        if status == "sent":
-            if context is not None:
-                context.complete_in(session)
-            return dm, line, [], True
-        if status == "pending":
-            if category == "multicast":
-                plan(session, dm, template_id)
-            conn.execute(_MARK_SENDING, {"dm": dm_id, "b_now": now})
-        elif category != "push":
-            # This job is the only sender of a multicast's calls, and it runs once at a time
-            # (its lease): calls still leased belong to an earlier run that died mid-call.
-            conn.execute(_RELEASE, {"dm": dm_id})
-        batch = claim(session, dm_id, BATCH, now)
-        done = finalize(session, dm_id, sending=True, recipient_rows=dm.recipient_rows) if not batch else False
-        if done and context is not None:
+        return _start_in(session, dm_id, context, utcnow())
+
+
+def _start_in(session: Session, dm_id: int, context: JobContext | None,
+              now: datetime) -> tuple[MessageRef | None, Line | None, list[Claimed], bool]:
+    """``start`` in the caller's write transaction."""
+    conn = session.connection()
+    row = _MESSAGE_AND_LINE_DRIVER[conn.dialect.name == "postgresql"].execute(conn, {"dm": dm_id}).first()
+    if row is None:
+        if context is not None:
             context.complete_in(session)
+        return None, None, [], True
+    organization_id, category, status, template_id, event_id, rows, base_url, access_token, channel_id = row
+    dm = MessageRef(dm_id, organization_id, category, event_id, bool(rows))
+    line = Line(base_url, access_token, channel_id) if channel_id is not None else None
+    if status == "sent":
+        if context is not None:
+            context.complete_in(session)
+        return dm, line, [], True
+    if status == "pending":
+        if category == "multicast":
+            plan(session, dm, template_id)
+        _MARK_SENDING_DRIVER.execute(conn, {"dm": dm_id, "b_now": now})
+    elif category != "push":
+        # This job is the only sender of a multicast's calls, and it runs once at a time
+        # (its lease): calls still leased belong to an earlier run that died mid-call.
+        conn.execute(_RELEASE, {"dm": dm_id})
+    batch = claim(session, dm_id, BATCH, now)
+    done = finalize(session, dm_id, sending=True, recipient_rows=dm.recipient_rows) if not batch else False
+    if done and context is not None:
+        context.complete_in(session)
     return dm, line, batch, done
 
 
@@ -1000,7 +1023,100 @@ def call_all(line: Line | None, batch: list[Claimed]) -> list[Outcome]:
     return results
 
 
-@handler(JOB_KIND, lease_seconds=JOB_LEASE_SECONDS)
+@dataclass
+class _Run:
+    """One send job's message within a batch of them."""
+
+    dm_id: int
+    context: JobContext
+    dm: MessageRef | None = None
+    line: Line | None = None
+    batch: list[Claimed] | None = None
+    done: bool = False
+    outcomes: list[Outcome] = field(default_factory=list)  # of the batch's calls, by index
+    unanswered: int = 0
+
+
+def _retry_when_released(dm_id: int) -> RetryLater:
+    """The job of a message with calls still leased by another caller (a push answering its
+    request) runs again once their lease has passed."""
+    with get_database().read() as session:
+        until = session.scalar(select(func.min(DirectMessageSend.locked_until)).where(
+            DirectMessageSend.direct_message_id == dm_id, DirectMessageSend.status == "pending"))
+    wait = (until - utcnow()).total_seconds() if until else 1.0
+    return RetryLater(max(1.0, wait + 0.5), "LINE calls still leased")
+
+
+def run_direct_messages(items: list[tuple[dict[str, Any], JobContext]]) -> list[BaseException | None]:
+    """The send jobs one claim took, together (the worker's batch handler): one write
+    transaction starts them all, their LINE calls go out side by side, and the outcomes are
+    recorded together (with the next calls of the messages not done claimed), instead of two
+    transactions per message. A message whose calls have all been answered waits at most
+    ``RECORD_WITHIN_SECONDS`` for the others' (one slow LINE call does not hold the rest).
+    Each message's steps are those of ``run_direct_message``, which takes over should the
+    batch fail as a whole."""
+    runs = [_Run(int(payload["id"]), context) for payload, context in items]
+    database = get_database()
+    for run in runs:
+        heartbeat.add(run.context.job_id)
+    try:
+        with database.write() as session:
+            now = utcnow()
+            for run in runs:
+                run.dm, run.line, run.batch, run.done = _start_in(session, run.dm_id, run.context, now)
+        calls: dict[Future[Outcome], tuple[_Run, int]] = {}
+        for run in runs:
+            _submit_calls(run, calls)
+        answered: list[_Run] = []  # every call of their batch answered, not yet recorded
+        oldest = 0.0  # when the first of them was
+        while calls or answered:
+            if answered and (not calls or time.monotonic() - oldest >= RECORD_WITHIN_SECONDS):
+                with database.write() as session:
+                    for run in answered:
+                        assert run.dm is not None and run.batch is not None
+                        record(session, run.dm, list(zip(run.batch, run.outcomes, strict=True)))
+                        run.done = finalize(session, run.dm_id, sending=True, recipient_rows=run.dm.recipient_rows)
+                        if run.done:  # the job ends with the message marked sent
+                            run.context.complete_in(session)
+                        run.batch = [] if run.done else claim(session, run.dm_id, BATCH, utcnow())
+                for run in answered:
+                    _submit_calls(run, calls)
+                answered = []
+                continue
+            timeout = max(0.0, oldest + RECORD_WITHIN_SECONDS - time.monotonic()) if answered else None
+            finished, _ = wait_for_futures(list(calls), timeout=timeout, return_when=FIRST_COMPLETED)
+            for future in finished:
+                run, index = calls.pop(future)
+                run.outcomes[index] = future.result()
+                run.unanswered -= 1
+                if run.unanswered == 0:
+                    if not answered:
+                        oldest = time.monotonic()
+                    answered.append(run)
+    finally:
+        for run in runs:
+            heartbeat.remove(run.context.job_id)
+    return [None if run.done else _retry_when_released(run.dm_id) for run in runs]
+
+
+def _submit_calls(run: _Run, calls: dict[Future[Outcome], tuple[_Run, int]]) -> None:
+    """Make the LINE calls of ``run``'s batch on the calls' pool (``calls``: future -> its run
+    and the call's index in the batch)."""
+    batch = run.batch or []
+    run.outcomes = [Outcome("error")] * len(batch)
+    run.unanswered = len(batch)
+    client = run.line.client() if run.line is not None else None
+    for index, send in enumerate(batch):
+        calls[_calls_pool().submit(_call_one, client, send)] = (run, index)
+
+
+def _call_one(client: LineClient | None, send: Claimed) -> Outcome:
+    if client is None:
+        return Outcome("error")
+    return call_line(client, send.method, send.to, send.messages, send.retry_key)
+
+
+@handler(JOB_KIND, lease_seconds=JOB_LEASE_SECONDS, batch=run_direct_messages)
 def run_direct_message(payload: dict[str, Any], context: JobContext) -> None:
     dm_id = int(payload["id"])
     database = get_database()
@@ -1019,11 +1135,5 @@ def run_direct_message(payload: dict[str, Any], context: JobContext) -> None:
                 batch = [] if done else claim(session, dm_id, BATCH, utcnow())
     finally:
         heartbeat.remove(job_id)
-    if done:
-        return
-    with database.read() as session:
-        # some call is still leased by another caller (a push answering its request)
-        until = session.scalar(select(func.min(DirectMessageSend.locked_until)).where(
-            DirectMessageSend.direct_message_id == dm_id, DirectMessageSend.status == "pending"))
-    wait = (until - utcnow()).total_seconds() if until else 1.0
-    raise RetryLater(max(1.0, wait + 0.5), "LINE calls still leased")
+    if not done:
+        raise _retry_when_released(dm_id)
