@@ -756,11 +756,7 @@ def record_pnp_deliveries(session: Session, organization_id: int,
             by_tag[str(message.delivery_tag)] = message
     if not by_tag:
         return 0
-    settings: dict[int, PnpSetting] = {}
-    for setting_id in sorted({message.pnp_setting_id for message in by_tag.values()}):
-        found = _SETTING.execute(conn, {"id": setting_id}).first()
-        if found is not None:  # a plain object of the values read (only read)
-            settings[setting_id] = PnpSetting(**dict(zip(_SETTING_NAMES, found, strict=True)))
+    settings = _settings_by_id(conn, (message.pnp_setting_id for message in by_tag.values()))
     now = utcnow()
     changed: dict[int, list[PnpMessageRow]] = {}
     ended: list[PnpMessageRow] = []
@@ -1165,7 +1161,6 @@ class _SmsSend:
 _MESSAGES_BY_ID = select(PnpMessage).where(PnpMessage.id.in_(bindparam("ids", expanding=True))).order_by(PnpMessage.id)
 _MESSAGES_BY_ID_LOCKED = _MESSAGES_BY_ID.with_for_update()
 _SETTING_NAMES = [column.name for column in PnpSetting.__table__.c]
-_SETTINGS_BY_ID = select(*PnpSetting.__table__.c).where(PnpSetting.__table__.c.id.in_(bindparam("ids", expanding=True)))
 
 
 def _locked_messages(session: Session, ids: list[int]) -> list[PnpMessage]:
@@ -1177,8 +1172,7 @@ def _locked_messages(session: Session, ids: list[int]) -> list[PnpMessage]:
 def _settings_of(session: Session, messages: Iterable[PnpMessage]) -> dict[int, PnpSetting]:
     """The scenarios of these messages, read through Core (no autoflush, no identity map): plain
     objects of the values read, which the state machine only reads."""
-    rows = session.connection().execute(_SETTINGS_BY_ID, {"ids": sorted({m.pnp_setting_id for m in messages})})
-    return {int(row.id): PnpSetting(**row._mapping) for row in rows}
+    return _settings_by_id(session.connection(), (m.pnp_setting_id for m in messages))
 
 
 # --- plain messages: Core rows as unattached objects, written back column by column ------------------
@@ -1534,8 +1528,7 @@ def _report_setting(session: Session, setting_id: int) -> PnpSetting | None:
     """A report's scenario (read through Core once per batch of reports; only read)."""
     cache: dict[int, PnpSetting | None] = session.info.setdefault(_REPORT_SETTINGS, {})
     if setting_id not in cache:
-        row = session.connection().execute(_SETTINGS_BY_ID, {"ids": [setting_id]}).first()
-        cache[setting_id] = PnpSetting(**row._mapping) if row is not None else None
+        cache[setting_id] = _settings_by_id(session.connection(), [setting_id]).get(setting_id)
     return cache[setting_id]
 
 
