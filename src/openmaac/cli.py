@@ -204,6 +204,10 @@ def worker(
     while not stopping:
         time.sleep(0.2)
     job_worker.stop()
+    if serving_metrics is not None:
+        # its uvicorn loop runs in a daemon thread: left running, a timer of that loop firing
+        # while the interpreter exits takes the GIL of a finalized interpreter (SIGSEGV)
+        serving_metrics.stop()
 
 
 @app.command()

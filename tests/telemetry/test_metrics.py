@@ -338,12 +338,19 @@ def test_processes_sharing_a_multiprocess_dir_are_summed(tmp_path, processes):
     env = _env(data_dir, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), OPENMAAC_METRICS_TOKEN=TOKEN)
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    serve = subprocess.Popen([OPENMAAC, "serve", "--port", str(port), "--no-worker"],
-                             env={**env, "OPENMAAC_PUBLIC_BASE_URL": base},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    serve_log = tmp_path / "serve.log"  # a file, not a pipe nobody reads: serve's log cannot fill it and stall
+    with serve_log.open("w") as log_file:
+        serve = subprocess.Popen([OPENMAAC, "serve", "--port", str(port), "--no-worker"],
+                                 env={**env, "OPENMAAC_PUBLIC_BASE_URL": base},
+                                 stdout=subprocess.DEVNULL, stderr=log_file, text=True)
     processes.append(serve)
     _wait_http(base + "/healthz", serve)
     authorized = {"Authorization": f"Bearer {TOKEN}"}
+
+    def scrape() -> str:
+        answer = httpx.get(base + "/metrics", headers=authorized, timeout=10)
+        assert answer.status_code == 200, (answer.text, serve_log.read_text())
+        return answer.text
 
     # the token: refused without or with a wrong one, even from loopback
     assert httpx.get(base + "/metrics", timeout=10).status_code == 401
@@ -353,7 +360,9 @@ def test_processes_sharing_a_multiprocess_dir_are_summed(tmp_path, processes):
     for _ in range(2):
         subprocess.run([sys.executable, "-c", WRITER], env={**env, "PYTHONPATH": str(ROOT / "src")},
                        check=True, timeout=60)
-    text = httpx.get(base + "/metrics", headers=authorized, timeout=10).text
+    # a process starting at this moment: prometheus_client has created its file, not sized it yet
+    (metrics_dir / "counter_4242.db").touch()
+    text = scrape()
     assert value(text, "openmaac_job_runs_total", kind="metrics.probe", outcome="success") == 2
     assert value(text, "openmaac_job_duration_seconds_sum", kind="metrics.probe") == pytest.approx(0.6)
     assert value(text, "openmaac_http_requests_total", method="GET", route="/healthz", status="200") >= 1
@@ -362,7 +371,7 @@ def test_processes_sharing_a_multiprocess_dir_are_summed(tmp_path, processes):
     database = get_database(f"sqlite:///{data_dir / 'openmaac.sqlite3'}")
     with database.write() as session:
         queue.enqueue(session, "metrics.unknown", run_at=utcnow() - timedelta(minutes=5))
-    text = httpx.get(base + "/metrics", headers=authorized, timeout=10).text
+    text = scrape()
     assert value(text, "openmaac_jobs_queued", kind="metrics.unknown", status="ready") == 1
     assert 300 <= value(text, "openmaac_jobs_oldest_ready_age_seconds", kind="metrics.unknown") < 600
 
@@ -375,7 +384,7 @@ def test_processes_sharing_a_multiprocess_dir_are_summed(tmp_path, processes):
     _wait_http(f"http://127.0.0.1:{worker_port}/metrics", worker)
 
     def failed_run() -> str | None:
-        text = httpx.get(base + "/metrics", headers=authorized, timeout=10).text
+        text = scrape()
         done = value(text, "openmaac_job_runs_total", kind="metrics.unknown", outcome="failed") == 1
         return text if done else None
 
@@ -391,8 +400,8 @@ def test_processes_sharing_a_multiprocess_dir_are_summed(tmp_path, processes):
 
     # a stopped worker's counts stay (a counter must not go down)
     worker.terminate()
-    assert worker.wait(20) == 0
-    text = httpx.get(base + "/metrics", headers=authorized, timeout=10).text
+    assert worker.wait(20) == 0, worker.stderr.read() if worker.stderr else None
+    text = scrape()
     assert value(text, "openmaac_job_runs_total", kind="metrics.unknown", outcome="failed") == 1
 
 

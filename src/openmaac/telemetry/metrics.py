@@ -21,6 +21,7 @@ it); the database collector imports the two tables it reads when it runs.
 from __future__ import annotations
 
 import atexit
+import glob
 import hmac
 import logging
 import os
@@ -38,6 +39,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
     generate_latest,
+    multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -309,13 +311,32 @@ def exposition() -> bytes:
     ``PROMETHEUS_MULTIPROC_DIR`` when it is set, else this process's own."""
     registry = CollectorRegistry()
     if MULTIPROCESS_DIR:
-        from prometheus_client import multiprocess
-
-        multiprocess.MultiProcessCollector(registry, path=MULTIPROCESS_DIR)
+        _SettledFilesCollector(registry, path=MULTIPROCESS_DIR)
     else:
         registry.register(_ThisProcess())
     registry.register(DatabaseCollector())
     return generate_latest(registry)
+
+
+class _SettledFilesCollector(multiprocess.MultiProcessCollector):
+    """prometheus_client's sum over the processes' files, without the files a process is
+    creating at this moment: it creates one empty and sizes it next, and a scrape reading it in
+    between failed on its missing header (struct.error: a 500 for the whole scrape). Such a file
+    holds no sample yet; a file's size never shrinks back below its header."""
+
+    def collect(self) -> Iterable[Metric]:
+        files = [path for path in glob.glob(os.path.join(self._path, "*.db")) if _has_header(path)]
+        return self.merge(files, accumulate=True)  # type: ignore[no-any-return]
+
+
+def _has_header(path: str) -> bool:
+    try:
+        return os.path.getsize(path) >= MMAP_HEADER_BYTES
+    except FileNotFoundError:  # removed since the listing (a dead process's live gauges)
+        return False
+
+
+MMAP_HEADER_BYTES = 8  # prometheus_client's mmap files start with the bytes used, padded to 8
 
 
 if MULTIPROCESS_DIR:
