@@ -285,3 +285,50 @@ def test_media_and_location_parameters_become_cloud_api_components(tenant: Any, 
     [sent] = wa_sent(base_url, phone)
     assert sent["components"] == [{"type": "header", "parameters": [{"type": "location", "location": {
         "latitude": "25.03", "longitude": "121.56", "name": "101", "address": "Taipei"}}]}]
+
+
+def test_a_whatsapp_status_waiting_for_the_message_lock_sees_what_the_holder_committed(
+        tenant: Any, base_url: str, whatsapp_sim: str) -> None:
+    """A status that arrives while another transaction changes the message (the send's answer,
+    another status) applies to the message as that transaction left it: a delivery recorded
+    meanwhile is not recorded (nor announced) a second time."""
+    import threading
+    import time
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text, update
+
+    from openmaac.channels.sms.base import DeliveryReport, DeliveryStatus
+    from openmaac.db.engine import get_database
+    from openmaac.sms_plus import engine
+    from openmaac.sms_plus.models import PnpMessage
+
+    phone = "+886914000010"
+    httpx.post(whatsapp_sim + "/_admin/faults", json={"no_callback_numbers": [phone]}).raise_for_status()
+    tenant.client.put(tenant.api("pnp/sms_provider/"), json={"provider": "twilio", "whatsapp_wait_minutes": 40000})
+    setting = scenario(tenant)
+    message_id = push(tenant, setting["id"], phone)["id"]
+    wait_status(tenant, setting["id"], message_id, "whatsapp_accepted")
+    report = DeliveryReport(provider_message_id="", status=DeliveryStatus.DELIVERED, raw_status="delivered",
+                            reference=f"pnp{message_id}wa")
+    database = get_database()
+    postgres = not database.is_sqlite
+    applied: list[bool] = []
+    with database.write() as session:  # the holder: records a delivery, keeps the row locked until commit
+        session.execute(update(PnpMessage).where(PnpMessage.id == message_id).values(
+            status="whatsapp_delivered", whatsapp_status="whatsapp_delivered",
+            whatsapp_delivered_at=datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)))
+        session.flush()
+        waiter = threading.Thread(target=lambda: applied.append(engine.apply_whatsapp_report(tenant.id, report)))
+        waiter.start()
+        if postgres:  # until the status's transaction waits for the row lock
+            with database.read_engine.connect() as watcher:
+                wait_for(lambda: watcher.execute(text(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'")).scalar(),
+                         timeout=30, interval=0.02)
+        else:  # SQLite: its transaction waits for the database's write lock
+            time.sleep(0.3)
+    waiter.join(30)
+    assert applied == [True]
+    record = row(tenant, setting["id"], message_id)
+    assert record["whatsapp_delivered_at"] == "2001-02-03T12:05:06+08:00"  # the holder's, not overwritten

@@ -1703,18 +1703,22 @@ def whatsapp_message_org(reference: str | None, provider_message_id: str | None)
 def apply_whatsapp_report(organization_id: int, report: DeliveryReport) -> bool:
     """Apply one verified WhatsApp status (sent / delivered / read / failed). True when it matched."""
     with get_database().write() as session:
-        message: PnpMessage | None = None
+        # Only the id first: a message object read here, before the lock below is granted, would
+        # stay in the session as it was then (PostgreSQL), and a change committed by the
+        # transaction that held the lock (the send's answer, another status) would go unseen
+        # and be applied a second time.
+        found: int | None = None
         message_id = wa.message_id_of(report.reference)
         if message_id is not None:
-            message = session.scalar(select(PnpMessage).where(PnpMessage.organization_id == organization_id,
-                                                              PnpMessage.id == message_id))
-        if message is None and report.provider_message_id:
-            message = session.scalar(select(PnpMessage).where(
+            found = session.scalar(select(PnpMessage.id).where(PnpMessage.organization_id == organization_id,
+                                                               PnpMessage.id == message_id))
+        if found is None and report.provider_message_id:
+            found = session.scalar(select(PnpMessage.id).where(
                 PnpMessage.organization_id == organization_id,
                 PnpMessage.whatsapp_message_id == report.provider_message_id).limit(1))
-        if message is None:
+        if found is None:
             return False
-        loaded = load_message(session, message.id, lock=True)
+        loaded = load_message(session, found, lock=True)
         if loaded is None:
             return False
         message, setting = loaded
