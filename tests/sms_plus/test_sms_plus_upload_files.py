@@ -348,3 +348,49 @@ def test_a_reader_killed_part_way_is_a_400_and_leaves_nothing(tenant: Any, datab
     assert (answers[0].status_code, answers[0].json()) == (400, {"file": [
         "The file could not be read to the end; upload it again."]})
     assert stored_uploads(database, tenant.id) == (0, 0)
+
+
+def test_a_send_waiting_for_the_list_lock_sees_the_send_that_started_first(tenant: Any, database: Any) -> None:
+    """Two sends of one list at once (a double click, a retried request): the one that waited
+    for the other's transaction sees the list being sent and refuses, so nobody gets the list's
+    messages twice (PostgreSQL: a list read unlocked was sent by both)."""
+    import time
+
+    from sqlalchemy import func, select, text, update
+
+    from helpers import org_of
+    from openmaac.sms_plus import uploads
+    from openmaac.sms_plus.models import PnpMessage, PnpUpload
+    from openmaac.web.errors import APIError
+
+    setting_id = scenario(tenant)
+    assert tenant.client.post(tenant.api("pnp/points/"), json={"amount": 10}).status_code == 200
+    uploaded = upload(tenant, setting_id, b"phone,name\n0912000081,Amy\n0912000082,Bob\n")
+    assert uploaded.status_code == 201, uploaded.text
+    upload_id = uploaded.json()["id"]
+    outcome: list[Any] = []
+
+    def send() -> None:
+        try:
+            outcome.append(uploads.send(org_of(tenant), upload_id, {"mapping": {"sms": {"name": "name"}}}))
+        except APIError as error:
+            outcome.append(error)
+
+    with database.write() as session:  # the send that started first: the list is its, until commit
+        session.execute(update(PnpUpload).where(PnpUpload.id == upload_id).values(status="sending"))
+        session.flush()
+        waiter = threading.Thread(target=send)
+        waiter.start()
+        if not database.is_sqlite:  # until the second send waits for the list's row lock
+            with database.read_engine.connect() as watcher:
+                wait_for(lambda: watcher.execute(text(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'")).scalar(),
+                         timeout=30, interval=0.02)
+        else:  # SQLite: its transaction waits for the database's write lock
+            time.sleep(0.3)
+    waiter.join(30)
+    [refused] = outcome
+    assert isinstance(refused, APIError) and refused.status_code == 400, refused
+    with database.read() as session:
+        assert session.scalar(select(func.count()).select_from(PnpMessage)
+                              .where(PnpMessage.upload_id == upload_id)) == 0

@@ -68,10 +68,12 @@ def serialize(upload: PnpUpload) -> dict[str, Any]:
     }
 
 
-def get_upload(session: Session, org_id: int, upload_id: int) -> PnpUpload:
-    """A stored list; one still being stored (or left half-stored by a crash) is not found."""
-    upload = session.scalar(select(PnpUpload).where(PnpUpload.organization_id == org_id, PnpUpload.id == upload_id,
-                                                    PnpUpload.status != STORING))
+def get_upload(session: Session, org_id: int, upload_id: int, *, lock: bool = False) -> PnpUpload:
+    """A stored list; one still being stored (or left half-stored by a crash) is not found.
+    ``lock``: its row locked until the transaction ends (PostgreSQL; SQLite's writes take turns)."""
+    statement = select(PnpUpload).where(PnpUpload.organization_id == org_id, PnpUpload.id == upload_id,
+                                        PnpUpload.status != STORING)
+    upload = session.scalar(statement.with_for_update() if lock else statement)
     if upload is None:
         raise not_found()
     return upload
@@ -298,7 +300,8 @@ def send(org: OrgContext, upload_id: int, body: dict[str, Any]) -> dict[str, Any
             raise svc.text_error(svc.NO_POINTS)
         pnp_map, sms_map, event_id = plan.pnp_map, plan.sms_map, plan.event_id
     with database.write() as session:
-        upload = get_upload(session, org.id, upload_id)
+        # locked, so a send of the same list under way is seen (its status) and not started twice
+        upload = get_upload(session, org.id, upload_id, lock=True)
         if upload.status != "uploaded":
             raise APIError(400, {"detail": "This list was already sent."})
         upload.status = "sending"
