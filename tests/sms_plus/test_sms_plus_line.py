@@ -251,3 +251,52 @@ def test_the_points_of_delivered_pnps_are_released_in_the_ledger(tenant: Any, ba
         ("topup", 10), ("hold", -1), ("release", 1), ("hold", -1), ("release", 1)]
     assert [after for _kind, _amount, after, _message in entries] == [10, 9, 10, 9, 10]
     assert all(message is not None for kind, _amount, _after, message in entries if kind == "release")
+
+
+def test_a_join_text_waiting_for_the_link_lock_sees_the_binding_made_meanwhile(tenant: Any, base_url: str,
+                                                                              database: Any) -> None:
+    """Two people sending the same join link's text at once: the link binds the number to the
+    first only; the second, which waited for the first's transaction, binds nothing (PostgreSQL:
+    a link read unlocked was bound twice, the number given to both and announced twice)."""
+    import threading
+    import time
+
+    from sqlalchemy import select, text, update
+
+    from openmaac.contacts.models import Contact
+    from openmaac.db.base import utcnow
+    from openmaac.sms_plus import join_links
+    from openmaac.sms_plus.models import PnpJoinLink
+
+    phone = "+886913000020"
+    scenario = setting(tenant, pnp_enabled=False, pnp_messages=[], sms_text="Join us: {{join_link}}")
+    result = push(tenant, scenario["id"], phone)
+    wait_status(tenant, scenario["id"], result["id"], "sms_delivered")
+    with database.read() as session:
+        code = session.scalar(select(PnpJoinLink.code).where(PnpJoinLink.pnp_message_id == result["id"]))
+    first, second = "U" + "1" * 32, "U" + "2" * 32
+    bound: list[bool] = []
+
+    def join() -> None:
+        with database.write() as session:
+            bound.append(join_links.handle_join_text(session, tenant.id, second, f"#join {code}"))
+
+    with database.write() as session:  # the first sender's binding, its link locked until commit
+        session.execute(update(PnpJoinLink).where(PnpJoinLink.code == code).values(
+            bound_line_uid=first, bound_at=utcnow()))
+        session.flush()
+        waiter = threading.Thread(target=join)
+        waiter.start()
+        if not database.is_sqlite:  # until the second text's transaction waits for the link's row lock
+            with database.read_engine.connect() as watcher:
+                wait_for(lambda: watcher.execute(text(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'")).scalar(),
+                         timeout=30, interval=0.02)
+        else:  # SQLite: its transaction waits for the database's write lock
+            time.sleep(0.3)
+    waiter.join(30)
+    assert bound == [False]
+    with database.read() as session:
+        assert session.scalar(select(PnpJoinLink.bound_line_uid).where(PnpJoinLink.code == code)) == first
+        assert session.scalar(select(Contact.mobile).where(Contact.organization_id == tenant.id,
+                                                           Contact.line_uid == second)) is None

@@ -102,8 +102,9 @@ def handle_join_text(session: Session, organization_id: int, line_uid: str, text
     match = JOIN_TEXT.search(text or "")
     if match is None:
         return False
+    # locked: a binding made meanwhile by the same link's text from someone else is seen
     link = session.scalar(select(PnpJoinLink).where(PnpJoinLink.code == match.group(1),
-                                                    PnpJoinLink.organization_id == organization_id))
+                                                    PnpJoinLink.organization_id == organization_id).with_for_update())
     if link is None or link.bound_line_uid is not None:
         return False
     message = session.get(PnpMessage, link.pnp_message_id)
