@@ -192,3 +192,45 @@ def test_tagging_one_contact_from_many_requests_at_once(tenant):
     for uid in uids:
         member = tenant.client.get("/openapi/v1/member/", params={"line_uid": uid}).json()["results"][0]
         assert member["tags"] == ["race"]
+
+
+def test_an_untagging_waiting_for_the_link_lock_announces_nothing_already_removed(tenant, database):
+    """Two requests removing the same tag from a member at once: ``contact.tag.remove`` is
+    announced once, by the one that removed it; the other, which waited for the first's
+    transaction, finds nothing left to announce (PostgreSQL: both announced it)."""
+    import threading
+    import time
+
+    from sqlalchemy import delete, func, select, text
+
+    from helpers import org_of
+    from openmaac.tags import service
+    from openmaac.tags.models import ContactTag
+    from openmaac.webhooks.models import WebhookDelivery
+
+    webhook = tenant.client.post("/openapi/v1/webhook/", json={"url": "http://127.0.0.1:9/x",
+                                                               "topics": ["contact.tag.remove"]})
+    assert webhook.status_code == 201, webhook.text
+    [uid] = seed_contacts(tenant, 1)
+    tag = tenant.client.post("/openapi/v1/tag/", json={"name": "vip"}).json()
+    assert tenant.client.post("/openapi/v1/taglinemember/", json={"tag_id": tag["id"], "line_uid": uid}).status_code == 201
+
+    def untag() -> None:
+        with database.write() as session:
+            service.remove_tag_from_members(session, org_of(tenant), tag["id"], uid)
+
+    with database.write() as session:  # the first removal, its link locked until commit
+        session.execute(delete(ContactTag).where(ContactTag.tag_id == tag["id"]))
+        waiter = threading.Thread(target=untag)
+        waiter.start()
+        if not database.is_sqlite:  # until the second removal waits for the link's row lock
+            with database.read_engine.connect() as watcher:
+                wait_for(lambda: watcher.execute(text(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'")).scalar(),
+                         timeout=30, interval=0.02)
+        else:  # SQLite: its transaction waits for the database's write lock
+            time.sleep(0.3)
+    waiter.join(30)
+    with database.read() as session:
+        assert session.scalar(select(func.count()).select_from(WebhookDelivery).where(
+            WebhookDelivery.organization_id == tenant.id, WebhookDelivery.topic == "contact.tag.remove")) == 0

@@ -166,6 +166,8 @@ def _emit_tag_removed(session: Session, organization_id: int, tag: Tag, contact_
         .join(ContactTag, ContactTag.contact_id == Contact.id)
         .where(ContactTag.organization_id == organization_id, ContactTag.tag_id == tag.id, active_tag_condition())
         .order_by(Contact.id)
+        # locked: a removal committed meanwhile by another request is not announced again
+        .with_for_update(of=ContactTag)
     )
     if contact_id is not None:
         stmt = stmt.where(ContactTag.contact_id == contact_id)
