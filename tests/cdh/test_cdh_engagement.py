@@ -166,3 +166,42 @@ def test_unknown_click_is_stored_but_not_attributed(tenant, cdh):
     assert event(cdh, "purchase", {"transaction_id": "Y", "revenue": 5},
                  utm_term="lm:99999999999999999999999").status_code == 200
     assert report(tenant, event_id)["total"]["transactions"] == 0
+
+
+def test_a_purchase_reported_twice_at_once_is_credited_once(tenant, cdh, database):
+    """The same transaction reported by two requests at once (the site's retry): the second
+    waits for the first and is stored, not credited (PostgreSQL: neither saw the other's
+    uncommitted credit, so the transaction and its revenue counted twice)."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    from helpers import org_of, wait_for
+    from openmaac.cdh import service
+    from openmaac.cdh.schemas import EngagementEventIn
+
+    event_id, utm_term, _uid = tracked_click(tenant)
+    body = EngagementEventIn.model_validate({"behavior": "purchase", "utm_term": utm_term,
+                                             "params": {**PARAMS["purchase"], "revenue": 100}})
+    org = org_of(tenant)
+
+    def submit() -> None:
+        with database.write() as session:
+            service.submit_event(session, org, body)
+
+    with database.write() as session:  # the first report, credited, not committed yet
+        service.submit_event(session, org, body)
+        waiter = threading.Thread(target=submit)
+        waiter.start()
+        if not database.is_sqlite:  # until the second report waits for the first (or is done)
+            with database.read_engine.connect() as watcher:
+                wait_for(lambda: not waiter.is_alive() or watcher.execute(text(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN "
+                    "(SELECT pid FROM pg_stat_activity WHERE datname = current_database())")).scalar(),
+                         timeout=30, interval=0.02)
+        else:  # SQLite: its transaction waits for the database's write lock
+            time.sleep(0.3)
+    waiter.join(30)
+    total = report(tenant, event_id)["total"]
+    assert (total["transactions"], total["transaction_revenue"]) == (1, 100.0)

@@ -31,6 +31,7 @@ from openmaac.cdh.schemas import (
 from openmaac.contacts.models import Contact
 from openmaac.contacts.service import apply_profile
 from openmaac.db.base import insert_ignoring_conflicts, utcnow
+from openmaac.db.locks import lock_for_update
 from openmaac.links.models import TrackingEvent
 from openmaac.web.errors import APIError
 from openmaac.webhooks.events import emit
@@ -282,6 +283,10 @@ def submit_event(session: Session, org: OrgContext, body: EngagementEventIn) -> 
             click = session.execute(_CLICK, {"click_id": click_id, "org_id": org.id,
                                              "since": now - ATTRIBUTION_WINDOW,
                                              "until": now + timedelta(minutes=5)}).first()
+        if click is not None and transaction_id is not None:
+            # one credit per transaction: a report of it from another request waits here until
+            # that request's credit is committed, and so sees it
+            lock_for_update(session, f"cdh_transaction:{transaction_id}", org.id)
         if click is not None and transaction_id is not None and session.scalar(
             select(EngagementEvent.id).where(EngagementEvent.organization_id == org.id,
                                              EngagementEvent.transaction_id == transaction_id,
