@@ -504,3 +504,43 @@ def test_manual_upload_preview_mapping_send_and_delete(tenant: Any, base_url: st
     assert tenant.client.post(send_url, json=mapping).status_code == 400  # already sent
     assert tenant.client.delete(tenant.api(f"pnp/upload/{body['id']}/")).status_code == 204
     assert tenant.client.get(tenant.api(f"pnp/upload/{body['id']}/")).status_code == 404
+
+
+def test_an_edit_waiting_for_the_scenario_lock_is_checked_against_the_edit_made_meanwhile(
+        tenant: Any, database: Any) -> None:
+    """Two edits of one scenario at once, each valid alone (one turns PNP off, the other SMS):
+    the one that waited for the other's transaction is checked against the scenario as that
+    left it, and refused, rather than leaving a scenario with no channel (PostgreSQL)."""
+    import threading
+    import time
+
+    from sqlalchemy import text, update
+
+    from openmaac.sms_plus.models import PnpSetting
+
+    setting = create_setting(tenant)  # PNP and the SMS fallback
+    answers: list[httpx.Response] = []
+
+    def turn_sms_off() -> None:
+        with httpx.Client(base_url=str(tenant.client.base_url), headers=dict(tenant.client.headers),
+                          timeout=60) as client:
+            answers.append(client.patch(tenant.api(f"pnp/setting/{setting['id']}/"), json={"fallback_enabled": False}))
+
+    with database.write() as session:  # the edit that turns PNP off, its row locked until commit
+        session.execute(update(PnpSetting).where(PnpSetting.id == setting["id"]).values(pnp_enabled=False))
+        waiter = threading.Thread(target=turn_sms_off)
+        waiter.start()
+        if not database.is_sqlite:  # until the other edit waits for the scenario's row lock
+            with database.read_engine.connect() as watcher:
+                wait_for(lambda: watcher.execute(text(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN "
+                    "(SELECT pid FROM pg_stat_activity WHERE datname = current_database())")).scalar(),
+                         timeout=30, interval=0.02)
+        else:  # SQLite: its transaction waits for the database's write lock
+            time.sleep(0.3)
+    waiter.join(60)
+    [answer] = answers
+    assert answer.status_code == 400, answer.text
+    assert "non_field_errors" in answer.json()
+    stored = tenant.client.get(tenant.api(f"pnp/setting/{setting['id']}/")).json()
+    assert (stored["pnp_enabled"], stored["fallback_enabled"]) == (False, True)

@@ -147,8 +147,8 @@ def _presets(org: OrgContext) -> list[tuple[str, str, str]]:
 
 # --- a scenario's formal-sending page --------------------------------------------------------------
 
-def _scenario(session: Any, org: OrgContext, setting_id: int) -> PnpSetting:
-    setting = svc.get_setting(session, org.id, setting_id)
+def _scenario(session: Any, org: OrgContext, setting_id: int, *, lock: bool = False) -> PnpSetting:
+    setting = svc.get_setting(session, org.id, setting_id, lock=lock)
     if setting is None:
         raise not_found()
     return setting
@@ -395,7 +395,8 @@ async def update_setting(request: Request, actor: CurrentActor, setting_id: str)
 
         def save() -> dict[str, Any]:
             with get_database().write() as session:
-                return svc.save_setting(session, actor.org, changes, _scenario(session, actor.org, identifier))
+                return svc.save_setting(session, actor.org, changes, _scenario(session, actor.org, identifier,
+                                                                               lock=True))
 
         await run_in_threadpool(save)
     except APIError as exc:

@@ -111,7 +111,7 @@ async def update_setting(org: PlainOrg, pnp_setting_id: PathId, request: Request
 
     def run() -> Any:
         with get_database().write() as session:
-            setting = svc.get_setting(session, org.id, pnp_setting_id)
+            setting = svc.get_setting(session, org.id, pnp_setting_id, lock=True)
             if setting is None:
                 raise not_found()
             return svc.save_setting(session, org, changes, setting)

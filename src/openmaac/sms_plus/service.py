@@ -170,10 +170,12 @@ def serialize_setting(setting: PnpSetting, *, metric: dict[str, int] | None = No
 
 
 _SETTING = select(PnpSetting).where(PnpSetting.organization_id == bindparam("org"), PnpSetting.id == bindparam("id"))
+_SETTING_LOCKED = _SETTING.with_for_update()
 
 
-def get_setting(session: Session, organization_id: int, setting_id: int) -> PnpSetting | None:
-    return session.scalar(_SETTING, {"org": organization_id, "id": setting_id})
+def get_setting(session: Session, organization_id: int, setting_id: int, *, lock: bool = False) -> PnpSetting | None:
+    """``lock``: for an edit, whose checks must see an edit committed meanwhile (PostgreSQL)."""
+    return session.scalar(_SETTING_LOCKED if lock else _SETTING, {"org": organization_id, "id": setting_id})
 
 
 def list_settings(session: Session, org: OrgContext, start: str | None) -> dict[str, Any]:
