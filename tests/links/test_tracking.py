@@ -208,3 +208,42 @@ def test_tracking_setting_defaults_and_validation(tenant):
     tenant.client.patch(tenant.api("tracking_setting/"), json={"utm_source": "line"})
     assert tenant.client.patch(tenant.api("tracking_setting/"), json={"utm_medium": "msg"}).json()["utm_source"] == "line"
     assert tenant.client.patch(tenant.api("tracking_setting/"), json={"utm_source": ""}).json()["utm_source"] is None
+
+
+def test_the_first_tracking_settings_saved_by_two_requests_at_once(tenant, database):
+    """The organisation's first tracking settings, saved by two requests at once: the one that
+    waited for the other's transaction changes the settings the other created (PostgreSQL:
+    both found none, and the second's insert of the same row answered 500)."""
+    import threading
+    import time
+
+    from sqlalchemy import insert, text
+
+    from openmaac.db.base import utcnow
+    from openmaac.links.models import TrackingSetting
+
+    answers = []
+
+    def save() -> None:
+        with httpx.Client(base_url=str(tenant.client.base_url), headers=dict(tenant.client.headers),
+                          timeout=60) as client:
+            answers.append(client.patch(tenant.api("tracking_setting/"), json={"utm_medium": "msg"}))
+
+    with database.write() as session:  # the other request's first settings, not committed yet
+        session.execute(insert(TrackingSetting).values(organization_id=tenant.id, utm_source="line",
+                                                       append_clid=True, updated_at=utcnow()))
+        waiter = threading.Thread(target=save)
+        waiter.start()
+        if not database.is_sqlite:  # until the second request waits for the first's row
+            with database.read_engine.connect() as watcher:
+                wait_for(lambda: watcher.execute(text(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN "
+                    "(SELECT pid FROM pg_stat_activity WHERE datname = current_database())")).scalar(),
+                         timeout=30, interval=0.02)
+        else:  # SQLite: its transaction waits for the database's write lock
+            time.sleep(0.3)
+    waiter.join(60)
+    [answer] = answers
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"utm_campaign": None, "utm_source": "line", "utm_medium": "msg", "utm_content": None,
+                             "append_clid": True}

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from openmaac.auth.service import OrgContext
 from openmaac.config import get_settings
-from openmaac.db.base import utcnow
+from openmaac.db.base import insert_ignoring_conflicts, utcnow
 from openmaac.links import rewrite
 from openmaac.links.models import ShortLink, TrackedAction, TrackedLink, TrackingEvent, TrackingSetting
 from openmaac.messaging import notify
@@ -56,10 +56,12 @@ def get_setting(session: Session, organization_id: int) -> TrackingSetting | Non
 
 
 def update_setting(session: Session, org: OrgContext, changes: dict[str, Any]) -> dict[str, Any]:
+    # created if missing by INSERT ... ON CONFLICT DO NOTHING, then locked: two first saves at
+    # once both found none and the second insert failed (PostgreSQL)
+    session.execute(insert_ignoring_conflicts(session, TrackingSetting, ["organization_id"]).values(
+        organization_id=org.id, append_clid=False, updated_at=utcnow()))
     setting = session.get(TrackingSetting, org.id, with_for_update=True)
-    if setting is None:
-        setting = TrackingSetting(organization_id=org.id, append_clid=False, updated_at=utcnow())
-        session.add(setting)
+    assert setting is not None
     for name in UTM_FIELDS:
         if name in changes:
             value = changes[name]
