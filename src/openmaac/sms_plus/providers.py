@@ -47,7 +47,7 @@ from openmaac.channels.sms.mitake import MitakeProvider
 from openmaac.channels.sms.twilio import TwilioProvider
 from openmaac.channels.whatsapp import DEFAULT_API_VERSION, WhatsAppClient
 from openmaac.config import SIMULATOR_ADMIN_HEADER, Settings, derived_secret, get_settings
-from openmaac.db.base import utcnow
+from openmaac.db.base import insert_ignoring_conflicts, utcnow
 from openmaac.db.driver import DriverStatement
 from openmaac.sms_plus.models import SmsProviderConfig
 from openmaac.web.errors import field_errors
@@ -326,10 +326,13 @@ def clean(body: dict[str, Any]) -> dict[str, Any]:
 
 def save(session: Session, organization_id: int, cleaned: dict[str, Any]) -> ProviderConfig:
     """Store a body ``clean`` accepted."""
-    row = session.scalar(select(SmsProviderConfig).where(SmsProviderConfig.organization_id == organization_id))
-    if row is None:
-        row = SmsProviderConfig(organization_id=organization_id)
-        session.add(row)
+    # created if missing by INSERT ... ON CONFLICT DO NOTHING, then locked: two first saves at
+    # once both found none and the second insert failed (PostgreSQL)
+    session.execute(insert_ignoring_conflicts(session, SmsProviderConfig, ["organization_id"]).values(
+        organization_id=organization_id))
+    row = session.scalar(select(SmsProviderConfig).where(SmsProviderConfig.organization_id == organization_id)
+                         .with_for_update())
+    assert row is not None
     row.provider = cleaned["provider"]
     row.base_url = cleaned["base_url"]
     row.credentials = dict(cleaned["credentials"])
