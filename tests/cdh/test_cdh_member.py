@@ -300,3 +300,57 @@ def test_unknown_cdh_path_and_method_answer_in_fastapi_words(cdh):
     assert cdh.get("/cdh/v1/nothing").json() == {"detail": "Not Found"}
     response = cdh.delete("/cdh/v1/member")
     assert (response.status_code, response.json()) == (405, {"detail": "Method Not Allowed"})
+
+
+def test_a_new_member_updated_by_two_requests_at_once_is_one_contact(tenant, cdh, database):
+    """A member of another channel, new to openmaac, updated by two requests at once: the one
+    that waited for the other's transaction updates the contact the other created (PostgreSQL:
+    both found no identity, each made a contact, and the second's was left with no identity,
+    holding its update)."""
+    import threading
+    import time
+
+    from sqlalchemy import func, select, text
+
+    from helpers import org_of
+    from openmaac.cdh import service
+    from openmaac.cdh.models import ChannelIdentity
+    from openmaac.cdh.schemas import UpdateMember
+    from openmaac.contacts.models import Contact
+
+    org = org_of(tenant)
+
+    def body(data):
+        return UpdateMember.model_validate({"channel_type": "fb", "external_channel_id": "page-1",
+                                            "external_member_id": "fb-42", "data": data})
+
+    def contacts() -> int:
+        with database.read() as session:
+            return int(session.scalar(select(func.count()).select_from(Contact)
+                                      .where(Contact.organization_id == tenant.id)) or 0)
+
+    before = contacts()
+
+    def second() -> None:
+        with database.write() as session:
+            service.update_member(session, org, body({"display_name": "Bea"}))
+
+    with database.write() as session:  # the first request: the member's contact made, not committed yet
+        service.update_member(session, org, body({"full_name": "Beatrice"}))
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        if not database.is_sqlite:  # until the second request waits for the first
+            with database.read_engine.connect() as watcher:
+                wait_for(lambda: watcher.execute(text(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN "
+                    "(SELECT pid FROM pg_stat_activity WHERE datname = current_database())")).scalar(),
+                         timeout=30, interval=0.02)
+        else:  # SQLite: its transaction waits for the database's write lock
+            time.sleep(0.3)
+    waiter.join(30)
+    assert contacts() == before + 1
+    with database.read() as session:
+        contact = session.scalar(select(Contact).join(ChannelIdentity, ChannelIdentity.contact_id == Contact.id)
+                                 .where(ChannelIdentity.organization_id == tenant.id,
+                                        ChannelIdentity.external_member_id == "fb-42"))
+        assert contact is not None and contact.display_name == "Bea"

@@ -199,10 +199,16 @@ def find_member(session: Session, org: OrgContext, channel_type: str, external_c
     contact holding the customer_id or connect_id it is being given (the unify keys), or
     becomes a new contact.
     """
-    contact_id = session.scalar(select(ChannelIdentity.contact_id).where(
+    identity = select(ChannelIdentity.contact_id).where(
         ChannelIdentity.organization_id == org.id, ChannelIdentity.channel_type == channel_type,
         ChannelIdentity.external_channel_id == external_channel_id,
-        ChannelIdentity.external_member_id == external_member_id))
+        ChannelIdentity.external_member_id == external_member_id)
+    contact_id = session.scalar(identity)
+    if contact_id is None:
+        # an identity not recorded yet: one request at a time records it; another that found
+        # none waits here and then finds the first's (else each made a contact, PostgreSQL)
+        lock_for_update(session, f"cdh_identity:{channel_type}:{external_channel_id}:{external_member_id}", org.id)
+        contact_id = session.scalar(identity)
     if contact_id is not None:
         contact = session.scalar(select(Contact).where(Contact.id == contact_id).with_for_update())
         if contact is not None:
