@@ -870,6 +870,11 @@ def enhanced_multicast(org: OrgContext, template_id: int, event_id: int | None, 
                 raise field_errors({"line_uids": problems})
             uids = [uid or "" for uid, _errors in checked]
         untracked = event is None and len(uids) <= MULTICAST_MAX_RECIPIENTS
+        if untracked and conn.dialect.name == "postgresql" and uids:
+            # the usual case in one self-committing statement (``_PG_ACCEPT_LISTED``)
+            accepted = _accept_listed_pg(conn, org, template.id, params, rendered, uids)
+            if accepted is not None:
+                return accepted
         listed = direct.listed_contacts(conn, org.id, uids) if untracked else None
         contact_ids = direct.contact_ids_by_uid(conn, org.id, uids) if listed is None else {}
     if untracked:
@@ -904,6 +909,57 @@ def enhanced_multicast(org: OrgContext, template_id: int, event_id: int | None, 
             session.connection().execute(_INSERT_SENDS, _send_rows(dm, recipients, messages, now))
         _enqueue_send(session, dm, now)
     return {"id": dm.id, "result": "pending"}
+
+
+# PostgreSQL: an untracked enhanced multicast whose uids are ALL contacts (the usual case), as
+# one statement on an autocommit connection: the call's lists built from the contacts (as
+# direct.listed_contacts builds them), then the message, its call and its job (as
+# _PG_ACCEPT_ENHANCED writes them), written only when every uid was found (else nothing is
+# written and the caller takes the general way). One round trip where the lists, BEGIN, the
+# accepting statement and COMMIT were four; the statement is atomic, so it commits alone.
+_PG_ACCEPT_LISTED = text("""
+WITH j AS (
+  SELECT j.ord, j.value, c.id AS contact_id
+  FROM json_array_elements_text(CAST(:uids AS json)) WITH ORDINALITY AS j(value, ord)
+  JOIN contacts AS c ON c.organization_id = :org AND c.line_uid = j.value),
+l AS (
+  SELECT CAST(json_agg(json_build_array(j.ord - 1, j.contact_id) ORDER BY j.ord) AS jsonb) AS refs,
+         CAST(json_agg(j.value ORDER BY j.ord) AS jsonb) AS uids, count(*) AS listed
+  FROM j),
+dm AS (
+  INSERT INTO direct_messages (organization_id, category, template_id, event_id, status, tracked, params,
+                               recipient_rows, total_count, fail_count, created_at, updated_at)
+  SELECT :org, 'enhanced_multicast', :template, NULL, 'pending', false, CAST(:params AS jsonb), false, :total, 0,
+         :now, :now
+  FROM l WHERE l.listed = :total RETURNING id),
+snd AS (
+  INSERT INTO direct_message_sends (direct_message_id, organization_id, method, retry_key, recipient_ids, "to",
+                                    messages, status, locked_until, created_at)
+  SELECT dm.id, :org, :method, :retry_key, l.refs, l.uids, CAST(:messages AS jsonb), 'pending', NULL, :now
+  FROM dm, l RETURNING id),
+job AS (
+  INSERT INTO jobs (kind, payload, organization_id, run_at, priority, max_attempts, unique_key, status, attempts,
+                    created_at)
+  SELECT :kind, jsonb_build_object('id', dm.id), :org, :now, 100, 10, :key_prefix || dm.id, 'ready', 0, :now
+  FROM dm RETURNING id)
+SELECT (SELECT id FROM dm)""")
+_ACCEPT_LISTED_PG = DriverStatement(_PG_ACCEPT_LISTED)
+
+
+def _accept_listed_pg(conn: Any, org: OrgContext, template_id: int, params: dict[str, str],
+                      messages: list[dict[str, Any]], uids: list[str]) -> dict[str, Any] | None:
+    """PostgreSQL, on the request's autocommit lookup connection: accept an untracked enhanced
+    multicast in one statement when every uid is a contact (``_PG_ACCEPT_LISTED``); None (and
+    nothing written) when one is not."""
+    dm_id = _ACCEPT_LISTED_PG.execute(conn, {
+        "uids": orjson.dumps(uids).decode(), "org": org.id, "template": template_id, "params": json_dumps(params),
+        "total": len(uids), "now": utcnow(), "method": "push" if len(uids) == 1 else "multicast",
+        "retry_key": new_retry_key(), "messages": json_dumps(messages), "kind": JOB_KIND,
+        "key_prefix": f"{JOB_KIND}:"}).scalar()
+    if dm_id is None:
+        return None
+    get_database().committed_jobs()  # wakes the embedded worker, as a write() that enqueued would
+    return {"id": int(dm_id), "result": "pending"}
 
 
 def _accept_untracked(org: OrgContext, template_id: int, params: dict[str, str], messages: list[dict[str, Any]],
