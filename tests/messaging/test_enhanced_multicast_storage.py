@@ -103,3 +103,29 @@ def test_concurrent_enhanced_multicasts_each_keep_their_own_message(tenant, data
         inbox = httpx.get(f"{SIMULATOR_URL}/_admin/users/{friend}/messages",
                           params={"channel_id": tenant.channel_id}, timeout=30).json()
         assert len(inbox) == 6
+
+
+def test_enhanced_multicast_to_contacts_only_is_accepted_with_its_call(tenant, database):
+    """Every uid a contact (a uid twice included): accepted with its one LINE call listing each
+    entry in request order (on PostgreSQL in one statement), sent once per entry."""
+    friends = [simulated_friend(tenant) for _ in range(3)]
+    template = create_template(tenant, [{"type": "text", "text": "Sale {{when}}"}])
+    uids = [friends[1], friends[0], friends[2], friends[1]]
+    dm_id = tenant.client.post(tenant.api("direct_message/enhanced_multicast/"), json={
+        "template_id": template["id"], "line_uids": uids, "data": {"when": "now"}}).json()["id"]
+    body = sent(tenant, dm_id)
+    assert body["category"] == "enhanced_multicast"
+    assert body["result"]["to"]["line_ids"] == uids
+    assert (body["result"]["total_count"], body["result"]["fail_count"], body["result"]["fail_info"]) == (4, 0, [])
+    assert recipient_rows(database, dm_id) == 0
+    assert [len(httpx.get(f"{SIMULATOR_URL}/_admin/users/{uid}/messages",
+                          params={"channel_id": tenant.channel_id}, timeout=30).json()) for uid in friends] == [1, 2, 1]
+    with database.read() as session:
+        from openmaac.messaging.models import DirectMessage, DirectMessageSend
+
+        dm = session.get(DirectMessage, dm_id)
+        assert dm is not None and dm.params == {"when": "now"} and dm.template_id == template["id"]
+        calls = session.execute(select(DirectMessageSend.method, DirectMessageSend.to, DirectMessageSend.recipient_ids)
+                                .where(DirectMessageSend.direct_message_id == dm_id)).all()
+    contacts = {uid: ref[1] for uid, ref in zip(calls[0][1], calls[0][2], strict=True)}
+    assert calls == [("multicast", uids, [[mark, contacts[uid]] for mark, uid in enumerate(uids)])]

@@ -174,9 +174,17 @@ class Database:
     def lookup(self) -> Iterator[Connection]:
         """A Core connection for a few independent reads on a hot path (no ORM session, and on
         PostgreSQL no transaction: each statement reads what is committed at its start). Not
-        for streamed results or reads that must agree with each other: use :meth:`read`."""
+        for streamed results or reads that must agree with each other: use :meth:`read`. On
+        PostgreSQL a hot path may also run ONE self-contained writing statement here (it commits
+        alone; then call :meth:`committed_jobs` if it enqueued jobs)."""
         with self._lookup_engine.connect() as conn:
             yield conn
+
+    def committed_jobs(self) -> None:
+        """Run the ``on_commit`` hooks for jobs a caller committed outside :meth:`write` (a
+        single self-committing statement, e.g. on a :meth:`lookup` connection)."""
+        for hook in list(self._after_commit_hooks):
+            hook()
 
     def on_commit(self, hook: Any) -> None:
         """Run ``hook()`` after a committed write that enqueued jobs (wakes the embedded worker)."""

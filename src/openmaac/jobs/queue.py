@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, case, delete, or_, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from openmaac.db.base import UTCDateTime, insert_ignoring_conflicts, utcnow
@@ -143,12 +143,13 @@ _COMPLETE = delete(_jobs_table()).where(_jobs_table().c.id == bindparam("job"),
 _COMPLETE_DRIVER = DriverStatement(_COMPLETE)
 
 
-def claim(session: Session, worker_id: str, limit: int, lease_seconds: float,
+def claim(session: Session | Connection, worker_id: str, limit: int, lease_seconds: float,
           leases: Mapping[str, float] | None = None) -> list[ClaimedJob]:
     """Claim up to ``limit`` due jobs for ``worker_id``, leased for ``lease_seconds``, or for
-    ``leases[kind]`` seconds for a kind listed there: one statement."""
+    ``leases[kind]`` seconds for a kind listed there: one statement (in the session's write
+    transaction, or, given a PostgreSQL connection in autocommit, a transaction by itself)."""
     now = utcnow()
-    conn = session.connection()
+    conn = session.connection() if isinstance(session, Session) else session
     kinds = tuple(sorted(leases)) if leases else ()
     key = (conn.dialect.name == "postgresql", kinds)
     statement = _CLAIM.get(key)

@@ -36,6 +36,12 @@ class JobContext:
             complete(session, self.job_id, self.worker_id)
             self._completed.append(True)
 
+    def completed_by_caller(self) -> None:
+        """The caller deleted this job in its own write transaction, as ``complete_in`` does
+        (``DELETE ... WHERE id = job AND locked_by = worker``), e.g. in one statement for many
+        jobs: the same promise, the handler returns once that commits."""
+        self._completed.append(True)
+
     @property
     def completed(self) -> bool:
         return bool(self._completed)
