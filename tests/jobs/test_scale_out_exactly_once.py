@@ -246,7 +246,11 @@ def test_two_workers_run_an_sms_plus_campaign_each_pnp_and_each_sms_once(cluster
     assert not [phone for phone in delivered if sms[phone]], "an SMS after the PNP was delivered"
     assert max(sms.values()) == 1
     for phone in sms_phones:
-        assert by_phone[phone]["pnp_status"] == "pnp_failed" and by_phone[phone]["status"] == "sms_delivered"
+        # LINE refuses the number (pnp_failed); on a machine so loaded that its PNP call was not
+        # answered within the LINE step's grace (engine.LINE_STEP_GRACE_SECONDS), the fallback
+        # went on without it and the PNP is undeliverable: either way one SMS, no PNP
+        assert by_phone[phone]["pnp_status"] in ("pnp_failed", "pnp_undeliverable")
+        assert by_phone[phone]["status"] == "sms_delivered"
     record = _received(cluster, org)  # PNP lands in the LINE user's inbox
     assert set(record["users"]) == set(line_user_of.values())
     assert set(record["users"].values()) == {1}, "a LINE user got the PNP more than once"
