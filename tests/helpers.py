@@ -49,6 +49,47 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
+# Other database sessions wait for a lock (this test database's only: xdist workers have their own)
+_LOCK_WAITERS = ("SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN "
+                 "(SELECT pid FROM pg_stat_activity WHERE datname = current_database())")
+
+
+def behind_a_lock(database: Any, hold: Callable[[Any], Any], call: Callable[[], Any]) -> Any:
+    """A race made deterministic: ``hold(session)`` runs in a write transaction that keeps its
+    locks while ``call()`` starts in a thread; once ``call`` waits (PostgreSQL: a lock not granted
+    in pg_locks; SQLite: the database's write lock, given 0.3 s to get there), the holder
+    commits. Returns what ``call`` returned, or raises what it raised."""
+    import threading
+
+    from sqlalchemy import text
+
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call()))
+        except BaseException as error:  # noqa: BLE001 - raised again in the test's thread
+            outcome.append((False, error))
+
+    waiter = threading.Thread(target=run, daemon=True)
+    with database.write() as session:
+        hold(session)
+        session.flush()
+        waiter.start()
+        if database.is_sqlite:
+            time.sleep(0.3)
+        else:
+            with database.read_engine.connect() as watcher:
+                wait_for(lambda: not waiter.is_alive() or watcher.execute(text(_LOCK_WAITERS)).scalar(),
+                         timeout=30, interval=0.02)
+    waiter.join(60)
+    assert outcome, "the call behind the lock did not end"
+    [(returned, value)] = outcome
+    if not returned:
+        raise value
+    return value
+
+
 def line_signature(secret: str, body: bytes) -> str:
     return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
 

@@ -13,7 +13,7 @@ import pytest
 from cdh_support import cdh, clock  # noqa: F401  (fixtures)
 
 from conftest import SIMULATOR_URL
-from helpers import create_event, create_template, inbox, simulated_friend
+from helpers import behind_a_lock, create_event, create_template, inbox, simulated_friend
 
 SHOP = "https://shop.example.com/p/1"
 NEWS = "https://news.example.com/a"
@@ -172,12 +172,9 @@ def test_a_purchase_reported_twice_at_once_is_credited_once(tenant, cdh, databas
     """The same transaction reported by two requests at once (the site's retry): the second
     waits for the first and is stored, not credited (PostgreSQL: neither saw the other's
     uncommitted credit, so the transaction and its revenue counted twice)."""
-    import threading
-    import time
 
-    from sqlalchemy import text
 
-    from helpers import org_of, wait_for
+    from helpers import org_of
     from openmaac.cdh import service
     from openmaac.cdh.schemas import EngagementEventIn
 
@@ -190,18 +187,9 @@ def test_a_purchase_reported_twice_at_once_is_credited_once(tenant, cdh, databas
         with database.write() as session:
             service.submit_event(session, org, body)
 
-    with database.write() as session:  # the first report, credited, not committed yet
+    def hold(session):  # the first report, credited, not committed yet
         service.submit_event(session, org, body)
-        waiter = threading.Thread(target=submit)
-        waiter.start()
-        if not database.is_sqlite:  # until the second report waits for the first (or is done)
-            with database.read_engine.connect() as watcher:
-                wait_for(lambda: not waiter.is_alive() or watcher.execute(text(
-                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN "
-                    "(SELECT pid FROM pg_stat_activity WHERE datname = current_database())")).scalar(),
-                         timeout=30, interval=0.02)
-        else:  # SQLite: its transaction waits for the database's write lock
-            time.sleep(0.3)
-    waiter.join(30)
+
+    behind_a_lock(database, hold, submit)
     total = report(tenant, event_id)["total"]
     assert (total["transactions"], total["transaction_revenue"]) == (1, 100.0)

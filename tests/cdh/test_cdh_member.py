@@ -8,7 +8,7 @@ import pytest
 from cdh_support import add_cdh_webhook, cdh, clock, hooks, received  # noqa: F401  (fixtures)
 
 from conftest import BASE_URL
-from helpers import seed_contacts, wait_for
+from helpers import behind_a_lock, seed_contacts, wait_for
 
 PROFILE = {
     "customer_id": "C-1", "connect_id": "K-1", "full_name": "Alice Wang", "display_name": "Alice",
@@ -307,10 +307,8 @@ def test_a_new_member_updated_by_two_requests_at_once_is_one_contact(tenant, cdh
     that waited for the other's transaction updates the contact the other created (PostgreSQL:
     both found no identity, each made a contact, and the second's was left with no identity,
     holding its update)."""
-    import threading
-    import time
 
-    from sqlalchemy import func, select, text
+    from sqlalchemy import func, select
 
     from helpers import org_of
     from openmaac.cdh import service
@@ -335,19 +333,10 @@ def test_a_new_member_updated_by_two_requests_at_once_is_one_contact(tenant, cdh
         with database.write() as session:
             service.update_member(session, org, body({"display_name": "Bea"}))
 
-    with database.write() as session:  # the first request: the member's contact made, not committed yet
+    def hold(session):  # the first request: the member's contact made, not committed yet
         service.update_member(session, org, body({"full_name": "Beatrice"}))
-        waiter = threading.Thread(target=second)
-        waiter.start()
-        if not database.is_sqlite:  # until the second request waits for the first
-            with database.read_engine.connect() as watcher:
-                wait_for(lambda: watcher.execute(text(
-                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN "
-                    "(SELECT pid FROM pg_stat_activity WHERE datname = current_database())")).scalar(),
-                         timeout=30, interval=0.02)
-        else:  # SQLite: its transaction waits for the database's write lock
-            time.sleep(0.3)
-    waiter.join(30)
+
+    behind_a_lock(database, hold, second)
     assert contacts() == before + 1
     with database.read() as session:
         contact = session.scalar(select(Contact).join(ChannelIdentity, ChannelIdentity.contact_id == Contact.id)

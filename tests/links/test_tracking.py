@@ -14,6 +14,7 @@ from conftest import BASE_URL, SIMULATOR_URL
 from helpers import (
     CallbackReceiver,
     ServedApp,
+    behind_a_lock,
     create_event,
     create_template,
     inbox,
@@ -214,10 +215,8 @@ def test_the_first_tracking_settings_saved_by_two_requests_at_once(tenant, datab
     """The organisation's first tracking settings, saved by two requests at once: the one that
     waited for the other's transaction changes the settings the other created (PostgreSQL:
     both found none, and the second's insert of the same row answered 500)."""
-    import threading
-    import time
 
-    from sqlalchemy import insert, text
+    from sqlalchemy import insert
 
     from openmaac.db.base import utcnow
     from openmaac.links.models import TrackingSetting
@@ -229,20 +228,11 @@ def test_the_first_tracking_settings_saved_by_two_requests_at_once(tenant, datab
                           timeout=60) as client:
             answers.append(client.patch(tenant.api("tracking_setting/"), json={"utm_medium": "msg"}))
 
-    with database.write() as session:  # the other request's first settings, not committed yet
+    def hold(session):  # the other request's first settings, not committed yet
         session.execute(insert(TrackingSetting).values(organization_id=tenant.id, utm_source="line",
                                                        append_clid=True, updated_at=utcnow()))
-        waiter = threading.Thread(target=save)
-        waiter.start()
-        if not database.is_sqlite:  # until the second request waits for the first's row
-            with database.read_engine.connect() as watcher:
-                wait_for(lambda: watcher.execute(text(
-                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN "
-                    "(SELECT pid FROM pg_stat_activity WHERE datname = current_database())")).scalar(),
-                         timeout=30, interval=0.02)
-        else:  # SQLite: its transaction waits for the database's write lock
-            time.sleep(0.3)
-    waiter.join(60)
+
+    behind_a_lock(database, hold, save)
     [answer] = answers
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"utm_campaign": None, "utm_source": "line", "utm_medium": "msg", "utm_content": None,

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import CallbackReceiver, ServedApp, wait_for
+from helpers import CallbackReceiver, ServedApp, behind_a_lock, wait_for
 
 # one API "minute" of fallback_period / retry window / callback timeout = 0.05 s here
 os.environ["OPENMAAC_SMS_PLUS_MINUTE_SECONDS"] = "0.05"
@@ -511,10 +511,8 @@ def test_an_edit_waiting_for_the_scenario_lock_is_checked_against_the_edit_made_
     """Two edits of one scenario at once, each valid alone (one turns PNP off, the other SMS):
     the one that waited for the other's transaction is checked against the scenario as that
     left it, and refused, rather than leaving a scenario with no channel (PostgreSQL)."""
-    import threading
-    import time
 
-    from sqlalchemy import text, update
+    from sqlalchemy import update
 
     from openmaac.sms_plus.models import PnpSetting
 
@@ -526,19 +524,10 @@ def test_an_edit_waiting_for_the_scenario_lock_is_checked_against_the_edit_made_
                           timeout=60) as client:
             answers.append(client.patch(tenant.api(f"pnp/setting/{setting['id']}/"), json={"fallback_enabled": False}))
 
-    with database.write() as session:  # the edit that turns PNP off, its row locked until commit
+    def hold(session: Any) -> None:  # the edit that turns PNP off, its row locked until commit
         session.execute(update(PnpSetting).where(PnpSetting.id == setting["id"]).values(pnp_enabled=False))
-        waiter = threading.Thread(target=turn_sms_off)
-        waiter.start()
-        if not database.is_sqlite:  # until the other edit waits for the scenario's row lock
-            with database.read_engine.connect() as watcher:
-                wait_for(lambda: watcher.execute(text(
-                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN "
-                    "(SELECT pid FROM pg_stat_activity WHERE datname = current_database())")).scalar(),
-                         timeout=30, interval=0.02)
-        else:  # SQLite: its transaction waits for the database's write lock
-            time.sleep(0.3)
-    waiter.join(60)
+
+    behind_a_lock(database, hold, turn_sms_off)
     [answer] = answers
     assert answer.status_code == 400, answer.text
     assert "non_field_errors" in answer.json()

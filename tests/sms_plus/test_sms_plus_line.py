@@ -12,7 +12,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from helpers import CallbackReceiver, ServedApp, wait_for
+from helpers import CallbackReceiver, ServedApp, behind_a_lock, wait_for
 
 os.environ["OPENMAAC_SMS_PLUS_MINUTE_SECONDS"] = "0.05"
 
@@ -258,10 +258,8 @@ def test_a_join_text_waiting_for_the_link_lock_sees_the_binding_made_meanwhile(t
     """Two people sending the same join link's text at once: the link binds the number to the
     first only; the second, which waited for the first's transaction, binds nothing (PostgreSQL:
     a link read unlocked was bound twice, the number given to both and announced twice)."""
-    import threading
-    import time
 
-    from sqlalchemy import select, text, update
+    from sqlalchemy import select, update
 
     from openmaac.contacts.models import Contact
     from openmaac.db.base import utcnow
@@ -281,20 +279,11 @@ def test_a_join_text_waiting_for_the_link_lock_sees_the_binding_made_meanwhile(t
         with database.write() as session:
             bound.append(join_links.handle_join_text(session, tenant.id, second, f"#join {code}"))
 
-    with database.write() as session:  # the first sender's binding, its link locked until commit
+    def hold(session: Any) -> None:  # the first sender's binding, its link locked until commit
         session.execute(update(PnpJoinLink).where(PnpJoinLink.code == code).values(
             bound_line_uid=first, bound_at=utcnow()))
-        session.flush()
-        waiter = threading.Thread(target=join)
-        waiter.start()
-        if not database.is_sqlite:  # until the second text's transaction waits for the link's row lock
-            with database.read_engine.connect() as watcher:
-                wait_for(lambda: watcher.execute(text(
-                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'")).scalar(),
-                         timeout=30, interval=0.02)
-        else:  # SQLite: its transaction waits for the database's write lock
-            time.sleep(0.3)
-    waiter.join(30)
+
+    behind_a_lock(database, hold, join)
     assert bound == [False]
     with database.read() as session:
         assert session.scalar(select(PnpJoinLink.bound_line_uid).where(PnpJoinLink.code == code)) == first

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import seed_contacts, wait_for
+from helpers import behind_a_lock, seed_contacts, wait_for
 
 NAMES = ["王小明", "陳大文", "林美麗"]
 
@@ -354,9 +354,8 @@ def test_a_send_waiting_for_the_list_lock_sees_the_send_that_started_first(tenan
     """Two sends of one list at once (a double click, a retried request): the one that waited
     for the other's transaction sees the list being sent and refuses, so nobody gets the list's
     messages twice (PostgreSQL: a list read unlocked was sent by both)."""
-    import time
 
-    from sqlalchemy import func, select, text, update
+    from sqlalchemy import func, select, update
 
     from helpers import org_of
     from openmaac.sms_plus import uploads
@@ -376,19 +375,10 @@ def test_a_send_waiting_for_the_list_lock_sees_the_send_that_started_first(tenan
         except APIError as error:
             outcome.append(error)
 
-    with database.write() as session:  # the send that started first: the list is its, until commit
+    def hold(session: Any) -> None:  # the send that started first: the list is its, until commit
         session.execute(update(PnpUpload).where(PnpUpload.id == upload_id).values(status="sending"))
-        session.flush()
-        waiter = threading.Thread(target=send)
-        waiter.start()
-        if not database.is_sqlite:  # until the second send waits for the list's row lock
-            with database.read_engine.connect() as watcher:
-                wait_for(lambda: watcher.execute(text(
-                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'")).scalar(),
-                         timeout=30, interval=0.02)
-        else:  # SQLite: its transaction waits for the database's write lock
-            time.sleep(0.3)
-    waiter.join(30)
+
+    behind_a_lock(database, hold, send)
     [refused] = outcome
     assert isinstance(refused, APIError) and refused.status_code == 400, refused
     with database.read() as session:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import CallbackReceiver, ServedApp, wait_for
+from helpers import CallbackReceiver, ServedApp, behind_a_lock, wait_for
 
 os.environ["OPENMAAC_SMS_PLUS_MINUTE_SECONDS"] = "0.05"
 
@@ -292,11 +292,9 @@ def test_a_whatsapp_status_waiting_for_the_message_lock_sees_what_the_holder_com
     """A status that arrives while another transaction changes the message (the send's answer,
     another status) applies to the message as that transaction left it: a delivery recorded
     meanwhile is not recorded (nor announced) a second time."""
-    import threading
-    import time
     from datetime import UTC, datetime
 
-    from sqlalchemy import text, update
+    from sqlalchemy import update
 
     from openmaac.channels.sms.base import DeliveryReport, DeliveryStatus
     from openmaac.db.engine import get_database
@@ -312,23 +310,13 @@ def test_a_whatsapp_status_waiting_for_the_message_lock_sees_what_the_holder_com
     report = DeliveryReport(provider_message_id="", status=DeliveryStatus.DELIVERED, raw_status="delivered",
                             reference=f"pnp{message_id}wa")
     database = get_database()
-    postgres = not database.is_sqlite
     applied: list[bool] = []
-    with database.write() as session:  # the holder: records a delivery, keeps the row locked until commit
+    def hold(session: Any) -> None:  # the holder: records a delivery, keeps the row locked until commit
         session.execute(update(PnpMessage).where(PnpMessage.id == message_id).values(
             status="whatsapp_delivered", whatsapp_status="whatsapp_delivered",
             whatsapp_delivered_at=datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)))
-        session.flush()
-        waiter = threading.Thread(target=lambda: applied.append(engine.apply_whatsapp_report(tenant.id, report)))
-        waiter.start()
-        if postgres:  # until the status's transaction waits for the row lock
-            with database.read_engine.connect() as watcher:
-                wait_for(lambda: watcher.execute(text(
-                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'")).scalar(),
-                         timeout=30, interval=0.02)
-        else:  # SQLite: its transaction waits for the database's write lock
-            time.sleep(0.3)
-    waiter.join(30)
+
+    behind_a_lock(database, hold, lambda: applied.append(engine.apply_whatsapp_report(tenant.id, report)))
     assert applied == [True]
     record = row(tenant, setting["id"], message_id)
     assert record["whatsapp_delivered_at"] == "2001-02-03T12:05:06+08:00"  # the holder's, not overwritten

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import wait_for
+from helpers import behind_a_lock, wait_for
 
 os.environ["OPENMAAC_SMS_PLUS_MINUTE_SECONDS"] = "0.05"
 
@@ -159,10 +159,8 @@ def test_the_first_provider_settings_saved_by_two_requests_at_once(tenant: Any, 
     """The organisation's first SMS provider settings, saved by two requests at once: the one
     that waited for the other's transaction replaces what the other saved (PostgreSQL: both
     found none, and the second's insert of the same row answered 500)."""
-    import threading
-    import time
 
-    from sqlalchemy import insert, text
+    from sqlalchemy import insert
 
     from openmaac.sms_plus.models import SmsProviderConfig
 
@@ -174,20 +172,11 @@ def test_the_first_provider_settings_saved_by_two_requests_at_once(tenant: Any, 
             answers.append(client.put(tenant.api("pnp/sms_provider/"), json={
                 "provider": "twilio", "whatsapp_wait_minutes": 30}))
 
-    with database.write() as session:  # the other request's first settings, not committed yet
+    def hold(session: Any) -> None:  # the other request's first settings, not committed yet
         session.execute(insert(SmsProviderConfig).values(organization_id=tenant.id, provider="mitake",
                                                          whatsapp_wait_minutes=50))
-        waiter = threading.Thread(target=save)
-        waiter.start()
-        if not database.is_sqlite:  # until the second request waits for the first's row
-            with database.read_engine.connect() as watcher:
-                wait_for(lambda: watcher.execute(text(
-                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN "
-                    "(SELECT pid FROM pg_stat_activity WHERE datname = current_database())")).scalar(),
-                         timeout=30, interval=0.02)
-        else:  # SQLite: its transaction waits for the database's write lock
-            time.sleep(0.3)
-    waiter.join(60)
+
+    behind_a_lock(database, hold, save)
     [answer] = answers
     assert answer.status_code == 200, answer.text
     assert (answer.json()["provider"], answer.json()["whatsapp_wait_minutes"]) == ("twilio", 30)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from helpers import new_line_uid, seed_contacts, wait_for
+from helpers import behind_a_lock, new_line_uid, seed_contacts, wait_for
 
 
 def test_create_get_list(tenant):
@@ -198,10 +198,8 @@ def test_an_untagging_waiting_for_the_link_lock_announces_nothing_already_remove
     """Two requests removing the same tag from a member at once: ``contact.tag.remove`` is
     announced once, by the one that removed it; the other, which waited for the first's
     transaction, finds nothing left to announce (PostgreSQL: both announced it)."""
-    import threading
-    import time
 
-    from sqlalchemy import delete, func, select, text
+    from sqlalchemy import delete, func, select
 
     from helpers import org_of
     from openmaac.tags import service
@@ -219,18 +217,10 @@ def test_an_untagging_waiting_for_the_link_lock_announces_nothing_already_remove
         with database.write() as session:
             service.remove_tag_from_members(session, org_of(tenant), tag["id"], uid)
 
-    with database.write() as session:  # the first removal, its link locked until commit
+    def hold(session):  # the first removal, its link locked until commit
         session.execute(delete(ContactTag).where(ContactTag.tag_id == tag["id"]))
-        waiter = threading.Thread(target=untag)
-        waiter.start()
-        if not database.is_sqlite:  # until the second removal waits for the link's row lock
-            with database.read_engine.connect() as watcher:
-                wait_for(lambda: watcher.execute(text(
-                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'")).scalar(),
-                         timeout=30, interval=0.02)
-        else:  # SQLite: its transaction waits for the database's write lock
-            time.sleep(0.3)
-    waiter.join(30)
+
+    behind_a_lock(database, hold, untag)
     with database.read() as session:
         assert session.scalar(select(func.count()).select_from(WebhookDelivery).where(
             WebhookDelivery.organization_id == tenant.id, WebhookDelivery.topic == "contact.tag.remove")) == 0
