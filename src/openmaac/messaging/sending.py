@@ -256,6 +256,16 @@ def _claim_statement(postgres: bool) -> Any:
                        cast(_S.c.recipient_ids, Text)))  # as JSON text: see claim()
 
 
+def _pg_send_job_cte(run_at: str) -> str:
+    """The ``job`` CTE of the PostgreSQL accepting statements: the message ``dm``'s send job (as
+    ``_enqueue_send`` writes it), due at ``run_at`` (a bound parameter's name)."""
+    return f"""job AS (
+  INSERT INTO jobs (kind, payload, organization_id, run_at, priority, max_attempts, unique_key, status, attempts,
+                    created_at)
+  SELECT :kind, jsonb_build_object('id', dm.id), :org, {run_at}, 100, 10, :key_prefix || dm.id, 'ready', 0, :now
+  FROM dm RETURNING id)"""
+
+
 _CLAIM = {False: _claim_statement(False), True: _claim_statement(True)}
 _RECORD_SEND = (update(_S).where(_S.c.id == bindparam("sid"), _S.c.status == "pending")
                 .values(status="done", outcome=bindparam("b_outcome"), status_code=bindparam("b_code"),
@@ -335,11 +345,7 @@ snd AS (
                                     messages, status, locked_until, created_at)
   SELECT dm.id, :org, :method, :retry_key, CAST(:refs AS jsonb), CAST(:to AS jsonb), CAST(:messages AS jsonb),
          'pending', NULL, :now FROM dm WHERE :with_call RETURNING id),
-job AS (
-  INSERT INTO jobs (kind, payload, organization_id, run_at, priority, max_attempts, unique_key, status, attempts,
-                    created_at)
-  SELECT :kind, jsonb_build_object('id', dm.id), :org, :now, 100, 10, :key_prefix || dm.id, 'ready', 0, :now
-  FROM dm RETURNING id)
+""" + _pg_send_job_cte(":now") + """
 SELECT dm.id FROM dm""")
 _DROP_RECOVERY = delete(_J).where(_J.c.unique_key == bindparam("key"), _J.c.status == "ready")
 
@@ -358,11 +364,7 @@ snd AS (
                                     messages, status, locked_until, created_at)
   SELECT dm.id, :org, 'push', :retry_key, CAST(:recipients AS jsonb), CAST(:to AS jsonb),
          CAST(:messages AS jsonb), 'pending', :until, :now FROM dm RETURNING id),
-job AS (
-  INSERT INTO jobs (kind, payload, organization_id, run_at, priority, max_attempts, unique_key, status, attempts,
-                    created_at)
-  SELECT :kind, jsonb_build_object('id', dm.id), :org, :run_at, 100, 10, :key_prefix || dm.id, 'ready', 0, :now
-  FROM dm RETURNING id)
+""" + _pg_send_job_cte(":run_at") + """
 SELECT dm.id, snd.id FROM dm, snd, job""")
 # ... and, when this process needs a fresh batch of the channel's LINE rate slots, the same
 # statement takes it too (line_rate.lease_in_statement): no round trip of its own
@@ -937,11 +939,7 @@ snd AS (
                                     messages, status, locked_until, created_at)
   SELECT dm.id, :org, :method, :retry_key, l.refs, l.uids, CAST(:messages AS jsonb), 'pending', NULL, :now
   FROM dm, l RETURNING id),
-job AS (
-  INSERT INTO jobs (kind, payload, organization_id, run_at, priority, max_attempts, unique_key, status, attempts,
-                    created_at)
-  SELECT :kind, jsonb_build_object('id', dm.id), :org, :now, 100, 10, :key_prefix || dm.id, 'ready', 0, :now
-  FROM dm RETURNING id)
+""" + _pg_send_job_cte(":now") + """
 SELECT (SELECT id FROM dm)""")
 _ACCEPT_LISTED_PG = DriverStatement(_PG_ACCEPT_LISTED)
 
