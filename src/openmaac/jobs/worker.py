@@ -285,18 +285,14 @@ class Worker:
                 self._slots.release()
             return 0
         try:
-            if self.database.is_sqlite:
-                with self.database.write() as session:
-                    # checked in the claiming transaction: once stop_claiming() returned, no claim starts
-                    # each kind with a lease of its own gets it in the claim itself
-                    jobs = [] if self._stop.is_set() else queue.claim(session, self.worker_id, free, LEASE_SECONDS,
-                                                                      leases())
-            else:
-                # PostgreSQL: the claim is one statement, atomic by itself: run in autocommit on
-                # a look-up connection, without BEGIN and COMMIT round trips around it
-                with self.database.lookup() as conn:
-                    jobs = [] if self._stop.is_set() else queue.claim(conn, self.worker_id, free, LEASE_SECONDS,
-                                                                      leases())
+            # SQLite: in a write transaction (stop_claiming() is checked under its lock, so once it
+            # returned no claim starts). PostgreSQL: the claim is one statement, atomic by itself,
+            # run in autocommit on a look-up connection, without BEGIN and COMMIT round trips.
+            claiming = self.database.write() if self.database.is_sqlite else self.database.lookup()
+            with claiming as handle:
+                # each kind with a lease of its own gets it in the claim itself
+                jobs = [] if self._stop.is_set() else queue.claim(handle, self.worker_id, free, LEASE_SECONDS,
+                                                                  leases())
         except Exception:
             for _ in range(free):
                 self._slots.release()

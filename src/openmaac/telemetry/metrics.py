@@ -341,8 +341,6 @@ MMAP_HEADER_BYTES = 8  # prometheus_client's mmap files start with the bytes use
 
 if MULTIPROCESS_DIR:
     def _mark_dead() -> None:
-        from prometheus_client import multiprocess
-
         multiprocess.mark_process_dead(os.getpid(), MULTIPROCESS_DIR)
 
     atexit.register(_mark_dead)
