@@ -90,6 +90,18 @@ def subscribe(tenant: Any, receiver: Any) -> str:
     return path
 
 
+def accepted_without_status_webhooks(tenant: Any, whatsapp_sim: str, phone: str) -> tuple[dict[str, Any], int]:
+    """A message whose WhatsApp send was accepted and about which no status webhook comes (the
+    simulator sends none to this number; WhatsApp's wait is 40,000 API minutes): the test sends
+    its statuses. Returns the scenario and the message's id."""
+    httpx.post(whatsapp_sim + "/_admin/faults", json={"no_callback_numbers": [phone]}).raise_for_status()
+    tenant.client.put(tenant.api("pnp/sms_provider/"), json={"provider": "twilio", "whatsapp_wait_minutes": 40000})
+    setting = scenario(tenant)
+    message_id = int(push(tenant, setting["id"], phone)["id"])
+    wait_status(tenant, setting["id"], message_id, "whatsapp_accepted")
+    return setting, message_id
+
+
 def statuses(receiver: Any, path: str) -> list[dict[str, Any]]:
     """The status events received, each once: a delivery retried after a slow answer (webhooks
     are at least once; receivers drop repeats) arrives again with the same body."""
@@ -205,11 +217,7 @@ def test_whatsapp_only_scenario_blocked_ends_failed(tenant: Any, base_url: str, 
 def test_whatsapp_webhook_with_a_bad_signature_changes_nothing(tenant: Any, base_url: str, anon: httpx.Client,
                                                                whatsapp_sim: str) -> None:
     phone = "+886914000006"
-    httpx.post(whatsapp_sim + "/_admin/faults", json={"no_callback_numbers": [phone]}).raise_for_status()
-    tenant.client.put(tenant.api("pnp/sms_provider/"), json={"provider": "twilio", "whatsapp_wait_minutes": 40000})
-    setting = scenario(tenant)
-    message_id = push(tenant, setting["id"], phone)["id"]
-    wait_status(tenant, setting["id"], message_id, "whatsapp_accepted")
+    setting, message_id = accepted_without_status_webhooks(tenant, whatsapp_sim, phone)
     [sent] = wa_sent(base_url, phone)
     document = {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
         "messaging_product": "whatsapp", "metadata": {"phone_number_id": "106540352242922"},
@@ -302,11 +310,7 @@ def test_a_whatsapp_status_waiting_for_the_message_lock_sees_what_the_holder_com
     from openmaac.sms_plus.models import PnpMessage
 
     phone = "+886914000010"
-    httpx.post(whatsapp_sim + "/_admin/faults", json={"no_callback_numbers": [phone]}).raise_for_status()
-    tenant.client.put(tenant.api("pnp/sms_provider/"), json={"provider": "twilio", "whatsapp_wait_minutes": 40000})
-    setting = scenario(tenant)
-    message_id = push(tenant, setting["id"], phone)["id"]
-    wait_status(tenant, setting["id"], message_id, "whatsapp_accepted")
+    setting, message_id = accepted_without_status_webhooks(tenant, whatsapp_sim, phone)
     report = DeliveryReport(provider_message_id="", status=DeliveryStatus.DELIVERED, raw_status="delivered",
                             reference=f"pnp{message_id}wa")
     database = get_database()
