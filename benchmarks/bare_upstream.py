@@ -15,6 +15,10 @@ serves, with the settings ``openmaac serve`` uses (uvicorn, uvloop, httptools, o
 - ``POST /line/webhook/{channel_id}``: ``X-Line-Signature`` verified (base64 HMAC-SHA256 of the
   raw body with the channel secret; 401 when wrong), the body parsed, ``delivery`` events
   counted, 200. No database.
+- ``POST /twilio/status``: a Twilio status callback, as openmaac's provider callback takes it:
+  the form parsed, ``X-Twilio-Signature`` verified (base64 HMAC-SHA1 of the URL and the sorted
+  parameters with the auth token given as the fifth argument or ``BARE_TWILIO_AUTH_TOKEN``;
+  403 when wrong), the status counted, 200. No database.
 - ``GET /_stats``: what it did (pushes accepted by LINE, LINE failures, webhook events, bad
   signatures), for the benchmark's checks.
 
@@ -33,6 +37,7 @@ import os
 import re
 import sys
 import threading
+import urllib.parse
 import uuid
 from typing import Any
 
@@ -56,6 +61,8 @@ def _config() -> tuple[str, str, str]:
 
 
 LINE_BASE, ACCESS_TOKEN, CHANNEL_SECRET = _config()
+TWILIO_AUTH_TOKEN = (sys.argv[5] if __name__ == "__main__" and len(sys.argv) > 5
+                     else os.environ.get("BARE_TWILIO_AUTH_TOKEN", ""))
 # the settings of openmaac's shared LINE client (channels/line_client.py): one pooled client
 HTTP = httpx.Client(timeout=httpx.Timeout(10.0, connect=5.0),
                     limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
@@ -64,7 +71,8 @@ HEADERS = {"Authorization": f"Bearer {ACCESS_TOKEN}", "User-Agent": "openmaac-ba
 
 _ids = itertools.count(1)
 _lock = threading.Lock()
-STATS = {"line_accepted": 0, "line_failed": 0, "webhook_requests": 0, "delivery_events": 0, "bad_signatures": 0}
+STATS = {"line_accepted": 0, "line_failed": 0, "webhook_requests": 0, "delivery_events": 0, "bad_signatures": 0,
+         "twilio_callbacks": 0}
 
 
 def _count(key: str, n: int = 1) -> None:
@@ -146,6 +154,22 @@ async def line_webhook(channel_id: str, request: Request) -> Response:
         STATS["webhook_requests"] += 1
         STATS["delivery_events"] += sum(1 for event in events if event.get("type") == "delivery")
     return _json({})
+
+
+@app.post("/twilio/status")
+async def twilio_status(request: Request) -> Response:
+    raw = await request.body()
+    params = dict(urllib.parse.parse_qsl(raw.decode("utf-8"), keep_blank_values=True))
+    payload = str(request.url) + "".join(key + params[key] for key in sorted(params))
+    expected = base64.b64encode(hmac.new(TWILIO_AUTH_TOKEN.encode(), payload.encode(), hashlib.sha1).digest()).decode()
+    if not hmac.compare_digest(expected, request.headers.get("x-twilio-signature", "")):
+        _count("bad_signatures")
+        return Response(status_code=403)
+    with _lock:
+        STATS["twilio_callbacks"] += 1
+        key = f"twilio_{params.get('MessageStatus', '')}"
+        STATS[key] = STATS.get(key, 0) + 1
+    return Response(status_code=200)
 
 
 @app.get("/_stats")

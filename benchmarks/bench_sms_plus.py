@@ -218,20 +218,25 @@ async def push_rounds(targets: list[PushTarget], org: Org, phones: list[str], si
 
 
 @contextmanager
-def bare_upstream(line_sim: str) -> Iterator[tuple[ChildApp, str]]:
+def bare_upstream(line_sim: str) -> Iterator[tuple[ChildApp, str, str]]:
     """``benchmarks.bare_upstream`` with a channel of its own at the same LINE simulator (default
-    limits, as openmaac's), whose webhooks (the PNP ``delivery`` events) go to it."""
+    limits, as openmaac's), whose webhooks (the PNP ``delivery`` events) go to it, and which
+    verifies the Twilio simulator's status callbacks (its default account's auth token).
+    Yields the app, its channel id and that channel's access token."""
+    from openmaac.simulators import twilio as twilio_app
+
     channel_id, secret, token = "bare-upstream", secrets.token_hex(16), secrets.token_urlsafe(32)
-    app = ChildApp([sys.executable, "-m", "benchmarks.bare_upstream", "{port}", line_sim, token, secret])
+    app = ChildApp([sys.executable, "-m", "benchmarks.bare_upstream", "{port}", line_sim, token, secret,
+                    twilio_app.DEFAULT_AUTH_TOKEN])
     httpx.post(f"{line_sim}/_admin/channels", json={
         "channel_id": channel_id, "channel_secret": secret, "access_token": token,
         "webhook_url": f"{app.base_url}/line/webhook/{channel_id}"}, timeout=30).raise_for_status()
     with app:
-        yield app, channel_id
+        yield app, channel_id, token
 
 
 def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> Iterable[Result]:
-    with simulators() as (line_sim, twilio_sim), bare_upstream(line_sim.base_url) as (upstream, up_channel):
+    with simulators() as (line_sim, twilio_sim), bare_upstream(line_sim.base_url) as (upstream, up_channel, _):
         server = server_for(url, 60.0)
         org = make_org(server, line_sim.base_url, "bench-sms-plus-push")
         phones = [f"+8869170{i:05d}" for i in range(PUSH_PHONES)]
@@ -337,12 +342,18 @@ CEILING_CLIENTS = 16  # the bare clients hammering each simulator (openmaac: 16 
 CEILING_TO_PREFIX = "+1500555"  # the Twilio ceiling's numbers (left out of the exactly-once check)
 
 
-async def simulator_ceilings(line_sim: str, twilio_sim: str, line_phones: list[str],
-                             seconds: float) -> tuple[LoadStats, LoadStats]:
+async def simulator_ceilings(line_sim: str, twilio_sim: str, line_phones: list[str], seconds: float,
+                             upstream: str, upstream_token: str) -> Ceilings:
     """Each simulator hammered directly by a bare aiohttp client (``CEILING_CLIENTS`` at once): LINE's
     ``POST /bot/pnp/push`` (a channel of its own, no webhook URL: the simulator still schedules the
     delivery, it has nowhere to post it) to known users, and Twilio's ``Messages.json`` (no
-    StatusCallback). The most numbers/s each phase of the campaign could reach on this machine now."""
+    StatusCallback). The most numbers/s each phase of the campaign could reach on this machine now.
+
+    Then the same two loads with the upstream work a campaign's number also brings, received by
+    ``benchmarks.bare_upstream`` (no database): the PNP calls on its channel, whose signed
+    ``delivery`` webhooks it verifies, and the SMS sends with a StatusCallback to it, whose
+    signed ``sent`` and ``delivered`` callbacks it verifies. Those rates count from the start of
+    the load to the last webhook or callback received."""
     import hashlib
 
     import aiohttp
@@ -354,31 +365,68 @@ async def simulator_ceilings(line_sim: str, twilio_sim: str, line_phones: list[s
                                                      "access_token": token}, timeout=30).raise_for_status()
     hashes = [hashlib.sha256(phone.encode()).hexdigest() for phone in line_phones[:5_000]]
     counter = iter(range(10**9))
-    line_headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     auth = aiohttp.BasicAuth(twilio_app.DEFAULT_ACCOUNT_SID, twilio_app.DEFAULT_AUTH_TOKEN)
     twilio_url = f"{twilio_sim}/2010-04-01/Accounts/{twilio_app.DEFAULT_ACCOUNT_SID}/Messages.json"
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CEILING_CLIENTS * 2),
                                      timeout=aiohttp.ClientTimeout(total=60)) as session:
-        async def pnp(_worker: int) -> tuple[int, int]:
-            i = next(counter)
-            body = orjson.dumps({"to": hashes[i % len(hashes)],
-                                 "messages": [{"type": "text", "text": f"Order AJ{i:07d} has arrived"}]})
-            async with session.post(f"{line_sim}/bot/pnp/push", data=body, headers={
-                    **line_headers, "X-Line-Delivery-Tag": f"ceiling-pnp-{i}-tag-padding"}) as response:
-                await response.read()
-            return response.status, int(response.status == 200)
+        def pnp(access_token: str) -> Any:
+            headers = {"Authorization": f"Bearer {access_token}", "Content-Type": "application/json"}
 
-        async def sms(_worker: int) -> tuple[int, int]:
-            i = next(counter)
-            form = {"To": f"{CEILING_TO_PREFIX}{i % 10_000:04d}", "From": "+15005550006",
-                    "Body": f"Order AJ{i:07d} has arrived"}
-            async with session.post(twilio_url, data=form, auth=auth) as response:
-                await response.read()
-            return response.status, int(response.status == 201)
+            async def one(_worker: int) -> tuple[int, int]:
+                i = next(counter)
+                body = orjson.dumps({"to": hashes[i % len(hashes)],
+                                     "messages": [{"type": "text", "text": f"Order AJ{i:07d} has arrived"}]})
+                async with session.post(f"{line_sim}/bot/pnp/push", data=body, headers={
+                        **headers, "X-Line-Delivery-Tag": f"ceiling-pnp-{i}-tag-padding"}) as response:
+                    await response.read()
+                return response.status, int(response.status == 200)
+            return one
 
-        line = await run_load(pnp, concurrency=CEILING_CLIENTS, duration=seconds)
-        twilio = await run_load(sms, concurrency=CEILING_CLIENTS, duration=seconds)
-    return line, twilio
+        def sms(callback: str | None) -> Any:
+            async def one(_worker: int) -> tuple[int, int]:
+                i = next(counter)
+                form = {"To": f"{CEILING_TO_PREFIX}{i % 10_000:04d}", "From": "+15005550006",
+                        "Body": f"Order AJ{i:07d} has arrived"}
+                if callback:
+                    form["StatusCallback"] = callback
+                async with session.post(twilio_url, data=form, auth=auth) as response:
+                    await response.read()
+                return response.status, int(response.status == 201)
+            return one
+
+        async def received(key: str) -> int:
+            async with session.get(f"{upstream}/_stats") as response:
+                return int((await response.json()).get(key, 0))
+
+        async def with_answers(one: Any, key: str, per_row: int) -> LoadStats:
+            """The load, then until the receiver has every answer (or none came for 2 s)."""
+            before = await received(key)
+            began = time.perf_counter()
+            stats = await run_load(one, concurrency=CEILING_CLIENTS, duration=seconds)
+            count, changed_at = await received(key), time.perf_counter()
+            while count - before < stats.rows * per_row and time.perf_counter() - changed_at < 2.0:
+                await asyncio.sleep(0.05)
+                if (now := await received(key)) != count:
+                    count, changed_at = now, time.perf_counter()
+            stats.seconds = changed_at - began
+            stats.rows = min(stats.rows, (count - before) // per_row)  # numbers whose answers all came
+            return stats
+
+        line = await run_load(pnp(token), concurrency=CEILING_CLIENTS, duration=seconds)
+        twilio = await run_load(sms(None), concurrency=CEILING_CLIENTS, duration=seconds)
+        line_answered = await with_answers(pnp(upstream_token), "delivery_events", 1)
+        twilio_answered = await with_answers(sms(f"{upstream}/twilio/status"), "twilio_callbacks", 2)
+    return Ceilings(line, twilio, line_answered, twilio_answered)
+
+
+@dataclass
+class Ceilings:
+    """The simulators' own ceilings, and the same with their webhooks or callbacks received."""
+
+    line: LoadStats
+    twilio: LoadStats
+    line_with_webhooks: LoadStats
+    twilio_with_callbacks: LoadStats
 
 
 def _epoch(value: Any) -> float | None:
@@ -396,7 +444,7 @@ def measure_campaign(label: str, url: str | None, size: Sizes) -> Iterable[Resul
     worker_count = CAMPAIGN_WORKERS
     if worker_count:
         label = f"{label} + {worker_count} worker process{'es' if worker_count > 1 else ''}"
-    with simulators() as (line_sim, twilio_sim):
+    with simulators() as (line_sim, twilio_sim), bare_upstream(line_sim.base_url) as (upstream, _, up_token):
         minute_seconds = campaign_fallback_seconds(n, postgres=url is not None)
         server = server_for(url, minute_seconds, embedded_worker=not worker_count)
         org = make_org(server, line_sim.base_url, "bench-sms-plus-campaign")
@@ -412,9 +460,10 @@ def measure_campaign(label: str, url: str | None, size: Sizes) -> Iterable[Resul
         with server, workers(server, worker_count) as worker_pids:
             assert server.process is not None
             configure(server, org, twilio_sim.base_url, fallback_period=1)
-            line_ceiling, sms_ceiling = asyncio.run(simulator_ceilings(
+            ceilings = asyncio.run(simulator_ceilings(
                 line_sim.base_url, twilio_sim.base_url, [p for i, p in enumerate(phones) if i not in fallback],
-                size.push_seconds))
+                size.push_seconds, upstream.base_url, up_token))
+            line_ceiling, sms_ceiling = ceilings.line, ceilings.twilio
             bodies = [body.replace(b'"pnp_setting_id":0', b'"pnp_setting_id":%d' % org.setting_id) for body in bodies]
             pids = [server.process.pid, *worker_pids]
             cpu = sum(process_cpu_seconds(pid) for pid in pids)
@@ -488,6 +537,25 @@ def measure_campaign(label: str, url: str | None, size: Sizes) -> Iterable[Resul
                      f"{sms_ceiling.rows:,} of {sms_ceiling.requests:,} taken); goal ≥ 0.5x; first to last SMS the "
                      f"simulator took ({len(sent_at):,}); first SMS to every message final "
                      f"{sms_to_final:.1f} s = {len(sent_at) / max(sms_to_final, 1e-9):,.0f} numbers/s")
+        line_answered, sms_answered = ceilings.line_with_webhooks, ceilings.twilio_with_callbacks
+        line_answered_rate = line_answered.rows / max(line_answered.seconds, 1e-9)
+        sms_answered_rate = sms_answered.rows / max(sms_answered.seconds, 1e-9)
+        sms_final_rate = len(sent_at) / max(sms_to_final, 1e-9)
+        yield Result(f"{label}: campaign ceiling, PNP calls with their delivery webhooks received", line_answered_rate,
+                     "numbers/s",
+                     f"{line_answered_rate / max(line_ceiling_rate, 1e-9):.2f}x of the LINE simulator's own ceiling: "
+                     f"a bare client ({CEILING_CLIENTS} at once) on a channel whose signed delivery webhooks "
+                     f"benchmarks.bare_upstream verifies (no database), from the first call to the last webhook; "
+                     f"{line_answered.rows:,} numbers; the campaign's LINE phase = "
+                     f"{line_rate / max(line_answered_rate, 1e-9):.2f}x of it")
+        yield Result(f"{label}: campaign ceiling, SMS sends with their status callbacks received", sms_answered_rate,
+                     "numbers/s",
+                     f"{sms_answered_rate / max(sms_ceiling_rate, 1e-9):.2f}x of the Twilio simulator's own ceiling: "
+                     f"a bare client ({CEILING_CLIENTS} at once) sending with a StatusCallback whose signed sent and "
+                     f"delivered callbacks benchmarks.bare_upstream verifies (no database), from the first send to "
+                     f"the last callback; {sms_answered.rows:,} numbers; the campaign's SMS phase = "
+                     f"{sms_rate / max(sms_answered_rate, 1e-9):.2f}x of it (first to last send), "
+                     f"{sms_final_rate / max(sms_answered_rate, 1e-9):.2f}x (first SMS to every message final)")
         yield Result(f"{label}: campaign, SMS sent exactly once", float(once), "numbers",
                      f"of {len(expected):,} fallback numbers; SMS to other numbers or repeated: {extra} (goal 0)")
         yield Result(f"{label}: campaign, server peak RSS", memory.peak_mb, "MB", "openmaac serve process")
