@@ -63,9 +63,17 @@ def _config() -> tuple[str, str, str]:
 LINE_BASE, ACCESS_TOKEN, CHANNEL_SECRET = _config()
 TWILIO_AUTH_TOKEN = (sys.argv[5] if __name__ == "__main__" and len(sys.argv) > 5
                      else os.environ.get("BARE_TWILIO_AUTH_TOKEN", ""))
-# the settings of openmaac's shared LINE client (channels/line_client.py): one pooled client
-HTTP = httpx.Client(timeout=httpx.Timeout(10.0, connect=5.0),
-                    limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+# the settings of openmaac's shared LINE client (channels/line_client.py): its limits, and a
+# connection pool per thread (channels/per_thread.py), here one client per thread
+_clients = threading.local()
+
+
+def _http() -> httpx.Client:
+    client: httpx.Client | None = getattr(_clients, "client", None)
+    if client is None:
+        client = _clients.client = httpx.Client(timeout=httpx.Timeout(10.0, connect=5.0),
+                                                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+    return client
 HEADERS = {"Authorization": f"Bearer {ACCESS_TOKEN}", "User-Agent": "openmaac-bare/0",
            "Content-Type": "application/json"}
 
@@ -90,7 +98,7 @@ def _render(text: str, params: Any) -> str:
 def _line_post(path: str, body: dict[str, Any], headers: dict[str, str]) -> int:
     """One LINE call, as openmaac makes it (JSON body, bearer token, the caller's headers)."""
     try:
-        response = HTTP.post(LINE_BASE + path, json=body, headers={**HEADERS, **headers})
+        response = _http().post(LINE_BASE + path, json=body, headers={**HEADERS, **headers})
     except httpx.HTTPError:
         _count("line_failed")
         return 0

@@ -8,6 +8,7 @@ of the destination) and redirects are not followed (httpx's default).
 
 from __future__ import annotations
 
+import ssl
 import threading
 import typing
 
@@ -15,6 +16,7 @@ import httpcore
 import httpx
 
 from openmaac.channels import destinations
+from openmaac.channels.per_thread import per_thread_client
 
 
 class DestinationRefused(httpx.ConnectError):
@@ -47,11 +49,11 @@ class _CheckedBackend(httpcore.SyncBackend):
 
 
 class GuardedTransport(httpx.HTTPTransport):
-    def __init__(self, limits: httpx.Limits) -> None:
-        super().__init__(trust_env=False, limits=limits)
+    def __init__(self, limits: httpx.Limits, ssl_context: ssl.SSLContext | None = None) -> None:
+        super().__init__(trust_env=False, limits=limits, verify=ssl_context or True)
         # httpx builds its pool with the default network backend; the same pool with ours
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=ssl_context or httpx.create_ssl_context(),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -69,10 +71,12 @@ _shared_lock = threading.Lock()
 
 
 def shared_guarded_client(timeout: httpx.Timeout | float, limits: httpx.Limits) -> httpx.Client:
-    """One pooled guarded client per process (building one costs milliseconds: its TLS
-    context), reused by every tenant-configured SMS and WhatsApp gateway."""
+    """One guarded client per process (building one costs milliseconds: its TLS context),
+    reused by every tenant-configured SMS and WhatsApp gateway, with a pool per thread
+    (``openmaac.channels.per_thread``: the sends of a batch run on many threads at once)."""
     global _shared
     with _shared_lock:
         if _shared is None:
-            _shared = guarded_client(timeout, limits)
+            _shared = per_thread_client(timeout, limits, build=lambda context: GuardedTransport(limits, context),
+                                        trust_env=False, follow_redirects=False)
         return _shared

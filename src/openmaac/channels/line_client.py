@@ -35,6 +35,7 @@ import httpx
 import orjson
 
 from openmaac import __version__
+from openmaac.channels.per_thread import per_thread_client
 from openmaac.telemetry.metrics import timed_upstream
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
@@ -268,8 +269,9 @@ def _shared_http(timeout: httpx.Timeout | float) -> httpx.Client:
     with _shared_lock:
         client = _shared.get(key)
         if client is None:
-            client = _shared[key] = httpx.Client(
-                timeout=timeout, limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+            # a pool per thread: pushes, PNP batches and fan-out sends call LINE from many threads
+            client = _shared[key] = per_thread_client(
+                timeout, httpx.Limits(max_connections=200, max_keepalive_connections=50))
         return client
 
 

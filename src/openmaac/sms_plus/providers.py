@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from openmaac.channels import destinations
 from openmaac.channels.guarded_http import shared_guarded_client
+from openmaac.channels.per_thread import per_thread_client
 from openmaac.channels.sms.base import (
     DEFAULT_TIMEOUT,
     CallbackAck,
@@ -188,8 +189,9 @@ def simulator_http() -> httpx.Client:
     global _simulator_http
     with _http_lock:
         if _simulator_http is None:
-            _simulator_http = httpx.Client(timeout=DEFAULT_TIMEOUT, limits=_LIMITS, trust_env=False,
-                                           headers={SIMULATOR_ADMIN_HEADER: get_settings().simulator_admin_key})
+            # a pool per thread (openmaac.channels.per_thread): a batch's sends run on many threads
+            _simulator_http = per_thread_client(DEFAULT_TIMEOUT, _LIMITS, trust_env=False,
+                                                headers={SIMULATOR_ADMIN_HEADER: get_settings().simulator_admin_key})
         return _simulator_http
 
 
