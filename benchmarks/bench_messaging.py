@@ -60,6 +60,8 @@ from benchmarks.common import (
     backends,
     database_url,
     own_cpu_seconds,
+    postgres_cpu_by_pid,
+    postgres_cpu_since,
     process_cpu_seconds,
     run_load,
     start_profiler,
@@ -379,6 +381,7 @@ def measure_fanout(label: str, url: str | None, size: Sizes) -> Iterable[Result]
                          for name, pid in pids.items() if name != "serve"]  # serve's runs since its start
             cpu_before = {name: process_cpu_seconds(pid) for name, pid in pids.items()}
             load_before = own_cpu_seconds()
+            postgres_before = postgres_cpu_by_pid() if url else {}
             with PeakMemory(server.process.pid) as memory:
                 started = time.perf_counter()
                 statuses, ids, accept_seconds = asyncio.run(post_all(server.base_url, org.token, bodies))
@@ -402,6 +405,8 @@ def measure_fanout(label: str, url: str | None, size: Sizes) -> Iterable[Result]
                 recorded_at = time.perf_counter()
             cpus = {name: process_cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
             cpus["load generator"] = own_cpu_seconds() - load_before
+            if url:
+                cpus["PostgreSQL server"] = postgres_cpu_since(postgres_before)
             for profiler in profilers:
                 stop_profiler(profiler)
             cpu = sum(seconds for name, seconds in cpus.items() if name.startswith(("serve", "worker")))
