@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
 import socket
 import time
@@ -355,3 +356,24 @@ def pnp_message_rows(client: httpx.Client, path: str, setting_id: int) -> list[d
         start = page["next"]
         if not start:
             return rows
+
+
+@contextmanager
+def own_postgres_database(prefix: str) -> Iterator[str | None]:
+    """A fresh PostgreSQL database of the caller's own (its ``postgresql://`` URL), dropped
+    afterwards; None when the suite runs on SQLite (OPENMAAC_TEST_DATABASE_URL unset)."""
+    admin = os.environ.get("OPENMAAC_TEST_DATABASE_URL")
+    if not admin:
+        yield None
+        return
+    import psycopg
+
+    admin = admin.replace("postgresql+psycopg://", "postgresql://")
+    name = f"openmaac_{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

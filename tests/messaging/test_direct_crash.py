@@ -12,21 +12,18 @@ accepted it (``timeout_after_accept``), so the kill lands between "LINE delivere
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from conftest import SIMULATOR_URL
-from helpers import wait_for
+from helpers import own_postgres_database, wait_for
 
 RECIPIENTS = 20_000
 PER_REQUEST = 500
@@ -37,26 +34,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@contextmanager
-def _database_url() -> Iterator[str | None]:
-    """A database of the child server's own: SQLite in its data dir, or a fresh PostgreSQL one."""
-    admin = os.environ.get("OPENMAAC_TEST_DATABASE_URL")
-    if not admin:
-        yield None
-        return
-    import psycopg
-
-    admin = admin.replace("postgresql+psycopg://", "postgresql://")
-    name = f"openmaac_dmcrash_{secrets.token_hex(4)}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Child:
@@ -146,7 +123,7 @@ def _received(channel_id: str) -> dict[str, Any]:
 
 
 def test_killed_mid_enhanced_multicast_then_restarted_sends_every_recipient_once(server):
-    with _database_url() as database_url, tempfile.TemporaryDirectory(prefix="openmaac-dmcrash-") as tmp:
+    with own_postgres_database("dmcrash") as database_url, tempfile.TemporaryDirectory(prefix="openmaac-dmcrash-") as tmp:
         child = Child(Path(tmp) / "data", database_url)
         token, channel_id, uids = _setup(child)
         child.start()

@@ -7,7 +7,6 @@ its own, so its record survives the kill). Runs on SQLite, or on PostgreSQL with
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -15,14 +14,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from helpers import pnp_message_rows, simulator_process, wait_for
+from helpers import own_postgres_database, pnp_message_rows, simulator_process, wait_for
 from openmaac.simulators import twilio as twilio_sim
 
 MINUTE_SECONDS = "0.5"  # one API minute of fallback_period / callback timeout lasts 0.5 s here
@@ -41,25 +38,6 @@ def _up(url: str) -> bool:
         return httpx.get(url, timeout=1).status_code < 500
     except httpx.HTTPError:
         return False
-
-
-@contextmanager
-def _database_url() -> Iterator[str | None]:
-    admin = os.environ.get("OPENMAAC_TEST_DATABASE_URL")
-    if not admin:
-        yield None
-        return
-    import psycopg
-
-    admin = admin.replace("postgresql+psycopg://", "postgresql://")
-    name = f"openmaac_smscrash_{secrets.token_hex(4)}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Child:
@@ -119,7 +97,7 @@ def _in_flight_sends(database_url: str | None, data_dir: str) -> int:
 
 def test_killed_with_pending_fallback_timers_every_message_ends_and_each_sms_goes_once() -> None:
     phones = [f"+8869160{index:05d}" for index in range(MESSAGES)]
-    with _database_url() as database_url, simulator_process("twilio") as twilio:
+    with own_postgres_database("smscrash") as database_url, simulator_process("twilio") as twilio:
         child = Child(Path(tempfile.mkdtemp(prefix="openmaac-smscrash-")) / "data", database_url)
         child.start()
         try:

@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from conftest import PORT
-from helpers import wait_for
+from helpers import own_postgres_database, wait_for
 from openmaac.auth.service import TOKEN_PREFIX
 from openmaac.telemetry import logs
 from openmaac.telemetry.request_id import MAX_REQUEST_ID_LENGTH
@@ -39,26 +39,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@contextmanager
-def _database_url() -> Iterator[str | None]:
-    """A database of the child's own: SQLite in its data dir, or a fresh PostgreSQL one."""
-    admin = os.environ.get("OPENMAAC_TEST_DATABASE_URL")
-    if not admin:
-        yield None
-        return
-    import psycopg
-
-    admin = admin.replace("postgresql+psycopg://", "postgresql://")
-    name = f"openmaac_logs_{secrets.token_hex(4)}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @dataclass
@@ -102,7 +82,7 @@ class Served:
 @contextmanager
 def serve(**env: str) -> Iterator[Served]:
     """``openmaac serve`` in a child process with ``env`` added; its stderr goes to a file."""
-    with _database_url() as database_url:
+    with own_postgres_database("logs") as database_url:
         root = Path(tempfile.mkdtemp(prefix="openmaac-logs-"))
         port = _free_port()
         child_env = dict(os.environ)

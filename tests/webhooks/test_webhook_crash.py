@@ -9,47 +9,24 @@ kill, may be repeated; an answer the sender had time to record must never be sen
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 from webhook_receiver import Receiver
 
-from helpers import new_line_uid, wait_for
+from helpers import new_line_uid, own_postgres_database, wait_for
 
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@contextmanager
-def _database_url() -> Iterator[str | None]:
-    """A database of its own for the child server: SQLite in its data dir, or a fresh PostgreSQL one."""
-    admin = os.environ.get("OPENMAAC_TEST_DATABASE_URL")
-    if not admin:
-        yield None
-        return
-    import psycopg
-
-    admin = admin.replace("postgresql+psycopg://", "postgresql://")
-    name = f"openmaac_crash_{secrets.token_hex(4)}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Child:
@@ -104,7 +81,7 @@ _CROSSING_SECONDS = 0.5
 
 def test_killed_mid_delivery_then_restarted_delivers_every_event_once():
     events = 24
-    with _database_url() as database_url, Receiver(delay=1.5) as receiver:
+    with own_postgres_database("crash") as database_url, Receiver(delay=1.5) as receiver:
         child = Child(Path(tempfile.mkdtemp(prefix="openmaac-crash-")) / "data", database_url)
         child.start()
         try:
