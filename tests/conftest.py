@@ -200,3 +200,20 @@ def anon(server: ServerThread) -> Iterator[httpx.Client]:
         yield client
 
 
+
+
+@pytest.fixture
+def migration_database_url(tmp_path: Path) -> Iterator[str]:
+    """A database of its own for a migration test: a SQLite file, or a new PostgreSQL database
+    when OPENMAAC_TEST_DATABASE_URL names a server (its SQLAlchemy URL)."""
+    from helpers import own_postgres_database
+    from openmaac.db.engine import reset_database
+
+    with own_postgres_database("mig") as url:
+        if url is None:
+            yield f"sqlite:///{tmp_path / 'openmaac.sqlite3'}"
+            return
+        try:
+            yield url.replace("postgresql://", "postgresql+psycopg://")
+        finally:
+            reset_database()

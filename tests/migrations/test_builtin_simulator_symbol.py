@@ -21,10 +21,10 @@ LINE_URLS = {
 }
 
 
-def test_local_simulator_addresses_become_the_builtin_symbol(database_url: str) -> None:
-    config = migrations.alembic_config(database_url)
+def test_local_simulator_addresses_become_the_builtin_symbol(migration_database_url: str) -> None:
+    config = migrations.alembic_config(migration_database_url)
     command.upgrade(config, "0012")
-    engine = sa.create_engine(database_url)
+    engine = sa.create_engine(migration_database_url)
     with engine.begin() as conn:
         for index, url in enumerate(LINE_URLS, start=1):
             conn.execute(sa.text("INSERT INTO organizations (id, name, timezone, region, created_at) "
@@ -49,7 +49,7 @@ def test_local_simulator_addresses_become_the_builtin_symbol(database_url: str) 
 
     command.upgrade(config, "head")
 
-    engine = sa.create_engine(database_url)
+    engine = sa.create_engine(migration_database_url)
     with engine.connect() as conn:
         stored = dict(conn.execute(sa.text("SELECT id, api_base_url FROM line_channels ORDER BY id")).all())
         configs = conn.execute(sa.text(

@@ -12,10 +12,10 @@ _METHODS = ("SELECT attname, attcompression FROM pg_attribute "
             "WHERE attrelid = 'direct_message_sends'::regclass AND attname IN ('recipient_ids', 'to')")
 
 
-def test_call_lists_are_lz4_on_postgresql(database_url: str) -> None:
-    config = migrations.alembic_config(database_url)
+def test_call_lists_are_lz4_on_postgresql(migration_database_url: str) -> None:
+    config = migrations.alembic_config(migration_database_url)
     command.upgrade(config, "0019")
-    engine = sa.create_engine(database_url)
+    engine = sa.create_engine(migration_database_url)
     try:
         if engine.dialect.name != "postgresql":
             with engine.connect() as conn:  # nothing to compress: the table is there as before
