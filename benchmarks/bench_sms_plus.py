@@ -31,7 +31,10 @@ request to every message being final (``finished``, read from the server's datab
 Beside it, the campaign's two phases in numbers/s (LINE: every number over every PNP answered and
 delivery recorded; SMS: the SMS the Twilio simulator took, first to last) and the ceiling of each
 simulator in the same run: ``CEILING_CLIENTS`` bare clients calling LINE's PNP push, then Twilio's
-send, directly. ``BENCH_SMS_PLUS_NUMBERS`` sets the campaign's size (e.g. 20000).
+send, directly; then the same with the upstream work a campaign's number also brings, received
+by ``benchmarks.bare_upstream`` (no database): PNP calls whose signed delivery webhooks it
+verifies, SMS sends whose signed ``sent`` and ``delivered`` status callbacks it verifies, each
+counted to the last webhook or callback. ``BENCH_SMS_PLUS_NUMBERS`` sets the campaign's size (e.g. 20000).
 
 Measured on SQLite, and on PostgreSQL when benchmarks.common.postgres_url() is set.
 ``BENCH_SMS_PLUS_ONLY=push`` (or ``campaign``) runs one half only.
