@@ -74,6 +74,8 @@ def _http() -> httpx.Client:
         client = _clients.client = httpx.Client(timeout=httpx.Timeout(10.0, connect=5.0),
                                                 limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
     return client
+
+
 HEADERS = {"Authorization": f"Bearer {ACCESS_TOKEN}", "User-Agent": "openmaac-bare/0",
            "Content-Type": "application/json"}
 

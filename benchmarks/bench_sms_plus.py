@@ -541,8 +541,7 @@ def measure_campaign(label: str, url: str | None, size: Sizes) -> Iterable[Resul
                      f"simulator took ({len(sent_at):,}); first SMS to every message final "
                      f"{sms_to_final:.1f} s = {len(sent_at) / max(sms_to_final, 1e-9):,.0f} numbers/s")
         line_answered, sms_answered = ceilings.line_with_webhooks, ceilings.twilio_with_callbacks
-        line_answered_rate = line_answered.rows / max(line_answered.seconds, 1e-9)
-        sms_answered_rate = sms_answered.rows / max(sms_answered.seconds, 1e-9)
+        line_answered_rate, sms_answered_rate = line_answered.rows_per_second, sms_answered.rows_per_second
         sms_final_rate = len(sent_at) / max(sms_to_final, 1e-9)
         yield Result(f"{label}: campaign ceiling, PNP calls with their delivery webhooks received", line_answered_rate,
                      "numbers/s",

@@ -200,8 +200,6 @@ def anon(server: ServerThread) -> Iterator[httpx.Client]:
         yield client
 
 
-
-
 @pytest.fixture
 def migration_database_url(tmp_path: Path) -> Iterator[str]:
     """A database of its own for a migration test: a SQLite file, or a new PostgreSQL database

@@ -3,6 +3,8 @@ the server's default on downgrade); on SQLite it changes nothing."""
 
 from __future__ import annotations
 
+import json
+
 import sqlalchemy as sa
 from alembic import command
 
@@ -36,8 +38,8 @@ def test_call_lists_are_lz4_on_postgresql(migration_database_url: str) -> None:
                 "INSERT INTO direct_message_sends (direct_message_id, organization_id, method, retry_key, "
                 "recipient_ids, \"to\", messages, status, created_at) VALUES (1, 1, 'multicast', 'k', "
                 "CAST(:refs AS jsonb), CAST(:to AS jsonb), '[]', 'pending', now())"),
-                {"refs": str([[i, 10_000 + i] for i in range(500)]),
-                 "to": str([f"U{i:032x}" for i in range(500)]).replace("'", '"')})
+                {"refs": json.dumps([[i, 10_000 + i] for i in range(500)]),
+                 "to": json.dumps([f"U{i:032x}" for i in range(500)])})
             assert conn.execute(sa.text(
                 "SELECT pg_column_compression(\"to\") FROM direct_message_sends")).scalar() == "lz4"
             conn.commit()

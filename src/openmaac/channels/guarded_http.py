@@ -50,10 +50,11 @@ class _CheckedBackend(httpcore.SyncBackend):
 
 class GuardedTransport(httpx.HTTPTransport):
     def __init__(self, limits: httpx.Limits, ssl_context: ssl.SSLContext | None = None) -> None:
-        super().__init__(trust_env=False, limits=limits, verify=ssl_context or True)
+        context = ssl_context or httpx.create_ssl_context()  # built once (it reads the CA bundle)
+        super().__init__(trust_env=False, limits=limits, verify=context)
         # httpx builds its pool with the default network backend; the same pool with ours
         self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context or httpx.create_ssl_context(),
+            ssl_context=context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
