@@ -64,6 +64,7 @@ from benchmarks.common import (
     postgres_cpu_since,
     process_cpu_seconds,
     run_load,
+    split_result,
     start_profiler,
     stop_profiler,
     workers,
@@ -300,6 +301,7 @@ def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> It
                      f"bare FastAPI {ceiling.server_cpu_ms_per_request:.2f} ms, bare + LINE call "
                      f"{up.server_cpu_ms_per_request:.2f} ms; ≈ "
                      f"{1000 / max(ours.server_cpu_ms_per_request, 1e-9):,.0f} req/s per free core")
+        yield split_result(f"{label}: push", ours, up)
         cores = os.cpu_count() or 1
         yield Result(f"{label}: push, machine CPU per request (app + LINE simulator + load generator)",
                      targets[0].cpu_ms_per_request(), "ms",

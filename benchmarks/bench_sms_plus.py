@@ -68,6 +68,7 @@ from benchmarks.common import (
     database_url,
     process_cpu_seconds,
     run_load,
+    split_result,
     workers,
 )
 
@@ -290,6 +291,7 @@ def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> It
                      f"simulator used {ours_sim * 1000 / max(ours.requests, 1):.2f} ms per push besides "
                      f"(same 2 cores), incl. its delivery webhooks ({up_sim * 1000 / max(up.requests, 1):.2f} ms in "
                      f"the bare + LINE call rounds)")
+        yield split_result(f"{label}: push", ours, up)
         for q, name in ((0.5, "p50"), (0.99, "p99")):
             yield Result(f"{label}: push {name} latency", ours.p(q), "ms",
                          f"bare FastAPI {ceiling.p(q):.1f} ms; bare + LINE call {up.p(q):.1f} ms")

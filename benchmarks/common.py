@@ -253,9 +253,15 @@ class LoadStats:
     latencies: list[float] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     server_cpu_seconds: float = 0.0  # CPU the server process used meanwhile (set by the caller)
+    # ... of which its main thread (the event loop: HTTP, routing, middleware, async code) and
+    # the kernel's share of the whole (system time: sockets, futexes, file writes)
+    server_loop_cpu_seconds: float = 0.0
+    server_system_cpu_seconds: float = 0.0
 
     def add(self, other: LoadStats) -> None:
         self.server_cpu_seconds += other.server_cpu_seconds
+        self.server_loop_cpu_seconds += other.server_loop_cpu_seconds
+        self.server_system_cpu_seconds += other.server_system_cpu_seconds
         self.requests += other.requests
         self.rows += other.rows
         self.seconds += other.seconds
@@ -275,6 +281,12 @@ class LoadStats:
     def server_cpu_ms_per_request(self) -> float:
         """Server CPU per request: unlike throughput, barely moved by other load on the machine."""
         return self.server_cpu_seconds * 1000 / self.requests if self.requests else 0.0
+
+    def server_split_ms_per_request(self) -> tuple[float, float, float]:
+        """Server CPU per request on the event loop, in the other threads, and in the kernel (of both)."""
+        per = 1000 / self.requests if self.requests else 0.0
+        return (self.server_loop_cpu_seconds * per, (self.server_cpu_seconds - self.server_loop_cpu_seconds) * per,
+                self.server_system_cpu_seconds * per)
 
     def p(self, q: float) -> float:
         """Latency quantile in milliseconds."""
@@ -317,6 +329,17 @@ def process_cpu_seconds(pid: int) -> float:
     return total
 
 
+def process_cpu_split(pid: int) -> tuple[float, float]:
+    """CPU so far of process ``pid``'s main thread (an ASGI server's event loop), and the
+    system (kernel) time of the whole process, from /proc: exact where a sampling profiler
+    guesses (py-spy's GIL samples also land on threads waking from a lock or a socket)."""
+    import psutil
+
+    process = psutil.Process(pid)
+    main = next((sum(thread[1:3]) for thread in process.threads() if thread.id == pid), 0.0)
+    return main, process.cpu_times().system
+
+
 def postgres_cpu_by_pid() -> dict[int, float]:
     """User + system CPU so far of every PostgreSQL server process on this machine (its
     backends, WAL writer, checkpointer…), by pid: the database's own work, which no openmaac
@@ -337,6 +360,17 @@ def postgres_cpu_by_pid() -> dict[int, float]:
 def postgres_cpu_since(before: dict[int, float]) -> float:
     """PostgreSQL's CPU since ``before`` (``postgres_cpu_by_pid()``), new backends counted whole."""
     return sum(seconds - before.get(pid, 0.0) for pid, seconds in postgres_cpu_by_pid().items())
+
+
+def split_result(label: str, ours: LoadStats, bare: LoadStats) -> Result:
+    """Where the server's CPU per request goes, beside the bare app's in the same run: its event
+    loop (HTTP, routing, middleware, dependencies, validation), its other threads (the request's
+    synchronous work: database, upstream call), and the kernel's share of both."""
+    loop, threads, system = ours.server_split_ms_per_request()
+    bare_loop, bare_threads, bare_system = bare.server_split_ms_per_request()
+    return Result(f"{label}, server CPU per request on the event loop / in threads", loop, "ms",
+                  f"{loop:.2f} / {threads:.2f} ms (bare {bare_loop:.2f} / {bare_threads:.2f} ms); of both, in the "
+                  f"kernel {system:.2f} ms (bare {bare_system:.2f} ms); measured per thread from /proc")
 
 
 def own_cpu_seconds() -> float:
@@ -363,8 +397,11 @@ class PushTarget:
         """One round of ``scenario`` against this app, its CPU, the simulator's and the load
         generator's added to what it measured."""
         cpu, sim_cpu, load_cpu = process_cpu_seconds(self.pid), process_cpu_seconds(sim_pid), own_cpu_seconds()
+        loop_cpu, system_cpu = process_cpu_split(self.pid)
         stats = await run_load(scenario, concurrency=concurrency, duration=duration)
         stats.server_cpu_seconds = process_cpu_seconds(self.pid) - cpu
+        loop_after, system_after = process_cpu_split(self.pid)
+        stats.server_loop_cpu_seconds, stats.server_system_cpu_seconds = loop_after - loop_cpu, system_after - system_cpu
         self.sim_cpu_seconds += process_cpu_seconds(sim_pid) - sim_cpu
         self.load_cpu_seconds += own_cpu_seconds() - load_cpu
         self.stats.add(stats)
