@@ -7,6 +7,12 @@ one line per distinct stack, ``frame;frame;...;frame count``. Idle threads (wait
 process's CPU. Printed: the top functions by self time and by inclusive time (each counted
 once per stack), ``--match`` restricting the stacks to those passing through a frame that
 contains TEXT.
+
+Read the shares as a map, not as measurements: ``--gil --nonblocking`` also charges threads
+that are only waking from a lock or a socket (the embedded worker's idle look-up showed as
+40 µs per push while the worker looped twice a second). The push benchmarks' "on the event
+loop / in threads" row is measured per thread from /proc; ``perf record -g -p PID`` shows the
+kernel's and the C libraries' share exactly.
 """
 
 from __future__ import annotations

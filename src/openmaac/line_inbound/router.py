@@ -13,7 +13,7 @@ from openmaac.channels.models import LineChannel
 from openmaac.channels.signature import verify_line_signature
 from openmaac.db.driver import DriverStatement
 from openmaac.db.engine import get_database
-from openmaac.db.group_commit import group_commit
+from openmaac.db.group_commit import REQUEST_WRITES, group_commit
 from openmaac.line_inbound.events import accept_events
 from openmaac.line_inbound.service import handle_events
 from openmaac.web.errors import APIError, not_found
@@ -76,7 +76,7 @@ def receive(channel_id: str, body: bytes, signature: str | None) -> int:
         # LINE's PNP delivery reports (SMS+; LINE sends several requests at once under load):
         # written together with the other such requests of the moment, one transaction per
         # batch (db/group_commit.py), each request answered after its own write is committed
-        return group_commit(database, "line.webhook.deliveries").run(
+        return group_commit(database, REQUEST_WRITES).run(
             lambda session: handle_events(session, int(organization_id), accepted))
     with database.write() as session:
         return handle_events(session, int(organization_id), accepted)

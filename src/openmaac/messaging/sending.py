@@ -64,7 +64,7 @@ from openmaac.contacts.models import LINE_UID_MAX_LENGTH, Contact
 from openmaac.db.base import JSONType, UTCDateTime, utcnow
 from openmaac.db.driver import DriverStatement
 from openmaac.db.engine import get_database, json_dumps
-from openmaac.db.group_commit import group_commit
+from openmaac.db.group_commit import REQUEST_WRITES, group_commit
 from openmaac.jobs.models import Job
 from openmaac.jobs.registry import JobContext, RetryLater, handler
 from openmaac.links import rewrite
@@ -754,7 +754,7 @@ def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str
     if errors:
         raise field_errors({"data": errors})
     assert contact is not None and line_uid is not None
-    accepted = group_commit(database, "push.accept").run(
+    accepted = group_commit(database, REQUEST_WRITES).run(
         lambda session: _accept_push(session, org, template.id, event_ref, line_uid, contact[0], params, rendered,
                                      line))
     dm, send_id, retry_key, refs, messages = accepted
@@ -764,7 +764,7 @@ def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str
         outcome = call_line(line.client(), "push", [line_uid], messages, retry_key)
     send = Claimed(send_id, "push", [line_uid], messages, retry_key, refs)
     # recorded together with the other pushes answered meanwhile (one transaction for all)
-    group_commit(database, "push.record").run(lambda session: _record_push(session, dm, send, outcome))
+    group_commit(database, REQUEST_WRITES).run(lambda session: _record_push(session, dm, send, outcome))
     return {"id": dm.id, "event_id": event_ref, "event": event_name, "result": outcome.push_result()}
 
 

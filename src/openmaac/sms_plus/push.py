@@ -40,7 +40,7 @@ from openmaac.channels.service import line_api_base_url
 from openmaac.db.base import UTCDateTime, utcnow
 from openmaac.db.driver import DriverStatement
 from openmaac.db.engine import get_database, json_dumps
-from openmaac.db.group_commit import group_commit
+from openmaac.db.group_commit import REQUEST_WRITES, group_commit
 from openmaac.jobs.models import Job
 from openmaac.jobs.queue import IDLE_POLL_SECONDS
 from openmaac.messaging.models import MessageEvent
@@ -188,7 +188,7 @@ def push_message(org: OrgContext, body: Any) -> dict[str, Any]:
     pnp_first = channel_id is not None and svc.initial_status(setting, recipient, line_push=True)["status"] \
         == svc.PNP_PREPARING and svc.JOIN_LINK not in svc.placeholder_names(setting.pnp_messages)
     try:
-        accepted = group_commit(database, "sms_plus.push.accept").run(
+        accepted = group_commit(database, REQUEST_WRITES).run(
             lambda session: _accept_pnp(session, org.id, setting, recipient, event_id, str(channel_id)) if pnp_first
             else _accept(session, org.id, setting, recipient, event_id, channel_id))
     except DBAPIError as exc:
@@ -277,7 +277,7 @@ def _pnp(message: PnpMessageRow, setting: PnpSetting, base_url: str, token: str,
                                {"X-Line-Delivery-Tag": tag}, "pnp_push", channel_id, to=message.phone_hash,
                                messages=pnp_messages, delivery_tag=tag)
     status = svc.PNP_ACCEPTED if outcome.ok else svc.PNP_FAILED
-    group_commit(get_database(), "sms_plus.push.record").run(
+    group_commit(get_database(), REQUEST_WRITES).run(
         lambda session: _record(session, message.id, setting, status))
     return engine.result_of(outcome)
 
