@@ -228,6 +228,41 @@ def test_points_are_held_per_segment_and_short_balance_answers_400(tenant: Any) 
     assert balance(tenant) == 0
 
 
+def test_a_multicast_short_of_points_answers_400_and_keeps_nothing(tenant: Any, database: Any) -> None:
+    """The points are held after the messages are written (the balance row stays locked only
+    until the commit): a refusal must roll all of it back, messages, jobs and events alike."""
+    from sqlalchemy import func, select
+
+    from openmaac.jobs.models import Job
+    from openmaac.sms_plus.models import PnpMessage
+
+    setting = create_setting(tenant, pnp_enabled=False, pnp_messages=[], sms_text="{{body}}", fallback_period=40000)
+    entries = [{"phone_number": f"+88691299{index:04d}", "pnp": {}, "sms": {"body": "hi"}} for index in range(3)]
+    assert top_up(tenant, 2) == 2
+
+    def counts() -> tuple[int, int]:
+        with database.read() as session:
+            messages = session.scalar(select(func.count()).select_from(PnpMessage)
+                                      .where(PnpMessage.pnp_setting_id == setting["id"]))
+            jobs = session.scalar(select(func.count()).select_from(Job)
+                                  .where(Job.organization_id == tenant.id))
+        return int(messages or 0), int(jobs or 0)
+
+    before = counts()
+    short = tenant.client.post(tenant.api("pnp/message/multicast/"),
+                               json={"pnp_setting_id": setting["id"], "data": entries})
+    assert (short.status_code, short.text) == (400, "your SMS points are insufficient, please recharge before sending")
+    assert counts() == before and before[0] == 0
+    assert balance(tenant) == 2
+    assert records(tenant, setting["id"]).json()["results"] == []
+    assert top_up(tenant, 1) == 3
+    sent = tenant.client.post(tenant.api("pnp/message/multicast/"),
+                              json={"pnp_setting_id": setting["id"], "data": entries})
+    assert sent.status_code == 200, sent.text
+    assert len(sent.json()) == 3 and balance(tenant) == 0
+    assert counts()[0] == 3
+
+
 def test_points_add_cli(tenant: Any) -> None:
     from typer.testing import CliRunner
 

@@ -215,7 +215,7 @@ def _accept(session: Session, organization_id: int, setting: PnpSetting, recipie
     wrote nothing, and the other pushes of the batch commit."""
     try:
         message = svc.create_messages(session, organization_id, setting, [recipient], event_id, line_push=True,
-                                      safety_net=True)[0]
+                                      safety_net=True, hold_first=True)[0]
     except APIError as refused:
         return refused
     if channel_id is not None and message.status == svc.PNP_PREPARING:

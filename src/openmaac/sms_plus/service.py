@@ -605,13 +605,22 @@ _INSERT_MESSAGES = insert(PnpMessage.__table__).returning(PnpMessage.__table__.c
 
 def create_messages(session: Session, org_id: int, setting: PnpSetting, recipients: list[Recipient],
                     event_id: int | None, *, line_push: bool, upload_id: int | None = None,
-                    safety_net: bool = False) -> list[PnpMessage]:
+                    safety_net: bool = False, hold_first: bool = False) -> list[PnpMessage]:
     """Insert the messages, hold their SMS points, queue their first step and fallback timers,
-    emit their first status: one transaction (the caller's)."""
+    emit their first status: one transaction (the caller's), which a refusal (too few points,
+    raised) must roll back.
+
+    The points are held last: the organisation's balance row, which every acceptance and every
+    release of its points updates, then stays locked only from the hold to the commit, not
+    while 150 messages, their jobs and events are written (on PostgreSQL concurrent multicasts
+    queued behind each other's whole transaction there). ``hold_first``: for a caller that
+    returns the refusal and commits the transaction anyway (a group commit's batch), nothing
+    may be written before the hold."""
     from openmaac.sms_plus import engine
 
     needed = sum(r.sms_segments for r in recipients)
-    if needed and not points.hold(session, org_id, needed, note=f"{len(recipients)} SMS+ message(s)"):
+    note = f"{len(recipients)} SMS+ message(s)"
+    if hold_first and needed and not points.hold(session, org_id, needed, note=note):
         raise text_error(NO_POINTS)
     now = utcnow()
     fallback_at = now + minutes(setting.fallback_period)
@@ -655,6 +664,8 @@ def create_messages(session: Session, org_id: int, setting: PnpSetting, recipien
     enqueue_many(session, jobs)
     session.flush()
     engine.emit_status(session, setting, messages)
+    if not hold_first and needed and not points.hold(session, org_id, needed, note=note):
+        raise text_error(NO_POINTS)  # the caller's transaction rolls back what was written above
     return messages
 
 
