@@ -375,5 +375,13 @@ def own_postgres_database(prefix: str) -> Iterator[str | None]:
     try:
         yield admin.rsplit("/", 1)[0] + "/" + name
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_postgres_database(name)
+
+
+def drop_postgres_database(name: str) -> None:
+    """Drop a database of the suite's PostgreSQL server, cutting its connections (WITH FORCE)."""
+    import psycopg
+
+    admin = (os.environ["OPENMAAC_TEST_DATABASE_URL"]).replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -6,7 +6,6 @@ registered in them."""
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -18,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from helpers import wait_for
+from helpers import own_postgres_database, wait_for
 
 TESTS = Path(__file__).resolve().parent
 # The real command line (openmaac.cli's app), with the test job kinds imported first.
@@ -35,35 +34,15 @@ def free_port() -> int:
 @contextmanager
 def own_database(data_dir: Path) -> Iterator[Any]:
     """Yields a ``Space``: the data directory and database URL a process of the test uses."""
-    admin = os.environ.get("OPENMAAC_TEST_DATABASE_URL")
-    if not admin:
-        space = Space(data_dir, f"sqlite:///{data_dir / 'openmaac.sqlite3'}", None)
+    with own_postgres_database("proc") as url:
+        if url is None:
+            space = Space(data_dir, f"sqlite:///{data_dir / 'openmaac.sqlite3'}", None)
+        else:
+            space = Space(data_dir, url.replace("postgresql://", "postgresql+psycopg://", 1), url.rsplit("/", 1)[1])
         try:
             yield space
         finally:
             space.close()
-        return
-    import psycopg
-
-    admin = admin.replace("postgresql+psycopg://", "postgresql://")
-    name = f"openmaac_proc_{secrets.token_hex(4)}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    space = Space(data_dir, admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + "/" + name,
-                  name)
-    try:
-        yield space
-    finally:
-        space.close()
-        drop_postgres_database(name)
-
-
-def drop_postgres_database(name: str) -> None:
-    import psycopg
-
-    admin = (os.environ["OPENMAAC_TEST_DATABASE_URL"]).replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Space:

@@ -8,7 +8,6 @@ a fresh PostgreSQL database with ``OPENMAAC_TEST_DATABASE_URL``).
 from __future__ import annotations
 
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from helpers import wait_for
+from helpers import own_postgres_database, wait_for
 
 OPENMAAC = str(Path(sys.executable).with_name("openmaac"))
 HTTP = httpx.Client(timeout=30)
@@ -89,26 +88,12 @@ class Install:
 
 @pytest.fixture
 def install(tmp_path: Path) -> Iterator[Install]:
-    admin = os.environ.get("OPENMAAC_TEST_DATABASE_URL")
-    name = f"openmaac_cli_{secrets.token_hex(4)}"
-    url = None
-    if admin:
-        import psycopg
-
-        admin = admin.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = admin.rsplit("/", 1)[0] + "/" + name
-    made = Install(tmp_path / "data", url)
-    try:
-        yield made
-    finally:
-        made.stop()
-        if admin:
-            import psycopg
-
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with own_postgres_database("cli") as url:
+        made = Install(tmp_path / "data", url)
+        try:
+            yield made
+        finally:
+            made.stop()
 
 
 def _first_answer(url: str, timeout: float = 60.0) -> httpx.Response:

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, select, update
 
-from helpers import wait_for
+from helpers import drop_postgres_database, wait_for
 from openmaac.db.base import utcnow
 from openmaac.jobs.heartbeat import STALE_AFTER_SECONDS
 from openmaac.jobs.models import WorkerHeartbeat
-from processes import Space, drop_postgres_database, own_database, running
+from processes import Space, own_database, running
 
 
 @pytest.fixture
