@@ -298,6 +298,26 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 
     return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()))
+@contextmanager
+def worker_held(server: Any) -> Iterator[None]:
+    """The server's embedded worker claims nothing while this holds every one of its slots.
+    Fails should the worker have a free slot more than its concurrency (a slot given back twice:
+    the worker would run more jobs at once than it may)."""
+    worker = server.app.state.worker
+    held = 0
+    try:
+        while held < worker.concurrency:
+            worker._slots.acquire()
+            held += 1
+        if worker._slots.acquire(blocking=False):
+            held += 1
+            raise AssertionError(f"the worker has more free slots than its concurrency ({worker.concurrency})")
+        yield
+    finally:
+        for _ in range(held):
+            worker._slots.release()
+
+
 def free_port() -> int:
     """A loopback port nothing listens on at the moment."""
     import socket

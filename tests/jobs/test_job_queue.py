@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
-from helpers import wait_for
+from helpers import wait_for, worker_held
 from openmaac.jobs.models import Job
 from openmaac.jobs.queue import claim, enqueue
 from openmaac.jobs.registry import JobContext, PermanentFailure, RetryLater, handler
@@ -267,3 +267,34 @@ def test_a_failing_batch_runs_its_jobs_one_by_one(database, server):
 def _jobs_of(database, kind: str) -> list[Job]:
     with database.read() as session:
         return list(session.scalars(select(Job).where(Job.kind == kind)))
+
+
+def test_a_claim_answering_more_than_asked_runs_only_the_free_slots_worth(database, server, monkeypatch):
+    """A worker runs at most as many jobs as it has free slots, whatever a claim answers (on
+    PostgreSQL, ``id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`` can update more than n
+    rows): the rest go back ready, their attempt not counted, and every slot comes back once."""
+    from openmaac.jobs import queue
+    from openmaac.jobs.worker import Worker
+
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    keys = [f"overclaim-{i}" for i in range(5)]
+    worker = Worker(database, concurrency=2)
+    with worker_held(server):  # the server's own worker takes none of them
+        with database.write() as session:
+            for key in keys:
+                enqueue(session, "test.record", {"key": key}, run_at=past, priority=-100)
+        real_claim = queue.claim
+        with monkeypatch.context() as patch:
+            patch.setattr(queue, "claim", lambda handle, worker_id, limit, *args: real_claim(
+                handle, worker_id, limit + 3, *args))
+            assert worker.run_once() == 2
+        wait_for(lambda: not worker._in_flight, timeout=10)
+        ran = [key for key in keys if CALLS.get(key)]
+        assert len(ran) == 2 and all(CALLS[key] == [1] for key in ran)
+        with database.read() as session:
+            left = session.execute(select(Job.status, Job.attempts, Job.locked_by).where(
+                Job.kind == "test.record", Job.priority == -100)).all()
+        assert sorted(left) == [("ready", 0, None)] * 3
+        assert worker._slots._value == 2  # type: ignore[attr-defined]
+    worker._pool.shutdown()
+    wait_for(lambda: all(CALLS.get(key) for key in keys), timeout=10)  # the server's worker runs the rest

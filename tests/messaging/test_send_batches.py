@@ -10,8 +10,6 @@ builds (the embedded worker is kept from claiming them meanwhile)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 
 import httpx
@@ -28,24 +26,10 @@ from helpers import (
     seed_contacts,
     simulated_friend,
     wait_for,
+    worker_held,
 )
 
 TEST_WORKER = "test-send-batches"
-
-
-@contextmanager
-def worker_held(server) -> Iterator[None]:
-    """The embedded worker claims nothing while this holds every one of its slots."""
-    worker = server.app.state.worker
-    held = 0
-    try:
-        while held < worker.concurrency:
-            worker._slots.acquire()
-            held += 1
-        yield
-    finally:
-        for _ in range(held):
-            worker._slots.release()
 
 
 def _take_jobs(database, dm_ids: list[int]):

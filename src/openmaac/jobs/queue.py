@@ -115,13 +115,21 @@ def _claim_statement(postgres: bool, kinds: tuple[str, ...] = ()) -> Any:
     candidates = (select(job.id).where(or_(and_(job.status == "ready", job.run_at <= now),
                                            and_(job.status == "running", job.locked_until < now)))
                   .order_by(job.priority, job.run_at, job.id).limit(bindparam("lim")))
-    if postgres:
-        candidates = candidates.with_for_update(skip_locked=True)
     until: Any = bindparam("until", type_=UTCDateTime())
     if kinds:
         until = case(*[(job.kind == kind, bindparam(f"until_{i}", type_=UTCDateTime()))
                        for i, kind in enumerate(kinds)], else_=until)
-    return (update(_jobs_table()).where(job.id.in_(candidates.scalar_subquery()))
+    if postgres:
+        # The ids picked (and locked) once, in a MATERIALIZED CTE, then updated. Written as
+        # ``WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`` the planner may run the
+        # subquery more than once (a nested loop rescans it, skipping the rows its own first run
+        # locked), and the UPDATE then claims more than n jobs: more than the worker has free
+        # slots for.
+        picked = candidates.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+        claimed: Any = update(_jobs_table()).where(job.id == picked.c.id)
+    else:
+        claimed = update(_jobs_table()).where(job.id.in_(candidates.scalar_subquery()))
+    return (claimed
             .values(status="running", locked_by=bindparam("worker"), locked_until=until,
                     attempts=job.attempts + 1)
             .returning(job.id, job.kind, job.payload, job.organization_id, job.attempts, job.max_attempts))
@@ -212,6 +220,15 @@ def fail(session: Session, job_id: int, worker_id: str, error: str) -> bool:
 def next_run_at(session: Session) -> datetime | None:
     """When the earliest ready job is due (lets an idle worker sleep exactly that long)."""
     return session.scalar(select(Job.run_at).where(Job.status == "ready").order_by(Job.run_at).limit(1))
+
+
+def release_some(session: Session, worker_id: str, job_ids: list[int]) -> None:
+    """Hand back jobs ``worker_id`` claimed but will not run (as ``release`` does: ready at once,
+    the attempt not counted)."""
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(job_ids), Job.locked_by == worker_id, Job.status == "running")
+        .values(status="ready", locked_by=None, locked_until=None, attempts=Job.attempts - 1))
 
 
 def release(session: Session, worker_id: str) -> list[int]:
