@@ -8,6 +8,7 @@ request's schema cannot check (a custom field's type is the organisation's) 422 
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -378,8 +379,15 @@ def submit_record(session: Session, org: OrgContext, kind: str, record: RecordBa
         existing.contact_id = contact_id
         existing.updated_at = now
     session.flush()
-    emit(session, org.id, f"{kind}.sync", data, ordering_key=line_uid, event_id=event_id)
+    emit(session, org.id, f"{kind}.sync", data, ordering_key=line_uid or _record_ordering_key(kind, key),
+         event_id=event_id)
     return event_id
+
+
+def _record_ordering_key(kind: str, key: str) -> str:
+    """The ordering key of a record naming no contact: its own updates reach an endpoint in
+    the order they were made (a contact's key, its LINE uid, orders all of the contact's events)."""
+    return "record:" + hashlib.sha256(f"{kind}\x1f{key}".encode()).hexdigest()
 
 
 def _record_contact(session: Session, org: OrgContext, record: RecordBase) -> tuple[int | None, str | None]:
