@@ -25,6 +25,17 @@ serves, with the settings ``openmaac serve`` uses (uvicorn, uvloop, httptools, o
 No database, no authentication of the caller, no durability: what openmaac spends beyond
 this is its own work; what this spends is the floor for "one LINE call and its delivery
 webhook per request" on this machine. Imports nothing from openmaac.
+
+With ``BARE_DURABLE`` set to a database (``sqlite:///PATH`` or a ``postgresql://`` URL), the
+direct push is also durable as openmaac's must be ("every accepted request is durable before
+we answer"), in the least a bare app can write for it: one row per push, committed before LINE
+is called (its ``line_uid``, messages and retry key: what a recovery would need to make the
+call again with the same key) and updated with LINE's answer, committed before the answer.
+Two autocommit statements on a connection of the thread's own, in the same thread-pool call
+as the LINE call; SQLite in WAL with ``synchronous=NORMAL``, as openmaac runs it. No job
+table, no grouping of commits, no per-recipient rows: the floor for a push that loses nothing.
+The SMS+ push the same (a ``pnp_messages`` row, its delivery tag carrying the row's id), and
+each ``delivery`` event of LINE's webhook marks its row delivered, committed before the 200.
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ import sys
 import threading
 import urllib.parse
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -77,6 +89,98 @@ def _http() -> httpx.Client:
         client = _clients.client = httpx.Client(timeout=httpx.Timeout(10.0, connect=5.0), verify=_TLS,
                                                 limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
     return client
+
+
+DURABLE = os.environ.get("BARE_DURABLE", "")
+_connections = threading.local()
+_SQLITE_SCHEMA = ("CREATE TABLE IF NOT EXISTS pushes (id INTEGER PRIMARY KEY, line_uid TEXT NOT NULL, "
+                  "retry_key TEXT NOT NULL, messages TEXT NOT NULL, status TEXT NOT NULL, status_code INTEGER, "
+                  "created_at TEXT NOT NULL, updated_at TEXT NOT NULL)")
+_SQLITE_PNP_SCHEMA = ("CREATE TABLE IF NOT EXISTS pnp_messages (id INTEGER PRIMARY KEY, phone_hash TEXT NOT NULL, "
+                      "messages TEXT NOT NULL, status TEXT NOT NULL, status_code INTEGER, created_at TEXT NOT NULL, "
+                      "updated_at TEXT NOT NULL)")
+_PG_PNP_SCHEMA = ("CREATE TABLE IF NOT EXISTS pnp_messages (id BIGSERIAL PRIMARY KEY, phone_hash TEXT NOT NULL, "
+                  "messages JSONB NOT NULL, status TEXT NOT NULL, status_code INTEGER, created_at TIMESTAMPTZ NOT NULL, "
+                  "updated_at TIMESTAMPTZ NOT NULL)")
+_PG_SCHEMA = ("CREATE TABLE IF NOT EXISTS pushes (id BIGSERIAL PRIMARY KEY, line_uid TEXT NOT NULL, "
+              "retry_key TEXT NOT NULL, messages JSONB NOT NULL, status TEXT NOT NULL, status_code INTEGER, "
+              "created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL)")
+
+
+def _database() -> Any:
+    """This thread's connection to ``BARE_DURABLE`` (autocommit: each statement commits)."""
+    conn = getattr(_connections, "conn", None)
+    if conn is None:
+        if DURABLE.startswith("sqlite:///"):
+            import sqlite3
+
+            conn = sqlite3.connect(DURABLE.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        else:
+            import psycopg
+
+            conn = psycopg.connect(DURABLE, autocommit=True)
+        _connections.conn = conn
+    return conn
+
+
+if DURABLE:  # the tables, once, before any request
+    for schema in ((_SQLITE_SCHEMA, _SQLITE_PNP_SCHEMA) if DURABLE.startswith("sqlite:///")
+                   else (_PG_SCHEMA, _PG_PNP_SCHEMA)):
+        _database().execute(schema)
+
+
+def _sql(statement: str) -> str:
+    """``statement`` (written with ``?``) in the driver's placeholder style."""
+    return statement if DURABLE.startswith("sqlite:///") else statement.replace("?", "%s")
+
+
+def _stamp() -> Any:
+    now = datetime.now(UTC)
+    return now.isoformat() if DURABLE.startswith("sqlite:///") else now
+
+
+def _durable_pnp_push(phone_hash: str, messages: list[dict[str, Any]]) -> tuple[int, int]:
+    """The SMS+ push's floor: a committed row, LINE's PNP call tagged with its id, the answer
+    committed. Its id and LINE's status."""
+    conn = _database()
+    stamp = _stamp()
+    message_id = int(conn.execute(_sql("INSERT INTO pnp_messages (phone_hash, messages, status, created_at, updated_at) "
+                                       "VALUES (?, ?, 'sending', ?, ?) RETURNING id"),
+                                  (phone_hash, orjson.dumps(messages).decode(), stamp, stamp)).fetchone()[0])
+    status = _line_post("/bot/pnp/push", {"to": phone_hash, "messages": messages},
+                        {"X-Line-Delivery-Tag": f"bare-pnp-{message_id}-tag-padding"})
+    conn.execute(_sql("UPDATE pnp_messages SET status = ?, status_code = ?, updated_at = ? WHERE id = ?"),
+                 ("sent" if 200 <= status < 300 else "failed", status, _stamp(), message_id))
+    return message_id, status
+
+
+def _durable_push(line_uid: str, messages: list[dict[str, Any]]) -> tuple[int, int]:
+    """The push's floor: a committed row (what a recovery needs to call again with the same
+    retry key), LINE's call, the answer committed. Its id and LINE's status."""
+    conn = _database()
+    retry_key = str(uuid.uuid4())
+    stamp = _stamp()
+    push_id = int(conn.execute(_sql("INSERT INTO pushes (line_uid, retry_key, messages, status, created_at, updated_at) "
+                                    "VALUES (?, ?, ?, 'sending', ?, ?) RETURNING id"),
+                               (line_uid, retry_key, orjson.dumps(messages).decode(), stamp, stamp)).fetchone()[0])
+    status = _line_post("/v2/bot/message/push", {"to": line_uid, "messages": messages}, {"X-Line-Retry-Key": retry_key})
+    conn.execute(_sql("UPDATE pushes SET status = ?, status_code = ?, updated_at = ? WHERE id = ?"),
+                 ("sent" if 200 <= status < 300 else "failed", status, _stamp(), push_id))
+    return push_id, status
+
+
+def _durable_deliveries(ids: list[int]) -> None:
+    """The delivery events' messages marked delivered, in one committed statement."""
+    conn = _database()
+    if DURABLE.startswith("sqlite:///"):
+        conn.execute(f"UPDATE pnp_messages SET status = 'delivered', updated_at = ? WHERE id IN "
+                     f"({', '.join('?' * len(ids))})", (_stamp(), *ids))
+    else:
+        conn.execute("UPDATE pnp_messages SET status = 'delivered', updated_at = %s WHERE id = ANY(%s)",
+                     (_stamp(), ids))
 
 
 HEADERS = {"Authorization": f"Bearer {ACCESS_TOKEN}", "User-Agent": "openmaac-bare/0",
@@ -129,11 +233,14 @@ async def pnp_push(request: Request) -> Response:
     if not isinstance(data, dict) or not E164.match(phone):
         return PlainTextResponse("this value does not match the required pattern", status_code=400)
     phone_hash = hashlib.sha256(phone.encode()).hexdigest()
-    message_id = next(_ids)
     messages = [{"type": "text", "text": _render(PNP_TEXT, data.get("pnp"))}]
-    tag = f"bare-pnp-{message_id}-tag-padding"
-    status = await run_in_threadpool(_line_post, "/bot/pnp/push", {"to": phone_hash, "messages": messages},
-                                     {"X-Line-Delivery-Tag": tag})
+    if DURABLE:
+        message_id, status = await run_in_threadpool(_durable_pnp_push, phone_hash, messages)
+    else:
+        message_id = next(_ids)
+        tag = f"bare-pnp-{message_id}-tag-padding"
+        status = await run_in_threadpool(_line_post, "/bot/pnp/push", {"to": phone_hash, "messages": messages},
+                                         {"X-Line-Delivery-Tag": tag})
     if not 200 <= status < 300:
         return _json({"id": message_id, "result": "failed", "line_status": status}, 502)
     return _json({"id": message_id, "result": "success"})
@@ -145,11 +252,14 @@ async def direct_push(request: Request) -> Response:
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, dict) or not isinstance(data.get("line_uid"), str):
         return _json({"data": {"line_uid": ["This field is required."]}}, 400)
-    message_id = next(_ids)
     messages = [{"type": "text", "text": _render(PUSH_TEXT, data)}]
-    status = await run_in_threadpool(_line_post, "/v2/bot/message/push",
-                                     {"to": data["line_uid"], "messages": messages},
-                                     {"X-Line-Retry-Key": str(uuid.uuid4())})
+    if DURABLE:
+        message_id, status = await run_in_threadpool(_durable_push, data["line_uid"], messages)
+    else:
+        message_id = next(_ids)
+        status = await run_in_threadpool(_line_post, "/v2/bot/message/push",
+                                         {"to": data["line_uid"], "messages": messages},
+                                         {"X-Line-Retry-Key": str(uuid.uuid4())})
     result = "success" if 200 <= status < 300 else "failed"
     return _json({"id": message_id, "event_id": body.get("event_id"), "event": None, "result": result},
                  200 if result == "success" else 502)
@@ -163,6 +273,11 @@ async def line_webhook(channel_id: str, request: Request) -> Response:
         _count("bad_signatures")
         return _json({"message": "invalid signature"}, 401)
     events = orjson.loads(raw).get("events") or []
+    if DURABLE:
+        delivered = [int(tag.split("-")[2]) for event in events if event.get("type") == "delivery"
+                     and (tag := str((event.get("delivery") or {}).get("data", ""))).startswith("bare-pnp-")]
+        if delivered:
+            await run_in_threadpool(_durable_deliveries, delivered)
     with _lock:
         STATS["webhook_requests"] += 1
         STATS["delivery_events"] += sum(1 for event in events if event.get("type") == "delivery")

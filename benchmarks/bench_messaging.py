@@ -59,6 +59,7 @@ from benchmarks.common import (
     ServerProcess,
     backends,
     database_url,
+    durable_floor_database,
     own_cpu_seconds,
     postgres_cpu_by_pid,
     postgres_cpu_since,
@@ -232,13 +233,16 @@ async def push_rounds(targets: list[Target], size: Sizes, sim_pid: int) -> None:
 
 
 @contextmanager
-def bare_upstream(sim: str) -> Iterator[tuple[ChildApp, Org]]:
+def bare_upstream(sim: str, durable: str = "") -> Iterator[tuple[ChildApp, Org]]:
     """``benchmarks.bare_upstream`` with a channel of its own at the same LINE simulator and
     ``ORGS * FRIENDS`` friends there. One channel instead of openmaac's ``ORGS``: its push limit
     is lifted so that LINE's 2,000/s per channel (which each of openmaac's channels stays under)
-    does not cap it."""
-    channel_id, secret, token = "bare-upstream", secrets.token_hex(16), secrets.token_urlsafe(32)
-    app = ChildApp([sys.executable, "-m", "benchmarks.bare_upstream", "{port}", sim, token, secret])
+    does not cap it. ``durable``: its ``BARE_DURABLE`` database (each push written before the
+    call and its answer recorded, committed)."""
+    channel_id = "bare-durable" if durable else "bare-upstream"
+    secret, token = secrets.token_hex(16), secrets.token_urlsafe(32)
+    app = ChildApp([sys.executable, "-m", "benchmarks.bare_upstream", "{port}", sim, token, secret],
+                   env={"BARE_DURABLE": durable} if durable else {})
     http = httpx.Client(timeout=300)
     http.post(f"{sim}/_admin/channels", json={
         "channel_id": channel_id, "channel_secret": secret, "access_token": token,
@@ -248,11 +252,13 @@ def bare_upstream(sim: str) -> Iterator[tuple[ChildApp, Org]]:
     made.raise_for_status()
     http.close()
     with app:
-        yield app, Org("bare-upstream", 0, "bare", channel_id, made.json()["user_ids"], template_id=1)
+        yield app, Org(channel_id, 0, "bare", channel_id, made.json()["user_ids"], template_id=1)
 
 
 def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> Iterable[Result]:
-    with simulator() as sim, bare_upstream(sim.base_url) as (upstream, up_org):
+    with simulator() as sim, bare_upstream(sim.base_url) as (upstream, up_org), \
+            durable_floor_database(url) as durable_url, \
+            bare_upstream(sim.base_url, durable_url) as (durable, durable_org):
         server = ServerProcess(database_url=url, extra_env={"OPENMAAC_SIMULATORS": "0"})
         server.cli("migrate")
         orgs = make_orgs(server, sim.base_url, [f"bench-push-{i}" for i in range(ORGS)], FRIENDS)
@@ -262,15 +268,19 @@ def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> It
             before = sum(sim_stats(sim.base_url, org.channel_id).get("delivered", 0) for org in orgs)
             assert server.process is not None and bare.process is not None and upstream.process is not None
             assert sim.process is not None
-            targets = [Target(server.base_url, server.process.pid, orgs=orgs),
-                       Target(bare.base_url, bare.process.pid, orgs=orgs),
-                       Target(upstream.base_url, upstream.process.pid, orgs=[up_org])]
+            assert durable.process is not None
+            postgres = url is not None
+            targets = [Target(server.base_url, server.process.pid, orgs=orgs, postgres=postgres),
+                       Target(bare.base_url, bare.process.pid, orgs=orgs, postgres=postgres),
+                       Target(upstream.base_url, upstream.process.pid, orgs=[up_org], postgres=postgres),
+                       Target(durable.base_url, durable.process.pid, orgs=[durable_org], postgres=postgres)]
             asyncio.run(push_rounds(targets, size, sim.process.pid))
             delivered = sum(sim_stats(sim.base_url, org.channel_id).get("delivered", 0) for org in orgs) - before
             line_429 = sum(sim_stats(sim.base_url, org.channel_id).get("push 429", 0) for org in orgs)
             up_line = sim_stats(sim.base_url, up_org.channel_id)
+            floor_line = sim_stats(sim.base_url, durable_org.channel_id)
         _remove(server)
-        (ours, warm_ok), (ceiling, _), (up, up_warm) = ((t.stats, t.warm_ok) for t in targets)
+        (ours, warm_ok), (ceiling, _), (up, up_warm), (floor, floor_warm) = ((t.stats, t.warm_ok) for t in targets)
         ok_rps = ours.rows / ours.seconds if ours.seconds else 0.0
         up_rps = up.rows / up.seconds if up.seconds else 0.0
         others = {s: n for s, n in ours.statuses.items() if s != 200}
@@ -303,7 +313,8 @@ def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> It
                      f"{1000 / max(ours.server_cpu_ms_per_request, 1e-9):,.0f} req/s per free core")
         yield split_result(f"{label}: push", ours, up)
         cores = os.cpu_count() or 1
-        yield Result(f"{label}: push, machine CPU per request (app + LINE simulator + load generator)",
+        yield Result(f"{label}: push, machine CPU per request (app + LINE simulator + load generator"
+                     + (" + PostgreSQL)" if url else ")"),
                      targets[0].cpu_ms_per_request(), "ms",
                      f"bare + LINE call {targets[2].cpu_ms_per_request():.2f} ms (the simulator "
                      f"{targets[0].sim_cpu_seconds * 1000 / max(ours.requests, 1):.2f} / "
@@ -311,9 +322,40 @@ def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> It
                      f"idle cores that allows at most ≈ {cores * 1000 / max(targets[0].cpu_ms_per_request(), 1e-9):,.0f} "
                      f"req/s for openmaac and ≈ {cores * 1000 / max(targets[2].cpu_ms_per_request(), 1e-9):,.0f} req/s "
                      f"for bare + LINE call (CPU-bound estimate, unmoved by other load)")
+        yield from durable_floor_results(label, ours, up, floor, floor_warm, floor_line,
+                                         targets[0].cpu_ms_per_request(), targets[3].cpu_ms_per_request())
         for q, name in ((0.5, "p50"), (0.99, "p99")):
             yield Result(f"{label}: push {name} latency", ours.p(q), "ms",
-                         f"bare FastAPI {ceiling.p(q):.1f} ms; bare + LINE call {up.p(q):.1f} ms")
+                         f"bare FastAPI {ceiling.p(q):.1f} ms; bare + LINE call {up.p(q):.1f} ms; "
+                         f"+ durable writes {floor.p(q):.1f} ms")
+
+
+def durable_floor_results(label: str, ours: Any, up: Any, floor: Any, floor_warm: int, floor_line: dict[str, int],
+                          ours_machine_ms: float, floor_machine_ms: float) -> Iterable[Result]:
+    """The push beside the durable floor: bare FastAPI + the same LINE call + the least a push
+    that loses nothing writes (a row committed before the call, its answer committed after)."""
+    up_rps = up.rows / up.seconds if up.seconds else 0.0
+    floor_rps = floor.rows / floor.seconds if floor.seconds else 0.0
+    ok_rps = ours.rows / ours.seconds if ours.seconds else 0.0
+    delivered = floor_line.get("delivered", 0)
+    check = "= its successes (warm-up included)" if delivered == floor.rows + floor_warm else \
+        f"≠ its {floor.rows + floor_warm:,} successes (warm-up included): CHECK"
+    yield Result(f"{label}: bare FastAPI + the same LINE call + durable writes (the durable floor)", floor_rps,
+                 "req/s", f"benchmarks.bare_upstream with BARE_DURABLE: one row committed before the call and its "
+                 f"answer committed after, on a {label} database of its own; {floor.rows:,} of {floor.requests:,} "
+                 f"success; the simulator delivered {delivered:,} {check}")
+    yield Result(f"{label}: the durable floor ÷ bare FastAPI + the same LINE call, requests/s",
+                 floor_rps / max(up_rps, 1e-9), "×",
+                 f"{floor_rps:,.0f} vs {up_rps:,.0f} req/s: the share of the ceiling a push that loses nothing can "
+                 f"reach at best on this machine; CPU per request {floor.server_cpu_ms_per_request:.2f} vs "
+                 f"{up.server_cpu_ms_per_request:.2f} ms "
+                 f"({floor.server_cpu_ms_per_request / max(up.server_cpu_ms_per_request, 1e-9):.2f}×)")
+    yield Result(f"{label}: push ÷ the durable floor, requests/s", ok_rps / max(floor_rps, 1e-9), "×",
+                 f"{ok_rps:,.0f} vs {floor_rps:,.0f} req/s; server CPU per request "
+                 f"{ours.server_cpu_ms_per_request:.2f} vs {floor.server_cpu_ms_per_request:.2f} ms "
+                 f"({ours.server_cpu_ms_per_request / max(floor.server_cpu_ms_per_request, 1e-9):.2f}×); machine CPU "
+                 f"per request {ours_machine_ms:.2f} vs {floor_machine_ms:.2f} ms (the database server's included "
+                 f"when it is a process of its own)")
 
 
 # -- enhanced multicast fan-out ------------------------------------------------------------------

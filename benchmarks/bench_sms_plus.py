@@ -66,6 +66,7 @@ from benchmarks.common import (
     ServerProcess,
     backends,
     database_url,
+    durable_floor_database,
     process_cpu_seconds,
     run_load,
     split_result,
@@ -222,16 +223,18 @@ async def push_rounds(targets: list[PushTarget], org: Org, phones: list[str], si
 
 
 @contextmanager
-def bare_upstream(line_sim: str) -> Iterator[tuple[ChildApp, str, str]]:
+def bare_upstream(line_sim: str, durable: str = "") -> Iterator[tuple[ChildApp, str, str]]:
     """``benchmarks.bare_upstream`` with a channel of its own at the same LINE simulator (default
     limits, as openmaac's), whose webhooks (the PNP ``delivery`` events) go to it, and which
     verifies the Twilio simulator's status callbacks (its default account's auth token).
-    Yields the app, its channel id and that channel's access token."""
+    Yields the app, its channel id and that channel's access token. ``durable``: its
+    ``BARE_DURABLE`` database (each push and delivery written, committed)."""
     from openmaac.simulators import twilio as twilio_app
 
-    channel_id, secret, token = "bare-upstream", secrets.token_hex(16), secrets.token_urlsafe(32)
+    channel_id = "bare-durable" if durable else "bare-upstream"
+    secret, token = secrets.token_hex(16), secrets.token_urlsafe(32)
     app = ChildApp([sys.executable, "-m", "benchmarks.bare_upstream", "{port}", line_sim, token, secret,
-                    twilio_app.DEFAULT_AUTH_TOKEN])
+                    twilio_app.DEFAULT_AUTH_TOKEN], env={"BARE_DURABLE": durable} if durable else {})
     httpx.post(f"{line_sim}/_admin/channels", json={
         "channel_id": channel_id, "channel_secret": secret, "access_token": token,
         "webhook_url": f"{app.base_url}/line/webhook/{channel_id}"}, timeout=30).raise_for_status()
@@ -240,7 +243,9 @@ def bare_upstream(line_sim: str) -> Iterator[tuple[ChildApp, str, str]]:
 
 
 def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> Iterable[Result]:
-    with simulators() as (line_sim, twilio_sim), bare_upstream(line_sim.base_url) as (upstream, up_channel, _):
+    with simulators() as (line_sim, twilio_sim), bare_upstream(line_sim.base_url) as (upstream, up_channel, _), \
+            durable_floor_database(url) as durable_url, \
+            bare_upstream(line_sim.base_url, durable_url) as (durable, durable_channel, _):
         server = server_for(url, 60.0)
         org = make_org(server, line_sim.base_url, "bench-sms-plus-push")
         phones = [f"+8869170{i:05d}" for i in range(PUSH_PHONES)]
@@ -248,14 +253,18 @@ def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> It
         with server:
             configure(server, org, twilio_sim.base_url, fallback_period=1440)
             assert line_sim.process is not None and server.process is not None
-            assert bare.process is not None and upstream.process is not None
-            targets = [PushTarget(server.base_url, server.process.pid), PushTarget(bare.base_url, bare.process.pid),
-                       PushTarget(upstream.base_url, upstream.process.pid)]
+            assert bare.process is not None and upstream.process is not None and durable.process is not None
+            postgres = url is not None
+            targets = [PushTarget(server.base_url, server.process.pid, postgres=postgres),
+                       PushTarget(bare.base_url, bare.process.pid, postgres=postgres),
+                       PushTarget(upstream.base_url, upstream.process.pid, postgres=postgres),
+                       PushTarget(durable.base_url, durable.process.pid, postgres=postgres)]
             asyncio.run(push_rounds(targets, org, phones, size, line_sim.process.pid))
             time.sleep(1.0)  # the last delivery webhooks (the simulator waits 0.2 s)
             up_stats = httpx.get(f"{upstream.base_url}/_stats", timeout=30).json()
             up_line = httpx.get(f"{line_sim.base_url}/_admin/channels/{up_channel}/stats", timeout=30).json()
-        (ours, ours_sim), (ceiling, _), (up, up_sim) = ((t.stats, t.sim_cpu_seconds) for t in targets)
+            floor_stats = httpx.get(f"{durable.base_url}/_stats", timeout=30).json()
+        (ours, ours_sim), (ceiling, _), (up, up_sim), (floor, _) = ((t.stats, t.sim_cpu_seconds) for t in targets)
         ok_rps = ours.rows / ours.seconds if ours.seconds else 0.0
         up_rps = up.rows / up.seconds if up.seconds else 0.0
         others = {s: n for s, n in ours.statuses.items() if s != 200}
@@ -276,7 +285,26 @@ def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> It
                      f"included), bad signatures {up_stats['bad_signatures']}; LINE 429s {up_line.get('pnp 429', 0)}; "
                      f"its CPU {up.server_cpu_ms_per_request:.2f} ms per request")
         cores = os.cpu_count() or 1
-        yield Result(f"{label}: push, machine CPU per request (app + LINE simulator + load generator)",
+        floor_rps = floor.rows / floor.seconds if floor.seconds else 0.0
+        yield Result(f"{label}: bare FastAPI + the same LINE call and webhook + durable writes (the durable floor)",
+                     floor_rps, "req/s",
+                     f"benchmarks.bare_upstream with BARE_DURABLE: a row committed before the PNP call, its answer "
+                     f"committed after, each delivery event committed before the webhook's 200, on a {label} "
+                     f"database of its own; {floor.rows:,} of {floor.requests:,} success; delivery events "
+                     f"{floor_stats['delivery_events']:,} for {floor_stats['line_accepted']:,} PNP accepted")
+        yield Result(f"{label}: the durable floor ÷ bare FastAPI + the same LINE call, requests/s",
+                     floor_rps / max(up_rps, 1e-9), "×",
+                     f"{floor_rps:,.0f} vs {up_rps:,.0f} req/s: the share of the ceiling an SMS+ push that loses "
+                     f"nothing can reach at best on this machine; CPU per request "
+                     f"{floor.server_cpu_ms_per_request:.2f} vs {up.server_cpu_ms_per_request:.2f} ms "
+                     f"({floor.server_cpu_ms_per_request / max(up.server_cpu_ms_per_request, 1e-9):.2f}×)")
+        yield Result(f"{label}: SMS+ push ÷ the durable floor, requests/s", ok_rps / max(floor_rps, 1e-9), "×",
+                     f"{ok_rps:,.0f} vs {floor_rps:,.0f} req/s; server CPU per request "
+                     f"{ours.server_cpu_ms_per_request:.2f} vs {floor.server_cpu_ms_per_request:.2f} ms "
+                     f"({ours.server_cpu_ms_per_request / max(floor.server_cpu_ms_per_request, 1e-9):.2f}×); machine "
+                     f"CPU per request {targets[0].cpu_ms_per_request():.2f} vs {targets[3].cpu_ms_per_request():.2f} ms")
+        yield Result(f"{label}: push, machine CPU per request (app + LINE simulator + load generator"
+                     + (" + PostgreSQL)" if url else ")"),
                      targets[0].cpu_ms_per_request(), "ms",
                      f"bare + LINE call {targets[2].cpu_ms_per_request():.2f} ms; on {cores} otherwise idle cores "
                      f"that allows at most ≈ {cores * 1000 / max(targets[0].cpu_ms_per_request(), 1e-9):,.0f} req/s "

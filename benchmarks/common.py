@@ -215,6 +215,7 @@ class ChildApp:
     health_path: str = "/healthz"
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # added to this process's environment
 
     @property
     def base_url(self) -> str:
@@ -222,7 +223,8 @@ class ChildApp:
 
     def __enter__(self) -> ChildApp:
         args = [part.replace("{port}", str(self.port)) for part in self.command]
-        self.process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        env={**os.environ, **self.env} if self.env else None)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -387,10 +389,13 @@ class PushTarget:
     stats: LoadStats = field(default_factory=LoadStats)
     sim_cpu_seconds: float = 0.0
     load_cpu_seconds: float = 0.0  # this process: the load generator
+    postgres: bool = False  # PostgreSQL's own CPU counted too (its server processes on this machine)
+    database_cpu_seconds: float = 0.0
 
     def cpu_ms_per_request(self) -> float:
-        """App + simulator + load generator CPU per request: what one request costs the machine."""
-        total = self.stats.server_cpu_seconds + self.sim_cpu_seconds + self.load_cpu_seconds
+        """App + simulator + load generator (+ PostgreSQL) CPU per request: what one request
+        costs the machine."""
+        total = self.stats.server_cpu_seconds + self.sim_cpu_seconds + self.load_cpu_seconds + self.database_cpu_seconds
         return total * 1000 / max(self.stats.requests, 1)
 
     async def measured_round(self, scenario: Any, concurrency: int, duration: float, sim_pid: int) -> None:
@@ -398,7 +403,10 @@ class PushTarget:
         generator's added to what it measured."""
         cpu, sim_cpu, load_cpu = process_cpu_seconds(self.pid), process_cpu_seconds(sim_pid), own_cpu_seconds()
         loop_cpu, system_cpu = process_cpu_split(self.pid)
+        database_before = postgres_cpu_by_pid() if self.postgres else {}
         stats = await run_load(scenario, concurrency=concurrency, duration=duration)
+        if self.postgres:
+            self.database_cpu_seconds += postgres_cpu_since(database_before)
         stats.server_cpu_seconds = process_cpu_seconds(self.pid) - cpu
         loop_after, system_after = process_cpu_split(self.pid)
         stats.server_loop_cpu_seconds, stats.server_system_cpu_seconds = loop_after - loop_cpu, system_after - system_cpu
@@ -436,6 +444,19 @@ def backends() -> Iterator[tuple[str, str | None]]:
     if admin:
         with fresh_postgres_database(admin) as url:
             yield "PostgreSQL", url
+
+
+@contextmanager
+def durable_floor_database(url: str | None) -> Iterator[str]:
+    """A database of its own for the durable floor, on the same backend as openmaac's."""
+    if url is None:
+        with tempfile.TemporaryDirectory(prefix="openmaac-bench-durable-") as tmp:
+            yield f"sqlite:///{tmp}/bare.sqlite3"
+        return
+    admin = postgres_url()
+    assert admin is not None
+    with fresh_postgres_database(admin) as durable_url:
+        yield durable_url
 
 
 @contextmanager
