@@ -15,7 +15,10 @@ push route (the body parsed by pydantic, the answer rendered; no database, no LI
 ceiling of FastAPI on this machine in the same run; and against ``benchmarks.bare_upstream``
 (no database, but the same upstream work: the LINE push call to the same simulator process
 inside the request, with a channel of its own there): the ceiling of this machine for one LINE
-call per request, with the simulator and the load generator on the same cores.
+call per request, with the simulator and the load generator on the same cores; and against
+the same app with ``BARE_DURABLE`` (the durable floor: a row committed before the call and its
+answer committed after, on a database of its own on the same backend): the least a push that
+loses nothing costs.
 
 Fan-out: one organisation with N contacts (1,000,000; 50,000 with --quick) that are all friends
 at the simulator, which enforces LINE's 200 multicast requests/s per channel (429 beyond).

@@ -19,7 +19,9 @@ LINE): the ceiling of FastAPI on this machine in the same run; and with the same
 ``benchmarks.bare_upstream`` (no database, but the same upstream work: the PNP call to the same
 simulator process inside the request, with a channel of its own there whose signed ``delivery``
 webhooks it receives and verifies): the ceiling of this machine for one LINE call and its
-webhook per request, with the simulator and the load generator on the same cores.
+webhook per request, with the simulator and the load generator on the same cores; and against
+the same app with ``BARE_DURABLE`` (the durable floor: a row committed before the call, its
+answer and each delivery event committed, on a database of its own on the same backend).
 
 Campaign: another organisation, N numbers (100,000; 3,000 with --quick) sent as
 ``pnp/message/multicast/`` requests of 150 by ``CAMPAIGN_CLIENTS`` clients; 70% of the numbers
