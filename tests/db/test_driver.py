@@ -141,3 +141,29 @@ def test_execute_many_runs_each_parameter_set_in_the_callers_transaction(databas
         _DROP.execute_many(session.connection(), [{"key": key} for key in keys])
     with database.lookup() as conn:
         assert all(_READ.execute(conn, {"key": key}).first() is None for key in keys)
+
+
+def test_execute_each_answers_the_rows_each_parameter_set_changed_in_order(database: Any) -> None:
+    """One call (one round trip on PostgreSQL) for several sets: an INSERT that skips what is
+    already there answers 1 for each row written and 0 for each skipped, a repeat within the
+    call included, and runs in the caller's transaction."""
+    from openmaac.db.base import insert_ignoring_conflicts_in
+
+    store = {postgres: DriverStatement(insert_ignoring_conflicts_in(postgres, _J, ["unique_key"]))
+             for postgres in (False, True)}
+    stamp = time.time_ns()
+    old, first, second = f"driver:{stamp}:old", f"driver:{stamp}:first", f"driver:{stamp}:second"
+    with database.write() as session:
+        _INSERT.execute(session.connection(), _row(old, None))
+    with pytest.raises(RuntimeError), database.write() as session:
+        conn = session.connection()
+        rows = [_row(key, {"key": key}) for key in (first, old, first, second)]
+        assert store[conn.dialect.name == "postgresql"].execute_each(conn, rows) == [1, 0, 0, 1]
+        raise RuntimeError("roll back")
+    with database.write() as session:
+        conn = session.connection()
+        statement = store[conn.dialect.name == "postgresql"]
+        assert _READ.execute(conn, {"key": first}).first() is None  # rolled back with the transaction
+        assert statement.execute_each(conn, [_row(second, None)]) == [1]
+        assert statement.execute_each(conn, []) == []
+        _DROP.execute_many(conn, [{"key": key} for key in (old, second)])

@@ -30,16 +30,30 @@ from sqlalchemy.sql import ClauseElement
 
 
 def run_on_driver(conn: Connection, sql: str, arguments: Sequence[Any] | dict[str, Any], *,
-                  many: bool = False) -> tuple[list[tuple[Any, ...]], int]:
+                  many: bool = False, each: bool = False) -> tuple[list[tuple[Any, ...]], int | list[int]]:
     """Execute ``sql`` on ``conn``'s driver cursor: ``(rows, rowcount)``; ``many``: ``arguments``
     is a list of parameter sets, run as the driver's ``executemany`` (no rows; the rows changed
-    by all of them). A driver error is raised as SQLAlchemy's wrapper (``OperationalError``,
+    by all of them); ``each``: the same, answering the rows changed by each set (psycopg: one
+    pipelined ``executemany`` reading each set's result; SQLite, in this process: one execute
+    per set). A driver error is raised as SQLAlchemy's wrapper (``OperationalError``,
     ``IntegrityError``... with the driver's as ``orig``), exactly as ``Connection.execute``
     raises it, and a lost connection is invalidated so the pool does not hand it out again."""
     dialect = conn.dialect
     driver = conn.connection.dbapi_connection
     cursor = driver.cursor()  # type: ignore[union-attr]
     try:
+        if each:
+            counts: list[int] = []
+            if dialect.name == "postgresql":
+                cursor.executemany(sql, arguments, returning=True)  # type: ignore[arg-type,call-arg]
+                counts.append(cursor.rowcount)
+                while cursor.nextset():
+                    counts.append(cursor.rowcount)
+            else:
+                for one in arguments:
+                    cursor.execute(sql, one)
+                    counts.append(cursor.rowcount)
+            return [], counts
         if many:
             cursor.executemany(sql, arguments)  # type: ignore[arg-type]
             return [], cursor.rowcount
@@ -167,6 +181,7 @@ class DriverStatement:
         """Run on ``conn``'s driver connection (in its transaction, if one is open)."""
         compiled = self.compiled_for(conn.dialect, params)
         rows, rowcount = run_on_driver(conn, compiled.sql, self._arguments(compiled, params))
+        assert isinstance(rowcount, int)
         if compiled.results is not None and rows:
             processors = compiled.results
             rows = [tuple(convert(value) if convert is not None else value
@@ -182,4 +197,17 @@ class DriverStatement:
         if len(params) == 1:  # psycopg's pipeline costs more than one plain execute
             return self.execute(conn, params[0]).rowcount
         compiled = self.compiled_for(conn.dialect, params[0])
-        return run_on_driver(conn, compiled.sql, [self._arguments(compiled, each) for each in params], many=True)[1]
+        changed = run_on_driver(conn, compiled.sql, [self._arguments(compiled, each) for each in params], many=True)[1]
+        assert isinstance(changed, int)
+        return changed
+
+    def execute_each(self, conn: Connection, params: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Run once per parameter set (all with the same names) in one go: on PostgreSQL one
+        pipelined round trip; the rows each set changed, in order (an INSERT ... ON CONFLICT DO
+        NOTHING: 1 for a row written, 0 for one already there)."""
+        if len(params) <= 1:
+            return [self.execute(conn, one).rowcount for one in params]
+        compiled = self.compiled_for(conn.dialect, params[0])
+        counts = run_on_driver(conn, compiled.sql, [self._arguments(compiled, one) for one in params], each=True)[1]
+        assert isinstance(counts, list)
+        return counts

@@ -33,19 +33,25 @@ _STORE = {postgres: DriverStatement(insert_ignoring_conflicts_in(postgres, LineW
           for postgres in (False, True)}
 
 
-def _store(session: Session, organization_id: int, accepted: AcceptedEvent, occurred_at: datetime) -> bool:
-    """Insert the event unless it was seen before. Returns True when it is new."""
-    event = accepted.event
+def _event_id(accepted: AcceptedEvent) -> str:
     # the full id, never a prefix: two events sharing a prefix are two events
-    event_id = event.webhookEventId
+    event_id = accepted.event.webhookEventId
     if event_id is None:
         # Without an id we cannot de-duplicate; derive one from the content.
         event_id = "sha1:" + hashlib.sha1(json.dumps(accepted.raw, sort_keys=True).encode()).hexdigest()[:40]
+    return event_id
+
+
+def _store(session: Session, organization_id: int, events: list[tuple[AcceptedEvent, datetime]]) -> list[bool]:
+    """Insert each event unless it was seen before (one round trip on PostgreSQL for a request's
+    events: a delivery webhook carries up to a hundred). Whether each is new, in order."""
+    received_at = datetime.now(UTC)
     conn = session.connection()
-    return bool(_STORE[conn.dialect.name == "postgresql"].execute(conn, {
-        "organization_id": organization_id, "webhook_event_id": event_id, "event_type": event.type,
-        "line_uid": event.user_id, "payload": accepted.raw, "occurred_at": occurred_at,
-        "received_at": datetime.now(UTC)}).rowcount)
+    counts = _STORE[conn.dialect.name == "postgresql"].execute_each(conn, [{
+        "organization_id": organization_id, "webhook_event_id": _event_id(accepted),
+        "event_type": accepted.event.type, "line_uid": accepted.event.user_id, "payload": accepted.raw,
+        "occurred_at": occurred_at, "received_at": received_at} for accepted, occurred_at in events])
+    return [bool(count) for count in counts]
 
 
 def handle_events(session: Session, organization_id: int, events: list[AcceptedEvent]) -> int:
@@ -53,11 +59,11 @@ def handle_events(session: Session, organization_id: int, events: list[AcceptedE
     channel's organisation. Returns how many were new."""
     new = 0
     deliveries: list[tuple[str | None, datetime, str | None]] = []
-    for accepted in events:
-        event = accepted.event
-        occurred_at = datetime.fromtimestamp(event.timestamp / 1000, UTC)
-        if not _store(session, organization_id, accepted, occurred_at):
+    timed = [(accepted, datetime.fromtimestamp(accepted.event.timestamp / 1000, UTC)) for accepted in events]
+    for (accepted, occurred_at), is_new in zip(timed, _store(session, organization_id, timed), strict=True):
+        if not is_new:
             continue
+        event = accepted.event
         new += 1
         user_id = event.user_id
         kind = event.type
