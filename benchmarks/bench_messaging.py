@@ -63,6 +63,7 @@ from benchmarks.common import (
     backends,
     database_url,
     durable_floor_database,
+    durable_floor_ratios,
     own_cpu_seconds,
     postgres_cpu_by_pid,
     postgres_cpu_since,
@@ -337,9 +338,7 @@ def durable_floor_results(label: str, ours: Any, up: Any, floor: Any, floor_warm
                           ours_machine_ms: float, floor_machine_ms: float) -> Iterable[Result]:
     """The push beside the durable floor: bare FastAPI + the same LINE call + the least a push
     that loses nothing writes (a row committed before the call, its answer committed after)."""
-    up_rps = up.rows / up.seconds if up.seconds else 0.0
     floor_rps = floor.rows / floor.seconds if floor.seconds else 0.0
-    ok_rps = ours.rows / ours.seconds if ours.seconds else 0.0
     delivered = floor_line.get("delivered", 0)
     check = "= its successes (warm-up included)" if delivered == floor.rows + floor_warm else \
         f"≠ its {floor.rows + floor_warm:,} successes (warm-up included): CHECK"
@@ -347,18 +346,7 @@ def durable_floor_results(label: str, ours: Any, up: Any, floor: Any, floor_warm
                  "req/s", f"benchmarks.bare_upstream with BARE_DURABLE: one row committed before the call and its "
                  f"answer committed after, on a {label} database of its own; {floor.rows:,} of {floor.requests:,} "
                  f"success; the simulator delivered {delivered:,} {check}")
-    yield Result(f"{label}: the durable floor ÷ bare FastAPI + the same LINE call, requests/s",
-                 floor_rps / max(up_rps, 1e-9), "×",
-                 f"{floor_rps:,.0f} vs {up_rps:,.0f} req/s: the share of the ceiling a push that loses nothing can "
-                 f"reach at best on this machine; CPU per request {floor.server_cpu_ms_per_request:.2f} vs "
-                 f"{up.server_cpu_ms_per_request:.2f} ms "
-                 f"({floor.server_cpu_ms_per_request / max(up.server_cpu_ms_per_request, 1e-9):.2f}×)")
-    yield Result(f"{label}: push ÷ the durable floor, requests/s", ok_rps / max(floor_rps, 1e-9), "×",
-                 f"{ok_rps:,.0f} vs {floor_rps:,.0f} req/s; server CPU per request "
-                 f"{ours.server_cpu_ms_per_request:.2f} vs {floor.server_cpu_ms_per_request:.2f} ms "
-                 f"({ours.server_cpu_ms_per_request / max(floor.server_cpu_ms_per_request, 1e-9):.2f}×); machine CPU "
-                 f"per request {ours_machine_ms:.2f} vs {floor_machine_ms:.2f} ms (the database server's included "
-                 f"when it is a process of its own)")
+    yield from durable_floor_ratios(label, "push", ours, up, floor, ours_machine_ms, floor_machine_ms)
 
 
 # -- enhanced multicast fan-out ------------------------------------------------------------------

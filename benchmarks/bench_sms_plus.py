@@ -69,6 +69,7 @@ from benchmarks.common import (
     backends,
     database_url,
     durable_floor_database,
+    durable_floor_ratios,
     process_cpu_seconds,
     run_load,
     split_result,
@@ -294,17 +295,8 @@ def measure_push(label: str, url: str | None, bare: ChildApp, size: Sizes) -> It
                      f"committed after, each delivery event committed before the webhook's 200, on a {label} "
                      f"database of its own; {floor.rows:,} of {floor.requests:,} success; delivery events "
                      f"{floor_stats['delivery_events']:,} for {floor_stats['line_accepted']:,} PNP accepted")
-        yield Result(f"{label}: the durable floor ÷ bare FastAPI + the same LINE call, requests/s",
-                     floor_rps / max(up_rps, 1e-9), "×",
-                     f"{floor_rps:,.0f} vs {up_rps:,.0f} req/s: the share of the ceiling an SMS+ push that loses "
-                     f"nothing can reach at best on this machine; CPU per request "
-                     f"{floor.server_cpu_ms_per_request:.2f} vs {up.server_cpu_ms_per_request:.2f} ms "
-                     f"({floor.server_cpu_ms_per_request / max(up.server_cpu_ms_per_request, 1e-9):.2f}×)")
-        yield Result(f"{label}: SMS+ push ÷ the durable floor, requests/s", ok_rps / max(floor_rps, 1e-9), "×",
-                     f"{ok_rps:,.0f} vs {floor_rps:,.0f} req/s; server CPU per request "
-                     f"{ours.server_cpu_ms_per_request:.2f} vs {floor.server_cpu_ms_per_request:.2f} ms "
-                     f"({ours.server_cpu_ms_per_request / max(floor.server_cpu_ms_per_request, 1e-9):.2f}×); machine "
-                     f"CPU per request {targets[0].cpu_ms_per_request():.2f} vs {targets[3].cpu_ms_per_request():.2f} ms")
+        yield from durable_floor_ratios(label, "SMS+ push", ours, up, floor, targets[0].cpu_ms_per_request(),
+                                        targets[3].cpu_ms_per_request())
         yield Result(f"{label}: push, machine CPU per request (app + LINE simulator + load generator"
                      + (" + PostgreSQL)" if url else ")"),
                      targets[0].cpu_ms_per_request(), "ms",

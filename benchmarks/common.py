@@ -446,6 +446,25 @@ def backends() -> Iterator[tuple[str, str | None]]:
             yield "PostgreSQL", url
 
 
+def durable_floor_ratios(label: str, request: str, ours: LoadStats, up: LoadStats, floor: LoadStats,
+                         ours_machine_ms: float, floor_machine_ms: float) -> Iterator[Result]:
+    """The durable floor ÷ the ceiling (bare + the same upstream work), and openmaac's
+    ``request`` (e.g. "push") ÷ the durable floor: throughput and CPU per request, one run."""
+    up_rps, floor_rps, ok_rps = (stats.rows / stats.seconds if stats.seconds else 0.0 for stats in (up, floor, ours))
+    yield Result(f"{label}: the durable floor ÷ bare FastAPI + the same LINE call, requests/s",
+                 floor_rps / max(up_rps, 1e-9), "×",
+                 f"{floor_rps:,.0f} vs {up_rps:,.0f} req/s: the share of the ceiling reachable on this machine at "
+                 f"best when every {request} is durable before its answer; CPU per request {floor.server_cpu_ms_per_request:.2f} vs "
+                 f"{up.server_cpu_ms_per_request:.2f} ms "
+                 f"({floor.server_cpu_ms_per_request / max(up.server_cpu_ms_per_request, 1e-9):.2f}×)")
+    yield Result(f"{label}: {request} ÷ the durable floor, requests/s", ok_rps / max(floor_rps, 1e-9), "×",
+                 f"{ok_rps:,.0f} vs {floor_rps:,.0f} req/s; server CPU per request "
+                 f"{ours.server_cpu_ms_per_request:.2f} vs {floor.server_cpu_ms_per_request:.2f} ms "
+                 f"({ours.server_cpu_ms_per_request / max(floor.server_cpu_ms_per_request, 1e-9):.2f}×); machine CPU "
+                 f"per request {ours_machine_ms:.2f} vs {floor_machine_ms:.2f} ms (PostgreSQL's processes included "
+                 f"on PostgreSQL)")
+
+
 @contextmanager
 def durable_floor_database(url: str | None) -> Iterator[str]:
     """A database of its own for the durable floor, on the same backend as openmaac's."""
