@@ -22,44 +22,41 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql import ClauseElement
 
+_T = TypeVar("_T")
+
 
 def run_on_driver(conn: Connection, sql: str, arguments: Sequence[Any] | dict[str, Any], *,
-                  many: bool = False, each: bool = False) -> tuple[list[tuple[Any, ...]], int | list[int]]:
+                  many: bool = False) -> tuple[list[tuple[Any, ...]], int]:
     """Execute ``sql`` on ``conn``'s driver cursor: ``(rows, rowcount)``; ``many``: ``arguments``
     is a list of parameter sets, run as the driver's ``executemany`` (no rows; the rows changed
-    by all of them); ``each``: the same, answering the rows changed by each set (psycopg: one
-    pipelined ``executemany`` reading each set's result; SQLite, in this process: one execute
-    per set). A driver error is raised as SQLAlchemy's wrapper (``OperationalError``,
+    by all of them). Errors as ``_on_cursor`` raises them."""
+    return _on_cursor(conn, sql, arguments, _execute_many if many else _execute_one)
+
+
+def rowcounts_on_driver(conn: Connection, sql: str, arguments: Sequence[Any]) -> list[int]:
+    """Execute ``sql`` once per parameter set of ``arguments`` on ``conn``'s driver cursor: the
+    rows each changed, in order (psycopg: one pipelined ``executemany`` reading each set's
+    result; SQLite, in this process: one execute per set). Errors as ``_on_cursor`` raises them."""
+    return _on_cursor(conn, sql, arguments,
+                      _rowcounts_pipelined if conn.dialect.name == "postgresql" else _rowcounts_one_by_one)
+
+
+def _on_cursor(conn: Connection, sql: str, arguments: Any, work: Callable[[Any, str, Any], _T]) -> _T:
+    """``work(cursor, sql, arguments)`` on a cursor of ``conn``'s driver connection, closed
+    afterwards. A driver error is raised as SQLAlchemy's wrapper (``OperationalError``,
     ``IntegrityError``... with the driver's as ``orig``), exactly as ``Connection.execute``
     raises it, and a lost connection is invalidated so the pool does not hand it out again."""
     dialect = conn.dialect
     driver = conn.connection.dbapi_connection
     cursor = driver.cursor()  # type: ignore[union-attr]
     try:
-        if each:
-            counts: list[int] = []
-            if dialect.name == "postgresql":
-                cursor.executemany(sql, arguments, returning=True)  # type: ignore[arg-type,call-arg]
-                counts.append(cursor.rowcount)
-                while cursor.nextset():
-                    counts.append(cursor.rowcount)
-            else:
-                for one in arguments:
-                    cursor.execute(sql, one)
-                    counts.append(cursor.rowcount)
-            return [], counts
-        if many:
-            cursor.executemany(sql, arguments)  # type: ignore[arg-type]
-            return [], cursor.rowcount
-        cursor.execute(sql, arguments)
-        rows: list[tuple[Any, ...]] = list(cursor.fetchall()) if _has_rows(cursor) else []
-        return rows, cursor.rowcount
+        return work(cursor, sql, arguments)
     except dialect.loaded_dbapi.Error as error:
         lost = dialect.is_disconnect(error, driver, cursor)
         if lost:
@@ -71,6 +68,33 @@ def run_on_driver(conn: Connection, sql: str, arguments: Sequence[Any] | dict[st
             cursor.close()
         except dialect.loaded_dbapi.Error:
             pass  # a cursor of a lost connection
+
+
+def _execute_one(cursor: Any, sql: str, arguments: Any) -> tuple[list[tuple[Any, ...]], int]:
+    cursor.execute(sql, arguments)
+    rows: list[tuple[Any, ...]] = list(cursor.fetchall()) if _has_rows(cursor) else []
+    return rows, cursor.rowcount
+
+
+def _execute_many(cursor: Any, sql: str, arguments: Any) -> tuple[list[tuple[Any, ...]], int]:
+    cursor.executemany(sql, arguments)
+    return [], cursor.rowcount
+
+
+def _rowcounts_pipelined(cursor: Any, sql: str, arguments: Any) -> list[int]:
+    cursor.executemany(sql, arguments, returning=True)  # a result per set, read with nextset()
+    counts = [cursor.rowcount]
+    while cursor.nextset():
+        counts.append(cursor.rowcount)
+    return counts
+
+
+def _rowcounts_one_by_one(cursor: Any, sql: str, arguments: Any) -> list[int]:
+    counts: list[int] = []
+    for one in arguments:
+        cursor.execute(sql, one)
+        counts.append(cursor.rowcount)
+    return counts
 
 
 _NO_ROWNUMBER = object()
@@ -181,7 +205,6 @@ class DriverStatement:
         """Run on ``conn``'s driver connection (in its transaction, if one is open)."""
         compiled = self.compiled_for(conn.dialect, params)
         rows, rowcount = run_on_driver(conn, compiled.sql, self._arguments(compiled, params))
-        assert isinstance(rowcount, int)
         if compiled.results is not None and rows:
             processors = compiled.results
             rows = [tuple(convert(value) if convert is not None else value
@@ -197,9 +220,7 @@ class DriverStatement:
         if len(params) == 1:  # psycopg's pipeline costs more than one plain execute
             return self.execute(conn, params[0]).rowcount
         compiled = self.compiled_for(conn.dialect, params[0])
-        changed = run_on_driver(conn, compiled.sql, [self._arguments(compiled, each) for each in params], many=True)[1]
-        assert isinstance(changed, int)
-        return changed
+        return run_on_driver(conn, compiled.sql, [self._arguments(compiled, each) for each in params], many=True)[1]
 
     def execute_each(self, conn: Connection, params: Sequence[Mapping[str, Any]]) -> list[int]:
         """Run once per parameter set (all with the same names) in one go: on PostgreSQL one
@@ -208,6 +229,4 @@ class DriverStatement:
         if len(params) <= 1:
             return [self.execute(conn, one).rowcount for one in params]
         compiled = self.compiled_for(conn.dialect, params[0])
-        counts = run_on_driver(conn, compiled.sql, [self._arguments(compiled, one) for one in params], each=True)[1]
-        assert isinstance(counts, list)
-        return counts
+        return rowcounts_on_driver(conn, compiled.sql, [self._arguments(compiled, one) for one in params])
