@@ -222,22 +222,17 @@ def next_run_at(session: Session) -> datetime | None:
     return session.scalar(select(Job.run_at).where(Job.status == "ready").order_by(Job.run_at).limit(1))
 
 
-def release_some(session: Session, worker_id: str, job_ids: list[int]) -> None:
-    """Hand back jobs ``worker_id`` claimed but will not run (as ``release`` does: ready at once,
-    the attempt not counted)."""
-    session.execute(
-        update(Job)
-        .where(Job.id.in_(job_ids), Job.locked_by == worker_id, Job.status == "running")
-        .values(status="ready", locked_by=None, locked_until=None, attempts=Job.attempts - 1))
-
-
-def release(session: Session, worker_id: str) -> list[int]:
-    """Hand back the jobs ``worker_id`` still runs (it is stopping and cannot wait for them):
-    ready again at once, their lease cleared and the attempt not counted, so another worker
-    claims them right away as if this run never happened (handlers are idempotent)."""
+def release(session: Session, worker_id: str, job_ids: list[int] | None = None) -> list[int]:
+    """Hand back the jobs ``worker_id`` still runs (it is stopping and cannot wait for them), or
+    only ``job_ids`` of them (claimed but not to be run): ready again at once, their lease
+    cleared and the attempt not counted, so another worker claims them right away as if this
+    run never happened (handlers are idempotent). Answers the ids handed back."""
+    mine = [Job.locked_by == worker_id, Job.status == "running"]
+    if job_ids is not None:
+        mine.append(Job.id.in_(job_ids))
     rows = session.execute(
         update(Job)
-        .where(Job.locked_by == worker_id, Job.status == "running")
+        .where(*mine)
         .values(status="ready", locked_by=None, locked_until=None, attempts=Job.attempts - 1)
         .returning(Job.id)
     ).scalars().all()

@@ -300,15 +300,15 @@ class Worker:
         if len(jobs) > free:
             # More than asked for (the claim's LIMIT is meant to prevent it): running them would
             # exceed the concurrency, and each would give back a slot it never took
-            jobs, extra = jobs[:free], jobs[free:]
+            extra = [job.id for job in jobs[free:]]
             log.warning("worker %s: a claim for %s job(s) answered %s; handing back %s", self.worker_id, free,
-                        free + len(extra), [job.id for job in extra])
+                        len(jobs), extra)
+            jobs = jobs[:free]
             try:
                 with self.database.write() as session:
-                    queue.release_some(session, self.worker_id, [job.id for job in extra])
+                    queue.release(session, self.worker_id, extra)
             except Exception:  # their lease passes and another claim takes them
-                log.warning("worker %s: could not hand back %s", self.worker_id, [job.id for job in extra],
-                            exc_info=True)
+                log.warning("worker %s: could not hand back %s", self.worker_id, extra, exc_info=True)
         self._saturated = len(jobs) == free
         for _ in range(free - len(jobs)):
             self._slots.release()
