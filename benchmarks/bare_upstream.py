@@ -92,6 +92,7 @@ def _http() -> httpx.Client:
 
 
 DURABLE = os.environ.get("BARE_DURABLE", "")
+SQLITE = DURABLE.startswith("sqlite:///")
 _connections = threading.local()
 _SQLITE_SCHEMA = ("CREATE TABLE IF NOT EXISTS pushes (id INTEGER PRIMARY KEY, line_uid TEXT NOT NULL, "
                   "retry_key TEXT NOT NULL, messages TEXT NOT NULL, status TEXT NOT NULL, status_code INTEGER, "
@@ -111,7 +112,7 @@ def _database() -> Any:
     """This thread's connection to ``BARE_DURABLE`` (autocommit: each statement commits)."""
     conn = getattr(_connections, "conn", None)
     if conn is None:
-        if DURABLE.startswith("sqlite:///"):
+        if SQLITE:
             import sqlite3
 
             conn = sqlite3.connect(DURABLE.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False)
@@ -127,19 +128,24 @@ def _database() -> Any:
 
 
 if DURABLE:  # the tables, once, before any request
-    for schema in ((_SQLITE_SCHEMA, _SQLITE_PNP_SCHEMA) if DURABLE.startswith("sqlite:///")
-                   else (_PG_SCHEMA, _PG_PNP_SCHEMA)):
+    for schema in (_SQLITE_SCHEMA, _SQLITE_PNP_SCHEMA) if SQLITE else (_PG_SCHEMA, _PG_PNP_SCHEMA):
         _database().execute(schema)
 
 
 def _sql(statement: str) -> str:
     """``statement`` (written with ``?``) in the driver's placeholder style."""
-    return statement if DURABLE.startswith("sqlite:///") else statement.replace("?", "%s")
+    return statement if SQLITE else statement.replace("?", "%s")
 
 
 def _stamp() -> Any:
     now = datetime.now(UTC)
-    return now.isoformat() if DURABLE.startswith("sqlite:///") else now
+    return now.isoformat() if SQLITE else now
+
+
+def _record_answer(table: str, row_id: int, status: int) -> None:
+    """LINE's answer to the call of ``table``'s row ``row_id``, committed."""
+    _database().execute(_sql(f"UPDATE {table} SET status = ?, status_code = ?, updated_at = ? WHERE id = ?"),
+                        ("sent" if 200 <= status < 300 else "failed", status, _stamp(), row_id))
 
 
 def _durable_pnp_push(phone_hash: str, messages: list[dict[str, Any]]) -> tuple[int, int]:
@@ -152,8 +158,7 @@ def _durable_pnp_push(phone_hash: str, messages: list[dict[str, Any]]) -> tuple[
                                   (phone_hash, orjson.dumps(messages).decode(), stamp, stamp)).fetchone()[0])
     status = _line_post("/bot/pnp/push", {"to": phone_hash, "messages": messages},
                         {"X-Line-Delivery-Tag": f"bare-pnp-{message_id}-tag-padding"})
-    conn.execute(_sql("UPDATE pnp_messages SET status = ?, status_code = ?, updated_at = ? WHERE id = ?"),
-                 ("sent" if 200 <= status < 300 else "failed", status, _stamp(), message_id))
+    _record_answer("pnp_messages", message_id, status)
     return message_id, status
 
 
@@ -167,15 +172,14 @@ def _durable_push(line_uid: str, messages: list[dict[str, Any]]) -> tuple[int, i
                                     "VALUES (?, ?, ?, 'sending', ?, ?) RETURNING id"),
                                (line_uid, retry_key, orjson.dumps(messages).decode(), stamp, stamp)).fetchone()[0])
     status = _line_post("/v2/bot/message/push", {"to": line_uid, "messages": messages}, {"X-Line-Retry-Key": retry_key})
-    conn.execute(_sql("UPDATE pushes SET status = ?, status_code = ?, updated_at = ? WHERE id = ?"),
-                 ("sent" if 200 <= status < 300 else "failed", status, _stamp(), push_id))
+    _record_answer("pushes", push_id, status)
     return push_id, status
 
 
 def _durable_deliveries(ids: list[int]) -> None:
     """The delivery events' messages marked delivered, in one committed statement."""
     conn = _database()
-    if DURABLE.startswith("sqlite:///"):
+    if SQLITE:
         conn.execute(f"UPDATE pnp_messages SET status = 'delivered', updated_at = ? WHERE id IN "
                      f"({', '.join('?' * len(ids))})", (_stamp(), *ids))
     else:
