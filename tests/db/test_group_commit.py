@@ -132,3 +132,21 @@ def test_the_batch_end_runs_once_per_transaction_after_its_writes(own: Any) -> N
     with own.read() as session:
         rows = sorted(int(n) for n in session.execute(text("SELECT n FROM group_commit_test")).scalars())
     assert rows == [1, 2, 3, 4, 101, 101, 102]
+
+
+def test_many_threads_each_get_their_own_answer_and_nothing_is_left_waiting(own: Any) -> None:
+    group = GroupCommit(own)
+    answers: dict[int, list[int]] = {}
+
+    def caller(t: int) -> None:
+        answers[t] = [group.run(_insert(t * 100 + i)) for i in range(25)]
+
+    threads = [threading.Thread(target=caller, args=(t,)) for t in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads)  # every waiter was woken
+    assert answers == {t: [(t * 100 + i) * 10 for i in range(25)] for t in range(12)}
+    assert _count(own) == 300
+    assert group.batches < 300 and not group._leader.locked() and not group._pending  # batched; nobody leads

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.concurrency import run_in_threadpool
 
 from openmaac.auth.service import OrgContext, authenticate, authenticate_cached
@@ -47,6 +48,20 @@ async def _resolve_on_loop(credentials: HTTPAuthorizationCredentials | None) -> 
         org = await run_in_threadpool(_look_up, credentials.credentials)
     if org is not None:
         set_organization(org.id)
+    return org
+
+
+def cached_org(request: Request) -> OrgContext | None:
+    """``current_org`` from memory alone, for a route's fast lane (``web.input.fast_json``): the
+    organisation of a well-formed bearer token looked up within the last two seconds, noted as
+    ``current_org`` notes it; None for anything else (the full dependency then answers)."""
+    scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+    if not token or scheme.lower() != "bearer":
+        return None
+    org = authenticate_cached(token)
+    if org is not None:
+        set_organization(org.id)
+        request.state.org = org
     return org
 
 
