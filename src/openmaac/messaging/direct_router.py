@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from openmaac.auth.deps import Org, cached_org
 from openmaac.db.engine import get_database
 from openmaac.messaging import direct, sending
-from openmaac.web.input import InputRoute, fast_json
+from openmaac.web.input import InputRoute, fast_lane
 from openmaac.web.params import BodyId, PathId
 from openmaac.web.ratelimit import limiter
 from openmaac.web.responses import OrjsonResponse
@@ -87,7 +87,7 @@ class DirectMessageOut(BaseModel):
 
 @router.post("/direct_message/push/", response_model=PushOut, summary="Send push message",
              description="Synchronous: LINE is called before answering." + TRACKING_NOTE)
-@fast_json(cached_org)
+@fast_lane(cached_org)
 def push(org: Org, body: PushIn) -> Any:
     limiter.check(org.id, "push")
     # rendered as is: the service builds exactly PushOut's fields (the model documents them)
@@ -96,7 +96,7 @@ def push(org: Org, body: PushIn) -> Any:
 
 @router.post("/direct_message/multicast/", response_model=Pending, summary="Send multicast message",
              description="Asynchronous (`pending`); see `GET direct_message/{id}/`." + TRACKING_NOTE)
-@fast_json(cached_org)
+@fast_lane(cached_org)
 def multicast(org: Org, body: MulticastIn) -> Any:
     limiter.check(org.id, "multicast")
     return OrjsonResponse(sending.multicast(org, body.template_id, body.event_id, body.data))
@@ -106,7 +106,7 @@ def multicast(org: Org, body: MulticastIn) -> Any:
              summary="Send enhance multicast message",
              description=("Asynchronous (`pending`). Contact placeholders render empty; links are tracked per "
                           "message (no per-recipient opens or clicks)."))
-@fast_json(cached_org)
+@fast_lane(cached_org)
 def enhanced_multicast(org: Org, body: EnhancedMulticastIn) -> Any:
     limiter.check(org.id, "enhanced_multicast")
     return OrjsonResponse(sending.enhanced_multicast(org, body.template_id, body.event_id, body.line_uids, body.data))

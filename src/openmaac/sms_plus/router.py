@@ -13,7 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.exc import DBAPIError
 from starlette.concurrency import run_in_threadpool
 
-from openmaac.auth.deps import _resolve_on_loop, bearer, current_org_plain_text
+from openmaac.auth.deps import _resolve_on_loop, bearer, cached_org, current_org_plain_text
 from openmaac.auth.service import OrgContext
 from openmaac.channels.line_client import LineAPIError, LineClient
 from openmaac.channels.service import channel_of, line_api_base_url
@@ -26,7 +26,7 @@ from openmaac.sms_plus import engine, join_links, points, providers, uploads
 from openmaac.sms_plus import push as sms_push
 from openmaac.sms_plus import service as svc
 from openmaac.web.errors import APIError, field_errors, not_found
-from openmaac.web.input import InputRoute
+from openmaac.web.input import InputRoute, fast_lane
 from openmaac.web.params import PathId
 from openmaac.web.ratelimit import limiter
 from openmaac.web.responses import OrjsonResponse
@@ -129,6 +129,7 @@ def _check_approval(setting: Any) -> None:
 @router.post(f"{API}/pnp/message/push/", summary="Send an SMS+ message to one phone number",
              responses={400: {"content": {"text/plain": {}}}, 403: {"content": {"text/plain": {}}},
                         503: {"content": {"text/plain": {}}}})
+@fast_lane(cached_org)
 async def push(org: PlainOrg, request: Request) -> Any:
     limiter.check(org.id, "pnp_push")
     body = await _json_body(request, plain=True)

@@ -18,6 +18,7 @@ import inspect
 import json
 import typing
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -104,22 +105,23 @@ def _with_input_check(endpoint: Callable[..., Any]) -> Callable[..., Any]:
 # FastAPI's handler for a route (reading the body, solving the dependencies, validating the body
 # into the endpoint's arguments) cost a push 130 µs of CPU more than the same steps written out,
 # measured in process with the sending stubbed (320 against 190 µs a request): a third of what
-# separated the push from bare FastAPI. A route marked ``fast_json`` answers the usual request
+# separated the push from bare FastAPI. A route marked ``fast_lane`` answers the usual request
 # itself, the same steps with the same outcome, and hands every other request to FastAPI's
-# handler untouched, its body replayed: so every error (a bad token, a body that does not
-# validate, JSON only the standard library reads, a null character) is FastAPI's own answer.
+# handler (the body it read kept, or its reading's error raised again): so every error (a bad
+# token, a body that does not validate, a null character) is FastAPI's own answer.
 
-_FAST_JSON = "_openmaac_fast_json"
+_FAST_LANE = "_openmaac_fast_lane"
 OrgResolver = Callable[[Request], Any]
 RouteHandler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
-def fast_json(resolve_org: OrgResolver) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Marks a synchronous endpoint ``(org, body: <pydantic model>)`` of an ``InputRoute`` for
-    the fast lane. ``resolve_org(request)``: the organisation the route's ``org`` dependency would
-    give, from memory alone, else None (the request then goes FastAPI's way)."""
+def fast_lane(resolve_org: OrgResolver) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Marks an endpoint of an ``InputRoute`` for the fast lane: ``(org, body: <pydantic model>)``
+    (the body JSON) or ``(org, request: Request)`` (the endpoint reads the body itself), with no
+    other parameter. ``resolve_org(request)``: the organisation the route's ``org`` dependency
+    would give, from memory alone, else None (the request then goes FastAPI's way)."""
     def mark(endpoint: Callable[..., Any]) -> Callable[..., Any]:
-        setattr(endpoint, _FAST_JSON, resolve_org)
+        setattr(endpoint, _FAST_LANE, resolve_org)
         return endpoint
     return mark
 
@@ -141,53 +143,70 @@ def _replayed(request: Request, error: Exception) -> Request:
     return Request(request.scope, receive, request._send)
 
 
-def _fast_lane(full: RouteHandler, endpoint: Callable[..., Any], resolve_org: OrgResolver,
-               model: type[BaseModel]) -> RouteHandler:
-    def lean_arguments(request: Request, body: bytes) -> tuple[Any, BaseModel] | None:
+@dataclass(frozen=True)
+class _Lane:
+    endpoint: Callable[..., Any]
+    resolve_org: OrgResolver
+    model: type[BaseModel] | None  # None: the endpoint takes the request
+
+    def arguments(self, request: Request, body: bytes) -> dict[str, Any] | None:
         """The endpoint's arguments when the request is the usual one, else None."""
-        if request.scope.get("query_string") or _ESCAPED_NULL in body \
-                or not _is_json(request.headers.get("content-type")):
+        if request.scope.get("query_string") or _ESCAPED_NULL in body:
             return None
-        org = resolve_org(request)
+        if self.model is not None and not _is_json(request.headers.get("content-type")):
+            return None
+        org = self.resolve_org(request)
         if org is None:
             return None
+        if self.model is None:
+            return {"org": org, "request": request}
         try:  # read as FastAPI reads it (orjson would read an integer beyond 64 bits as a float)
-            value = model.model_validate(json.loads(body))
+            return {"org": org, "body": self.model.model_validate(json.loads(body))}
         except (ValueError, ValidationError):  # not JSON, not UTF-8/16/32, or not valid: FastAPI's way
             return None
-        return org, value
 
-    async def handler(request: Request) -> Response:
-        try:
-            body = await request.body()
-        except Exception as error:  # noqa: BLE001 - FastAPI's handler answers it, as it would have
-            return await full(_replayed(request, error))
-        arguments = lean_arguments(request, body)
-        if arguments is None:
-            return await full(request)  # the body read is kept by the request: FastAPI reads it again
-        org, value = arguments
-        response = await run_in_threadpool(endpoint, org=org, body=value)
-        assert isinstance(response, Response), "fast_json: the endpoint answers a Response"
-        return response
-    return handler
+    def handler(self, full: RouteHandler) -> RouteHandler:
+        endpoint = self.endpoint
+        is_async = inspect.iscoroutinefunction(endpoint)
+
+        async def handler(request: Request) -> Response:
+            try:
+                body = await request.body()
+            except Exception as error:  # noqa: BLE001 - FastAPI's handler answers it, as it would have
+                return await full(_replayed(request, error))
+            arguments = self.arguments(request, body)
+            if arguments is None:
+                return await full(request)  # the request keeps the body read: FastAPI reads it again
+            response = await endpoint(**arguments) if is_async else await run_in_threadpool(endpoint, **arguments)
+            assert isinstance(response, Response), "fast_lane: the endpoint answers a Response"
+            return response
+        return handler
+
+
+def _lane_of(endpoint: Callable[..., Any]) -> _Lane | None:
+    resolve_org = getattr(endpoint, _FAST_LANE, None)
+    if resolve_org is None:
+        return None
+    hints = typing.get_type_hints(endpoint)
+    parameters = list(inspect.signature(endpoint).parameters)
+    model = hints.get("body")
+    if parameters == ["org", "body"] and isinstance(model, type) and issubclass(model, BaseModel):
+        return _Lane(endpoint, resolve_org, model)
+    assert parameters == ["org", "request"] and hints.get("request") is Request, \
+        "fast_lane: (org, body: <model>) or (org, request: Request)"
+    return _Lane(endpoint, resolve_org, None)
 
 
 class InputRoute(APIRoute):
     """The route class of every API router (``APIRouter(route_class=InputRoute)``)."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        resolve_org = getattr(endpoint, _FAST_JSON, None)
-        plain = endpoint
+        self._lane = _lane_of(endpoint)  # before FastAPI builds the handler (in __init__)
         if route_class(path).checks_input:
             endpoint = _with_input_check(endpoint)
-        self._fast: tuple[Callable[..., Any], OrgResolver, type[BaseModel]] | None = None
-        if resolve_org is not None:
-            model = typing.get_type_hints(plain)["body"]
-            assert isinstance(model, type) and issubclass(model, BaseModel), "fast_json: body must be a model"
-            self._fast = (plain, resolve_org, model)
         super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> RouteHandler:
         # FastAPI builds a route's handler here, once for the route and once per inclusion
         full = super().get_route_handler()
-        return full if self._fast is None else _fast_lane(full, *self._fast)
+        return full if self._lane is None else self._lane.handler(full)
