@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import orjson
 import pytest
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from openmaac.web.errors import APIError, api_error_handler, http_error_handler, validation_error_handler
-from openmaac.web.input import InputRoute, fast_lane
+from openmaac.web.input import InputRoute, LaneRoute, fast_lane, plain_lane
 from openmaac.web.params import BodyId
 from openmaac.web.responses import OrjsonResponse
 
@@ -92,12 +92,34 @@ async def full_raw(org: Org, request: Request) -> Any:
     return await _answer_raw(org, request)
 
 
+async def _answer_plain(channel_id: str, request: Request, x_line_signature: str | None) -> Any:
+    body = await request.body()
+    if x_line_signature != "good":
+        raise APIError(401, {"detail": "Invalid signature."})
+    return OrjsonResponse({"channel": channel_id, "length": len(body)})
+
+
+plain_router = APIRouter(route_class=LaneRoute)
+
+
+@plain_router.post("/fast_plain/{channel_id}")
+@plain_lane
+async def fast_plain(channel_id: str, request: Request, x_line_signature: str | None = Header(default=None)) -> Any:
+    return await _answer_plain(channel_id, request, x_line_signature)
+
+
+@plain_router.post("/full_plain/{channel_id}")
+async def full_plain(channel_id: str, request: Request, x_line_signature: str | None = Header(default=None)) -> Any:
+    return await _answer_plain(channel_id, request, x_line_signature)
+
+
 def _app() -> FastAPI:
     app = FastAPI()
     app.add_exception_handler(RequestValidationError, validation_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(APIError, api_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error_handler)  # type: ignore[arg-type]
     app.include_router(router)
+    app.include_router(plain_router)
     return app
 
 
@@ -188,3 +210,25 @@ def test_any_json_body_gets_the_same_answer_from_both(client: TestClient, body: 
     fast_answer, full_answer = _both(client, json.dumps(body).encode(), JSON)
     assert fast_answer == full_answer
 
+
+
+@pytest.mark.parametrize(("path", "headers"), [
+    ("1234567890", {"x-line-signature": "good"}),
+    ("1234567890", {"X-Line-Signature": "bad"}),
+    ("1234567890", {}),
+    ("caf%C3%A9%20x", {"x-line-signature": "good"}),  # a path parameter decoded
+])
+def test_a_plain_lane_endpoint_gets_the_arguments_fastapi_would_give(client: TestClient, path: str,
+                                                                     headers: dict[str, str]) -> None:
+    answers = [client.post(f"/{route}/{path}", content=b"12345", headers=headers)
+               for route in ("fast_plain", "full_plain")]
+    assert [(a.status_code, a.content) for a in answers][0] == [(a.status_code, a.content) for a in answers][1]
+
+
+def test_the_plain_lane_refuses_a_parameter_fastapi_could_refuse() -> None:
+    refusing = APIRouter(route_class=LaneRoute)
+    with pytest.raises(AssertionError, match="could refuse the parameter page"):
+        @refusing.get("/listing/")
+        @plain_lane
+        async def listing(request: Request, page: int = 1) -> Any:
+            return None

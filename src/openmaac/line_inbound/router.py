@@ -17,9 +17,10 @@ from openmaac.db.group_commit import REQUEST_WRITES, group_commit
 from openmaac.line_inbound.events import accept_events
 from openmaac.line_inbound.service import handle_events
 from openmaac.web.errors import APIError, not_found
+from openmaac.web.input import LaneRoute, plain_lane
 from openmaac.web.responses import OrjsonResponse
 
-router = APIRouter(tags=["LINE webhook"])
+router = APIRouter(tags=["LINE webhook"], route_class=LaneRoute)
 CHANNEL_ID_MAX_LENGTH = 64  # the column's width; LINE's channel ids are 10 digits
 # what a delivery needs of its channel: one prebuilt Core read (every webhook request makes it)
 # (on the driver's cursor: db/driver.py)
@@ -39,6 +40,7 @@ _CHANNEL = DriverStatement(select(LineChannel.__table__.c.organization_id, LineC
     ),
     responses={401: {"description": "Bad or missing signature"}, 404: {"description": "Unknown channel"}},
 )
+@plain_lane
 async def line_webhook(
     channel_id: str,
     request: Request,

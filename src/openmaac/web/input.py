@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from fastapi import Depends, Request
+from fastapi import Depends, Request, params
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -183,7 +183,61 @@ class _Lane:
         return handler
 
 
-def _lane_of(endpoint: Callable[..., Any]) -> _Lane | None:
+# -- the plain lane: an endpoint whose parameters FastAPI can never refuse -------------------------
+
+_PLAIN_LANE = "_openmaac_plain_lane"
+
+
+def plain_lane(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """Marks an endpoint whose parameters are only the request, text path parameters and
+    optional text headers (``Header(default=None)``): FastAPI can refuse none of them, so the
+    route calls the endpoint with them straight, without solving its dependencies (a LINE
+    webhook reads and checks its body itself)."""
+    setattr(endpoint, _PLAIN_LANE, True)
+    return endpoint
+
+
+@dataclass(frozen=True)
+class _PlainLane:
+    endpoint: Callable[..., Any]
+    # (parameter, where: "request" | "path" | "header", the path parameter's or header's name)
+    sources: tuple[tuple[str, str, str], ...]
+
+    def handler(self, full: RouteHandler) -> RouteHandler:
+        endpoint, sources = self.endpoint, self.sources
+        is_async = inspect.iscoroutinefunction(endpoint)
+
+        async def handler(request: Request) -> Response:
+            arguments = {name: request if where == "request"
+                         else request.path_params[key] if where == "path" else request.headers.get(key)
+                         for name, where, key in sources}
+            response = await endpoint(**arguments) if is_async else await run_in_threadpool(endpoint, **arguments)
+            assert isinstance(response, Response), "plain_lane: the endpoint answers a Response"
+            return response
+        return handler
+
+
+def _plain_lane_of(path: str, endpoint: Callable[..., Any]) -> _PlainLane:
+    hints = typing.get_type_hints(endpoint)
+    path_names = {name for name in path.replace("{", "}").split("}")[1::2]}
+    sources = []
+    for name, parameter in inspect.signature(endpoint).parameters.items():
+        default = parameter.default
+        if hints.get(name) is Request:
+            sources.append((name, "request", ""))
+        elif name in path_names and hints.get(name) is str:
+            sources.append((name, "path", name))
+        elif isinstance(default, params.Header) and default.default is None and hints.get(name) == str | None:
+            alias = default.alias or (name.replace("_", "-") if default.convert_underscores else name)
+            sources.append((name, "header", alias.lower()))
+        else:
+            raise AssertionError(f"plain_lane: FastAPI could refuse the parameter {name}")
+    return _PlainLane(endpoint, tuple(sources))
+
+
+def _lane_of(path: str, endpoint: Callable[..., Any]) -> _Lane | _PlainLane | None:
+    if getattr(endpoint, _PLAIN_LANE, False):
+        return _plain_lane_of(path, endpoint)
     resolve_org = getattr(endpoint, _FAST_LANE, None)
     if resolve_org is None:
         return None
@@ -197,16 +251,24 @@ def _lane_of(endpoint: Callable[..., Any]) -> _Lane | None:
     return _Lane(endpoint, resolve_org, None)
 
 
-class InputRoute(APIRoute):
-    """The route class of every API router (``APIRouter(route_class=InputRoute)``)."""
+class LaneRoute(APIRoute):
+    """A route class taking the fast lane of an endpoint marked ``fast_lane`` or ``plain_lane``."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        self._lane = _lane_of(endpoint)  # before FastAPI builds the handler (in __init__)
-        if route_class(path).checks_input:
-            endpoint = _with_input_check(endpoint)
+        # before FastAPI builds the handler (in __init__); of the endpoint as written
+        self._lane = _lane_of(path, inspect.unwrap(endpoint))
         super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> RouteHandler:
         # FastAPI builds a route's handler here, once for the route and once per inclusion
         full = super().get_route_handler()
         return full if self._lane is None else self._lane.handler(full)
+
+
+class InputRoute(LaneRoute):
+    """The route class of every API router (``APIRouter(route_class=InputRoute)``)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if route_class(path).checks_input:
+            endpoint = _with_input_check(endpoint)
+        super().__init__(path, endpoint, **kwargs)
