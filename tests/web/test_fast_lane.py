@@ -225,6 +225,23 @@ def test_a_plain_lane_endpoint_gets_the_arguments_fastapi_would_give(client: Tes
     assert [(a.status_code, a.content) for a in answers][0] == [(a.status_code, a.content) for a in answers][1]
 
 
+def test_a_plain_lane_endpoint_is_called_without_fastapis_dependency_solving(client: TestClient,
+                                                                           monkeypatch: Any) -> None:
+    import fastapi.routing
+
+    solved: list[str] = []
+    solve = fastapi.routing.solve_dependencies
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        solved.append(kwargs["request"].url.path)
+        return await solve(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counted)
+    for route in ("fast_plain", "full_plain"):
+        assert client.post(f"/{route}/1", content=b"x", headers={"x-line-signature": "good"}).status_code == 200
+    assert solved == ["/full_plain/1"]
+
+
 def test_the_plain_lane_refuses_a_parameter_fastapi_could_refuse() -> None:
     refusing = APIRouter(route_class=LaneRoute)
     with pytest.raises(AssertionError, match="could refuse the parameter page"):
