@@ -52,7 +52,7 @@ async def _resolve_on_loop(credentials: HTTPAuthorizationCredentials | None) -> 
 
 
 def cached_org(request: Request) -> OrgContext | None:
-    """``current_org`` from memory alone, for a route's fast lane (``web.input.fast_json``): the
+    """``current_org`` from memory alone, for a route's fast lane (``web.input.fast_lane``): the
     organisation of a well-formed bearer token looked up within the last two seconds, noted as
     ``current_org`` notes it; None for anything else (the full dependency then answers)."""
     scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))

@@ -17,7 +17,7 @@ import functools
 import inspect
 import json
 import typing
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,9 @@ from fastapi import Depends, Request, params
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import StringConvertor
 from starlette.responses import Response
+from starlette.routing import compile_path
 from starlette.types import Message
 
 from openmaac.common.validation import null_paths
@@ -143,6 +145,18 @@ def _replayed(request: Request, error: Exception) -> Request:
     return Request(request.scope, receive, request._send)
 
 
+def _calling(endpoint: Callable[..., Any]) -> Callable[[dict[str, Any]], Awaitable[Response]]:
+    """How a lane calls ``endpoint`` with its arguments: awaited, or in the thread pool as FastAPI
+    runs a synchronous endpoint; the answer must be a Response (nothing left to serialise)."""
+    is_async = inspect.iscoroutinefunction(endpoint)
+
+    async def call(arguments: dict[str, Any]) -> Response:
+        response = await endpoint(**arguments) if is_async else await run_in_threadpool(endpoint, **arguments)
+        assert isinstance(response, Response), "a lane's endpoint answers a Response"
+        return response
+    return call
+
+
 @dataclass(frozen=True)
 class _Lane:
     endpoint: Callable[..., Any]
@@ -166,8 +180,7 @@ class _Lane:
             return None
 
     def handler(self, full: RouteHandler) -> RouteHandler:
-        endpoint = self.endpoint
-        is_async = inspect.iscoroutinefunction(endpoint)
+        call = _calling(self.endpoint)
 
         async def handler(request: Request) -> Response:
             try:
@@ -177,9 +190,7 @@ class _Lane:
             arguments = self.arguments(request, body)
             if arguments is None:
                 return await full(request)  # the request keeps the body read: FastAPI reads it again
-            response = await endpoint(**arguments) if is_async else await run_in_threadpool(endpoint, **arguments)
-            assert isinstance(response, Response), "fast_lane: the endpoint answers a Response"
-            return response
+            return await call(arguments)
         return handler
 
 
@@ -204,28 +215,25 @@ class _PlainLane:
     sources: tuple[tuple[str, str, str], ...]
 
     def handler(self, full: RouteHandler) -> RouteHandler:
-        endpoint, sources = self.endpoint, self.sources
-        is_async = inspect.iscoroutinefunction(endpoint)
+        # FastAPI's handler (``full``) is never needed: it could answer nothing else
+        call, sources = _calling(self.endpoint), self.sources
 
         async def handler(request: Request) -> Response:
-            arguments = {name: request if where == "request"
-                         else request.path_params[key] if where == "path" else request.headers.get(key)
-                         for name, where, key in sources}
-            response = await endpoint(**arguments) if is_async else await run_in_threadpool(endpoint, **arguments)
-            assert isinstance(response, Response), "plain_lane: the endpoint answers a Response"
-            return response
+            return await call({name: request if where == "request"
+                               else request.path_params[key] if where == "path" else request.headers.get(key)
+                               for name, where, key in sources})
         return handler
 
 
 def _plain_lane_of(path: str, endpoint: Callable[..., Any]) -> _PlainLane:
     hints = typing.get_type_hints(endpoint)
-    path_names = {name for name in path.replace("{", "}").split("}")[1::2]}
+    convertors = compile_path(path)[2]  # the path's parameters, as the router will match them
     sources = []
     for name, parameter in inspect.signature(endpoint).parameters.items():
         default = parameter.default
         if hints.get(name) is Request:
             sources.append((name, "request", ""))
-        elif name in path_names and hints.get(name) is str:
+        elif isinstance(convertors.get(name), StringConvertor) and hints.get(name) is str:
             sources.append((name, "path", name))
         elif isinstance(default, params.Header) and default.default is None and hints.get(name) == str | None:
             alias = default.alias or (name.replace("_", "-") if default.convert_underscores else name)
