@@ -150,3 +150,97 @@ def test_many_threads_each_get_their_own_answer_and_nothing_is_left_waiting(own:
     assert answers == {t: [(t * 100 + i) * 10 for i in range(25)] for t in range(12)}
     assert _count(own) == 300
     assert group.batches < 300 and not group._leader.locked() and not group._pending  # batched; nobody leads
+
+
+def _insert_many(calls: list[list[int]]) -> Any:
+    """A ``write_many``: one multi-row INSERT for all its items; notes each call's items."""
+    def write_many(session: Any, items: list[int]) -> list[int]:
+        calls.append(list(items))
+        values = ", ".join(f"(:n{i})" for i in range(len(items)))
+        session.execute(text(f"INSERT INTO group_commit_test (n) VALUES {values}"),
+                        {f"n{i}": n for i, n in enumerate(items)})
+        return [n * 100 for n in items]
+    return write_many
+
+
+def _rows(db: Database) -> list[int]:
+    with db.read() as session:
+        return [int(n) for n in session.execute(text("SELECT n FROM group_commit_test ORDER BY n")).scalars()]
+
+
+def test_the_items_of_a_set_are_written_in_one_call_where_the_first_stands(own: Any) -> None:
+    from openmaac.db.group_commit import _Write
+
+    calls: list[list[int]] = []
+    other_calls: list[list[int]] = []
+    many, other = _insert_many(calls), _insert_many(other_calls)
+    order: list[str] = []
+
+    def plain(n: int) -> Any:
+        def work(session: Any) -> int:
+            order.append(f"plain {n}:{len(calls)}")  # how many set calls had run before it
+            return _insert(n)(session)
+        return work
+
+    group = GroupCommit(own)
+    batch = [_Write(plain(1)), _Write(None, many, 2), _Write(plain(3)), _Write(None, other, 5),
+             _Write(None, many, 4), _Write(None, other, 6)]
+    group._commit(batch)
+    assert calls == [[2, 4]] and other_calls == [[5, 6]]  # each set once, its items in arrival order
+    assert order == ["plain 1:0", "plain 3:1"]  # the set ran where its first item stood
+    assert [write.result for write in batch] == [10, 200, 30, 500, 400, 600]
+    assert all(write.done and write.error is None for write in batch)
+    assert group.batches == 1 and _rows(own) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_failing_set_is_retried_item_by_item_and_fails_only_its_bad_item(own: Any) -> None:
+    from openmaac.db.group_commit import _Write
+
+    calls: list[list[int]] = []
+    many = _insert_many(calls)
+
+    def failing_on_minus_one(session: Any, items: list[int]) -> list[int]:
+        if -1 in items:
+            raise ValueError("no negative items")
+        return many(session, items)
+
+    group = GroupCommit(own)
+    batch = [_Write(None, failing_on_minus_one, 1), _Write(_insert(2)), _Write(None, failing_on_minus_one, -1),
+             _Write(None, failing_on_minus_one, 3)]
+    group._commit(batch)
+    assert calls == [[1], [3]]  # the batch failed whole; then each item alone, the bad one failing
+    assert [write.result for write in batch] == [100, 20, None, 300]
+    assert isinstance(batch[2].error, ValueError) and batch[0].error is None and batch[3].error is None
+    assert _rows(own) == [1, 2, 3]
+
+
+def test_a_set_answering_the_wrong_number_of_results_fails_its_items(own: Any) -> None:
+    from openmaac.db.group_commit import _Write
+
+    def short(session: Any, items: list[int]) -> list[int]:
+        _insert_many([])(session, items)
+        return items[:1]
+
+    group = GroupCommit(own)
+    batch = [_Write(None, short, 1), _Write(None, short, 2)]
+    group._commit(batch)  # the batch fails; alone, each answers its one result
+    assert [write.result for write in batch] == [1, 2] and _rows(own) == [1, 2]
+
+
+def test_threads_writing_items_of_one_set_each_get_their_own_answer(own: Any) -> None:
+    calls: list[list[int]] = []
+    many = _insert_many(calls)
+    group = GroupCommit(own)
+    answers: dict[int, int] = {}
+
+    def call(n: int) -> None:
+        answers[n] = group.run_batched(many, n)
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(1, 41)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert answers == {n: n * 100 for n in range(1, 41)}
+    assert sorted(n for call_items in calls for n in call_items) == list(range(1, 41))  # each item once
+    assert len(calls) == group.batches and _rows(own) == list(range(1, 41))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import httpx
 import pytest
 
 from conftest import SIMULATOR_URL
-from helpers import create_event, create_template, inbox, seed_contacts, simulated_friend
+from helpers import create_event, create_template, inbox, seed_contacts, simulated_friend, simulated_friends
 
 TEXT = [{"type": "text", "text": "Hi {{contact.line_display_name}}, your {{item}} is waiting"}]
 
@@ -138,3 +140,63 @@ def test_status_of_another_organisation_is_404(tenant, make_tenant):
     other = make_tenant()
     assert other.client.get(other.api(f"direct_message/{dm_id}/")).status_code == 404
     assert tenant.client.get(tenant.api("direct_message/999999999/")).json() == {"detail": "Not found."}
+
+
+def test_pushes_accepted_and_recorded_together_each_get_their_own_message(tenant, make_tenant, faults, database,
+                                                                           monkeypatch):
+    """Concurrent untracked pushes of two organisations: on PostgreSQL their acceptances and
+    answers are written as sets of a group-commit batch (one statement each); every push still
+    gets its own message, call, answer and record, and no recovery job is left behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import func, select
+
+    from openmaac.jobs.models import Job
+    from openmaac.messaging import sending
+
+    other = make_tenant()
+    friends = {t.id: simulated_friends(t, 6) for t in (tenant, other)}
+    templates = {t.id: create_template(tenant if t is tenant else other, TEXT)["id"] for t in (tenant, other)}
+    monkeypatch.setenv("OPENMAAC_LINE_MAX_ATTEMPTS", "1")  # a 429 is answered, not retried
+    faults(kind="quota", endpoint="push", channel_id=other.channel_id, count=2)  # two of its pushes refused
+    sizes: dict[str, list[int]] = {"accept": [], "record": []}
+
+    def noted(name: str, write_many):
+        def write(session, items):
+            if not sizes[name]:
+                threading.Event().wait(0.3)  # the first batch holds the leader: the others queue
+            sizes[name].append(len(items))
+            return write_many(session, items)
+        return write
+
+    monkeypatch.setattr(sending, "_accept_pushes_pg", noted("accept", sending._accept_pushes_pg))
+    monkeypatch.setattr(sending, "_record_pushes_pg", noted("record", sending._record_pushes_pg))
+    jobs = [(t, uid, f"item {i}") for t in (tenant, other) for i, uid in enumerate(friends[t.id])]
+
+    def send(job):
+        t, uid, item = job
+        return push(t, template_id=templates[t.id], data={"line_uid": uid, "item": item})
+
+    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        answers = list(pool.map(send, jobs))
+    assert all(answer.status_code == 200 for answer in answers), [a.text for a in answers]
+    bodies = [answer.json() for answer in answers]
+    assert len({body["id"] for body in bodies}) == len(jobs)
+    refused = [body["result"] for body in bodies if body["result"] != "success"]
+    assert len(refused) == 2 and all(isinstance(result, dict) for result in refused), refused
+    for (t, uid, item), body in zip(jobs, bodies, strict=True):
+        record = status(t, body["id"])
+        assert record["status"] == "sent" and record["result"]["to"] == {"line_ids": [uid]}
+        assert record["result"]["fail_count"] == (0 if body["result"] == "success" else 1)
+        delivered = [m["message"]["text"] for m in inbox(uid, t.channel_id)]
+        assert delivered == ([f"Hi user{friends[t.id].index(uid)}, your {item} is waiting"]
+                             if body["result"] == "success" else [])
+    with database.read() as session:
+        left = session.scalar(select(func.count()).select_from(Job).where(
+            Job.unique_key.in_([f"{sending.JOB_KIND}:{body['id']}" for body in bodies])))
+    assert left == 0  # each recovery job went with its recorded answer
+    if database.is_sqlite:
+        assert sizes == {"accept": [], "record": []}  # SQLite writes one push at a time
+    else:
+        assert sum(sizes["accept"]) == sum(sizes["record"]) == len(jobs)
+        assert max(sizes["accept"]) > 1 and max(sizes["record"]) > 1

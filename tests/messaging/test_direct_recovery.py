@@ -5,6 +5,7 @@ sent: the user gets the message once."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from datetime import timedelta
 
@@ -183,3 +184,60 @@ def test_an_answered_push_is_queued_for_each_active_subscribed_endpoint_in_its_s
         assert maac["data"]["direct_message_id"] == response.json()["id"]
     finally:
         served.stop()
+
+
+def test_the_push_sweep_queues_only_pushes_whose_lease_lapsed_and_one_sweep_covers_many(tenant, database,
+                                                                                      monkeypatch):
+    """A push writes no recovery job of its own: the pushes accepted in the same few seconds
+    (with the same lease) share one sweep job, which queues the send job of each push whose
+    call is still pending after its lease, once, and leaves the pushes still in flight alone."""
+    from sqlalchemy import delete, func, select
+
+    from openmaac.auth.service import OrgContext
+    from openmaac.contacts.models import Contact
+    from openmaac.db.base import utcnow
+    from openmaac.jobs.models import Job
+    from openmaac.messaging import sending
+    from openmaac.messaging.models import DirectMessage
+
+    uid = simulated_friend(tenant)
+    with database.read() as session:
+        contact_id = session.scalar(select(Contact.id).where(Contact.organization_id == tenant.id,
+                                                             Contact.line_uid == uid))
+    template = create_template(tenant, [{"type": "text", "text": "hello"}])
+    org = OrgContext(id=tenant.id, name="t", timezone="Asia/Taipei", region="tw")
+    lease = timedelta(seconds=3600 + uuid.uuid4().int % 1000)  # a sweep key of this test's own
+
+    def accept(lease_now):
+        monkeypatch.setattr(sending, "send_lease", lambda: lease_now)
+        with database.write() as session:
+            dm, *_rest = sending._accept_push(session, org, template["id"], None, uid, contact_id, {},
+                                               [{"type": "text", "text": "hello"}], None)
+        return dm.id
+
+    def keys(*dm_ids):
+        with database.read() as session:
+            return set(session.scalars(select(Job.unique_key).where(
+                Job.unique_key.in_([f"{sending.JOB_KIND}:{dm_id}" for dm_id in dm_ids]))))
+
+    while utcnow().timestamp() % sending.SWEEP_BUCKET_SECONDS > sending.SWEEP_BUCKET_SECONDS - 1.5:
+        threading.Event().wait(0.1)  # the three pushes below in one span
+    in_flight = [accept(lease) for _ in range(3)]
+    sweep_key = sending.sweep_params(utcnow(), lease)["sweep_key"]
+    with database.read() as session:
+        sweeps = session.scalars(select(Job).where(Job.unique_key == sweep_key)).all()
+        assert len(sweeps) == 1 and sweeps[0].kind == sending.SWEEP_KIND
+        assert sweeps[0].run_at > utcnow() + lease  # due after the lease of the span's last push
+        assert session.scalar(select(func.count()).select_from(Job).where(
+            Job.unique_key.in_([f"{sending.JOB_KIND}:{dm_id}" for dm_id in in_flight]))) == 0
+    lapsed = accept(timedelta(seconds=-2))
+    sending.sweep_lapsed_pushes({}, None)  # type: ignore[arg-type]
+    sending.sweep_lapsed_pushes({}, None)  # type: ignore[arg-type]  # again: nothing more queued
+    assert keys(*in_flight) == set()  # still in flight: left alone
+    record = wait_for(lambda: (b := tenant.client.get(tenant.api(f"direct_message/{lapsed}/")).json())["status"]
+                      == "sent" and b, timeout=30)
+    assert record["result"]["total_count"] == 1 and record["result"]["fail_count"] == 0
+    assert len(inbox(uid)) == 1  # sent once, by the send job the sweep queued
+    with database.write() as session:  # the pushes left in flight go, with their sweep
+        session.execute(delete(Job).where(Job.unique_key == sweep_key))
+        session.execute(delete(DirectMessage).where(DirectMessage.id.in_(in_flight)))

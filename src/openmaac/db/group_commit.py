@@ -14,6 +14,13 @@ durable, exactly as with its own transaction. Should a batch fail, it is rolled 
 write is retried in a transaction of its own, so one bad write fails only its caller.
 Writes must therefore be safe to run again after a rollback (plain statements are).
 
+A write may also be one item of a set (:meth:`GroupCommit.run_batched`): every item of the
+same ``write_many`` waiting in a batch is handed to it at once, so a write that is one
+round trip per request becomes one round trip per batch (a set-based statement over arrays).
+On PostgreSQL the leader's round trips were the queue itself: each statement's answer is
+followed by a wait for the interpreter lock, and a push's two writes made a batch of ten
+take a dozen such trips while every other request thread waited behind it.
+
 A group may end each batch with ``on_batch_end(session)``, in the batch's transaction after its
 writes (and after each write retried alone): work the writes leave for the batch as a whole,
 e.g. in ``session.info``, done once. ``autoflush=False`` runs the writes under the session's
@@ -32,11 +39,15 @@ from sqlalchemy.orm import Session
 from openmaac.db.engine import Database
 
 R = TypeVar("R")
+T = TypeVar("T")
+WriteMany = Callable[[Session, list[T]], list[R]]
 
 
 @dataclass
 class _Write(Generic[R]):
-    work: Callable[[Session], R]
+    work: Callable[[Session], R] | None  # None: an item of ``many``
+    many: WriteMany[Any, R] | None = None
+    item: Any = None
     done: bool = False
     result: Any = None
     error: BaseException | None = None
@@ -56,7 +67,18 @@ class GroupCommit:
         self.batches = 0  # transactions run (for tests and curiosity)
 
     def run(self, work: Callable[[Session], R]) -> R:
-        write: _Write[R] = _Write(work)
+        return self._wait(_Write(work))
+
+    def run_batched(self, write_many: WriteMany[T, R], item: T) -> R:
+        """Write ``item`` as one of a set: ``write_many(session, items)`` answers one result per
+        item, in order. Every item of the same ``write_many`` in a batch goes to one call of it,
+        in their order of arrival, where the first of them stands among the batch's writes;
+        retried alone (after a failed batch) as ``write_many(session, [item])``. Each result goes
+        back as it is: a refusal answered as a value leaves the other items' writes to commit,
+        where one raised fails the batch (then each item is retried alone)."""
+        return self._wait(_Write(None, write_many, item))
+
+    def _wait(self, write: _Write[R]) -> R:
         with self._pending_lock:
             self._pending.append(write)
         with self._leader:
@@ -95,13 +117,37 @@ class GroupCommit:
     def _run(self, session: Session, writes: list[_Write[Any]]) -> list[Any]:
         """The writes, then the batch's end, in ``session``'s transaction."""
         if self.autoflush:
-            results = [write.work(session) for write in writes]
+            results = _run_writes(session, writes)
         else:
             with session.no_autoflush:
-                results = [write.work(session) for write in writes]
+                results = _run_writes(session, writes)
         if self.on_batch_end is not None:
             self.on_batch_end(session)
         return results
+
+
+def _run_writes(session: Session, writes: list[_Write[Any]]) -> list[Any]:
+    """Each write's result, in order: a plain write run alone; the items of one ``write_many``
+    run together where the first of them stands."""
+    results: list[Any] = [None] * len(writes)
+    sets: dict[Any, list[int]] = {}
+    for index, write in enumerate(writes):
+        if write.many is not None:
+            sets.setdefault(write.many, []).append(index)
+    for index, write in enumerate(writes):
+        if write.work is not None:
+            results[index] = write.work(session)
+            continue
+        positions = sets.get(write.many)
+        if positions is None or positions[0] != index:
+            continue  # already written with the first of its set
+        assert write.many is not None
+        answers = write.many(session, [writes[position].item for position in positions])
+        if len(answers) != len(positions):
+            raise RuntimeError(f"{write.many!r} answered {len(answers)} results for {len(positions)} items")
+        for position, answer in zip(positions, answers, strict=True):
+            results[position] = answer
+    return results
 
 
 # The short writes request threads make on the hot sending paths (a push's acceptance and its

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, true
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from openmaac.db.base import Base, BigId, JSONType, UTCDateTime, utcnow
@@ -90,7 +90,14 @@ class DirectMessageSend(Base):
     """
 
     __tablename__ = "direct_message_sends"
-    __table_args__ = (Index("ix_direct_message_sends_message_status", "direct_message_id", "status"),)
+    __table_args__ = (
+        Index("ix_direct_message_sends_message_status", "direct_message_id", "status"),
+        # the push sweep's look-up of calls whose caller died (messaging/sending.py): only the
+        # pushes in flight are in it
+        Index("ix_direct_message_sends_pending_pushes", "locked_until",
+              postgresql_where=text("status = 'pending' AND method = 'push'"),
+              sqlite_where=text("status = 'pending' AND method = 'push'")),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     direct_message_id: Mapped[int] = mapped_column(ForeignKey("direct_messages.id", ondelete="CASCADE"))

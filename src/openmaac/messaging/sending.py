@@ -7,9 +7,12 @@ holding its ``X-Line-Retry-Key``, written BEFORE the call; whoever makes the cal
 409 ("already accepted") counts as sent. So LINE executes each call at most once, and every
 call is eventually made.
 
-- push: recorded (message, recipient, send row and a recovery job due after the send's
-  lease), then LINE is called in the request and the outcome answered. Should the process
-  die before recording the outcome, the recovery job finishes it with the same key.
+- push: recorded (message, recipient, send row leased to the request), then LINE is called
+  in the request and the outcome answered. Should the process die before recording the
+  outcome, the push sweep (``SWEEP_KIND``) finds the send whose lease lapsed and queues the
+  message's send job, which finishes it with the same key. A push does not write a recovery
+  job of its own: its acceptance makes sure the sweep job of its moment exists (one per
+  ``SWEEP_BUCKET_SECONDS``, due after the lease of every push accepted in it).
 - enhanced multicast: one shared parameter set, so the message is rendered (and its links
   tracked per message) once, at acceptance, and the LINE call rows are written with the
   request: the job only calls LINE and records the outcome.
@@ -36,7 +39,6 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for_futures
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -66,6 +68,7 @@ from openmaac.db.driver import DriverStatement
 from openmaac.db.engine import get_database, json_dumps
 from openmaac.db.group_commit import REQUEST_WRITES, group_commit
 from openmaac.jobs.models import Job
+from openmaac.jobs.queue import enqueue
 from openmaac.jobs.registry import JobContext, RetryLater, handler
 from openmaac.links import rewrite
 from openmaac.links import service as links
@@ -77,6 +80,9 @@ from openmaac.web.errors import field_errors
 from openmaac.webhooks import service as webhooks
 
 JOB_KIND = "direct_message.send"
+SWEEP_KIND = "direct_message.push_sweep"
+SWEEP_BUCKET_SECONDS = 5  # the pushes accepted within one such span share one sweep job
+SWEEP_BATCH = 500  # lapsed pushes queued per statement of a sweep
 BATCH = 50  # LINE calls claimed (leased) together by a job
 CONCURRENCY = 8  # LINE calls of one job in flight at once
 JOB_LEASE_SECONDS = 15.0  # a running send job's lease; the heartbeat renews it every third of it
@@ -348,49 +354,68 @@ snd AS (
 """ + _pg_send_job_cte(":now") + """
 SELECT dm.id FROM dm""")
 _DROP_RECOVERY = delete(_J).where(_J.c.unique_key == bindparam("key"), _J.c.status == "ready")
+# a push's acceptance makes sure the sweep job of its moment exists (the same SQL on both
+# databases: nothing is written when it does, and a speculative insert costs no row then)
+_ENSURE_SWEEP_SQL = """INSERT INTO jobs (kind, payload, organization_id, run_at, priority, max_attempts, unique_key,
+                  status, attempts, created_at)
+VALUES (:sweep_kind, '{}', NULL, :sweep_at, 100, 10, :sweep_key, 'ready', 0, :now)
+ON CONFLICT (unique_key) DO NOTHING"""
+_ENSURE_SWEEP = text(_ENSURE_SWEEP_SQL).bindparams(bindparam("sweep_at", type_=UTCDateTime()),
+                                                   bindparam("now", type_=UTCDateTime()))
+# the pushes whose caller died: a call still pending after its lease, of a push (by id, from
+# ``after``: a sweep goes through them in order)
+_LAPSED_PUSHES = (select(_S.c.id, _S.c.direct_message_id, _S.c.organization_id)
+                  .where(_S.c.status == "pending", _S.c.method == "push",
+                         _S.c.locked_until < bindparam("now", type_=UTCDateTime()), _S.c.id > bindparam("after"))
+                  .order_by(_S.c.id).limit(SWEEP_BATCH))
 
-# PostgreSQL: an untracked push's acceptance (message, LINE call row, recovery job) and its
-# recording (call, message, recovery job) are each ONE statement of data-modifying CTEs: a
-# round trip each instead of three (what the generic path writes, in the same columns; SQLite
-# has no DML in CTEs and no round trips to save).
-_PG_ACCEPT_PUSH = text("""
-WITH dm AS (
-  INSERT INTO direct_messages (organization_id, category, template_id, event_id, status, tracked, params,
+# PostgreSQL: the untracked pushes of one group-commit batch are accepted (message, LINE call
+# row, and the sweep job of the moment made sure of) in ONE statement of data-modifying CTEs
+# over arrays, one row per push, and their LINE answers recorded (call, message) in one more:
+# two round trips per batch instead of two per push (what the generic path writes, in the same
+# columns; SQLite has no DML in CTEs and no round trips to save). The message ids are drawn
+# first (``v``, materialised once), so the call rows can name their message.
+_PG_ACCEPT_PUSHES = text("""
+WITH v AS MATERIALIZED (
+  SELECT nextval(pg_get_serial_sequence('direct_messages', 'id')) AS dm_id, v.*
+  FROM unnest(CAST(:orgs AS bigint[]), CAST(:templates AS bigint[]), CAST(:params AS text[]),
+              CAST(:retry_keys AS text[]), CAST(:recipients AS text[]), CAST(:tos AS text[]),
+              CAST(:messages AS text[])) WITH ORDINALITY
+       AS v(org, template, params, retry_key, recipients, to_list, messages, ord)),
+dm AS (
+  INSERT INTO direct_messages (id, organization_id, category, template_id, event_id, status, tracked, params,
                                recipient_rows, total_count, fail_count, created_at, updated_at)
-  VALUES (:org, 'push', :template, NULL, 'sending', false, CAST(:params AS jsonb), false, 1, 0, :now, :now)
-  RETURNING id),
+  SELECT dm_id, org, 'push', template, NULL, 'sending', false, CAST(params AS jsonb), false, 1, 0, :now, :now
+  FROM v ORDER BY ord),
 snd AS (
   INSERT INTO direct_message_sends (direct_message_id, organization_id, method, retry_key, recipient_ids, "to",
                                     messages, status, locked_until, created_at)
-  SELECT dm.id, :org, 'push', :retry_key, CAST(:recipients AS jsonb), CAST(:to AS jsonb),
-         CAST(:messages AS jsonb), 'pending', :until, :now FROM dm RETURNING id),
-""" + _pg_send_job_cte(":run_at") + """
-SELECT dm.id, snd.id FROM dm, snd, job""")
-# ... and, when this process needs a fresh batch of the channel's LINE rate slots, the same
-# statement takes it too (line_rate.lease_in_statement): no round trip of its own
-_PG_ACCEPT_PUSH_WITH_RATE = text(_PG_ACCEPT_PUSH.text.replace(
-    "\nSELECT dm.id, snd.id FROM dm, snd, job",
-    f",\nrate AS ({line_rate.PG_TAKE})\nSELECT dm.id, snd.id, rate.next_free, rate.db_now FROM dm, snd, job, rate"))
-_PG_RECORD_PUSH = text("""
-WITH snd AS (
-  UPDATE direct_message_sends SET status = 'done', outcome = :outcome, status_code = :code,
-         response_body = CAST(:body AS jsonb), completed_at = :now, locked_until = NULL
-  WHERE id = :sid AND status = 'pending' RETURNING id),
+  SELECT dm_id, org, 'push', retry_key, CAST(recipients AS jsonb), CAST(to_list AS jsonb),
+         CAST(messages AS jsonb), 'pending', :until, :now FROM v ORDER BY ord RETURNING id, direct_message_id),
+sweep AS (""" + _ENSURE_SWEEP_SQL + """)
+SELECT v.dm_id, snd.id FROM v JOIN snd ON snd.direct_message_id = v.dm_id ORDER BY v.ord""")
+# Record: each call from pending only (its message's send job, queued by the sweep after the
+# lease, may have recorded it first), its message marked sent only with it; the ids of the
+# calls recorded here.
+_PG_RECORD_PUSHES = text("""
+WITH o AS (
+  SELECT * FROM unnest(CAST(:sids AS bigint[]), CAST(:outcomes AS text[]), CAST(:codes AS integer[]),
+                       CAST(:bodies AS text[]), CAST(:dms AS bigint[]), CAST(:failed AS integer[]))
+         AS o(sid, outcome, code, body, dm, failed)),
+snd AS (
+  UPDATE direct_message_sends s SET status = 'done', outcome = o.outcome, status_code = o.code,
+         response_body = CAST(o.body AS jsonb), completed_at = :now, locked_until = NULL
+  FROM o WHERE s.id = o.sid AND s.status = 'pending' RETURNING s.id),
 dm AS (
-  UPDATE direct_messages SET status = 'sent', sent_at = :now, updated_at = :now, total_count = 1,
-         fail_count = :failed
-  WHERE id = :dm AND status <> 'sent' AND EXISTS (SELECT 1 FROM snd) RETURNING id),
-job AS (
-  DELETE FROM jobs WHERE unique_key = :key AND status = 'ready' AND EXISTS (SELECT 1 FROM snd) RETURNING id)
-SELECT (SELECT count(*) FROM snd), """ + webhooks.pg_targets_columns(":announce AND EXISTS (SELECT 1 FROM snd)"))
-# PostgreSQL runs every data-modifying CTE, read or not. A recorded success is announced
-# (message.send): the organisation's webhook targets come with the answer, not in a round
-# trip of their own.
+  UPDATE direct_messages m SET status = 'sent', sent_at = :now, updated_at = :now, total_count = 1,
+         fail_count = o.failed
+  FROM o JOIN snd ON snd.id = o.sid WHERE m.id = o.dm AND m.status <> 'sent' RETURNING m.id)
+SELECT snd.id FROM snd""")
 
 # A push's statements run on the driver's cursor (db/driver.py): the same SQL and conversions
 # without SQLAlchemy's per-statement execution machinery, a large share of a push's CPU.
-_PUSH_ACCEPT_PG = {False: DriverStatement(_PG_ACCEPT_PUSH), True: DriverStatement(_PG_ACCEPT_PUSH_WITH_RATE)}
-_PUSH_RECORD_PG = DriverStatement(_PG_RECORD_PUSH)
+_PUSHES_ACCEPT_PG = DriverStatement(_PG_ACCEPT_PUSHES)
+_PUSHES_RECORD_PG = DriverStatement(_PG_RECORD_PUSHES)
 _PUSH_INSERT_MESSAGE = DriverStatement(_INSERT_MESSAGE)
 _PUSH_INSERT_RECIPIENT = DriverStatement(_INSERT_RECIPIENT)
 _PUSH_INSERT_SEND = DriverStatement(_INSERT_SEND)
@@ -398,7 +423,7 @@ _PUSH_INSERT_JOB = DriverStatement(_INSERT_JOB)
 _PUSH_RECORD_SEND = DriverStatement(_RECORD_SEND)
 _PUSH_RECIPIENT = {True: DriverStatement(_RANGE_SENT), False: DriverStatement(_RANGE_FAILED)}
 _PUSH_MARK_SENT = DriverStatement(_MARK_PUSH_SENT)
-_PUSH_DROP_RECOVERY = DriverStatement(_DROP_RECOVERY)
+_PUSH_ENSURE_SWEEP = DriverStatement(_ENSURE_SWEEP)
 # the send job's statements, run for every message
 _CLAIM_DRIVER = {postgres: DriverStatement(statement) for postgres, statement in _CLAIM.items()}
 _MESSAGE_AND_LINE_DRIVER = {postgres: DriverStatement(statement) for postgres, statement in _MESSAGE_AND_LINE.items()}
@@ -623,7 +648,8 @@ def _accept_push(session: Session, org: OrgContext, template_id: int, event_ref:
                  contact_id: int, params: dict[str, str], rendered: list[dict[str, Any]],
                  line: Line | None) -> tuple[MessageRef, int, str, list[RecipientRef], list[dict[str, Any]]]:
     """Record an accepted push before LINE is called: the message, the LINE call row with its
-    retry key (leased to this caller) and a recovery job, and lease the call's rate slot.
+    retry key (leased to this caller), the sweep job of the moment (``sweep_params``), and
+    lease the call's rate slot.
     ``(message, call id, retry key, the call's recipient refs, messages as sent)``.
 
     An untracked push (no ``event_id``) has no recipient row: like an untracked enhanced
@@ -634,26 +660,12 @@ def _accept_push(session: Session, org: OrgContext, template_id: int, event_ref:
     now = utcnow()
     lease = send_lease()
     messages = rendered
-    recovery = {"kind": JOB_KIND, "organization_id": org.id, "run_at": now + lease + timedelta(seconds=1)}
+    _PUSH_ENSURE_SWEEP.execute(conn, {**sweep_params(now, lease), "now": now})
     if event_ref is None:
         retry_key = new_retry_key()
         refs: list[RecipientRef] = [[0, contact_id]]
-        if conn.dialect.name == "postgresql":
-            slots = (line_rate.lease_in_statement(get_database(), line.channel_id, "push") if line is not None
-                     else nullcontext())
-            with slots as taking:
-                row = _PUSH_ACCEPT_PG[taking is not None].execute(conn, {
-                    "org": org.id, "template": template_id, "now": now, "params": json_dumps(params),
-                    "retry_key": retry_key, "recipients": json_dumps(refs), "to": json_dumps([line_uid]),
-                    "messages": json_dumps(messages), "until": now + lease, "kind": JOB_KIND,
-                    "key_prefix": f"{JOB_KIND}:", "run_at": recovery["run_at"],
-                    **(taking.params if taking is not None else {})}).one()
-                if taking is not None:
-                    taking.taken(row[2], row[3])
-            dm = MessageRef(int(row[0]), org.id, "push", None, recipient_rows=False)
-            return dm, int(row[1]), retry_key, refs, messages  # the rate slot came with it
         dm = _insert_push(conn, org, template_id, None, params, now, recipient_rows=False)
-        send_id = _insert_push_call(conn, dm, refs, line_uid, messages, retry_key, now + lease, now, recovery)
+        send_id = _insert_push_call(conn, dm, refs, line_uid, messages, retry_key, now + lease, now)
     else:
         dm = _insert_push(conn, org, template_id, event_ref, None, now, recipient_rows=True)
         recipient_id = int(_PUSH_INSERT_RECIPIENT.execute(conn, {
@@ -664,7 +676,7 @@ def _accept_push(session: Session, org: OrgContext, template_id: int, event_ref:
         messages = tracker.track(rendered, recipient_id)
         tracker.save()
         retry_key = new_retry_key()
-        send_id = _insert_push_call(conn, dm, refs, line_uid, messages, retry_key, now + lease, now, recovery)
+        send_id = _insert_push_call(conn, dm, refs, line_uid, messages, retry_key, now + lease, now)
     if line is not None:  # the LINE call's rate slot, leased in this transaction
         line_rate.prefetch(conn, get_database(), line.channel_id, "push")
     return dm, send_id, retry_key, refs, messages
@@ -680,56 +692,135 @@ def _insert_push(conn: Any, org: OrgContext, template_id: int, event_ref: int | 
 
 
 def _insert_push_call(conn: Any, dm: MessageRef, refs: list[RecipientRef], line_uid: str,
-                      messages: list[dict[str, Any]], retry_key: str, until: datetime, now: datetime,
-                      recovery: dict[str, Any]) -> int:
-    """The push's LINE call row, and its recovery job: finishes the push should this process
-    die before recording LINE's answer. A plain prebuilt INSERT (what jobs.queue.enqueue
-    writes; its key is new, so there is no conflict to handle); due only after the lease, so
-    the worker needs no wake-up at commit (it looks at least every half second)."""
-    send_id = int(_PUSH_INSERT_SEND.execute(conn, {
+                      messages: list[dict[str, Any]], retry_key: str, until: datetime, now: datetime) -> int:
+    """The push's LINE call row, leased to this caller until ``until`` (a plain prebuilt INSERT)."""
+    return int(_PUSH_INSERT_SEND.execute(conn, {
         "direct_message_id": dm.id, "organization_id": dm.organization_id, "method": "push",
         "retry_key": retry_key, "recipient_ids": refs, "to": [line_uid], "messages": messages,
         "status": "pending", "locked_until": until, "created_at": now}).scalar_one())
-    _PUSH_INSERT_JOB.execute(conn, {
-        **recovery, "payload": {"id": dm.id}, "priority": 100, "max_attempts": 10,
-        "unique_key": f"{JOB_KIND}:{dm.id}", "status": "ready", "attempts": 0, "created_at": now})
-    return send_id
+
+
+def sweep_params(now: datetime, lease: timedelta) -> dict[str, Any]:
+    """The sweep job covering the pushes accepted at ``now`` with ``lease``: one per
+    ``SWEEP_BUCKET_SECONDS`` and lease, due a second after the lease of the last push its span
+    can hold (the worker needs no wake-up at commit: it looks at least every half second)."""
+    start = int(now.timestamp()) // SWEEP_BUCKET_SECONDS * SWEEP_BUCKET_SECONDS
+    end = datetime.fromtimestamp(start + SWEEP_BUCKET_SECONDS, UTC)
+    return {"sweep_kind": SWEEP_KIND, "sweep_key": f"{SWEEP_KIND}:{start}:{lease.total_seconds():g}",
+            "sweep_at": end + lease + timedelta(seconds=1)}
+
+
+@handler(SWEEP_KIND)
+def sweep_lapsed_pushes(_payload: dict[str, Any], _context: JobContext) -> None:
+    """Queue the send job of every push whose call is still pending after its lease (its
+    caller died between acceptance and recording): the job makes the call again with its
+    stored retry key. Pushes already queued are skipped (the job's unique key)."""
+    database = get_database()
+    after = 0
+    while True:
+        with database.write() as session:
+            rows = session.execute(_LAPSED_PUSHES, {"now": utcnow(), "after": after}).all()
+            for _send_id, dm_id, organization_id in rows:
+                enqueue(session, JOB_KIND, {"id": dm_id}, organization_id=organization_id,
+                        unique_key=f"{JOB_KIND}:{dm_id}")
+        if len(rows) < SWEEP_BATCH:
+            return
+        after = rows[-1][0]
 
 
 def _record_push(session: Session, dm: MessageRef, send: Claimed, outcome: Outcome) -> None:
-    """Record a push's one LINE call: the call, its recipient's row if it has one, the message
-    sent, and its recovery job gone (unless that job recorded the call first)."""
+    """Record a push's one LINE call: the call, its recipient's row if it has one, and the
+    message sent (unless its send job, queued by the sweep, recorded the call first)."""
     conn = session.connection()
     success = outcome.outcome == "success"
-    recovery = f"{JOB_KIND}:{dm.id}"
     at = utcnow()
-    if conn.dialect.name == "postgresql" and not dm.recipient_rows:
-        recorded, targets, tz_name = _PUSH_RECORD_PG.execute(conn, {
-            "sid": send.id, "outcome": outcome.outcome, "code": outcome.status_code,
-            "body": None if success or outcome.body is None else json_dumps(outcome.body), "now": at,
-            "dm": dm.id, "failed": 0 if success else 1, "key": recovery, "org": dm.organization_id,
-            "announce": success}).one()
-        if recorded and success:
-            webhooks.remember_targets(session, dm.organization_id, targets, tz_name)
-    else:  # one statement each
-        recorded = _PUSH_RECORD_SEND.execute(conn, {
-            "sid": send.id, "b_outcome": outcome.outcome, "b_code": outcome.status_code,
-            "b_body": None if success else outcome.body, "b_now": at}).rowcount
-        if recorded:
-            if dm.recipient_rows:
-                rid = int(send.recipient_ids[0])  # type: ignore[arg-type]
-                _PUSH_RECIPIENT[success].execute(conn, {"lo": rid, "hi": rid, "b_now": at} if success else
-                                                 {"lo": rid, "hi": rid, "b_response": outcome.failure_text()})
-            _PUSH_MARK_SENT.execute(conn, {"dm": dm.id, "b_now": at, "b_failed": 0 if success else 1})
-            _PUSH_DROP_RECOVERY.execute(conn, {"key": recovery})
-    if recorded and success:  # the message is sent and its recovery job gone: announce it
+    recorded = _PUSH_RECORD_SEND.execute(conn, {
+        "sid": send.id, "b_outcome": outcome.outcome, "b_code": outcome.status_code,
+        "b_body": None if success else outcome.body, "b_now": at}).rowcount
+    if recorded:
+        if dm.recipient_rows:
+            rid = int(send.recipient_ids[0])  # type: ignore[arg-type]
+            _PUSH_RECIPIENT[success].execute(conn, {"lo": rid, "hi": rid, "b_now": at} if success else
+                                             {"lo": rid, "hi": rid, "b_response": outcome.failure_text()})
+        _PUSH_MARK_SENT.execute(conn, {"dm": dm.id, "b_now": at, "b_failed": 0 if success else 1})
+    _after_recording(session, dm, send, outcome, bool(recorded), at)
+
+
+def _after_recording(session: Session, dm: MessageRef, send: Claimed, outcome: Outcome, recorded: bool,
+                     at: datetime) -> None:
+    """What follows a push's recorded answer: ``message.send`` for a recorded success; for a
+    call its send job (queued by the sweep) recorded first, the message finished and a job
+    still waiting gone."""
+    if recorded and outcome.outcome == "success":  # the message is sent: announce it
         ref = send.recipient_ids[0]
         if isinstance(ref, list):  # [mark, contact id]: no recipient row
             notify.sent(session, dm, [], at, contacts=[(send.to[0], ref[1])])
         else:
             notify.sent(session, dm, [int(ref)], at)
-    elif not recorded and finalize(session, dm.id):  # the recovery job recorded it first
-        conn.execute(_DROP_RECOVERY, {"key": recovery})
+    elif not recorded and finalize(session, dm.id):  # its send job recorded it first
+        session.connection().execute(_DROP_RECOVERY, {"key": f"{JOB_KIND}:{dm.id}"})
+
+
+@dataclass(frozen=True)
+class _PushToAccept:
+    """An untracked push to accept on PostgreSQL, with the others of its group-commit batch."""
+
+    org: OrgContext
+    template_id: int
+    line_uid: str
+    contact_id: int
+    params: dict[str, str]
+    messages: list[dict[str, Any]]
+    line: Line | None
+
+
+def _accept_pushes_pg(session: Session, pushes: list[_PushToAccept]) -> list[tuple[MessageRef, int, str]]:
+    """PostgreSQL: the untracked pushes of a batch accepted as ``_accept_push`` accepts one, in
+    one statement (``_PG_ACCEPT_PUSHES``): ``(message, call id, retry key)`` each. The LINE rate
+    slots of their channels are leased in the same transaction (a statement of its own, once
+    every ``line_rate.LEASE_SECONDS`` of slots)."""
+    conn = session.connection()
+    database = get_database()
+    now = utcnow()
+    lease = send_lease()
+    retry_keys = [new_retry_key() for _push in pushes]
+    rows = _PUSHES_ACCEPT_PG.execute(conn, {
+        "orgs": [push.org.id for push in pushes], "templates": [push.template_id for push in pushes],
+        "params": [json_dumps(push.params) for push in pushes], "retry_keys": retry_keys,
+        "recipients": [json_dumps([[0, push.contact_id]]) for push in pushes],
+        "tos": [json_dumps([push.line_uid]) for push in pushes],
+        "messages": [json_dumps(push.messages) for push in pushes],
+        "now": now, "until": now + lease, **sweep_params(now, lease)}).rows
+    for channel_id in dict.fromkeys(push.line.channel_id for push in pushes if push.line is not None):
+        line_rate.prefetch(conn, database, channel_id, "push")
+    return [(MessageRef(int(dm_id), push.org.id, "push", None, recipient_rows=False), int(send_id), retry_key)
+            for push, (dm_id, send_id), retry_key in zip(pushes, rows, retry_keys, strict=True)]
+
+
+@dataclass(frozen=True)
+class _PushAnswer:
+    """An untracked push's LINE answer to record on PostgreSQL, with the others of its batch."""
+
+    dm: MessageRef
+    send: Claimed
+    outcome: Outcome
+
+
+def _record_pushes_pg(session: Session, answers: list[_PushAnswer]) -> list[None]:
+    """PostgreSQL: the answers of a batch's untracked pushes recorded as ``_record_push``
+    records one, in one statement (``_PG_RECORD_PUSHES``), then each one's aftermath."""
+    at = utcnow()
+    bodies = [None if answer.outcome.outcome == "success" or answer.outcome.body is None
+              else json_dumps(answer.outcome.body) for answer in answers]
+    recorded = {int(row[0]) for row in _PUSHES_RECORD_PG.execute(session.connection(), {
+        "sids": [answer.send.id for answer in answers], "outcomes": [answer.outcome.outcome for answer in answers],
+        "codes": [answer.outcome.status_code for answer in answers], "bodies": bodies,
+        "dms": [answer.dm.id for answer in answers],
+        "failed": [0 if answer.outcome.outcome == "success" else 1 for answer in answers],
+        "now": at}).rows}
+    for answer in answers:
+        _after_recording(session, answer.dm, answer.send, answer.outcome, answer.send.id in recorded, at)
+    return [None] * len(answers)
 
 
 def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str, Any]) -> dict[str, Any]:
@@ -754,17 +845,28 @@ def push(org: OrgContext, template_id: int, event_id: int | None, data: dict[str
     if errors:
         raise field_errors({"data": errors})
     assert contact is not None and line_uid is not None
-    accepted = group_commit(database, REQUEST_WRITES).run(
-        lambda session: _accept_push(session, org, template.id, event_ref, line_uid, contact[0], params, rendered,
-                                     line))
-    dm, send_id, retry_key, refs, messages = accepted
+    writes = group_commit(database, REQUEST_WRITES)
+    # on PostgreSQL an untracked push is accepted and recorded as one of its batch's set
+    together = event_ref is None and not database.is_sqlite
+    if together:
+        dm, send_id, retry_key = writes.run_batched(
+            _accept_pushes_pg, _PushToAccept(org, template.id, line_uid, contact[0], params, rendered, line))
+        refs: list[RecipientRef] = [[0, contact[0]]]
+        messages = rendered
+    else:
+        dm, send_id, retry_key, refs, messages = writes.run(
+            lambda session: _accept_push(session, org, template.id, event_ref, line_uid, contact[0], params,
+                                         rendered, line))
     if line is None:
         outcome = Outcome("error")
     else:
         outcome = call_line(line.client(), "push", [line_uid], messages, retry_key)
     send = Claimed(send_id, "push", [line_uid], messages, retry_key, refs)
     # recorded together with the other pushes answered meanwhile (one transaction for all)
-    group_commit(database, REQUEST_WRITES).run(lambda session: _record_push(session, dm, send, outcome))
+    if together:
+        writes.run_batched(_record_pushes_pg, _PushAnswer(dm, send, outcome))
+    else:
+        writes.run(lambda session: _record_push(session, dm, send, outcome))
     return {"id": dm.id, "event_id": event_ref, "event": event_name, "result": outcome.push_result()}
 
 
