@@ -704,10 +704,19 @@ def sweep_params(now: datetime, lease: timedelta) -> dict[str, Any]:
     """The sweep job covering the pushes accepted at ``now`` with ``lease``: one per
     ``SWEEP_BUCKET_SECONDS`` and lease, due a second after the lease of the last push its span
     can hold (the worker needs no wake-up at commit: it looks at least every half second)."""
+    global _last_sweep
     start = int(now.timestamp()) // SWEEP_BUCKET_SECONDS * SWEEP_BUCKET_SECONDS
+    last = _last_sweep
+    if last[0] == start and last[1] == lease:
+        return last[2]  # the same span's (a few thousand pushes share it)
     end = datetime.fromtimestamp(start + SWEEP_BUCKET_SECONDS, UTC)
-    return {"sweep_kind": SWEEP_KIND, "sweep_key": f"{SWEEP_KIND}:{start}:{lease.total_seconds():g}",
-            "sweep_at": end + lease + timedelta(seconds=1)}
+    params = {"sweep_kind": SWEEP_KIND, "sweep_key": f"{SWEEP_KIND}:{start}:{lease.total_seconds():g}",
+              "sweep_at": end + lease + timedelta(seconds=1)}
+    _last_sweep = (start, lease, params)
+    return params
+
+
+_last_sweep: tuple[int, timedelta, dict[str, Any]] = (-1, timedelta(0), {})
 
 
 @handler(SWEEP_KIND)
