@@ -521,3 +521,33 @@ def test_prefetch_never_waits_for_a_lease_held_by_a_caller_waiting_for_the_datab
         thread.join(10)
     finally:
         own.dispose()
+
+
+def test_leases_for_many_channels_are_taken_by_one_statement(database: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``leases_in_statement``: the channels this process holds no fresh slot for are leased by
+    the caller's one ``PG_TAKE_MANY`` statement; a channel with a fresh lease is left out, and
+    the slots taken are handed out by ``acquire`` with no lease of its own."""
+    if database.is_sqlite:
+        pytest.skip("PostgreSQL only: the statement takes the slots of an array of channels")
+    from sqlalchemy import text
+
+    fresh, stale, other = (f"many-{name}-{secrets.token_hex(4)}" for name in ("fresh", "stale", "other"))
+    # a lease of its own, fresh for a while: the second (a first one on an idle bucket starts
+    # TOLERANCE in the past, which lease_in_statement already counts as stale)
+    line_rate.acquire(database, fresh, "push", cost=50)
+    line_rate.acquire(database, fresh, "push")
+    with database.write() as session:
+        conn = session.connection()
+        with line_rate.leases_in_statement(database, [stale, fresh, other, stale], "push") as (takings, params):
+            assert sorted(takings) == sorted([stale, other]) and params["channels"] == sorted([stale, other])
+            rows = conn.execute(text(line_rate.PG_TAKE_MANY), params).all()
+            assert sorted(row[0] for row in rows) == sorted([stale, other])
+            for channel_id, next_free, db_now in rows:
+                takings[channel_id].taken(next_free, db_now)
+
+    def no_lease(*_args: Any, **_kwargs: Any) -> float:
+        raise AssertionError("acquire leased again")
+
+    monkeypatch.setattr(line_rate, "_lease", no_lease)
+    for channel_id in (stale, other, fresh):
+        assert line_rate.acquire(database, channel_id, "push") <= time.time() + 0.05

@@ -32,8 +32,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,6 +138,17 @@ _PG_TAKE_ROW = "VALUES (:c, :e, EXTRACT(EPOCH FROM clock_timestamp())::float8 - 
 assert _PG_TAKE_ROW in PG_TAKE
 
 
+# The same for many channels at once (``:channels``, a text array of distinct ids, sorted so
+# that concurrent statements lock their rows in one order): one row back per channel.
+PG_TAKE_MANY = (
+    "INSERT INTO line_rate_buckets (channel_id, endpoint, next_free) "
+    "SELECT c, :e, EXTRACT(EPOCH FROM clock_timestamp())::float8 - :tol + :span "
+    "FROM unnest(CAST(:channels AS text[])) AS c "
+    "ON CONFLICT (channel_id, endpoint) DO UPDATE SET next_free = GREATEST(line_rate_buckets.next_free, "
+    "EXTRACT(EPOCH FROM clock_timestamp())::float8 - :tol) + :span "
+    "RETURNING channel_id, next_free, EXTRACT(EPOCH FROM clock_timestamp())::float8 AS db_now")
+
+
 def pg_take_if(exists: str) -> str:
     """``PG_TAKE`` for a caller's data-modifying CTE that takes the slots only when the query
     ``exists`` finds a row (say, only when the caller's own insert happened): no row back otherwise."""
@@ -222,6 +233,23 @@ def lease_in_statement(database: Database, channel_id: str, endpoint: str, *, ra
             lease.interval = interval
     finally:
         lock.release()
+
+
+@contextmanager
+def leases_in_statement(database: Database, channel_ids: Iterable[str],
+                        endpoint: str) -> Iterator[tuple[dict[str, StatementLease], dict[str, Any]]]:
+    """:func:`lease_in_statement` for many channels at once, for a caller's statement that takes
+    them with ``PG_TAKE_MANY``: yields the leases to take by channel and the statement's bind
+    values (``:channels``, ``:e``, ``:span``, ``:tol``); the caller hands each returned row to its
+    channel's ``taken``. Never waits (as ``lease_in_statement``)."""
+    with ExitStack() as stack:
+        takings: dict[str, StatementLease] = {}
+        for channel_id in sorted(set(channel_ids)):
+            taking = stack.enter_context(lease_in_statement(database, channel_id, endpoint))
+            if taking is not None:
+                takings[channel_id] = taking
+        span = next(iter(takings.values())).params["span"] if takings else 0.0
+        yield takings, {"channels": list(takings), "e": endpoint, "span": span, "tol": TOLERANCE}
 
 
 def prefetch(conn: Any, database: Database, channel_id: str, endpoint: str, *, rate: float | None = None,

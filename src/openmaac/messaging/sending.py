@@ -392,8 +392,15 @@ snd AS (
                                     messages, status, locked_until, created_at)
   SELECT dm_id, org, 'push', retry_key, CAST(recipients AS jsonb), CAST(to_list AS jsonb),
          CAST(messages AS jsonb), 'pending', :until, :now FROM v ORDER BY ord RETURNING id, direct_message_id),
-sweep AS (""" + _ENSURE_SWEEP_SQL + """)
-SELECT v.dm_id, snd.id FROM v JOIN snd ON snd.direct_message_id = v.dm_id ORDER BY v.ord""")
+sweep AS (""" + _ENSURE_SWEEP_SQL + """),
+rate AS (""" + line_rate.PG_TAKE_MANY + """)
+SELECT 0, v.ord, v.dm_id, snd.id, NULL, NULL, NULL FROM v JOIN snd ON snd.direct_message_id = v.dm_id
+UNION ALL
+SELECT 1, 0, NULL, NULL, rate.channel_id, rate.next_free, rate.db_now FROM rate
+ORDER BY 1, 2""")
+# ... with the LINE rate slots of the channels whose lease in this process ran out
+# (line_rate.leases_in_statement): a row each after the pushes' (24 organisations pushing at
+# once took a fresh lease nearly every push, in a round trip of its own per channel)
 # Record: each call from pending only (its message's send job, queued by the sweep after the
 # lease, may have recorded it first), its message marked sent only with it; the ids of the
 # calls recorded here.
@@ -785,25 +792,26 @@ class _PushToAccept:
 
 def _accept_pushes_pg(session: Session, pushes: list[_PushToAccept]) -> list[tuple[MessageRef, int, str]]:
     """PostgreSQL: the untracked pushes of a batch accepted as ``_accept_push`` accepts one, in
-    one statement (``_PG_ACCEPT_PUSHES``): ``(message, call id, retry key)`` each. The LINE rate
-    slots of their channels are leased in the same transaction (a statement of its own, once
-    every ``line_rate.LEASE_SECONDS`` of slots)."""
+    one statement (``_PG_ACCEPT_PUSHES``) that also leases the LINE rate slots of their channels
+    where this process needs them: ``(message, call id, retry key)`` each."""
     conn = session.connection()
     database = get_database()
     now = utcnow()
     lease = send_lease()
     retry_keys = [new_retry_key() for _push in pushes]
-    rows = _PUSHES_ACCEPT_PG.execute(conn, {
-        "orgs": [push.org.id for push in pushes], "templates": [push.template_id for push in pushes],
-        "params": [json_dumps(push.params) for push in pushes], "retry_keys": retry_keys,
-        "recipients": [json_dumps([[0, push.contact_id]]) for push in pushes],
-        "tos": [json_dumps([push.line_uid]) for push in pushes],
-        "messages": [json_dumps(push.messages) for push in pushes],
-        "now": now, "until": now + lease, **sweep_params(now, lease)}).rows
-    for channel_id in dict.fromkeys(push.line.channel_id for push in pushes if push.line is not None):
-        line_rate.prefetch(conn, database, channel_id, "push")
-    return [(MessageRef(int(dm_id), push.org.id, "push", None, recipient_rows=False), int(send_id), retry_key)
-            for push, (dm_id, send_id), retry_key in zip(pushes, rows, retry_keys, strict=True)]
+    channels = (push.line.channel_id for push in pushes if push.line is not None)
+    with line_rate.leases_in_statement(database, channels, "push") as (takings, rate_params):
+        rows = _PUSHES_ACCEPT_PG.execute(conn, {
+            "orgs": [push.org.id for push in pushes], "templates": [push.template_id for push in pushes],
+            "params": [json_dumps(push.params) for push in pushes], "retry_keys": retry_keys,
+            "recipients": [json_dumps([[0, push.contact_id]]) for push in pushes],
+            "tos": [json_dumps([push.line_uid]) for push in pushes],
+            "messages": [json_dumps(push.messages) for push in pushes],
+            "now": now, "until": now + lease, **sweep_params(now, lease), **rate_params}).rows
+        for _part, _ord, _dm, _send, channel_id, next_free, db_now in rows[len(pushes):]:
+            takings[channel_id].taken(next_free, db_now)
+    return [(MessageRef(int(row[2]), push.org.id, "push", None, recipient_rows=False), int(row[3]), retry_key)
+            for push, row, retry_key in zip(pushes, rows[:len(pushes)], retry_keys, strict=True)]
 
 
 @dataclass(frozen=True)
