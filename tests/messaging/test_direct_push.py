@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import httpx
 import pytest
 
 from conftest import SIMULATOR_URL
-from helpers import create_event, create_template, inbox, seed_contacts, simulated_friend, simulated_friends
+from helpers import (
+    CallbackReceiver,
+    ServedApp,
+    create_event,
+    create_template,
+    inbox,
+    seed_contacts,
+    simulated_friend,
+    simulated_friends,
+    wait_for,
+)
 
 TEXT = [{"type": "text", "text": "Hi {{contact.line_display_name}}, your {{item}} is waiting"}]
 
@@ -156,6 +167,11 @@ def test_pushes_accepted_and_recorded_together_each_get_their_own_message(tenant
 
     other = make_tenant()
     friends = {t.id: simulated_friends(t, 6) for t in (tenant, other)}
+    receiver = CallbackReceiver()  # the first organisation announces its sends (message.send)
+    served = ServedApp(receiver.app)
+    hooked = tenant.client.post(tenant.api("webhook/"), json={"url": served.url + "/cdh", "topics": ["message.send"],
+                                                                "style": "cdh"})
+    assert hooked.status_code == 201, hooked.text
     templates = {t.id: create_template(tenant if t is tenant else other, TEXT)["id"] for t in (tenant, other)}
     monkeypatch.setenv("OPENMAAC_LINE_MAX_ATTEMPTS", "1")  # a 429 is answered, not retried
     faults(kind="quota", endpoint="push", channel_id=other.channel_id, count=2)  # two of its pushes refused
@@ -194,7 +210,11 @@ def test_pushes_accepted_and_recorded_together_each_get_their_own_message(tenant
     with database.read() as session:
         left = session.scalar(select(func.count()).select_from(Job).where(
             Job.unique_key.in_([f"{sending.JOB_KIND}:{body['id']}" for body in bodies])))
-    assert left == 0  # each recovery job went with its recorded answer
+    assert left == 0  # a push writes no recovery job (the sweep of its moment covers it)
+    announced = wait_for(lambda: len(receiver.at("/cdh")) >= 6 and receiver.at("/cdh"), timeout=30)
+    assert sorted(json.loads(r["body"])["data"]["direct_message_id"] for r in announced) == sorted(
+        body["id"] for (t, _uid, _item), body in zip(jobs, bodies, strict=True) if t is tenant)
+    served.stop()
     if database.is_sqlite:
         assert sizes == {"accept": [], "record": []}  # SQLite writes one push at a time
     else:

@@ -417,7 +417,11 @@ dm AS (
   UPDATE direct_messages m SET status = 'sent', sent_at = :now, updated_at = :now, total_count = 1,
          fail_count = o.failed
   FROM o JOIN snd ON snd.id = o.sid WHERE m.id = o.dm AND m.status <> 'sent' RETURNING m.id)
-SELECT snd.id FROM snd""")
+SELECT 0, snd.id, NULL::bigint, NULL::json, NULL::text FROM snd
+UNION ALL
+SELECT 1, NULL, r.* FROM (""" + webhooks.pg_targets_rows(":announcing") + """) r""")
+# ... and the webhook targets of the organisations with a success to announce (message.send),
+# a row each after the calls': not a round trip per organisation of their own
 
 # A push's statements run on the driver's cursor (db/driver.py): the same SQL and conversions
 # without SQLAlchemy's per-statement execution machinery, a large share of a push's CPU.
@@ -829,12 +833,16 @@ def _record_pushes_pg(session: Session, answers: list[_PushAnswer]) -> list[None
     at = utcnow()
     bodies = [None if answer.outcome.outcome == "success" or answer.outcome.body is None
               else json_dumps(answer.outcome.body) for answer in answers]
-    recorded = {int(row[0]) for row in _PUSHES_RECORD_PG.execute(session.connection(), {
+    rows = _PUSHES_RECORD_PG.execute(session.connection(), {
         "sids": [answer.send.id for answer in answers], "outcomes": [answer.outcome.outcome for answer in answers],
         "codes": [answer.outcome.status_code for answer in answers], "bodies": bodies,
         "dms": [answer.dm.id for answer in answers],
         "failed": [0 if answer.outcome.outcome == "success" else 1 for answer in answers],
-        "now": at}).rows}
+        "announcing": sorted({answer.dm.organization_id for answer in answers if answer.outcome.outcome == "success"}),
+        "now": at}).rows
+    recorded = {int(row[1]) for row in rows if row[0] == 0}
+    for _part, _sid, organization_id, targets, tz_name in (row for row in rows if row[0] == 1):
+        webhooks.remember_targets(session, int(organization_id), targets, tz_name)
     for answer in answers:
         _after_recording(session, answer.dm, answer.send, answer.outcome, answer.send.id in recorded, at)
     return [None] * len(answers)

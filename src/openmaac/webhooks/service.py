@@ -320,11 +320,19 @@ _TIMEZONE = DriverStatement(select(Organization.__table__.c.timezone)
 # ``[id, style, topics]`` (NULL when none; share-locked as ``_targets``' rows are) and the
 # organisation's time zone. ``:org`` is the organisation; ``condition`` (SQL) whether to read
 # them at all. Hand both columns to ``remember_targets``.
-def pg_targets_columns(condition: str = "TRUE") -> str:
+def pg_targets_columns(condition: str = "TRUE", organization: str = ":org") -> str:
     return f"""(SELECT json_agg(json_build_array(e.id, e.style, e.topics) ORDER BY e.id) FROM (
     SELECT id, style, topics FROM webhook_endpoints
-    WHERE organization_id = :org AND is_active AND ({condition}) FOR SHARE) e),
-  (SELECT timezone FROM organizations WHERE id = :org)"""
+    WHERE organization_id = {organization} AND is_active AND ({condition}) FOR SHARE) e),
+  (SELECT timezone FROM organizations WHERE id = {organization})"""
+
+
+def pg_targets_rows(organizations: str) -> str:
+    """``pg_targets_columns`` for many organisations: a query of one row each, ``(organisation,
+    targets, time zone)``, for the ids in the bigint array ``organizations`` (SQL, e.g. a bound
+    parameter's name)."""
+    return (f"SELECT t.org, {pg_targets_columns(organization='t.org')} "
+            f"FROM (SELECT DISTINCT unnest(CAST({organizations} AS bigint[])) AS org) t")
 
 
 def remember_targets(session: Session, organization_id: int, targets: list[list[Any]] | None,
