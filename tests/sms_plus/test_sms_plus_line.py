@@ -289,3 +289,55 @@ def test_a_join_text_waiting_for_the_link_lock_sees_the_binding_made_meanwhile(t
         assert session.scalar(select(PnpJoinLink.bound_line_uid).where(PnpJoinLink.code == code)) == first
         assert session.scalar(select(Contact.mobile).where(Contact.organization_id == tenant.id,
                                                            Contact.line_uid == second)) is None
+
+
+def test_pnp_answers_recorded_together_each_move_their_own_message(tenant: Any, base_url: str, database: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Concurrent SMS+ pushes: on PostgreSQL their PNP answers are recorded as a set of a
+    group-commit batch (one statement); each message still moves on by its own answer (a
+    delivered PNP, a failed one falling back to SMS), with its points and safety net."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import func, select
+
+    from openmaac.jobs.models import Job
+    from openmaac.sms_plus import engine
+    from openmaac.sms_plus import push as sms_push
+
+    reached = [f"+88691300{n:04d}" for n in range(21, 27)]
+    unreached = ["+886913000031", "+886913000032"]  # no LINE user: PNP answers 422, SMS follows
+    for phone in reached:
+        user(base_url, tenant, phone)
+    waiting = setting(tenant, fallback_period=40000)  # the reached: no SMS before their delivery
+    quick = setting(tenant)  # the unreached: the SMS right after the PNP's failure
+    scenarios = {phone: (quick if phone in unreached else waiting)["id"] for phone in reached + unreached}
+    sizes: list[int] = []
+    original = sms_push._record_many_pg
+
+    def noted(session: Any, answers: list[Any]) -> list[None]:
+        if not sizes:
+            threading.Event().wait(0.3)  # the first batch holds the leader: the other answers queue
+        sizes.append(len(answers))
+        return original(session, answers)
+
+    monkeypatch.setattr(sms_push, "_record_many_pg", noted)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = dict(zip(reached + unreached, pool.map(lambda phone: push(tenant, scenarios[phone], phone),
+                                                          reached + unreached), strict=True))
+    for phone in reached:
+        assert results[phone]["result"] == "success"
+        wait_status(tenant, scenarios[phone], results[phone]["id"], "pnp_delivered")
+    for phone in unreached:
+        assert results[phone]["result"] == "failed to send messages"
+        assert wait_status(tenant, scenarios[phone], results[phone]["id"],
+                           "sms_delivered")["pnp_status"] == "pnp_failed"
+    # two top-ups of 10; the delivered PNPs' holds released, the two SMS charged
+    wait_for(lambda: tenant.client.get(tenant.api("pnp/points/")).json()["balance"] == 20 - len(unreached))
+    with database.read() as session:  # no safety net left behind
+        assert session.scalar(select(func.count()).select_from(Job).where(Job.unique_key.in_(
+            [f"{engine.DISPATCH}:{results[phone]['id']}" for phone in results]))) == 0
+    if database.is_sqlite:
+        assert sizes == []  # SQLite records one answer at a time
+    else:
+        assert sum(sizes) == len(results) and max(sizes) > 1

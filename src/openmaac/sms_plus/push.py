@@ -96,6 +96,15 @@ msg AS (UPDATE pnp_messages SET status = :b_status, pnp_status = :b_status, upda
         WHERE id = :b_id AND pnp_status = '{svc.PNP_PREPARING}' RETURNING *)
 SELECT {", ".join(f"msg.{column.name}" for column in _M.c)} FROM msg""").bindparams(
     bindparam("b_now", type_=UTCDateTime())).columns(*_M.c))
+# ... and for the PNP answers of a group-commit batch at once (``_record_many_pg``): the safety
+# nets by their keys (the unique index), each message from pnp_preparing only, the rows as updated
+_PG_ANSWERS = DriverStatement(text(f"""
+WITH o AS (SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[])) AS o(id, status)),
+job AS (DELETE FROM jobs WHERE unique_key = ANY(CAST(:keys AS text[])) AND status = 'ready' RETURNING id),
+msg AS (UPDATE pnp_messages m SET status = o.status, pnp_status = o.status, updated_at = :b_now FROM o
+        WHERE m.id = o.id AND m.pnp_status = '{svc.PNP_PREPARING}' RETURNING m.*)
+SELECT {", ".join(f"msg.{column.name}" for column in _M.c)} FROM msg ORDER BY msg.id""").bindparams(
+    bindparam("b_now", type_=UTCDateTime())).columns(*_M.c))
 
 
 @functools.cache
@@ -277,8 +286,12 @@ def _pnp(message: PnpMessageRow, setting: PnpSetting, base_url: str, token: str,
                                {"X-Line-Delivery-Tag": tag}, "pnp_push", channel_id, to=message.phone_hash,
                                messages=pnp_messages, delivery_tag=tag)
     status = svc.PNP_ACCEPTED if outcome.ok else svc.PNP_FAILED
-    group_commit(get_database(), REQUEST_WRITES).run(
-        lambda session: _record(session, message.id, setting, status))
+    database = get_database()
+    writes = group_commit(database, REQUEST_WRITES)
+    if database.is_sqlite:
+        writes.run(lambda session: _record(session, message.id, setting, status))
+    else:  # recorded with the other answers of its batch, in one statement
+        writes.run_batched(_record_many_pg, (message.id, setting, status))
     return engine.result_of(outcome)
 
 
@@ -294,9 +307,33 @@ def _record(session: Session, message_id: int, setting: PnpSetting, status: str)
         row = _ANSWER.execute(conn, {name: value for name, value in params.items() if name != "key"}).first()
     if row is None:
         return  # moved on meanwhile: nothing to record (as the general path)
-    message = PnpMessageRow(*row)  # the row as updated (a plain object)
-    engine.emit_status(session, setting, [message])
-    if engine.nothing_left(message, setting):
-        engine.finish_many(session, [message])  # ended here (its points and timers; written by statement)
-        return
-    engine.wake_overdue_fallback(session, message)
+    _after_answer(session, [(PnpMessageRow(*row), setting)])  # the row as updated (a plain object)
+
+
+def _record_many_pg(session: Session, answers: list[tuple[int, PnpSetting, str]]) -> list[None]:
+    """PostgreSQL: the PNP answers ``(message id, scenario, status)`` of a batch recorded as
+    ``_record`` records one, with one statement for all (``_PG_ANSWERS``)."""
+    settings = {message_id: setting for message_id, setting, _status in answers}
+    rows = _PG_ANSWERS.execute(session.connection(), {
+        "ids": [message_id for message_id, _setting, _status in answers],
+        "statuses": [status for _message_id, _setting, status in answers],
+        "keys": [f"{engine.DISPATCH}:{message_id}" for message_id, _setting, _status in answers],
+        "b_now": utcnow()}).rows
+    _after_answer(session, [(message, settings[message.id]) for message in (PnpMessageRow(*row) for row in rows)])
+    return [None] * len(answers)
+
+
+def _after_answer(session: Session, recorded: list[tuple[PnpMessageRow, PnpSetting]]) -> None:
+    """What the state machine does after the PNP answers ``recorded`` (messages as updated, with
+    their scenarios): their events, then each one's end, or its fallback timer woken if due."""
+    by_setting: dict[int, tuple[PnpSetting, list[PnpMessageRow]]] = {}
+    for message, setting in recorded:
+        by_setting.setdefault(setting.id, (setting, []))[1].append(message)
+    for setting, messages in by_setting.values():
+        engine.emit_status(session, setting, messages)
+    ended = [message for message, setting in recorded if engine.nothing_left(message, setting)]
+    if ended:
+        engine.finish_many(session, ended)  # ended here (their points and timers; written by statement)
+    for message, setting in recorded:
+        if not engine.nothing_left(message, setting):
+            engine.wake_overdue_fallback(session, message)
