@@ -341,3 +341,60 @@ def test_pnp_answers_recorded_together_each_move_their_own_message(tenant: Any, 
         assert sizes == []  # SQLite records one answer at a time
     else:
         assert sum(sizes) == len(results) and max(sizes) > 1
+
+
+def test_pushes_accepted_together_hold_points_first_come_first_served(tenant: Any, base_url: str, database: Any,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL the pushes of a group-commit batch are accepted by one statement, which
+    debits an organisation's balance once for all of its holds, only when it covers them all.
+    When it does not, each push is accepted alone, in order: the points go first come, first
+    served, the refused pushes write nothing, and the ledger reads as one hold after another."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import text
+
+    from openmaac.sms_plus import push as sms_push
+
+    phones = [f"+88691300{n:04d}" for n in range(41, 46)]
+    for phone in phones:
+        user(base_url, tenant, phone)
+    scenario = setting(tenant, fallback_period=40000)  # tops up 10 points
+    with database.write() as session:  # 3 points left: five pushes of one segment each
+        session.execute(text("UPDATE sms_point_balances SET balance = 3 WHERE organization_id = :org"),
+                        {"org": tenant.id})
+    sizes: list[int] = []
+    original = sms_push._accept_pnp_many_pg
+
+    def noted(session: Any, pushes: list[Any]) -> list[Any]:
+        if not sizes:
+            threading.Event().wait(0.3)  # the first batch holds the leader: the other pushes queue
+        sizes.append(len(pushes))
+        return original(session, pushes)
+
+    monkeypatch.setattr(sms_push, "_accept_pnp_many_pg", noted)
+
+    def send(phone: str) -> httpx.Response:
+        body = {"pnp_setting_id": scenario["id"], "data": {"phone_number": phone, "pnp": {"order_number": "A1"},
+                                                             "sms": {"order_number": "A1"}}}
+        return tenant.client.post(tenant.api("pnp/message/push/"), json=body)
+
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        answers = list(pool.map(send, phones))
+    accepted = [answer.json()["id"] for answer in answers if answer.status_code == 200]
+    refused = [(answer.status_code, answer.text) for answer in answers if answer.status_code != 200]
+    assert len(accepted) == 3 and refused == [(400, "your SMS points are insufficient, please recharge before "
+                                                     "sending")] * 2
+    with database.lookup() as conn:
+        holds = conn.execute(text("SELECT amount, balance_after FROM sms_point_entries WHERE organization_id = :org "
+                                  "AND kind = 'hold' ORDER BY id"), {"org": tenant.id}).all()
+        written = conn.execute(text("SELECT count(*) FROM pnp_messages WHERE organization_id = :org"),
+                               {"org": tenant.id}).scalar_one()
+    assert [tuple(hold) for hold in holds] == [(-1, 2), (-1, 1), (-1, 0)] and written == 3
+    for message_id in accepted:
+        wait_status(tenant, scenario["id"], message_id, "pnp_delivered")
+    wait_for(lambda: tenant.client.get(tenant.api("pnp/points/")).json()["balance"] == 3)  # the holds released
+    if database.is_sqlite:
+        assert sizes == []
+    else:
+        assert sum(sizes) == 5 and max(sizes) > 1

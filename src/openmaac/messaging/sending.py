@@ -671,9 +671,9 @@ def _accept_push(session: Session, org: OrgContext, template_id: int, event_ref:
     now = utcnow()
     lease = send_lease()
     messages = rendered
+    retry_key = new_retry_key()
     _PUSH_ENSURE_SWEEP.execute(conn, {**sweep_params(now, lease), "now": now})
     if event_ref is None:
-        retry_key = new_retry_key()
         refs: list[RecipientRef] = [[0, contact_id]]
         dm = _insert_push(conn, org, template_id, None, params, now, recipient_rows=False)
         send_id = _insert_push_call(conn, dm, refs, line_uid, messages, retry_key, now + lease, now)
@@ -686,7 +686,6 @@ def _accept_push(session: Session, org: OrgContext, template_id: int, event_ref:
         tracker = links.Tracker(session, dm, links.get_setting(session, org.id))  # type: ignore[arg-type]
         messages = tracker.track(rendered, recipient_id)
         tracker.save()
-        retry_key = new_retry_key()
         send_id = _insert_push_call(conn, dm, refs, line_uid, messages, retry_key, now + lease, now)
     if line is not None:  # the LINE call's rate slot, leased in this transaction
         line_rate.prefetch(conn, get_database(), line.channel_id, "push")

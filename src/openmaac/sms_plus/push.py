@@ -26,6 +26,7 @@ general way, ``engine.run_line_steps``, with the same effects.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -147,6 +148,57 @@ job AS (
 {answer}"""))
 
 
+@functools.cache
+def _pg_accept_many() -> DriverStatement:
+    """PostgreSQL: the PNP-first pushes of a group-commit batch accepted together, in ONE
+    statement (``_accept_pnp_many_pg``): the messages (``:rows``, JSON objects of their columns
+    and ``amount``, their points to hold), with their ids drawn first; per organisation ONE
+    balance debit of all its holds, made only when the balance covers them all, and a ledger row
+    per hold with the balance after it, in order; the messages of the organisations debited (or
+    with nothing to hold), their safety-net and fallback jobs; and the LINE rate slots of the
+    channels this process needs (``line_rate.leases_in_statement``). One row per message
+    accepted (its place in ``:rows`` and id), then one per channel leased. A message of an
+    organisation whose balance did not cover the batch's holds is not written: its caller
+    accepts it alone, as before."""
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()
+    names = [name for name in _MESSAGE_COLUMNS if name in _ACCEPTED_COLUMNS]
+    record = ", ".join(f"{name} {_M.c[name].type.compile(dialect=dialect)}" for name in names)
+    columns = ", ".join(names)
+    return DriverStatement(text(f"""
+WITH v AS MATERIALIZED (
+  SELECT nextval(pg_get_serial_sequence('pnp_messages', 'id')) AS id, v.*
+  FROM ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) AS ({record}, amount integer))
+       WITH ORDINALITY AS v({columns}, amount, ord)),
+need AS (SELECT organization_id AS org, sum(amount) AS total FROM v GROUP BY organization_id),
+bal AS (
+  UPDATE sms_point_balances b SET balance = b.balance - need.total, updated_at = :now FROM need
+  WHERE b.organization_id = need.org AND need.total > 0 AND b.balance >= need.total
+  RETURNING b.organization_id AS org, b.balance + need.total AS before),
+ok AS MATERIALIZED (
+  SELECT v.*, bal.before - sum(v.amount) OVER (PARTITION BY v.organization_id ORDER BY v.ord) AS balance_after
+  FROM v LEFT JOIN bal ON bal.org = v.organization_id
+  WHERE bal.org IS NOT NULL OR v.organization_id IN (SELECT org FROM need WHERE total = 0)),
+ent AS (
+  INSERT INTO sms_point_entries (organization_id, kind, amount, balance_after, pnp_message_id, note, created_at)
+  SELECT organization_id, 'hold', -amount, balance_after, NULL, :note, :now FROM ok WHERE amount > 0 ORDER BY ord),
+msg AS (INSERT INTO pnp_messages (id, {columns}) SELECT id, {columns} FROM ok ORDER BY ord),
+job AS (
+  INSERT INTO jobs (kind, payload, organization_id, run_at, priority, max_attempts, unique_key, status, attempts,
+                    created_at)
+  SELECT '{engine.DISPATCH}', jsonb_build_object('message_id', id), organization_id, :dispatch_at, 100, 10,
+         '{engine.DISPATCH}:' || id, 'ready', 0, :now FROM ok
+  UNION ALL
+  SELECT '{engine.FALLBACK}', jsonb_build_object('message_id', id), organization_id, fallback_at, 100, 10,
+         '{engine.FALLBACK}:' || id, 'ready', 0, :now FROM ok),
+rate AS ({line_rate.PG_TAKE_MANY})
+SELECT 0, ok.ord, ok.id, NULL, NULL, NULL FROM ok
+UNION ALL
+SELECT 1, 0, NULL, rate.channel_id, rate.next_free, rate.db_now FROM rate
+ORDER BY 1, 2""").bindparams(bindparam("now", type_=UTCDateTime()), bindparam("dispatch_at", type_=UTCDateTime())))
+
+
 # the columns acceptance writes (svc.message_values names them all, whatever the message)
 _ACCEPTED_COLUMNS = frozenset(_MESSAGE_COLUMNS) - {"id", "line_push_delivered_at", "line_push_error_category",
                                                    "line_uid", "pnp_delivered_at", "sms_delivered_at",
@@ -196,10 +248,16 @@ def push_message(org: OrgContext, body: Any) -> dict[str, Any]:
     # before the content): the prebuilt acceptance; anything else the general one
     pnp_first = channel_id is not None and svc.initial_status(setting, recipient, line_push=True)["status"] \
         == svc.PNP_PREPARING and svc.JOIN_LINK not in svc.placeholder_names(setting.pnp_messages)
+    writes = group_commit(database, REQUEST_WRITES)
+    accepted: PnpMessageRow | PnpMessage | APIError
     try:
-        accepted = group_commit(database, REQUEST_WRITES).run(
-            lambda session: _accept_pnp(session, org.id, setting, recipient, event_id, str(channel_id)) if pnp_first
-            else _accept(session, org.id, setting, recipient, event_id, channel_id))
+        if pnp_first and not database.is_sqlite:  # accepted with the others of its batch, in one statement
+            accepted = writes.run_batched(_accept_pnp_many_pg,
+                                          _PnpToAccept(org.id, setting, recipient, event_id, str(channel_id)))
+        else:
+            accepted = writes.run(
+                lambda session: _accept_pnp(session, org.id, setting, recipient, event_id, str(channel_id))
+                if pnp_first else _accept(session, org.id, setting, recipient, event_id, channel_id))
     except DBAPIError as exc:
         raise svc.text_error(svc.EMIT_FAILED, 503) from exc
     if isinstance(accepted, APIError):
@@ -275,6 +333,54 @@ def _accept_pnp(session: Session, organization_id: int, setting: PnpSetting, rec
     message = PnpMessageRow(**{**_UNSET, **values, "id": message_id})
     engine.emit_status(session, setting, [message])
     return message
+
+
+@dataclass(frozen=True)
+class _PnpToAccept:
+    """A PNP-first push to accept on PostgreSQL with the others of its group-commit batch."""
+
+    organization_id: int
+    setting: PnpSetting
+    recipient: svc.Recipient
+    event_id: int | None
+    channel_id: str
+
+
+def _accept_pnp_many_pg(session: Session, pushes: list[_PnpToAccept]) -> list[PnpMessageRow | APIError]:
+    """PostgreSQL: the PNP-first pushes of a batch accepted as ``_accept_pnp`` accepts one, in
+    one statement (``_pg_accept_many``). A push of an organisation whose balance did not cover
+    all of the batch's holds is then accepted alone by ``_accept_pnp``, in order, so the points
+    go first come, first served exactly as one by one."""
+    conn = session.connection()
+    database = get_database()
+    now = utcnow()
+    dispatch_at = now + timedelta(seconds=DISPATCH_SAFETY_NET_SECONDS)
+    values = [svc.message_values(push.organization_id, push.setting, push.recipient, push.event_id,
+                                 line_push=True, upload_id=None, now=now,
+                                 fallback_at=now + minutes(push.setting.fallback_period)) for push in pushes]
+    rows = json_dumps([{**{name: value for name, value in row.items() if name in _ACCEPTED_COLUMNS},
+                        "amount": push.recipient.sms_segments} for push, row in zip(pushes, values, strict=True)])
+    with line_rate.leases_in_statement(database, (push.channel_id for push in pushes), "pnp_push") as (
+            takings, rate_params):
+        answer = _pg_accept_many().execute(conn, {"rows": rows, "now": now, "dispatch_at": dispatch_at,
+                                                  "note": "1 SMS+ message(s)", **rate_params}).rows
+        accepted = {int(ord_) - 1: int(message_id) for part, ord_, message_id, *_rest in answer if part == 0}
+        for part, _ord, _id, channel_id, next_free, db_now in answer:
+            if part == 1:
+                takings[channel_id].taken(next_free, db_now)
+    results: list[PnpMessageRow | APIError] = []
+    for index, (push, row) in enumerate(zip(pushes, values, strict=True)):
+        if index in accepted:
+            message = PnpMessageRow(**{**_UNSET, **row, "id": accepted[index]})
+            engine.emit_status(session, push.setting, [message])
+            results.append(message)
+        else:  # its organisation's balance did not cover the batch: alone, in order
+            results.append(_accept_pnp(session, push.organization_id, push.setting, push.recipient, push.event_id,
+                                       push.channel_id))
+    if accepted and min(dispatch_at, *(row["fallback_at"] for row in values)) <= now + timedelta(
+            seconds=IDLE_POLL_SECONDS):
+        session.info["jobs_enqueued"] = True  # as enqueue_many: wake the worker only for a job due soon
+    return results
 
 
 def _pnp(message: PnpMessageRow, setting: PnpSetting, base_url: str, token: str, channel_id: str) -> str:
