@@ -10,10 +10,13 @@ database must do around it is cut to the minimum:
   safety-net and fallback jobs and its first status event, written together with the other
   pushes accepted at the same moment (one transaction per batch, each request answered after its
   own commit); the LINE rate slot of its PNP call is leased in the same transaction. On
-  PostgreSQL hold, message, jobs and rate slot are ONE statement of data-modifying CTEs;
+  PostgreSQL holds, messages, jobs and rate slots of a batch's pushes are ONE statement of
+  data-modifying CTEs (``_accept_pnp_many_pg``; a push whose organisation's balance does not
+  cover the batch is accepted alone, by the one-push statement);
 - **the PNP answer recorded through group commit**: one conditional ``UPDATE ... RETURNING``
   (the message moves on only from ``pnp_preparing``, as the state machine does everywhere) and
-  the safety net dropped; on PostgreSQL both are one statement of data-modifying CTEs.
+  the safety net dropped; on PostgreSQL the answers of a batch are one statement of
+  data-modifying CTEs for all of them, as its PNP-first acceptances are.
 
 Every statement is prebuilt and runs on the driver's cursor (``db/driver.py``), and the message
 is a plain ``PnpMessageRow``, never an ORM object: SQLAlchemy's per-statement execution and the
@@ -90,15 +93,9 @@ _ANSWER = DriverStatement(
     .returning(*_M.c))
 # the safety net: by its unique key (SQLite plans an equality on the unique index by it)
 _DROP_JOB = DriverStatement(delete(_J).where(_J.c.unique_key == bindparam("key"), _J.c.status == "ready"))
-# PostgreSQL: the same two in one statement (every data-modifying CTE runs, read or not)
-_PG_ANSWER = DriverStatement(text(f"""
-WITH job AS (DELETE FROM jobs WHERE unique_key = :key AND status = 'ready' RETURNING id),
-msg AS (UPDATE pnp_messages SET status = :b_status, pnp_status = :b_status, updated_at = :b_now
-        WHERE id = :b_id AND pnp_status = '{svc.PNP_PREPARING}' RETURNING *)
-SELECT {", ".join(f"msg.{column.name}" for column in _M.c)} FROM msg""").bindparams(
-    bindparam("b_now", type_=UTCDateTime())).columns(*_M.c))
-# ... and for the PNP answers of a group-commit batch at once (``_record_many_pg``): the safety
-# nets by their keys (the unique index), each message from pnp_preparing only, the rows as updated
+# PostgreSQL: the PNP answers of a group-commit batch at once (``_record_many_pg``), in one
+# statement of data-modifying CTEs (every one runs, read or not): the safety nets by their keys
+# (the unique index), each message from pnp_preparing only, the rows as updated
 _PG_ANSWERS = DriverStatement(text(f"""
 WITH o AS (SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[])) AS o(id, status)),
 job AS (DELETE FROM jobs WHERE unique_key = ANY(CAST(:keys AS text[])) AND status = 'ready' RETURNING id),
@@ -402,15 +399,12 @@ def _pnp(message: PnpMessageRow, setting: PnpSetting, base_url: str, token: str,
 
 
 def _record(session: Session, message_id: int, setting: PnpSetting, status: str) -> None:
-    """The PNP answer, in a group commit's transaction: the status (from pnp_preparing only), its
-    events, the safety net dropped, and what the state machine does after a LINE step."""
+    """SQLite: the PNP answer, in a group commit's transaction: the status (from pnp_preparing
+    only), its events, the safety net dropped, and what the state machine does after a LINE
+    step (PostgreSQL records a batch's answers together: ``_record_many_pg``)."""
     conn = session.connection()
-    params = {"b_id": message_id, "b_status": status, "b_now": utcnow(), "key": f"{engine.DISPATCH}:{message_id}"}
-    if conn.dialect.name == "postgresql":
-        row = _PG_ANSWER.execute(conn, params).first()
-    else:
-        _DROP_JOB.execute(conn, {"key": params["key"]})
-        row = _ANSWER.execute(conn, {name: value for name, value in params.items() if name != "key"}).first()
+    _DROP_JOB.execute(conn, {"key": f"{engine.DISPATCH}:{message_id}"})
+    row = _ANSWER.execute(conn, {"b_id": message_id, "b_status": status, "b_now": utcnow()}).first()
     if row is None:
         return  # moved on meanwhile: nothing to record (as the general path)
     _after_answer(session, [(PnpMessageRow(*row), setting)])  # the row as updated (a plain object)
