@@ -405,3 +405,18 @@ def drop_postgres_database(name: str) -> None:
     admin = (os.environ["OPENMAAC_TEST_DATABASE_URL"]).replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def sets_noted(sizes: list[int], write_many: Any) -> Any:
+    """A ``GroupCommit.run_batched`` set writer that notes the size of each set it writes into
+    ``sizes``. Its first call holds the group's leader for 0.3 s, so the requests arriving
+    meanwhile queue and form a set of more than one."""
+    import threading
+
+    def write(session: Any, items: list[Any]) -> Any:
+        if not sizes:
+            threading.Event().wait(0.3)
+        sizes.append(len(items))
+        return write_many(session, items)
+
+    return write

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import httpx
 import pytest
@@ -16,6 +15,7 @@ from helpers import (
     create_template,
     inbox,
     seed_contacts,
+    sets_noted,
     simulated_friend,
     simulated_friends,
     wait_for,
@@ -176,17 +176,8 @@ def test_pushes_accepted_and_recorded_together_each_get_their_own_message(tenant
     monkeypatch.setenv("OPENMAAC_LINE_MAX_ATTEMPTS", "1")  # a 429 is answered, not retried
     faults(kind="quota", endpoint="push", channel_id=other.channel_id, count=2)  # two of its pushes refused
     sizes: dict[str, list[int]] = {"accept": [], "record": []}
-
-    def noted(name: str, write_many):
-        def write(session, items):
-            if not sizes[name]:
-                threading.Event().wait(0.3)  # the first batch holds the leader: the others queue
-            sizes[name].append(len(items))
-            return write_many(session, items)
-        return write
-
-    monkeypatch.setattr(sending, "_accept_pushes_pg", noted("accept", sending._accept_pushes_pg))
-    monkeypatch.setattr(sending, "_record_pushes_pg", noted("record", sending._record_pushes_pg))
+    monkeypatch.setattr(sending, "_accept_pushes_pg", sets_noted(sizes["accept"], sending._accept_pushes_pg))
+    monkeypatch.setattr(sending, "_record_pushes_pg", sets_noted(sizes["record"], sending._record_pushes_pg))
     jobs = [(t, uid, f"item {i}") for t in (tenant, other) for i, uid in enumerate(friends[t.id])]
 
     def send(job):

@@ -12,7 +12,7 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from helpers import CallbackReceiver, ServedApp, behind_a_lock, wait_for
+from helpers import CallbackReceiver, ServedApp, behind_a_lock, sets_noted, wait_for
 
 os.environ["OPENMAAC_SMS_PLUS_MINUTE_SECONDS"] = "0.05"
 
@@ -296,7 +296,6 @@ def test_pnp_answers_recorded_together_each_move_their_own_message(tenant: Any, 
     """Concurrent SMS+ pushes: on PostgreSQL their PNP answers are recorded as a set of a
     group-commit batch (one statement); each message still moves on by its own answer (a
     delivered PNP, a failed one falling back to SMS), with its points and safety net."""
-    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from sqlalchemy import func, select
@@ -313,15 +312,7 @@ def test_pnp_answers_recorded_together_each_move_their_own_message(tenant: Any, 
     quick = setting(tenant)  # the unreached: the SMS right after the PNP's failure
     scenarios = {phone: (quick if phone in unreached else waiting)["id"] for phone in reached + unreached}
     sizes: list[int] = []
-    original = sms_push._record_many_pg
-
-    def noted(session: Any, answers: list[Any]) -> list[None]:
-        if not sizes:
-            threading.Event().wait(0.3)  # the first batch holds the leader: the other answers queue
-        sizes.append(len(answers))
-        return original(session, answers)
-
-    monkeypatch.setattr(sms_push, "_record_many_pg", noted)
+    monkeypatch.setattr(sms_push, "_record_many_pg", sets_noted(sizes, sms_push._record_many_pg))
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = dict(zip(reached + unreached, pool.map(lambda phone: push(tenant, scenarios[phone], phone),
                                                           reached + unreached), strict=True))
@@ -349,7 +340,6 @@ def test_pushes_accepted_together_hold_points_first_come_first_served(tenant: An
     debits an organisation's balance once for all of its holds, only when it covers them all.
     When it does not, each push is accepted alone, in order: the points go first come, first
     served, the refused pushes write nothing, and the ledger reads as one hold after another."""
-    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from sqlalchemy import text
@@ -364,15 +354,7 @@ def test_pushes_accepted_together_hold_points_first_come_first_served(tenant: An
         session.execute(text("UPDATE sms_point_balances SET balance = 3 WHERE organization_id = :org"),
                         {"org": tenant.id})
     sizes: list[int] = []
-    original = sms_push._accept_pnp_many_pg
-
-    def noted(session: Any, pushes: list[Any]) -> list[Any]:
-        if not sizes:
-            threading.Event().wait(0.3)  # the first batch holds the leader: the other pushes queue
-        sizes.append(len(pushes))
-        return original(session, pushes)
-
-    monkeypatch.setattr(sms_push, "_accept_pnp_many_pg", noted)
+    monkeypatch.setattr(sms_push, "_accept_pnp_many_pg", sets_noted(sizes, sms_push._accept_pnp_many_pg))
 
     def send(phone: str) -> httpx.Response:
         body = {"pnp_setting_id": scenario["id"], "data": {"phone_number": phone, "pnp": {"order_number": "A1"},
