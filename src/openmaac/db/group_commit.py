@@ -17,9 +17,9 @@ Writes must therefore be safe to run again after a rollback (plain statements ar
 A write may also be one item of a set (:meth:`GroupCommit.run_batched`): every item of the
 same ``write_many`` waiting in a batch is handed to it at once, so a write that is one
 round trip per request becomes one round trip per batch (a set-based statement over arrays).
-On PostgreSQL the leader's round trips were the queue itself: each statement's answer is
-followed by a wait for the interpreter lock, and a push's two writes made a batch of ten
-take a dozen such trips while every other request thread waited behind it.
+On PostgreSQL that more than halved the database's own work per push; the requests per second
+moved by a few points only, as the server's interpreter lock, not the batch's round trips, is
+what the request threads mostly wait for (docs/benchmarks.md, 2026-12-05).
 
 A group may end each batch with ``on_batch_end(session)``, in the batch's transaction after its
 writes (and after each write retried alone): work the writes leave for the batch as a whole,

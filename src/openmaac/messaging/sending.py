@@ -374,7 +374,11 @@ _LAPSED_PUSHES = (select(_S.c.id, _S.c.direct_message_id, _S.c.organization_id)
 # over arrays, one row per push, and their LINE answers recorded (call, message) in one more:
 # two round trips per batch instead of two per push (what the generic path writes, in the same
 # columns; SQLite has no DML in CTEs and no round trips to save). The message ids are drawn
-# first (``v``, materialised once), so the call rows can name their message.
+# first (``v``, materialised once), so the call rows can name their message. The statement also
+# takes the LINE rate slots of the channels whose lease in this process ran out
+# (line_rate.leases_in_statement), a row each after the pushes': with 24 organisations pushing
+# at once a channel's lease was stale at nearly every push, and a round trip per channel cost
+# one per push.
 _PG_ACCEPT_PUSHES = text("""
 WITH v AS MATERIALIZED (
   SELECT nextval(pg_get_serial_sequence('direct_messages', 'id')) AS dm_id, v.*
@@ -398,9 +402,6 @@ SELECT 0, v.ord, v.dm_id, snd.id, NULL, NULL, NULL FROM v JOIN snd ON snd.direct
 UNION ALL
 SELECT 1, 0, NULL, NULL, rate.channel_id, rate.next_free, rate.db_now FROM rate
 ORDER BY 1, 2""")
-# ... with the LINE rate slots of the channels whose lease in this process ran out
-# (line_rate.leases_in_statement): a row each after the pushes' (24 organisations pushing at
-# once took a fresh lease nearly every push, in a round trip of its own per channel)
 # Record: each call from pending only (its message's send job, queued by the sweep after the
 # lease, may have recorded it first), its message marked sent only with it; the ids of the
 # calls recorded here.

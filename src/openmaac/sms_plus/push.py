@@ -431,9 +431,11 @@ def _after_answer(session: Session, recorded: list[tuple[PnpMessageRow, PnpSetti
         by_setting.setdefault(setting.id, (setting, []))[1].append(message)
     for setting, messages in by_setting.values():
         engine.emit_status(session, setting, messages)
-    ended = [message for message, setting in recorded if engine.nothing_left(message, setting)]
+    ended: list[PnpMessageRow] = []
+    for message, setting in recorded:
+        if engine.nothing_left(message, setting):
+            ended.append(message)
+        else:
+            engine.wake_overdue_fallback(session, message)
     if ended:
         engine.finish_many(session, ended)  # ended here (their points and timers; written by statement)
-    for message, setting in recorded:
-        if not engine.nothing_left(message, setting):
-            engine.wake_overdue_fallback(session, message)
