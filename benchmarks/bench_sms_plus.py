@@ -88,10 +88,14 @@ BARE_PNP_CPU_MS: dict[str, float] = {}  # by backend label: bare + PNP call CPU 
 def campaign_fallback_seconds(numbers: int, postgres: bool = False) -> float:
     """The campaign's fallback_period (one API minute, made this long): long enough for the
     LINE phase to finish first, as with MAAC's real periods (default 1,440 minutes), so that
-    SMS goes to the 30% LINE could not reach rather than to numbers LINE never got to try
-    (LINE phase measured on this box with 3,000 numbers, 2026-12-01 05:00, after the batching
-    work: ~110 numbers/s on SQLite, ~120/s on PostgreSQL; with a margin for load)."""
-    return max(20.0, numbers / (80 if postgres else 80))
+    SMS goes to the 30% LINE could not reach rather than to numbers LINE never got to try.
+    Sized from the LINE phase of the 10,000-number runs of 2026-12-04 (460-600 numbers/s on
+    both databases) with a margin of two and more for load: 200 numbers/s. (It was sized at
+    80/s from the 2026-12-01 runs, 110-120/s then: a 100,000-number campaign waited 21 minutes
+    for its SMS phase.)"""
+    return max(20.0, numbers / 200)
+
+
 LIFTED = "pnp_push=1000000/1,pnp_multicast=1000000/1"
 PNP_CONTENT = [{"type": "text", "text": "Order {{order}} has arrived at {{store}}"}]
 SMS_TEXT = "Order {{order}} has arrived at {{store}}"
