@@ -262,3 +262,34 @@ def test_two_reports_about_one_message_in_one_write(tenant: Any, base_url: str, 
     with database.read() as session:
         ended = session.scalars(select(PnpMessage).where(PnpMessage.id == ids[0])).one()
         assert ended.finished and ended.points_held == 0
+
+
+def test_a_chunks_record_aborted_by_a_deadlock_is_run_again_and_records_every_answer(
+        tenant: Any, base_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # On PostgreSQL a group commit locking messages for several delivery webhooks can deadlock
+    # with a worker recording a chunk of PNP answers; PostgreSQL then aborts one of them. Were
+    # the record lost, its chunk would stay "in flight" until a later run took it over as
+    # accepted: PNPs LINE refused would read pnp_accepted and wait for a delivery never coming.
+    from sqlalchemy import exc
+
+    from openmaac.sms_plus import engine
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    real_record = engine._record_pnp_chunk
+    aborted: list[int] = []
+
+    def aborted_once(session: Any, **kwargs: Any) -> None:
+        real_record(session, **kwargs)  # its writes made, then the abort: all rolled back
+        if not aborted:
+            aborted.append(1)
+            raise exc.OperationalError("SELECT ... FOR UPDATE", {}, Deadlock())
+
+    monkeypatch.setattr(engine, "_record_pnp_chunk", aborted_once)
+    setting_id = scenario(tenant, fallback_period=43200)  # the fallback timer stays out of the way
+    phones = [f"+88691236{i:04d}" for i in range(5)]  # numbers LINE does not know: every PNP fails
+    ids = multicast(tenant, setting_id, phones)
+    found = wait_all(tenant, setting_id, ids, {"pnp_failed", "pnp_accepted"})
+    assert aborted == [1]
+    assert {found[i]["status"] for i in ids} == {"pnp_failed"}

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from sqlalchemy import Connection, Engine, create_engine, event, exc
@@ -30,6 +31,12 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # 16 MiB measured as fast as 64 MiB for bulk imports and segment queries over 1,000,000
 # contacts (docs/benchmarks.md, import_segments) at a quarter of the memory.
 SQLITE_CACHE_KIB = 16_384
+# A transaction PostgreSQL chose to abort to end a deadlock (40P01), or could not serialise
+# (40001), did nothing: run again, it succeeds once the other transaction is through
+CONFLICT_SQLSTATES = frozenset({"40P01", "40001"})
+CONFLICT_ATTEMPTS = 5
+
+R = TypeVar("R")
 
 
 def json_dumps(value: Any) -> str:
@@ -162,6 +169,26 @@ class Database:
         if enqueued:
             for hook in list(self._after_commit_hooks):
                 hook()
+
+    def write_retrying(self, work: Callable[[Session], R], *, attempts: int = CONFLICT_ATTEMPTS) -> R:
+        """``work(session)`` in one :meth:`write` transaction, run again (in a new one) when
+        PostgreSQL aborted it to end a deadlock or a serialisation conflict, up to ``attempts``
+        times. For the transactions that record what already happened upstream (a worker's
+        record of a chunk of LINE calls or SMS sends), which must not be lost to a conflict:
+        ``work`` must read what it changes afresh each time and have no other side effect.
+
+        Such a conflict is not a fault: a group commit's transaction locks the messages of
+        several webhook requests, each request's in id order but not all of them in one order,
+        so a worker locking a chunk of the same messages can meet it the other way round."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.write() as session:
+                    return work(session)
+            except exc.DBAPIError as error:
+                if attempt == attempts or getattr(error.orig, "sqlstate", None) not in CONFLICT_SQLSTATES:
+                    raise
+            time.sleep(random.uniform(0.0, 0.02 * attempt))  # the other transaction ends meanwhile
+        raise AssertionError("unreachable")
 
     @contextmanager
     def read(self) -> Iterator[Session]:

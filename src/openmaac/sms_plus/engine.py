@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import httpx
@@ -586,35 +587,11 @@ def run_pnp_batch(message_ids: list[int]) -> None:
     for start in range(0, len(pending), PNP_CHUNK):
         chunk = pending[start:start + PNP_CHUNK]
         ids = [m.id for m in chunk]
-        bodies: dict[int, list[dict[str, Any]]] = {}
-        now = utcnow()
-        with database.write() as session:
-            conn = session.connection()
-            in_flight: list[dict[str, Any]] = []
-            taken_over: list[PnpMessageRow] = []
-            for message in _message_rows(conn, ids, lock=True):
-                setting = settings[message.pnp_setting_id]
-                if message.pnp_status != svc.PNP_PREPARING or message.finished:
-                    continue
-                if message.send_started_at is not None:
-                    if (now - message.send_started_at).total_seconds() < SEND_GRACE_SECONDS:
-                        continue  # another run is sending it
-                    # sent or not before its worker died: never twice; as if accepted
-                    message.send_started_at = None
-                    _set_fields(message, {"status": svc.PNP_ACCEPTED, "pnp_status": svc.PNP_ACCEPTED}, now)
-                    emit_status(session, setting, [message])
-                    wake_overdue_fallback(session, message)
-                    taken_over.append(message)
-                    continue
-                params = dict((message.params or {}).get("pnp") or {})
-                if svc.JOIN_LINK in svc.placeholder_names(setting.pnp_messages):
-                    from openmaac.sms_plus.join_links import links_for
-
-                    params[svc.JOIN_LINK] = links_for(session, message.organization_id, message.id, "pnp")
-                bodies[message.id] = render_template(list(setting.pnp_messages or []), params, None)
-                in_flight.append({"b_id": message.id, "b_at": now})
-            _PNP_IN_FLIGHT.execute_many(conn, in_flight)
-            _PNP_RECORDED.execute_many(conn, [_pnp_recorded(message) for message in taken_over])
+        # the chunk's transactions, each run again should PostgreSQL end a deadlock with it (a
+        # group commit locking the same messages for delivery webhooks): the record comes after
+        # the calls, and a record lost would leave the chunk "in flight" until a later run took
+        # it over as accepted, PNPs LINE refused included
+        bodies = database.write_retrying(partial(_mark_pnp_chunk, ids=ids, settings=settings))
         if not bodies:
             continue
         def call(item: tuple[PnpMessageRow, list[dict[str, Any]]]) -> LineOutcome:
@@ -630,29 +607,68 @@ def run_pnp_batch(message_ids: list[int]) -> None:
         outcomes: dict[int, LineOutcome] = dict(zip(
             [m.id for m, _body in sending], _pnp_pool().map(call, sending) if len(sending) > 1 else map(call, sending),
             strict=True))
-        with database.write() as session:
-            conn = session.connection()
-            # locked on PostgreSQL: a delivery webhook recorded meanwhile must not be overwritten
-            now = utcnow()
-            emitted: dict[int, list[PnpMessageRow]] = {}
-            ended: list[PnpMessageRow] = []
-            recorded = _message_rows(conn, sorted(outcomes), lock=True)
-            for message in recorded:
-                setting = settings[message.pnp_setting_id]
-                message.send_started_at = None
-                if message.pnp_status == svc.PNP_PREPARING:
-                    status = svc.PNP_ACCEPTED if outcomes[message.id].ok else svc.PNP_FAILED
-                    _set_fields(message, {"status": status, "pnp_status": status}, now)
-                    emitted.setdefault(setting.id, []).append(message)
-                    if nothing_left(message, setting):
-                        ended.append(message)
-                    else:
-                        wake_overdue_fallback(session, message)
-            # the chunk's events and ends together (one look-up of webhook targets, of timers)
-            for setting_id, changed in emitted.items():
-                emit_status(session, settings[setting_id], changed)
-            _end(session, ended)  # their points and timers; the rows are written here:
-            _PNP_RECORDED.execute_many(conn, [_pnp_recorded(message) for message in recorded])
+        database.write_retrying(partial(_record_pnp_chunk, settings=settings, outcomes=outcomes))
+
+
+def _mark_pnp_chunk(session: Session, ids: list[int], settings: dict[int, PnpSetting]) -> dict[int, list[dict[str, Any]]]:
+    """A chunk's messages still to send marked in flight (``send_started_at``), those a dead run
+    left in flight past the grace taken over as accepted. Each marked message's PNP content."""
+    conn = session.connection()
+    now = utcnow()
+    bodies: dict[int, list[dict[str, Any]]] = {}
+    in_flight: list[dict[str, Any]] = []
+    taken_over: list[PnpMessageRow] = []
+    for message in _message_rows(conn, ids, lock=True):
+        setting = settings[message.pnp_setting_id]
+        if message.pnp_status != svc.PNP_PREPARING or message.finished:
+            continue
+        if message.send_started_at is not None:
+            if (now - message.send_started_at).total_seconds() < SEND_GRACE_SECONDS:
+                continue  # another run is sending it
+            # sent or not before its worker died: never twice; as if accepted
+            message.send_started_at = None
+            _set_fields(message, {"status": svc.PNP_ACCEPTED, "pnp_status": svc.PNP_ACCEPTED}, now)
+            emit_status(session, setting, [message])
+            wake_overdue_fallback(session, message)
+            taken_over.append(message)
+            continue
+        params = dict((message.params or {}).get("pnp") or {})
+        if svc.JOIN_LINK in svc.placeholder_names(setting.pnp_messages):
+            from openmaac.sms_plus.join_links import links_for
+
+            params[svc.JOIN_LINK] = links_for(session, message.organization_id, message.id, "pnp")
+        bodies[message.id] = render_template(list(setting.pnp_messages or []), params, None)
+        in_flight.append({"b_id": message.id, "b_at": now})
+    _PNP_IN_FLIGHT.execute_many(conn, in_flight)
+    _PNP_RECORDED.execute_many(conn, [_pnp_recorded(message) for message in taken_over])
+    return bodies
+
+
+def _record_pnp_chunk(session: Session, settings: dict[int, PnpSetting], outcomes: dict[int, LineOutcome]) -> None:
+    """LINE's answers to a chunk's PNP calls: each message still ``pnp_preparing`` accepted or
+    failed, its events, its end or its overdue fallback timer woken."""
+    conn = session.connection()
+    # locked on PostgreSQL: a delivery webhook recorded meanwhile must not be overwritten
+    now = utcnow()
+    emitted: dict[int, list[PnpMessageRow]] = {}
+    ended: list[PnpMessageRow] = []
+    recorded = _message_rows(conn, sorted(outcomes), lock=True)
+    for message in recorded:
+        setting = settings[message.pnp_setting_id]
+        message.send_started_at = None
+        if message.pnp_status == svc.PNP_PREPARING:
+            status = svc.PNP_ACCEPTED if outcomes[message.id].ok else svc.PNP_FAILED
+            _set_fields(message, {"status": status, "pnp_status": status}, now)
+            emitted.setdefault(setting.id, []).append(message)
+            if nothing_left(message, setting):
+                ended.append(message)
+            else:
+                wake_overdue_fallback(session, message)
+    # the chunk's events and ends together (one look-up of webhook targets, of timers)
+    for setting_id, changed in emitted.items():
+        emit_status(session, settings[setting_id], changed)
+    _end(session, ended)  # their points and timers; the rows are written here:
+    _PNP_RECORDED.execute_many(conn, [_pnp_recorded(message) for message in recorded])
 
 
 @handler(DISPATCH)
@@ -1356,7 +1372,8 @@ def _send_and_record(plans: list[_SmsSend], config: Any, context: JobContext | N
     # while the answers are being recorded, and after, only acceptance is known: the rest is
     # decided from the database again
     send_memo.forget(config.organization_id, [plan.reference for plan in plans])
-    with get_database().write() as session:
+
+    def record(session: Session) -> None:
         plain = PlainMessages()
         messages = plain.read(session, sorted(by_id))
         settings = _settings_of(session, messages)
@@ -1383,6 +1400,10 @@ def _send_and_record(plans: list[_SmsSend], config: Any, context: JobContext | N
                     unique_key=f"{SMS_TIMEOUT}:batch:{timeouts[0][1]}")
         if context is not None:
             context.complete_in(session)
+
+    # run again should PostgreSQL end a deadlock with it (a group commit's status callbacks
+    # locking the same messages): the SMS went out, their answers must not be lost
+    get_database().write_retrying(record)
     send_memo.accepted(config.organization_id, accepted)
 
 
