@@ -24,6 +24,12 @@ def own(database: Any) -> Any:
     db.dispose()
 
 
+@pytest.fixture(params=[False, True], ids=["queue on the leader's lock", "lead handed over"])
+def hand_over(request: Any) -> bool:
+    """Both ways of waiting, on either database (each is the default of one)."""
+    return bool(request.param)
+
+
 def _insert(n: int) -> Any:
     def work(session: Any) -> int:
         session.execute(text("INSERT INTO group_commit_test (n) VALUES (:n)"), {"n": n})
@@ -36,8 +42,8 @@ def _count(db: Database) -> int:
         return int(session.execute(text("SELECT count(*) FROM group_commit_test")).scalar_one())
 
 
-def test_writes_waiting_while_a_batch_commits_go_together_in_the_next(own: Any) -> None:
-    group = GroupCommit(own)
+def test_writes_waiting_while_a_batch_commits_go_together_in_the_next(own: Any, hand_over: bool) -> None:
+    group = GroupCommit(own, hand_over=hand_over)
     first_running, others_waiting = threading.Event(), threading.Event()
     results: dict[int, Any] = {}
 
@@ -65,8 +71,8 @@ def test_writes_waiting_while_a_batch_commits_go_together_in_the_next(own: Any) 
     assert _count(own) == 9
 
 
-def test_a_failing_write_fails_only_its_caller(own: Any) -> None:
-    group = GroupCommit(own)
+def test_a_failing_write_fails_only_its_caller(own: Any, hand_over: bool) -> None:
+    group = GroupCommit(own, hand_over=hand_over)
     gate = threading.Event()
     outcomes: dict[int, Any] = {}
 
@@ -85,7 +91,7 @@ def test_a_failing_write_fails_only_its_caller(own: Any) -> None:
 
     threads = [threading.Thread(target=call, args=(0, first))]
     threads[0].start()
-    while not group._leader.locked():
+    while not group.leading:
         threading.Event().wait(0.01)
     threads += [threading.Thread(target=call, args=(1, _insert(1))), threading.Thread(target=call, args=(2, bad)),
                 threading.Thread(target=call, args=(3, _insert(3)))]
@@ -101,7 +107,7 @@ def test_a_failing_write_fails_only_its_caller(own: Any) -> None:
     assert _count(own) == 3  # the batch was rolled back and the good writes made one by one
 
 
-def test_the_batch_end_runs_once_per_transaction_after_its_writes(own: Any) -> None:
+def test_the_batch_end_runs_once_per_transaction_after_its_writes(own: Any, hand_over: bool) -> None:
     ends: list[list[int]] = []
 
     def noted(n: int) -> Any:
@@ -119,7 +125,7 @@ def test_the_batch_end_runs_once_per_transaction_after_its_writes(own: Any) -> N
         session.info.setdefault("noted", []).append(-1)
         session.execute(text("INSERT INTO group_commit_test (n) VALUES (NULL)"))  # NOT NULL
 
-    group = GroupCommit(own, on_batch_end=end, autoflush=False)
+    group = GroupCommit(own, on_batch_end=end, autoflush=False, hand_over=hand_over)
     from openmaac.db.group_commit import _Write
 
     together = [_Write(noted(1)), _Write(noted(2))]
@@ -134,8 +140,8 @@ def test_the_batch_end_runs_once_per_transaction_after_its_writes(own: Any) -> N
     assert rows == [1, 2, 3, 4, 101, 101, 102]
 
 
-def test_many_threads_each_get_their_own_answer_and_nothing_is_left_waiting(own: Any) -> None:
-    group = GroupCommit(own)
+def test_many_threads_each_get_their_own_answer_and_nothing_is_left_waiting(own: Any, hand_over: bool) -> None:
+    group = GroupCommit(own, hand_over=hand_over)
     answers: dict[int, list[int]] = {}
 
     def caller(t: int) -> None:
@@ -149,7 +155,7 @@ def test_many_threads_each_get_their_own_answer_and_nothing_is_left_waiting(own:
     assert not any(thread.is_alive() for thread in threads)  # every waiter was woken
     assert answers == {t: [(t * 100 + i) * 10 for i in range(25)] for t in range(12)}
     assert _count(own) == 300
-    assert group.batches < 300 and not group._leader.locked() and not group._pending  # batched; nobody leads
+    assert group.batches < 300 and not group.leading and not group._pending  # batched; nobody leads
 
 
 def _insert_many(calls: list[list[int]]) -> Any:
@@ -168,7 +174,7 @@ def _rows(db: Database) -> list[int]:
         return [int(n) for n in session.execute(text("SELECT n FROM group_commit_test ORDER BY n")).scalars()]
 
 
-def test_the_items_of_a_set_are_written_in_one_call_where_the_first_stands(own: Any) -> None:
+def test_the_items_of_a_set_are_written_in_one_call_where_the_first_stands(own: Any, hand_over: bool) -> None:
     from openmaac.db.group_commit import _Write
 
     calls: list[list[int]] = []
@@ -182,7 +188,7 @@ def test_the_items_of_a_set_are_written_in_one_call_where_the_first_stands(own: 
             return _insert(n)(session)
         return work
 
-    group = GroupCommit(own)
+    group = GroupCommit(own, hand_over=hand_over)
     batch = [_Write(plain(1)), _Write(None, many, 2), _Write(plain(3)), _Write(None, other, 5),
              _Write(None, many, 4), _Write(None, other, 6)]
     group._commit(batch)
@@ -193,7 +199,7 @@ def test_the_items_of_a_set_are_written_in_one_call_where_the_first_stands(own: 
     assert group.batches == 1 and _rows(own) == [1, 2, 3, 4, 5, 6]
 
 
-def test_a_failing_set_is_retried_item_by_item_and_fails_only_its_bad_item(own: Any) -> None:
+def test_a_failing_set_is_retried_item_by_item_and_fails_only_its_bad_item(own: Any, hand_over: bool) -> None:
     from openmaac.db.group_commit import _Write
 
     calls: list[list[int]] = []
@@ -204,7 +210,7 @@ def test_a_failing_set_is_retried_item_by_item_and_fails_only_its_bad_item(own: 
             raise ValueError("no negative items")
         return many(session, items)
 
-    group = GroupCommit(own)
+    group = GroupCommit(own, hand_over=hand_over)
     batch = [_Write(None, failing_on_minus_one, 1), _Write(_insert(2)), _Write(None, failing_on_minus_one, -1),
              _Write(None, failing_on_minus_one, 3)]
     group._commit(batch)
@@ -214,23 +220,23 @@ def test_a_failing_set_is_retried_item_by_item_and_fails_only_its_bad_item(own: 
     assert _rows(own) == [1, 2, 3]
 
 
-def test_a_set_answering_the_wrong_number_of_results_fails_its_items(own: Any) -> None:
+def test_a_set_answering_the_wrong_number_of_results_fails_its_items(own: Any, hand_over: bool) -> None:
     from openmaac.db.group_commit import _Write
 
     def short(session: Any, items: list[int]) -> list[int]:
         _insert_many([])(session, items)
         return items[:1]
 
-    group = GroupCommit(own)
+    group = GroupCommit(own, hand_over=hand_over)
     batch = [_Write(None, short, 1), _Write(None, short, 2)]
     group._commit(batch)  # the batch fails; alone, each answers its one result
     assert [write.result for write in batch] == [1, 2] and _rows(own) == [1, 2]
 
 
-def test_threads_writing_items_of_one_set_each_get_their_own_answer(own: Any) -> None:
+def test_threads_writing_items_of_one_set_each_get_their_own_answer(own: Any, hand_over: bool) -> None:
     calls: list[list[int]] = []
     many = _insert_many(calls)
-    group = GroupCommit(own)
+    group = GroupCommit(own, hand_over=hand_over)
     answers: dict[int, int] = {}
 
     def call(n: int) -> None:

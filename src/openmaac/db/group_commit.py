@@ -51,20 +51,32 @@ class _Write(Generic[R]):
     done: bool = False
     result: Any = None
     error: BaseException | None = None
+    # held while the write waits (hand-over mode): released when it is done, or when its
+    # thread is to lead the next batch
+    waiting: threading.Lock | None = None
 
 
 class GroupCommit:
     """Batches writes against one database (one instance per database and purpose)."""
 
     def __init__(self, database: Database, *, on_batch_end: Callable[[Session], None] | None = None,
-                 autoflush: bool = True) -> None:
+                 autoflush: bool = True, hand_over: bool | None = None) -> None:
         self.database = database
         self.on_batch_end = on_batch_end
         self.autoflush = autoflush
         self._pending: list[_Write[Any]] = []
         self._pending_lock = threading.Lock()
         self._leader = threading.Lock()
+        # the leader hands over to the oldest waiting write's thread (``_wait_handed``): by default
+        # on PostgreSQL
+        self.hand_over = not database.is_sqlite if hand_over is None else hand_over
+        self._leading = False
         self.batches = 0  # transactions run (for tests and curiosity)
+
+    @property
+    def leading(self) -> bool:
+        """Whether a batch is being written (or handed over) now."""
+        return self._leading if self.hand_over else self._leader.locked()
 
     def run(self, work: Callable[[Session], R]) -> R:
         return self._wait(_Write(work))
@@ -79,16 +91,63 @@ class GroupCommit:
         return self._wait(_Write(None, write_many, item))
 
     def _wait(self, write: _Write[R]) -> R:
-        with self._pending_lock:
-            self._pending.append(write)
-        with self._leader:
-            if not write.done:
-                with self._pending_lock:
-                    batch, self._pending = self._pending, []
-                self._commit(batch)
+        if self.hand_over:
+            self._wait_handed(write)
+        else:
+            with self._pending_lock:
+                self._pending.append(write)
+            with self._leader:
+                if not write.done:
+                    with self._pending_lock:
+                        batch, self._pending = self._pending, []
+                    self._commit(batch)
         if write.error is not None:
             raise write.error
         return write.result  # type: ignore[no-any-return]
+
+    def _wait_handed(self, write: _Write[Any]) -> None:
+        """Wait for ``write`` on PostgreSQL, where the leader's round trips are the queue.
+
+        Queued on the leader's lock, the threads of a committed batch wake one after another,
+        each to find its write done and wake the next; the next leader waits behind them all.
+        ``py-spy dump`` of an SMS+ push run found no batch being written in about half of the
+        snapshots while 30 request threads waited. Here each waiting write holds a lock of its
+        own: the leader releases those of its batch (they return, side by side) and hands the
+        lead straight to the oldest write still waiting, which takes every write pending by then.
+        (On SQLite, where `serve`'s CPU is the wall, the woken threads' contention for the
+        interpreter lock cost more than the queue: docs/benchmarks.md, 2026-12-05.)"""
+        with self._pending_lock:
+            self._pending.append(write)
+            lead = not self._leading
+            if lead:
+                self._leading = True
+            else:
+                write.waiting = threading.Lock()
+                write.waiting.acquire()
+        if not lead:
+            assert write.waiting is not None
+            write.waiting.acquire()  # released by a leader: done, or this thread leads
+            if write.done:
+                return
+        while True:  # this thread leads
+            with self._pending_lock:
+                batch, self._pending = self._pending, []
+            try:
+                self._commit(batch)
+            finally:
+                for other in batch:
+                    if other is not write and other.waiting is not None:
+                        other.waiting.release()
+                with self._pending_lock:
+                    following = self._pending[0] if self._pending else None
+                    if following is None:
+                        self._leading = False
+            if following is None:
+                return
+            if following.waiting is not None:
+                following.waiting.release()  # not done: its thread leads next
+                return
+            # (no lock of its own: cannot happen, every write queued behind a leader has one)
 
     def _commit(self, batch: list[_Write[Any]]) -> None:
         self.batches += 1
