@@ -21,6 +21,12 @@ On PostgreSQL that more than halved the database's own work per push; the reques
 moved by a few points only, as the server's interpreter lock, not the batch's round trips, is
 what the request threads mostly wait for (docs/benchmarks.md, 2026-12-05).
 
+How the waiting threads learn that their write is done differs by database. On SQLite they
+queue on the leader's lock and pass it in turn (``serve``'s CPU is the wall there); on
+PostgreSQL, where the lane's round trips are the wall, the leader releases each write of its
+batch by a lock of its own and hands the lead straight to the oldest write still waiting
+(``_wait_handed``; docs/decisions.md, 2026-12-05).
+
 A group may end each batch with ``on_batch_end(session)``, in the batch's transaction after its
 writes (and after each write retried alone): work the writes leave for the batch as a whole,
 e.g. in ``session.info``, done once. ``autoflush=False`` runs the writes under the session's
