@@ -420,3 +420,26 @@ def sets_noted(sizes: list[int], write_many: Any) -> Any:
         return write_many(session, items)
 
     return write
+
+
+@contextmanager
+def scratch_table(database: Any, name: str, columns: str, *setup: str) -> Iterator[Any]:
+    """A Database of its own (own engine and connections) on ``database``'s URL, with table
+    ``name`` (``columns``: its SQL column list) made empty, then ``setup``'s statements run;
+    the table dropped afterwards."""
+    from sqlalchemy import text
+
+    from openmaac.db.engine import Database
+
+    own = Database(database.url)
+    with own.write() as session:
+        session.execute(text(f"CREATE TABLE IF NOT EXISTS {name} ({columns})"))
+        session.execute(text(f"DELETE FROM {name}"))
+        for statement in setup:
+            session.execute(text(statement))
+    try:
+        yield own
+    finally:
+        with own.write() as session:
+            session.execute(text(f"DROP TABLE {name}"))
+        own.dispose()

@@ -8,20 +8,15 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
+from helpers import scratch_table
 from openmaac.db.engine import Database
 from openmaac.db.group_commit import GroupCommit
 
 
 @pytest.fixture
 def own(database: Any) -> Any:
-    db = Database(database.url)
-    with db.write() as session:
-        session.execute(text("CREATE TABLE IF NOT EXISTS group_commit_test (n INTEGER NOT NULL)"))
-        session.execute(text("DELETE FROM group_commit_test"))
-    yield db
-    with db.write() as session:
-        session.execute(text("DROP TABLE group_commit_test"))
-    db.dispose()
+    with scratch_table(database, "group_commit_test", "n INTEGER NOT NULL") as db:
+        yield db
 
 
 @pytest.fixture(params=[False, True], ids=["queue on the leader's lock", "lead handed over"])

@@ -8,20 +8,15 @@ from typing import Any
 import pytest
 from sqlalchemy import exc, text
 
+from helpers import scratch_table
 from openmaac.db.engine import Database
 
 
 @pytest.fixture
 def own(database: Any) -> Any:
-    db = Database(database.url)
-    with db.write() as session:
-        session.execute(text("CREATE TABLE IF NOT EXISTS write_retrying_test (id INTEGER PRIMARY KEY, n INTEGER)"))
-        session.execute(text("DELETE FROM write_retrying_test"))
-        session.execute(text("INSERT INTO write_retrying_test (id, n) VALUES (1, 0), (2, 0)"))
-    yield db
-    with db.write() as session:
-        session.execute(text("DROP TABLE write_retrying_test"))
-    db.dispose()
+    with scratch_table(database, "write_retrying_test", "id INTEGER PRIMARY KEY, n INTEGER",
+                       "INSERT INTO write_retrying_test (id, n) VALUES (1, 0), (2, 0)") as db:
+        yield db
 
 
 def _values(db: Database) -> dict[int, int]:
