@@ -66,7 +66,7 @@ def test_writes_waiting_while_a_batch_commits_go_together_in_the_next(own: Any, 
     assert _count(own) == 9
 
 
-def test_a_failing_write_fails_only_its_caller(own: Any, hand_over: bool) -> None:
+def test_a_failing_write_fails_only_its_caller(own: Any, hand_over: bool, caplog: pytest.LogCaptureFixture) -> None:
     group = GroupCommit(own, hand_over=hand_over)
     gate = threading.Event()
     outcomes: dict[int, Any] = {}
@@ -100,6 +100,9 @@ def test_a_failing_write_fails_only_its_caller(own: Any, hand_over: bool) -> Non
     assert outcomes[0] == 0 and outcomes[1] == 10 and outcomes[3] == 30
     assert isinstance(outcomes[2], Exception)
     assert _count(own) == 3  # the batch was rolled back and the good writes made one by one
+    # the operator hears that the batch failed (each caller hears only of its own write)
+    assert [r.getMessage() for r in caplog.records if r.name == "openmaac.db"][0].startswith(
+        "group commit: a batch of 3 writes failed (IntegrityError: ")
 
 
 def test_the_batch_end_runs_once_per_transaction_after_its_writes(own: Any, hand_over: bool) -> None:

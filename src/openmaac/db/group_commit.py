@@ -35,6 +35,7 @@ e.g. in ``session.info``, done once. ``autoflush=False`` runs the writes under t
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy.orm import Session
 
 from openmaac.db.engine import Database
+
+log = logging.getLogger("openmaac.db")
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -161,8 +164,11 @@ class GroupCommit:
             try:
                 with self.database.write() as session:
                     results = self._run(session, batch)
-            except Exception:  # noqa: BLE001 - retried one by one below, each failing alone
-                pass
+            except Exception as error:  # noqa: BLE001 - retried one by one below, each failing alone
+                # each write's own error still reaches its caller; this says that batching failed
+                # (a bad write, or PostgreSQL ending a deadlock), so each costs a transaction
+                log.warning("group commit: a batch of %s writes failed (%s: %s); each is written alone",
+                            len(batch), type(error).__name__, str(error).splitlines()[0] if str(error) else "")
             except BaseException as error:  # an interrupt: every waiting caller hears of it
                 for write in batch:
                     write.error, write.done = error, True
