@@ -138,25 +138,24 @@ class GroupCommit:
             write.waiting.acquire()  # released by a leader: done, or this thread leads
             if write.done:
                 return
-        while True:  # this thread leads
+        # this thread leads
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+        try:
+            self._commit(batch)
+        finally:
+            for other in batch:
+                if other is not write and other.waiting is not None:
+                    other.waiting.release()
             with self._pending_lock:
-                batch, self._pending = self._pending, []
-            try:
-                self._commit(batch)
-            finally:
-                for other in batch:
-                    if other is not write and other.waiting is not None:
-                        other.waiting.release()
-                with self._pending_lock:
-                    following = self._pending[0] if self._pending else None
-                    if following is None:
-                        self._leading = False
-            if following is None:
-                return
-            if following.waiting is not None:
-                following.waiting.release()  # not done: its thread leads next
-                return
-            # (no lock of its own: cannot happen, every write queued behind a leader has one)
+                following = self._pending[0] if self._pending else None
+                if following is None:
+                    self._leading = False
+            if following is not None:
+                # queued while a batch was led, so it holds a lock of its own; not done: its
+                # thread leads next
+                assert following.waiting is not None
+                following.waiting.release()
 
     def _commit(self, batch: list[_Write[Any]]) -> None:
         self.batches += 1
@@ -168,7 +167,7 @@ class GroupCommit:
                 # each write's own error still reaches its caller; this says that batching failed
                 # (a bad write, or PostgreSQL ending a deadlock), so each costs a transaction
                 log.warning("group commit: a batch of %s writes failed (%s: %s); each is written alone",
-                            len(batch), type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+                            len(batch), type(error).__name__, (str(error).splitlines() or [""])[0])
             except BaseException as error:  # an interrupt: every waiting caller hears of it
                 for write in batch:
                     write.error, write.done = error, True
