@@ -25,7 +25,10 @@ _DROP = DriverStatement(delete(_J).where(_J.c.unique_key == bindparam("key")))
 
 
 def _row(key: str, payload: Any) -> dict[str, Any]:
-    return {"kind": "test.driver", "payload": payload, "run_at": utcnow(), "priority": 0, "max_attempts": 1,
+    # due tomorrow: the session server's embedded worker claims any due job, and would fail
+    # these (no handler) between the test's statements
+    return {"kind": "test.driver", "payload": payload, "run_at": utcnow() + timedelta(days=1), "priority": 0,
+            "max_attempts": 1,
             "unique_key": key, "status": "ready", "attempts": 0, "created_at": utcnow(), "last_error": None}
 
 
