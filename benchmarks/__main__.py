@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import benchmarks
+from benchmarks.common import clean_up_on_exit, remove_abandoned_scratch
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="bench modules to run, e.g. api webhooks")
     parser.add_argument("--quick", action="store_true", help="small data sizes, for a smoke run")
     args = parser.parse_args(argv)
+    clean_up_on_exit()
+    for path in remove_abandoned_scratch():
+        print(f"(removed {path}, left behind by a run that was killed)", file=sys.stderr)
     modules = sorted(m.name for m in pkgutil.iter_modules([str(Path(benchmarks.__file__).parent)])
                      if m.name.startswith("bench_"))
     if args.names:

@@ -44,7 +44,6 @@ import os
 import random
 import secrets
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -69,6 +68,7 @@ from benchmarks.common import (
     postgres_cpu_since,
     process_cpu_seconds,
     run_load,
+    scratch_dir,
     split_result,
     start_profiler,
     stop_profiler,
@@ -473,7 +473,7 @@ def measure_fanout(label: str, url: str | None, size: Sizes) -> Iterable[Result]
 
 def run(args: Any) -> Iterable[Result]:
     size = sizes(bool(getattr(args, "quick", False)))
-    os.environ.setdefault("OPENMAAC_DATA_DIR", tempfile.mkdtemp(prefix="openmaac-bench-messaging-"))
+    os.environ.setdefault("OPENMAAC_DATA_DIR", str(scratch_dir("messaging")))
     load = os.getloadavg()
     yield Result("machine: CPU cores", float(os.cpu_count() or 0), "cores",
                  f"shared with the simulator, the load generator and other work; load average {load[0]:.1f} at start")

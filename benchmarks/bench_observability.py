@@ -23,11 +23,9 @@ import asyncio
 import contextlib
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -51,6 +49,7 @@ from benchmarks.common import (
     backends,
     fresh_postgres_database,
     postgres_url,
+    scratch_dir,
 )
 
 SCRAPE_SECONDS = 1.0
@@ -96,7 +95,7 @@ def scraping(base_url: str) -> Iterator[list[int]]:
 
 
 def measure(label: str, url: str | None, size: Any) -> Iterable[Result]:
-    log_path = Path(tempfile.mkdtemp(prefix="openmaac-bench-obs-")) / "server.jsonl"
+    log_path = scratch_dir("obs") / "server.jsonl"
     with simulator() as sim, bare_upstream(sim.base_url) as (upstream, up_org), second_database(url) as url_on:
         off = ServerProcess(database_url=url, extra_env={"OPENMAAC_SIMULATORS": "0", **OFF})
         on = ServerProcess(database_url=url_on, extra_env={"OPENMAAC_SIMULATORS": "0", **ON})
@@ -157,7 +156,7 @@ def measure(label: str, url: str | None, size: Any) -> Iterable[Result]:
 
 def run(args: Any) -> Iterable[Result]:
     size = sizes(bool(getattr(args, "quick", False)))
-    os.environ.setdefault("OPENMAAC_DATA_DIR", tempfile.mkdtemp(prefix="openmaac-bench-observability-"))
+    os.environ.setdefault("OPENMAAC_DATA_DIR", str(scratch_dir("observability")))
     load = os.getloadavg()
     yield Result("machine: CPU cores", float(os.cpu_count() or 0), "cores",
                  f"shared with the simulator, the load generator and other work; load average {load[0]:.1f} at start")

@@ -49,7 +49,6 @@ import os
 import random
 import secrets
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -72,6 +71,7 @@ from benchmarks.common import (
     durable_floor_ratios,
     process_cpu_seconds,
     run_load,
+    scratch_dir,
     split_result,
     workers,
 )
@@ -599,7 +599,7 @@ def measure_campaign(label: str, url: str | None, size: Sizes) -> Iterable[Resul
 
 def run(args: Any) -> Iterable[Result]:
     size = sizes(bool(getattr(args, "quick", False)))
-    os.environ.setdefault("OPENMAAC_DATA_DIR", tempfile.mkdtemp(prefix="openmaac-bench-sms-plus-"))
+    os.environ.setdefault("OPENMAAC_DATA_DIR", str(scratch_dir("sms-plus")))
     load = os.getloadavg()
     yield Result("machine: CPU cores", float(os.cpu_count() or 0), "cores",
                  f"shared with the simulators, the load generator and other work; load average {load[0]:.1f} "

@@ -21,7 +21,6 @@ import asyncio
 import os
 import random
 import secrets
-import tempfile
 import threading
 import time
 import zipfile
@@ -41,6 +40,8 @@ from benchmarks.common import (
     database_url,
     process_cpu_seconds,
     run_load,
+    scratch,
+    scratch_dir,
 )
 
 CONCURRENCY = 4
@@ -259,11 +260,11 @@ def measure(label: str, url: str | None, size: Sizes, files: dict[str, Path]) ->
 
 def run(args: Any) -> Iterable[Result]:
     size = sizes(bool(getattr(args, "quick", False)))
-    os.environ.setdefault("OPENMAAC_DATA_DIR", tempfile.mkdtemp(prefix="openmaac-bench-write-latency-"))
+    os.environ.setdefault("OPENMAAC_DATA_DIR", str(scratch_dir("write-latency")))
     load = os.getloadavg()
     yield Result("machine: CPU cores", float(os.cpu_count() or 0), "cores",
                  f"shared with the load generator and other work; load average {load[0]:.1f} at start")
-    with tempfile.TemporaryDirectory(prefix="openmaac-bench-files-") as folder:
+    with scratch("files") as folder:
         csv_path, xlsx_path = Path(folder) / "list.csv", Path(folder) / "list.xlsx"
         began = time.perf_counter()
         csv_rows = write_csv(csv_path, size.csv_bytes)

@@ -22,6 +22,74 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Every directory a run writes (servers' data, SQLite databases of a million contacts: gigabytes)
+# is a scratch directory: /tmp/openmaac-bench-<kind>-XXXX, with the pid of the run that owns it.
+SCRATCH_PREFIX = "openmaac-bench-"
+_OWNER_FILE = "owner.pid"
+_scratch: list[Path] = []
+
+
+@contextmanager
+def scratch(kind: str) -> Iterator[Path]:
+    """``scratch_dir`` for a block: removed at its end (and, if that never comes, as above)."""
+    path = scratch_dir(kind)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        if path in _scratch:
+            _scratch.remove(path)
+
+
+def scratch_dir(kind: str) -> Path:
+    """A new directory for this run to write in, removed when the run ends: normally, by an
+    exception or by SIGTERM (``clean_up_on_exit``). A run killed outright leaves it behind with
+    its owner's pid, and the next run removes it (``remove_abandoned_scratch``)."""
+    path = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{kind}-"))
+    (path / _OWNER_FILE).write_text(str(os.getpid()))
+    _scratch.append(path)
+    return path
+
+
+def _remove_own_scratch() -> None:
+    while _scratch:
+        shutil.rmtree(_scratch.pop(), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_abandoned_scratch(root: Path | None = None) -> list[Path]:
+    """Remove the scratch directories of runs that are gone (killed: no clean-up ran); those of
+    runs still alive, and directories without an owner file, stay. The ones removed."""
+    removed = []
+    for path in Path(root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        try:
+            owner = int((path / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if owner != os.getpid() and not _alive(owner):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def clean_up_on_exit() -> None:
+    """This run's scratch directories go at its exit, and SIGTERM (``timeout``, ``kill``) exits
+    through Python's clean-up: servers stopped, PostgreSQL databases dropped, directories
+    removed. Python's default on SIGTERM is to die on the spot, leaving all of them behind."""
+    import atexit
+
+    atexit.register(_remove_own_scratch)
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
+
 
 @dataclass
 class Result:
@@ -71,7 +139,7 @@ class ServerProcess:
 
     database_url: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
-    data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="openmaac-bench-")))
+    data_dir: Path = field(default_factory=lambda: scratch_dir("server"))
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -469,7 +537,7 @@ def durable_floor_ratios(label: str, request: str, ours: LoadStats, up: LoadStat
 def durable_floor_database(url: str | None) -> Iterator[str]:
     """A database of its own for the durable floor, on the same backend as openmaac's."""
     if url is None:
-        with tempfile.TemporaryDirectory(prefix="openmaac-bench-durable-") as tmp:
+        with scratch("durable") as tmp:
             yield f"sqlite:///{tmp}/bare.sqlite3"
         return
     admin = postgres_url()
