@@ -380,3 +380,45 @@ def test_pushes_accepted_together_hold_points_first_come_first_served(tenant: An
         assert sizes == []
     else:
         assert sum(sizes) == 5 and max(sizes) > 1
+
+
+def test_delivery_webhooks_of_a_batch_are_written_together_each_counting_its_own(make_tenant: Any, base_url: str,
+                                                                                   database: Any) -> None:
+    """The delivery-only webhook requests of a group commit's batch are written by one set of
+    statements (``handle_delivery_requests``): every organisation's PNPs are delivered, each
+    request counts its own new events, and an event LINE sent in two requests counts once."""
+    import time
+    import uuid
+
+    from sqlalchemy import text
+
+    from openmaac.line_inbound.events import accept_events
+    from openmaac.line_inbound.service import handle_delivery_requests
+
+    def delivery(uid: str, tag: str, event_id: str) -> dict[str, Any]:
+        return {"type": "delivery", "mode": "active", "timestamp": int(time.time() * 1000),
+                "source": {"type": "user", "userId": uid}, "webhookEventId": event_id,
+                "deliveryContext": {"isRedelivery": False}, "delivery": {"data": tag}}
+
+    sent: list[tuple[Any, int, int, str, str]] = []  # tenant, scenario, message, LINE user, delivery tag
+    for index, tenant in enumerate([make_tenant(), make_tenant()]):
+        httpx.post(line_sim(base_url) + f"/_admin/channels/{tenant.channel_id}/limits",
+                   json={"pnp_delivery_delay": 3600}).raise_for_status()  # the deliveries are ours to send
+        scenario = setting(tenant, fallback_period=40000)
+        for n in range(2):
+            phone = f"+88691305{index}{n:03d}"
+            uid = user(base_url, tenant, phone)
+            message_id = push(tenant, scenario["id"], phone)["id"]
+            with database.lookup() as conn:
+                tag = conn.execute(text("SELECT delivery_tag FROM pnp_messages WHERE id = :id"),
+                                   {"id": message_id}).scalar_one()
+            sent.append((tenant, scenario["id"], message_id, uid, tag))
+    events = [delivery(uid, tag, uuid.uuid4().hex) for _tenant, _scenario, _message, uid, tag in sent]
+    (first, org_a), (second, _), (third, org_b), (fourth, _) = [(event, sent[i][0].id) for i, event in enumerate(events)]
+    requests = [(org_a, accept_events([first])), (org_b, accept_events([third, fourth])),
+                (org_a, accept_events([second, first]))]  # the first event again, in another request
+    with database.write() as session:
+        assert handle_delivery_requests(session, requests) == [1, 2, 1]
+    for tenant, scenario, message_id, _uid, _tag in sent:
+        assert row(tenant, scenario, message_id)["status"] == "pnp_delivered"
+        assert tenant.client.get(tenant.api("pnp/points/")).json()["balance"] == 10  # its hold released

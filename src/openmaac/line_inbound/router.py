@@ -15,7 +15,7 @@ from openmaac.db.driver import DriverStatement
 from openmaac.db.engine import get_database
 from openmaac.db.group_commit import REQUEST_WRITES, group_commit
 from openmaac.line_inbound.events import accept_events
-from openmaac.line_inbound.service import handle_events
+from openmaac.line_inbound.service import handle_delivery_requests, handle_events
 from openmaac.web.errors import APIError, not_found
 from openmaac.web.input import LaneRoute, plain_lane
 from openmaac.web.responses import OrjsonResponse
@@ -77,8 +77,9 @@ def receive(channel_id: str, body: bytes, signature: str | None) -> int:
     if all(item.event.type == "delivery" for item in accepted):
         # LINE's PNP delivery reports (SMS+; LINE sends several requests at once under load):
         # written together with the other such requests of the moment, one transaction per
-        # batch (db/group_commit.py), each request answered after its own write is committed
-        return group_commit(database, REQUEST_WRITES).run(
-            lambda session: handle_events(session, int(organization_id), accepted))
+        # batch (db/group_commit.py) and one set of statements for all of them, each request
+        # answered after its own write is committed
+        return group_commit(database, REQUEST_WRITES).run_batched(handle_delivery_requests,
+                                                                  (int(organization_id), accepted))
     with database.write() as session:
         return handle_events(session, int(organization_id), accepted)

@@ -42,16 +42,21 @@ def _event_id(accepted: AcceptedEvent) -> str:
     return event_id
 
 
-def _store(session: Session, organization_id: int, events: list[tuple[AcceptedEvent, datetime]]) -> list[bool]:
-    """Insert each event unless it was seen before (one round trip on PostgreSQL for a request's
-    events: a delivery webhook carries up to a hundred). Whether each is new, in order."""
+def _store(session: Session, events: list[tuple[int, AcceptedEvent, datetime]]) -> list[bool]:
+    """Insert each event ``(organization id, event, occurred at)`` unless it was seen before
+    (one round trip on PostgreSQL, however many: a delivery webhook carries up to a hundred,
+    and a group commit's batch holds several such requests). Whether each is new, in order."""
     received_at = datetime.now(UTC)
     conn = session.connection()
     counts = _STORE[conn.dialect.name == "postgresql"].execute_each(conn, [{
         "organization_id": organization_id, "webhook_event_id": _event_id(accepted),
         "event_type": accepted.event.type, "line_uid": accepted.event.user_id, "payload": accepted.raw,
-        "occurred_at": occurred_at, "received_at": received_at} for accepted, occurred_at in events])
+        "occurred_at": occurred_at, "received_at": received_at} for organization_id, accepted, occurred_at in events])
     return [bool(count) for count in counts]
+
+
+def _timed(events: list[AcceptedEvent]) -> list[tuple[AcceptedEvent, datetime]]:
+    return [(accepted, datetime.fromtimestamp(accepted.event.timestamp / 1000, UTC)) for accepted in events]
 
 
 def handle_events(session: Session, organization_id: int, events: list[AcceptedEvent]) -> int:
@@ -59,8 +64,9 @@ def handle_events(session: Session, organization_id: int, events: list[AcceptedE
     channel's organisation. Returns how many were new."""
     new = 0
     deliveries: list[tuple[str | None, datetime, str | None]] = []
-    timed = [(accepted, datetime.fromtimestamp(accepted.event.timestamp / 1000, UTC)) for accepted in events]
-    for (accepted, occurred_at), is_new in zip(timed, _store(session, organization_id, timed), strict=True):
+    timed = _timed(events)
+    stored = _store(session, [(organization_id, accepted, occurred_at) for accepted, occurred_at in timed])
+    for (accepted, occurred_at), is_new in zip(timed, stored, strict=True):
         if not is_new:
             continue
         event = accepted.event
@@ -99,6 +105,38 @@ def handle_events(session: Session, organization_id: int, events: list[AcceptedE
 
         record_pnp_deliveries(session, organization_id, deliveries)
     return new
+
+
+def handle_delivery_requests(session: Session, requests: list[tuple[int, list[AcceptedEvent]]]) -> list[int]:
+    """The webhook requests of a group commit's batch that carry only ``delivery`` events (LINE's
+    PNP delivery reports: under load it sends many at once), each ``(organization id, its
+    events)``, written as ``handle_events`` writes one: the events of all of them stored by one
+    statement, then each organisation's new deliveries recorded together, its messages read and
+    locked by one statement, in id order. Request by request, a statement each of both took most
+    of the batch's round trips, each one a wait for the interpreter lock under load; and the
+    locks of several requests, each in id order but not all in one, met a worker's in a
+    deadlock. How many events of each request were new, in order."""
+    timed = [(organization_id, _timed(events)) for organization_id, events in requests]
+    stored = iter(_store(session, [(organization_id, accepted, occurred_at)
+                                   for organization_id, items in timed for accepted, occurred_at in items]))
+    deliveries: dict[int, list[tuple[str | None, datetime, str | None]]] = {}
+    counts: list[int] = []
+    for organization_id, items in timed:
+        new = 0
+        for accepted, occurred_at in items:
+            if not next(stored):
+                continue
+            new += 1
+            event = accepted.event
+            if event.type == "delivery" and event.delivery is not None:
+                deliveries.setdefault(organization_id, []).append((event.delivery.data, occurred_at, event.user_id))
+        counts.append(new)
+    if deliveries:
+        from openmaac.sms_plus.engine import record_pnp_deliveries
+
+        for organization_id in sorted(deliveries):
+            record_pnp_deliveries(session, organization_id, deliveries[organization_id])
+    return counts
 
 
 @handler("contact.fetch_line_profile")
