@@ -383,10 +383,12 @@ def test_pushes_accepted_together_hold_points_first_come_first_served(tenant: An
 
 
 def test_delivery_webhooks_of_a_batch_are_written_together_each_counting_its_own(make_tenant: Any, base_url: str,
-                                                                                   database: Any) -> None:
+                                                                                   database: Any, receiver: Any) -> None:
     """The delivery-only webhook requests of a group commit's batch are written by one set of
     statements (``handle_delivery_requests``): every organisation's PNPs are delivered, each
-    request counts its own new events, and an event LINE sent in two requests counts once."""
+    request counts its own new events, and an event LINE sent in two requests counts once. What
+    PostgreSQL reads with the messages in one statement still acts: the status webhooks (in the
+    organisation's time zone), and the number bound to the friend a PNP reached."""
     import time
     import uuid
 
@@ -401,13 +403,19 @@ def test_delivery_webhooks_of_a_batch_are_written_together_each_counting_its_own
                 "deliveryContext": {"isRedelivery": False}, "delivery": {"data": tag}}
 
     sent: list[tuple[Any, int, int, str, str]] = []  # tenant, scenario, message, LINE user, delivery tag
-    for index, tenant in enumerate([make_tenant(), make_tenant()]):
+    tenants = [make_tenant(), make_tenant()]
+    path = f"/pnp-status-{tenants[0].id}"
+    tenants[0].client.post(tenants[0].api("webhook/"), json={
+        "url": receiver.url + path, "topics": ["pnp.status_updated"], "style": "maac"}).raise_for_status()
+    for index, tenant in enumerate(tenants):
         httpx.post(line_sim(base_url) + f"/_admin/channels/{tenant.channel_id}/limits",
                    json={"pnp_delivery_delay": 3600}).raise_for_status()  # the deliveries are ours to send
         scenario = setting(tenant, fallback_period=40000)
         for n in range(2):
             phone = f"+88691305{index}{n:03d}"
-            uid = user(base_url, tenant, phone)
+            uid = user(base_url, tenant, phone, follow=(index, n) == (0, 0))  # a friend without a number yet
+            if (index, n) == (0, 0):
+                assert wait_for(lambda: member(tenant, uid)).get("mobile") in (None, "")  # noqa: B023
             message_id = push(tenant, scenario["id"], phone)["id"]
             with database.lookup() as conn:
                 tag = conn.execute(text("SELECT delivery_tag FROM pnp_messages WHERE id = :id"),
@@ -422,3 +430,15 @@ def test_delivery_webhooks_of_a_batch_are_written_together_each_counting_its_own
     for tenant, scenario, message_id, _uid, _tag in sent:
         assert row(tenant, scenario, message_id)["status"] == "pnp_delivered"
         assert tenant.client.get(tenant.api("pnp/points/")).json()["balance"] == 10  # its hold released
+    friend = member(tenants[0], sent[0][3])
+    assert friend is not None and friend["mobile"] == "+886913050000"
+
+    def delivered_statuses() -> list[Any] | None:
+        bodies = [json.loads(r["body"]) for r in receiver.at(path)]
+        found = [b for b in bodies if b["data"]["status"] == "pnp_delivered"]
+        return found if len(found) == 2 else None
+
+    announced = wait_for(delivered_statuses)
+    assert sorted(b["data"]["pnp_message_id"] for b in announced) == sorted(m for _t, _s, m, _u, _g in sent[:2])
+    assert all(b["timestamp"].endswith("+08:00") and b["data"]["pnp_delivered_at"].endswith("+08:00")
+               for b in announced)

@@ -24,7 +24,7 @@ def _sqlite_plan(database: Any, statement: Any, params: dict[str, Any]) -> str:
 
 
 def test_delivery_tags_are_looked_up_by_their_unique_index(database: Any) -> None:
-    plan = _sqlite_plan(database, engine._BY_TAGS[False], {"org": 1, "tags": json.dumps(["openmaac-pnp-a", "b"])})
+    plan = _sqlite_plan(database, engine._BY_TAGS, {"org": 1, "tags": json.dumps(["openmaac-pnp-a", "b"])})
     assert "delivery_tag=?" in plan and "organization_id=?" not in plan, plan
 
 

@@ -53,6 +53,7 @@ from openmaac.templates.models import MessageTemplate
 from openmaac.templates.service import render as render_template
 from openmaac.web.times import render, zone
 from openmaac.webhooks.events import Event, emit_many
+from openmaac.webhooks.service import pg_targets_columns, remember_targets
 
 log = logging.getLogger("openmaac.sms_plus")
 PROVIDER_MESSAGE_ID_MAX = 128  # the width of pnp_messages.sms_provider_message_id
@@ -681,29 +682,40 @@ def dispatch_job(payload: dict[str, Any], _context: JobContext) -> None:
 
 # --- PNP delivery (LINE's ``delivery`` webhook) ----------------------------------------------------
 
-# the messages of a webhook request's delivery tags (a JSON array), by one prebuilt statement on
-# the driver's cursor: locked on PostgreSQL, in id order (concurrent lockers never deadlock).
-# Both planned by the unique index on delivery_tag: on SQLite the organisation is compared as
-# ``+organization_id``, which no index serves (SQLite, without statistics, otherwise walked the
-# organisation's messages by its (organization_id, ...) index for the tags of a JSON list)
-_BY_TAGS = {postgres: DriverStatement(text(
-    f"SELECT {_MESSAGE_ROW} FROM pnp_messages WHERE "
-    + ("organization_id = :org AND delivery_tag = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(:tags AS jsonb))))"
-       " ORDER BY id FOR UPDATE" if postgres
-       else "delivery_tag IN (SELECT value FROM json_each(:tags)) AND +organization_id = :org ORDER BY id"))
+# SQLite: the messages of a webhook request's delivery tags (a JSON array), by one prebuilt
+# statement on the driver's cursor, in id order. Planned by the unique index on delivery_tag: the
+# organisation is compared as ``+organization_id``, which no index serves (SQLite, without
+# statistics, otherwise walked the organisation's messages by its (organization_id, ...) index
+# for the tags of a JSON list). PostgreSQL reads them with more in one statement
+# (``_PG_DELIVERY_READ``).
+_BY_TAGS = DriverStatement(text(
+    f"SELECT {_MESSAGE_ROW} FROM pnp_messages "
+    "WHERE delivery_tag IN (SELECT value FROM json_each(:tags)) AND +organization_id = :org ORDER BY id")
     .columns(*_M.c))
-    for postgres in (False, True)}
 _SETTING = DriverStatement(select(*PnpSetting.__table__.c).where(PnpSetting.__table__.c.id == bindparam("id")))
+_SETTING_COLUMNS = ", ".join(f"s.{column.name}" for column in PnpSetting.__table__.c)
+# PostgreSQL: what recording deliveries reads, in ONE statement (a group commit's transaction
+# waits for the interpreter lock after each round trip, under load a millisecond or more): the
+# messages of the tags (locked, in id order), each with its scenario's columns (NULLs when it
+# is gone), whether the LINE user its delivery names is a contact of the organisation and that
+# contact's number, and the organisation's webhook targets (webhooks.pg_targets_columns).
+_PG_DELIVERY_READ = DriverStatement(text(f"""
+SELECT {", ".join(f"m.{column.name}" for column in _M.c)}, {_SETTING_COLUMNS},
+       c.line_uid IS NOT NULL, c.mobile, {pg_targets_columns()}
+FROM pnp_messages m
+JOIN unnest(CAST(:tags AS text[]), CAST(:uids AS text[])) AS t(tag, uid) ON t.tag = m.delivery_tag
+LEFT JOIN pnp_settings s ON s.id = m.pnp_setting_id
+LEFT JOIN LATERAL (SELECT line_uid, mobile FROM contacts
+                   WHERE organization_id = :org AND line_uid = t.uid LIMIT 1) c ON true
+WHERE m.organization_id = :org AND m.delivery_tag = ANY(CAST(:tags AS text[]))
+ORDER BY m.id FOR UPDATE OF m"""))
 # a delivered message: its PNP status (and overall status), and its end when there is one
 _DELIVERED = DriverStatement(update(_M).where(_M.c.id == bindparam("b_id")).values(
     pnp_status=bindparam("b_pnp_status"), pnp_delivered_at=bindparam("b_at", type_=_M.c.pnp_delivered_at.type),
     status=bindparam("b_status"), updated_at=bindparam("b_now", type_=_M.c.updated_at.type),
     finished=bindparam("b_finished"), points_held=bindparam("b_points_held"), line_uid=bindparam("b_line_uid")))
-_CONTACT_MOBILES = {postgres: DriverStatement(text(
-    "SELECT line_uid, mobile FROM contacts WHERE organization_id = :org AND line_uid "
-    + ("= ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(:uids AS jsonb))))" if postgres
-       else "IN (SELECT value FROM json_each(:uids))")))
-    for postgres in (False, True)}
+_CONTACT_MOBILES = DriverStatement(text(  # SQLite (PostgreSQL: in _PG_DELIVERY_READ)
+    "SELECT line_uid, mobile FROM contacts WHERE organization_id = :org AND line_uid IN (SELECT value FROM json_each(:uids))"))
 
 
 # PostgreSQL: a delivery webhook's writes in ONE statement of data-modifying CTEs: the delivered
@@ -754,25 +766,49 @@ def _write_deliveries_pg(conn: Any, organization_id: int, delivered: list[PnpMes
 
 def record_pnp_deliveries(session: Session, organization_id: int,
                           deliveries: list[tuple[str | None, datetime, str | None]]) -> int:
-    """LINE's ``delivery`` events of one webhook request ``(tag, occurred_at, line_uid)``, in the
-    receiver's transaction: the messages read (and locked on PostgreSQL) by one statement, their
-    changes emitted, their ends recorded and their rows written together, with prebuilt
-    statements on plain rows (no ORM objects: their load and flush cost more than the database's
-    work). Returns how many messages matched."""
+    """LINE's ``delivery`` events of one webhook request, or of a group commit's batch of them,
+    ``(tag, occurred_at, line_uid)``, in the receiver's transaction: the messages read (and
+    locked on PostgreSQL) by one statement, their changes emitted, their ends recorded and their
+    rows written together, with prebuilt statements on plain rows (no ORM objects: their load
+    and flush cost more than the database's work). On PostgreSQL the scenarios, the contacts'
+    numbers and the webhook targets come with the messages (``_PG_DELIVERY_READ``) and the
+    writes are one statement: two round trips in all. Returns how many messages matched."""
     tags = sorted({tag for tag, _at, _uid in deliveries if tag})
     if not tags:
         return 0
     conn = session.connection()
     postgres = conn.dialect.name == "postgresql"
     by_tag: dict[str, PnpMessageRow] = {}
-    for start in range(0, len(tags), 500):
-        for row in _BY_TAGS[postgres].execute(conn, {"org": organization_id,
-                                                     "tags": json_dumps(tags[start:start + 500])}).rows:
-            message = PnpMessageRow(*row)
+    settings: dict[int, PnpSetting] = {}
+    mobiles: dict[str, str | None] = {}  # the organisation's contacts among the LINE users named: their numbers
+    if postgres:
+        first_uid: dict[str, str | None] = {}
+        for tag, _at, line_uid in deliveries:
+            if tag:
+                first_uid.setdefault(tag, line_uid)  # the first delivery of a tag is the one that counts
+        width, setting_width = len(_M.c), len(_SETTING_NAMES)
+        rows = _PG_DELIVERY_READ.execute(conn, {"org": organization_id, "tags": tags,
+                                                "uids": [first_uid[tag] for tag in tags]}).rows
+        for row in rows:
+            message = PnpMessageRow(*row[:width])
             by_tag[str(message.delivery_tag)] = message
+            setting_values = row[width:width + setting_width]
+            if setting_values[0] is not None:
+                settings.setdefault(int(setting_values[0]), PnpSetting(**dict(zip(_SETTING_NAMES, setting_values,
+                                                                                   strict=True))))
+            contact_found, mobile = row[width + setting_width:width + setting_width + 2]
+            if contact_found:
+                mobiles[str(first_uid[str(message.delivery_tag)])] = mobile
+        if rows:
+            remember_targets(session, organization_id, rows[0][-2], rows[0][-1])
+    else:
+        for start in range(0, len(tags), 500):
+            for row in _BY_TAGS.execute(conn, {"org": organization_id, "tags": json_dumps(tags[start:start + 500])}).rows:
+                message = PnpMessageRow(*row)
+                by_tag[str(message.delivery_tag)] = message
+        settings = _settings_by_id(conn, (message.pnp_setting_id for message in by_tag.values()))
     if not by_tag:
         return 0
-    settings = _settings_by_id(conn, (message.pnp_setting_id for message in by_tag.values()))
     now = utcnow()
     changed: dict[int, list[PnpMessageRow]] = {}
     ended: list[PnpMessageRow] = []
@@ -803,12 +839,11 @@ def record_pnp_deliveries(session: Session, organization_id: int,
     if binds:
         from openmaac.sms_plus.join_links import bind_phone
 
-        # one look-up for the lot: a PNP binds only a friend whose number is not this one yet
-        mobiles: dict[str, str | None] = {}
-        uids = sorted({line_uid for _setting, _message, line_uid in binds})
-        for start in range(0, len(uids), 500):
-            mobiles.update((str(uid), mobile) for uid, mobile in _CONTACT_MOBILES[postgres].execute(
-                conn, {"org": organization_id, "uids": json_dumps(uids[start:start + 500])}).rows)
+        if not postgres:  # one look-up for the lot: a PNP binds only a friend whose number is not this one yet
+            uids = sorted({line_uid for _setting, _message, line_uid in binds})
+            for start in range(0, len(uids), 500):
+                mobiles.update((str(uid), mobile) for uid, mobile in _CONTACT_MOBILES.execute(
+                    conn, {"org": organization_id, "uids": json_dumps(uids[start:start + 500])}).rows)
         for setting, message, line_uid in binds:
             if line_uid in mobiles and mobiles[line_uid] != message.phone_number:
                 bind_phone(session, organization_id, setting, message, line_uid, "pnp", only_if_new=True)
