@@ -442,3 +442,25 @@ def test_delivery_webhooks_of_a_batch_are_written_together_each_counting_its_own
     assert sorted(b["data"]["pnp_message_id"] for b in announced) == sorted(m for _t, _s, m, _u, _g in sent[:2])
     assert all(b["timestamp"].endswith("+08:00") and b["data"]["pnp_delivered_at"].endswith("+08:00")
                for b in announced)
+
+
+def test_a_pnp_pushs_status_webhooks_follow_it_from_acceptance_to_delivery(tenant: Any, base_url: str,
+                                                                           receiver: Any) -> None:
+    """On PostgreSQL the push's acceptance reads the organisation's webhook targets in its own
+    statement: its first status event still goes out, in the organisation's time zone."""
+    path = f"/pnp-status-{tenant.id}"
+    tenant.client.post(tenant.api("webhook/"), json={"url": receiver.url + path, "topics": ["pnp.status_updated"],
+                                                     "style": "maac"}).raise_for_status()
+    phone = "+886913060001"
+    user(base_url, tenant, phone)
+    scenario = setting(tenant, fallback_period=40000)
+    result = push(tenant, scenario["id"], phone)
+    wait_status(tenant, scenario["id"], result["id"], "pnp_delivered")
+
+    def statuses() -> list[Any] | None:
+        bodies = [json.loads(r["body"]) for r in receiver.at(path)]
+        return bodies if len(bodies) == 3 else None
+
+    bodies = wait_for(statuses)
+    assert [b["data"]["status"] for b in bodies] == ["pnp_preparing", "pnp_accepted", "pnp_delivered"]
+    assert all(b["data"]["pnp_message_id"] == result["id"] and b["timestamp"].endswith("+08:00") for b in bodies)

@@ -55,6 +55,7 @@ from openmaac.sms_plus.settings import DISPATCH_SAFETY_NET_SECONDS, minutes
 from openmaac.templates.models import MessageTemplate
 from openmaac.templates.service import render as render_template
 from openmaac.web.errors import APIError
+from openmaac.webhooks.service import pg_targets_rows, remember_targets
 
 _S = PnpSetting.__table__
 _M = PnpMessage.__table__
@@ -154,7 +155,9 @@ def _pg_accept_many() -> DriverStatement:
     per hold with the balance after it, in order; the messages of the organisations debited (or
     with nothing to hold), their safety-net and fallback jobs; and the LINE rate slots of the
     channels this process needs (``line_rate.leases_in_statement``). One row per message
-    accepted (its place in ``:rows`` and id), then one per channel leased. A message of an
+    accepted (its place in ``:rows`` and id), then one per channel leased, then the webhook
+    targets of each organisation (``:orgs``; what the messages' first status events would
+    otherwise read in a round trip of their own, webhooks.pg_targets_rows). A message of an
     organisation whose balance did not cover the batch's holds is not written: its caller
     accepts it alone, as before."""
     from sqlalchemy.dialects import postgresql
@@ -190,9 +193,11 @@ job AS (
   SELECT '{engine.FALLBACK}', jsonb_build_object('message_id', id), organization_id, fallback_at, 100, 10,
          '{engine.FALLBACK}:' || id, 'ready', 0, :now FROM ok),
 rate AS ({line_rate.PG_TAKE_MANY})
-SELECT 0, ok.ord, ok.id, NULL, NULL, NULL FROM ok
+SELECT 0, ok.ord, ok.id, NULL, NULL, NULL, CAST(NULL AS json), CAST(NULL AS text) FROM ok
 UNION ALL
-SELECT 1, 0, NULL, rate.channel_id, rate.next_free, rate.db_now FROM rate
+SELECT 1, 0, NULL, rate.channel_id, rate.next_free, rate.db_now, NULL, NULL FROM rate
+UNION ALL
+SELECT 2, 0, tg.org, NULL, NULL, NULL, tg.targets, tg.tz FROM ({pg_targets_rows(":orgs")}) AS tg(org, targets, tz)
 ORDER BY 1, 2""").bindparams(bindparam("now", type_=UTCDateTime()), bindparam("dispatch_at", type_=UTCDateTime())))
 
 
@@ -359,12 +364,15 @@ def _accept_pnp_many_pg(session: Session, pushes: list[_PnpToAccept]) -> list[Pn
                         "amount": push.recipient.sms_segments} for push, row in zip(pushes, values, strict=True)])
     with line_rate.leases_in_statement(database, (push.channel_id for push in pushes), "pnp_push") as (
             takings, rate_params):
-        answer = _pg_accept_many().execute(conn, {"rows": rows, "now": now, "dispatch_at": dispatch_at,
-                                                  "note": "1 SMS+ message(s)", **rate_params}).rows
+        answer = _pg_accept_many().execute(conn, {
+            "rows": rows, "now": now, "dispatch_at": dispatch_at, "note": "1 SMS+ message(s)",
+            "orgs": sorted({push.organization_id for push in pushes}), **rate_params}).rows
         accepted = {int(ord_) - 1: int(message_id) for part, ord_, message_id, *_rest in answer if part == 0}
-        for part, _ord, _id, channel_id, next_free, db_now in answer:
+        for part, _ord, org_id, channel_id, next_free, db_now, targets, tz_name in answer:
             if part == 1:
                 takings[channel_id].taken(next_free, db_now)
+            elif part == 2:
+                remember_targets(session, int(org_id), targets, tz_name)
     results: list[PnpMessageRow | APIError] = []
     for index, (push, row) in enumerate(zip(pushes, values, strict=True)):
         if index in accepted:
