@@ -293,3 +293,36 @@ def test_a_chunks_record_aborted_by_a_deadlock_is_run_again_and_records_every_an
     found = wait_all(tenant, setting_id, ids, {"pnp_failed", "pnp_accepted"})
     assert aborted == [1]
     assert {found[i]["status"] for i in ids} == {"pnp_failed"}
+
+
+def test_a_chunks_marking_aborted_by_a_deadlock_is_run_again_and_sends_each_sms_once(
+        tenant: Any, base_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # On PostgreSQL a group commit of several SMS status callbacks locks their messages in the
+    # order they came, and can deadlock with a fallback batch locking its chunk in id order; the
+    # batch's transaction before its sends is then run again, not left to fail its job.
+    from sqlalchemy import exc
+
+    from openmaac.sms_plus import engine
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    real_mark = engine._mark_sms_chunk
+    aborted: list[int] = []
+
+    def aborted_once(session: Any, **kwargs: Any) -> Any:
+        marked = real_mark(session, **kwargs)  # its writes made, then the abort: all rolled back
+        if not aborted:
+            aborted.append(1)
+            raise exc.OperationalError("SELECT ... FOR UPDATE", {}, Deadlock())
+        return marked
+
+    setting_id = scenario(tenant, fallback_period=43200)  # the batch's own timer stays out of the way
+    phones = [f"+88691237{i:04d}" for i in range(3)]  # numbers LINE does not know: every PNP fails
+    ids = multicast(tenant, setting_id, phones)
+    wait_all(tenant, setting_id, ids, {"pnp_failed"})
+    monkeypatch.setattr(engine, "_mark_sms_chunk", aborted_once)
+    engine.run_fallback_batch(ids)
+    assert aborted == [1]
+    wait_all(tenant, setting_id, ids, {"sms_delivered"})
+    assert texts_to(base_url, phones) == Counter({phone: 1 for phone in phones})

@@ -721,7 +721,9 @@ _CONTACT_MOBILES = DriverStatement(text(  # SQLite (PostgreSQL: in _PG_DELIVERY_
 # PostgreSQL: a delivery webhook's writes in ONE statement of data-modifying CTEs: the delivered
 # rows (as computed in Python), their ends' points released (the balance, created if missing as
 # points.release_many does, and a ledger row per message with the balance after it, in order)
-# and their waiting timers dropped; what SQLite writes with the same statements one by one
+# and their waiting timers dropped; what SQLite writes with the same statements one by one. The
+# ids come again as an array: joined only to the JSON rows, which the planner counts as a
+# hundred, the messages were read by scanning the whole table, up to some ten thousand rows
 _PG_DELIVERIES = DriverStatement(text("""
 WITH v AS (
   SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(id bigint, pnp_status text, pnp_delivered_at timestamptz,
@@ -730,7 +732,7 @@ WITH v AS (
 upd AS (
   UPDATE pnp_messages m SET pnp_status = v.pnp_status, pnp_delivered_at = v.pnp_delivered_at, status = v.status,
          updated_at = v.updated_at, finished = v.finished, points_held = v.points_held, line_uid = v.line_uid
-  FROM v WHERE m.id = v.id RETURNING m.id),
+  FROM v WHERE m.id = v.id AND m.id = ANY(CAST(:ids AS bigint[])) RETURNING m.id),
 job AS (
   DELETE FROM jobs WHERE unique_key = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(:keys AS jsonb))))
   AND status = 'ready' RETURNING id),
@@ -758,7 +760,7 @@ def _write_deliveries_pg(conn: Any, organization_id: int, delivered: list[PnpMes
     assert set(releases) <= {organization_id}  # one webhook request, one organisation
     _PG_DELIVERIES.execute(conn, {
         "org": organization_id, "now": now, "released": running, "entries": json_dumps(entries),
-        "keys": json_dumps(keys), "rows": json_dumps([
+        "keys": json_dumps(keys), "ids": [m.id for m in delivered], "rows": json_dumps([
             {"id": m.id, "pnp_status": m.pnp_status, "pnp_delivered_at": m.pnp_delivered_at, "status": m.status,
              "updated_at": m.updated_at, "finished": m.finished, "points_held": m.points_held, "line_uid": m.line_uid}
             for m in delivered])})
@@ -1318,70 +1320,83 @@ def run_fallback_batch(message_ids: list[int], context: JobContext | None = None
     callback-deadline job for the chunk. A crash between the two leaves the messages marked
     under way: the batch runs again once its lease passes, and hands them over to
     ``run_fallback``, which looks the send up at the provider before sending again."""
-    from openmaac.sms_plus import providers
 
     database = get_database()
     ids = open_message_ids(sorted(set(message_ids)))
     chunks = [ids[start:start + SMS_CHUNK] for start in range(0, len(ids), SMS_CHUNK)] or [[]]
     for number, chunk in enumerate(chunks):
         last = number == len(chunks) - 1
-        plans: list[_SmsSend] = []
-        config: Any = None
-        with database.write() as session:
-            plain = PlainMessages()
-            messages = plain.read(session, chunk)
-            settings = _settings_of(session, messages) if messages else {}
-            now, marked_at = utcnow(), time.monotonic()  # (the memo's mark is no later than the row's)
-            ended: list[PnpMessage] = []
-            emitted: dict[int, list[PnpMessage]] = {}
-            for message in messages:
-                setting = settings.get(message.pnp_setting_id)
-                if setting is None or message.finished or message.sms_status in SMS_FINAL \
-                        or message.sms_status == svc.SMS_ACCEPTED:
-                    continue
-                if delivered(message):
-                    ended.append(message)
-                    continue
-                in_flight = message.pnp_status == svc.PNP_PREPARING \
-                    or message.line_push_status == svc.LINE_PUSH_PREPARING
-                if in_flight:
-                    # the LINE step wakes the message's timer when it is done; failing that (its
-                    # worker died), its own job looks again once the grace is over
-                    age = (now - message.updated_at).total_seconds()
-                    _hand_over(session, message, now + timedelta(seconds=max(LINE_STEP_GRACE_SECONDS - age, 0.0)))
-                    continue
-                if message.send_started_at is not None or message.sms_status == svc.SMS_TEMPORARY_ERROR \
-                        or (message.sms_status is None and message.whatsapp_status not in svc.WHATSAPP_FINAL
-                            and whatsapp_possible(message, setting)):
-                    _hand_over(session, message, now)
-                    continue
-                if not sms_possible(message, setting):
-                    fields = _leaving_line_with_status(message)
-                    if fields:
-                        _set(message, fields, now)
-                        emitted.setdefault(setting.id, []).append(message)
-                    ended.append(message)
-                    continue
-                if config is None:
-                    config = providers.config_of(session, message.organization_id)
-                if message.sms_status is None or message.sms_reference is None:
-                    if message.sms_status != svc.SMS_PREPARING:  # an SMS-only message emitted it when created
-                        emitted.setdefault(setting.id, []).append(message)
-                    _set(message, _first_sms_attempt(message, config, now), now)
-                message.send_started_at = now
-                text = _sms_text_to_send(session, message)
-                assert message.sms_reference is not None
-                plans.append(_SmsSend(message.id, message.phone_number, text, message.sms_reference))
-            for setting_id, changed in emitted.items():
-                emit_status(session, settings[setting_id], changed)
-            finish_many(session, ended)
-            plain.write(session)
-            if last and not plans and context is not None:
-                context.complete_in(session)
+        # run again when PostgreSQL ends a deadlock with it: a group commit's transaction of
+        # several SMS status callbacks locks their messages in the order they came, and this
+        # transaction locks its chunk in id order (nothing was sent yet: a victim only waits)
+        plans, config, marked_at = database.write_retrying(
+            partial(_mark_sms_chunk, chunk=chunk, context=context if last else None))
         if plans:
             # committed: from now on the database says "under way" too
             send_memo.under_way(config.organization_id, [plan.reference for plan in plans], marked_at)
             _send_and_record(plans, config, context if last else None)
+
+
+def _mark_sms_chunk(session: Session, *, chunk: list[int],
+                    context: JobContext | None) -> tuple[list[_SmsSend], Any, float]:
+    """``run_fallback_batch``'s transaction for one chunk, before its sends: the SMS to send now
+    (their messages marked under way), the provider's configuration, and when they were marked;
+    ``context``: the job, completed here when the chunk has nothing to send."""
+    from openmaac.sms_plus import providers
+
+    plans: list[_SmsSend] = []
+    config: Any = None
+    plain = PlainMessages()
+    messages = plain.read(session, chunk)
+    settings = _settings_of(session, messages) if messages else {}
+    now, marked_at = utcnow(), time.monotonic()  # (the memo's mark is no later than the row's)
+    ended: list[PnpMessage] = []
+    emitted: dict[int, list[PnpMessage]] = {}
+    for message in messages:
+        setting = settings.get(message.pnp_setting_id)
+        if setting is None or message.finished or message.sms_status in SMS_FINAL \
+                or message.sms_status == svc.SMS_ACCEPTED:
+            continue
+        if delivered(message):
+            ended.append(message)
+            continue
+        in_flight = message.pnp_status == svc.PNP_PREPARING \
+            or message.line_push_status == svc.LINE_PUSH_PREPARING
+        if in_flight:
+            # the LINE step wakes the message's timer when it is done; failing that (its
+            # worker died), its own job looks again once the grace is over
+            age = (now - message.updated_at).total_seconds()
+            _hand_over(session, message, now + timedelta(seconds=max(LINE_STEP_GRACE_SECONDS - age, 0.0)))
+            continue
+        if message.send_started_at is not None or message.sms_status == svc.SMS_TEMPORARY_ERROR \
+                or (message.sms_status is None and message.whatsapp_status not in svc.WHATSAPP_FINAL
+                    and whatsapp_possible(message, setting)):
+            _hand_over(session, message, now)
+            continue
+        if not sms_possible(message, setting):
+            fields = _leaving_line_with_status(message)
+            if fields:
+                _set(message, fields, now)
+                emitted.setdefault(setting.id, []).append(message)
+            ended.append(message)
+            continue
+        if config is None:
+            config = providers.config_of(session, message.organization_id)
+        if message.sms_status is None or message.sms_reference is None:
+            if message.sms_status != svc.SMS_PREPARING:  # an SMS-only message emitted it when created
+                emitted.setdefault(setting.id, []).append(message)
+            _set(message, _first_sms_attempt(message, config, now), now)
+        message.send_started_at = now
+        text = _sms_text_to_send(session, message)
+        assert message.sms_reference is not None
+        plans.append(_SmsSend(message.id, message.phone_number, text, message.sms_reference))
+    for setting_id, changed in emitted.items():
+        emit_status(session, settings[setting_id], changed)
+    finish_many(session, ended)
+    plain.write(session)
+    if not plans and context is not None:
+        context.complete_in(session)
+    return plans, config, marked_at
 
 
 def _set(message: PnpMessage, fields: dict[str, Any], now: datetime) -> None:

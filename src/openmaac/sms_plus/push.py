@@ -96,12 +96,15 @@ _ANSWER = DriverStatement(
 _DROP_JOB = DriverStatement(delete(_J).where(_J.c.unique_key == bindparam("key"), _J.c.status == "ready"))
 # PostgreSQL: the PNP answers of a group-commit batch at once (``_record_many_pg``), in one
 # statement of data-modifying CTEs (every one runs, read or not): the safety nets by their keys
-# (the unique index), each message from pnp_preparing only, the rows as updated
+# (the unique index), each message from pnp_preparing only (by its id in ``:ids`` too: joined
+# only to the unnested rows, the messages were read by scanning the whole table, up to some ten
+# thousand rows), the rows as updated
 _PG_ANSWERS = DriverStatement(text(f"""
 WITH o AS (SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[])) AS o(id, status)),
 job AS (DELETE FROM jobs WHERE unique_key = ANY(CAST(:keys AS text[])) AND status = 'ready' RETURNING id),
 msg AS (UPDATE pnp_messages m SET status = o.status, pnp_status = o.status, updated_at = :b_now FROM o
-        WHERE m.id = o.id AND m.pnp_status = '{svc.PNP_PREPARING}' RETURNING m.*)
+        WHERE m.id = o.id AND m.id = ANY(CAST(:ids AS bigint[])) AND m.pnp_status = '{svc.PNP_PREPARING}'
+        RETURNING m.*)
 SELECT {", ".join(f"msg.{column.name}" for column in _M.c)} FROM msg ORDER BY msg.id""").bindparams(
     bindparam("b_now", type_=UTCDateTime())).columns(*_M.c))
 
