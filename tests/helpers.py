@@ -443,3 +443,31 @@ def scratch_table(database: Any, name: str, columns: str, *setup: str) -> Iterat
         with own.write() as session:
             session.execute(text(f"DROP TABLE {name}"))
         own.dispose()
+
+
+class DriverConflict(Exception):
+    """A driver error of a PostgreSQL conflict, as far as openmaac looks at one: its SQLSTATE."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+def conflict(sqlstate: str = "40P01") -> Exception:
+    """SQLAlchemy's error for a transaction PostgreSQL aborted to end a deadlock (``40P01``) or a
+    serialisation conflict (``40001``)."""
+    from sqlalchemy import exc
+
+    return exc.OperationalError("UPDATE ...", {}, DriverConflict(sqlstate))
+
+
+def deadlocked_once(real: Callable[..., Any], aborted: list[int]) -> Callable[..., Any]:
+    """``real(session, **kwargs)``, whose transaction PostgreSQL aborts to end a deadlock after its
+    writes (so they are rolled back), the first time only; ``aborted`` counts it."""
+    def transaction(session: Any, **kwargs: Any) -> Any:
+        result = real(session, **kwargs)
+        if not aborted:
+            aborted.append(1)
+            raise conflict()
+        return result
+    return transaction

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import exc, text
 
-from helpers import scratch_table
+from helpers import conflict, scratch_table
 from openmaac.db.engine import Database
 
 
@@ -59,18 +59,12 @@ def test_the_victim_of_a_real_deadlock_runs_again_and_both_writes_stay(own: Data
     assert _values(own) == {1: 11, 2: 11}  # each transaction's writes once, none lost
 
 
-class _Conflict(Exception):
-    def __init__(self, sqlstate: str) -> None:
-        super().__init__(sqlstate)
-        self.sqlstate = sqlstate
-
-
 def _failing(sqlstate: str, times: int, calls: list[int]) -> Any:
     def work(session: Any) -> int:
         calls.append(1)
         session.execute(text("UPDATE write_retrying_test SET n = n + 1 WHERE id = 1"))
         if len(calls) <= times:
-            raise exc.OperationalError("UPDATE ...", {}, _Conflict(sqlstate))
+            raise conflict(sqlstate)
         return len(calls)
     return work
 

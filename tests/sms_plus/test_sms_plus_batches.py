@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from helpers import wait_for
+from helpers import deadlocked_once, wait_for
 from openmaac.channels.sms.base import DeliveryReport, DeliveryStatus
 
 os.environ["OPENMAAC_SMS_PLUS_MINUTE_SECONDS"] = "0.05"
@@ -270,23 +270,10 @@ def test_a_chunks_record_aborted_by_a_deadlock_is_run_again_and_records_every_an
     # with a worker recording a chunk of PNP answers; PostgreSQL then aborts one of them. Were
     # the record lost, its chunk would stay "in flight" until a later run took it over as
     # accepted: PNPs LINE refused would read pnp_accepted and wait for a delivery never coming.
-    from sqlalchemy import exc
-
     from openmaac.sms_plus import engine
 
-    class Deadlock(Exception):
-        sqlstate = "40P01"
-
-    real_record = engine._record_pnp_chunk
     aborted: list[int] = []
-
-    def aborted_once(session: Any, **kwargs: Any) -> None:
-        real_record(session, **kwargs)  # its writes made, then the abort: all rolled back
-        if not aborted:
-            aborted.append(1)
-            raise exc.OperationalError("SELECT ... FOR UPDATE", {}, Deadlock())
-
-    monkeypatch.setattr(engine, "_record_pnp_chunk", aborted_once)
+    monkeypatch.setattr(engine, "_record_pnp_chunk", deadlocked_once(engine._record_pnp_chunk, aborted))
     setting_id = scenario(tenant, fallback_period=43200)  # the fallback timer stays out of the way
     phones = [f"+88691236{i:04d}" for i in range(5)]  # numbers LINE does not know: every PNP fails
     ids = multicast(tenant, setting_id, phones)
@@ -300,28 +287,14 @@ def test_a_chunks_marking_aborted_by_a_deadlock_is_run_again_and_sends_each_sms_
     # On PostgreSQL a group commit of several SMS status callbacks locks their messages in the
     # order they came, and can deadlock with a fallback batch locking its chunk in id order; the
     # batch's transaction before its sends is then run again, not left to fail its job.
-    from sqlalchemy import exc
-
     from openmaac.sms_plus import engine
 
-    class Deadlock(Exception):
-        sqlstate = "40P01"
-
-    real_mark = engine._mark_sms_chunk
     aborted: list[int] = []
-
-    def aborted_once(session: Any, **kwargs: Any) -> Any:
-        marked = real_mark(session, **kwargs)  # its writes made, then the abort: all rolled back
-        if not aborted:
-            aborted.append(1)
-            raise exc.OperationalError("SELECT ... FOR UPDATE", {}, Deadlock())
-        return marked
-
     setting_id = scenario(tenant, fallback_period=43200)  # the batch's own timer stays out of the way
     phones = [f"+88691237{i:04d}" for i in range(3)]  # numbers LINE does not know: every PNP fails
     ids = multicast(tenant, setting_id, phones)
     wait_all(tenant, setting_id, ids, {"pnp_failed"})
-    monkeypatch.setattr(engine, "_mark_sms_chunk", aborted_once)
+    monkeypatch.setattr(engine, "_mark_sms_chunk", deadlocked_once(engine._mark_sms_chunk, aborted))
     engine.run_fallback_batch(ids)
     assert aborted == [1]
     wait_all(tenant, setting_id, ids, {"sms_delivered"})
