@@ -174,7 +174,8 @@ class Database:
         """``work(session)`` in one :meth:`write` transaction, run again (in a new one) when
         PostgreSQL aborted it to end a deadlock or a serialisation conflict, up to ``attempts``
         times. For the transactions that record what already happened upstream (a worker's
-        record of a chunk of LINE calls or SMS sends), which must not be lost to a conflict:
+        record of a chunk of LINE calls or SMS sends), which must not be lost to a conflict, and
+        a worker's marks before its calls, which a conflict would otherwise fail the job for:
         ``work`` must read what it changes afresh each time and have no other side effect.
 
         Such a conflict is not a fault: a group commit's transaction locks the messages of

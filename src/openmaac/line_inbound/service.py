@@ -55,28 +55,36 @@ def _store(session: Session, events: list[tuple[int, AcceptedEvent, datetime]]) 
     return [bool(count) for count in counts]
 
 
-def _timed(events: list[AcceptedEvent]) -> list[tuple[AcceptedEvent, datetime]]:
-    return [(accepted, datetime.fromtimestamp(accepted.event.timestamp / 1000, UTC)) for accepted in events]
+def _new_events(session: Session, requests: list[tuple[int, list[AcceptedEvent]]]
+                ) -> list[list[tuple[AcceptedEvent, datetime]]]:
+    """The events of webhook requests ``(organization id, events)`` stored, all by one statement
+    (``_store``); each request's events not seen before, with when they occurred, in order."""
+    timed = [(organization_id, [(accepted, datetime.fromtimestamp(accepted.event.timestamp / 1000, UTC))
+                                for accepted in events]) for organization_id, events in requests]
+    stored = iter(_store(session, [(organization_id, accepted, occurred_at)
+                                   for organization_id, items in timed for accepted, occurred_at in items]))
+    return [[item for item in items if next(stored)] for _organization_id, items in timed]
+
+
+def _delivery(accepted: AcceptedEvent, occurred_at: datetime) -> tuple[str | None, datetime, str | None]:
+    """A ``delivery`` event as ``record_pnp_deliveries`` takes it: (tag, occurred at, LINE user)."""
+    assert accepted.event.delivery is not None
+    return accepted.event.delivery.data, occurred_at, accepted.event.user_id
 
 
 def handle_events(session: Session, organization_id: int, events: list[AcceptedEvent]) -> int:
     """Apply a webhook delivery's events (as ``accept_events`` let them through) for the
     channel's organisation. Returns how many were new."""
-    new = 0
     deliveries: list[tuple[str | None, datetime, str | None]] = []
-    timed = _timed(events)
-    stored = _store(session, [(organization_id, accepted, occurred_at) for accepted, occurred_at in timed])
-    for (accepted, occurred_at), is_new in zip(timed, stored, strict=True):
-        if not is_new:
-            continue
+    new_events = _new_events(session, [(organization_id, events)])[0]
+    for accepted, occurred_at in new_events:
         event = accepted.event
-        new += 1
         user_id = event.user_id
         kind = event.type
         if kind == "delivery" and event.delivery is not None:
             # SMS+ (PNP): LINE's delivery completion event carries our X-Line-Delivery-Tag;
             # a request's deliveries are recorded together below (LINE batches them)
-            deliveries.append((event.delivery.data, occurred_at, user_id))
+            deliveries.append(_delivery(accepted, occurred_at))
             continue
         if not user_id:
             continue
@@ -104,7 +112,7 @@ def handle_events(session: Session, organization_id: int, events: list[AcceptedE
         from openmaac.sms_plus.engine import record_pnp_deliveries
 
         record_pnp_deliveries(session, organization_id, deliveries)
-    return new
+    return len(new_events)
 
 
 def handle_delivery_requests(session: Session, requests: list[tuple[int, list[AcceptedEvent]]]) -> list[int]:
@@ -116,27 +124,18 @@ def handle_delivery_requests(session: Session, requests: list[tuple[int, list[Ac
     of the batch's round trips, each one a wait for the interpreter lock under load; and the
     locks of several requests, each in id order but not all in one, met a worker's in a
     deadlock. How many events of each request were new, in order."""
-    timed = [(organization_id, _timed(events)) for organization_id, events in requests]
-    stored = iter(_store(session, [(organization_id, accepted, occurred_at)
-                                   for organization_id, items in timed for accepted, occurred_at in items]))
+    new_events = _new_events(session, requests)
     deliveries: dict[int, list[tuple[str | None, datetime, str | None]]] = {}
-    counts: list[int] = []
-    for organization_id, items in timed:
-        new = 0
+    for (organization_id, _events), items in zip(requests, new_events, strict=True):
         for accepted, occurred_at in items:
-            if not next(stored):
-                continue
-            new += 1
-            event = accepted.event
-            if event.type == "delivery" and event.delivery is not None:
-                deliveries.setdefault(organization_id, []).append((event.delivery.data, occurred_at, event.user_id))
-        counts.append(new)
+            if accepted.event.type == "delivery" and accepted.event.delivery is not None:
+                deliveries.setdefault(organization_id, []).append(_delivery(accepted, occurred_at))
     if deliveries:
         from openmaac.sms_plus.engine import record_pnp_deliveries
 
         for organization_id in sorted(deliveries):
             record_pnp_deliveries(session, organization_id, deliveries[organization_id])
-    return counts
+    return [len(items) for items in new_events]
 
 
 @handler("contact.fetch_line_profile")

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -536,13 +536,22 @@ def _message_rows(conn: Any, ids: list[int], *, lock: bool) -> list[PnpMessageRo
             for row in _BY_IDS[(postgres, lock and postgres)].execute(conn, {"ids": json_dumps(ids[start:start + 500])}).rows]
 
 
+_SETTING_NAMES = [column.name for column in PnpSetting.__table__.c]
+
+
+def plain_setting(values: Sequence[Any]) -> PnpSetting:
+    """A scenario as a plain object of a row's values, in the table's column order (never
+    attached to a session: nothing writes it)."""
+    return PnpSetting(**dict(zip(_SETTING_NAMES, values, strict=True)))
+
+
 def _settings_by_id(conn: Any, setting_ids: Iterable[int]) -> dict[int, PnpSetting]:
     """The scenarios, as plain objects of the values read (only read, never attached)."""
     settings: dict[int, PnpSetting] = {}
     for setting_id in sorted(set(setting_ids)):
         found = _SETTING.execute(conn, {"id": setting_id}).first()
         if found is not None:
-            settings[setting_id] = PnpSetting(**dict(zip(_SETTING_NAMES, found, strict=True)))
+            settings[setting_id] = plain_setting(found)
     return settings
 
 
@@ -693,14 +702,14 @@ _BY_TAGS = DriverStatement(text(
     "WHERE delivery_tag IN (SELECT value FROM json_each(:tags)) AND +organization_id = :org ORDER BY id")
     .columns(*_M.c))
 _SETTING = DriverStatement(select(*PnpSetting.__table__.c).where(PnpSetting.__table__.c.id == bindparam("id")))
-_SETTING_COLUMNS = ", ".join(f"s.{column.name}" for column in PnpSetting.__table__.c)
+_SETTING_SELECT = ", ".join(f"s.{column.name}" for column in PnpSetting.__table__.c)
 # PostgreSQL: what recording deliveries reads, in ONE statement (a group commit's transaction
 # waits for the interpreter lock after each round trip, under load a millisecond or more): the
 # messages of the tags (locked, in id order), each with its scenario's columns (NULLs when it
 # is gone), whether the LINE user its delivery names is a contact of the organisation and that
 # contact's number, and the organisation's webhook targets (webhooks.pg_targets_columns).
 _PG_DELIVERY_READ = DriverStatement(text(f"""
-SELECT {", ".join(f"m.{column.name}" for column in _M.c)}, {_SETTING_COLUMNS},
+SELECT {", ".join(f"m.{column.name}" for column in _M.c)}, {_SETTING_SELECT},
        c.line_uid IS NOT NULL, c.mobile, {pg_targets_columns()}
 FROM pnp_messages m
 JOIN unnest(CAST(:tags AS text[]), CAST(:uids AS text[])) AS t(tag, uid) ON t.tag = m.delivery_tag
@@ -757,7 +766,7 @@ def _write_deliveries_pg(conn: Any, organization_id: int, delivered: list[PnpMes
         if amount > 0:  # as points.release_many
             running += amount
             entries.append({"message_id": message_id, "amount": amount, "running": running})
-    assert set(releases) <= {organization_id}  # one webhook request, one organisation
+    assert set(releases) <= {organization_id}  # record_pnp_deliveries: one organisation a call
     _PG_DELIVERIES.execute(conn, {
         "org": organization_id, "now": now, "released": running, "entries": json_dumps(entries),
         "keys": json_dumps(keys), "ids": [m.id for m in delivered], "rows": json_dumps([
@@ -795,9 +804,8 @@ def record_pnp_deliveries(session: Session, organization_id: int,
             message = PnpMessageRow(*row[:width])
             by_tag[str(message.delivery_tag)] = message
             setting_values = row[width:width + setting_width]
-            if setting_values[0] is not None:
-                settings.setdefault(int(setting_values[0]), PnpSetting(**dict(zip(_SETTING_NAMES, setting_values,
-                                                                                   strict=True))))
+            if setting_values[0] is not None and int(setting_values[0]) not in settings:
+                settings[int(setting_values[0])] = plain_setting(setting_values)
             contact_found, mobile = row[width + setting_width:width + setting_width + 2]
             if contact_found:
                 mobiles[str(first_uid[str(message.delivery_tag)])] = mobile
@@ -1213,7 +1221,6 @@ class _SmsSend:
 
 _MESSAGES_BY_ID = select(PnpMessage).where(PnpMessage.id.in_(bindparam("ids", expanding=True))).order_by(PnpMessage.id)
 _MESSAGES_BY_ID_LOCKED = _MESSAGES_BY_ID.with_for_update()
-_SETTING_NAMES = [column.name for column in PnpSetting.__table__.c]
 
 
 def _locked_messages(session: Session, ids: list[int]) -> list[PnpMessage]:

@@ -63,8 +63,7 @@ _E = MessageEvent.__table__
 _C = LineChannel.__table__
 _T = MessageTemplate.__table__
 _J = Job.__table__
-_SETTING_COLUMNS = [column.name for column in _S.c]
-_SETTING_WIDTH = len(_SETTING_COLUMNS)
+_SETTING_WIDTH = len(_S.c)
 
 # everything a push's checks read, in one statement: the scenario; the event, the channel and
 # the LINE push template come back as NULLs when missing (after the scenario's columns, in this order)
@@ -216,8 +215,7 @@ _ACCEPTED_COLUMNS = frozenset(_MESSAGE_COLUMNS) - {"id", "line_push_delivered_at
 def _setting_of(row: Any) -> PnpSetting | None:
     if row is None:
         return None
-    # a plain object of the values read (never attached to a session: nothing writes it)
-    return PnpSetting(**dict(zip(_SETTING_COLUMNS, row[:_SETTING_WIDTH], strict=True)))
+    return engine.plain_setting(row[:_SETTING_WIDTH])
 
 
 def push_message(org: OrgContext, body: Any) -> dict[str, Any]:
