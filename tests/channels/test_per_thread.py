@@ -23,6 +23,8 @@ class _PeerPort(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         body = str(self.client_address[1]).encode()  # the caller's port: one per connection
         self.send_response(200)
+        if self.path.startswith("/cookie/"):
+            self.send_header("Set-Cookie", f"session={self.path.rsplit('/', 1)[1]}; Path=/")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -112,3 +114,17 @@ def test_the_guarded_client_still_refuses_loopback_from_every_thread(server_url:
     for worker in workers:
         worker.join()
     assert len(failures) == 3 and all("refused" in str(exc) for exc in failures)
+
+
+def test_a_response_setting_a_cookie_still_reaches_the_jar(server_url: str) -> None:
+    # the jar is consulted only for responses with Set-Cookie (most upstreams set none)
+    client = per_thread_client(5.0, httpx.Limits(max_connections=2))
+    try:
+        client.get(server_url)
+        assert not client.cookies
+        client.get(f"{server_url}cookie/abc")
+        assert client.cookies.get("session") == "abc"
+        client.get(server_url)  # a response without one leaves the jar as it was
+        assert client.cookies.get("session") == "abc"
+    finally:
+        client.close()

@@ -1,7 +1,9 @@
 """Request ids and the access log, as a pure ASGI middleware placed outermost.
 
 Every HTTP response carries ``X-Request-ID``: the client's own when it sent a usable one (1
-to ``MAX_REQUEST_ID_LENGTH`` visible ASCII characters), else a fresh uuid4 hex. The id is
+to ``MAX_REQUEST_ID_LENGTH`` visible ASCII characters), else 32 fresh random hex digits (as
+long as a uuid4's hex; ``os.urandom`` directly, as ``uuid.uuid4()`` spends four times as long
+building a UUID object only to print it, on every request's event-loop turn). The id is
 in the request's context (``telemetry.context``), so every line logged while the request
 is served carries it, and it ends with one access line (logger ``openmaac.access``): method,
 path without the query string (queries may carry personal data), status, duration, client
@@ -11,9 +13,9 @@ address, organisation when a token authenticated the request.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -35,7 +37,7 @@ def request_id_of(scope: Scope) -> str:
             if _USABLE.fullmatch(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 class RequestIdMiddleware:
