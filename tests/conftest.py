@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import tempfile
 import threading
@@ -21,7 +22,37 @@ from typing import Any
 import httpx
 import pytest
 
-_TMP = Path(tempfile.mkdtemp(prefix="openmaac-test-"))
+# this session's own scratch: its directory and PostgreSQL database carry its pid, so a later
+# session can tell those of a session killed outright (no clean-up ran) and remove them
+_TMP_PREFIX = "openmaac-test-"
+_PG_PREFIX = "openmaac_test_"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _owner(name: str, prefix: str, separator: str) -> int | None:
+    """The pid in a scratch name ``<prefix><pid><separator>...``, when it is one."""
+    head = name[len(prefix):].split(separator, 1)[0]
+    return int(head) if name.startswith(prefix) and head.isdigit() else None
+
+
+def _remove_abandoned_directories() -> None:
+    for path in Path(tempfile.gettempdir()).glob(f"{_TMP_PREFIX}*"):
+        owner = _owner(path.name, _TMP_PREFIX, "-")
+        if owner is not None and owner != os.getpid() and not _alive(owner):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+_remove_abandoned_directories()
+_TMP = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{os.getpid()}-"))
 os.environ["OPENMAAC_DATA_DIR"] = str(_TMP / "data")
 os.environ.setdefault("OPENMAAC_OUTBOUND_ALLOW_HOSTS", "127.0.0.1,localhost")
 os.environ["OPENMAAC_SIMULATORS"] = "1"
@@ -38,9 +69,18 @@ _PG_DB_NAME: str | None = None
 if _PG_ADMIN_URL:
     import psycopg
 
-    _PG_DB_NAME = f"openmaac_test_{os.getpid()}_{secrets.token_hex(3)}"
+    _PG_DB_NAME = f"{_PG_PREFIX}{os.getpid()}_{secrets.token_hex(3)}"
     _admin = _PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(_admin, autocommit=True) as conn:
+        # the databases of sessions on this machine that were killed outright; one another
+        # machine's session (or a live one) still uses is refused while connected, and stays
+        for (abandoned,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'openmaac\\_test\\_%'"):
+            owner = _owner(abandoned, _PG_PREFIX, "_")
+            if owner is not None and owner != os.getpid() and not _alive(owner):
+                try:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{abandoned}"')
+                except psycopg.Error:
+                    pass
         conn.execute(f'CREATE DATABASE "{_PG_DB_NAME}"')
     os.environ["OPENMAAC_DATABASE_URL"] = _admin.rsplit("/", 1)[0] + "/" + _PG_DB_NAME
 else:
@@ -53,6 +93,7 @@ os.environ["OPENMAAC_PUBLIC_BASE_URL"] = BASE_URL
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_TMP, ignore_errors=True)
     if _PG_ADMIN_URL and _PG_DB_NAME:
         import psycopg
 
