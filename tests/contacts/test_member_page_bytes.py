@@ -108,3 +108,34 @@ def test_the_served_openapi_document_still_describes_the_page(anon):
     assert list(contact["properties"]) == [
         "line_uid", "line_display_name", "display_name", "email", "mobile", "customer_id", "gender", "birthday",
         "tags", "tags_detail", "status", "updated_at", "created_at", "blocked_at"]
+
+
+def test_text_that_looks_like_json_or_holds_control_characters_comes_back_as_stored(tenant, database):
+    # on SQLite the page travels inside SQLite as one JSON document before it is read
+    from sqlalchemy import insert
+
+    from openmaac.contacts.models import Contact
+
+    uid = new_line_uid()
+    name = 'tab\there, nul-less \x01\x1f, "]}, {"x": 1} \\u0041 \u2028 𝄞'
+    with database.write() as session:
+        session.execute(insert(Contact).values(organization_id=tenant.id, line_uid=uid, status="follow",
+                                               display_name=name, customer_id="12345678901234567890123"))
+    contact = tenant.client.get("/openapi/v1/member/", params={"line_uid": uid}).json()["results"][0]
+    assert contact["display_name"] == name
+    assert contact["customer_id"] == "12345678901234567890123"  # text, never a number
+
+
+def test_a_page_out_of_order_is_put_back_in_the_statements_order():
+    import random
+
+    from openmaac.contacts.service import _page_order
+
+    def row(contact_id: int, tagged_at: str | None, tag_id: int | None) -> list[object]:
+        return [contact_id, *([None] * 13), tagged_at, tag_id]
+
+    ordered = [row(9, "2026-01-01 00:00:00.000000", 3), row(9, "2026-01-01 00:00:00.000000", 7),
+               row(9, "2026-01-02 00:00:00.000000", 1), row(8, None, None), row(2, "2025-01-01 00:00:00.000000", 2)]
+    shuffled = ordered[:]
+    random.Random(7).shuffle(shuffled)
+    assert sorted(shuffled, key=_page_order) == ordered
