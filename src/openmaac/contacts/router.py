@@ -79,8 +79,8 @@ def list_members(
         member_id=member_id, line_uid=line_uid, email=email, mobile=mobile, customer_id=customer_id,
         status=status, updated_at_min=updated_at_min, updated_at_max=updated_at_max, all_tag=all_tag,
     )
-    with get_database().read() as session:
-        page = service.list_contacts(session, org, filters, start)
+    with get_database().lookup() as connection:  # one statement: no session needed
+        page = service.list_contacts(connection, org, filters, start)
     # Rendered straight by orjson (its datetimes as isoformat writes them): the service builds
     # exactly ContactPage, which response_model keeps describing in the OpenAPI document;
     # validating 300 contacts through it cost ~3 ms of CPU a page.

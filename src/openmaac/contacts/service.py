@@ -10,7 +10,7 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import orjson
-from sqlalchemy import and_, bindparam, func, or_, select, type_coerce, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, type_coerce, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.sqltypes import NullType
@@ -228,7 +228,7 @@ def _page_order(row: Sequence[Any]) -> tuple[int, str, int]:
     return -row[0], row[14] or "", row[15] if row[15] is not None else -1
 
 
-def list_contacts(session: Session, org: OrgContext, filters: ContactFilters, start: str | None) -> dict[str, Any]:
+def list_contacts(connection: Connection, org: OrgContext, filters: ContactFilters, start: str | None) -> dict[str, Any]:
     """A page of the member list: ``{"results": [...], "next": token or None}``, each contact
     shaped as ``serialize`` shapes it, except that its times are aware datetimes in the
     organisation's zone (render the page with orjson: it writes them as ``render`` does)."""
@@ -254,7 +254,6 @@ def list_contacts(session: Session, org: OrgContext, filters: ContactFilters, st
         values["tagged_from"] = values["window_from"]
     if not filters.all_tag and "window_to" in values:
         values["tagged_before"] = values["window_to"]
-    connection = session.connection()
     statement = _member_page_statement(
         connection.dialect.name, tuple(name for name in _FILTER_COLUMNS if name in values), "below_id" in values,
         ("window_from" in values, "window_to" in values), ("tagged_from" in values, "tagged_before" in values))
