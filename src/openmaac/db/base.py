@@ -39,14 +39,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _as_utc(value: datetime) -> datetime:
+    """An aware datetime in UTC; a naive one is refused (its zone would be a guess)."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to UTCDateTime")
+    return value.astimezone(UTC)
+
+
 def _sqlite_utc_text(value: datetime | None) -> str | None:
     """A UTC datetime bound for SQLite: exactly the text of ``sqlite.DATETIME``'s storage format."""
     if value is None:
         return None
     if value.tzinfo is not UTC:
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to UTCDateTime")
-        value = value.astimezone(UTC)
+        value = _as_utc(value)
     return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
@@ -67,9 +72,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to UTCDateTime")
-        value = value.astimezone(UTC)
+        value = _as_utc(value)
         return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
 
     def bind_processor(self, dialect: Any) -> Any:
