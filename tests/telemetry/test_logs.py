@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import PORT
 from helpers import own_postgres_database, wait_for
@@ -330,6 +332,23 @@ def test_redaction_masks_bearer_tokens_access_tokens_and_url_passwords():
     assert "abc.DEF-123" not in line and token not in line and "pa55" not in line
     assert "Bearer [REDACTED]" in line and "om_[REDACTED]" in line and "https://user:[REDACTED]@host/x" in line
     assert logs.redact(token[:10]) == token[:10]  # the displayed prefix stays readable
+
+
+def _redacted_by_every_pattern(text: str) -> str:
+    text = logs._BEARER.sub(lambda match: match.group(1) + logs.REDACTED, text)
+    text = logs._TOKEN.sub(logs.TOKEN_PREFIX + logs.REDACTED, text)
+    return logs._URL_PASSWORD.sub(lambda match: match.group(1) + logs.REDACTED + "@", text)
+
+
+_FRAGMENTS = st.sampled_from(["Bearer ", "bEaReR\t", "om_", "OM_", "://", "u:p@", "abcDEF12345", " ", "/", "@",
+                              ":", "x", "é", "\n"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(_FRAGMENTS, st.text(max_size=6)), max_size=12).map("".join))
+def test_redaction_skips_the_patterns_only_for_lines_none_of_them_can_match(text):
+    # the one search in front of the three substitutions changes no line
+    assert logs.redact(text) == _redacted_by_every_pattern(text)
 
 
 def test_both_formatters_redact_whole_lines_tracebacks_included():

@@ -51,8 +51,15 @@ def _token_pattern(prefix: str) -> re.Pattern[str]:
 _TOKEN = _token_pattern(TOKEN_PREFIX)
 
 
+# What each of the three patterns needs to find anything: a line without any of these (nearly
+# every access line) is returned after one search instead of three substitutions
+_MAYBE_SECRET = re.compile(rf"(?i)bearer|{re.escape(TOKEN_PREFIX)}|://")
+
+
 def redact(text: str) -> str:
     """``text`` with bearer tokens, openmaac access tokens and URL passwords masked."""
+    if _MAYBE_SECRET.search(text) is None:
+        return text
     text = _BEARER.sub(lambda match: match.group(1) + REDACTED, text)
     text = _TOKEN.sub(TOKEN_PREFIX + REDACTED, text)
     return _URL_PASSWORD.sub(lambda match: match.group(1) + REDACTED + "@", text)
@@ -129,6 +136,13 @@ def configure_logging(settings: LogSettings) -> None:
         formatter = formatter_for(settings.log_format)
     except ValueError as exc:
         raise SystemExit(f"openmaac: {exc}") from None
+    # No formatter of ours prints a record's source line, thread or process, so records need not
+    # carry them: the Logging HOWTO's "Optimization" settings (a record costs ~30% less; every
+    # request's access line makes one)
+    logging._srcfile = None  # type: ignore[attr-defined]  # no sys._getframe walk per record
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
     handler.addFilter(ContextFilter())
