@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import Connection, bindparam, delete, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, configure_mappers
 from sqlalchemy.orm.instrumentation import manager_of_class
 
 from openmaac.auth.models import Organization
@@ -537,12 +537,22 @@ def _message_rows(conn: Any, ids: list[int], *, lock: bool) -> list[PnpMessageRo
 
 
 _SETTING_NAMES = [column.name for column in PnpSetting.__table__.c]
+_PNP_SETTING_CLASS = manager_of_class(PnpSetting)
+_mappers_configured = False
 
 
 def plain_setting(values: Sequence[Any]) -> PnpSetting:
     """A scenario as a plain object of a row's values, in the table's column order (never
-    attached to a session: nothing writes it)."""
-    return PnpSetting(**dict(zip(_SETTING_NAMES, values, strict=True)))
+    attached to a session: nothing writes it). Built as the ORM's loader builds one: the values
+    straight into the instance's ``__dict__`` (2 µs; the constructor sets each of the 23 through
+    its instrumentation, 24 µs, once or twice per SMS+ push)."""
+    global _mappers_configured
+    if not _mappers_configured:  # reading an attribute needs the mappers configured (a constructor
+        configure_mappers()  # would have configured them; a process may read a scenario first)
+        _mappers_configured = True
+    setting = _PNP_SETTING_CLASS.new_instance()
+    setting.__dict__.update(zip(_SETTING_NAMES, values, strict=True))
+    return setting  # type: ignore[no-any-return]
 
 
 def _settings_by_id(conn: Any, setting_ids: Iterable[int]) -> dict[int, PnpSetting]:
