@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pythonjsonlogger.core import RESERVED_ATTRS
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 from openmaac.telemetry.context import current_fields
 
@@ -79,13 +79,14 @@ def _iso_time(record: logging.LogRecord) -> str:
     return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-class JsonLineFormatter(JsonFormatter):
-    """``{"time", "level", "logger", "message", <context>, <extra>}``, one line per record."""
+class JsonLineFormatter(OrjsonFormatter):
+    """``{"time", "level", "logger", "message", <context>, <extra>}``, one line per record:
+    encoded by orjson (UTF-8, no spaces), as openmaac encodes its answers."""
 
     def __init__(self) -> None:
         super().__init__(["levelname", "name", "message"], rename_fields={"levelname": "level", "name": "logger"},
                          # uvicorn's copy of its message with terminal colours
-                         reserved_attrs=[*RESERVED_ATTRS, "color_message"], json_ensure_ascii=False)
+                         reserved_attrs=[*RESERVED_ATTRS, "color_message"])
 
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
         log_data["time"] = _iso_time(record)
