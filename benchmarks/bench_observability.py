@@ -57,6 +57,10 @@ SCRAPE_SECONDS = 1.0
 OFF = {"OPENMAAC_METRICS": "0", "OPENMAAC_LOG_FORMAT": "text", "OPENMAAC_ACCESS_LOG": "0"}
 ON = {"OPENMAAC_METRICS": "1", "OPENMAAC_LOG_FORMAT": "json", "OPENMAAC_ACCESS_LOG": "1",
       "OPENMAAC_LOG_LEVEL": "INFO"}
+# BENCH_OBSERVABILITY_ON="NAME=VALUE,...": the "on" server with some settings changed, to see what
+# each part costs (e.g. OPENMAAC_ACCESS_LOG=0: metrics and their scrapes alone); the label says so
+ON_CHANGED = dict(item.split("=", 1) for item in os.environ.get("BENCH_OBSERVABILITY_ON", "").split(",") if "=" in item)
+ON.update(ON_CHANGED)
 
 
 @contextmanager
@@ -136,7 +140,8 @@ def measure(label: str, url: str | None, size: Any) -> Iterable[Result]:
         rps_on = ours_on.rows / ours_on.seconds if ours_on.seconds else 0.0
         up_rps = up.rows / up.seconds if up.seconds else 0.0
         ratio = rps_on / rps_off if rps_off else 0.0
-        yield Result(f"{label}: push with metrics + JSON logs on / off", ratio, "×",
+        changed = f" ({', '.join(f'{k}={v}' for k, v in ON_CHANGED.items())})" if ON_CHANGED else ""
+        yield Result(f"{label}: push with metrics + JSON logs on{changed} / off", ratio, "×",
                      f"goal ≥ 0.95; on {rps_on:,.0f} req/s, off {rps_off:,.0f} req/s in alternating rounds; bare + "
                      f"the same LINE call {up_rps:,.0f} req/s (on = {rps_on / max(up_rps, 1e-9):.0%}, off = "
                      f"{rps_off / max(up_rps, 1e-9):.0%} of it); /metrics scraped {len(scrapes)} times "
