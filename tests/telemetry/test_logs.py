@@ -351,6 +351,19 @@ def test_redaction_skips_the_patterns_only_for_lines_none_of_them_can_match(text
     assert logs.redact(text) == _redacted_by_every_pattern(text)
 
 
+def test_a_json_line_keeps_what_orjson_refuses_a_lone_surrogate_and_a_huge_integer():
+    import logging
+
+    record = logging.LogRecord("openmaac.test", logging.INFO, __file__, 1, "file %s", ("b\udcffd.csv",), None)
+    record.rows = 2**70
+    line = logs.JsonLineFormatter().format(record)
+    assert line.isascii()
+    document = json.loads(line)
+    assert document["message"] == "file b\udcffd.csv" and document["rows"] == 2**70
+    plain = logging.LogRecord("openmaac.test", logging.INFO, __file__, 1, "全家 %s", (1,), None)
+    assert json.loads(logs.JsonLineFormatter().format(plain))["message"] == "全家 1"  # UTF-8 as before
+
+
 def test_both_formatters_redact_whole_lines_tracebacks_included():
     import logging
 

@@ -14,6 +14,7 @@ of a URL (``scheme://user:password@``) in every line, traceback included.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -87,6 +88,14 @@ class JsonLineFormatter(OrjsonFormatter):
         super().__init__(["levelname", "name", "message"], rename_fields={"levelname": "level", "name": "logger"},
                          # uvicorn's copy of its message with terminal colours
                          reserved_attrs=[*RESERVED_ATTRS, "color_message"])
+
+    def jsonify_log_record(self, log_data: Any) -> str:
+        try:
+            return super().jsonify_log_record(log_data)
+        except TypeError:
+            # what orjson refuses and the standard library escapes: a lone surrogate (a file name
+            # undecodable as UTF-8), an integer beyond 64 bits; the line is kept, as ASCII JSON
+            return json.dumps(log_data, default=self.json_default)
 
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
         log_data["time"] = _iso_time(record)
