@@ -334,12 +334,6 @@ def test_redaction_masks_bearer_tokens_access_tokens_and_url_passwords():
     assert logs.redact(token[:10]) == token[:10]  # the displayed prefix stays readable
 
 
-def _redacted_by_every_pattern(text: str) -> str:
-    text = logs._BEARER.sub(lambda match: match.group(1) + logs.REDACTED, text)
-    text = logs._TOKEN.sub(logs.TOKEN_PREFIX + logs.REDACTED, text)
-    return logs._URL_PASSWORD.sub(lambda match: match.group(1) + logs.REDACTED + "@", text)
-
-
 _FRAGMENTS = st.sampled_from(["Bearer ", "bEaReR\t", "om_", "OM_", "://", "u:p@", "abcDEF12345", " ", "/", "@",
                               ":", "x", "é", "\n"])
 
@@ -348,7 +342,7 @@ _FRAGMENTS = st.sampled_from(["Bearer ", "bEaReR\t", "om_", "OM_", "://", "u:p@"
 @given(st.lists(st.one_of(_FRAGMENTS, st.text(max_size=6)), max_size=12).map("".join))
 def test_redaction_skips_the_patterns_only_for_lines_none_of_them_can_match(text):
     # the one search in front of the three substitutions changes no line
-    assert logs.redact(text) == _redacted_by_every_pattern(text)
+    assert logs.redact(text) == logs._substitute_secrets(text)
 
 
 def test_a_json_line_keeps_what_orjson_refuses_a_lone_surrogate_and_a_huge_integer():

@@ -61,6 +61,11 @@ def redact(text: str) -> str:
     """``text`` with bearer tokens, openmaac access tokens and URL passwords masked."""
     if _MAYBE_SECRET.search(text) is None:
         return text
+    return _substitute_secrets(text)
+
+
+def _substitute_secrets(text: str) -> str:
+    """The three patterns' substitutions, whatever ``text`` holds."""
     text = _BEARER.sub(lambda match: match.group(1) + REDACTED, text)
     text = _TOKEN.sub(TOKEN_PREFIX + REDACTED, text)
     return _URL_PASSWORD.sub(lambda match: match.group(1) + REDACTED + "@", text)
